@@ -1,0 +1,4 @@
+//! Modbus: the RTU application data unit and register value decoding.
+
+pub mod rtu;
+pub mod values;
