@@ -1,1 +1,31 @@
-fn main() {}
+//! `meterd`: the smart-meter gateway daemon and the technician's command-line tool.
+
+mod bus;
+mod decode;
+mod hex_input;
+mod reading;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Smart-meter data acquisition gateway: DL/T 645 and Modbus meters to MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "meterd", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode a DL/T 645 or Modbus RTU frame and explain it field by field.
+    Decode(decode::DecodeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Decode(args) => decode::run(&args),
+    }
+}

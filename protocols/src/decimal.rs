@@ -81,8 +81,10 @@ impl Decimal {
     /// them to one scale would overflow i128 (never for meter values).
     pub fn cmp_value(self, other: Self) -> Option<std::cmp::Ordering> {
         let scale = self.scale.max(other.scale);
-        let a = i128::from(self.mantissa).checked_mul(10i128.checked_pow(u32::from(scale - self.scale))?)?;
-        let b = i128::from(other.mantissa).checked_mul(10i128.checked_pow(u32::from(scale - other.scale))?)?;
+        let a = i128::from(self.mantissa)
+            .checked_mul(10i128.checked_pow(u32::from(scale - self.scale))?)?;
+        let b = i128::from(other.mantissa)
+            .checked_mul(10i128.checked_pow(u32::from(scale - other.scale))?)?;
         Some(a.cmp(&b))
     }
 }
@@ -177,7 +179,10 @@ mod tests {
         for bad in ["", "-", ".", "1.", "1.2.3", "1e3", " 1", "0x10", "١"] {
             assert!(bad.parse::<Decimal>().is_err(), "{bad:?} parsed");
         }
-        assert!(matches!("99999999999999999999".parse::<Decimal>(), Err(ParseDecimalError::Range(_))));
+        assert!(matches!(
+            "99999999999999999999".parse::<Decimal>(),
+            Err(ParseDecimalError::Range(_))
+        ));
     }
 
     #[test]

@@ -54,7 +54,10 @@ impl std::fmt::Display for SkipReason {
             SkipReason::Preamble => f.write_str("preamble"),
             SkipReason::Noise => f.write_str("noise"),
             SkipReason::Checksum { expected, found } => {
-                write!(f, "checksum mismatch: expected {expected:02X}, found {found:02X}")
+                write!(
+                    f,
+                    "checksum mismatch: expected {expected:02X}, found {found:02X}"
+                )
             }
             SkipReason::Malformed(why) => f.write_str(why),
         }

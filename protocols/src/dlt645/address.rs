@@ -86,7 +86,12 @@ impl FromStr for Address {
     /// bytes, for wildcard reads.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ParseAddressError(s.to_owned());
-        if s.is_empty() || s.len() > 12 || !s.bytes().all(|b| b.is_ascii_digit() || b == b'A' || b == b'a') {
+        if s.is_empty()
+            || s.len() > 12
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'A' || b == b'a')
+        {
             return Err(err());
         }
         let padded = format!("{s:0>12}").to_ascii_uppercase();
@@ -94,7 +99,9 @@ impl FromStr for Address {
         for (i, pair) in padded.as_bytes().chunks(2).enumerate() {
             let byte = match pair {
                 [b'A', b'A'] => 0xAA,
-                [h, l] if h.is_ascii_digit() && l.is_ascii_digit() => ((h - b'0') << 4) | (l - b'0'),
+                [h, l] if h.is_ascii_digit() && l.is_ascii_digit() => {
+                    ((h - b'0') << 4) | (l - b'0')
+                }
                 _ => return Err(err()),
             };
             out[5 - i] = byte;
@@ -114,7 +121,10 @@ mod tests {
         assert_eq!(a.to_string(), "202107072529");
         let short: Address = "123".parse().unwrap();
         assert_eq!(short.to_string(), "000000000123");
-        assert_eq!("AAAAAAAAAAAA".parse::<Address>().unwrap(), Address::WILDCARD);
+        assert_eq!(
+            "AAAAAAAAAAAA".parse::<Address>().unwrap(),
+            Address::WILDCARD
+        );
         assert!(Address::BROADCAST.is_broadcast());
         for bad in ["", "1234567890123", "12345A", "12 34", "0x12"] {
             assert!(bad.parse::<Address>().is_err(), "{bad:?}");

@@ -1,0 +1,3 @@
+//! One task per physical bus: transport, transactions, poll schedule and meter health.
+
+pub mod schedule;

@@ -1,0 +1,235 @@
+//! When each meter on a bus is due: wall-clock aligned slots, overrun skipping, degraded probing.
+//!
+//! A meter with a 15-minute interval is read in the slots starting at :00, :15, :30 and :45 of
+//! wall-clock time (UTC, plus an optional offset), whatever time the daemon started. When the
+//! bus cannot reach a meter before its next slot begins (the bus is overloaded or a run of dead
+//! meters ate the time), the missed slot is skipped and counted as an overrun rather than piling
+//! up reads. A degraded meter (many consecutive failures) is probed only every `probe_every`
+//! slots, so a dead meter costs the bus little.
+//!
+//! This module owns no clock and does no I/O: `now` (milliseconds since the Unix epoch) is
+//! passed in by the bus task, so slot logic is tested on simulated time.
+
+/// Milliseconds since the Unix epoch (UTC).
+pub type Millis = i64;
+
+/// The timing of one meter's polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    /// Slot length in milliseconds (≥ 1).
+    pub interval_ms: i64,
+    /// Shift of the slot grid from the epoch-aligned one, in milliseconds (0 ≤ offset < interval).
+    pub offset_ms: i64,
+}
+
+impl Cadence {
+    /// A cadence of `interval_ms` aligned to the epoch (so to the wall clock), with no offset.
+    pub fn every(interval_ms: i64) -> Self {
+        Self {
+            interval_ms: interval_ms.max(1),
+            offset_ms: 0,
+        }
+    }
+
+    /// The start of the slot that contains `t`.
+    pub fn slot_start(&self, t: Millis) -> Millis {
+        let shifted = t - self.offset_ms;
+        shifted.div_euclid(self.interval_ms) * self.interval_ms + self.offset_ms
+    }
+
+    /// The start of the first slot that begins strictly after `t`.
+    pub fn next_slot_after(&self, t: Millis) -> Millis {
+        self.slot_start(t) + self.interval_ms
+    }
+}
+
+/// Scheduling state of one meter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    cadence: Cadence,
+    /// Start of the slot in which the meter is next due.
+    due: Millis,
+    /// Slots skipped because the meter could not be read before its next slot began.
+    overruns: u64,
+    /// While degraded, probe only in every n-th slot (1 = every slot).
+    probe_every: u32,
+}
+
+/// The poll order of all meters on one bus.
+#[derive(Debug, Clone, Default)]
+pub struct PollScheduler {
+    entries: Vec<Entry>,
+}
+
+/// The meter the bus should read now, with the slot the read belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// Index of the meter (order of [`PollScheduler::add`]).
+    pub meter: usize,
+    /// Start of the slot this read belongs to (the reading's schedule key).
+    pub slot: Millis,
+}
+
+impl PollScheduler {
+    /// An empty scheduler.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a meter; its first read is due in the slot containing `now` (read at once on start).
+    /// Returns its index.
+    pub fn add(&mut self, cadence: Cadence, now: Millis) -> usize {
+        self.entries.push(Entry {
+            cadence,
+            due: cadence.slot_start(now),
+            overruns: 0,
+            probe_every: 1,
+        });
+        self.entries.len() - 1
+    }
+
+    /// Number of meters.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no meter is scheduled.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The meter to read now, if any is due: the one with the earliest due slot (ties by
+    /// index, i.e. configuration order). A meter whose slot passed entirely without a read
+    /// is moved to the slot containing `now` and its skipped slots are counted as overruns.
+    pub fn next_due(&mut self, now: Millis) -> Option<Due> {
+        for e in &mut self.entries {
+            let current = e.cadence.slot_start(now);
+            if e.due < current {
+                let missed = (current - e.due) / e.cadence.interval_ms;
+                e.overruns += u64::try_from(missed).unwrap_or(0);
+                e.due = current;
+            }
+        }
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.due <= now)
+            .min_by_key(|(i, e)| (e.due, *i))
+            .map(|(meter, e)| Due { meter, slot: e.due })
+    }
+
+    /// Records that the read of `due` finished (successfully or not); the meter is next due
+    /// in the slot after the one it was read in, or `probe_every` slots later while degraded.
+    pub fn complete(&mut self, due: Due) {
+        if let Some(e) = self.entries.get_mut(due.meter) {
+            let step = e
+                .cadence
+                .interval_ms
+                .saturating_mul(i64::from(e.probe_every.max(1)));
+            e.due = due.slot.saturating_add(step);
+        }
+    }
+
+    /// Puts a meter into degraded mode (probe every `probe_every` slots) or back to normal (1).
+    pub fn set_probe_every(&mut self, meter: usize, probe_every: u32) {
+        if let Some(e) = self.entries.get_mut(meter) {
+            e.probe_every = probe_every.max(1);
+        }
+    }
+
+    /// Slots skipped so far for a meter.
+    pub fn overruns(&self, meter: usize) -> u64 {
+        self.entries.get(meter).map_or(0, |e| e.overruns)
+    }
+
+    /// When the next read of any meter is due (for sleeping until then), or `None` if empty.
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        self.entries.iter().map(|e| e.due).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn slots_are_aligned_to_the_wall_clock() {
+        let c = Cadence::every(15 * MIN);
+        // 10:07:30 is in the 10:00 slot; the next slot starts at 10:15.
+        let t = 10 * 60 * MIN + 7 * MIN + 30_000;
+        assert_eq!(c.slot_start(t), 10 * 60 * MIN);
+        assert_eq!(c.next_slot_after(t), 10 * 60 * MIN + 15 * MIN);
+        let shifted = Cadence {
+            interval_ms: 15 * MIN,
+            offset_ms: 5_000,
+        };
+        assert_eq!(shifted.slot_start(t), 10 * 60 * MIN + 5_000);
+        // Times before the epoch still land in the right slot.
+        assert_eq!(c.slot_start(-1), -15 * MIN);
+    }
+
+    #[test]
+    fn reads_once_per_slot_in_order() {
+        let mut s = PollScheduler::new();
+        let start = 100 * MIN + 7_000;
+        let a = s.add(Cadence::every(MIN), start);
+        let b = s.add(Cadence::every(MIN), start);
+        let first = s.next_due(start).unwrap();
+        assert_eq!(
+            first,
+            Due {
+                meter: a,
+                slot: 100 * MIN
+            }
+        );
+        s.complete(first);
+        let second = s.next_due(start + 100).unwrap();
+        assert_eq!(second.meter, b);
+        s.complete(second);
+        assert_eq!(s.next_due(start + 200), None, "both read in this slot");
+        assert_eq!(s.next_wakeup(), Some(101 * MIN));
+        assert_eq!(s.next_due(101 * MIN).map(|d| d.meter), Some(a));
+        assert_eq!(s.overruns(a), 0);
+    }
+
+    #[test]
+    fn an_overrun_skips_to_the_current_slot_and_is_counted() {
+        let mut s = PollScheduler::new();
+        let m = s.add(Cadence::every(MIN), 0);
+        let d = s.next_due(0).unwrap();
+        // The read took 3.5 slots (a dead bus, say): the slots at 1, 2 and 3 minutes are gone.
+        s.complete(d);
+        let late = 3 * MIN + 30_000;
+        let d2 = s.next_due(late).unwrap();
+        assert_eq!(
+            d2,
+            Due {
+                meter: m,
+                slot: 3 * MIN
+            }
+        );
+        assert_eq!(
+            s.overruns(m),
+            2,
+            "slots 1 and 2 were skipped, slot 3 is read late"
+        );
+        s.complete(d2);
+        assert_eq!(s.next_due(late + 1), None, "no pile-up of missed reads");
+    }
+
+    #[test]
+    fn degraded_meters_are_probed_less_often() {
+        let mut s = PollScheduler::new();
+        let m = s.add(Cadence::every(MIN), 0);
+        s.set_probe_every(m, 10);
+        let d = s.next_due(0).unwrap();
+        s.complete(d);
+        assert_eq!(s.next_wakeup(), Some(10 * MIN));
+        assert_eq!(s.next_due(5 * MIN), None);
+        assert_eq!(s.overruns(m), 0, "probing less often is not an overrun");
+        s.set_probe_every(m, 1);
+        assert_eq!(s.next_due(10 * MIN).map(|d| d.slot), Some(10 * MIN));
+    }
+}
