@@ -1,6 +1,7 @@
 //! `meterd`: the smart-meter gateway daemon and the technician's command-line tool.
 
 mod bus;
+mod config;
 mod decode;
 mod hex_input;
 mod reading;

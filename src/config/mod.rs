@@ -1,0 +1,731 @@
+//! The gateway's configuration: one TOML file (`meterd run --config FILE`) plus meter profiles.
+//!
+//! This module owns parsing and checking. Every problem is reported with the file, line,
+//! column and key, and the daemon never starts half-configured: [`Config::load`] either returns
+//! a complete, cross-checked configuration or the first error. It never opens a port or a
+//! socket.
+
+mod error;
+pub mod profile;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meter_protocols::dlt645::Address;
+use serde::{Deserialize, Deserializer, Serialize};
+use toml::Spanned;
+
+pub use error::{ConfigError, parse_toml};
+pub use profile::{Profile, ProfileSet};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Gateway id, part of every MQTT topic and reading id.
+    pub gateway: String,
+    /// Where the spool and per-meter state live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Extra directories of meter profiles (`*.toml`); the built-in profiles are always there.
+    #[serde(default)]
+    pub profile_dirs: Vec<PathBuf>,
+    /// Publish the raw response frames with each reading (the evidence behind a bill).
+    #[serde(default = "yes")]
+    pub evidence_frames: bool,
+    /// The buses and their meters.
+    #[serde(default, rename = "bus")]
+    pub buses: Vec<Spanned<BusConfig>>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/meterd")
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a bus is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// A local serial port (RS-485 adapter or on-board UART).
+    Serial,
+    /// Raw TCP to a serial device server ("transparent" DTU) carrying DL/T 645 or RTU bytes.
+    Tcp,
+    /// Modbus TCP (MBAP framing).
+    ModbusTcp,
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    /// No parity bit.
+    None,
+    /// Even parity (DL/T 645 default).
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// A meter protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum Protocol {
+    /// DL/T 645-2007.
+    #[serde(rename = "dlt645-2007")]
+    Dlt645_2007,
+    /// DL/T 645-1997.
+    #[serde(rename = "dlt645-1997")]
+    Dlt645_1997,
+    /// Modbus RTU (serial, or raw TCP through a device server).
+    #[serde(rename = "modbus-rtu")]
+    ModbusRtu,
+    /// Modbus TCP.
+    #[serde(rename = "modbus-tcp")]
+    ModbusTcp,
+}
+
+impl Protocol {
+    /// The name used in the MQTT contract and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Dlt645_2007 => "dlt645-2007",
+            Protocol::Dlt645_1997 => "dlt645-1997",
+            Protocol::ModbusRtu => "modbus-rtu",
+            Protocol::ModbusTcp => "modbus-tcp",
+        }
+    }
+
+    /// True for both DL/T 645 editions.
+    pub fn is_dlt645(self) -> bool {
+        matches!(self, Protocol::Dlt645_2007 | Protocol::Dlt645_1997)
+    }
+}
+
+/// Kernel RS-485 mode (TIOCSRS485): RTS drives the transceiver's direction.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rs485Config {
+    /// Turn kernel RS-485 mode on for this port.
+    #[serde(default)]
+    pub enabled: bool,
+    /// RTS level while sending (true = high).
+    #[serde(default = "yes")]
+    pub rts_on_send: bool,
+    /// Delay after raising RTS before the first bit.
+    #[serde(default, with = "duration")]
+    pub delay_before_send: Duration,
+    /// Delay after the last bit before dropping RTS.
+    #[serde(default, with = "duration")]
+    pub delay_after_send: Duration,
+}
+
+/// Timing and retry settings; set per bus and overridable per meter.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    /// Longest wait for the first byte of a reply (DL/T 645 allows 500 ms + frame time).
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub response_timeout: Option<Duration>,
+    /// Longest gap between two bytes of one reply before it is abandoned.
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub inter_byte_timeout: Option<Duration>,
+    /// Silence kept after a reply before the next request (transceiver turnaround).
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub turnaround: Option<Duration>,
+    /// Further attempts after a failed transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u8>,
+    /// `FE` wake-up bytes before each DL/T 645 request (0–4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preamble: Option<u8>,
+    /// The adapter echoes what it sends: drop our own bytes from the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo: Option<bool>,
+    /// Modbus RTU inter-frame silence (t3.5); derived from the baud rate when unset.
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub modbus_silence: Option<Duration>,
+}
+
+/// Effective timing after defaults and overrides are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EffectiveTiming {
+    /// See [`Timing::response_timeout`].
+    #[serde(with = "duration")]
+    pub response_timeout: Duration,
+    /// See [`Timing::inter_byte_timeout`].
+    #[serde(with = "duration")]
+    pub inter_byte_timeout: Duration,
+    /// See [`Timing::turnaround`].
+    #[serde(with = "duration")]
+    pub turnaround: Duration,
+    /// See [`Timing::retries`].
+    pub retries: u8,
+    /// See [`Timing::preamble`].
+    pub preamble: u8,
+    /// See [`Timing::echo`].
+    pub echo: bool,
+    /// See [`Timing::modbus_silence`].
+    #[serde(with = "duration")]
+    pub modbus_silence: Duration,
+}
+
+impl Timing {
+    /// `self` where set, else `base`.
+    pub fn over(&self, base: &Timing) -> Timing {
+        Timing {
+            response_timeout: self.response_timeout.or(base.response_timeout),
+            inter_byte_timeout: self.inter_byte_timeout.or(base.inter_byte_timeout),
+            turnaround: self.turnaround.or(base.turnaround),
+            retries: self.retries.or(base.retries),
+            preamble: self.preamble.or(base.preamble),
+            echo: self.echo.or(base.echo),
+            modbus_silence: self.modbus_silence.or(base.modbus_silence),
+        }
+    }
+
+    /// Fills what is unset with protocol-appropriate defaults for `baud`.
+    pub fn effective(&self, baud: u32) -> EffectiveTiming {
+        EffectiveTiming {
+            response_timeout: self.response_timeout.unwrap_or(Duration::from_millis(1000)),
+            inter_byte_timeout: self
+                .inter_byte_timeout
+                .unwrap_or(Duration::from_millis(500)),
+            turnaround: self.turnaround.unwrap_or(Duration::from_millis(20)),
+            retries: self.retries.unwrap_or(1),
+            preamble: self.preamble.unwrap_or(4).min(4),
+            echo: self.echo.unwrap_or(false),
+            modbus_silence: self.modbus_silence.unwrap_or_else(|| t35(baud)),
+        }
+    }
+}
+
+/// Modbus t3.5 for 11-bit characters; fixed 1.75 ms above 19200 baud (Modbus serial line spec).
+pub fn t35(baud: u32) -> Duration {
+    if baud == 0 || baud > 19_200 {
+        Duration::from_micros(1750)
+    } else {
+        Duration::from_micros(38_500_000 / u64::from(baud))
+    }
+}
+
+/// One bus: a serial port, a serial device server, or a Modbus TCP endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// Bus name (unique), used in logs, metrics and the status page.
+    pub name: String,
+    /// How the bus is reached.
+    pub transport: TransportKind,
+    /// Serial device path (transport = serial).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// `host:port` (transport = tcp or modbus-tcp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Baud rate (serial; also sets wire-time estimates for a serial server).
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Parity.
+    #[serde(default = "default_parity")]
+    pub parity: Parity,
+    /// Data bits (5–8).
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// Stop bits (1 or 2).
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Kernel RS-485 mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rs485: Option<Rs485Config>,
+    /// Timing for every meter on this bus (`[bus.timing]`; meters may override).
+    #[serde(default)]
+    pub timing: Timing,
+    /// Consecutive failed polls before a meter is degraded (probed less often).
+    #[serde(default = "default_degrade_after")]
+    pub degrade_after: u32,
+    /// While degraded, probe a meter only every this many slots.
+    #[serde(default = "default_probe_every")]
+    pub probe_every: u32,
+    /// The meters on this bus.
+    #[serde(default, rename = "meter")]
+    pub meters: Vec<Spanned<MeterConfig>>,
+}
+
+fn default_baud() -> u32 {
+    2400
+}
+fn default_parity() -> Parity {
+    Parity::Even
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_degrade_after() -> u32 {
+    3
+}
+fn default_probe_every() -> u32 {
+    10
+}
+
+/// One meter on a bus.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterConfig {
+    /// Meter id in topics and readings; defaults to the DL/T 645 address or `{bus}-unit{N}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The meter's protocol.
+    pub protocol: Protocol,
+    /// DL/T 645 address (12 digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Modbus unit id (1–247; 0 or 255 are accepted for Modbus TCP gateways that need them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<u8>,
+    /// Profile name (built-in or from `profile_dirs`).
+    pub profile: String,
+    /// Poll interval, aligned to wall-clock slots (`15m` is read at :00, :15, …).
+    #[serde(default = "default_interval", with = "duration")]
+    pub interval: Duration,
+    /// Timing overrides for this meter (`timing = { retries = 3 }`).
+    #[serde(default)]
+    pub timing: Timing,
+    /// Cap on registers per Modbus read (overrides the profile's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_registers: Option<u16>,
+    /// Unused registers that may be read to merge two Modbus reads (overrides the profile's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_fill: Option<u16>,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl MeterConfig {
+    /// The meter's id as published.
+    pub fn effective_id(&self, bus: &str) -> String {
+        if let Some(id) = &self.id {
+            return id.clone();
+        }
+        match (&self.address, self.unit) {
+            (Some(a), _) => a
+                .parse::<Address>()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| a.clone()),
+            (None, Some(u)) => format!("{bus}-unit{u}"),
+            (None, None) => format!("{bus}-meter"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file and the profiles it names.
+    pub fn load(path: &Path) -> Result<(Config, ProfileSet), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::file(path, format!("cannot read configuration: {e}")))?;
+        Self::from_text(path, &text)
+    }
+
+    /// Parses and checks configuration text (`path` is used in error messages and to resolve
+    /// relative profile directories).
+    pub fn from_text(path: &Path, text: &str) -> Result<(Config, ProfileSet), ConfigError> {
+        let config: Config = parse_toml(path, text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let dirs: Vec<PathBuf> = config.profile_dirs.iter().map(|d| base.join(d)).collect();
+        let profiles = ProfileSet::load(&dirs)?;
+        config.check(path, text, &profiles)?;
+        Ok((config, profiles))
+    }
+
+    /// Cross-field checks that serde cannot express.
+    fn check(&self, path: &Path, text: &str, profiles: &ProfileSet) -> Result<(), ConfigError> {
+        let err = |span: std::ops::Range<usize>, key: String, msg: String| {
+            ConfigError::at(path, text, Some(span), key, msg)
+        };
+        if self.gateway.is_empty() || self.gateway.contains(['/', '+', '#']) {
+            return Err(ConfigError::at(
+                path,
+                text,
+                None,
+                "gateway",
+                "must be non-empty and contain no '/', '+' or '#' (it is an MQTT topic level)",
+            ));
+        }
+        let mut bus_names = HashSet::new();
+        let mut ports = HashSet::new();
+        let mut meter_ids = HashSet::new();
+        for (bi, bus) in self.buses.iter().enumerate() {
+            let span = bus.span();
+            let bus = bus.get_ref();
+            let key = |k: &str| format!("bus[{bi}].{k}");
+            if !bus_names.insert(bus.name.clone()) {
+                return Err(err(
+                    span,
+                    key("name"),
+                    format!("bus name {:?} is used twice", bus.name),
+                ));
+            }
+            match bus.transport {
+                TransportKind::Serial => {
+                    let Some(port) = &bus.port else {
+                        return Err(err(
+                            span,
+                            key("port"),
+                            "a serial bus needs `port` (e.g. \"/dev/ttyS1\")".into(),
+                        ));
+                    };
+                    // One owner per physical bus: two buses on one port would race on the wire.
+                    if !ports.insert(port.clone()) {
+                        return Err(err(
+                            span,
+                            key("port"),
+                            format!(
+                                "port {port:?} is already used by another bus; put all its meters on one bus"
+                            ),
+                        ));
+                    }
+                }
+                TransportKind::Tcp | TransportKind::ModbusTcp => {
+                    let Some(host) = &bus.host else {
+                        return Err(err(
+                            span,
+                            key("host"),
+                            "a TCP bus needs `host` (\"host:port\")".into(),
+                        ));
+                    };
+                    if !host.contains(':') {
+                        return Err(err(
+                            span,
+                            key("host"),
+                            format!("expected \"host:port\", found {host:?}"),
+                        ));
+                    }
+                    if !ports.insert(host.clone()) {
+                        return Err(err(
+                            span,
+                            key("host"),
+                            format!("{host:?} is already used by another bus"),
+                        ));
+                    }
+                }
+            }
+            if !(5..=8).contains(&bus.data_bits) {
+                return Err(err(
+                    span,
+                    key("data_bits"),
+                    format!("expected 5 to 8, found {}", bus.data_bits),
+                ));
+            }
+            if !(1..=2).contains(&bus.stop_bits) {
+                return Err(err(
+                    span,
+                    key("stop_bits"),
+                    format!("expected 1 or 2, found {}", bus.stop_bits),
+                ));
+            }
+            if bus.baud == 0 {
+                return Err(err(span, key("baud"), "must be greater than 0".into()));
+            }
+            for (mi, meter) in bus.meters.iter().enumerate() {
+                let mspan = meter.span();
+                let meter = meter.get_ref();
+                let mkey = |k: &str| format!("bus[{bi}].meter[{mi}].{k}");
+                let allowed = match bus.transport {
+                    TransportKind::Serial | TransportKind::Tcp => {
+                        meter.protocol != Protocol::ModbusTcp
+                    }
+                    TransportKind::ModbusTcp => meter.protocol == Protocol::ModbusTcp,
+                };
+                if !allowed {
+                    return Err(err(
+                        mspan,
+                        mkey("protocol"),
+                        format!(
+                            "{} cannot run on a {:?} bus",
+                            meter.protocol.name(),
+                            bus.transport
+                        ),
+                    ));
+                }
+                if meter.protocol.is_dlt645() {
+                    let Some(a) = &meter.address else {
+                        return Err(err(
+                            mspan,
+                            mkey("address"),
+                            "a DL/T 645 meter needs `address` (12 digits)".into(),
+                        ));
+                    };
+                    let parsed: Address = a
+                        .parse()
+                        .map_err(|e| err(mspan.clone(), mkey("address"), format!("{e}")))?;
+                    if parsed.is_broadcast() || parsed.has_wildcard() {
+                        return Err(err(
+                            mspan,
+                            mkey("address"),
+                            "a polled meter needs its real address, not broadcast or wildcard"
+                                .into(),
+                        ));
+                    }
+                } else {
+                    let Some(unit) = meter.unit else {
+                        return Err(err(
+                            mspan,
+                            mkey("unit"),
+                            "a Modbus meter needs `unit` (1-247)".into(),
+                        ));
+                    };
+                    if meter.protocol == Protocol::ModbusRtu && !(1..=247).contains(&unit) {
+                        return Err(err(
+                            mspan,
+                            mkey("unit"),
+                            format!("expected 1 to 247 on a serial bus, found {unit}"),
+                        ));
+                    }
+                }
+                let Some(profile) = profiles.get(&meter.profile) else {
+                    return Err(err(
+                        mspan,
+                        mkey("profile"),
+                        format!(
+                            "no profile named {:?}; known: {}",
+                            meter.profile,
+                            profiles.names().join(", ")
+                        ),
+                    ));
+                };
+                if !profile.supports(meter.protocol) {
+                    return Err(err(
+                        mspan,
+                        mkey("profile"),
+                        format!(
+                            "profile {:?} is for {}, not {}",
+                            meter.profile,
+                            profile.protocol_name(),
+                            meter.protocol.name()
+                        ),
+                    ));
+                }
+                if meter.interval < Duration::from_millis(100) {
+                    return Err(err(
+                        mspan,
+                        mkey("interval"),
+                        "must be at least 100ms".into(),
+                    ));
+                }
+                if let Some(0) | Some(126..) = meter.max_registers {
+                    return Err(err(
+                        mspan,
+                        mkey("max_registers"),
+                        "expected 1 to 125".into(),
+                    ));
+                }
+                let id = meter.effective_id(&bus.name);
+                if id.contains(['/', '+', '#']) {
+                    return Err(err(
+                        mspan,
+                        mkey("id"),
+                        format!(
+                            "{id:?} must not contain '/', '+' or '#' (it is an MQTT topic level)"
+                        ),
+                    ));
+                }
+                if !meter_ids.insert(id.clone()) {
+                    return Err(err(
+                        mspan,
+                        mkey("id"),
+                        format!("meter id {id:?} is used twice"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serde helpers for durations written as `"500ms"`, `"15m"`, `"1h 30m"`.
+pub mod duration {
+    use super::*;
+
+    /// Deserializes a humantime duration string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{e} in duration {s:?} (write e.g. \"500ms\", \"2s\", \"15m\")"
+            ))
+        })
+    }
+
+    /// Serializes as a humantime string.
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// Serde helpers for optional durations.
+pub mod opt_duration {
+    use super::*;
+
+    /// Deserializes an optional humantime duration string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        duration::deserialize(d).map(Some)
+    }
+
+    /// Serializes an optional duration.
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<(Config, ProfileSet), ConfigError> {
+        Config::from_text(Path::new("test.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+gateway = "gw-01"
+data_dir = "/tmp/x"
+
+[[bus]]
+name = "rs485-1"
+transport = "serial"
+port = "/dev/ttyS1"
+baud = 9600
+timing = { response_timeout = "800ms", retries = 2 }
+
+[[bus.meter]]
+protocol = "dlt645-2007"
+address = "202107072529"
+profile = "dlt645-three-phase"
+interval = "15m"
+
+[[bus.meter]]
+protocol = "modbus-rtu"
+unit = 3
+profile = "eastron-sdm630"
+timing = { response_timeout = "300ms" }
+
+[[bus]]
+name = "lan"
+transport = "modbus-tcp"
+host = "127.0.0.1:5020"
+[[bus.meter]]
+id = "sdm-2"
+protocol = "modbus-tcp"
+unit = 1
+profile = "eastron-sdm630"
+"#;
+
+    #[test]
+    fn a_good_file_loads_with_defaults_and_overrides() {
+        let (c, profiles) = load(GOOD).unwrap();
+        assert_eq!(c.buses.len(), 2);
+        let bus = c.buses[0].get_ref();
+        assert_eq!(bus.parity, Parity::Even);
+        let m0 = bus.meters[0].get_ref();
+        assert_eq!(m0.interval, Duration::from_secs(900));
+        assert_eq!(m0.effective_id("rs485-1"), "202107072529");
+        let m1 = bus.meters[1].get_ref();
+        assert_eq!(m1.effective_id("rs485-1"), "rs485-1-unit3");
+        let t = m1.timing.over(&bus.timing).effective(bus.baud);
+        assert_eq!(t.response_timeout, Duration::from_millis(300));
+        assert_eq!(t.retries, 2);
+        assert_eq!(t.modbus_silence, Duration::from_micros(4010));
+        assert!(profiles.get("eastron-sdm630").is_some());
+    }
+
+    #[test]
+    fn every_builtin_profile_parses() {
+        let set = ProfileSet::builtin().unwrap();
+        assert_eq!(set.names().len(), profile::BUILTIN.len());
+    }
+
+    fn error_of(text: &str) -> ConfigError {
+        match load(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_key() {
+        let e = error_of(&GOOD.replace("baud = 9600", "baud = -1"));
+        assert_eq!((e.line, e.key.as_str()), (9, "bus[0].baud"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("test.toml:9:8: bus[0].baud: invalid value"),
+            "{e}"
+        );
+
+        let e = error_of(&GOOD.replace("interval = \"15m\"", "intervall = \"15m\""));
+        assert_eq!(e.key, "bus[0].meter[0].intervall", "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+
+        let e = error_of(&GOOD.replace("interval = \"15m\"", "interval = \"fortnight\""));
+        assert_eq!(e.key, "bus[0].meter[0].interval", "{e}");
+
+        let e = error_of(
+            &GOOD
+                .replace("parity = ", "x")
+                .replace("baud = 9600", "baud = 9600\nparity = \"mark\""),
+        );
+        assert!(e.message.contains("unknown variant `mark`"), "{e}");
+
+        let e = error_of(&GOOD.replace("address = \"202107072529\"", "address = \"2021070725x9\""));
+        assert_eq!(e.key, "bus[0].meter[0].address", "{e}");
+        assert_eq!(e.line, 12, "points at the meter's table: {e}");
+
+        let e = error_of(&GOOD.replace("profile = \"dlt645-three-phase\"", "profile = \"nope\""));
+        assert!(e.message.contains("no profile named \"nope\""), "{e}");
+
+        let e = error_of(&GOOD.replace(
+            "profile = \"dlt645-three-phase\"",
+            "profile = \"eastron-sdm630\"",
+        ));
+        assert!(e.message.contains("is for modbus"), "{e}");
+
+        let e = error_of(&GOOD.replace("unit = 3", "unit = 0"));
+        assert_eq!(e.key, "bus[0].meter[1].unit", "{e}");
+
+        let e = error_of(&GOOD.replace("host = \"127.0.0.1:5020\"", "port = \"/dev/ttyS1\""));
+        assert_eq!(e.key, "bus[1].host", "{e}");
+
+        let e = error_of(&format!(
+            "{GOOD}\n[[bus]]\nname = \"again\"\ntransport = \"serial\"\nport = \"/dev/ttyS1\"\n"
+        ));
+        assert!(e.message.contains("already used by another bus"), "{e}");
+
+        let e = error_of("gateway = \"gw\"\n[[bus]\n");
+        assert_eq!(e.line, 2, "{e}");
+    }
+}

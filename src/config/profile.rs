@@ -1,0 +1,365 @@
+//! Meter profiles: which quantities a meter model has and where each one lives.
+//!
+//! A profile is data (`config/profiles/*.toml`), not code, so a technician adds a meter model
+//! without a new build. The built-in profiles are compiled into the binary; `profile_dirs`
+//! adds more, and a file there with the same `name` replaces the built-in one. This module
+//! parses and checks profiles; it does not know how to talk to a meter.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use meter_protocols::dlt645::DataIdentifier;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{ConfigError, Protocol, parse_toml};
+
+/// The profiles shipped in the binary: (file name, text).
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "dlt645-single-phase.toml",
+        include_str!("../../config/profiles/dlt645-single-phase.toml"),
+    ),
+    (
+        "dlt645-three-phase.toml",
+        include_str!("../../config/profiles/dlt645-three-phase.toml"),
+    ),
+    (
+        "dlt645-1997-basic.toml",
+        include_str!("../../config/profiles/dlt645-1997-basic.toml"),
+    ),
+    (
+        "eastron-sdm630.toml",
+        include_str!("../../config/profiles/eastron-sdm630.toml"),
+    ),
+    (
+        "eastron-sdm120.toml",
+        include_str!("../../config/profiles/eastron-sdm120.toml"),
+    ),
+    (
+        "chint-dtsu666.toml",
+        include_str!("../../config/profiles/chint-dtsu666.toml"),
+    ),
+    (
+        "generic-modbus.toml",
+        include_str!("../../config/profiles/generic-modbus.toml"),
+    ),
+];
+
+/// Which protocol family a profile describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ProfileProtocol {
+    /// DL/T 645-2007 data identifiers.
+    #[serde(rename = "dlt645-2007")]
+    Dlt645_2007,
+    /// DL/T 645-1997 data identifiers.
+    #[serde(rename = "dlt645-1997")]
+    Dlt645_1997,
+    /// Modbus registers (RTU or TCP alike).
+    #[serde(rename = "modbus")]
+    Modbus,
+}
+
+/// Modbus read function of a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegisterFunction {
+    /// Holding registers (FC03).
+    Holding,
+    /// Input registers (FC04).
+    Input,
+    /// Coils (FC01).
+    Coil,
+    /// Discrete inputs (FC02).
+    Discrete,
+}
+
+/// Modbus value type of a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegisterType {
+    /// Unsigned 16-bit.
+    U16,
+    /// Signed 16-bit.
+    I16,
+    /// Unsigned 32-bit.
+    U32,
+    /// Signed 32-bit.
+    I32,
+    /// Unsigned 64-bit.
+    U64,
+    /// Signed 64-bit.
+    I64,
+    /// IEEE-754 single.
+    F32,
+    /// IEEE-754 double.
+    F64,
+    /// One bit of a register (`bit` says which).
+    Bit,
+}
+
+impl RegisterType {
+    /// Registers the type occupies.
+    pub fn registers(self) -> u16 {
+        match self {
+            RegisterType::U16 | RegisterType::I16 | RegisterType::Bit => 1,
+            RegisterType::U32 | RegisterType::I32 | RegisterType::F32 => 2,
+            RegisterType::U64 | RegisterType::I64 | RegisterType::F64 => 4,
+        }
+    }
+}
+
+/// Byte and word order of a multi-register value (A = most significant byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WordOrder {
+    /// Big-endian bytes, big-endian words (the Modbus default).
+    #[default]
+    Abcd,
+    /// Words swapped.
+    Cdab,
+    /// Bytes swapped within each word.
+    Badc,
+    /// Little-endian.
+    Dcba,
+}
+
+/// One point of a profile.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Point {
+    /// Canonical quantity name (docs/quantities.md). For DL/T 645 it defaults to the
+    /// catalogue's name for `di`; a block DI yields all its items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<String>,
+    /// DL/T 645 data identifier (8 hex digits for 2007, 4 for 1997).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub di: Option<String>,
+    /// Modbus function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<RegisterFunction>,
+    /// Modbus register (PDU address, 0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<u16>,
+    /// Modbus value type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<RegisterType>,
+    /// Byte/word order.
+    #[serde(default)]
+    pub order: WordOrder,
+    /// Bit index for `type = "bit"` (0 = least significant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bit: Option<u8>,
+    /// Exact decimal factor applied to the raw value (`"0.01"`, `"10"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<String>,
+    /// Register holding a power-of-ten exponent applied to the value (e.g. Acrel meters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exponent_register: Option<u16>,
+    /// Unit (Modbus points; DL/T 645 units come from the catalogue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// OBIS code, where one exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obis: Option<String>,
+}
+
+/// A meter model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Profile name, used in `meter.profile` and `--profile`.
+    pub name: String,
+    /// What the profile covers.
+    pub description: String,
+    /// Where the register map or DI list comes from (vendor manual, standard).
+    pub source: String,
+    /// Protocol family.
+    pub protocol: ProfileProtocol,
+    /// Device cap on registers per read (Modbus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_registers: Option<u16>,
+    /// Unused registers that may be read to merge two reads (Modbus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_fill: Option<u16>,
+    /// The points.
+    #[serde(rename = "point")]
+    pub points: Vec<Spanned<Point>>,
+}
+
+impl Profile {
+    /// True when a meter speaking `protocol` can use this profile.
+    pub fn supports(&self, protocol: Protocol) -> bool {
+        matches!(
+            (self.protocol, protocol),
+            (ProfileProtocol::Dlt645_2007, Protocol::Dlt645_2007)
+                | (ProfileProtocol::Dlt645_1997, Protocol::Dlt645_1997)
+                | (
+                    ProfileProtocol::Modbus,
+                    Protocol::ModbusRtu | Protocol::ModbusTcp
+                )
+        )
+    }
+
+    /// The protocol family's name.
+    pub fn protocol_name(&self) -> &'static str {
+        match self.protocol {
+            ProfileProtocol::Dlt645_2007 => "dlt645-2007",
+            ProfileProtocol::Dlt645_1997 => "dlt645-1997",
+            ProfileProtocol::Modbus => "modbus",
+        }
+    }
+
+    /// Parses and checks one profile file.
+    pub fn parse(file: &Path, text: &str) -> Result<Profile, ConfigError> {
+        let profile: Profile = parse_toml(file, text)?;
+        profile.check(file, text)?;
+        Ok(profile)
+    }
+
+    fn check(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        if self.points.is_empty() {
+            return Err(ConfigError::at(
+                file,
+                text,
+                None,
+                "point",
+                "a profile needs at least one [[point]]",
+            ));
+        }
+        for (i, p) in self.points.iter().enumerate() {
+            let span = Some(p.span());
+            let p = p.get_ref();
+            let key = |k: &str| format!("point[{i}].{k}");
+            let fail =
+                |k: &str, msg: String| ConfigError::at(file, text, span.clone(), key(k), msg);
+            match self.protocol {
+                ProfileProtocol::Dlt645_2007 | ProfileProtocol::Dlt645_1997 => {
+                    let Some(di) = &p.di else {
+                        return Err(fail("di", "a DL/T 645 point needs `di`".into()));
+                    };
+                    let want = if self.protocol == ProfileProtocol::Dlt645_2007 {
+                        8
+                    } else {
+                        4
+                    };
+                    if di.len() != want || DataIdentifier::parse(di).is_none() {
+                        return Err(fail(
+                            "di",
+                            format!("expected {want} hex digits, found {di:?}"),
+                        ));
+                    }
+                    if p.function.is_some() || p.register.is_some() || p.value_type.is_some() {
+                        return Err(fail(
+                            "register",
+                            "DL/T 645 points take `di`, not Modbus fields".into(),
+                        ));
+                    }
+                }
+                ProfileProtocol::Modbus => {
+                    if p.di.is_some() {
+                        return Err(fail(
+                            "di",
+                            "a Modbus point takes function/register/type, not `di`".into(),
+                        ));
+                    }
+                    if p.quantity.is_none() {
+                        return Err(fail("quantity", "a Modbus point needs `quantity`".into()));
+                    }
+                    let (Some(function), Some(register), Some(ty)) =
+                        (p.function, p.register, p.value_type)
+                    else {
+                        return Err(fail(
+                            "register",
+                            "a Modbus point needs `function`, `register` and `type`".into(),
+                        ));
+                    };
+                    let bitwise = matches!(
+                        function,
+                        RegisterFunction::Coil | RegisterFunction::Discrete
+                    );
+                    if bitwise && ty != RegisterType::Bit {
+                        return Err(fail(
+                            "type",
+                            "coils and discrete inputs are `type = \"bit\"`".into(),
+                        ));
+                    }
+                    if ty == RegisterType::Bit && !bitwise && !matches!(p.bit, Some(0..=15)) {
+                        return Err(fail(
+                            "bit",
+                            "a bit of a register needs `bit` = 0..15".into(),
+                        ));
+                    }
+                    if u32::from(register) + u32::from(ty.registers()) > 65_536 {
+                        return Err(fail(
+                            "register",
+                            format!("register {register} + {} runs past 65535", ty.registers()),
+                        ));
+                    }
+                    if let Some(s) = &p.scale {
+                        if s.parse::<meter_protocols::Decimal>().is_err() {
+                            return Err(fail(
+                                "scale",
+                                format!("expected a decimal number such as \"0.01\", found {s:?}"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// All profiles known to the daemon, by name.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileSet {
+    by_name: BTreeMap<String, Profile>,
+}
+
+impl ProfileSet {
+    /// The built-in profiles, then every `*.toml` in `dirs` (later ones replace earlier ones).
+    pub fn load(dirs: &[PathBuf]) -> Result<ProfileSet, ConfigError> {
+        let mut set = ProfileSet::default();
+        for (name, text) in BUILTIN {
+            let path = PathBuf::from(format!("<built-in>/{name}"));
+            set.insert(Profile::parse(&path, text)?);
+        }
+        for dir in dirs {
+            let entries = std::fs::read_dir(dir).map_err(|e| {
+                ConfigError::file(dir, format!("cannot read profile directory: {e}"))
+            })?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            for file in files {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| ConfigError::file(&file, format!("cannot read profile: {e}")))?;
+                set.insert(Profile::parse(&file, &text)?);
+            }
+        }
+        Ok(set)
+    }
+
+    /// The built-in profiles only.
+    pub fn builtin() -> Result<ProfileSet, ConfigError> {
+        Self::load(&[])
+    }
+
+    fn insert(&mut self, p: Profile) {
+        self.by_name.insert(p.name.clone(), p);
+    }
+
+    /// A profile by name.
+    pub fn get(&self, name: &str) -> Option<&Profile> {
+        self.by_name.get(name)
+    }
+
+    /// All names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.by_name.keys().map(String::as_str).collect()
+    }
+}
