@@ -1,11 +1,5 @@
 //! `meterd`: the smart-meter gateway daemon and the technician's command-line tool.
 
-mod bus;
-mod config;
-mod decode;
-mod hex_input;
-mod reading;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -21,12 +15,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Decode a DL/T 645 or Modbus RTU frame and explain it field by field.
-    Decode(decode::DecodeArgs),
+    Decode(meterd::decode::DecodeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Decode(args) => decode::run(&args),
+        Command::Decode(args) => meterd::decode::run(&args),
     }
 }

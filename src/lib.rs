@@ -1,0 +1,13 @@
+//! meterd: a smart-meter data acquisition gateway.
+//!
+//! The daemon reads as a pipeline: [`bus`] (transport, transactions, schedule) → codecs in
+//! `meter_protocols` → validation → spool → uplink. The same modules serve the technician's
+//! CLI (`meterd decode`, `read`, `scan`, `trace`).
+
+#![warn(missing_docs)]
+
+pub mod bus;
+pub mod config;
+pub mod decode;
+pub mod hex_input;
+pub mod reading;
