@@ -659,3 +659,439 @@ fn decode_ascii(bytes: &[u8]) -> Value {
     }
     Value::Text(text.iter().map(|&b| char::from(b)).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn num(f: Format, bytes: &[u8]) -> String {
+        match f.decode(bytes) {
+            Value::Number(d) => d.to_string(),
+            other => panic!("{bytes:02X?} as {f:?} gave {other:?}"),
+        }
+    }
+
+    fn reason(f: Format, bytes: &[u8]) -> &'static str {
+        match f.decode(bytes) {
+            Value::Invalid { raw, reason } => {
+                assert_eq!(raw, bytes);
+                reason
+            }
+            other => panic!("{bytes:02X?} as {f:?} gave {other:?}, expected Invalid"),
+        }
+    }
+
+    #[test]
+    fn bcd_numbers_are_exact() {
+        assert_eq!(num(Format::ENERGY, &[0x76, 0x17, 0x03, 0x00]), "317.76");
+        assert_eq!(num(Format::ENERGY, &[0x99, 0x99, 0x99, 0x99]), "999999.99");
+        assert_eq!(num(Format::ENERGY, &[0, 0, 0, 0]), "0.00");
+        assert_eq!(num(Format::bcd(6, 3, true), &[0x34, 0x12, 0x80]), "-1.234");
+        assert_eq!(num(Format::bcd(6, 3, true), &[0x34, 0x12, 0x00]), "1.234");
+        assert_eq!(num(Format::bcd(4, 1, false), &[0x94, 0x23]), "239.4");
+        assert_eq!(num(Format::bcd(4, 2, false), &[0x03, 0x50]), "50.03");
+        assert_eq!(num(Format::bcd(4, 3, true), &[0x50, 0x89]), "-0.950");
+        assert_eq!(
+            num(Format::bcd(8, 2, true), &[0x99, 0x99, 0x99, 0xF9]),
+            "-799999.99"
+        );
+        assert_eq!(num(Format::bcd(3, 0, false), &[0x20, 0x02]), "220");
+        assert_eq!(num(Format::COUNT, &[0x07, 0x00, 0x00]), "7");
+        // A sign bit on zero is plain zero.
+        assert_eq!(num(Format::bcd(4, 1, true), &[0x00, 0x80]), "0.0");
+    }
+
+    #[test]
+    fn bcd_exact_decimal_representation() {
+        assert_eq!(
+            Format::ENERGY.decode(&[0x76, 0x17, 0x03, 0x00]),
+            Value::Number(Decimal::new(31776, 2).unwrap())
+        );
+        assert_eq!(
+            decode_bcd(&[0x34, 0x12, 0x80], 6, 3, true),
+            Ok(Decimal::new(-1234, 3).unwrap())
+        );
+    }
+
+    #[test]
+    fn bcd_invalid_never_panics() {
+        assert_eq!(reason(Format::ENERGY, &[0xFF; 4]), REASON_NO_DATA);
+        assert_eq!(reason(Format::ENERGY, &[0xEE; 4]), REASON_NO_DATA);
+        assert_eq!(reason(Format::bcd(6, 3, true), &[0xFF; 3]), REASON_NO_DATA);
+        assert_eq!(
+            reason(Format::ENERGY, &[0x76, 0x1A, 0x03, 0x00]),
+            REASON_NOT_BCD
+        );
+        assert_eq!(reason(Format::ENERGY, &[0x76, 0x17, 0x03]), REASON_LENGTH);
+        assert_eq!(
+            reason(Format::ENERGY, &[0x76, 0x17, 0x03, 0x00, 0x00]),
+            REASON_LENGTH
+        );
+        assert_eq!(reason(Format::ENERGY, &[]), REASON_LENGTH);
+        // Unsigned: a set bit 7 is a digit 8, a valid value — but 0xA0 is not BCD.
+        assert_eq!(num(Format::ENERGY, &[0, 0, 0, 0x80]), "800000.00");
+        assert_eq!(num(Format::bcd(6, 3, true), &[0, 0, 0xA0]), "-200.000");
+        assert_eq!(
+            reason(Format::bcd(6, 3, true), &[0, 0, 0x7A]),
+            REASON_NOT_BCD
+        );
+        // Odd digit count: the unused top nibble must be zero.
+        assert_eq!(
+            reason(Format::bcd(3, 0, false), &[0x20, 0x12]),
+            REASON_DIGIT_OUTSIDE
+        );
+        assert_eq!(
+            reason(Format::bcd(19, 0, false), &[0; 10]),
+            REASON_UNSUPPORTED
+        );
+        assert_eq!(reason(Format::bcd(0, 0, false), &[]), REASON_UNSUPPORTED);
+    }
+
+    #[test]
+    fn bcd_encode() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(
+            encode_bcd(d("317.76"), 8, 2, false),
+            Some(vec![0x76, 0x17, 0x03, 0x00])
+        );
+        assert_eq!(
+            encode_bcd(d("-1.234"), 6, 3, true),
+            Some(vec![0x34, 0x12, 0x80])
+        );
+        assert_eq!(encode_bcd(d("239.4"), 4, 1, false), Some(vec![0x94, 0x23]));
+        // Scaled up exactly; refused when digits would be lost or do not fit.
+        assert_eq!(encode_bcd(d("50"), 4, 2, false), Some(vec![0x00, 0x50]));
+        assert_eq!(encode_bcd(d("50.030"), 4, 2, false), Some(vec![0x03, 0x50]));
+        assert_eq!(encode_bcd(d("50.031"), 4, 2, false), None);
+        assert_eq!(encode_bcd(d("100.00"), 4, 2, false), None);
+        assert_eq!(encode_bcd(d("-1"), 4, 2, false), None);
+        assert_eq!(encode_bcd(d("800000.00"), 8, 2, true), None);
+        assert_eq!(encode_bcd(d("999"), 3, 0, false), Some(vec![0x99, 0x09]));
+        assert_eq!(encode_bcd(d("1000"), 3, 0, false), None);
+    }
+
+    fn time(f: Format, bytes: &[u8]) -> MeterTime {
+        match f.decode(bytes) {
+            Value::Time(t) => t,
+            other => panic!("{bytes:02X?} as {f:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dates_and_times() {
+        let t = time(Format::Yymmddww, &[0x01, 0x06, 0x05, 0x24]);
+        assert_eq!(
+            (t.year, t.month, t.day, t.weekday),
+            (Some(2024), Some(5), Some(6), Some(1))
+        );
+        assert_eq!(t.to_string(), "2024-05-06 Mon");
+        let t = time(Format::Hhmmss, &[0x56, 0x34, 0x12]);
+        assert_eq!((t.hour, t.minute, t.second), (Some(12), Some(34), Some(56)));
+        assert_eq!(t.to_string(), "12:34:56");
+        assert_eq!(
+            time(Format::Yymmddhhmm, &[0x08, 0x07, 0x06, 0x05, 0x24]).to_string(),
+            "2024-05-06T07:08"
+        );
+        assert_eq!(
+            time(Format::Yymmddhhmmss, &[0x51, 0x22, 0x10, 0x05, 0x06, 0x17]).to_string(),
+            "2017-06-05T10:22:51"
+        );
+        assert_eq!(
+            time(Format::Mmddhhmm, &[0x30, 0x23, 0x31, 0x12]).to_string(),
+            "--12-31T23:30"
+        );
+        assert_eq!(time(Format::Ddhh, &[0x00, 0x01]).to_string(), "---01T00");
+        assert_eq!(
+            time(Format::Yymmddww, &[0x04, 0x29, 0x02, 0x24]).day,
+            Some(29)
+        ); // leap year
+    }
+
+    #[test]
+    fn impossible_dates_are_invalid() {
+        assert_eq!(
+            reason(Format::Yymmddww, &[0x01, 0x29, 0x02, 0x23]),
+            REASON_BAD_TIME
+        ); // 2023-02-29
+        assert_eq!(
+            reason(Format::Yymmddww, &[0x01, 0x31, 0x04, 0x24]),
+            REASON_BAD_TIME
+        ); // 31 April
+        assert_eq!(
+            reason(Format::Yymmddww, &[0x07, 0x06, 0x05, 0x24]),
+            REASON_BAD_TIME
+        ); // weekday 7
+        assert_eq!(
+            reason(Format::Yymmddww, &[0x01, 0x06, 0x13, 0x24]),
+            REASON_BAD_TIME
+        ); // month 13
+        assert_eq!(
+            reason(Format::Yymmddhhmm, &[0, 0, 0, 0, 0]),
+            REASON_BAD_TIME
+        ); // month 0
+        assert_eq!(reason(Format::Hhmmss, &[0x00, 0x60, 0x12]), REASON_BAD_TIME);
+        assert_eq!(reason(Format::Hhmmss, &[0x00, 0x00, 0x24]), REASON_BAD_TIME);
+        assert_eq!(reason(Format::Hhmmss, &[0x5A, 0x34, 0x12]), REASON_NOT_BCD);
+        assert_eq!(reason(Format::Hhmmss, &[0xFF; 3]), REASON_NO_DATA);
+        assert_eq!(reason(Format::Hhmmss, &[0x56, 0x34]), REASON_LENGTH);
+        assert_eq!(reason(Format::Ddhh, &[0x99, 0x99]), REASON_BAD_TIME);
+        // The non-standard YY MM DD hh mm ss order of one library is flagged, not misread.
+        assert_eq!(
+            reason(Format::Yymmddhhmmss, &[0x25, 0x11, 0x02, 0x12, 0x34, 0x56]),
+            REASON_BAD_TIME
+        );
+    }
+
+    #[test]
+    fn demand_value_and_time() {
+        let bytes = [0x56, 0x34, 0x12, 0x08, 0x07, 0x06, 0x05, 0x24];
+        match Format::Demand.decode(&bytes) {
+            Value::Demand { value, time } => {
+                assert_eq!(value.to_string(), "12.3456");
+                assert_eq!(time.to_string(), "2024-05-06T07:08");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            Format::Demand.encode(&Format::Demand.decode(&bytes)),
+            Some(bytes.to_vec())
+        );
+        assert_eq!(reason(Format::Demand, &[0xFF; 8]), REASON_NO_DATA);
+        assert_eq!(
+            reason(
+                Format::Demand,
+                &[0x56, 0x34, 0x12, 0x08, 0x07, 0x06, 0x13, 0x24]
+            ),
+            REASON_BAD_TIME
+        );
+        assert_eq!(
+            reason(
+                Format::Demand,
+                &[0x56, 0x34, 0x1B, 0x08, 0x07, 0x06, 0x05, 0x24]
+            ),
+            REASON_NOT_BCD
+        );
+        assert_eq!(reason(Format::Demand, &bytes[..7]), REASON_LENGTH);
+    }
+
+    #[test]
+    fn numbers_text_bits_raw() {
+        let addr = [0x29, 0x25, 0x07, 0x07, 0x21, 0x20];
+        assert_eq!(
+            Format::Number(12).decode(&addr),
+            Value::Text("202107072529".into())
+        );
+        assert_eq!(
+            Format::Number(12).decode(&[0x01, 0, 0, 0, 0, 0]),
+            Value::Text("000000000001".into())
+        );
+        assert_eq!(
+            Format::Number(12).encode(&Value::Text("202107072529".into())),
+            Some(addr.to_vec())
+        );
+        assert_eq!(
+            Format::Number(12).encode(&Value::Text("20210707252".into())),
+            None
+        );
+        assert_eq!(reason(Format::Number(12), &[0xAA; 6]), REASON_NOT_BCD);
+        assert_eq!(reason(Format::Number(12), &[0xFF; 6]), REASON_NO_DATA);
+        assert_eq!(reason(Format::Number(12), &addr[..5]), REASON_LENGTH);
+        assert_eq!(
+            Format::Number(3).decode(&[0x21, 0x03]),
+            Value::Text("321".into())
+        );
+        assert_eq!(
+            reason(Format::Number(3), &[0x21, 0x13]),
+            REASON_DIGIT_OUTSIDE
+        );
+
+        // ASCII goes low byte first: "AB12" is sent reversed, NUL padding dropped.
+        let wire = [0x00, 0x00, b'2', b'1', b'B', b'A'];
+        assert_eq!(Format::Ascii(6).decode(&wire), Value::Text("AB12".into()));
+        assert_eq!(
+            Format::Ascii(6).encode(&Value::Text("AB12".into())),
+            Some(wire.to_vec())
+        );
+        assert_eq!(reason(Format::Ascii(2), &[0x01, b'A']), REASON_NOT_ASCII);
+        assert_eq!(reason(Format::Ascii(2), &[0xFF, 0xFF]), REASON_NO_DATA);
+        assert_eq!(reason(Format::Ascii(2), &[b'A']), REASON_LENGTH);
+        assert_eq!(Format::Ascii(2).encode(&Value::Text("ABC".into())), None);
+
+        assert_eq!(Format::Bits(2).decode(&[0x10, 0x00]), Value::Bits(0x0010));
+        assert_eq!(Format::Bits(2).decode(&[0x00, 0x01]), Value::Bits(0x0100));
+        assert_eq!(
+            Format::Bits(2).encode(&Value::Bits(0x0110)),
+            Some(vec![0x10, 0x01])
+        );
+        assert_eq!(Format::Bits(2).encode(&Value::Bits(0x1_0000)), None);
+        assert_eq!(reason(Format::Bits(2), &[0x10]), REASON_LENGTH);
+        assert_eq!(reason(Format::Bits(5), &[0; 5]), REASON_UNSUPPORTED);
+
+        assert_eq!(Format::Raw(2).decode(&[1, 2]), Value::Raw(vec![1, 2]));
+        assert_eq!(reason(Format::Raw(2), &[1]), REASON_LENGTH);
+        assert_eq!(Format::Raw(2).encode(&Value::Raw(vec![1])), None);
+        // A value of another kind does not encode.
+        assert_eq!(Format::ENERGY.encode(&Value::Text("1".into())), None);
+        assert_eq!(
+            Format::Hhmmss.encode(&Value::Number(Decimal::from_int(1))),
+            None
+        );
+    }
+
+    #[test]
+    fn lengths() {
+        assert_eq!(Format::ENERGY.len(), 4);
+        assert_eq!(Format::bcd(4, 1, false).len(), 2);
+        assert_eq!(Format::bcd(3, 0, false).len(), 2);
+        assert_eq!(Format::bcd(6, 4, true).len(), 3);
+        assert_eq!(Format::Yymmddww.len(), 4);
+        assert_eq!(Format::Hhmmss.len(), 3);
+        assert_eq!(Format::Yymmddhhmm.len(), 5);
+        assert_eq!(Format::Yymmddhhmmss.len(), 6);
+        assert_eq!(Format::Mmddhhmm.len(), 4);
+        assert_eq!(Format::Ddhh.len(), 2);
+        assert_eq!(Format::Demand.len(), 8);
+        assert_eq!(Format::Number(12).len(), 6);
+        assert_eq!(Format::Ascii(32).len(), 32);
+        assert!(Format::Raw(0).is_empty());
+    }
+
+    fn any_format() -> impl Strategy<Value = Format> {
+        prop_oneof![
+            (1u8..=18, 0u8..=6, any::<bool>()).prop_map(|(digits, decimals, signed)| Format::bcd(
+                digits,
+                decimals.min(digits),
+                signed
+            )),
+            Just(Format::Yymmddww),
+            Just(Format::Hhmmss),
+            Just(Format::Yymmddhhmm),
+            Just(Format::Yymmddhhmmss),
+            Just(Format::Mmddhhmm),
+            Just(Format::Ddhh),
+            Just(Format::Demand),
+            (1u8..=18).prop_map(Format::Number),
+            (0u8..=40).prop_map(Format::Ascii),
+            (1u8..=4).prop_map(Format::Bits),
+            (0u8..=16).prop_map(Format::Raw),
+        ]
+    }
+
+    fn any_time() -> impl Strategy<Value = MeterTime> {
+        (
+            2000u16..=2099,
+            1u8..=12,
+            1u8..=31,
+            0u8..=6,
+            0u8..=23,
+            0u8..=59,
+            0u8..=59,
+        )
+            .prop_map(
+                |(year, month, day, weekday, hour, minute, second)| MeterTime {
+                    year: Some(year),
+                    month: Some(month),
+                    day: Some(day),
+                    weekday: Some(weekday),
+                    hour: Some(hour),
+                    minute: Some(minute),
+                    second: Some(second),
+                },
+            )
+            .prop_filter("a real date", |t| t.validate().is_ok())
+    }
+
+    /// A valid value of `f`, restricted to the fields the format carries.
+    fn valid_value(f: Format) -> BoxedStrategy<Value> {
+        let keep = move |t: MeterTime| {
+            let fields = f.time_fields().unwrap_or(&[]);
+            let mut out = MeterTime::default();
+            for &field in fields {
+                if let Some(v) = t.get(field) {
+                    out.set(field, v);
+                }
+            }
+            Value::Time(out)
+        };
+        match f {
+            Format::Bcd {
+                digits,
+                decimals,
+                signed,
+            } => {
+                let max = 10i64.pow(u32::from(digits));
+                let max = if signed && digits % 2 == 0 {
+                    max / 10 * 8
+                } else {
+                    max
+                };
+                let lo = if signed { -(max - 1) } else { 0 };
+                (lo..max)
+                    .prop_map(move |m| Value::Number(Decimal::new(m, decimals).unwrap()))
+                    .boxed()
+            }
+            Format::Demand => (0i64..1_000_000, any_time())
+                .prop_map(move |(m, t)| Value::Demand {
+                    value: Decimal::new(m, 4).unwrap(),
+                    time: MeterTime {
+                        weekday: None,
+                        second: None,
+                        ..t
+                    },
+                })
+                .boxed(),
+            Format::Number(n) => proptest::collection::vec(0u8..10, usize::from(n))
+                .prop_map(|d| Value::Text(d.iter().map(|&x| char::from(b'0' + x)).collect()))
+                .boxed(),
+            Format::Ascii(n) => proptest::collection::vec(0x21u8..=0x7E, 0..=usize::from(n))
+                .prop_map(|b| Value::Text(b.iter().map(|&x| char::from(x)).collect()))
+                .boxed(),
+            Format::Bits(n) => {
+                let max = if n >= 4 {
+                    u32::MAX
+                } else {
+                    (1u32 << (8 * u32::from(n))) - 1
+                };
+                (0..=max).prop_map(Value::Bits).boxed()
+            }
+            Format::Raw(n) => proptest::collection::vec(any::<u8>(), usize::from(n))
+                .prop_map(Value::Raw)
+                .boxed(),
+            _ => any_time().prop_map(keep).boxed(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip((f, v) in any_format().prop_flat_map(|f| (Just(f), valid_value(f)))) {
+            let bytes = f.encode(&v).expect("a valid value encodes");
+            prop_assert_eq!(bytes.len(), f.len());
+            prop_assert_eq!(f.decode(&bytes), v.clone());
+            prop_assert_eq!(f.encode(&f.decode(&bytes)), Some(bytes));
+        }
+
+        #[test]
+        fn decode_arbitrary_bytes_never_panics(f in any_format(), bytes in proptest::collection::vec(any::<u8>(), 0..48)) {
+            let v = f.decode(&bytes);
+            if bytes.len() != f.len() {
+                prop_assert!(!v.is_valid());
+            }
+            if v.is_valid() {
+                // Whatever decodes re-encodes to bytes that decode to the same value.
+                let again = f.encode(&v).expect("a decoded value encodes");
+                prop_assert_eq!(f.decode(&again), v.clone());
+            }
+            let _ = v.to_string();
+        }
+
+        #[test]
+        fn exact_length_bytes_decode_or_flag(f in any_format(), seed in proptest::collection::vec(any::<u8>(), 48)) {
+            let bytes = &seed[..f.len().min(seed.len())];
+            let v = f.decode(bytes);
+            if let Value::Invalid { raw, .. } = &v {
+                prop_assert_eq!(raw.as_slice(), bytes);
+            }
+        }
+    }
+}
