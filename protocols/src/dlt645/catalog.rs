@@ -393,20 +393,18 @@ fn tariff_name(t: u8) -> Cow<'static, str> {
 
 /// One item of the energy/demand families.
 fn kind_spec(kind: &Kind, demand: bool, tariff: u8, period: Period, di: DataIdentifier) -> DiSpec {
-    let tariff = tariff_name(tariff);
+    let name = tariff_name(tariff);
     let suffix = period.suffix();
-    let (quantity, obis) = if demand {
-        (
-            format!("demand.{}.{tariff}.max{suffix}", kind.name),
-            kind.obis_c
-                .map(|c| format!("1-0:{c}.6.{}", tariff_number(&tariff))),
-        )
+    let (quantity, obis_d) = if demand {
+        (format!("demand.{}.{name}.max{suffix}", kind.name), 6)
     } else {
-        (
-            format!("energy.{}.{tariff}{suffix}", kind.name),
-            kind.obis_c
-                .map(|c| format!("1-0:{c}.8.{}", tariff_number(&tariff))),
-        )
+        (format!("energy.{}.{name}{suffix}", kind.name), 8)
+    };
+    let obis = match period {
+        Period::Current => kind
+            .obis_c
+            .map(|c| Cow::Owned(format!("1-0:{c}.{obis_d}.{tariff}"))),
+        Period::Settlement(_) | Period::Daily(_) => None,
     };
     DiSpec {
         di,
@@ -416,11 +414,7 @@ fn kind_spec(kind: &Kind, demand: bool, tariff: u8, period: Period, di: DataIden
         } else {
             kind.energy_unit
         },
-        obis: if period == Period::Current {
-            obis.map(Cow::Owned)
-        } else {
-            None
-        },
+        obis,
         format: if demand {
             Format::Demand
         } else {
@@ -432,10 +426,6 @@ fn kind_spec(kind: &Kind, demand: bool, tariff: u8, period: Period, di: DataIden
             kind.energy_description
         },
     }
-}
-
-fn tariff_number(name: &str) -> &str {
-    name.strip_prefix('t').unwrap_or("0")
 }
 
 /// A "total + tariffs" block whose tariff count comes from the payload length.
@@ -727,7 +717,7 @@ pub fn decode_payload(di: DataIdentifier, payload: &[u8]) -> Vec<DecodedValue> {
             let item_len = block.item_len();
             let count = payload.len() / item_len;
             if payload.is_empty()
-                || payload.len() % item_len != 0
+                || !payload.len().is_multiple_of(item_len)
                 || count > usize::from(block.max_tariff) + 1
             {
                 return bad_block();
@@ -816,6 +806,842 @@ pub fn di_for_quantity(version: Version, quantity: &str) -> Option<DataIdentifie
             Some(DataIdentifier::V1997(
                 u16::from(*hi) << 8 | u16::from(*nibble) << 4 | u16::from(tariff),
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decimal::Decimal;
+    use proptest::prelude::*;
+
+    fn di(s: &str) -> DataIdentifier {
+        DataIdentifier::parse(s).unwrap()
+    }
+
+    /// The unmasked data field of a frame given as hex: bytes after `68 A0..A5 68 C L`, each
+    /// minus 0x33. A test helper, not a frame parser (that is `frame.rs`).
+    fn frame_data(hex: &str) -> Vec<u8> {
+        let bytes: Vec<u8> = hex
+            .split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        let start = bytes.iter().position(|&b| b == 0x68).unwrap();
+        let len = usize::from(bytes[start + 9]);
+        bytes[start + 10..start + 10 + len]
+            .iter()
+            .map(|b| b.wrapping_sub(0x33))
+            .collect()
+    }
+
+    /// Splits unmasked response data into DI and payload and decodes it.
+    fn decode_frame(version: Version, hex: &str) -> Vec<DecodedValue> {
+        let data = frame_data(hex);
+        let id = DataIdentifier::from_wire(version, &data).unwrap();
+        decode_payload(id, &data[version.di_len()..])
+    }
+
+    fn shown(values: &[DecodedValue]) -> Vec<(String, String, &'static str)> {
+        values
+            .iter()
+            .map(|v| (v.quantity.to_string(), v.value.to_string(), v.unit))
+            .collect()
+    }
+
+    fn one(values: &[DecodedValue]) -> (String, String, &'static str) {
+        assert_eq!(values.len(), 1, "{values:?}");
+        shown(values).remove(0)
+    }
+
+    fn q(quantity: &str, value: &str, unit: &'static str) -> (String, String, &'static str) {
+        (quantity.to_owned(), value.to_owned(), unit)
+    }
+
+    #[test]
+    fn vectors_from_the_brief() {
+        let v = decode_frame(
+            Version::V2007,
+            "FE FE FE FE 68 29 25 07 07 21 20 68 91 08 33 33 33 33 A9 4A 36 33 2E 16",
+        );
+        assert_eq!(one(&v), q("energy.active.combined.total", "317.76", "kWh"));
+        assert_eq!(v[0].value, Value::Number(Decimal::new(31776, 2).unwrap()));
+        assert_eq!(v[0].obis, None);
+
+        let v = decode_frame(
+            Version::V2007,
+            "68 03 20 12 22 20 65 68 91 08 33 33 33 33 33 33 33 33 DD 16",
+        );
+        assert_eq!(one(&v), q("energy.active.combined.total", "0.00", "kWh"));
+
+        let v = decode_frame(
+            Version::V2007,
+            "68 18 20 12 22 20 65 68 91 0A 33 32 34 35 33 33 33 33 C7 56 13 16",
+        );
+        assert_eq!(
+            shown(&v),
+            vec![
+                q("voltage.l1", "0.0", "V"),
+                q("voltage.l2", "0.0", "V"),
+                q("voltage.l3", "239.4", "V")
+            ]
+        );
+        assert_eq!(v[2].obis.as_deref(), Some("1-0:72.7.0"));
+
+        let v = decode_frame(
+            Version::V2007,
+            "68 25 04 03 02 01 00 68 91 08 33 33 34 33 75 39 45 33 8B 16",
+        );
+        assert_eq!(one(&v), q("energy.active.import.total", "1206.42", "kWh"));
+        assert_eq!(v[0].obis.as_deref(), Some("1-0:1.8.0"));
+
+        let v = decode_frame(
+            Version::V2007,
+            "FE FE FE FE 68 00 51 44 18 11 17 68 91 06 35 33 B3 35 36 83 45 16",
+        );
+        assert_eq!(one(&v), q("frequency", "50.03", "Hz"));
+        assert_eq!(v[0].obis.as_deref(), Some("1-0:14.7.0"));
+
+        let v = decode_frame(
+            Version::V1997,
+            "68 54 07 13 00 80 13 68 81 06 43 C3 34 33 33 33 2B 16",
+        );
+        assert_eq!(one(&v), q("energy.active.import.total", "0.01", "kWh"));
+        assert_eq!(v[0].obis.as_deref(), Some("1-0:1.8.0"));
+    }
+
+    /// The simulator vectors in `dlt645-vectors.json` whose text states a value: date and time.
+    #[test]
+    fn vectors_from_the_json_file() {
+        let text = include_str!("../../tests/data/dlt645-vectors.json");
+        let vectors: serde_json::Value = serde_json::from_str(text).unwrap();
+        let mut checked = 0;
+        for v in vectors.as_array().unwrap() {
+            let (Some(hex), Some(control), Some(name)) =
+                (v["hex"].as_str(), v["control"].as_str(), v["name"].as_str())
+            else {
+                continue;
+            };
+            if control != "91" || v["di"].is_null() {
+                continue;
+            }
+            // Unmasking by hand agrees with the file's own data_minus_33.
+            let data = frame_data(hex);
+            let listed: Vec<u8> = v["data_minus_33"]
+                .as_str()
+                .unwrap()
+                .split_whitespace()
+                .map(|b| u8::from_str_radix(b, 16).unwrap())
+                .collect();
+            assert_eq!(data, listed, "{name}");
+            let values = decode_frame(Version::V2007, hex);
+            assert!(
+                values.iter().all(|x| x.value.is_valid()),
+                "{name}: {values:?}"
+            );
+            let expected: Vec<_> = match name {
+                "read_combined_active_total_resp_317_76" => {
+                    vec![q("energy.active.combined.total", "317.76", "kWh")]
+                }
+                "read_combined_total_resp_zero" => {
+                    vec![q("energy.active.combined.total", "0.00", "kWh")]
+                }
+                "read_voltage_block_resp" => vec![
+                    q("voltage.l1", "0.0", "V"),
+                    q("voltage.l2", "0.0", "V"),
+                    q("voltage.l3", "239.4", "V"),
+                ],
+                "sim_read_date_resp" => vec![q("meter.date", "2024-05-06 Mon", "")],
+                "sim_read_time_resp" => vec![q("meter.time", "12:34:56", "")],
+                other => panic!("response vector {other} not checked"),
+            };
+            assert_eq!(shown(&values), expected, "{name}");
+            checked += 1;
+        }
+        assert_eq!(checked, 5);
+        let date = decode_payload(di("04000101"), &[0x01, 0x06, 0x05, 0x24]);
+        let Value::Time(t) = &date[0].value else {
+            panic!()
+        };
+        assert_eq!(
+            (t.year, t.month, t.day, t.weekday),
+            (Some(2024), Some(5), Some(6), Some(1))
+        );
+    }
+
+    #[test]
+    fn energy_grid_2007() {
+        let e = |s: &str| match lookup(di(s)) {
+            Some(DiInfo::Item(spec)) => (
+                spec.quantity.into_owned(),
+                spec.unit,
+                spec.obis.map(Cow::into_owned),
+                spec.format,
+            ),
+            other => panic!("{s}: {other:?}"),
+        };
+        let signed = Format::bcd(8, 2, true);
+        assert_eq!(
+            e("00000000"),
+            ("energy.active.combined.total".into(), "kWh", None, signed)
+        );
+        assert_eq!(
+            e("00010000"),
+            (
+                "energy.active.import.total".into(),
+                "kWh",
+                Some("1-0:1.8.0".into()),
+                Format::ENERGY
+            )
+        );
+        assert_eq!(
+            e("00010100"),
+            (
+                "energy.active.import.t1".into(),
+                "kWh",
+                Some("1-0:1.8.1".into()),
+                Format::ENERGY
+            )
+        );
+        assert_eq!(
+            e("00010400"),
+            (
+                "energy.active.import.t4".into(),
+                "kWh",
+                Some("1-0:1.8.4".into()),
+                Format::ENERGY
+            )
+        );
+        assert_eq!(
+            e("00013F00"),
+            (
+                "energy.active.import.t63".into(),
+                "kWh",
+                Some("1-0:1.8.63".into()),
+                Format::ENERGY
+            )
+        );
+        assert_eq!(
+            e("00020000"),
+            (
+                "energy.active.export.total".into(),
+                "kWh",
+                Some("1-0:2.8.0".into()),
+                Format::ENERGY
+            )
+        );
+        assert_eq!(
+            e("00030000"),
+            (
+                "energy.reactive.combined1.total".into(),
+                "kvarh",
+                None,
+                signed
+            )
+        );
+        assert_eq!(
+            e("00040000"),
+            (
+                "energy.reactive.combined2.total".into(),
+                "kvarh",
+                None,
+                signed
+            )
+        );
+        assert_eq!(e("00050000").0, "energy.reactive.q1.total");
+        assert_eq!(e("00060000").0, "energy.reactive.q2.total");
+        assert_eq!(e("00070000").0, "energy.reactive.q3.total");
+        assert_eq!(
+            e("00080200"),
+            (
+                "energy.reactive.q4.t2".into(),
+                "kvarh",
+                Some("1-0:8.8.2".into()),
+                Format::ENERGY
+            )
+        );
+        assert_eq!(e("00090000").1, "kVAh");
+        // Settlement snapshots: suffix, no OBIS.
+        assert_eq!(
+            e("00010001"),
+            (
+                "energy.active.import.total@settlement-1".into(),
+                "kWh",
+                None,
+                Format::ENERGY
+            )
+        );
+        assert_eq!(e("0001010C").0, "energy.active.import.t1@settlement-12");
+        assert_eq!(e("0002000C").0, "energy.active.export.total@settlement-12");
+        for bad in ["0001000D", "00014000", "000B0000", "0001FFFF", "00FF0000"] {
+            assert_eq!(lookup(di(bad)), None, "{bad}");
+        }
+        // Combined active decodes negative values.
+        let v = decode_payload(di("00000000"), &[0x76, 0x17, 0x03, 0x80]);
+        assert_eq!(one(&v), q("energy.active.combined.total", "-317.76", "kWh"));
+    }
+
+    #[test]
+    fn energy_blocks_take_their_tariff_count_from_the_length() {
+        let Some(DiInfo::Block {
+            items,
+            tariffs_by_length: true,
+        }) = lookup(di("0001FF00"))
+        else {
+            panic!()
+        };
+        let names: Vec<_> = items.iter().map(|s| s.quantity.as_ref()).collect();
+        assert_eq!(
+            names,
+            [
+                "energy.active.import.total",
+                "energy.active.import.t1",
+                "energy.active.import.t2",
+                "energy.active.import.t3",
+                "energy.active.import.t4"
+            ]
+        );
+        assert_eq!(items[2].di, di("00010200"));
+        let payload = [
+            0x00, 0x10, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x03, 0x00,
+            0x00, 0x00, 0x04, 0x00, 0x00, 0x00,
+        ];
+        let v = decode_payload(di("0001FF00"), &payload);
+        assert_eq!(
+            shown(&v),
+            vec![
+                q("energy.active.import.total", "10.00", "kWh"),
+                q("energy.active.import.t1", "0.01", "kWh"),
+                q("energy.active.import.t2", "0.02", "kWh"),
+                q("energy.active.import.t3", "0.03", "kWh"),
+                q("energy.active.import.t4", "0.04", "kWh"),
+            ]
+        );
+        // Two tariffs only, eight tariffs, total alone.
+        assert_eq!(decode_payload(di("0001FF00"), &payload[..12]).len(), 3);
+        let eight = [0u8; 36];
+        let v = decode_payload(di("0002FF01"), &eight);
+        assert_eq!(v.len(), 9);
+        assert_eq!(v[8].quantity, "energy.active.export.t8@settlement-1");
+        assert_eq!(decode_payload(di("0001FF00"), &payload[..4]).len(), 1);
+        // Lengths that do not fit a whole number of items.
+        for len in [0, 3, 5, 19] {
+            let v = decode_payload(di("0001FF00"), &payload[..len]);
+            assert_eq!(v.len(), 1);
+            assert_eq!(v[0].quantity, "dlt645:0001FF00");
+            assert!(matches!(
+                v[0].value,
+                Value::Invalid {
+                    reason: REASON_BLOCK_LENGTH,
+                    ..
+                }
+            ));
+        }
+        assert_eq!(
+            one(&decode_payload(di("0001FF00"), &[0u8; 4 * 65])).0,
+            "dlt645:0001FF00"
+        );
+        // A block over settlement periods (DI0 = FF): current + 12.
+        let Some(DiInfo::Block {
+            items,
+            tariffs_by_length: false,
+        }) = lookup(di("000100FF"))
+        else {
+            panic!()
+        };
+        assert_eq!(items.len(), 13);
+        assert_eq!(items[0].quantity, "energy.active.import.total");
+        assert_eq!(
+            items[12].quantity,
+            "energy.active.import.total@settlement-12"
+        );
+        assert_eq!(items[12].di, di("0001000C"));
+    }
+
+    #[test]
+    fn max_demand() {
+        let bytes = [0x56, 0x34, 0x12, 0x08, 0x07, 0x06, 0x05, 0x24];
+        let v = decode_payload(di("01010000"), &bytes);
+        assert_eq!(
+            one(&v),
+            q(
+                "demand.active.import.total.max",
+                "12.3456 @ 2024-05-06T07:08",
+                "kW"
+            )
+        );
+        assert_eq!(v[0].obis.as_deref(), Some("1-0:1.6.0"));
+        let Value::Demand { value, time } = &v[0].value else {
+            panic!()
+        };
+        assert_eq!(value.to_string(), "12.3456");
+        assert_eq!(time.minute, Some(8));
+        assert_eq!(
+            one(&decode_payload(di("01020101"), &bytes)).0,
+            "demand.active.export.t1.max@settlement-1"
+        );
+        assert_eq!(one(&decode_payload(di("01050000"), &bytes)).2, "kvar");
+        assert_eq!(
+            lookup(di("01000000")),
+            None,
+            "no combined active max demand"
+        );
+        let block = [bytes, bytes, bytes].concat();
+        let v = decode_payload(di("0101FF00"), &block);
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[2].quantity, "demand.active.import.t2.max");
+        assert_eq!(
+            one(&decode_payload(di("0101FF00"), &block[..20])).0,
+            "dlt645:0101FF00"
+        );
+    }
+
+    #[test]
+    fn instantaneous_variables() {
+        let item = |s: &str, bytes: &[u8]| one(&decode_payload(di(s), bytes));
+        assert_eq!(
+            item("02010100", &[0x94, 0x23]),
+            q("voltage.l1", "239.4", "V")
+        );
+        assert_eq!(
+            item("02020100", &[0x34, 0x12, 0x80]),
+            q("current.l1", "-1.234", "A")
+        );
+        assert_eq!(
+            item("02020300", &[0x00, 0x50, 0x00]),
+            q("current.l3", "5.000", "A")
+        );
+        assert_eq!(
+            item("02030000", &[0x00, 0x50, 0x81]),
+            q("power.active.total", "-1.5000", "kW")
+        );
+        assert_eq!(
+            item("02030200", &[0x00, 0x50, 0x01]),
+            q("power.active.l2", "1.5000", "kW")
+        );
+        assert_eq!(
+            item("02040000", &[0x00, 0x50, 0x01]),
+            q("power.reactive.total", "1.5000", "kvar")
+        );
+        assert_eq!(
+            item("02050000", &[0x00, 0x50, 0x01]),
+            q("power.apparent.total", "1.5000", "kVA")
+        );
+        assert_eq!(
+            item("02060000", &[0x50, 0x89]),
+            q("power_factor.total", "-0.950", "")
+        );
+        assert_eq!(
+            item("02060300", &[0x00, 0x10]),
+            q("power_factor.l3", "1.000", "")
+        );
+        assert_eq!(
+            item("02070100", &[0x00, 0x12]),
+            q("phase_angle.l1", "120.0", "°")
+        );
+        assert_eq!(
+            item("02800001", &[0x00, 0x01, 0x00]),
+            q("current.neutral", "0.100", "A")
+        );
+        assert_eq!(
+            item("02800002", &[0x03, 0x50]),
+            q("frequency", "50.03", "Hz")
+        );
+        assert_eq!(
+            item("02800007", &[0x55, 0x80]),
+            q("meter.temperature", "-5.5", "°C")
+        );
+        assert_eq!(
+            item("02800008", &[0x60, 0x03]),
+            q("meter.clock_battery.voltage", "3.60", "V")
+        );
+        // Not supported by this meter: FF fill is an invalid value, not an error.
+        let v = decode_payload(di("02010200"), &[0xFF, 0xFF]);
+        assert!(matches!(
+            v[0].value,
+            Value::Invalid {
+                reason: crate::dlt645::format::REASON_NO_DATA,
+                ..
+            }
+        ));
+        // Blocks.
+        let v = decode_payload(
+            di("0202FF00"),
+            &[0x00, 0x01, 0x00, 0x00, 0x02, 0x00, 0x00, 0x03, 0x80],
+        );
+        assert_eq!(
+            shown(&v),
+            vec![
+                q("current.l1", "0.100", "A"),
+                q("current.l2", "0.200", "A"),
+                q("current.l3", "-0.300", "A")
+            ]
+        );
+        let v = decode_payload(di("0203FF00"), &[0u8; 12]);
+        let names: Vec<_> = v.iter().map(|x| x.quantity.as_ref()).collect();
+        assert_eq!(
+            names,
+            [
+                "power.active.total",
+                "power.active.l1",
+                "power.active.l2",
+                "power.active.l3"
+            ]
+        );
+        for (block, n) in [
+            ("0204FF00", 4),
+            ("0205FF00", 4),
+            ("0206FF00", 4),
+            ("0207FF00", 3),
+        ] {
+            let Some(DiInfo::Block { items, .. }) = lookup(di(block)) else {
+                panic!("{block}")
+            };
+            assert_eq!(items.len(), n, "{block}");
+        }
+        assert_eq!(
+            one(&decode_payload(di("0201FF00"), &[0x94, 0x23])).0,
+            "dlt645:0201FF00"
+        );
+    }
+
+    #[test]
+    fn parameters() {
+        let item = |s: &str, bytes: &[u8]| one(&decode_payload(di(s), bytes));
+        assert_eq!(
+            item("04000101", &[0x01, 0x06, 0x05, 0x24]),
+            q("meter.date", "2024-05-06 Mon", "")
+        );
+        assert_eq!(
+            item("04000102", &[0x56, 0x34, 0x12]),
+            q("meter.time", "12:34:56", "")
+        );
+        assert_eq!(
+            item("04000401", &[0x08, 0x02, 0x02, 0x41, 0x22, 0x00]),
+            q("meter.address", "002241020208", "")
+        );
+        assert_eq!(
+            item("04000402", &[0x29, 0x25, 0x07, 0x07, 0x21, 0x20]),
+            q("meter.number", "202107072529", "")
+        );
+        let mut asset = [0u8; 32];
+        asset[..4].copy_from_slice(b"1234");
+        asset.reverse(); // "1234" padded with NUL, sent low byte first
+        assert_eq!(item("04000403", &asset), q("meter.asset_code", "1234", ""));
+        assert_eq!(
+            item("04000503", &[0x10, 0x00]),
+            q("meter.status_word3", "0x0010", "")
+        );
+        assert_eq!(
+            item("04000B01", &[0x00, 0x01]),
+            q("meter.settlement_day1", "---01T00", "")
+        );
+        assert_eq!(item("04000204", &[0x04]), q("meter.tariff_count", "4", ""));
+        let words: Vec<u8> = (1..=14).collect();
+        let v = decode_payload(di("040005FF"), &words);
+        assert_eq!(v.len(), 7);
+        assert_eq!(v[0].quantity, "meter.status_word1");
+        assert_eq!(v[0].value, Value::Bits(0x0201));
+        assert_eq!(v[6].quantity, "meter.status_word7");
+        assert_eq!(v[6].value, Value::Bits(0x0E0D));
+    }
+
+    #[test]
+    fn events() {
+        let item = |s: &str, bytes: &[u8]| one(&decode_payload(di(s), bytes));
+        assert_eq!(
+            item("03300D00", &[0x12, 0x00, 0x00]),
+            q("events.cover_open.count", "12", "")
+        );
+        assert_eq!(
+            item("03110000", &[0x56, 0x34, 0x12]),
+            q("events.power_down.count", "123456", "")
+        );
+        assert_eq!(
+            item("03300E00", &[0x01, 0x00, 0x00]),
+            q("events.terminal_cover_open.count", "1", "")
+        );
+    }
+
+    #[test]
+    fn daily_freeze() {
+        let v = decode_payload(di("05060001"), &[0x00, 0x00, 0x27, 0x11, 0x26]);
+        assert_eq!(
+            one(&v),
+            q("freeze.daily.time@daily-1", "2026-11-27T00:00", "")
+        );
+        let payload = [
+            0x00, 0x10, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00,
+        ];
+        let v = decode_payload(di("05060101"), &payload);
+        assert_eq!(
+            shown(&v),
+            vec![
+                q("energy.active.import.total@daily-1", "10.00", "kWh"),
+                q("energy.active.import.t1@daily-1", "6.00", "kWh"),
+                q("energy.active.import.t2@daily-1", "4.00", "kWh"),
+            ]
+        );
+        assert!(v.iter().all(|x| x.obis.is_none()));
+        let v = decode_payload(di("05060202"), &payload[..4]);
+        assert_eq!(one(&v).0, "energy.active.export.total@daily-2");
+        let Some(DiInfo::Block {
+            items,
+            tariffs_by_length: true,
+        }) = lookup(di("05060101"))
+        else {
+            panic!()
+        };
+        assert!(items.iter().all(|s| s.di == di("05060101")));
+        let demand = [0x56, 0x34, 0x12, 0x08, 0x07, 0x06, 0x05, 0x24];
+        assert_eq!(
+            one(&decode_payload(di("05060901"), &demand)).0,
+            "demand.active.import.total.max@daily-1"
+        );
+        assert_eq!(lookup(di("05060000")), None);
+        assert_eq!(lookup(di("0506003F")), None);
+        assert!(lookup(di("0506003E")).is_some());
+    }
+
+    #[test]
+    fn dlt645_1997() {
+        let item = |s: &str, bytes: &[u8]| one(&decode_payload(di(s), bytes));
+        assert_eq!(
+            item("9010", &[0x01, 0, 0, 0]),
+            q("energy.active.import.total", "0.01", "kWh")
+        );
+        assert_eq!(
+            item("9012", &[0x01, 0, 0, 0]),
+            q("energy.active.import.t2", "0.01", "kWh")
+        );
+        assert_eq!(
+            item("9020", &[0x01, 0, 0, 0]),
+            q("energy.active.export.total", "0.01", "kWh")
+        );
+        assert_eq!(
+            item("9110", &[0x01, 0, 0, 0]),
+            q("energy.reactive.import.total", "0.01", "kvarh")
+        );
+        assert_eq!(
+            item("9120", &[0x01, 0, 0, 0]),
+            q("energy.reactive.export.total", "0.01", "kvarh")
+        );
+        assert_eq!(
+            item("9410", &[0x01, 0, 0, 0]),
+            q("energy.active.import.total@settlement-1", "0.01", "kWh")
+        );
+        assert_eq!(item("B611", &[0x20, 0x02]), q("voltage.l1", "220", "V"));
+        assert_eq!(item("B623", &[0x50, 0x12]), q("current.l3", "12.50", "A"));
+        assert_eq!(
+            item("B630", &[0x00, 0x50, 0x01]),
+            q("power.active.total", "1.5000", "kW")
+        );
+        assert_eq!(
+            item("B640", &[0x50, 0x01]),
+            q("power.reactive.total", "1.50", "kvar")
+        );
+        assert_eq!(
+            item("B650", &[0x50, 0x09]),
+            q("power_factor.total", "0.950", "")
+        );
+        assert_eq!(
+            item("C010", &[0x01, 0x06, 0x05, 0x24]),
+            q("meter.date", "2024-05-06 Mon", "")
+        );
+        assert_eq!(
+            item("C011", &[0x56, 0x34, 0x12]),
+            q("meter.time", "12:34:56", "")
+        );
+        let v = decode_payload(di("901F"), &[0u8; 20]);
+        let names: Vec<_> = v.iter().map(|x| x.quantity.as_ref()).collect();
+        assert_eq!(
+            names,
+            [
+                "energy.active.import.total",
+                "energy.active.import.t1",
+                "energy.active.import.t2",
+                "energy.active.import.t3",
+                "energy.active.import.t4"
+            ]
+        );
+        let Some(DiInfo::Block { items, .. }) = lookup(di("901F")) else {
+            panic!()
+        };
+        assert_eq!(items[1].di, di("9011"));
+        let v = decode_payload(di("B61F"), &[0x20, 0x02, 0x21, 0x02, 0x19, 0x02]);
+        assert_eq!(
+            shown(&v),
+            vec![
+                q("voltage.l1", "220", "V"),
+                q("voltage.l2", "221", "V"),
+                q("voltage.l3", "219", "V")
+            ]
+        );
+        assert_eq!(decode_payload(di("B63F"), &[0u8; 12]).len(), 4);
+        assert!(lookup(di("901F")).is_some());
+        assert_eq!(lookup(di("9030")), None);
+        assert_eq!(lookup(di("00010000")).map(|_| ()), Some(()));
+    }
+
+    #[test]
+    fn unknown_identifiers_are_passed_on_raw() {
+        let v = decode_payload(di("028022FF"), &[1, 2, 3]);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].quantity, "dlt645:028022FF");
+        assert_eq!(v[0].value, Value::Raw(vec![1, 2, 3]));
+        let v = decode_payload(di("C032"), &[]);
+        assert_eq!(v[0].quantity, "dlt645:C032");
+        assert_eq!(v[0].value, Value::Raw(vec![]));
+        assert_eq!(lookup(di("028022FF")), None);
+        // A single item of the wrong length is that item, flagged.
+        let v = decode_payload(di("00010000"), &[1, 2, 3]);
+        assert_eq!(v[0].quantity, "energy.active.import.total");
+        assert!(matches!(
+            v[0].value,
+            Value::Invalid {
+                reason: crate::dlt645::format::REASON_LENGTH,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn reverse_lookup() {
+        let f = |v, s| di_for_quantity(v, s).map(|d| d.to_string());
+        use Version::{V1997, V2007};
+        assert_eq!(
+            f(V2007, "energy.active.import.total").as_deref(),
+            Some("00010000")
+        );
+        assert_eq!(
+            f(V2007, "energy.active.import.t4").as_deref(),
+            Some("00010400")
+        );
+        assert_eq!(
+            f(V2007, "energy.active.import.t63").as_deref(),
+            Some("00013F00")
+        );
+        assert_eq!(
+            f(V2007, "energy.active.combined.total").as_deref(),
+            Some("00000000")
+        );
+        assert_eq!(
+            f(V2007, "energy.reactive.q4.total@settlement-12").as_deref(),
+            Some("0008000C")
+        );
+        assert_eq!(
+            f(V2007, "demand.active.import.total.max").as_deref(),
+            Some("01010000")
+        );
+        assert_eq!(f(V2007, "voltage.l3").as_deref(), Some("02010300"));
+        assert_eq!(f(V2007, "frequency").as_deref(), Some("02800002"));
+        assert_eq!(f(V2007, "meter.number").as_deref(), Some("04000402"));
+        assert_eq!(
+            f(V2007, "freeze.daily.time@daily-1").as_deref(),
+            Some("05060001")
+        );
+        assert_eq!(
+            f(V2007, "energy.active.import.total@daily-3").as_deref(),
+            Some("05060103")
+        );
+        assert_eq!(
+            f(V2007, "demand.active.export.t1.max@daily-1").as_deref(),
+            Some("05060A01")
+        );
+        assert_eq!(
+            f(V1997, "energy.active.import.total").as_deref(),
+            Some("9010")
+        );
+        assert_eq!(f(V1997, "energy.active.import.t3").as_deref(), Some("9013"));
+        assert_eq!(
+            f(V1997, "energy.active.import.total@settlement-1").as_deref(),
+            Some("9410")
+        );
+        assert_eq!(f(V1997, "voltage.l2").as_deref(), Some("B612"));
+        assert_eq!(f(V1997, "meter.time").as_deref(), Some("C011"));
+        for bad in [
+            "energy.active.import.t64",
+            "energy.active.import.t0",
+            "energy.active.import.t01",
+            "energy.active.import.total@settlement-13",
+            "energy.active.import.total@settlement-0",
+            "energy.active.import.total@hourly-1",
+            "energy.active.combined.total@daily-1",
+            "demand.active.combined.total.max",
+            "voltage.l1@settlement-1",
+            "nonsense",
+            "",
+        ] {
+            assert_eq!(f(V2007, bad), None, "{bad}");
+        }
+        assert_eq!(f(V1997, "energy.active.import.t15"), None);
+        assert_eq!(f(V1997, "meter.number"), None);
+        assert_eq!(f(V1997, "energy.reactive.q1.total"), None);
+    }
+
+    /// Every single item the catalogue holds reads back through `di_for_quantity`, and every
+    /// name it hands out decodes under that name.
+    #[test]
+    fn forward_and_reverse_agree() {
+        let mut dis: Vec<DataIdentifier> = FIXED.iter().map(|f| f.di).collect();
+        for d3 in [0x00u32, 0x01] {
+            for d2 in 0..=0x0Au32 {
+                for d1 in [0u32, 1, 4, 63] {
+                    for d0 in [0u32, 1, 12] {
+                        dis.push(DataIdentifier::V2007(d3 << 24 | d2 << 16 | d1 << 8 | d0));
+                    }
+                }
+            }
+        }
+        for v in [0x9010u16, 0x9014, 0x9020, 0x9110, 0x9120, 0x9410, 0x9424] {
+            dis.push(DataIdentifier::V1997(v));
+        }
+        let mut checked = 0;
+        for d in dis {
+            let Some(DiInfo::Item(spec)) = lookup(d) else {
+                continue;
+            };
+            assert_eq!(spec.di, d);
+            assert_eq!(
+                di_for_quantity(d.version(), &spec.quantity),
+                Some(d),
+                "{d} {}",
+                spec.quantity
+            );
+            checked += 1;
+        }
+        assert!(checked > 200, "{checked}");
+    }
+
+    proptest! {
+        #[test]
+        fn decode_payload_never_panics(
+            v07 in any::<u32>(),
+            v97 in any::<u16>(),
+            family in 0usize..8,
+            payload in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            // Mix arbitrary DIs with ones inside catalogued families.
+            let ids = [
+                DataIdentifier::V2007(v07),
+                DataIdentifier::V1997(v97),
+                DataIdentifier::V2007(v07 & 0x01FF_FFFF),
+                DataIdentifier::V2007(0x0506_0000 | (v07 & 0xFFFF)),
+                DataIdentifier::V2007(0x0200_0000 | (v07 & 0x00FF_FFFF)),
+                DataIdentifier::V2007(0x0400_0000 | (v07 & 0x0000_FFFF)),
+                DataIdentifier::V1997(0x9000 | (v97 & 0x0FFF)),
+                DataIdentifier::V1997(0xB600 | (v97 & 0x00FF)),
+            ];
+            let id = ids[family];
+            let values = decode_payload(id, &payload);
+            prop_assert!(!values.is_empty());
+            for v in &values {
+                let _ = v.value.to_string();
+            }
+            if let Some(info) = lookup(id) {
+                let items = match info { DiInfo::Item(s) => vec![s], DiInfo::Block { items, .. } => items };
+                prop_assert!(!items.is_empty());
+            }
         }
     }
 }

@@ -182,7 +182,7 @@ impl MeterTime {
 }
 
 fn is_leap(y: u16) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+    (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400)
 }
 
 impl fmt::Display for MeterTime {
@@ -417,7 +417,7 @@ pub fn encode_bcd(value: Decimal, digits: u8, decimals: u8, signed: bool) -> Opt
         return None;
     }
     // A signed format with an even digit count has only 3 bits for its top digit.
-    if signed && digits % 2 == 0 && a >= limit / 10 * 8 {
+    if signed && digits.is_multiple_of(2) && a >= limit / 10 * 8 {
         return None;
     }
     let n = usize::from(digits.div_ceil(2));
@@ -915,7 +915,7 @@ mod tests {
         );
         assert_eq!(reason(Format::Ascii(2), &[0x01, b'A']), REASON_NOT_ASCII);
         assert_eq!(reason(Format::Ascii(2), &[0xFF, 0xFF]), REASON_NO_DATA);
-        assert_eq!(reason(Format::Ascii(2), &[b'A']), REASON_LENGTH);
+        assert_eq!(reason(Format::Ascii(2), b"A"), REASON_LENGTH);
         assert_eq!(Format::Ascii(2).encode(&Value::Text("ABC".into())), None);
 
         assert_eq!(Format::Bits(2).decode(&[0x10, 0x00]), Value::Bits(0x0010));
