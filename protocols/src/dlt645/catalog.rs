@@ -1613,6 +1613,77 @@ mod tests {
         assert!(checked > 200, "{checked}");
     }
 
+    /// The table in `docs/quantities.md`, one row per quantity.
+    const QUANTITIES_DOC: &str = include_str!("../../../docs/quantities.md");
+
+    /// Rows of the doc table: quantity, unit, OBIS, 2007 DI, 2007 format, 1997 DI, 1997 format.
+    fn doc_rows() -> Vec<[&'static str; 7]> {
+        let none = |c: &'static str| if c == "—" { "" } else { c.trim_matches('`') };
+        QUANTITIES_DOC
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .filter(|l| l.split('|').count() == 9)
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                [1, 2, 3, 4, 5, 6, 7].map(|i| none(cells[i]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quantities_doc_matches_the_catalogue() {
+        let rows = doc_rows();
+        assert!(rows.len() >= 80, "{} rows", rows.len());
+        for [quantity, unit, obis, di07, f07, di97, f97] in &rows {
+            let mut seen = false;
+            for (version, d, f) in [(Version::V2007, di07, f07), (Version::V1997, di97, f97)] {
+                if d.is_empty() {
+                    assert_eq!(
+                        di_for_quantity(version, quantity),
+                        None,
+                        "{quantity} in {}",
+                        version.name()
+                    );
+                    continue;
+                }
+                seen = true;
+                let id = di(d);
+                assert_eq!(id.version(), version, "{quantity}");
+                assert_eq!(di_for_quantity(version, quantity), Some(id), "{quantity}");
+                let items = match lookup(id) {
+                    Some(DiInfo::Item(spec)) => vec![spec],
+                    Some(DiInfo::Block { items, .. }) => items,
+                    None => panic!("{quantity}: {d} not in the catalogue"),
+                };
+                let spec = items
+                    .iter()
+                    .find(|s| s.quantity == *quantity)
+                    .unwrap_or_else(|| panic!("{quantity}: not read by {d}"));
+                assert_eq!(spec.unit, *unit, "{quantity} unit");
+                assert_eq!(spec.obis.as_deref().unwrap_or(""), *obis, "{quantity} OBIS");
+                assert_eq!(spec.format.to_string(), *f, "{quantity} format ({d})");
+            }
+            assert!(seen, "{quantity} has no DI");
+        }
+        // Every fixed item of the catalogue is in the doc.
+        for f in FIXED {
+            let found = rows.iter().any(|r| {
+                r[0] == f.quantity
+                    && f.di.to_string()
+                        == if f.di.version() == Version::V2007 {
+                            r[3]
+                        } else {
+                            r[5]
+                        }
+            });
+            assert!(
+                found,
+                "{} ({}) missing from docs/quantities.md",
+                f.quantity, f.di
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn decode_payload_never_panics(

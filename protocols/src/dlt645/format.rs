@@ -624,6 +624,46 @@ impl Format {
     }
 }
 
+impl fmt::Display for Format {
+    /// The document notation: `XXXXXX.XX`, `±XXX.XXX` (signed), `YYMMDDWW`, `hhmmss`,
+    /// `XX.XXXX+YYMMDDhhmm` (demand), `N12` (12-digit number), `ASCII32`, `bits16`, `raw4`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Format::Bcd {
+                digits,
+                decimals,
+                signed,
+            } => {
+                if signed {
+                    f.write_str("±")?;
+                }
+                let int = digits.saturating_sub(decimals);
+                for _ in 0..int {
+                    f.write_str("X")?;
+                }
+                if decimals > 0 {
+                    f.write_str(".")?;
+                    for _ in 0..decimals {
+                        f.write_str("X")?;
+                    }
+                }
+                Ok(())
+            }
+            Format::Yymmddww => f.write_str("YYMMDDWW"),
+            Format::Hhmmss => f.write_str("hhmmss"),
+            Format::Yymmddhhmm => f.write_str("YYMMDDhhmm"),
+            Format::Yymmddhhmmss => f.write_str("YYMMDDhhmmss"),
+            Format::Mmddhhmm => f.write_str("MMDDhhmm"),
+            Format::Ddhh => f.write_str("DDhh"),
+            Format::Demand => f.write_str("XX.XXXX+YYMMDDhhmm"),
+            Format::Number(n) => write!(f, "N{n}"),
+            Format::Ascii(n) => write!(f, "ASCII{n}"),
+            Format::Bits(n) => write!(f, "bits{}", u16::from(n) * 8),
+            Format::Raw(n) => write!(f, "raw{n}"),
+        }
+    }
+}
+
 fn decode_number_text(bytes: &[u8], digits: u8) -> Value {
     let mut s = String::with_capacity(usize::from(digits) + 1);
     for &b in bytes.iter().rev() {
@@ -937,6 +977,16 @@ mod tests {
             Format::Hhmmss.encode(&Value::Number(Decimal::from_int(1))),
             None
         );
+    }
+
+    #[test]
+    fn notation() {
+        assert_eq!(Format::ENERGY.to_string(), "XXXXXX.XX");
+        assert_eq!(Format::bcd(6, 3, true).to_string(), "±XXX.XXX");
+        assert_eq!(Format::bcd(3, 0, false).to_string(), "XXX");
+        assert_eq!(Format::Demand.to_string(), "XX.XXXX+YYMMDDhhmm");
+        assert_eq!(Format::Number(12).to_string(), "N12");
+        assert_eq!(Format::Bits(2).to_string(), "bits16");
     }
 
     #[test]
