@@ -21,8 +21,8 @@ pub mod request;
 pub mod response;
 
 pub use address::Address;
-// pub use control::{ControlCode, Function};
-// pub use frame::Dlt645Frame;
+pub use control::{ControlCode, Function};
+pub use frame::Dlt645Frame;
 
 use std::fmt;
 
@@ -131,12 +131,21 @@ mod tests {
     fn di_wire_order_is_di0_first() {
         let di = DataIdentifier::parse("00010000").unwrap();
         assert_eq!(di.to_wire(), ([0x00, 0x00, 0x01, 0x00], 4));
-        assert_eq!(DataIdentifier::from_wire(Version::V2007, &[0, 0, 1, 0]), Some(di));
+        assert_eq!(
+            DataIdentifier::from_wire(Version::V2007, &[0, 0, 1, 0]),
+            Some(di)
+        );
         let di97 = DataIdentifier::parse("9010").unwrap();
         assert_eq!(di97.to_wire().0[..2], [0x10, 0x90]);
-        assert_eq!(DataIdentifier::from_wire(Version::V1997, &[0x10, 0x90]), Some(di97));
+        assert_eq!(
+            DataIdentifier::from_wire(Version::V1997, &[0x10, 0x90]),
+            Some(di97)
+        );
         assert_eq!(di97.to_string(), "9010");
-        assert_eq!(DataIdentifier::parse("0201ff00").unwrap().to_string(), "0201FF00");
+        assert_eq!(
+            DataIdentifier::parse("0201ff00").unwrap().to_string(),
+            "0201FF00"
+        );
         assert_eq!(DataIdentifier::parse("123"), None);
         assert_eq!(DataIdentifier::parse("+1234567"), None);
     }
