@@ -413,3 +413,186 @@ impl Response {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::Scan;
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect()
+    }
+
+    fn di(s: &str) -> DataIdentifier {
+        DataIdentifier::parse(s).unwrap()
+    }
+
+    /// Parses hand-checked bytes, compares, and encodes back.
+    fn check(bytes: &str, version: Version, expected: Response) {
+        let Scan::Frame { frame, .. } = Dlt645Frame::scan(&hex(bytes)) else {
+            panic!("scan {bytes}");
+        };
+        assert_eq!(
+            Response::from_frame(&frame, version).as_ref(),
+            Ok(&expected),
+            "{bytes}"
+        );
+        assert_eq!(
+            expected.to_frame(frame.address, version).to_bytes(0),
+            hex(bytes)
+        );
+    }
+
+    #[test]
+    fn every_2007_reply_kind() {
+        let v = Version::V2007;
+        let value = vec![0x76, 0x17, 0x03, 0x00];
+        #[rustfmt::skip]
+        let cases = [
+            ("68 29 25 07 07 21 20 68 91 08 33 33 34 33 A9 4A 36 33 2F 16",
+             Response::ReadData { di: di("00010000"), payload: value.clone(), more_follows: false }),
+            ("68 29 25 07 07 21 20 68 B1 08 33 33 34 33 A9 4A 36 33 4F 16",
+             Response::ReadData { di: di("00010000"), payload: value.clone(), more_follows: true }),
+            ("68 29 25 07 07 21 20 68 92 09 33 33 34 33 A9 4A 36 33 35 66 16",
+             Response::ReadFollowUp { di: di("00010000"), payload: value, seq: 2, more_follows: false }),
+            ("68 29 25 07 07 21 20 68 93 06 5C 58 3A 3A 54 53 D5 16",
+             Response::Address("202107072529".parse().unwrap())),
+            ("68 29 25 07 07 21 20 68 94 00 01 16", Response::WriteOk),
+            ("68 29 25 07 07 21 20 68 95 00 02 16", Response::WriteAddressOk),
+            ("68 29 25 07 07 21 20 68 96 00 03 16", Response::FreezeOk),
+            ("68 29 25 07 07 21 20 68 97 01 53 58 16", Response::BaudOk(0x20)),
+            ("68 29 25 07 07 21 20 68 98 04 36 44 44 44 0B 16",
+             Response::PasswordChanged([0x03, 0x11, 0x11, 0x11])),
+            ("68 29 25 07 07 21 20 68 99 00 06 16", Response::MaxDemandResetOk),
+            ("68 29 25 07 07 21 20 68 9A 00 07 16", Response::MeterResetOk),
+            ("68 29 25 07 07 21 20 68 9B 00 08 16", Response::EventResetOk),
+            ("68 29 25 07 07 21 20 68 9C 00 09 16", Response::RelayOk),
+            ("68 29 25 07 07 21 20 68 D1 01 35 74 16",
+             Response::Abnormal { function: Function::ReadData, error: ErrorWord(0x02) }),
+            ("68 29 25 07 07 21 20 68 DC 01 37 81 16",
+             Response::Abnormal { function: Function::RelayControl, error: ErrorWord(0x04) }),
+            ("68 29 25 07 07 21 20 68 D4 02 33 37 AD 16",
+             Response::SecurityAbnormal { function: Function::WriteData, error: SecurityErrorWord([0x00, 0x04]) }),
+        ];
+        for (bytes, r) in cases {
+            check(bytes, v, r);
+        }
+    }
+
+    #[test]
+    fn v1997_replies() {
+        let v = Version::V1997;
+        check(
+            "68 54 07 13 00 80 13 68 81 06 43 C3 34 33 33 33 2B 16",
+            v,
+            Response::ReadData {
+                di: di("9010"),
+                payload: vec![1, 0, 0, 0],
+                more_follows: false,
+            },
+        );
+        check(
+            "68 54 07 13 00 80 13 68 C1 01 35 C8 16",
+            v,
+            Response::Abnormal {
+                function: Function::ReadDataV1997,
+                error: ErrorWord(0x02),
+            },
+        );
+    }
+
+    #[test]
+    fn error_words_name_their_bits() {
+        assert_eq!(
+            ErrorWord(0x02).reasons().collect::<Vec<_>>(),
+            ["no requested data"]
+        );
+        assert_eq!(
+            ErrorWord(0x45).reasons().collect::<Vec<_>>(),
+            [
+                "other error",
+                "password error/unauthorised",
+                "too many tariffs"
+            ]
+        );
+        assert_eq!(
+            ErrorWord(0x0C).to_string(),
+            "0C (password error/unauthorised, baud rate cannot be changed)"
+        );
+        assert_eq!(ErrorWord(0).reasons().count(), 0);
+        assert_eq!(
+            SecurityErrorWord([0x00, 0x44])
+                .reasons()
+                .collect::<Vec<_>>(),
+            [
+                "ESAM verification failed",
+                "purchase exceeds hoarding limit"
+            ]
+        );
+        assert_eq!(
+            SecurityErrorWord([0x01, 0x02])
+                .reasons()
+                .collect::<Vec<_>>(),
+            ["other error", "repeated top-up"]
+        );
+    }
+
+    #[test]
+    fn rejects_and_matches() {
+        let a: Address = "202107072529".parse().unwrap();
+        let f = |c: u8, data: Vec<u8>| Dlt645Frame::new(a, ControlCode::from_byte(c), data);
+        let v = Version::V2007;
+        assert_eq!(
+            Response::from_frame(&f(0x11, vec![0; 4]), v)
+                .unwrap_err()
+                .to_string(),
+            "control 0x11 is a request (D7=0), expected a response"
+        );
+        assert_eq!(
+            Response::from_frame(&f(0xD1, vec![1, 2, 3]), v)
+                .unwrap_err()
+                .to_string(),
+            "control 0xD1 (read data (11)): expected L=1 or 2, found L=3"
+        );
+        assert_eq!(
+            Response::from_frame(&f(0x94, vec![0]), v)
+                .unwrap_err()
+                .to_string(),
+            "control 0x94 (write data (14)): expected L=0, found L=1"
+        );
+        assert!(matches!(
+            Response::from_frame(&f(0x88, vec![]), v),
+            Err(ResponseError::NoReplyExpected { .. })
+        ));
+        assert!(matches!(
+            Response::from_frame(&f(0x81, vec![0x10, 0x90]), v),
+            Err(ResponseError::UnknownFunction { code: 0x01, .. })
+        ));
+        let reply = f(0x91, vec![0, 0, 1, 0, 1, 2, 3, 4]);
+        assert!(matches_request(a, Function::ReadData, &reply));
+        assert!(matches_request(
+            Address::WILDCARD,
+            Function::ReadData,
+            &reply
+        ));
+        assert!(!matches_request(a, Function::ReadFollowUp, &reply));
+        assert!(!matches_request(
+            Address::BROADCAST,
+            Function::ReadData,
+            &reply
+        ));
+        assert!(!matches_request(
+            "202107072530".parse().unwrap(),
+            Function::ReadData,
+            &reply
+        ));
+        assert!(!matches_request(
+            a,
+            Function::ReadData,
+            &f(0x11, vec![0; 4])
+        ));
+        assert!(matches_request(a, Function::ReadData, &f(0xD1, vec![2])));
+    }
+}
