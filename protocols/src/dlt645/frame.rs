@@ -72,6 +72,29 @@ fn body(i: &[u8], len: u8) -> IResult<&[u8], (&[u8], u8, u8)> {
     (take(usize::from(len)), byte, byte).parse(i)
 }
 
+/// The offset of the first complete, verified frame starting at or after `from`, if any.
+///
+/// Used when the candidate at the start of the buffer is still incomplete: a `68 … 68 C L`
+/// run of line noise with a large `L` would otherwise hold back a real reply behind it until
+/// 267 bytes arrived. A complete frame with a good checksum and end byte inside the bytes of a
+/// genuine, still-incomplete frame would need `68` at +0 and +7, `16` at the end and a matching
+/// sum by chance, so preferring the complete frame is safe in practice.
+fn later_frame(buf: &[u8], from: usize) -> Option<usize> {
+    let tail = buf.get(from..)?;
+    tail.iter().enumerate().find_map(|(i, &b)| {
+        if b != START {
+            return None;
+        }
+        let cand = tail.get(i..)?;
+        if *cand.get(SECOND_START_OFFSET)? != START {
+            return None;
+        }
+        let data_end = HEADER_LEN + usize::from(*cand.get(9)?);
+        let (&cs, &end) = (cand.get(data_end)?, cand.get(data_end + 1)?);
+        (end == END && checksum(cand.get(..data_end)?) == cs).then_some(from + i)
+    })
+}
+
 impl Dlt645Frame {
     /// A frame from its parts; `data` is unmasked.
     pub fn new(address: Address, control: ControlCode, data: Vec<u8>) -> Self {
@@ -94,8 +117,11 @@ impl Dlt645Frame {
     ///   (count 1 without preamble, preamble + 1 with), so the caller resyncs on the next byte
     ///   and a checksum error is counted once, not once per preamble byte.
     ///
-    /// A noise `68` followed by a large `L` makes the scanner wait for up to 267 bytes; the
-    /// bus task's inter-byte timeout (Tb ≤ 500 ms) ends such a wait.
+    /// While the candidate at the start is incomplete, a complete verified frame later in the
+    /// buffer wins: the bytes before it are skipped as [`SkipReason::Noise`], so a noise
+    /// `68 … 68 C L` with a large `L` cannot hold back a real reply behind it. Otherwise the
+    /// scanner waits for up to 267 bytes; the bus task's inter-byte timeout (Tb ≤ 500 ms)
+    /// ends such a wait.
     pub fn scan(buf: &[u8]) -> Scan<Dlt645Frame> {
         let fe = buf.iter().take_while(|&&b| b == PREAMBLE).count();
         match buf.get(fe) {
@@ -129,8 +155,14 @@ impl Dlt645Frame {
             count: start.saturating_add(1),
             reason,
         };
-        let incomplete = |upto: usize| Scan::Incomplete {
-            needed: upto.saturating_sub(avail).max(1),
+        let incomplete = |upto: usize| match later_frame(buf, start.saturating_add(1)) {
+            Some(at) => Scan::Skip {
+                count: at,
+                reason: SkipReason::Noise,
+            },
+            None => Scan::Incomplete {
+                needed: upto.saturating_sub(avail).max(1),
+            },
         };
         let after_start = frame.get(1..).unwrap_or(&[]);
         let Ok((rest, (addr, second))) = address_part(after_start) else {
@@ -528,6 +560,31 @@ mod tests {
                 consumed: bytes.len()
             }
         );
+    }
+
+    #[test]
+    fn noise_header_with_large_l_does_not_hold_back_a_frame() {
+        let mut buf = hex("00 68 01 02 03 04 05 06 68 11 F0 FE FE");
+        buf.extend(hex(READ_REQ));
+        assert_eq!(
+            Dlt645Frame::scan(&buf),
+            Scan::Skip {
+                count: 1,
+                reason: SkipReason::Noise
+            }
+        );
+        let buf = &buf[1..];
+        assert_eq!(
+            Dlt645Frame::scan(buf),
+            Scan::Skip {
+                count: 16,
+                reason: SkipReason::Noise
+            }
+        );
+        assert!(matches!(
+            Dlt645Frame::scan(&buf[16..]),
+            Scan::Frame { consumed: 16, .. }
+        ));
     }
 
     #[test]
