@@ -88,7 +88,7 @@ impl MeterDateTime {
         };
         check("year", year, 0, 99, "00..=99")?;
         check("month", month, 1, 12, "1..=12")?;
-        let leap = year % 4 == 0; // 2000..=2099: every fourth year, 2000 included
+        let leap = year.is_multiple_of(4); // 2000..=2099: every fourth year, 2000 included
         let last = match month {
             2 if leap => 29,
             2 => 28,
