@@ -612,10 +612,9 @@ impl Request {
             Function::RelayControl => {
                 let (password, operator) = pw_op().filter(|_| n == 16).ok_or_else(|| bad("16"))?;
                 let n1 = d.get(8).copied().unwrap_or(0);
-                let command = RelayCommand::from_byte(n1).ok_or(RequestError::BadRelayCommand {
-                    found: n1,
-                    pa: password[0],
-                })?;
+                let [pa, ..] = password;
+                let command = RelayCommand::from_byte(n1)
+                    .ok_or(RequestError::BadRelayCommand { found: n1, pa })?;
                 let t: [u8; 6] = d
                     .get(10..16)
                     .and_then(|s| s.try_into().ok())
