@@ -21,8 +21,10 @@ pub mod request;
 pub mod response;
 
 pub use address::Address;
-// pub use control::{ControlCode, Function};
-// pub use frame::Dlt645Frame;
+pub use control::{ControlCode, Function};
+pub use frame::{Dlt645Frame, FrameInspection, InspectError};
+pub use request::{MeterDateTime, RelayCommand, Request, RequestError};
+pub use response::{ErrorWord, Response, ResponseError, SecurityErrorWord, matches_request};
 
 use std::fmt;
 
