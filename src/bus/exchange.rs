@@ -1,0 +1,287 @@
+//! One transaction on the wire: request out, the one matching reply in, or a timeout.
+//!
+//! Rules this module enforces (each one a bug some peer gateway shipped):
+//! - Stale input is discarded before every request, so a reply that arrives after its
+//!   request timed out is never read as the answer to the next request.
+//! - A reply is delimited by the codec's length rules, never by silence or by scanning for
+//!   an end byte; noise and broken frames are skipped byte by byte and counted.
+//! - A frame that is not the answer (another meter's address, another unit id, another
+//!   function) is skipped whole and counted as foreign.
+//! - With half-duplex adapters that echo what is sent, the echo is removed first.
+//! - The first byte must come within the response timeout, and each further byte within the
+//!   inter-byte timeout; a reply that stalls is abandoned.
+//!
+//! It never retries (the bus task decides that) and never sleeps before sending (the bus task
+//! keeps turnaround and Modbus silence).
+
+use std::time::Duration;
+
+use meter_protocols::dlt645::{Address, Dlt645Frame, Function};
+use meter_protocols::modbus::rtu::{self, Expectation};
+use meter_protocols::{Scan, SkipReason};
+use thiserror::Error;
+use tokio::time::Instant;
+
+use super::trace::{Direction, FrameTap};
+use super::transport::Link;
+
+/// What a reply must look like to be accepted.
+#[derive(Debug, Clone)]
+pub enum Framing {
+    /// A DL/T 645 reply from `address` (wildcards allowed) to `function`.
+    Dlt645 {
+        /// The address the request went to.
+        address: Address,
+        /// The request's function.
+        function: Function,
+    },
+    /// A Modbus RTU reply to the request described.
+    ModbusRtu(Expectation),
+    /// No reply is expected (broadcast): the exchange ends when the request is written.
+    None,
+}
+
+/// A verified reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// A DL/T 645 frame.
+    Dlt645(Dlt645Frame),
+    /// A Modbus RTU response.
+    ModbusRtu(rtu::Response),
+    /// Nothing was expected.
+    None,
+}
+
+/// Counters of one exchange, added to the bus's totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExchangeStats {
+    /// Bytes dropped before the request because they were left over from earlier traffic.
+    pub stale_bytes: u64,
+    /// Bytes of our own request echoed back by the adapter and removed.
+    pub echo_bytes: u64,
+    /// Noise bytes skipped while looking for the reply.
+    pub noise_bytes: u64,
+    /// Frame-shaped runs whose checksum or CRC was wrong.
+    pub checksum_errors: u64,
+    /// Valid frames that were not the answer (other address, unit or function).
+    pub foreign_frames: u64,
+    /// Bytes written.
+    pub tx_bytes: u64,
+    /// Bytes read.
+    pub rx_bytes: u64,
+}
+
+impl ExchangeStats {
+    /// Adds another exchange's counters.
+    pub fn add(&mut self, o: &ExchangeStats) {
+        self.stale_bytes += o.stale_bytes;
+        self.echo_bytes += o.echo_bytes;
+        self.noise_bytes += o.noise_bytes;
+        self.checksum_errors += o.checksum_errors;
+        self.foreign_frames += o.foreign_frames;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_bytes += o.rx_bytes;
+    }
+}
+
+/// A finished exchange.
+#[derive(Debug, Clone)]
+pub struct Exchanged {
+    /// The verified reply.
+    pub reply: Reply,
+    /// The reply's bytes as received (the evidence), without preamble or noise.
+    pub raw: Vec<u8>,
+    /// From the last request byte written to the last reply byte read.
+    pub latency: Duration,
+    /// When the last reply byte arrived (for turnaround accounting).
+    pub finished: Instant,
+    /// Counters.
+    pub stats: ExchangeStats,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, Error)]
+pub enum ExchangeError {
+    /// No reply (or no complete, matching reply) in time.
+    #[error("no reply within {waited:?}{}", partial_note(.partial))]
+    Timeout {
+        /// How long we waited.
+        waited: Duration,
+        /// Bytes received that did not make a matching frame (hex in the message).
+        partial: Vec<u8>,
+        /// Counters so far.
+        stats: ExchangeStats,
+    },
+    /// The link failed (port unplugged, connection reset); the bus reopens it.
+    #[error("link failed: {source}")]
+    Link {
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+        /// Counters so far.
+        stats: ExchangeStats,
+    },
+}
+
+fn partial_note(partial: &[u8]) -> String {
+    if partial.is_empty() {
+        String::new()
+    } else {
+        format!(" (received {} unusable bytes: {})", partial.len(), crate::hex_input::to_hex(partial))
+    }
+}
+
+impl ExchangeError {
+    /// The counters gathered before the failure.
+    pub fn stats(&self) -> ExchangeStats {
+        match self {
+            ExchangeError::Timeout { stats, .. } | ExchangeError::Link { stats, .. } => *stats,
+        }
+    }
+}
+
+/// Timeouts of one exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeTiming {
+    /// Longest wait for the first reply byte after the request was written.
+    pub response_timeout: Duration,
+    /// Longest gap between reply bytes.
+    pub inter_byte_timeout: Duration,
+    /// The adapter echoes what we send.
+    pub echo: bool,
+}
+
+/// Sends `request` and waits for the reply `framing` describes.
+pub async fn exchange(
+    link: &mut Link,
+    request: &[u8],
+    framing: &Framing,
+    timing: ExchangeTiming,
+    tap: &FrameTap,
+) -> Result<Exchanged, ExchangeError> {
+    let mut stats = ExchangeStats::default();
+    let link_err = |source, stats| ExchangeError::Link { source, stats };
+    stats.stale_bytes = link.discard_input().map_err(|e| link_err(e, stats))? as u64;
+    if stats.stale_bytes > 0 {
+        tap.note(&format!("discarded {} stale bytes before the request", stats.stale_bytes));
+    }
+    tap.frame(Direction::Tx, request);
+    link.write_all(request).await.map_err(|e| link_err(e, stats))?;
+    stats.tx_bytes = request.len() as u64;
+    let sent = Instant::now();
+    if matches!(framing, Framing::None) {
+        return Ok(Exchanged { reply: Reply::None, raw: Vec::new(), latency: Duration::ZERO, finished: sent, stats });
+    }
+
+    let mut buf: Vec<u8> = Vec::with_capacity(64);
+    let mut echo_left = if timing.echo { request } else { &[][..] };
+    let mut deadline = sent + timing.response_timeout;
+    let mut chunk = [0u8; 256];
+    loop {
+        // Take what the buffer holds before reading more.
+        if let Some(done) = take_reply(&mut buf, &mut echo_left, framing, &mut stats, tap) {
+            let (reply, raw) = done;
+            let finished = Instant::now();
+            tap.frame(Direction::Rx, &raw);
+            return Ok(Exchanged { reply, raw, latency: finished - sent, finished, stats });
+        }
+        let read = tokio::time::timeout_at(deadline, link.read_some(&mut chunk)).await;
+        match read {
+            Err(_) => {
+                if !buf.is_empty() {
+                    tap.frame(Direction::RxUnusable, &buf);
+                }
+                return Err(ExchangeError::Timeout { waited: Instant::now() - sent, partial: buf, stats });
+            }
+            Ok(Err(e)) => return Err(link_err(e, stats)),
+            Ok(Ok(0)) => {
+                return Err(link_err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed the connection"), stats));
+            }
+            Ok(Ok(n)) => {
+                stats.rx_bytes += n as u64;
+                buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+                deadline = Instant::now() + timing.inter_byte_timeout;
+            }
+        }
+    }
+}
+
+/// Looks for the reply in `buf`, draining echo, noise and foreign frames as it goes.
+fn take_reply(buf: &mut Vec<u8>, echo_left: &mut &[u8], framing: &Framing, stats: &mut ExchangeStats, tap: &FrameTap) -> Option<(Reply, Vec<u8>)> {
+    // Echo: our own request comes back first on half-duplex adapters that echo.
+    while !echo_left.is_empty() && !buf.is_empty() {
+        let n = common_prefix(buf, echo_left);
+        if n == 0 {
+            // Not our echo after all (the adapter dropped it): stop expecting it.
+            *echo_left = &[];
+            break;
+        }
+        buf.drain(..n);
+        *echo_left = echo_left.get(n..).unwrap_or(&[]);
+        stats.echo_bytes += n as u64;
+    }
+    if !echo_left.is_empty() {
+        return None;
+    }
+    loop {
+        if buf.is_empty() {
+            return None;
+        }
+        let step = match framing {
+            Framing::Dlt645 { address, function } => match Dlt645Frame::scan(buf) {
+                Scan::Frame { frame, consumed } => {
+                    let ok = frame.control.is_response()
+                        && frame.control.code() == function.code()
+                        && address.accepts_reply_from(frame.address);
+                    Step::Frame { reply: ok.then_some(Reply::Dlt645(frame)), consumed }
+                }
+                Scan::Skip { count, reason } => Step::Skip { count, reason },
+                Scan::Incomplete { .. } => Step::Wait,
+            },
+            Framing::ModbusRtu(expect) => match rtu::scan_response(buf, expect) {
+                // scan_response already skips other units' and other functions' frames.
+                Scan::Frame { frame: (_, response), consumed } => Step::Frame { reply: Some(Reply::ModbusRtu(response)), consumed },
+                Scan::Skip { count, reason } => Step::Skip { count, reason },
+                Scan::Incomplete { .. } => Step::Wait,
+            },
+            Framing::None => return None,
+        };
+        match step {
+            Step::Wait => return None,
+            Step::Skip { count, reason } => {
+                let count = count.min(buf.len());
+                match reason {
+                    SkipReason::Checksum { .. } => stats.checksum_errors += 1,
+                    SkipReason::Malformed(why) if why.contains("unit") || why.contains("function") => stats.foreign_frames += 1,
+                    _ => stats.noise_bytes += count as u64,
+                }
+                tap.skipped(buf.get(..count).unwrap_or(&[]), &reason.to_string());
+                buf.drain(..count);
+            }
+            Step::Frame { reply, consumed } => {
+                let consumed = consumed.min(buf.len());
+                let raw: Vec<u8> = buf.drain(..consumed).collect();
+                // The evidence is the frame itself: strip the DL/T 645 wake-up preamble.
+                let start = raw.iter().position(|b| *b != 0xFE).unwrap_or(0);
+                let frame_bytes = raw.get(start..).unwrap_or(&[]).to_vec();
+                match reply {
+                    Some(reply) => return Some((reply, frame_bytes)),
+                    None => {
+                        stats.foreign_frames += 1;
+                        tap.skipped(&frame_bytes, "valid frame, but not the answer to this request");
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Step {
+    Wait,
+    Skip { count: usize, reason: SkipReason },
+    Frame { reply: Option<Reply>, consumed: usize },
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}

@@ -1,0 +1,112 @@
+//! The frame trace: every byte on the wire, both ways, for technicians.
+//!
+//! A [`FrameTap`] is handed to each exchange. It logs each frame in hex at `trace` level under
+//! the bus's and meter's tracing span, and, when someone watches (`meterd trace`, the live
+//! trace of the status service), sends a [`FrameEvent`] on a broadcast channel. With nobody
+//! watching it costs one atomic load per frame. It never blocks the bus: a slow watcher
+//! loses events (and is told how many), the bus does not wait.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::broadcast;
+
+use crate::hex_input::to_hex;
+
+/// Which way bytes went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Gateway to meter.
+    Tx,
+    /// Meter to gateway: a verified reply.
+    Rx,
+    /// Meter to gateway: bytes that were skipped (noise, bad checksum, foreign frame, partial).
+    RxUnusable,
+    /// Not bytes: a remark (stale input discarded, retry, reopen).
+    Note,
+}
+
+impl Direction {
+    /// Short label for logs: `tx`, `rx`, `rx?`, `--`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Tx => "tx",
+            Direction::Rx => "rx",
+            Direction::RxUnusable => "rx?",
+            Direction::Note => "--",
+        }
+    }
+}
+
+/// One traced frame.
+#[derive(Debug, Clone)]
+pub struct FrameEvent {
+    /// When it was seen.
+    pub at: SystemTime,
+    /// Bus name.
+    pub bus: Arc<str>,
+    /// Meter id, when the bytes belong to one meter's transaction.
+    pub meter: Option<Arc<str>>,
+    /// Which way.
+    pub direction: Direction,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Why bytes were skipped, or the remark.
+    pub note: String,
+}
+
+/// Where an exchange reports its frames.
+#[derive(Debug, Clone)]
+pub struct FrameTap {
+    bus: Arc<str>,
+    meter: Option<Arc<str>>,
+    sender: Option<broadcast::Sender<FrameEvent>>,
+}
+
+impl FrameTap {
+    /// A tap for `bus`, sending to `sender` when given.
+    pub fn new(bus: &str, sender: Option<broadcast::Sender<FrameEvent>>) -> Self {
+        Self { bus: Arc::from(bus), meter: None, sender }
+    }
+
+    /// The same tap, for one meter's transactions.
+    pub fn for_meter(&self, meter: &str) -> Self {
+        Self { bus: self.bus.clone(), meter: Some(Arc::from(meter)), sender: self.sender.clone() }
+    }
+
+    /// A tap that only logs.
+    pub fn silent(bus: &str) -> Self {
+        Self::new(bus, None)
+    }
+
+    fn emit(&self, direction: Direction, bytes: &[u8], note: &str) {
+        tracing::trace!(dir = direction.label(), hex = %to_hex(bytes), note, "frame");
+        if let Some(tx) = &self.sender {
+            if tx.receiver_count() > 0 {
+                let _ = tx.send(FrameEvent {
+                    at: SystemTime::now(),
+                    bus: self.bus.clone(),
+                    meter: self.meter.clone(),
+                    direction,
+                    bytes: bytes.to_vec(),
+                    note: note.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// A frame sent or received.
+    pub fn frame(&self, direction: Direction, bytes: &[u8]) {
+        self.emit(direction, bytes, "");
+    }
+
+    /// Bytes skipped on receive, with the reason.
+    pub fn skipped(&self, bytes: &[u8], reason: &str) {
+        self.emit(Direction::RxUnusable, bytes, reason);
+    }
+
+    /// A remark.
+    pub fn note(&self, text: &str) {
+        self.emit(Direction::Note, &[], text);
+    }
+}
