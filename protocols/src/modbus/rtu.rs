@@ -1299,3 +1299,648 @@ pub fn silence_t35(baud: u32) -> Duration {
 pub fn t15(baud: u32) -> Duration {
     char_time(baud, 165, 750)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Hand-checks a CRC with the `crc` crate directly (not through this module's helper).
+    fn with_crc(body: &[u8]) -> Vec<u8> {
+        let crc = crc::Crc::<u16>::new(&crc::CRC_16_MODBUS).checksum(body);
+        let mut v = body.to_vec();
+        v.extend_from_slice(&crc.to_le_bytes());
+        v
+    }
+
+    fn enc_req(unit: u8, r: &Request) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_request(unit, r, &mut out).unwrap();
+        out
+    }
+
+    fn enc_resp(unit: u8, r: &Response) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_response(unit, r, &mut out).unwrap();
+        out
+    }
+
+    fn expect(unit: u8, function: u8, count: u16) -> Expectation {
+        Expectation {
+            unit,
+            function,
+            count,
+        }
+    }
+
+    #[test]
+    fn crc_check_value() {
+        assert_eq!(crc16(b"123456789"), 0x4B37);
+    }
+
+    #[test]
+    fn read_holding_request_vector() {
+        let r = Request::ReadHoldingRegisters {
+            address: 0,
+            count: 10,
+        };
+        let bytes = enc_req(1, &r);
+        assert_eq!(bytes, [0x01, 0x03, 0x00, 0x00, 0x00, 0x0A, 0xC5, 0xCD]);
+        assert_eq!(
+            parse_request(&bytes),
+            Scan::Frame {
+                frame: (1, r.clone()),
+                consumed: 8
+            }
+        );
+        assert_eq!(r.expectation(1), expect(1, 3, 10));
+        assert_eq!(r.expectation(1).response_len(), Some(25));
+    }
+
+    #[test]
+    fn sdm630_fc04_request_vector() {
+        let r = Request::ReadInputRegisters {
+            address: 0,
+            count: 2,
+        };
+        assert_eq!(
+            enc_req(1, &r),
+            [0x01, 0x04, 0x00, 0x00, 0x00, 0x02, 0x71, 0xCB]
+        );
+    }
+
+    #[test]
+    fn read_holding_response_vector() {
+        // The textbook reply "01 03 02 00 01 79 84": one register holding 1.
+        let bytes = [0x01, 0x03, 0x02, 0x00, 0x01, 0x79, 0x84];
+        assert_eq!(with_crc(&bytes[..5]), bytes);
+        let scan = scan_response(&bytes, &expect(1, 3, 1));
+        assert_eq!(
+            scan,
+            Scan::Frame {
+                frame: (1, Response::HoldingRegisters(vec![1])),
+                consumed: 7
+            }
+        );
+        assert_eq!(enc_resp(1, &Response::HoldingRegisters(vec![1])), bytes);
+    }
+
+    #[test]
+    fn sdm630_float_response() {
+        // L1 voltage 229.8 V as float32 ABCD = 0x4365CCCD, L2 230.1 = 0x4366199A.
+        let bytes = with_crc(&[
+            0x01, 0x04, 0x08, 0x43, 0x65, 0xCC, 0xCD, 0x43, 0x66, 0x19, 0x9A,
+        ]);
+        let Scan::Frame {
+            frame: (1, resp),
+            consumed: 13,
+        } = scan_response(&bytes, &expect(1, 4, 4))
+        else {
+            panic!("no frame");
+        };
+        let regs = resp.registers().unwrap();
+        assert_eq!(regs, [0x4365, 0xCCCD, 0x4366, 0x199A]);
+        use crate::modbus::values::*;
+        let v = read_value(regs, ValueType::F32, RegisterOrder::ABCD, Scale::None, None).unwrap();
+        assert_eq!(v.to_string(), "229.8");
+        let v = read_value(
+            &regs[2..],
+            ValueType::F32,
+            RegisterOrder::ABCD,
+            Scale::None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(v.to_string(), "230.1");
+    }
+
+    #[test]
+    fn exception_vector() {
+        let bytes = [0x01, 0x83, 0x02, 0xC0, 0xF1];
+        assert_eq!(with_crc(&bytes[..3]), bytes);
+        let want = Response::Exception {
+            function: 3,
+            code: ExceptionCode::IllegalDataAddress,
+        };
+        assert_eq!(
+            scan_response(&bytes, &expect(1, 3, 10)),
+            Scan::Frame {
+                frame: (1, want.clone()),
+                consumed: 5
+            }
+        );
+        assert_eq!(enc_resp(1, &want), bytes);
+        assert_eq!(
+            ExceptionCode::from_u8(0x0B),
+            ExceptionCode::GatewayTargetFailedToRespond
+        );
+        assert_eq!(ExceptionCode::from_u8(0x07), ExceptionCode::Other(7));
+        assert_eq!(
+            ExceptionCode::IllegalDataAddress.to_string(),
+            "02 illegal data address"
+        );
+    }
+
+    #[test]
+    fn write_echo_vectors() {
+        // FC06 "01 06 00 01 00 03 98 0B": request and echo are the same bytes.
+        let w = [0x01, 0x06, 0x00, 0x01, 0x00, 0x03, 0x98, 0x0B];
+        assert_eq!(with_crc(&w[..6]), w);
+        let req = Request::WriteSingleRegister {
+            address: 1,
+            value: 3,
+        };
+        assert_eq!(enc_req(1, &req), w);
+        assert_eq!(
+            scan_response(&w, &req.expectation(1)),
+            Scan::Frame {
+                frame: (
+                    1,
+                    Response::WriteSingleRegister {
+                        address: 1,
+                        value: 3
+                    }
+                ),
+                consumed: 8
+            }
+        );
+        // FC16 reply "01 10 00 01 00 02 10 08".
+        let m = [0x01, 0x10, 0x00, 0x01, 0x00, 0x02, 0x10, 0x08];
+        assert_eq!(with_crc(&m[..6]), m);
+        let req = Request::WriteMultipleRegisters {
+            address: 1,
+            values: vec![0x000A, 0x0102],
+        };
+        assert_eq!(
+            enc_req(1, &req),
+            with_crc(&[
+                0x01, 0x10, 0x00, 0x01, 0x00, 0x02, 0x04, 0x00, 0x0A, 0x01, 0x02
+            ])
+        );
+        assert_eq!(
+            scan_response(&m, &req.expectation(1)),
+            Scan::Frame {
+                frame: (
+                    1,
+                    Response::WriteMultipleRegisters {
+                        address: 1,
+                        count: 2
+                    }
+                ),
+                consumed: 8
+            }
+        );
+        // The same reply against a 3-register write is rejected whole.
+        assert!(matches!(
+            scan_response(&m, &expect(1, 0x10, 3)),
+            Scan::Skip {
+                count: 8,
+                reason: SkipReason::Malformed(_)
+            }
+        ));
+        // FC05 on: FF00; FC15 coils 10 from 0x13 (the spec's example: CD 01).
+        let c = enc_req(
+            1,
+            &Request::WriteSingleCoil {
+                address: 0xAC,
+                value: true,
+            },
+        );
+        assert_eq!(c, with_crc(&[0x01, 0x05, 0x00, 0xAC, 0xFF, 0x00]));
+        let bits = [
+            true, false, true, true, false, false, true, true, true, false,
+        ];
+        let c = enc_req(
+            1,
+            &Request::WriteMultipleCoils {
+                address: 0x13,
+                values: bits.to_vec(),
+            },
+        );
+        assert_eq!(
+            c,
+            with_crc(&[0x01, 0x0F, 0x00, 0x13, 0x00, 0x0A, 0x02, 0xCD, 0x01])
+        );
+    }
+
+    #[test]
+    fn coils_response_unpacks_lsb_first() {
+        let bytes = with_crc(&[0x01, 0x01, 0x02, 0xCD, 0x01]);
+        let Scan::Frame { frame, .. } = scan_response(&bytes, &expect(1, 1, 10)) else {
+            panic!()
+        };
+        assert_eq!(
+            frame.1.bits().unwrap(),
+            [
+                true, false, true, true, false, false, true, true, true, false
+            ]
+        );
+    }
+
+    #[test]
+    fn incomplete_reports_exact_need() {
+        let full = enc_resp(1, &Response::HoldingRegisters(vec![1, 2, 3]));
+        let e = expect(1, 3, 3);
+        assert_eq!(scan_response(&[], &e), Scan::Incomplete { needed: 2 });
+        for have in 2..full.len() {
+            assert_eq!(
+                scan_response(&full[..have], &e),
+                Scan::Incomplete {
+                    needed: full.len() - have
+                },
+                "have {have}"
+            );
+        }
+        let ex = [0x01, 0x83, 0x02];
+        assert_eq!(scan_response(&ex, &e), Scan::Incomplete { needed: 2 });
+    }
+
+    #[test]
+    fn bad_crc_skips_one_byte_with_both_crcs() {
+        let mut bytes = enc_resp(1, &Response::HoldingRegisters(vec![0x1234]));
+        let n = bytes.len();
+        bytes[n - 1] ^= 0xFF;
+        let expected = crc16(&bytes[..n - 2]);
+        let found = u16::from_le_bytes([bytes[n - 2], bytes[n - 1]]);
+        assert_eq!(
+            scan_response(&bytes, &expect(1, 3, 1)),
+            Scan::Skip {
+                count: 1,
+                reason: SkipReason::Checksum { expected, found }
+            }
+        );
+    }
+
+    #[test]
+    fn byte_count_disagreeing_with_request_is_rejected() {
+        let bytes = enc_resp(1, &Response::HoldingRegisters(vec![1, 2]));
+        assert_eq!(
+            scan_response(&bytes, &expect(1, 3, 3)),
+            Scan::Skip {
+                count: 1,
+                reason: SkipReason::Malformed("byte count disagrees with the requested count")
+            }
+        );
+    }
+
+    #[test]
+    fn foreign_and_late_replies_are_skipped_whole() {
+        let other_unit = enc_resp(2, &Response::HoldingRegisters(vec![1, 2]));
+        let late = enc_resp(1, &Response::InputRegisters(vec![7; 5]));
+        let ours = enc_resp(1, &Response::HoldingRegisters(vec![9, 9]));
+        let e = expect(1, 3, 2);
+        let mut buf = [other_unit.clone(), late.clone(), ours.clone()].concat();
+        let Scan::Skip {
+            count,
+            reason: SkipReason::Malformed(why),
+        } = scan_response(&buf, &e)
+        else {
+            panic!()
+        };
+        assert_eq!(count, other_unit.len());
+        assert!(why.contains("another unit"), "{why}");
+        buf.drain(..count);
+        let Scan::Skip {
+            count,
+            reason: SkipReason::Malformed(why),
+        } = scan_response(&buf, &e)
+        else {
+            panic!()
+        };
+        assert_eq!(count, late.len());
+        assert!(why.contains("another function"), "{why}");
+        buf.drain(..count);
+        assert_eq!(
+            scan_response(&buf, &e),
+            Scan::Frame {
+                frame: (1, Response::HoldingRegisters(vec![9, 9])),
+                consumed: ours.len()
+            }
+        );
+    }
+
+    #[test]
+    fn noise_promising_a_long_frame_does_not_hide_the_reply() {
+        // 0x07 read as unit, 03 as function, FA as a byte count of 250 bytes that never come.
+        let ours = enc_resp(1, &Response::HoldingRegisters(vec![5]));
+        let buf = [&[0x07, 0x03, 0xFA][..], &ours].concat();
+        assert_eq!(
+            scan_response(&buf, &expect(1, 3, 1)),
+            Scan::Skip {
+                count: 3,
+                reason: SkipReason::Noise
+            }
+        );
+    }
+
+    #[test]
+    fn request_validation() {
+        let bad = [
+            Request::ReadHoldingRegisters {
+                address: 0,
+                count: 126,
+            },
+            Request::ReadCoils {
+                address: 0,
+                count: 0,
+            },
+            Request::ReadInputRegisters {
+                address: 0xFFFF,
+                count: 2,
+            },
+            Request::WriteMultipleRegisters {
+                address: 0,
+                values: vec![0; 124],
+            },
+            Request::WriteMultipleCoils {
+                address: 0,
+                values: vec![],
+            },
+        ];
+        for r in bad {
+            let mut out = vec![0xAA];
+            assert!(encode_request(1, &r, &mut out).is_err(), "{r:?}");
+            assert_eq!(out, [0xAA], "nothing appended on error");
+        }
+        let err = encode_request(
+            1,
+            &Request::ReadHoldingRegisters {
+                address: 0,
+                count: 126,
+            },
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "function 03 (read holding registers): count 126 outside 1..=125"
+        );
+        assert!(
+            Request::ReadInputRegisters {
+                address: 0xFFFF,
+                count: 1
+            }
+            .validate()
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn inspect_explains_requests_responses_and_exceptions() {
+        let i = inspect(&[0x01, 0x03, 0x00, 0x00, 0x00, 0x0A, 0xC5, 0xCD]).unwrap();
+        assert_eq!(
+            (i.unit, i.function, i.function_name),
+            (1, 3, "read holding registers")
+        );
+        assert_eq!(i.direction, Direction::Request);
+        assert_eq!(
+            i.pdu,
+            InspectedPdu::ReadRequest {
+                address: 0,
+                count: 10
+            }
+        );
+        assert!(i.crc.is_ok());
+        assert_eq!(i.alternative, None);
+
+        let i = inspect(&[0x01, 0x03, 0x02, 0x00, 0x01, 0x79, 0x85]).unwrap();
+        assert_eq!(i.direction, Direction::Response);
+        assert_eq!(
+            i.pdu,
+            InspectedPdu::RegistersResponse {
+                byte_count: 2,
+                registers: vec![1]
+            }
+        );
+        assert_eq!(
+            i.crc,
+            CrcCheck {
+                expected: 0x8479,
+                found: 0x8579
+            }
+        );
+
+        let i = inspect(&[0x01, 0x83, 0x02, 0xC0, 0xF1]).unwrap();
+        assert_eq!(
+            i.pdu,
+            InspectedPdu::Exception {
+                code: ExceptionCode::IllegalDataAddress
+            }
+        );
+        assert_eq!(i.function_name, "read holding registers");
+
+        // 8 bytes of FC01 with byte count 3: a request, or a 3-byte reply.
+        let amb = with_crc(&[0x01, 0x01, 0x03, 0xCD, 0x6B, 0x05]);
+        let i = inspect(&amb).unwrap();
+        assert_eq!(i.direction, Direction::Request);
+        assert!(matches!(
+            i.alternative,
+            Some(InspectedPdu::BitsResponse { byte_count: 3, .. })
+        ));
+
+        let i = inspect(&with_crc(&[
+            0x01, 0x10, 0x00, 0x01, 0x00, 0x01, 0x02, 0x12, 0x34,
+        ]))
+        .unwrap();
+        assert_eq!(i.direction, Direction::Request);
+        let i = inspect(&with_crc(&[0x01, 0x2B, 0x0E, 0x01, 0x00])).unwrap();
+        assert_eq!(i.direction, Direction::Unknown);
+    }
+
+    #[test]
+    fn inspect_errors_say_expected_and_found() {
+        let e = inspect(&[0x01, 0x03, 0x00]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "too short for an RTU ADU: expected at least 4 bytes (unit, function, CRC), found 3: 01 03 00"
+        );
+        let e = inspect(&[0x01, 0x03, 0x04, 0x00, 0x01, 0x00, 0x00]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "function 03 (read holding registers): expected 8 bytes for a request, or 5 + byte count 04 = 9 for a response (byte count even), found 7 bytes: 01 03 04 00 01 00 00"
+        );
+    }
+
+    #[test]
+    fn silence_times() {
+        assert_eq!(silence_t35(9600), Duration::from_nanos(4_010_416));
+        assert_eq!(silence_t35(19_200), Duration::from_nanos(2_005_208));
+        assert_eq!(silence_t35(38_400), Duration::from_micros(1750));
+        assert_eq!(t15(9600), Duration::from_nanos(1_718_750));
+        assert_eq!(t15(115_200), Duration::from_micros(750));
+        assert!(silence_t35(0) > Duration::ZERO);
+    }
+
+    // --- properties --------------------------------------------------------------------------
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        let read = (1u8..=4, any::<u16>(), any::<u16>()).prop_map(|(f, a, c)| {
+            let f = ReadFunction::from_code(f).unwrap();
+            let max = u32::from(f.max_count()).min(0x1_0000 - u32::from(a));
+            let count = 1 + (u32::from(c) % max) as u16;
+            Request::read(f, a, count)
+        });
+        prop_oneof![
+            read,
+            (any::<u16>(), any::<bool>())
+                .prop_map(|(address, value)| Request::WriteSingleCoil { address, value }),
+            (any::<u16>(), any::<u16>())
+                .prop_map(|(address, value)| Request::WriteSingleRegister { address, value }),
+            (
+                0u16..=0xF000,
+                prop::collection::vec(any::<bool>(), 1..=1968)
+            )
+                .prop_map(|(address, values)| Request::WriteMultipleCoils { address, values }),
+            (0u16..=0xFF00, prop::collection::vec(any::<u16>(), 1..=123))
+                .prop_map(|(address, values)| Request::WriteMultipleRegisters { address, values }),
+        ]
+    }
+
+    fn arb_response() -> impl Strategy<Value = Response> {
+        prop_oneof![
+            prop::collection::vec(any::<bool>(), 1..=2000).prop_map(Response::Coils),
+            prop::collection::vec(any::<bool>(), 1..=2000).prop_map(Response::DiscreteInputs),
+            prop::collection::vec(any::<u16>(), 1..=125).prop_map(Response::HoldingRegisters),
+            prop::collection::vec(any::<u16>(), 1..=125).prop_map(Response::InputRegisters),
+            (any::<u16>(), any::<bool>())
+                .prop_map(|(address, value)| Response::WriteSingleCoil { address, value }),
+            (any::<u16>(), any::<u16>())
+                .prop_map(|(address, value)| Response::WriteSingleRegister { address, value }),
+            (0u16..=0xF000, 1u16..=1968)
+                .prop_map(|(address, count)| Response::WriteMultipleCoils { address, count }),
+            (0u16..=0xFF00, 1u16..=123)
+                .prop_map(|(address, count)| Response::WriteMultipleRegisters { address, count }),
+            (0u8..0x80, any::<u8>()).prop_map(|(function, c)| Response::Exception {
+                function,
+                code: ExceptionCode::from_u8(c)
+            }),
+        ]
+    }
+
+    fn expectation_for(unit: u8, r: &Response) -> Expectation {
+        let count = match r {
+            Response::Coils(b) | Response::DiscreteInputs(b) => b.len() as u16,
+            Response::HoldingRegisters(v) | Response::InputRegisters(v) => v.len() as u16,
+            Response::WriteMultipleCoils { count, .. }
+            | Response::WriteMultipleRegisters { count, .. } => *count,
+            _ => 1,
+        };
+        let function = match r {
+            Response::Exception { function, .. } => *function,
+            other => other.function(),
+        };
+        expect(unit, function, count)
+    }
+
+    /// Feeds `bytes` in chunks the way a bus task does; returns (start offset, frame, len).
+    fn feed(
+        bytes: &[u8],
+        cuts: &[usize],
+        e: &Expectation,
+    ) -> (Vec<(usize, (u8, Response), usize)>, Vec<(usize, usize)>) {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut pos = 0; // stream offset of buf[0]
+        let mut frames = Vec::new();
+        let mut whole_skips = Vec::new();
+        let mut fed = 0;
+        let mut chunk_ends: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        chunk_ends.push(bytes.len());
+        chunk_ends.sort();
+        for end in chunk_ends {
+            buf.extend_from_slice(&bytes[fed..end.max(fed)]);
+            fed = end.max(fed);
+            loop {
+                match scan_response(&buf, e) {
+                    Scan::Incomplete { needed } => {
+                        assert!(needed >= 1);
+                        break;
+                    }
+                    Scan::Frame { frame, consumed } => {
+                        assert!(consumed >= 5 && consumed <= buf.len());
+                        let body = &buf[..consumed - 2];
+                        let crc = u16::from_le_bytes([buf[consumed - 2], buf[consumed - 1]]);
+                        assert_eq!(crc16(body), crc, "frame with a bad CRC");
+                        frames.push((pos, frame, consumed));
+                        buf.drain(..consumed);
+                        pos += consumed;
+                    }
+                    Scan::Skip { count, reason } => {
+                        assert!(count >= 1 && count <= buf.len(), "{count} {reason}");
+                        if count > 1 {
+                            whole_skips.push((pos, count));
+                        }
+                        buf.drain(..count);
+                        pos += count;
+                    }
+                }
+            }
+        }
+        (frames, whole_skips)
+    }
+
+    proptest! {
+        #[test]
+        fn request_round_trip(unit in any::<u8>(), r in arb_request()) {
+            let bytes = enc_req(unit, &r);
+            prop_assert!(bytes.len() <= MAX_ADU_LEN);
+            prop_assert_eq!(parse_request(&bytes), Scan::Frame { frame: (unit, r), consumed: bytes.len() });
+            prop_assert!(inspect(&bytes).unwrap().crc.is_ok());
+        }
+
+        #[test]
+        fn response_round_trip(unit in any::<u8>(), r in arb_response()) {
+            let bytes = enc_resp(unit, &r);
+            prop_assert!(bytes.len() <= MAX_ADU_LEN);
+            let e = expectation_for(unit, &r);
+            if r.function() & EXCEPTION_FLAG == 0 {
+                prop_assert_eq!(e.response_len(), Some(bytes.len()));
+            }
+            prop_assert_eq!(scan_response(&bytes, &e), Scan::Frame { frame: (unit, r), consumed: bytes.len() });
+            let i = inspect(&bytes).unwrap();
+            prop_assert!(i.crc.is_ok());
+            prop_assert_eq!(i.unit, unit);
+        }
+
+        #[test]
+        fn arbitrary_chunks_never_panic_nor_pass_a_bad_crc(
+            bytes in prop::collection::vec(any::<u8>(), 0..600),
+            cuts in prop::collection::vec(any::<usize>(), 0..20),
+            unit in 0u8..4, function in prop::sample::select(vec![1u8, 2, 3, 4, 5, 6, 15, 16]),
+            count in 0u16..130,
+        ) {
+            let e = expect(unit, function, count);
+            feed(&bytes, &cuts, &e);
+        }
+
+        #[test]
+        fn reply_behind_noise_is_found(
+            noise in prop::collection::vec(any::<u8>(), 0..64),
+            cuts in prop::collection::vec(any::<usize>(), 0..10),
+            unit in 1u8..=247, r in arb_response(),
+        ) {
+            let e = expectation_for(unit, &r);
+            let reply = enc_resp(unit, &r);
+            let stream = [noise.clone(), reply.clone()].concat();
+            let (frames, whole_skips) = feed(&stream, &cuts, &e);
+            let start = noise.len();
+            let found = frames.iter().any(|(at, f, n)| *at == start && *n == reply.len() && f == &(unit, r.clone()));
+            // Honest losses only: a CRC-valid frame (1 in 65536 by chance) swallowed its start.
+            let swallowed = whole_skips.iter().any(|&(at, n)| at < start && at + n > start)
+                || frames.iter().any(|&(at, _, n)| at < start && at + n > start);
+            prop_assert!(found || swallowed, "reply not found: {:?}", frames);
+        }
+
+        #[test]
+        fn inspect_and_parse_request_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = inspect(&bytes);
+            match parse_request(&bytes) {
+                Scan::Incomplete { needed } => prop_assert!(needed >= 1),
+                Scan::Skip { count, .. } => prop_assert!(count >= 1 && count <= bytes.len()),
+                Scan::Frame { consumed, .. } => {
+                    prop_assert!(consumed <= bytes.len());
+                    prop_assert_eq!(crc16(&bytes[..consumed]), 0);
+                }
+            }
+        }
+    }
+}
