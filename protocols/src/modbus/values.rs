@@ -391,3 +391,276 @@ pub fn read_value(
 ) -> Result<ModbusValue, ValueError> {
     scale(decode(regs, ty, order)?, how, exponent)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RegisterOrder::*;
+    use proptest::prelude::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn show(regs: &[u16], ty: ValueType, order: RegisterOrder, how: Scale) -> String {
+        read_value(regs, ty, order, how, None).unwrap().to_string()
+    }
+
+    #[test]
+    fn float32_in_every_order() {
+        // 229.8f32 = 0x4365CCCD.
+        for (order, regs) in [
+            (ABCD, [0x4365, 0xCCCD]),
+            (CDAB, [0xCCCD, 0x4365]),
+            (BADC, [0x6543, 0xCDCC]),
+            (DCBA, [0xCDCC, 0x6543]),
+        ] {
+            assert_eq!(
+                decode(&regs, ValueType::F32, order),
+                Ok(RawValue::Float32(229.8))
+            );
+            assert_eq!(show(&regs, ValueType::F32, order, Scale::None), "229.8");
+        }
+    }
+
+    #[test]
+    fn integers_and_bit_fields() {
+        assert_eq!(
+            decode(&[0x0001, 0x0002], ValueType::U32, ABCD),
+            Ok(RawValue::Unsigned(0x0001_0002))
+        );
+        assert_eq!(
+            decode(&[0x0001, 0x0002], ValueType::U32, CDAB),
+            Ok(RawValue::Unsigned(0x0002_0001))
+        );
+        assert_eq!(
+            decode(&[0xFFFF], ValueType::I16, ABCD),
+            Ok(RawValue::Signed(-1))
+        );
+        assert_eq!(
+            decode(&[0x3412], ValueType::U16, BADC),
+            Ok(RawValue::Unsigned(0x1234))
+        );
+        assert_eq!(
+            decode(&[0x3412], ValueType::U16, CDAB),
+            Ok(RawValue::Unsigned(0x3412))
+        );
+        assert_eq!(
+            decode(&[0xFFFF, 0xFFFE], ValueType::I32, ABCD),
+            Ok(RawValue::Signed(-2))
+        );
+        assert_eq!(
+            decode(&[0x0102, 0x0304, 0x0506, 0x0708], ValueType::U64, DCBA),
+            Ok(RawValue::Unsigned(0x0807_0605_0403_0201))
+        );
+        assert_eq!(
+            decode(&[0x0070], ValueType::Bits { bit: 4, width: 3 }, ABCD),
+            Ok(RawValue::Unsigned(7))
+        );
+        assert_eq!(
+            decode(&[0x8000], ValueType::Bits { bit: 15, width: 1 }, ABCD),
+            Ok(RawValue::Unsigned(1))
+        );
+        assert_eq!(
+            decode(&[0], ValueType::Bits { bit: 15, width: 2 }, ABCD),
+            Err(ValueError::BadBitField { bit: 15, width: 2 })
+        );
+        assert_eq!(
+            decode(&[1], ValueType::U32, ABCD),
+            Err(ValueError::TooFewRegisters {
+                expected: 2,
+                found: 1
+            })
+        );
+        assert_eq!(
+            show(&[0x0004, 0x0005, 0xFFFF], ValueType::U16, ABCD, Scale::None),
+            "4"
+        );
+    }
+
+    #[test]
+    fn integer_scaling_is_exact() {
+        assert_eq!(
+            show(&[1234], ValueType::U16, ABCD, Scale::Factor(d("0.01"))),
+            "12.34"
+        );
+        assert_eq!(
+            show(&[1230], ValueType::U16, ABCD, Scale::Factor(d("0.01"))),
+            "12.30"
+        );
+        assert_eq!(
+            show(&[5], ValueType::U16, ABCD, Scale::Factor(d("10"))),
+            "50"
+        );
+        assert_eq!(
+            show(&[0xFFFF], ValueType::I16, ABCD, Scale::Factor(d("0.1"))),
+            "-0.1"
+        );
+        assert_eq!(
+            show(&[1234], ValueType::U16, ABCD, Scale::Pow10(-3)),
+            "1.234"
+        );
+        assert_eq!(
+            show(&[1234], ValueType::U16, ABCD, Scale::Pow10(2)),
+            "123400"
+        );
+        // 99999999 × 0.01 is 999999.99, never 999999.9899999999.
+        assert_eq!(
+            show(
+                &[0x05F5, 0xE0FF],
+                ValueType::U32,
+                ABCD,
+                Scale::Factor(d("0.01"))
+            ),
+            "999999.99"
+        );
+        // Acrel: value × 10^(exponent − 3).
+        let acrel = Scale::ExponentRegister { bias: -3 };
+        assert_eq!(
+            read_value(&[1234], ValueType::U16, ABCD, acrel, Some(1))
+                .unwrap()
+                .to_string(),
+            "12.34"
+        );
+        assert_eq!(
+            read_value(&[1], ValueType::U16, ABCD, acrel, None),
+            Err(ValueError::MissingExponent)
+        );
+        assert_eq!(
+            read_value(&[0xFFFF; 4], ValueType::U64, ABCD, Scale::None, None),
+            Err(ValueError::Overflow)
+        );
+        assert_eq!(
+            read_value(&[1], ValueType::U16, ABCD, Scale::Pow10(-19), None),
+            Err(ValueError::Overflow)
+        );
+        assert_eq!(
+            read_value(&[1], ValueType::U16, ABCD, Scale::Pow10(i8::MAX), None),
+            Err(ValueError::Overflow)
+        );
+    }
+
+    #[test]
+    fn float_scaling_and_invalid_floats() {
+        // DTSU666 variants send 2302.0 meaning 230.2 V.
+        let regs = encode(RawValue::Float32(2302.0), ValueType::F32, ABCD).unwrap();
+        assert_eq!(
+            show(&regs, ValueType::F32, ABCD, Scale::Factor(d("0.1"))),
+            "230.2"
+        );
+        let regs = encode(RawValue::Float64(2302.0), ValueType::F64, ABCD).unwrap();
+        assert_eq!(show(&regs, ValueType::F64, ABCD, Scale::Pow10(-1)), "230.2");
+        let regs = encode(RawValue::Float64(0.1), ValueType::F64, CDAB).unwrap();
+        assert_eq!(show(&regs, ValueType::F64, CDAB, Scale::None), "0.1");
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let regs = encode(RawValue::Float32(bad), ValueType::F32, ABCD).unwrap();
+            assert_eq!(
+                read_value(&regs, ValueType::F32, ABCD, Scale::None, None),
+                Err(ValueError::NotFinite)
+            );
+        }
+        let regs = encode(RawValue::Float32(f32::MAX), ValueType::F32, ABCD).unwrap();
+        assert_eq!(
+            read_value(&regs, ValueType::F32, ABCD, Scale::Pow10(10), None),
+            Err(ValueError::NotFinite)
+        );
+        assert_eq!(
+            read_value(&[0x7FF8, 0, 0, 0], ValueType::F64, ABCD, Scale::None, None),
+            Err(ValueError::NotFinite)
+        );
+    }
+
+    #[test]
+    fn encode_rejects_misfits() {
+        assert_eq!(
+            encode(RawValue::Unsigned(70_000), ValueType::U16, ABCD),
+            Err(ValueError::OutOfRange)
+        );
+        assert_eq!(
+            encode(RawValue::Signed(-1), ValueType::U32, ABCD),
+            Err(ValueError::OutOfRange)
+        );
+        assert_eq!(
+            encode(RawValue::Float64(1.0), ValueType::F32, ABCD),
+            Err(ValueError::OutOfRange)
+        );
+        assert_eq!(
+            encode(
+                RawValue::Unsigned(8),
+                ValueType::Bits { bit: 0, width: 3 },
+                ABCD
+            ),
+            Err(ValueError::OutOfRange)
+        );
+        assert_eq!(
+            encode(
+                RawValue::Unsigned(5),
+                ValueType::Bits { bit: 4, width: 3 },
+                BADC
+            ),
+            Ok(vec![0x5000])
+        );
+    }
+
+    fn arb_type() -> impl Strategy<Value = ValueType> {
+        prop_oneof![
+            Just(ValueType::U16),
+            Just(ValueType::I16),
+            Just(ValueType::U32),
+            Just(ValueType::I32),
+            Just(ValueType::U64),
+            Just(ValueType::I64),
+            Just(ValueType::F32),
+            Just(ValueType::F64),
+            (0u8..16)
+                .prop_flat_map(|bit| (Just(bit), 1..=16 - bit))
+                .prop_map(|(bit, width)| ValueType::Bits { bit, width }),
+        ]
+    }
+
+    fn arb_order() -> impl Strategy<Value = RegisterOrder> {
+        prop::sample::select(vec![ABCD, CDAB, BADC, DCBA])
+    }
+
+    fn same(a: RawValue, b: RawValue) -> bool {
+        match (a, b) {
+            (RawValue::Float32(x), RawValue::Float32(y)) => x.to_bits() == y.to_bits(),
+            (RawValue::Float64(x), RawValue::Float64(y)) => x.to_bits() == y.to_bits(),
+            (x, y) => x == y,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_type_and_order_round_trips(ty in arb_type(), order in arb_order(), regs in prop::collection::vec(any::<u16>(), 4)) {
+            let regs = &regs[..ty.registers()];
+            let v = decode(regs, ty, order).unwrap();
+            let back = encode(v, ty, order).unwrap();
+            if let ValueType::Bits { bit, width } = ty {
+                let mask = (((1u32 << width) - 1) << bit) as u16;
+                let word = if matches!(order, BADC | DCBA) { mask.swap_bytes() } else { mask };
+                prop_assert_eq!(&back, &vec![regs[0] & word]);
+            } else {
+                prop_assert_eq!(&back[..], regs);
+            }
+            prop_assert!(same(decode(&back, ty, order).unwrap(), v));
+        }
+
+        #[test]
+        fn float32_prints_shortest_round_trip(bits in any::<u32>()) {
+            let x = f32::from_bits(bits);
+            prop_assume!(x.is_finite());
+            let regs = encode(RawValue::Float32(x), ValueType::F32, ABCD).unwrap();
+            let shown = read_value(&regs, ValueType::F32, ABCD, Scale::None, None).unwrap().to_string();
+            prop_assert_eq!(&shown, &format!("{x}"));
+            prop_assert_eq!(shown.parse::<f32>().unwrap().to_bits(), x.to_bits());
+        }
+
+        #[test]
+        fn integer_factor_is_exact(v in any::<i32>(), places in 0u8..=6) {
+            let factor = Decimal::new(1, places).unwrap();
+            let got = scale(RawValue::Signed(i64::from(v)), Scale::Factor(factor), None).unwrap();
+            prop_assert_eq!(got, ModbusValue::Exact(Decimal::new(i64::from(v), places).unwrap()));
+        }
+    }
+}
