@@ -260,3 +260,260 @@ fn plan_group(group: &[(usize, PointRange)], options: &PlanOptions, out: &mut Ve
         i = next;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ReadFunction::*;
+    use proptest::prelude::*;
+
+    fn p(function: ReadFunction, address: u16, count: u16) -> PointRange {
+        PointRange {
+            function,
+            address,
+            count,
+        }
+    }
+
+    fn opts(cap: u16, fill: u16) -> PlanOptions {
+        PlanOptions {
+            max_registers_per_request: cap,
+            max_gap_fill: fill,
+            ..PlanOptions::default()
+        }
+    }
+
+    /// SDM630: V L1-L3, I L1-L3, total W, frequency, import/export kWh (FC04 float32 pairs).
+    fn sdm630() -> Vec<PointRange> {
+        [0x00, 0x02, 0x04, 0x06, 0x08, 0x0A, 0x34, 0x46, 0x48, 0x4A]
+            .iter()
+            .map(|&a| p(InputRegisters, a, 2))
+            .collect()
+    }
+
+    #[test]
+    fn sdm630_without_and_with_gap_fill() {
+        let plan0 = plan(&sdm630(), &opts(125, 0)).unwrap();
+        assert_eq!(
+            plan0.to_string(),
+            "FC04 0x0000+12 → points 0, 1, 2, 3, 4, 5\n\
+             FC04 0x0034+2 → points 6\n\
+             FC04 0x0046+6 → points 7, 8, 9\n"
+        );
+        let plan20 = plan(&sdm630(), &opts(125, 20)).unwrap();
+        assert_eq!(
+            plan20.to_string(),
+            "FC04 0x0000+12 → points 0, 1, 2, 3, 4, 5\n\
+             FC04 0x0034+24 → points 6, 7, 8, 9\n"
+        );
+        let plan_all = plan(&sdm630(), &opts(125, 50)).unwrap();
+        assert_eq!(
+            plan_all.to_string(),
+            "FC04 0x0000+76 → points 0, 1, 2, 3, 4, 5, 6, 7, 8, 9\n"
+        );
+        assert_eq!(
+            plan_all.requests[0].request(),
+            Request::ReadInputRegisters {
+                address: 0,
+                count: 76
+            }
+        );
+        // An SDM72-style cap of 30 registers splits the same points into more reads.
+        let capped = plan(&sdm630(), &opts(30, 50)).unwrap();
+        assert_eq!(
+            capped.to_string(),
+            "FC04 0x0000+12 → points 0, 1, 2, 3, 4, 5\n\
+             FC04 0x0034+24 → points 6, 7, 8, 9\n"
+        );
+        let capped = plan(&sdm630(), &opts(10, 50)).unwrap();
+        assert_eq!(capped.requests.len(), 4);
+        assert!(capped.requests.iter().all(|r| r.count <= 10));
+    }
+
+    #[test]
+    fn duplicates_overlaps_and_functions_are_ordered() {
+        let points = [
+            p(HoldingRegisters, 10, 4),
+            p(Coils, 3, 1),
+            p(HoldingRegisters, 10, 4),
+            p(HoldingRegisters, 12, 2),
+            p(InputRegisters, 0, 1),
+            p(Coils, 0, 1),
+        ];
+        let plan = plan(&points, &opts(125, 0)).unwrap();
+        assert_eq!(
+            plan.to_string(),
+            "FC01 0x0000+1 → points 5\n\
+             FC01 0x0003+1 → points 1\n\
+             FC03 0x000A+4 → points 0, 2, 3\n\
+             FC04 0x0000+1 → points 4\n"
+        );
+    }
+
+    #[test]
+    fn fewest_reads_then_fewest_registers() {
+        // Greedy from the left reads [0,10) and [12,14), 12 registers; the programme finds
+        // the same number of reads with 8: [0,2) and [8,14).
+        let points = [
+            p(HoldingRegisters, 0, 2),
+            p(HoldingRegisters, 8, 2),
+            p(HoldingRegisters, 12, 2),
+        ];
+        let plan = plan(&points, &opts(10, 8)).unwrap();
+        assert_eq!(plan.requests.len(), 2);
+        let regs: u32 = plan.requests.iter().map(|r| u32::from(r.count)).sum();
+        assert_eq!(regs, 2 + 6);
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(
+            plan(&[p(HoldingRegisters, 0, 41)], &opts(40, 0)),
+            Err(PlanError::PointTooLarge {
+                index: 0,
+                count: 41,
+                cap: 40
+            })
+        );
+        assert_eq!(
+            plan(&[p(Coils, 0, 0)], &opts(40, 0)),
+            Err(PlanError::EmptyPoint { index: 0 })
+        );
+        assert!(matches!(
+            plan(&[p(InputRegisters, 0xFFFF, 2)], &opts(40, 0)),
+            Err(PlanError::AddressOverflow { index: 0, .. })
+        ));
+        assert!(matches!(
+            plan(&[], &opts(126, 0)),
+            Err(PlanError::BadCap { .. })
+        ));
+        assert!(matches!(
+            plan(&[], &opts(0, 0)),
+            Err(PlanError::BadCap { .. })
+        ));
+        assert_eq!(plan(&[], &opts(125, 0)), Ok(PollPlan::default()));
+        assert!(plan(&[p(Coils, 0, 2000)], &opts(1, 0)).is_ok());
+        assert_eq!(
+            PlanError::PointTooLarge {
+                index: 3,
+                count: 41,
+                cap: 40
+            }
+            .to_string(),
+            "point 3: 41 exceeds the cap of 40 per request; points are never split"
+        );
+    }
+
+    fn block_ok(block: &[PointRange], cap: u16, fill: u16) -> bool {
+        let Some(first) = block.first() else {
+            return true;
+        };
+        if block.iter().any(|q| q.function != first.function) {
+            return false;
+        }
+        let mut sorted = block.to_vec();
+        sorted.sort_by_key(|q| (q.address, q.count));
+        let start = u32::from(sorted[0].address);
+        let mut end = sorted[0].end();
+        for q in &sorted[1..] {
+            if u32::from(q.address) > end + u32::from(fill) {
+                return false;
+            }
+            end = end.max(q.end());
+        }
+        let cap = if first.function.is_bits() {
+            MAX_READ_BITS
+        } else {
+            cap
+        };
+        end - start <= u32::from(cap)
+    }
+
+    /// The fewest blocks over every set partition (tiny inputs only). Blocks are checked only
+    /// when complete: adding a point can fill a hole, so feasibility is not monotone.
+    fn brute_force_min(points: &[PointRange], cap: u16, fill: u16) -> usize {
+        fn go(
+            rest: &[PointRange],
+            blocks: &mut Vec<Vec<PointRange>>,
+            cap: u16,
+            fill: u16,
+            best: &mut usize,
+        ) {
+            if blocks.len() >= *best {
+                return;
+            }
+            let Some((first, rest)) = rest.split_first() else {
+                if blocks.iter().all(|b| block_ok(b, cap, fill)) {
+                    *best = blocks.len();
+                }
+                return;
+            };
+            for i in 0..blocks.len() {
+                blocks[i].push(*first);
+                go(rest, blocks, cap, fill, best);
+                blocks[i].pop();
+            }
+            blocks.push(vec![*first]);
+            go(rest, blocks, cap, fill, best);
+            blocks.pop();
+        }
+        let mut best = usize::MAX;
+        go(points, &mut Vec::new(), cap, fill, &mut best);
+        best
+    }
+
+    fn arb_points(max_len: usize, cap: u16) -> impl Strategy<Value = Vec<PointRange>> {
+        prop::collection::vec(
+            (
+                prop::sample::select(vec![HoldingRegisters, InputRegisters, Coils]),
+                0u16..150,
+                1u16..=cap,
+            )
+                .prop_map(|(f, a, c)| p(f, a, c)),
+            0..max_len,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn plan_serves_every_point_once_within_limits(
+            (cap, points) in (1u16..=125).prop_flat_map(|cap| (Just(cap), arb_points(40, cap))),
+            fill in 0u16..30,
+        ) {
+            let o = opts(cap, fill);
+            let plan = plan(&points, &o).unwrap();
+            let mut served = vec![0usize; points.len()];
+            for r in &plan.requests {
+                prop_assert!(r.count >= 1 && r.count <= o.cap(r.function));
+                prop_assert!(!r.points.is_empty());
+                let block: Vec<PointRange> = r.points.iter().map(|&i| points[i]).collect();
+                prop_assert!(block_ok(&block, cap, fill), "{r:?}");
+                let start = block.iter().map(|q| q.address).min().unwrap();
+                let end = block.iter().map(|q| q.end()).max().unwrap();
+                prop_assert_eq!(r.address, start);
+                prop_assert_eq!(u32::from(r.address) + u32::from(r.count), end);
+                for &i in &r.points {
+                    prop_assert_eq!(points[i].function, r.function);
+                    served[i] += 1;
+                }
+            }
+            prop_assert!(served.iter().all(|&n| n == 1), "{served:?}");
+            prop_assert!(plan.requests.len() <= points.len());
+            let keys: Vec<_> = plan.requests.iter().map(|r| (r.function, r.address)).collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            prop_assert_eq!(keys, sorted);
+        }
+
+        #[test]
+        fn plan_is_minimal_on_small_inputs(
+            (cap, points) in (1u16..=12).prop_flat_map(|cap| (Just(cap), arb_points(7, cap))),
+            fill in 0u16..6,
+        ) {
+            let points: Vec<PointRange> = points.into_iter().map(|mut q| { q.address %= 30; q.count = q.count.min(cap); q }).collect();
+            let plan = plan(&points, &opts(cap, fill)).unwrap();
+            let best = if points.is_empty() { 0 } else { brute_force_min(&points, cap, fill) };
+            prop_assert_eq!(plan.requests.len(), best, "{}", plan);
+        }
+    }
+}

@@ -1832,12 +1832,12 @@ mod tests {
         expect(unit, function, count)
     }
 
-    /// Feeds `bytes` in chunks the way a bus task does; returns (start offset, frame, len).
-    fn feed(
-        bytes: &[u8],
-        cuts: &[usize],
-        e: &Expectation,
-    ) -> (Vec<(usize, (u8, Response), usize)>, Vec<(usize, usize)>) {
+    /// A frame found in a stream: (stream offset, frame, length).
+    type Found = (usize, (u8, Response), usize);
+
+    /// Feeds `bytes` in chunks the way a bus task does; returns the frames and the skips of
+    /// more than one byte (stream offset, length).
+    fn feed(bytes: &[u8], cuts: &[usize], e: &Expectation) -> (Vec<Found>, Vec<(usize, usize)>) {
         let mut buf: Vec<u8> = Vec::new();
         let mut pos = 0; // stream offset of buf[0]
         let mut frames = Vec::new();
