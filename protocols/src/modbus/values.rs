@@ -630,6 +630,43 @@ mod tests {
         }
     }
 
+    /// Throughput check for the ≥ 20 M values/s target (design §6). Run in release:
+    /// `cargo test --release -p meter-protocols decode_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing; run in release"]
+    fn decode_throughput() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        let regs: Vec<u16> = (0..2048u32).map(|i| (i * 40503) as u16).collect();
+        let cases = [
+            (ValueType::F32, ABCD, Scale::None),
+            (ValueType::F32, CDAB, Scale::None),
+            (ValueType::U32, ABCD, Scale::Factor(d("0.01"))),
+            (ValueType::I16, ABCD, Scale::Pow10(-1)),
+        ];
+        for (ty, order, how) in cases {
+            let n = ty.registers();
+            let rounds = 2_000;
+            let start = Instant::now();
+            let mut ok = 0usize;
+            for _ in 0..rounds {
+                for chunk in black_box(&regs).chunks_exact(n) {
+                    let v =
+                        read_value(chunk, black_box(ty), black_box(order), black_box(how), None);
+                    if black_box(v).is_ok() {
+                        ok += 1;
+                    }
+                }
+            }
+            let values = rounds * (regs.len() / n);
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "{ty:?} {order:?} {how:?}: {:.1} M values/s ({ok} ok of {values})",
+                values as f64 / secs / 1e6
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn every_type_and_order_round_trips(ty in arb_type(), order in arb_order(), regs in prop::collection::vec(any::<u16>(), 4)) {
