@@ -1101,6 +1101,74 @@ pub struct RtuInspection {
     pub crc: CrcCheck,
 }
 
+impl fmt::Display for InspectedPdu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ReadRequest { address, count } => {
+                write!(f, "address {address:#06X}, count {count}")
+            }
+            Self::BitsResponse { byte_count, data } => {
+                write!(f, "byte count {byte_count}, bits (LSB first) {}", hex(data))
+            }
+            Self::RegistersResponse {
+                byte_count,
+                registers,
+            } => {
+                write!(f, "byte count {byte_count}, registers")?;
+                for r in registers {
+                    write!(f, " {r:04X}")?;
+                }
+                Ok(())
+            }
+            Self::WriteSingle { address, value } => {
+                write!(f, "address {address:#06X}, value {value:#06X}")
+            }
+            Self::WriteMultipleRequest {
+                address,
+                count,
+                byte_count,
+                data,
+            } => write!(
+                f,
+                "address {address:#06X}, count {count}, byte count {byte_count}, data {}",
+                hex(data)
+            ),
+            Self::WriteMultipleResponse { address, count } => {
+                write!(f, "address {address:#06X}, count {count} written")
+            }
+            Self::Exception { code } => write!(f, "exception {code}"),
+            Self::Unknown { data } => write!(f, "data {}", hex(data)),
+        }
+    }
+}
+
+impl fmt::Display for RtuInspection {
+    /// One line, e.g. `unit 1, function 03 read holding registers (request): address
+    /// 0x0000, count 10; CRC C5 CD ok`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unit {}, function {:02X} {} ({}): {}",
+            self.unit, self.function, self.function_name, self.direction, self.pdu
+        )?;
+        if let Some(alt) = &self.alternative {
+            write!(f, " [or, as a response: {alt}]")?;
+        }
+        let found = self.crc.found.to_le_bytes();
+        if self.crc.is_ok() {
+            write!(f, "; CRC {} ok", hex(&found))
+        } else {
+            let expected = self.crc.expected.to_le_bytes();
+            write!(
+                f,
+                "; CRC {} wrong, expected {}",
+                hex(&found),
+                hex(&expected)
+            )
+        }
+    }
+}
+
 /// Why bytes cannot be explained as an RTU ADU.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InspectError {
@@ -1702,6 +1770,10 @@ mod tests {
         );
         assert!(i.crc.is_ok());
         assert_eq!(i.alternative, None);
+        assert_eq!(
+            i.to_string(),
+            "unit 1, function 03 read holding registers (request): address 0x0000, count 10; CRC C5 CD ok"
+        );
 
         let i = inspect(&[0x01, 0x03, 0x02, 0x00, 0x01, 0x79, 0x85]).unwrap();
         assert_eq!(i.direction, Direction::Response);
@@ -1718,6 +1790,10 @@ mod tests {
                 expected: 0x8479,
                 found: 0x8579
             }
+        );
+        assert_eq!(
+            i.to_string(),
+            "unit 1, function 03 read holding registers (response): byte count 2, registers 0001; CRC 79 85 wrong, expected 79 84"
         );
 
         let i = inspect(&[0x01, 0x83, 0x02, 0xC0, 0xF1]).unwrap();
