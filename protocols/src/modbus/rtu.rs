@@ -547,7 +547,7 @@ impl<'a> AduWriter<'a> {
     }
 }
 
-/// The byte count for `n` items of `bytes_each`, which validation keeps within one byte.
+/// A byte count field; validation keeps every count this module encodes within one byte.
 fn byte_count_u8(n: usize) -> u8 {
     u8::try_from(n).unwrap_or(u8::MAX)
 }
@@ -688,11 +688,9 @@ fn unpack_bits(bytes: &[u8], count: usize) -> Vec<bool> {
 fn registers(bytes: &[u8]) -> Vec<u16> {
     bytes
         .chunks_exact(2)
-        .map(|c| {
-            u16::from_be_bytes([
-                c.first().copied().unwrap_or(0),
-                c.get(1).copied().unwrap_or(0),
-            ])
+        .map(|c| match c {
+            [hi, lo] => u16::from_be_bytes([*hi, *lo]),
+            _ => 0,
         })
         .collect()
 }
