@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use meter_protocols::dlt645::catalog::{self, DiInfo};
 use meter_protocols::dlt645::format::Value;
-use meter_protocols::dlt645::{self, DataIdentifier, FrameInspection, Function, Request, Response, Version};
+use meter_protocols::dlt645::{
+    self, DataIdentifier, FrameInspection, Function, Request, Response, Version,
+};
 use meter_protocols::modbus::rtu::{self, InspectedPdu, RtuInspection};
 use serde::Serialize;
 
@@ -189,7 +191,8 @@ pub fn decode(bytes: &[u8], protocol: DecodeProtocol) -> Result<Decoded, String>
         DecodeProtocol::ModbusRtu => decode_modbus(bytes),
         DecodeProtocol::Auto => {
             let first = bytes.iter().position(|b| *b != 0xFE);
-            let looks_dlt = first.is_some_and(|i| bytes.get(i) == Some(&0x68) && bytes.get(i + 7) == Some(&0x68));
+            let looks_dlt = first
+                .is_some_and(|i| bytes.get(i) == Some(&0x68) && bytes.get(i + 7) == Some(&0x68));
             if looks_dlt {
                 return decode_dlt645(bytes, None);
             }
@@ -199,7 +202,9 @@ pub fn decode(bytes: &[u8], protocol: DecodeProtocol) -> Result<Decoded, String>
                     Ok(_) => decode_dlt645(bytes, None),
                     Err(dlt_err) => match rtu::inspect(bytes) {
                         Ok(_) => decode_modbus(bytes),
-                        Err(rtu_err) => Err(format!("not a DL/T 645 frame ({dlt_err}) nor a Modbus RTU frame ({rtu_err})")),
+                        Err(rtu_err) => Err(format!(
+                            "not a DL/T 645 frame ({dlt_err}) nor a Modbus RTU frame ({rtu_err})"
+                        )),
                     },
                 },
             }
@@ -226,19 +231,49 @@ fn decode_dlt645(bytes: &[u8], version: Option<Version>) -> Result<Decoded, Stri
     let fi = dlt645::frame::inspect(bytes).map_err(|e| format!("not a DL/T 645 frame: {e}"))?;
     let version = version.unwrap_or_else(|| guess_version(&fi));
     let function = Function::from_code(version, fi.control.code());
-    let fname = function.map_or_else(|| format!("unknown function {:02X}", fi.control.code()), |f| f.name().to_owned());
-    let direction = if fi.control.is_response() { "response" } else { "request" };
+    let fname = function.map_or_else(
+        || format!("unknown function {:02X}", fi.control.code()),
+        |f| f.name().to_owned(),
+    );
+    let direction = if fi.control.is_response() {
+        "response"
+    } else {
+        "request"
+    };
     let mut text = String::new();
     let protocol = version.name();
-    let kind = if fi.control.is_abnormal() { " (abnormal)" } else { "" };
-    let _ = writeln!(text, "DL/T 645-{} {direction}: {fname}{kind}, meter {}", if version == Version::V2007 { "2007" } else { "1997" }, fi.address);
+    let kind = if fi.control.is_abnormal() {
+        " (abnormal)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        text,
+        "DL/T 645-{} {direction}: {fname}{kind}, meter {}",
+        if version == Version::V2007 {
+            "2007"
+        } else {
+            "1997"
+        },
+        fi.address
+    );
     let _ = writeln!(text, "  {:<10} {}", "bytes", to_hex(bytes));
     if fi.noise() > 0 {
-        line(&mut text, "noise", &to_hex(bytes.get(..fi.noise()).unwrap_or(&[])), &format!("{} bytes before the frame, ignored", fi.noise()));
+        line(
+            &mut text,
+            "noise",
+            &to_hex(bytes.get(..fi.noise()).unwrap_or(&[])),
+            &format!("{} bytes before the frame, ignored", fi.noise()),
+        );
     }
     if fi.preamble > 0 {
         let pre = bytes.get(fi.noise()..fi.start).unwrap_or(&[]);
-        line(&mut text, "preamble", &to_hex(pre), &format!("{} wake-up bytes, not in the checksum", fi.preamble));
+        line(
+            &mut text,
+            "preamble",
+            &to_hex(pre),
+            &format!("{} wake-up bytes, not in the checksum", fi.preamble),
+        );
     }
     let s = fi.start;
     let wire_addr = to_hex(&fi.address.to_wire());
@@ -260,51 +295,110 @@ fn decode_dlt645(bytes: &[u8], version: Option<Version>) -> Result<Decoded, Stri
         &format!(
             "D7={} {}, D6={} {}, D5={} {}, function {:02X} {fname}",
             u8::from(c.is_response()),
-            if c.is_response() { "response" } else { "command" },
+            if c.is_response() {
+                "response"
+            } else {
+                "command"
+            },
             u8::from(c.is_abnormal()),
-            if c.is_abnormal() { "abnormal" } else { "normal" },
+            if c.is_abnormal() {
+                "abnormal"
+            } else {
+                "normal"
+            },
             u8::from(c.more_follows()),
-            if c.more_follows() { "more frames follow" } else { "no follow-up" },
+            if c.more_follows() {
+                "more frames follow"
+            } else {
+                "no follow-up"
+            },
             c.code()
         ),
     );
-    line(&mut text, "length", &format!("{:02X}", fi.length), &format!("{} data bytes", fi.length));
+    line(
+        &mut text,
+        "length",
+        &format!("{:02X}", fi.length),
+        &format!("{} data bytes", fi.length),
+    );
     if !fi.data.is_empty() {
-        let wire: Vec<u8> = fi.data.iter().map(|b| b.wrapping_add(dlt645::DATA_OFFSET)).collect();
-        line(&mut text, "data", &to_hex(&wire), &format!("minus 0x33: {}", to_hex(&fi.data)));
+        let wire: Vec<u8> = fi
+            .data
+            .iter()
+            .map(|b| b.wrapping_add(dlt645::DATA_OFFSET))
+            .collect();
+        line(
+            &mut text,
+            "data",
+            &to_hex(&wire),
+            &format!("minus 0x33: {}", to_hex(&fi.data)),
+        );
     }
 
     let mut values = Vec::new();
     let mut fields = Vec::new();
     let mut di_text = None;
     let mut error = None;
-    let frame = dlt645::Dlt645Frame { address: fi.address, control: fi.control, data: fi.data.clone() };
+    let frame = dlt645::Dlt645Frame {
+        address: fi.address,
+        control: fi.control,
+        data: fi.data.clone(),
+    };
     if c.is_response() {
         match Response::from_frame(&frame, version) {
-            Ok(Response::ReadData { di, payload, .. } | Response::ReadFollowUp { di, payload, .. }) => {
+            Ok(
+                Response::ReadData { di, payload, .. } | Response::ReadFollowUp { di, payload, .. },
+            ) => {
                 di_line(&mut text, di);
                 di_text = Some(di.to_string());
                 values = explain_payload(&mut text, di, &payload);
             }
             Ok(Response::Address(a)) => {
-                line(&mut text, "meter", &to_hex(&a.to_wire()), &format!("communication address {a}"));
-                fields.push(FieldJson { name: "meter_address".into(), value: a.to_string() });
+                line(
+                    &mut text,
+                    "meter",
+                    &to_hex(&a.to_wire()),
+                    &format!("communication address {a}"),
+                );
+                fields.push(FieldJson {
+                    name: "meter_address".into(),
+                    value: a.to_string(),
+                });
             }
             Ok(Response::Abnormal { error: e, .. }) => {
                 let reasons: Vec<&str> = e.reasons().collect();
                 let msg = format!("error word {:02X}: {}", e.0, reasons.join(", "));
-                line(&mut text, "error", &format!("{:02X}", e.0), &reasons.join(", "));
+                line(
+                    &mut text,
+                    "error",
+                    &format!("{:02X}", e.0),
+                    &reasons.join(", "),
+                );
                 error = Some(msg);
             }
             Ok(Response::SecurityAbnormal { error: e, .. }) => {
                 let reasons: Vec<&str> = e.reasons().collect();
-                line(&mut text, "error", &to_hex(&e.0), &format!("security error: {}", reasons.join(", ")));
-                error = Some(format!("security error word {}: {}", to_hex(&e.0), reasons.join(", ")));
+                line(
+                    &mut text,
+                    "error",
+                    &to_hex(&e.0),
+                    &format!("security error: {}", reasons.join(", ")),
+                );
+                error = Some(format!(
+                    "security error word {}: {}",
+                    to_hex(&e.0),
+                    reasons.join(", ")
+                ));
             }
             Ok(other) => {
                 line(&mut text, "reply", "", &format!("{other:?}"));
             }
-            Err(e) => line(&mut text, "reply", "", &format!("not a well-formed reply: {e}")),
+            Err(e) => line(
+                &mut text,
+                "reply",
+                "",
+                &format!("not a well-formed reply: {e}"),
+            ),
         }
     } else {
         match Request::from_frame(&frame, version) {
@@ -313,35 +407,93 @@ fn decode_dlt645(bytes: &[u8], version: Option<Version>) -> Result<Decoded, Stri
                 di_text = Some(di.to_string());
                 item_names(&mut text, di);
                 if !extra.is_empty() {
-                    line(&mut text, "extra", &to_hex(&extra), "block count / start time (load profile)");
+                    line(
+                        &mut text,
+                        "extra",
+                        &to_hex(&extra),
+                        "block count / start time (load profile)",
+                    );
                 }
             }
             Ok(Request::ReadFollowUp { di, seq }) => {
                 di_line(&mut text, di);
                 di_text = Some(di.to_string());
-                line(&mut text, "seq", &format!("{seq:02X}"), "follow-up frame number");
-                fields.push(FieldJson { name: "seq".into(), value: seq.to_string() });
+                line(
+                    &mut text,
+                    "seq",
+                    &format!("{seq:02X}"),
+                    "follow-up frame number",
+                );
+                fields.push(FieldJson {
+                    name: "seq".into(),
+                    value: seq.to_string(),
+                });
             }
             Ok(Request::BroadcastTimeSync { time }) => {
-                line(&mut text, "time", "", &format!("set clock to 20{time} (ss mm hh DD MM YY on the wire)"));
-                fields.push(FieldJson { name: "time".into(), value: time.to_string() });
+                line(
+                    &mut text,
+                    "time",
+                    "",
+                    &format!("set clock to 20{time} (ss mm hh DD MM YY on the wire)"),
+                );
+                fields.push(FieldJson {
+                    name: "time".into(),
+                    value: time.to_string(),
+                });
             }
             Ok(req) => {
                 line(&mut text, "command", "", &format!("{req:?}"));
             }
-            Err(e) => line(&mut text, "command", "", &format!("not a well-formed command: {e}")),
+            Err(e) => line(
+                &mut text,
+                "command",
+                "",
+                &format!("not a well-formed command: {e}"),
+            ),
         }
     }
     let cs = fi.checksum;
-    let cs_note = if cs.ok { format!("ok (sum from 68 through data, mod 256 = {:02X})", cs.expected) } else { format!("WRONG: expected {:02X}, found {:02X}", cs.expected, cs.found) };
-    line(&mut text, "checksum", &format!("{:02X}", cs.found), &cs_note);
-    line(&mut text, "end", &format!("{:02X}", fi.end.found), if fi.end.ok { "ok" } else { "WRONG: expected 16" });
+    let cs_note = if cs.ok {
+        format!(
+            "ok (sum from 68 through data, mod 256 = {:02X})",
+            cs.expected
+        )
+    } else {
+        format!(
+            "WRONG: expected {:02X}, found {:02X}",
+            cs.expected, cs.found
+        )
+    };
+    line(
+        &mut text,
+        "checksum",
+        &format!("{:02X}", cs.found),
+        &cs_note,
+    );
+    line(
+        &mut text,
+        "end",
+        &format!("{:02X}", fi.end.found),
+        if fi.end.ok {
+            "ok"
+        } else {
+            "WRONG: expected 16"
+        },
+    );
     if fi.trailing > 0 {
         let tail_start = s + 12 + usize::from(fi.length);
-        line(&mut text, "trailing", &to_hex(bytes.get(tail_start..).unwrap_or(&[])), &format!("{} bytes after the frame, ignored", fi.trailing));
+        line(
+            &mut text,
+            "trailing",
+            &to_hex(bytes.get(tail_start..).unwrap_or(&[])),
+            &format!("{} bytes after the frame, ignored", fi.trailing),
+        );
     }
     let problem = if !cs.ok {
-        Some(format!("checksum mismatch: expected {:02X}, found {:02X}", cs.expected, cs.found))
+        Some(format!(
+            "checksum mismatch: expected {:02X}, found {:02X}",
+            cs.expected, cs.found
+        ))
     } else if !fi.end.ok {
         Some(format!("end byte: expected 16, found {:02X}", fi.end.found))
     } else {
@@ -362,10 +514,18 @@ fn decode_dlt645(bytes: &[u8], version: Option<Version>) -> Result<Decoded, Stri
         values,
         fields,
         error,
-        checksum: ChecksumJson { ok: cs.ok, expected: format!("{:02X}", cs.expected), found: format!("{:02X}", cs.found) },
+        checksum: ChecksumJson {
+            ok: cs.ok,
+            expected: format!("{:02X}", cs.expected),
+            found: format!("{:02X}", cs.found),
+        },
         data: Some(to_hex(&fi.data)),
     };
-    Ok(Decoded { text, json, problem })
+    Ok(Decoded {
+        text,
+        json,
+        problem,
+    })
 }
 
 fn di_line(text: &mut String, di: DataIdentifier) {
@@ -375,12 +535,22 @@ fn di_line(text: &mut String, di: DataIdentifier) {
         Some(DiInfo::Block { items, .. }) => format!("data block of {} items", items.len()),
         None => "not in the catalogue (value shown raw)".to_owned(),
     };
-    line(text, "DI", &to_hex(wire.get(..n).unwrap_or(&[])), &format!("{di}: {what}"));
+    line(
+        text,
+        "DI",
+        &to_hex(wire.get(..n).unwrap_or(&[])),
+        &format!("{di}: {what}"),
+    );
 }
 
 fn item_names(text: &mut String, di: DataIdentifier) {
     match catalog::lookup(di) {
-        Some(DiInfo::Item(spec)) => line(text, "asks for", "", &format!("{} [{}] {}", spec.quantity, spec.format, spec.unit)),
+        Some(DiInfo::Item(spec)) => line(
+            text,
+            "asks for",
+            "",
+            &format!("{} [{}] {}", spec.quantity, spec.format, spec.unit),
+        ),
         Some(DiInfo::Block { items, .. }) => {
             let names: Vec<String> = items.iter().map(|s| s.quantity.to_string()).collect();
             line(text, "asks for", "", &names.join(", "));
@@ -405,9 +575,20 @@ fn explain_payload(text: &mut String, di: DataIdentifier, payload: &[u8]) -> Vec
             (None, Some(r)) => format!("no value: {r}"),
             (None, None) => "no value".to_owned(),
         };
-        let when = meter_time.as_ref().map(|t| format!(" at {t}")).unwrap_or_default();
-        let fmt_note = format.as_ref().map(|f| format!("  [{f}]")).unwrap_or_default();
-        line(text, "value", "", &format!("{} = {}{when}{fmt_note}", v.quantity, shown.trim_end()));
+        let when = meter_time
+            .as_ref()
+            .map(|t| format!(" at {t}"))
+            .unwrap_or_default();
+        let fmt_note = format
+            .as_ref()
+            .map(|f| format!("  [{f}]"))
+            .unwrap_or_default();
+        line(
+            text,
+            "value",
+            "",
+            &format!("{} = {}{when}{fmt_note}", v.quantity, shown.trim_end()),
+        );
         out.push(ValueJson {
             quantity: v.quantity.to_string(),
             value,
@@ -424,8 +605,16 @@ fn explain_payload(text: &mut String, di: DataIdentifier, payload: &[u8]) -> Vec
 /// A DL/T 645 value as (JSON value, meter time, reason it is missing).
 pub fn value_json(v: &Value) -> (Option<ValueData>, Option<String>, Option<String>) {
     match v {
-        Value::Number(d) => (Some(ValueData::Number(ExactNumber::from_decimal(*d))), None, None),
-        Value::Demand { value, time } => (Some(ValueData::Number(ExactNumber::from_decimal(*value))), Some(time.to_string()), None),
+        Value::Number(d) => (
+            Some(ValueData::Number(ExactNumber::from_decimal(*d))),
+            None,
+            None,
+        ),
+        Value::Demand { value, time } => (
+            Some(ValueData::Number(ExactNumber::from_decimal(*value))),
+            Some(time.to_string()),
+            None,
+        ),
         Value::Time(t) => (Some(ValueData::Text(t.to_string())), None, None),
         Value::Text(s) => (Some(ValueData::Text(s.clone())), None, None),
         Value::Bits(b) => (Some(ValueData::Text(format!("0x{b:04X}"))), None, None),
@@ -435,54 +624,164 @@ pub fn value_json(v: &Value) -> (Option<ValueData>, Option<String>, Option<Strin
 }
 
 fn decode_modbus(bytes: &[u8]) -> Result<Decoded, String> {
-    let i: RtuInspection = rtu::inspect(bytes).map_err(|e| format!("not a Modbus RTU frame: {e}"))?;
+    let i: RtuInspection =
+        rtu::inspect(bytes).map_err(|e| format!("not a Modbus RTU frame: {e}"))?;
     let mut text = String::new();
-    let _ = writeln!(text, "Modbus RTU {}: function {:02X} {}, unit {}", i.direction, i.function, i.function_name, i.unit);
+    let _ = writeln!(
+        text,
+        "Modbus RTU {}: function {:02X} {}, unit {}",
+        i.direction, i.function, i.function_name, i.unit
+    );
     let _ = writeln!(text, "  {:<10} {}", "bytes", to_hex(bytes));
-    line(&mut text, "unit", &format!("{:02X}", i.unit), &format!("unit id {}", i.unit));
-    line(&mut text, "function", &format!("{:02X}", i.function), i.function_name);
+    line(
+        &mut text,
+        "unit",
+        &format!("{:02X}", i.unit),
+        &format!("unit id {}", i.unit),
+    );
+    line(
+        &mut text,
+        "function",
+        &format!("{:02X}", i.function),
+        i.function_name,
+    );
     let mut fields = Vec::new();
     let mut error = None;
-    let describe = |pdu: &InspectedPdu, text: &mut String, fields: &mut Vec<FieldJson>, error: &mut Option<String>| match pdu {
+    let describe = |pdu: &InspectedPdu,
+                    text: &mut String,
+                    fields: &mut Vec<FieldJson>,
+                    error: &mut Option<String>| match pdu {
         InspectedPdu::ReadRequest { address, count } => {
-            line(text, "address", &format!("{address:04X}"), &format!("first register/bit {address} (0-based PDU address)"));
-            line(text, "count", &format!("{count:04X}"), &format!("{count} registers/bits"));
-            fields.push(FieldJson { name: "address".into(), value: address.to_string() });
-            fields.push(FieldJson { name: "count".into(), value: count.to_string() });
+            line(
+                text,
+                "address",
+                &format!("{address:04X}"),
+                &format!("first register/bit {address} (0-based PDU address)"),
+            );
+            line(
+                text,
+                "count",
+                &format!("{count:04X}"),
+                &format!("{count} registers/bits"),
+            );
+            fields.push(FieldJson {
+                name: "address".into(),
+                value: address.to_string(),
+            });
+            fields.push(FieldJson {
+                name: "count".into(),
+                value: count.to_string(),
+            });
         }
-        InspectedPdu::RegistersResponse { byte_count, registers } => {
-            line(text, "bytes", &format!("{byte_count:02X}"), &format!("{byte_count} data bytes = {} registers", registers.len()));
+        InspectedPdu::RegistersResponse {
+            byte_count,
+            registers,
+        } => {
+            line(
+                text,
+                "bytes",
+                &format!("{byte_count:02X}"),
+                &format!("{byte_count} data bytes = {} registers", registers.len()),
+            );
             for (n, r) in registers.iter().enumerate() {
-                line(text, &format!("reg +{n}"), &format!("{r:04X}"), &format!("{r} (u16)"));
+                line(
+                    text,
+                    &format!("reg +{n}"),
+                    &format!("{r:04X}"),
+                    &format!("{r} (u16)"),
+                );
             }
-            fields.push(FieldJson { name: "registers".into(), value: registers.iter().map(|r| format!("{r:04X}")).collect::<Vec<_>>().join(" ") });
+            fields.push(FieldJson {
+                name: "registers".into(),
+                value: registers
+                    .iter()
+                    .map(|r| format!("{r:04X}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            });
         }
         InspectedPdu::BitsResponse { byte_count, data } => {
-            line(text, "bytes", &format!("{byte_count:02X}"), &format!("{byte_count} bytes of bits, LSB first"));
+            line(
+                text,
+                "bytes",
+                &format!("{byte_count:02X}"),
+                &format!("{byte_count} bytes of bits, LSB first"),
+            );
             line(text, "bits", &to_hex(data), "");
-            fields.push(FieldJson { name: "bits".into(), value: to_hex(data) });
+            fields.push(FieldJson {
+                name: "bits".into(),
+                value: to_hex(data),
+            });
         }
         InspectedPdu::WriteSingle { address, value } => {
-            line(text, "address", &format!("{address:04X}"), &address.to_string());
+            line(
+                text,
+                "address",
+                &format!("{address:04X}"),
+                &address.to_string(),
+            );
             line(text, "value", &format!("{value:04X}"), &value.to_string());
-            fields.push(FieldJson { name: "address".into(), value: address.to_string() });
-            fields.push(FieldJson { name: "value".into(), value: value.to_string() });
+            fields.push(FieldJson {
+                name: "address".into(),
+                value: address.to_string(),
+            });
+            fields.push(FieldJson {
+                name: "value".into(),
+                value: value.to_string(),
+            });
         }
-        InspectedPdu::WriteMultipleRequest { address, count, byte_count, data } => {
-            line(text, "address", &format!("{address:04X}"), &address.to_string());
+        InspectedPdu::WriteMultipleRequest {
+            address,
+            count,
+            byte_count,
+            data,
+        } => {
+            line(
+                text,
+                "address",
+                &format!("{address:04X}"),
+                &address.to_string(),
+            );
             line(text, "count", &format!("{count:04X}"), &count.to_string());
             line(text, "bytes", &format!("{byte_count:02X}"), &to_hex(data));
-            fields.push(FieldJson { name: "address".into(), value: address.to_string() });
-            fields.push(FieldJson { name: "count".into(), value: count.to_string() });
+            fields.push(FieldJson {
+                name: "address".into(),
+                value: address.to_string(),
+            });
+            fields.push(FieldJson {
+                name: "count".into(),
+                value: count.to_string(),
+            });
         }
         InspectedPdu::WriteMultipleResponse { address, count } => {
-            line(text, "address", &format!("{address:04X}"), &address.to_string());
-            line(text, "count", &format!("{count:04X}"), &format!("{count} written"));
-            fields.push(FieldJson { name: "address".into(), value: address.to_string() });
-            fields.push(FieldJson { name: "count".into(), value: count.to_string() });
+            line(
+                text,
+                "address",
+                &format!("{address:04X}"),
+                &address.to_string(),
+            );
+            line(
+                text,
+                "count",
+                &format!("{count:04X}"),
+                &format!("{count} written"),
+            );
+            fields.push(FieldJson {
+                name: "address".into(),
+                value: address.to_string(),
+            });
+            fields.push(FieldJson {
+                name: "count".into(),
+                value: count.to_string(),
+            });
         }
         InspectedPdu::Exception { code } => {
-            line(text, "exception", &format!("{:02X}", code.to_u8()), code.name());
+            line(
+                text,
+                "exception",
+                &format!("{:02X}", code.to_u8()),
+                code.name(),
+            );
             *error = Some(format!("exception {:02X}: {}", code.to_u8(), code.name()));
         }
         InspectedPdu::Unknown { data } => line(text, "data", &to_hex(data), "function not decoded"),
@@ -494,10 +793,22 @@ fn decode_modbus(bytes: &[u8]) -> Result<Decoded, String> {
         describe(alt, &mut text, &mut alt_fields, &mut error);
     }
     let crc_ok = i.crc.is_ok();
-    let crc_note = if crc_ok { "ok (CRC-16/MODBUS)".to_owned() } else { format!("WRONG: expected {:04X}, found {:04X}", i.crc.expected, i.crc.found) };
+    let crc_note = if crc_ok {
+        "ok (CRC-16/MODBUS)".to_owned()
+    } else {
+        format!(
+            "WRONG: expected {:04X}, found {:04X}",
+            i.crc.expected, i.crc.found
+        )
+    };
     let crc_wire = i.crc.found.to_le_bytes();
     line(&mut text, "crc", &to_hex(&crc_wire), &crc_note);
-    let problem = (!crc_ok).then(|| format!("CRC mismatch: expected {:04X}, found {:04X}", i.crc.expected, i.crc.found));
+    let problem = (!crc_ok).then(|| {
+        format!(
+            "CRC mismatch: expected {:04X}, found {:04X}",
+            i.crc.expected, i.crc.found
+        )
+    });
     let json = DecodedJson {
         protocol: "modbus-rtu",
         direction: i.direction.to_string(),
@@ -513,10 +824,18 @@ fn decode_modbus(bytes: &[u8]) -> Result<Decoded, String> {
         values: Vec::new(),
         fields,
         error,
-        checksum: ChecksumJson { ok: crc_ok, expected: format!("{:04X}", i.crc.expected), found: format!("{:04X}", i.crc.found) },
+        checksum: ChecksumJson {
+            ok: crc_ok,
+            expected: format!("{:04X}", i.crc.expected),
+            found: format!("{:04X}", i.crc.found),
+        },
         data: None,
     };
-    Ok(Decoded { text, json, problem })
+    Ok(Decoded {
+        text,
+        json,
+        problem,
+    })
 }
 
 #[cfg(test)]
@@ -547,7 +866,10 @@ mod tests {
     #[test]
     fn a_bad_checksum_still_shows_fields() {
         let d = dec("68 29 25 07 07 21 20 68 91 08 33 33 33 33 A9 4A 36 33 2F 16");
-        assert_eq!(d.problem.as_deref(), Some("checksum mismatch: expected 2E, found 2F"));
+        assert_eq!(
+            d.problem.as_deref(),
+            Some("checksum mismatch: expected 2E, found 2F")
+        );
         assert!(!d.json.checksum.ok);
         assert_eq!(d.json.values.len(), 1);
     }
@@ -556,7 +878,15 @@ mod tests {
     fn explains_abnormal_replies_and_requests() {
         let d = dec("68 12 34 56 78 90 12 68 D1 01 35 74 16");
         assert!(d.json.control.abnormal);
-        assert!(d.json.error.as_deref().unwrap_or("").contains("no requested data"), "{:?}", d.json.error);
+        assert!(
+            d.json
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("no requested data"),
+            "{:?}",
+            d.json.error
+        );
         let r = dec("68 25 04 03 02 01 00 68 11 04 33 33 34 33 E1 16");
         assert_eq!(r.json.direction, "request");
         assert_eq!(r.json.di.as_deref(), Some("00010000"));
@@ -573,7 +903,11 @@ mod tests {
         assert!(d.problem.is_none());
         assert!(d.text.contains("10 registers"), "{}", d.text);
         let e = dec("01 83 02 C0 F1");
-        assert!(e.json.error.as_deref().unwrap_or("").contains("02"), "{:?}", e.json.error);
+        assert!(
+            e.json.error.as_deref().unwrap_or("").contains("02"),
+            "{:?}",
+            e.json.error
+        );
         let bad = dec("01 03 00 00 00 0A C5 CE");
         assert!(bad.problem.unwrap().contains("CRC mismatch"));
     }
@@ -582,7 +916,11 @@ mod tests {
     fn garbage_is_a_one_line_reason() {
         let e = decode(&[0x12, 0x34], DecodeProtocol::Auto).unwrap_err();
         assert!(!e.contains('\n'), "{e}");
-        let t = decode(&parse_hex(&["68 29 25 07 07 21 20 68 91 08 33 33"]).unwrap(), DecodeProtocol::Auto).unwrap_err();
+        let t = decode(
+            &parse_hex(&["68 29 25 07 07 21 20 68 91 08 33 33"]).unwrap(),
+            DecodeProtocol::Auto,
+        )
+        .unwrap_err();
         assert!(t.contains("truncated"), "{t}");
     }
 }

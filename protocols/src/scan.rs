@@ -46,6 +46,9 @@ pub enum SkipReason {
     },
     /// A frame-shaped run that broke a structural rule (wrong end byte, impossible length…).
     Malformed(&'static str),
+    /// A complete, valid frame that is not the awaited reply: another unit's or meter's, or a
+    /// late reply to an earlier request. Skipped whole.
+    Foreign(&'static str),
 }
 
 impl std::fmt::Display for SkipReason {
@@ -54,12 +57,18 @@ impl std::fmt::Display for SkipReason {
             SkipReason::Preamble => f.write_str("preamble"),
             SkipReason::Noise => f.write_str("noise"),
             SkipReason::Checksum { expected, found } => {
+                // DL/T 645 checksums are one byte, Modbus CRCs two.
+                let w = if *expected > 0xFF || *found > 0xFF {
+                    4
+                } else {
+                    2
+                };
                 write!(
                     f,
-                    "checksum mismatch: expected {expected:02X}, found {found:02X}"
+                    "checksum mismatch: expected {expected:0w$X}, found {found:0w$X}"
                 )
             }
-            SkipReason::Malformed(why) => f.write_str(why),
+            SkipReason::Malformed(why) | SkipReason::Foreign(why) => f.write_str(why),
         }
     }
 }

@@ -127,7 +127,11 @@ fn partial_note(partial: &[u8]) -> String {
     if partial.is_empty() {
         String::new()
     } else {
-        format!(" (received {} unusable bytes: {})", partial.len(), crate::hex_input::to_hex(partial))
+        format!(
+            " (received {} unusable bytes: {})",
+            partial.len(),
+            crate::hex_input::to_hex(partial)
+        )
     }
 }
 
@@ -163,14 +167,25 @@ pub async fn exchange(
     let link_err = |source, stats| ExchangeError::Link { source, stats };
     stats.stale_bytes = link.discard_input().map_err(|e| link_err(e, stats))? as u64;
     if stats.stale_bytes > 0 {
-        tap.note(&format!("discarded {} stale bytes before the request", stats.stale_bytes));
+        tap.note(&format!(
+            "discarded {} stale bytes before the request",
+            stats.stale_bytes
+        ));
     }
     tap.frame(Direction::Tx, request);
-    link.write_all(request).await.map_err(|e| link_err(e, stats))?;
+    link.write_all(request)
+        .await
+        .map_err(|e| link_err(e, stats))?;
     stats.tx_bytes = request.len() as u64;
     let sent = Instant::now();
     if matches!(framing, Framing::None) {
-        return Ok(Exchanged { reply: Reply::None, raw: Vec::new(), latency: Duration::ZERO, finished: sent, stats });
+        return Ok(Exchanged {
+            reply: Reply::None,
+            raw: Vec::new(),
+            latency: Duration::ZERO,
+            finished: sent,
+            stats,
+        });
     }
 
     let mut buf: Vec<u8> = Vec::with_capacity(64);
@@ -183,7 +198,13 @@ pub async fn exchange(
             let (reply, raw) = done;
             let finished = Instant::now();
             tap.frame(Direction::Rx, &raw);
-            return Ok(Exchanged { reply, raw, latency: finished - sent, finished, stats });
+            return Ok(Exchanged {
+                reply,
+                raw,
+                latency: finished - sent,
+                finished,
+                stats,
+            });
         }
         let read = tokio::time::timeout_at(deadline, link.read_some(&mut chunk)).await;
         match read {
@@ -191,11 +212,21 @@ pub async fn exchange(
                 if !buf.is_empty() {
                     tap.frame(Direction::RxUnusable, &buf);
                 }
-                return Err(ExchangeError::Timeout { waited: Instant::now() - sent, partial: buf, stats });
+                return Err(ExchangeError::Timeout {
+                    waited: Instant::now() - sent,
+                    partial: buf,
+                    stats,
+                });
             }
             Ok(Err(e)) => return Err(link_err(e, stats)),
             Ok(Ok(0)) => {
-                return Err(link_err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed the connection"), stats));
+                return Err(link_err(
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "peer closed the connection",
+                    ),
+                    stats,
+                ));
             }
             Ok(Ok(n)) => {
                 stats.rx_bytes += n as u64;
@@ -207,7 +238,13 @@ pub async fn exchange(
 }
 
 /// Looks for the reply in `buf`, draining echo, noise and foreign frames as it goes.
-fn take_reply(buf: &mut Vec<u8>, echo_left: &mut &[u8], framing: &Framing, stats: &mut ExchangeStats, tap: &FrameTap) -> Option<(Reply, Vec<u8>)> {
+fn take_reply(
+    buf: &mut Vec<u8>,
+    echo_left: &mut &[u8],
+    framing: &Framing,
+    stats: &mut ExchangeStats,
+    tap: &FrameTap,
+) -> Option<(Reply, Vec<u8>)> {
     // Echo: our own request comes back first on half-duplex adapters that echo.
     while !echo_left.is_empty() && !buf.is_empty() {
         let n = common_prefix(buf, echo_left);
@@ -233,14 +270,23 @@ fn take_reply(buf: &mut Vec<u8>, echo_left: &mut &[u8], framing: &Framing, stats
                     let ok = frame.control.is_response()
                         && frame.control.code() == function.code()
                         && address.accepts_reply_from(frame.address);
-                    Step::Frame { reply: ok.then_some(Reply::Dlt645(frame)), consumed }
+                    Step::Frame {
+                        reply: ok.then_some(Reply::Dlt645(frame)),
+                        consumed,
+                    }
                 }
                 Scan::Skip { count, reason } => Step::Skip { count, reason },
                 Scan::Incomplete { .. } => Step::Wait,
             },
             Framing::ModbusRtu(expect) => match rtu::scan_response(buf, expect) {
                 // scan_response already skips other units' and other functions' frames.
-                Scan::Frame { frame: (_, response), consumed } => Step::Frame { reply: Some(Reply::ModbusRtu(response)), consumed },
+                Scan::Frame {
+                    frame: (_, response),
+                    consumed,
+                } => Step::Frame {
+                    reply: Some(Reply::ModbusRtu(response)),
+                    consumed,
+                },
                 Scan::Skip { count, reason } => Step::Skip { count, reason },
                 Scan::Incomplete { .. } => Step::Wait,
             },
@@ -252,7 +298,7 @@ fn take_reply(buf: &mut Vec<u8>, echo_left: &mut &[u8], framing: &Framing, stats
                 let count = count.min(buf.len());
                 match reason {
                     SkipReason::Checksum { .. } => stats.checksum_errors += 1,
-                    SkipReason::Malformed(why) if why.contains("unit") || why.contains("function") => stats.foreign_frames += 1,
+                    SkipReason::Foreign(_) => stats.foreign_frames += 1,
                     _ => stats.noise_bytes += count as u64,
                 }
                 tap.skipped(buf.get(..count).unwrap_or(&[]), &reason.to_string());
@@ -268,7 +314,10 @@ fn take_reply(buf: &mut Vec<u8>, echo_left: &mut &[u8], framing: &Framing, stats
                     Some(reply) => return Some((reply, frame_bytes)),
                     None => {
                         stats.foreign_frames += 1;
-                        tap.skipped(&frame_bytes, "valid frame, but not the answer to this request");
+                        tap.skipped(
+                            &frame_bytes,
+                            "valid frame, but not the answer to this request",
+                        );
                     }
                 }
             }
@@ -278,8 +327,14 @@ fn take_reply(buf: &mut Vec<u8>, echo_left: &mut &[u8], framing: &Framing, stats
 
 enum Step {
     Wait,
-    Skip { count: usize, reason: SkipReason },
-    Frame { reply: Option<Reply>, consumed: usize },
+    Skip {
+        count: usize,
+        reason: SkipReason,
+    },
+    Frame {
+        reply: Option<Reply>,
+        consumed: usize,
+    },
 }
 
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {

@@ -66,12 +66,20 @@ pub struct FrameTap {
 impl FrameTap {
     /// A tap for `bus`, sending to `sender` when given.
     pub fn new(bus: &str, sender: Option<broadcast::Sender<FrameEvent>>) -> Self {
-        Self { bus: Arc::from(bus), meter: None, sender }
+        Self {
+            bus: Arc::from(bus),
+            meter: None,
+            sender,
+        }
     }
 
     /// The same tap, for one meter's transactions.
     pub fn for_meter(&self, meter: &str) -> Self {
-        Self { bus: self.bus.clone(), meter: Some(Arc::from(meter)), sender: self.sender.clone() }
+        Self {
+            bus: self.bus.clone(),
+            meter: Some(Arc::from(meter)),
+            sender: self.sender.clone(),
+        }
     }
 
     /// A tap that only logs.

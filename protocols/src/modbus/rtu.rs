@@ -870,7 +870,7 @@ fn scan_foreign(buf: &[u8], expect: &Expectation) -> Scan<(u8, Response)> {
         Some(len) if buf.len() >= len => match check_crc(buf, len) {
             Ok(()) => Scan::Skip {
                 count: len,
-                reason: SkipReason::Malformed(if buf.first() != Some(&expect.unit) {
+                reason: SkipReason::Foreign(if buf.first() != Some(&expect.unit) {
                     "reply from another unit (late or foreign reply)"
                 } else {
                     "reply to another function (late reply)"
@@ -1658,7 +1658,7 @@ mod tests {
         let mut buf = [other_unit.clone(), late.clone(), ours.clone()].concat();
         let Scan::Skip {
             count,
-            reason: SkipReason::Malformed(why),
+            reason: SkipReason::Foreign(why),
         } = scan_response(&buf, &e)
         else {
             panic!()
@@ -1668,7 +1668,7 @@ mod tests {
         buf.drain(..count);
         let Scan::Skip {
             count,
-            reason: SkipReason::Malformed(why),
+            reason: SkipReason::Foreign(why),
         } = scan_response(&buf, &e)
         else {
             panic!()
