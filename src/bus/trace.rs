@@ -89,17 +89,16 @@ impl FrameTap {
 
     fn emit(&self, direction: Direction, bytes: &[u8], note: &str) {
         tracing::trace!(dir = direction.label(), hex = %to_hex(bytes), note, "frame");
-        if let Some(tx) = &self.sender {
-            if tx.receiver_count() > 0 {
-                let _ = tx.send(FrameEvent {
-                    at: SystemTime::now(),
-                    bus: self.bus.clone(),
-                    meter: self.meter.clone(),
-                    direction,
-                    bytes: bytes.to_vec(),
-                    note: note.to_owned(),
-                });
-            }
+        if let Some(tx) = self.sender.as_ref().filter(|tx| tx.receiver_count() > 0) {
+            // A send error only means every watcher left meanwhile; the bus goes on.
+            let _ = tx.send(FrameEvent {
+                at: SystemTime::now(),
+                bus: self.bus.clone(),
+                meter: self.meter.clone(),
+                direction,
+                bytes: bytes.to_vec(),
+                note: note.to_owned(),
+            });
         }
     }
 

@@ -296,13 +296,15 @@ impl Profile {
                             format!("register {register} + {} runs past 65535", ty.registers()),
                         ));
                     }
-                    if let Some(s) = &p.scale {
-                        if s.parse::<meter_protocols::Decimal>().is_err() {
-                            return Err(fail(
-                                "scale",
-                                format!("expected a decimal number such as \"0.01\", found {s:?}"),
-                            ));
-                        }
+                    if let Some(s) = p
+                        .scale
+                        .as_ref()
+                        .filter(|s| s.parse::<meter_protocols::Decimal>().is_err())
+                    {
+                        return Err(fail(
+                            "scale",
+                            format!("expected a decimal number such as \"0.01\", found {s:?}"),
+                        ));
                     }
                 }
             }
