@@ -98,16 +98,15 @@ impl ValidationConfig {
     ) {
         for v in &mut batch.values {
             let Some(x) = number(v) else { continue };
-            if is_monotonic(&v.quantity) {
-                if let Some(prev) = last_good(&v.quantity) {
-                    if x.cmp_value(prev) == Some(std::cmp::Ordering::Less) {
-                        mark(
-                            v,
-                            format!("register went backwards: {x} < last good {prev}"),
-                        );
-                        continue;
-                    }
-                }
+            if is_monotonic(&v.quantity)
+                && let Some(prev) = last_good(&v.quantity)
+                && x.cmp_value(prev) == Some(std::cmp::Ordering::Less)
+            {
+                mark(
+                    v,
+                    format!("register went backwards: {x} < last good {prev}"),
+                );
+                continue;
             }
             let family = v.quantity.split('.').next().unwrap_or("");
             if let Some([lo, hi]) = self
