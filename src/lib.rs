@@ -10,5 +10,6 @@ pub mod bus;
 pub mod config;
 pub mod decode;
 pub mod hex_input;
+pub mod logging;
 pub mod reading;
 pub mod validate;

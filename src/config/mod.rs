@@ -34,9 +34,82 @@ pub struct Config {
     /// Publish the raw response frames with each reading (the evidence behind a bill).
     #[serde(default = "yes")]
     pub evidence_frames: bool,
+    /// The durable spool between the buses and the uplink.
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    /// Plausibility checks that mark values suspect.
+    #[serde(default)]
+    pub validation: crate::validate::ValidationConfig,
     /// The buses and their meters.
     #[serde(default, rename = "bus")]
     pub buses: Vec<Spanned<BusConfig>>,
+}
+
+/// Spool settings (`[spool]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Most payload bytes kept while the broker is unreachable; beyond it the oldest readings
+    /// are dropped (and counted). `"64MiB"`, `"512KiB"` or a number of bytes.
+    #[serde(default = "default_spool_bytes", with = "byte_size")]
+    pub max_bytes: u64,
+}
+
+fn default_spool_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_spool_bytes(),
+        }
+    }
+}
+
+/// Serde helpers for byte sizes written as `"64MiB"`, `"500kB"` or a plain integer.
+pub mod byte_size {
+    use super::*;
+
+    /// Parses `123`, `"123"`, `"64KiB"`, `"64MiB"`, `"1GiB"`, `"500kB"`, `"2MB"`.
+    pub fn parse(s: &str) -> Option<u64> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "kB" | "KB" => 1_000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            _ => return None,
+        };
+        n.checked_mul(mult)
+    }
+
+    /// Deserializes a size from an integer or a string with a unit.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(n),
+            Raw::S(s) => parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!("not a size: {s:?} (write e.g. \"64MiB\")"))
+            }),
+        }
+    }
+
+    /// Serializes as a plain number of bytes.
+    pub fn serialize<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n)
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -662,6 +735,22 @@ profile = "eastron-sdm630"
         assert_eq!(t.retries, 2);
         assert_eq!(t.modbus_silence, Duration::from_micros(4010));
         assert!(profiles.get("eastron-sdm630").is_some());
+    }
+
+    #[test]
+    fn sizes_and_sections() {
+        assert_eq!(byte_size::parse("64MiB"), Some(64 << 20));
+        assert_eq!(byte_size::parse("500kB"), Some(500_000));
+        assert_eq!(byte_size::parse("12"), Some(12));
+        assert_eq!(byte_size::parse("12 parsecs"), None);
+        let (c, _) = load(&format!(
+            "{GOOD}\n[spool]\nmax_bytes = \"1MiB\"\n[validation]\nclock_limit = \"30s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.spool.max_bytes, 1 << 20);
+        assert_eq!(c.validation.clock_limit, Duration::from_secs(30));
+        let e = error_of(&format!("{GOOD}\n[spool]\nmax_bytes = \"lots\"\n"));
+        assert_eq!(e.key, "spool.max_bytes", "{e}");
     }
 
     #[test]
