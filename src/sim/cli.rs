@@ -1,0 +1,70 @@
+//! `meterd simulate --config FILE [--truth FILE]`: run the simulator until Ctrl-C.
+//!
+//! This module owns the command's arguments, its start-up report (one line per port) and its
+//! exit codes: 0 after Ctrl-C, 2 for a bad configuration, 1 when a port cannot be opened or
+//! bound. It never serves a meter itself; [`Simulator`](super::Simulator) does.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{SimConfig, SimError, Simulator};
+
+/// Arguments of `meterd simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// The simulator configuration (TOML; see config/sim-demo.toml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Write the ground-truth log (JSON lines, one per reply) here; overrides `truth`.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+}
+
+/// Runs the command; prints one-line errors to stderr.
+pub fn run(args: &SimulateArgs) -> ExitCode {
+    let mut config = match SimConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("meterd simulate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(truth) = &args.truth {
+        config.truth = Some(truth.clone());
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meterd simulate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let handle = match Simulator::start(config.clone()).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("meterd simulate: {e}");
+                return match e {
+                    SimError::Config(_) => ExitCode::from(2),
+                    _ => ExitCode::FAILURE,
+                };
+            }
+        };
+        for port in handle.ports() {
+            println!("{}", port.describe());
+        }
+        if let Some(truth) = &config.truth {
+            println!("ground truth: {}", truth.display());
+        }
+        println!("serving; Ctrl-C stops");
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("meterd simulate: cannot wait for Ctrl-C: {e}");
+        }
+        handle.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
