@@ -414,8 +414,11 @@ async fn each_fault_shows_on_the_wire() {
 
 #[tokio::test]
 async fn modbus_rtu_on_a_pty_pair() {
-    let sim = start(
+    let truth =
+        std::env::temp_dir().join(format!("meterd-sim-rtu-truth-{}.jsonl", std::process::id()));
+    let sim = start(&format!(
         r#"
+truth = {:?}
 [[port]]
 name = "pty"
 serial = "pty"
@@ -430,7 +433,8 @@ protocol = "dlt645-2007"
 address = "000000000009"
 profile = "dlt645-single-phase"
 "#,
-    )
+        truth.display().to_string()
+    ))
     .await;
     let device = sim.port("pty").unwrap().device.clone().unwrap();
     let mut s = tokio_serial::SerialPortBuilderExt::open_native_async(tokio_serial::new(
@@ -455,6 +459,20 @@ profile = "dlt645-single-phase"
     let volts = f64::from(regs[10]) / 10.0;
     assert!((225.0..=235.0).contains(&volts), "{volts}");
     assert!(u32::from(regs[0]) << 16 | u32::from(regs[1]) > 0);
+    // The truth log names the values exactly as scaled from the registers sent.
+    let log = std::fs::read_to_string(&truth).unwrap();
+    let line: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(line["response"], rtu::hex(&got));
+    assert_eq!(line["framing"], "rtu");
+    let voltage = line["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["quantity"] == "voltage.l1")
+        .unwrap();
+    assert_eq!(voltage["value"], format!("{:.1}", volts));
+    assert_eq!(voltage["unit"], "V");
+    let _ = std::fs::remove_file(&truth);
 
     // Unmapped register → exception 02; a write → exception 01; wrong unit → silence.
     let (req, r) = rtu_read(1, 500, 2);

@@ -375,12 +375,14 @@ fn fit_digits(d: Decimal, digits: u8, signed: bool) -> Decimal {
         m = 0;
     }
     // A signed format with an even digit count keeps its top bit for the sign.
+    let digits = u32::from(digits.clamp(1, 18));
     let limit = if signed && digits.is_multiple_of(2) {
-        10i64.pow(u32::from(digits) - 1) * 8
+        10i64.pow(digits - 1) * 8
     } else {
-        10i64.pow(u32::from(digits.min(18)))
+        10i64.pow(digits)
     };
-    let m = if m >= 0 { m % limit } else { -((-m) % limit) };
+    let wrapped = (m.unsigned_abs() % limit.unsigned_abs()) as i64;
+    let m = if m >= 0 { wrapped } else { -wrapped };
     Decimal::new(m, d.scale()).unwrap_or(d)
 }
 

@@ -195,7 +195,8 @@ impl PortShared {
         let len = bytes.len();
         if fired.has(FaultKind::Corrupt) {
             // Data bytes after the byte count when there are any, else the PDU.
-            let range = if len > 5 { 3..len - 2 } else { 1..len - 2 };
+            let end = len.saturating_sub(2);
+            let range = if len > 5 { 3..end } else { 1.min(end)..end };
             let at = lock_faults(meter)?.pick(range);
             if let Some(b) = bytes.get_mut(at) {
                 *b = !*b;
