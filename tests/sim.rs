@@ -569,6 +569,7 @@ profile = "dlt645-three-phase"
         let got = read_until(&mut s, Duration::from_secs(3), has_dlt_frame).await;
         let took = t0.elapsed();
         assert!(has_dlt_frame(&got), "{port}");
+        eprintln!("wire time {port}: reply complete after {took:?}, line would take {expected:?}");
         assert!(took >= expected, "{port}: {took:?} < {expected:?}");
     }
 }
