@@ -12,4 +12,5 @@ pub mod decode;
 pub mod hex_input;
 pub mod logging;
 pub mod reading;
+pub mod sim;
 pub mod validate;

@@ -16,11 +16,14 @@ struct Cli {
 enum Command {
     /// Decode a DL/T 645 or Modbus RTU frame and explain it field by field.
     Decode(meterd::decode::DecodeArgs),
+    /// Simulated meters on serial ports / TCP, with wire-time emulation and fault injection.
+    Simulate(meterd::sim::cli::SimulateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => meterd::decode::run(&args),
+        Command::Simulate(args) => meterd::sim::cli::run(&args),
     }
 }

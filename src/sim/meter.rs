@@ -1,0 +1,431 @@
+//! One simulated meter: what it answers to a DL/T 645 or Modbus request.
+//!
+//! This module owns the meter's side of each protocol — which data identifiers or registers
+//! it serves (from its profile, the same profiles the gateway reads), the normal reply with
+//! values from the model, the abnormal replies (DL/T 645 ERR 02 for an unknown DI, ERR 04 for
+//! writes; Modbus exception 02 for unmapped registers, 01 for writes, 03 for bad counts), and
+//! the values each reply encodes, decoded back with the protocols crate so the ground truth is
+//! exactly what a correct reader sees. It never does I/O, never sleeps and never decides
+//! faults (the port applies those).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use meter_protocols::Decimal;
+use meter_protocols::dlt645::catalog::{DiInfo, DiSpec, decode_payload, lookup};
+use meter_protocols::dlt645::{
+    Address, DataIdentifier, ErrorWord, Function, Request as DltRequest, Response as DltResponse,
+    Version,
+};
+use meter_protocols::modbus::rtu::{ExceptionCode, Request as RtuRequest, Response as RtuResponse};
+use meter_protocols::modbus::values::{self, RegisterOrder, Scale, ValueType};
+use serde::Serialize;
+
+use super::clock::UnixMillis;
+use super::config::SimMeterConfig;
+use super::fault::FaultState;
+use super::model::MeterModel;
+use crate::config::profile::{RegisterFunction, RegisterType, WordOrder};
+use crate::config::{Profile, Protocol};
+
+/// One value a reply carries, as a correct reader decodes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TruthValue {
+    /// Canonical quantity name (or `dlt645:XXXXXXXX` for an uncatalogued DI).
+    pub quantity: String,
+    /// The exact value text (`12345.67`, float32 shortest form, `2026-11-27 11:00:00`…).
+    pub value: String,
+    /// Unit, empty when dimensionless.
+    pub unit: String,
+}
+
+/// A Modbus point of the meter's profile, resolved.
+#[derive(Debug, Clone)]
+struct ModbusPoint {
+    quantity: String,
+    unit: String,
+    function: RegisterFunction,
+    register: u16,
+    ty: ValueType,
+    order: RegisterOrder,
+    scale: Option<Decimal>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Dlt645 {
+        version: Version,
+        served: BTreeSet<DataIdentifier>,
+    },
+    Modbus {
+        points: Vec<ModbusPoint>,
+        gap_fill: u16,
+    },
+}
+
+/// A simulated meter.
+#[derive(Debug)]
+pub struct SimMeter {
+    /// Name in logs and the truth log.
+    pub id: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// DL/T 645 address.
+    pub address: Option<Address>,
+    /// Modbus unit id.
+    pub unit: Option<u8>,
+    /// Profile name.
+    pub profile: String,
+    /// Seed of values and faults.
+    pub seed: u64,
+    /// `FE` bytes before DL/T 645 replies.
+    pub preamble: u8,
+    model: MeterModel,
+    kind: Kind,
+    /// Fault decisions (shared by every connection to the port).
+    pub faults: Mutex<FaultState>,
+}
+
+fn value_type(ty: RegisterType, bit: Option<u8>) -> ValueType {
+    match ty {
+        RegisterType::U16 => ValueType::U16,
+        RegisterType::I16 => ValueType::I16,
+        RegisterType::U32 => ValueType::U32,
+        RegisterType::I32 => ValueType::I32,
+        RegisterType::U64 => ValueType::U64,
+        RegisterType::I64 => ValueType::I64,
+        RegisterType::F32 => ValueType::F32,
+        RegisterType::F64 => ValueType::F64,
+        RegisterType::Bit => ValueType::Bits {
+            bit: bit.unwrap_or(0),
+            width: 1,
+        },
+    }
+}
+
+fn register_order(o: WordOrder) -> RegisterOrder {
+    match o {
+        WordOrder::Abcd => RegisterOrder::ABCD,
+        WordOrder::Cdab => RegisterOrder::CDAB,
+        WordOrder::Badc => RegisterOrder::BADC,
+        WordOrder::Dcba => RegisterOrder::DCBA,
+    }
+}
+
+fn items(info: DiInfo) -> Vec<DiSpec> {
+    match info {
+        DiInfo::Item(spec) => vec![spec],
+        DiInfo::Block { items, .. } => items,
+    }
+}
+
+fn truth_of(values: Vec<meter_protocols::dlt645::catalog::DecodedValue>) -> Vec<TruthValue> {
+    values
+        .into_iter()
+        .map(|v| TruthValue {
+            quantity: v.quantity.into_owned(),
+            value: v.value.to_string(),
+            unit: v.unit.to_owned(),
+        })
+        .collect()
+}
+
+impl SimMeter {
+    /// Builds a meter from its configuration and profile.
+    pub fn new(config: &SimMeterConfig, port: &str, profile: &Profile) -> SimMeter {
+        let seed = config.effective_seed();
+        let address = config
+            .address
+            .as_deref()
+            .and_then(|a| a.parse::<Address>().ok());
+        let number = match (address, config.unit) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(u)) => format!("{u:012}"),
+            (None, None) => "000000000000".into(),
+        };
+        let kind = if config.protocol.is_dlt645() {
+            let version = if config.protocol == Protocol::Dlt645_1997 {
+                Version::V1997
+            } else {
+                Version::V2007
+            };
+            let mut served = BTreeSet::new();
+            let always: &[&str] = match version {
+                Version::V2007 => &["04000101", "04000102", "04000401"],
+                Version::V1997 => &["C010", "C011"],
+            };
+            let dis = profile
+                .points
+                .iter()
+                .filter_map(|p| p.get_ref().di.clone())
+                .chain(always.iter().map(|s| (*s).to_owned()));
+            for di in dis.filter_map(|d| DataIdentifier::parse(&d)) {
+                served.insert(di);
+                if let Some(info) = lookup(di) {
+                    served.extend(items(info).into_iter().map(|s| s.di));
+                }
+            }
+            Kind::Dlt645 { version, served }
+        } else {
+            let points = profile
+                .points
+                .iter()
+                .map(|p| p.get_ref())
+                .filter_map(|p| {
+                    Some(ModbusPoint {
+                        quantity: p.quantity.clone()?,
+                        unit: p.unit.clone().unwrap_or_default(),
+                        function: p.function?,
+                        register: p.register?,
+                        ty: value_type(p.value_type?, p.bit),
+                        order: register_order(p.order),
+                        scale: p.scale.as_deref().and_then(|s| s.parse().ok()),
+                    })
+                })
+                .collect();
+            Kind::Modbus {
+                points,
+                gap_fill: profile.gap_fill.unwrap_or(0),
+            }
+        };
+        SimMeter {
+            id: config.effective_id(port),
+            protocol: config.protocol,
+            address,
+            unit: config.unit,
+            profile: profile.name.clone(),
+            seed,
+            preamble: config.preamble.min(4),
+            model: MeterModel::new(seed, number),
+            kind,
+            faults: Mutex::new(FaultState::new(config.faults.clone(), seed)),
+        }
+    }
+
+    /// The DL/T 645 edition, for DL/T 645 meters.
+    pub fn dlt645_version(&self) -> Option<Version> {
+        match self.kind {
+            Kind::Dlt645 { version, .. } => Some(version),
+            Kind::Modbus { .. } => None,
+        }
+    }
+
+    /// The data identifiers this meter answers (DL/T 645), ascending.
+    pub fn served_dis(&self) -> Vec<DataIdentifier> {
+        match &self.kind {
+            Kind::Dlt645 { served, .. } => served.iter().copied().collect(),
+            Kind::Modbus { .. } => Vec::new(),
+        }
+    }
+
+    /// The payload (unmasked, after the DI) and its values for reading `di` at `t`; `None`
+    /// when this meter does not serve `di`.
+    pub fn dlt645_payload(
+        &self,
+        di: DataIdentifier,
+        t: UnixMillis,
+    ) -> Option<(Vec<u8>, Vec<TruthValue>)> {
+        let Kind::Dlt645 { served, .. } = &self.kind else {
+            return None;
+        };
+        if !served.contains(&di) {
+            return None;
+        }
+        let mut payload = Vec::new();
+        for spec in items(lookup(di)?) {
+            let value = self.model.dlt645_value(&spec.quantity, spec.format, t);
+            let bytes = spec
+                .format
+                .encode(&value)
+                .unwrap_or_else(|| vec![0; spec.format.len()]);
+            payload.extend(bytes);
+        }
+        let truth = truth_of(decode_payload(di, &payload));
+        Some((payload, truth))
+    }
+
+    /// The reply to a DL/T 645 request addressed to this meter; `None` = stay silent.
+    pub fn respond_dlt645(
+        &self,
+        request: &DltRequest,
+        t: UnixMillis,
+    ) -> Option<(DltResponse, Vec<TruthValue>)> {
+        let version = self.dlt645_version()?;
+        let function = request.function();
+        let abnormal = |code: u8| {
+            Some((
+                DltResponse::Abnormal {
+                    function,
+                    error: ErrorWord(code),
+                },
+                Vec::new(),
+            ))
+        };
+        match request {
+            DltRequest::ReadData { di, .. } if di.version() == version => {
+                match self.dlt645_payload(*di, t) {
+                    Some((payload, truth)) => Some((
+                        DltResponse::ReadData {
+                            di: *di,
+                            payload,
+                            more_follows: false,
+                        },
+                        truth,
+                    )),
+                    None => abnormal(ErrorWord::NO_DATA),
+                }
+            }
+            DltRequest::ReadData { .. } | DltRequest::ReadFollowUp { .. } => {
+                abnormal(ErrorWord::NO_DATA)
+            }
+            DltRequest::ReadAddress => Some((DltResponse::Address(self.address?), Vec::new())),
+            DltRequest::BroadcastTimeSync { .. } | DltRequest::WriteAddress(_) => None,
+            DltRequest::Freeze { .. } => Some((DltResponse::FreezeOk, Vec::new())),
+            DltRequest::ChangeBaud(_) => abnormal(ErrorWord::BAUD),
+            DltRequest::WriteData { .. }
+            | DltRequest::ChangePassword { .. }
+            | DltRequest::MaxDemandReset { .. }
+            | DltRequest::MeterReset { .. }
+            | DltRequest::EventReset { .. }
+            | DltRequest::RelayControl { .. } => abnormal(ErrorWord::PASSWORD),
+        }
+    }
+
+    /// The abnormal DL/T 645 reply with error word `code` to `function`.
+    pub fn dlt645_abnormal(function: Function, code: u8) -> DltResponse {
+        DltResponse::Abnormal {
+            function,
+            error: ErrorWord(code),
+        }
+    }
+
+    /// The register image of `function` at `t`: register → value, for every point.
+    fn image(&self, function: RegisterFunction, t: UnixMillis) -> BTreeMap<u16, u16> {
+        let mut image = BTreeMap::new();
+        let Kind::Modbus { points, .. } = &self.kind else {
+            return image;
+        };
+        for p in points.iter().filter(|p| p.function == function) {
+            let raw = self
+                .model
+                .modbus_raw(&p.quantity, &p.unit, p.ty, p.scale, t);
+            let regs =
+                values::encode(raw, p.ty, p.order).unwrap_or_else(|_| vec![0; p.ty.registers()]);
+            for (i, r) in regs.into_iter().enumerate() {
+                let Some(addr) = u16::try_from(i)
+                    .ok()
+                    .and_then(|i| p.register.checked_add(i))
+                else {
+                    continue;
+                };
+                *image.entry(addr).or_insert(0) |= r;
+            }
+        }
+        image
+    }
+
+    /// Whether an unmapped register `addr` lies in a hole between two points of `function`
+    /// no wider than the profile's `gap_fill` (such holes read as 0, as on real meters).
+    fn in_small_hole(&self, function: RegisterFunction, addr: u16) -> bool {
+        let Kind::Modbus { points, gap_fill } = &self.kind else {
+            return false;
+        };
+        let same = || points.iter().filter(|p| p.function == function);
+        let before = same()
+            .map(|p| u32::from(p.register) + p.ty.registers() as u32)
+            .filter(|end| *end <= u32::from(addr))
+            .max();
+        let after = same()
+            .map(|p| u32::from(p.register))
+            .filter(|start| *start > u32::from(addr))
+            .min();
+        matches!((before, after), (Some(b), Some(a)) if a - b <= u32::from(*gap_fill))
+    }
+
+    /// The reply to a Modbus request for this meter's unit, with the values it encodes.
+    pub fn respond_modbus(
+        &self,
+        request: &RtuRequest,
+        t: UnixMillis,
+    ) -> (RtuResponse, Vec<TruthValue>) {
+        let exception = |code| {
+            (
+                RtuResponse::Exception {
+                    function: request.function(),
+                    code,
+                },
+                Vec::new(),
+            )
+        };
+        if request.validate().is_err() {
+            return exception(ExceptionCode::IllegalDataValue);
+        }
+        let (function, address, count) = match request {
+            RtuRequest::ReadCoils { address, count } => (RegisterFunction::Coil, *address, *count),
+            RtuRequest::ReadDiscreteInputs { address, count } => {
+                (RegisterFunction::Discrete, *address, *count)
+            }
+            RtuRequest::ReadHoldingRegisters { address, count } => {
+                (RegisterFunction::Holding, *address, *count)
+            }
+            RtuRequest::ReadInputRegisters { address, count } => {
+                (RegisterFunction::Input, *address, *count)
+            }
+            _ => return exception(ExceptionCode::IllegalFunction),
+        };
+        let image = self.image(function, t);
+        let mut regs = Vec::with_capacity(usize::from(count));
+        for i in 0..count {
+            let addr = address.saturating_add(i);
+            match image.get(&addr) {
+                Some(v) => regs.push(*v),
+                None if self.in_small_hole(function, addr) => regs.push(0),
+                None => return exception(ExceptionCode::IllegalDataAddress),
+            }
+        }
+        let truth = self.modbus_truth(function, address, &regs);
+        let response = match function {
+            RegisterFunction::Holding => RtuResponse::HoldingRegisters(regs),
+            RegisterFunction::Input => RtuResponse::InputRegisters(regs),
+            RegisterFunction::Coil => {
+                RtuResponse::Coils(regs.iter().map(|r| *r & 1 == 1).collect())
+            }
+            RegisterFunction::Discrete => {
+                RtuResponse::DiscreteInputs(regs.iter().map(|r| *r & 1 == 1).collect())
+            }
+        };
+        (response, truth)
+    }
+
+    /// The values of every point wholly inside a read of `regs` from `address`.
+    fn modbus_truth(
+        &self,
+        function: RegisterFunction,
+        address: u16,
+        regs: &[u16],
+    ) -> Vec<TruthValue> {
+        let Kind::Modbus { points, .. } = &self.kind else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in points.iter().filter(|p| p.function == function) {
+            let Some(offset) = p.register.checked_sub(address).map(usize::from) else {
+                continue;
+            };
+            let Some(slice) = regs.get(offset..offset + p.ty.registers()) else {
+                continue;
+            };
+            let scale = p.scale.map_or(Scale::None, Scale::Factor);
+            let value = match values::read_value(slice, p.ty, p.order, scale, None) {
+                Ok(v) => v.to_string(),
+                Err(e) => format!("invalid ({e})"),
+            };
+            out.push(TruthValue {
+                quantity: p.quantity.clone(),
+                value,
+                unit: p.unit.clone(),
+            });
+        }
+        out
+    }
+}
