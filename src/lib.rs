@@ -10,4 +10,5 @@ pub mod bus;
 pub mod config;
 pub mod decode;
 pub mod hex_input;
+pub mod meter;
 pub mod reading;
