@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod hex_input;

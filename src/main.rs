@@ -16,11 +16,23 @@ struct Cli {
 enum Command {
     /// Decode a DL/T 645 or Modbus RTU frame and explain it field by field.
     Decode(meterd::decode::DecodeArgs),
+    /// Read one meter once and print its values (a table, or the reading batch with --json).
+    Read(meterd::cli::read::ReadArgs),
+    /// Find the meters on a bus (DL/T 645 read-address or address probing; Modbus unit sweep).
+    Scan(meterd::cli::scan::ScanArgs),
+    /// Run the buses of a configuration and print every frame both ways, decoded.
+    Trace(meterd::cli::trace::TraceArgs),
+    /// Validate a configuration and print the effective settings and Modbus request plans.
+    CheckConfig(meterd::cli::check_config::CheckConfigArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => meterd::decode::run(&args),
+        Command::Read(args) => meterd::cli::read::run(&args),
+        Command::Scan(args) => meterd::cli::scan::run(&args),
+        Command::Trace(args) => meterd::cli::trace::run(&args),
+        Command::CheckConfig(args) => meterd::cli::check_config::run(&args),
     }
 }

@@ -634,9 +634,7 @@ impl Bus {
             let answered = result.answered > 0;
             let degrade_after = self.degrade_after;
             let changed = self.with_status(|s| {
-                let Some(ms) = s.meters.get_mut(m) else {
-                    return None;
-                };
+                let ms = s.meters.get_mut(m)?;
                 ms.last_good_values = good;
                 ms.last_bad_values = bad;
                 if let Some(reason) = link_failed.clone() {
