@@ -394,3 +394,89 @@ async fn a_serial_bus_on_a_pty_pair() {
     let err = again.connect().await.unwrap_err();
     assert!(err.contains("busy"), "{err}");
 }
+
+/// A Modbus TCP device: unit 3 answers register `a` with `a`, unit 4 answers exception 02,
+/// other units stay silent.
+async fn mbap_fake() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                loop {
+                    let mut h = [0u8; 7];
+                    if s.read_exact(&mut h).await.is_err() {
+                        return;
+                    }
+                    let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+                    let mut pdu = vec![0u8; len - 1];
+                    if s.read_exact(&mut pdu).await.is_err() {
+                        return;
+                    }
+                    let (fc, a, n) = (
+                        pdu[0],
+                        u16::from_be_bytes([pdu[1], pdu[2]]),
+                        u16::from_be_bytes([pdu[3], pdu[4]]),
+                    );
+                    let reply: Vec<u8> = match h[6] {
+                        3 => {
+                            let mut r = vec![fc, (n * 2) as u8];
+                            for i in 0..n {
+                                r.extend_from_slice(&(a + i).to_be_bytes());
+                            }
+                            r
+                        }
+                        4 => vec![fc | 0x80, 2],
+                        _ => continue,
+                    };
+                    let mut out = vec![h[0], h[1], 0, 0];
+                    out.extend_from_slice(&((reply.len() + 1) as u16).to_be_bytes());
+                    out.push(h[6]);
+                    out.extend_from_slice(&reply);
+                    if s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_modbus_tcp_bus_reads_with_evidence_and_survives_a_silent_unit() {
+    let host = mbap_fake().await;
+    let meters = [3u8, 4, 9, 3]
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            format!(
+                "[[bus.meter]]\nid = \"m{i}\"\nprotocol = \"modbus-tcp\"\nunit = {u}\nprofile = \"t-mb\"\n"
+            )
+        })
+        .collect::<String>();
+    let text = format!(
+        "gateway = \"gw\"\nprofile_dirs = [{:?}]\n[[bus]]\nname = \"lan\"\ntransport = \"modbus-tcp\"\nhost = \"{host}\"\ntiming = {{ {FAST} }}\n{meters}",
+        profile_dir().display().to_string()
+    );
+    let c = Config::from_text(Path::new("/tmp/t.toml"), &text).unwrap();
+    let mut bus = bus_of(&c, 0);
+    bus.connect().await.unwrap();
+    let b = bus.read_now("m0").await.unwrap();
+    assert_eq!(b.protocol, "modbus-tcp");
+    assert_eq!(values(&b)["current.l1"].0, "0.12");
+    // The evidence is the real MBAP response: transaction id, protocol 0, length 9, unit 3.
+    assert!(
+        b.frames[0].ends_with("00 00 00 09 03 03 06 00 0A 00 0B 00 0C"),
+        "{:?}",
+        b.frames
+    );
+    let v = values(&bus.read_now("m1").await.unwrap());
+    assert_eq!(v["voltage.l1"].1, "exception 02 illegal data address");
+    let v = values(&bus.read_now("m2").await.unwrap());
+    assert_eq!(v["voltage.l1"].1, "no reply within 100ms");
+    // After the timeout the connection is replaced: no stale reply can answer this read.
+    let v = values(&bus.read_now("m3").await.unwrap());
+    assert_eq!(v["voltage.l1"].0, "1.0");
+}
