@@ -138,7 +138,7 @@ pub fn spawn(
 }
 
 struct MeterSlot {
-    driver: MeterDriver,
+    driver: Arc<MeterDriver>,
     timing: EffectiveTiming,
     interval: Duration,
     tap: FrameTap,
@@ -250,7 +250,7 @@ impl Bus {
                 })?;
             meters.push(MeterSlot {
                 tap: tap.for_meter(&id),
-                driver,
+                driver: Arc::new(driver),
                 timing: m.timing.over(&bus.timing).effective(bus.baud),
                 interval: m.interval,
             });
@@ -312,7 +312,7 @@ impl Bus {
 
     /// The meters' drivers.
     pub fn drivers(&self) -> impl Iterator<Item = &MeterDriver> {
-        self.meters.iter().map(|m| &m.driver)
+        self.meters.iter().map(|m| m.driver.as_ref())
     }
 
     /// Opens the link now (the CLI wants a clear error before anything else).
@@ -457,11 +457,14 @@ impl Bus {
                 Err(Attempt::Timeout(note)) => {
                     self.with_status(|s| s.timeouts += 1);
                     self.last_activity = Some(Instant::now());
-                    self.after_timeout = Some(TimedOut {
-                        request: request.clone(),
-                        at: Instant::now(),
-                        guard: timing.late_reply_guard,
-                    });
+                    // Modbus TCP replaces its connection after a timeout instead.
+                    if matches!(self.wire, Wire::Raw { .. }) {
+                        self.after_timeout = Some(TimedOut {
+                            request: request.clone(),
+                            at: Instant::now(),
+                            guard: timing.late_reply_guard,
+                        });
+                    }
                     last = format!(
                         "no reply within {}{}{note}",
                         humantime::format_duration(timing.response_timeout),
