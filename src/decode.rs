@@ -212,6 +212,47 @@ pub fn decode(bytes: &[u8], protocol: DecodeProtocol) -> Result<Decoded, String>
     }
 }
 
+/// A one-line summary of a frame for live traces: protocol, function, address or unit, DI,
+/// values or error, and a bad checksum; `?` plus the reason when the bytes are no frame.
+pub fn one_line(bytes: &[u8]) -> String {
+    let d = match decode(bytes, DecodeProtocol::Auto) {
+        Ok(d) => d,
+        Err(reason) => return format!("? {reason}"),
+    };
+    let j = &d.json;
+    let mut out = format!("{} {} {}", j.protocol, j.control.function, j.address);
+    if let Some(di) = &j.di {
+        let _ = write!(out, " di={di}");
+    }
+    for v in j.values.iter().take(6) {
+        let shown = match &v.value {
+            Some(ValueData::Number(n)) => n.to_string(),
+            Some(ValueData::Text(t)) => t.clone(),
+            None => format!("null ({})", v.reason.as_deref().unwrap_or("invalid")),
+        };
+        let _ = write!(
+            out,
+            " {}={shown}{}",
+            v.quantity,
+            if v.unit.is_empty() { "" } else { " " }
+        );
+        out.push_str(&v.unit);
+    }
+    if j.values.len() > 6 {
+        let _ = write!(out, " (+{} more)", j.values.len() - 6);
+    }
+    for f in j.fields.iter().take(3) {
+        let _ = write!(out, " {}={}", f.name, f.value);
+    }
+    if let Some(e) = &j.error {
+        let _ = write!(out, " error: {e}");
+    }
+    if let Some(p) = &d.problem {
+        let _ = write!(out, " [{p}]");
+    }
+    out.trim_end().to_owned()
+}
+
 /// The edition a frame most likely belongs to, from its function code and data length.
 fn guess_version(fi: &FrameInspection) -> Version {
     let code = fi.control.code();

@@ -7,10 +7,12 @@
 #![warn(missing_docs)]
 
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod hex_input;
 pub mod logging;
+pub mod meter;
 pub mod reading;
 pub mod sim;
 pub mod validate;

@@ -18,6 +18,14 @@ enum Command {
     Decode(meterd::decode::DecodeArgs),
     /// Simulated meters on serial ports / TCP, with wire-time emulation and fault injection.
     Simulate(meterd::sim::cli::SimulateArgs),
+    /// Read one meter once and print its values (a table, or the reading batch with --json).
+    Read(meterd::cli::read::ReadArgs),
+    /// Find the meters on a bus (DL/T 645 read-address or address probing; Modbus unit sweep).
+    Scan(meterd::cli::scan::ScanArgs),
+    /// Run the buses of a configuration and print every frame both ways, decoded.
+    Trace(meterd::cli::trace::TraceArgs),
+    /// Validate a configuration and print the effective settings and Modbus request plans.
+    CheckConfig(meterd::cli::check_config::CheckConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -25,5 +33,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Decode(args) => meterd::decode::run(&args),
         Command::Simulate(args) => meterd::sim::cli::run(&args),
+        Command::Read(args) => meterd::cli::read::run(&args),
+        Command::Scan(args) => meterd::cli::scan::run(&args),
+        Command::Trace(args) => meterd::cli::trace::run(&args),
+        Command::CheckConfig(args) => meterd::cli::check_config::run(&args),
     }
 }

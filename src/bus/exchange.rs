@@ -26,7 +26,7 @@ use super::trace::{Direction, FrameTap};
 use super::transport::Link;
 
 /// What a reply must look like to be accepted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Framing {
     /// A DL/T 645 reply from `address` (wildcards allowed) to `function`.
     Dlt645 {

@@ -263,9 +263,12 @@ impl Link {
 fn classify_serial_error(path: &str, e: tokio_serial::Error) -> LinkError {
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
+    // serialport reports a held flock and EBUSY as `NoDevice` too: look at the text first.
+    if lower.contains("lock") || lower.contains("busy") {
+        return LinkError::Busy(path.to_owned());
+    }
     match e.kind {
         tokio_serial::ErrorKind::NoDevice => LinkError::NotFound(path.to_owned()),
-        _ if lower.contains("lock") || lower.contains("busy") => LinkError::Busy(path.to_owned()),
         tokio_serial::ErrorKind::Io(io::ErrorKind::NotFound) => {
             LinkError::NotFound(path.to_owned())
         }

@@ -237,6 +237,14 @@ pub struct Timing {
         skip_serializing_if = "Option::is_none"
     )]
     pub modbus_silence: Option<Duration>,
+    /// After a timeout, wait this long (and discard input) before sending a different request,
+    /// so that a late reply is never read as the next answer; default min(timeout/2, 300ms).
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub late_reply_guard: Option<Duration>,
 }
 
 /// Effective timing after defaults and overrides are applied.
@@ -260,6 +268,9 @@ pub struct EffectiveTiming {
     /// See [`Timing::modbus_silence`].
     #[serde(with = "duration")]
     pub modbus_silence: Duration,
+    /// See [`Timing::late_reply_guard`].
+    #[serde(with = "duration")]
+    pub late_reply_guard: Duration,
 }
 
 impl Timing {
@@ -273,13 +284,15 @@ impl Timing {
             preamble: self.preamble.or(base.preamble),
             echo: self.echo.or(base.echo),
             modbus_silence: self.modbus_silence.or(base.modbus_silence),
+            late_reply_guard: self.late_reply_guard.or(base.late_reply_guard),
         }
     }
 
     /// Fills what is unset with protocol-appropriate defaults for `baud`.
     pub fn effective(&self, baud: u32) -> EffectiveTiming {
+        let response_timeout = self.response_timeout.unwrap_or(Duration::from_millis(1000));
         EffectiveTiming {
-            response_timeout: self.response_timeout.unwrap_or(Duration::from_millis(1000)),
+            response_timeout,
             inter_byte_timeout: self
                 .inter_byte_timeout
                 .unwrap_or(Duration::from_millis(500)),
@@ -288,6 +301,9 @@ impl Timing {
             preamble: self.preamble.unwrap_or(4).min(4),
             echo: self.echo.unwrap_or(false),
             modbus_silence: self.modbus_silence.unwrap_or_else(|| t35(baud)),
+            late_reply_guard: self
+                .late_reply_guard
+                .unwrap_or_else(|| (response_timeout / 2).min(Duration::from_millis(300))),
         }
     }
 }

@@ -355,6 +355,13 @@ impl ProfileSet {
         self.by_name.insert(p.name.clone(), p);
     }
 
+    /// The set with `profile` added (replacing one of the same name): for the CLI's
+    /// `--quantity` reads, which make a profile on the fly.
+    pub fn with(mut self, profile: Profile) -> Self {
+        self.insert(profile);
+        self
+    }
+
     /// A profile by name.
     pub fn get(&self, name: &str) -> Option<&Profile> {
         self.by_name.get(name)

@@ -1,0 +1,255 @@
+//! `meterd read`: one-shot read of one meter, through the same driver and exchange code as
+//! the daemon.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use meter_protocols::dlt645::catalog::di_for_quantity;
+use meter_protocols::dlt645::{Address, Version};
+
+use super::{LineArgs, ProtocolArg, Target, bus_toml, fail, parse_duration, runtime, toml_str};
+use crate::bus::health::LinkState;
+use crate::bus::task::{Bus, BusOptions};
+use crate::config::{BusConfig, Profile, ProfileSet, Protocol};
+use crate::reading::{Quality, ReadingBatch, ValueData};
+
+/// Arguments of `meterd read`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// Where the meter is.
+    #[command(flatten)]
+    pub target: Target,
+    /// Serial settings.
+    #[command(flatten)]
+    pub line: LineArgs,
+    /// The meter's protocol.
+    #[arg(long, value_enum)]
+    pub protocol: ProtocolArg,
+    /// DL/T 645 address (12 digits; AAAAAAAAAAAA reads the lone meter on the bus).
+    #[arg(long, value_name = "12DIGITS")]
+    pub address: Option<String>,
+    /// Modbus unit id.
+    #[arg(long, value_name = "N")]
+    pub unit: Option<u8>,
+    /// Profile (meter model) to read.
+    #[arg(long, conflicts_with = "quantity")]
+    pub profile: Option<String>,
+    /// Quantities to read (DL/T 645 only), e.g. `energy.active.import.total voltage.l1`.
+    #[arg(long, num_args = 1.., value_name = "Q")]
+    pub quantity: Vec<String>,
+    /// Response timeout.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub timeout: Duration,
+    /// Further attempts after a timeout.
+    #[arg(long, default_value_t = 1)]
+    pub retries: u8,
+    /// Print the reading batch as JSON (with the raw frames).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `meterd read`: 0 when the meter answered, 1 when it did not, 2 for a bad request or a
+/// dead/busy port.
+pub fn run(args: &ReadArgs) -> ExitCode {
+    let (bus, profiles) = match build(args) {
+        Ok(x) => x,
+        Err(e) => return fail("read", &e, 2),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail("read", &e, 2),
+    };
+    rt.block_on(async {
+        let mut options = BusOptions::new("local");
+        options.evidence_frames = true;
+        let mut bus = match Bus::new(&bus, &profiles, options) {
+            Ok(b) => b,
+            Err(e) => return fail("read", &e.to_string(), 2),
+        };
+        if let Err(e) = bus.connect().await {
+            return fail("read", &e, 2);
+        }
+        let Some(id) = bus.drivers().next().map(|d| d.id().to_owned()) else {
+            return fail("read", "no meter to read", 2);
+        };
+        let batch = match bus.read_now(&id).await {
+            Ok(b) => b,
+            Err(e) => return fail("read", &e, 2),
+        };
+        let status = bus.status();
+        let (link, answered, last_error) = {
+            let s = status
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let m = s.meters.first();
+            (
+                s.link.clone(),
+                m.is_some_and(|m| m.polls_ok > 0),
+                m.and_then(|m| m.last_error.clone()),
+            )
+        };
+        if let LinkState::Down(reason) = link {
+            return fail("read", &reason, 2);
+        }
+        if !answered {
+            return fail(
+                "read",
+                &format!(
+                    "no answer from meter {id}: {}",
+                    last_error.unwrap_or_else(|| "no reply".into())
+                ),
+                1,
+            );
+        }
+        if args.json {
+            match serde_json::to_string_pretty(&batch) {
+                Ok(s) => println!("{s}"),
+                Err(e) => return fail("read", &format!("cannot print JSON: {e}"), 2),
+            }
+        } else {
+            print!("{}", table(&batch));
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// The bus configuration and profiles of a one-shot read.
+fn build(args: &ReadArgs) -> Result<(BusConfig, ProfileSet), String> {
+    let protocol: Protocol = args.protocol.into();
+    let mut profiles = ProfileSet::builtin().map_err(|e| e.to_string())?;
+    let meter_key = if protocol.is_dlt645() {
+        let a = args
+            .address
+            .as_deref()
+            .ok_or("a DL/T 645 read needs --address (12 digits)")?;
+        let parsed: Address = a.parse().map_err(|e| format!("--address: {e}"))?;
+        format!("address = {}", toml_str(&parsed.to_string()))
+    } else {
+        let unit = args.unit.ok_or("a Modbus read needs --unit N")?;
+        format!("unit = {unit}")
+    };
+    let profile = match (&args.profile, args.quantity.is_empty()) {
+        (Some(p), _) => {
+            let prof = profiles.get(p).ok_or_else(|| {
+                format!(
+                    "no profile named {p:?}; known: {}",
+                    profiles.names().join(", ")
+                )
+            })?;
+            if !prof.supports(protocol) {
+                return Err(format!(
+                    "profile {p:?} is for {}, not {}",
+                    prof.protocol_name(),
+                    protocol.name()
+                ));
+            }
+            p.clone()
+        }
+        (None, false) => {
+            let version = match protocol {
+                Protocol::Dlt645_2007 => Version::V2007,
+                Protocol::Dlt645_1997 => Version::V1997,
+                _ => return Err("--quantity works for DL/T 645; for Modbus give --profile".into()),
+            };
+            let mut text = format!(
+                "name = \"cli\"\ndescription = \"command line\"\nsource = \"command line\"\nprotocol = \"{}\"\n",
+                protocol.name()
+            );
+            for q in &args.quantity {
+                let di = di_for_quantity(version, q)
+                    .ok_or_else(|| format!("{q:?} is not a known {} quantity", protocol.name()))?;
+                text.push_str(&format!(
+                    "[[point]]\ndi = \"{di}\"\nquantity = {}\n",
+                    toml_str(q)
+                ));
+            }
+            let p =
+                Profile::parse(Path::new("<command line>"), &text).map_err(|e| e.to_string())?;
+            profiles = profiles.with(p);
+            "cli".into()
+        }
+        (None, true) => return Err("give --profile NAME or --quantity Q...".into()),
+    };
+    let timing = format!(
+        "response_timeout = {}, retries = {}",
+        toml_str(&humantime::format_duration(args.timeout).to_string()),
+        args.retries
+    );
+    let mut text = bus_toml("cli", &args.target, &args.line, protocol, &timing)?;
+    text.push_str(&format!(
+        "[[meter]]\nprotocol = \"{}\"\n{meter_key}\nprofile = {}\n",
+        protocol.name(),
+        toml_str(&profile)
+    ));
+    let bus: BusConfig = toml::from_str(&text).map_err(|e| format!("bad arguments: {e}"))?;
+    Ok((bus, profiles))
+}
+
+/// The reading as a table: quantity, value, unit, quality, reason.
+pub fn table(batch: &ReadingBatch) -> String {
+    let rows: Vec<[String; 5]> = batch
+        .values
+        .iter()
+        .map(|v| {
+            let value = match &v.value {
+                Some(ValueData::Number(n)) => n.to_string(),
+                Some(ValueData::Text(t)) => t.clone(),
+                None => "-".into(),
+            };
+            let mut reason = v.reason.clone().unwrap_or_default();
+            if let Some(t) = &v.meter_time {
+                reason = format!("at {t} {reason}").trim_end().to_owned();
+            }
+            [
+                v.quantity.clone(),
+                value,
+                v.unit.clone(),
+                v.quality.to_string(),
+                reason,
+            ]
+        })
+        .collect();
+    let head = ["quantity", "value", "unit", "quality", "reason"];
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = format!(
+        "meter {} ({}) at {}\n",
+        batch.meter, batch.protocol, batch.read_at
+    );
+    let line = |c: &[String; 5]| {
+        format!(
+            "{:<w0$}  {:>w1$}  {:<w2$}  {:<w3$}  {}\n",
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        )
+        .trim_end()
+        .to_owned()
+            + "\n"
+    };
+    out.push_str(&line(&head.map(String::from)));
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+    let bad = batch
+        .values
+        .iter()
+        .filter(|v| v.quality == Quality::Bad)
+        .count();
+    if bad > 0 {
+        out.push_str(&format!("{bad} of {} values bad\n", batch.values.len()));
+    }
+    out
+}

@@ -1,0 +1,194 @@
+//! DL/T 645 reads: the request of one data identifier and the meaning of its reply.
+
+use meter_protocols::dlt645::catalog::{self, DiInfo};
+use meter_protocols::dlt645::{Address, DataIdentifier, Dlt645Frame, Request, Response};
+
+use super::{FollowUp, Step, Transaction, TxKind, bad_value};
+use crate::bus::exchange::Framing;
+use crate::decode::value_json;
+use crate::reading::{Quality, ReadingValue};
+
+/// A quantity a DL/T 645 read is expected to yield.
+#[derive(Debug, Clone)]
+pub(super) struct Item {
+    pub quantity: String,
+    pub unit: String,
+    pub obis: Option<String>,
+    pub di: DataIdentifier,
+}
+
+/// The items `di` nominally yields (blocks expanded), with the profile's name for a single item.
+fn items(di: DataIdentifier, quantity: Option<&str>) -> Vec<Item> {
+    let from = |s: &catalog::DiSpec| Item {
+        quantity: s.quantity.to_string(),
+        unit: s.unit.to_owned(),
+        obis: s.obis.as_ref().map(|o| o.to_string()),
+        di: s.di,
+    };
+    let mut list: Vec<Item> = match catalog::lookup(di) {
+        Some(DiInfo::Item(spec)) => vec![from(&spec)],
+        Some(DiInfo::Block { items, .. }) => items.iter().map(from).collect(),
+        None => vec![Item {
+            quantity: format!("dlt645:{di}"),
+            unit: String::new(),
+            obis: None,
+            di,
+        }],
+    };
+    if let (Some(q), [only]) = (quantity, list.as_mut_slice()) {
+        only.quantity = q.to_owned();
+    }
+    list
+}
+
+pub(super) fn transaction(
+    address: Address,
+    di: DataIdentifier,
+    quantity: Option<String>,
+) -> Transaction {
+    let request = Request::ReadData { di, extra: vec![] };
+    Transaction {
+        step: Step {
+            bytes: request.to_frame(address).to_bytes(0),
+            framing: Framing::Dlt645 {
+                address,
+                function: request.function(),
+            },
+            modbus: None,
+            what: format!("read {di}"),
+        },
+        kind: TxKind::Dlt645 {
+            di,
+            items: items(di, quantity.as_deref()),
+            quantity_override: quantity,
+        },
+    }
+}
+
+pub(super) fn follow_up_step(address: Address, di: DataIdentifier, seq: u8) -> Step {
+    let request = Request::ReadFollowUp { di, seq };
+    Step {
+        bytes: request.to_frame(address).to_bytes(0),
+        framing: Framing::Dlt645 {
+            address,
+            function: request.function(),
+        },
+        modbus: None,
+        what: format!("read follow-up {di} #{seq}"),
+    }
+}
+
+pub(super) enum Outcome {
+    /// More frames follow: ask for the next one.
+    More(FollowUp),
+    /// The decoded values.
+    Values(Vec<ReadingValue>),
+    /// No values: the reason each expected item carries.
+    Bad(String),
+}
+
+/// What one reply frame (maybe a follow-up) means for the read of `di`.
+pub(super) fn interpret(
+    di: DataIdentifier,
+    frame: &Dlt645Frame,
+    follow: Option<FollowUp>,
+) -> Outcome {
+    let response = match Response::from_frame(frame, di.version()) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Bad(format!("unusable reply: {e}")),
+    };
+    let (got, payload, more, seq) = match response {
+        Response::ReadData {
+            di: got,
+            payload,
+            more_follows,
+        } => (got, payload, more_follows, 0),
+        Response::ReadFollowUp {
+            di: got,
+            payload,
+            seq,
+            more_follows,
+        } => (got, payload, more_follows, seq),
+        Response::Abnormal { error, .. } => {
+            let reasons: Vec<&str> = error.reasons().collect();
+            let text = if reasons.is_empty() {
+                "no reason given".to_owned()
+            } else {
+                reasons.join(", ")
+            };
+            return Outcome::Bad(format!("meter error {:02X}: {text}", error.0));
+        }
+        Response::SecurityAbnormal { error, .. } => {
+            let reasons: Vec<&str> = error.reasons().collect();
+            return Outcome::Bad(format!("meter security error: {}", reasons.join(", ")));
+        }
+        other => return Outcome::Bad(format!("unexpected reply {other:?}")),
+    };
+    if got != di {
+        return Outcome::Bad(format!("reply for another DI ({got}, asked {di})"));
+    }
+    let mut acc = follow.unwrap_or(FollowUp {
+        payload: Vec::new(),
+        seq: 0,
+        frames: 0,
+    });
+    acc.payload.extend_from_slice(&payload);
+    if more {
+        acc.frames += 1;
+        acc.seq = if seq == 0 { acc.frames } else { seq + 1 };
+        return Outcome::More(acc);
+    }
+    Outcome::Values(decode(di, &acc.payload))
+}
+
+/// The values of a complete payload.
+fn decode(di: DataIdentifier, payload: &[u8]) -> Vec<ReadingValue> {
+    let version = di.version();
+    catalog::decode_payload(di, payload)
+        .into_iter()
+        .map(|d| {
+            let item_di = catalog::di_for_quantity(version, &d.quantity).unwrap_or(di);
+            let source = format!("dlt645:{item_di}");
+            let (value, meter_time, reason) = value_json(&d.value);
+            let quality = if value.is_some() {
+                Quality::Good
+            } else {
+                Quality::Bad
+            };
+            ReadingValue {
+                quantity: d.quantity.to_string(),
+                value,
+                unit: d.unit.to_owned(),
+                obis: d.obis.map(|o| o.to_string()),
+                source,
+                quality,
+                reason,
+                meter_time,
+            }
+        })
+        .collect()
+}
+
+/// Applies the profile's quantity name to a single-item read.
+pub(super) fn rename(mut values: Vec<ReadingValue>, quantity: Option<&str>) -> Vec<ReadingValue> {
+    if let (Some(q), [only]) = (quantity, values.as_mut_slice()) {
+        only.quantity = q.to_owned();
+    }
+    values
+}
+
+/// Every expected item, bad with `reason`.
+pub(super) fn bad_items(items: &[Item], reason: &str) -> Vec<ReadingValue> {
+    items
+        .iter()
+        .map(|i| {
+            bad_value(
+                &i.quantity,
+                &i.unit,
+                i.obis.clone(),
+                format!("dlt645:{}", i.di),
+                reason,
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,485 @@
+//! Sans-IO meter drivers: what to ask a meter in one poll, and what its answers mean.
+//!
+//! A [`MeterDriver`] is built once per configured meter from its profile. It owns the list of
+//! transactions of one poll (DL/T 645: one read per profile data identifier; Modbus: the
+//! coalesced reads of [`meter_protocols::modbus::plan`]) and the turning of every reply, error
+//! reply or failure into [`ReadingValue`]s. Every profile quantity appears in the batch, good
+//! or bad: nothing is silently dropped.
+//!
+//! It never does I/O, never sleeps and never reads a clock: the bus task sends the bytes a
+//! [`Step`] holds, keeps the timing, and feeds back what came (or did not). The same driver
+//! serves the daemon, `meterd read` and the tests.
+
+mod dlt645;
+mod modbus;
+
+use std::collections::HashMap;
+
+use meter_protocols::dlt645::{Address, DataIdentifier, Version};
+use meter_protocols::modbus::plan::PollPlan;
+use meter_protocols::modbus::rtu;
+use thiserror::Error;
+
+use crate::bus::exchange::{Framing, Reply};
+use crate::config::profile::ProfileProtocol;
+use crate::config::{MeterConfig, Profile, Protocol};
+use crate::reading::{Quality, ReadingValue};
+
+pub use modbus::ModbusPoint;
+
+/// Most follow-up frames (`12`/`02`) fetched for one item before giving up.
+pub const MAX_FOLLOW_UPS: u8 = 16;
+
+/// Why a driver cannot be built for a meter.
+#[derive(Debug, Error)]
+pub enum DriverError {
+    /// The meter's configuration lacks or garbles a field the protocol needs.
+    #[error("meter {meter}: {message}")]
+    Config {
+        /// Meter id.
+        meter: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One request of a poll, ready for the wire.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The bytes to send: a DL/T 645 frame without `FE` preamble (the bus adds it), or a
+    /// Modbus RTU ADU.
+    pub bytes: Vec<u8>,
+    /// What the reply must look like.
+    pub framing: Framing,
+    /// The typed Modbus request and unit, for transports that frame themselves (Modbus TCP).
+    pub modbus: Option<(u8, rtu::Request)>,
+    /// Short description for traces: `read 00010000`, `FC04 0x0000+38`.
+    pub what: String,
+}
+
+/// What a transaction reads.
+#[derive(Debug, Clone)]
+enum TxKind {
+    /// A DL/T 645 read of one DI; `items` are the quantities the profile expects from it.
+    Dlt645 {
+        di: DataIdentifier,
+        items: Vec<dlt645::Item>,
+        quantity_override: Option<String>,
+    },
+    /// One planned Modbus read.
+    Modbus { read: usize },
+}
+
+/// One transaction of a poll (retries and follow-ups belong to it).
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    step: Step,
+    kind: TxKind,
+}
+
+impl Transaction {
+    /// The first request of the transaction.
+    pub fn step(&self) -> &Step {
+        &self.step
+    }
+}
+
+/// A meter and the poll that reads it.
+#[derive(Debug, Clone)]
+pub struct MeterDriver {
+    id: String,
+    protocol: Protocol,
+    address: Option<Address>,
+    unit: u8,
+    transactions: Vec<Transaction>,
+    modbus_points: Vec<ModbusPoint>,
+    plan: Option<PollPlan>,
+}
+
+impl MeterDriver {
+    /// Builds the driver of `meter` (on bus `bus`) from its `profile`.
+    pub fn new(meter: &MeterConfig, profile: &Profile, bus: &str) -> Result<Self, DriverError> {
+        let id = meter.effective_id(bus);
+        let fail = |message: String| DriverError::Config {
+            meter: id.clone(),
+            message,
+        };
+        if !profile.supports(meter.protocol) {
+            return Err(fail(format!(
+                "profile {:?} is for {}, not {}",
+                profile.name,
+                profile.protocol_name(),
+                meter.protocol.name()
+            )));
+        }
+        let mut driver = MeterDriver {
+            id: id.clone(),
+            protocol: meter.protocol,
+            address: None,
+            unit: 0,
+            transactions: Vec::new(),
+            modbus_points: Vec::new(),
+            plan: None,
+        };
+        match profile.protocol {
+            ProfileProtocol::Dlt645_2007 | ProfileProtocol::Dlt645_1997 => {
+                let text = meter
+                    .address
+                    .as_deref()
+                    .ok_or_else(|| fail("a DL/T 645 meter needs `address`".into()))?;
+                let address: Address = text
+                    .parse()
+                    .map_err(|e| fail(format!("address {text:?}: {e}")))?;
+                driver.address = Some(address);
+                let version = if profile.protocol == ProfileProtocol::Dlt645_2007 {
+                    Version::V2007
+                } else {
+                    Version::V1997
+                };
+                for p in &profile.points {
+                    let p = p.get_ref();
+                    let di_text = p.di.as_deref().unwrap_or_default();
+                    let di = DataIdentifier::parse(di_text)
+                        .filter(|d| d.version() == version)
+                        .ok_or_else(|| fail(format!("bad DI {di_text:?} in the profile")))?;
+                    driver
+                        .transactions
+                        .push(dlt645::transaction(address, di, p.quantity.clone()));
+                }
+            }
+            ProfileProtocol::Modbus => {
+                let unit = meter
+                    .unit
+                    .ok_or_else(|| fail("a Modbus meter needs `unit`".into()))?;
+                driver.unit = unit;
+                let (points, plan) = modbus::plan_points(meter, profile).map_err(fail)?;
+                for (i, read) in plan.requests.iter().enumerate() {
+                    driver.transactions.push(modbus::transaction(unit, read, i));
+                }
+                driver.modbus_points = points;
+                driver.plan = Some(plan);
+            }
+        }
+        Ok(driver)
+    }
+
+    /// The meter's id as published.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The meter's protocol.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The DL/T 645 address (DL/T 645 meters only).
+    pub fn address(&self) -> Option<Address> {
+        self.address
+    }
+
+    /// The Modbus unit id (Modbus meters only; 0 otherwise).
+    pub fn unit(&self) -> u8 {
+        self.unit
+    }
+
+    /// The transactions of one poll, in order.
+    pub fn transactions(&self) -> &[Transaction] {
+        &self.transactions
+    }
+
+    /// The Modbus request plan (Modbus meters only).
+    pub fn plan(&self) -> Option<&PollPlan> {
+        self.plan.as_ref()
+    }
+
+    /// The Modbus points, in profile order (Modbus meters only).
+    pub fn modbus_points(&self) -> &[ModbusPoint] {
+        &self.modbus_points
+    }
+
+    /// The quantities one poll yields, as named before any reply (blocks expanded nominally).
+    pub fn quantities(&self) -> Vec<String> {
+        if self.protocol.is_dlt645() {
+            self.transactions
+                .iter()
+                .flat_map(|t| match &t.kind {
+                    TxKind::Dlt645 { items, .. } => {
+                        items.iter().map(|i| i.quantity.clone()).collect()
+                    }
+                    TxKind::Modbus { .. } => Vec::new(),
+                })
+                .collect()
+        } else {
+            self.modbus_points
+                .iter()
+                .map(|p| p.quantity.clone())
+                .collect()
+        }
+    }
+
+    /// Starts one poll.
+    pub fn poll(&self) -> Poll<'_> {
+        Poll {
+            driver: self,
+            tx: 0,
+            follow: None,
+            values: Vec::new(),
+            frames: Vec::new(),
+            answered: 0,
+            failed: 0,
+            registers: HashMap::new(),
+            read_failures: vec![None; self.transactions.len()],
+        }
+    }
+}
+
+/// A DL/T 645 item continued in follow-up frames.
+#[derive(Debug, Clone)]
+struct FollowUp {
+    payload: Vec<u8>,
+    seq: u8,
+    frames: u8,
+}
+
+/// One poll in progress: ask [`Poll::next_step`], report each outcome with [`Poll::on_reply`]
+/// or [`Poll::on_failure`], then [`Poll::finish`].
+#[derive(Debug)]
+pub struct Poll<'d> {
+    driver: &'d MeterDriver,
+    tx: usize,
+    follow: Option<FollowUp>,
+    values: Vec<ReadingValue>,
+    frames: Vec<Vec<u8>>,
+    answered: usize,
+    failed: usize,
+    /// Modbus registers and bits read so far, by (function code, address).
+    registers: HashMap<(u8, u16), u16>,
+    /// Why each Modbus read failed, when it did.
+    read_failures: Vec<Option<String>>,
+}
+
+/// The result of one poll.
+#[derive(Debug, Clone)]
+pub struct PollResult {
+    /// Every quantity of the profile, good or bad.
+    pub values: Vec<ReadingValue>,
+    /// The raw reply frames the values came from.
+    pub frames: Vec<Vec<u8>>,
+    /// Transactions the meter answered (any valid reply, error replies included).
+    pub answered: usize,
+    /// Transactions that got no valid reply.
+    pub failed: usize,
+}
+
+impl PollResult {
+    /// True when the meter answered at least one transaction (it is alive).
+    pub fn meter_answered(&self) -> bool {
+        self.answered > 0
+    }
+}
+
+impl Poll<'_> {
+    /// The next request to send, or `None` when the poll is complete.
+    pub fn next_step(&self) -> Option<Step> {
+        let t = self.driver.transactions.get(self.tx)?;
+        match (&t.kind, &self.follow) {
+            (TxKind::Dlt645 { di, .. }, Some(f)) => {
+                let address = self.driver.address.unwrap_or(Address::WILDCARD);
+                Some(dlt645::follow_up_step(address, *di, f.seq))
+            }
+            _ => Some(t.step.clone()),
+        }
+    }
+
+    /// Index of the current transaction.
+    pub fn transaction_index(&self) -> usize {
+        self.tx
+    }
+
+    /// The verified reply to the current request, with its raw bytes (the evidence).
+    pub fn on_reply(&mut self, reply: &Reply, raw: &[u8]) {
+        let Some(t) = self.driver.transactions.get(self.tx) else {
+            return;
+        };
+        if !raw.is_empty() {
+            self.frames.push(raw.to_vec());
+        }
+        match (&t.kind, reply) {
+            (
+                TxKind::Dlt645 {
+                    di,
+                    items,
+                    quantity_override,
+                },
+                Reply::Dlt645(frame),
+            ) => {
+                let outcome = dlt645::interpret(*di, frame, self.follow.take());
+                match outcome {
+                    dlt645::Outcome::More(f) => {
+                        if f.frames >= MAX_FOLLOW_UPS {
+                            let reason =
+                                format!("more than {MAX_FOLLOW_UPS} follow-up frames; gave up");
+                            self.values.extend(dlt645::bad_items(items, &reason));
+                            self.finish_tx(true);
+                        } else {
+                            // Same transaction, next follow-up frame.
+                            self.follow = Some(f);
+                        }
+                    }
+                    dlt645::Outcome::Values(vals) => {
+                        self.values
+                            .extend(dlt645::rename(vals, quantity_override.as_deref()));
+                        self.finish_tx(true);
+                    }
+                    dlt645::Outcome::Bad(reason) => {
+                        self.values.extend(dlt645::bad_items(items, &reason));
+                        self.finish_tx(true);
+                    }
+                }
+            }
+            (TxKind::Modbus { read }, Reply::ModbusRtu(response)) => {
+                self.on_modbus(*read, response);
+                self.finish_tx(true);
+            }
+            (_, other) => {
+                let reason = format!("unexpected kind of reply: {other:?}");
+                self.fail_current(&reason, true);
+            }
+        }
+    }
+
+    fn on_modbus(&mut self, read: usize, response: &rtu::Response) {
+        let Some(plan) = self.driver.plan.as_ref().and_then(|p| p.requests.get(read)) else {
+            return;
+        };
+        let code = plan.function.code();
+        match response {
+            rtu::Response::Exception { code: ex, .. } => {
+                self.read_failures[read] = Some(format!("exception {ex}"));
+            }
+            other => {
+                let words: Vec<u16> = if let Some(regs) = other.registers() {
+                    regs.to_vec()
+                } else if let Some(bits) = other.bits() {
+                    bits.iter().map(|b| u16::from(*b)).collect()
+                } else {
+                    Vec::new()
+                };
+                if words.len() < usize::from(plan.count) {
+                    self.read_failures[read] = Some(format!(
+                        "reply carried {} values, expected {}",
+                        words.len(),
+                        plan.count
+                    ));
+                    return;
+                }
+                for (i, w) in words.iter().take(usize::from(plan.count)).enumerate() {
+                    let addr = plan.address.wrapping_add(u16::try_from(i).unwrap_or(0));
+                    self.registers.insert((code, addr), *w);
+                }
+            }
+        }
+    }
+
+    /// The current request got no valid reply (after the bus's retries): `reason` is what the
+    /// values of this transaction will carry (`no reply within 1s`, `link failed: …`).
+    pub fn on_failure(&mut self, reason: &str) {
+        self.fail_current(reason, false);
+    }
+
+    fn fail_current(&mut self, reason: &str, answered: bool) {
+        let Some(t) = self.driver.transactions.get(self.tx) else {
+            return;
+        };
+        self.follow = None;
+        match &t.kind {
+            TxKind::Dlt645 { items, .. } => {
+                self.values.extend(dlt645::bad_items(items, reason));
+            }
+            TxKind::Modbus { read } => {
+                if let Some(slot) = self.read_failures.get_mut(*read) {
+                    *slot = Some(reason.to_owned());
+                }
+            }
+        }
+        self.finish_tx(answered);
+    }
+
+    fn finish_tx(&mut self, answered: bool) {
+        if answered {
+            self.answered += 1;
+        } else {
+            self.failed += 1;
+        }
+        self.tx += 1;
+    }
+
+    /// Fails every remaining transaction with `reason` (the link is down) and finishes.
+    pub fn abandon(mut self, reason: &str) -> PollResult {
+        while self.tx < self.driver.transactions.len() {
+            self.fail_current(reason, false);
+        }
+        self.finish()
+    }
+
+    /// Ends the poll: every quantity of the profile, good or bad.
+    pub fn finish(mut self) -> PollResult {
+        while self.tx < self.driver.transactions.len() {
+            self.fail_current("not read (poll ended early)", false);
+        }
+        if !self.driver.modbus_points.is_empty() {
+            let plan = self.driver.plan.as_ref();
+            for (i, point) in self.driver.modbus_points.iter().enumerate() {
+                // The read that serves the point, for the failure reason.
+                let failure = plan
+                    .and_then(|p| p.requests.iter().position(|r| r.points.contains(&i)))
+                    .and_then(|r| self.read_failures.get(r).cloned().flatten());
+                let exp_failure = point.exponent_register.and_then(|reg| {
+                    plan.and_then(|p| {
+                        p.requests.iter().position(|r| {
+                            r.function == point.function
+                                && reg >= r.address
+                                && u32::from(reg) < u32::from(r.address) + u32::from(r.count)
+                        })
+                    })
+                    .and_then(|r| self.read_failures.get(r).cloned().flatten())
+                });
+                self.values.push(modbus::value(
+                    point,
+                    &self.registers,
+                    failure.or(exp_failure),
+                ));
+            }
+        }
+        PollResult {
+            values: self.values,
+            frames: self.frames,
+            answered: self.answered,
+            failed: self.failed,
+        }
+    }
+}
+
+/// A bad value: no number, with the reason.
+pub(crate) fn bad_value(
+    quantity: &str,
+    unit: &str,
+    obis: Option<String>,
+    source: String,
+    reason: &str,
+) -> ReadingValue {
+    ReadingValue {
+        quantity: quantity.to_owned(),
+        value: None,
+        unit: unit.to_owned(),
+        obis,
+        source,
+        quality: Quality::Bad,
+        reason: Some(reason.to_owned()),
+        meter_time: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

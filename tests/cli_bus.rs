@@ -1,0 +1,342 @@
+//! `meterd read`, `scan`, `trace` and `check-config` end to end: the built binary against a
+//! scripted fake meter on a pty (opened in-process, see `common::pty`) or loopback TCP.
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meterd");
+
+async fn meterd(args: &[&str]) -> Output {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("meterd hung")
+        .expect("meterd did not start")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A fake serving the model meters (DL/T 645 `DLT_ADDR`, Modbus unit 3) on a pty.
+fn pty_fake() -> Option<(String, Log)> {
+    let (master, path) = pty()?;
+    let log = new_log();
+    tokio::spawn(serve(master, model(&[3]), log.clone()));
+    Some((path, log))
+}
+
+#[tokio::test]
+async fn read_a_dlt645_meter_on_a_pty() {
+    let Some((path, _log)) = pty_fake() else {
+        return;
+    };
+    let out = meterd(&[
+        "read",
+        "--port",
+        &path,
+        "--parity",
+        "none",
+        "--protocol",
+        "dlt645-2007",
+        "--address",
+        DLT_ADDR,
+        "--quantity",
+        "energy.active.import.total",
+        "voltage.l1",
+        "frequency",
+        "--json",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let batch: meterd::reading::ReadingBatch = serde_json::from_slice(&out.stdout).unwrap();
+    let v = values(&batch);
+    assert_eq!(v["energy.active.import.total"].0, "12345.67");
+    assert_eq!(v["voltage.l1"].0, "229.8");
+    assert_eq!(v["frequency"].1, "meter error 02: no requested data");
+    assert_eq!(batch.frames.len(), 3);
+    // The JSON carries the meter's digits, not a float's.
+    assert!(text(&out.stdout).contains("\"value\": 12345.67"));
+
+    let out = meterd(&[
+        "read",
+        "--port",
+        &path,
+        "--parity",
+        "none",
+        "--protocol",
+        "dlt645-2007",
+        "--address",
+        DLT_ADDR,
+        "--quantity",
+        "energy.active.import.total",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("quantity"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("energy.active.import.total")
+                && l.contains("12345.67")
+                && l.contains("kWh")
+                && l.contains("good")),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn read_a_modbus_meter_through_a_device_server() {
+    let host = tcp_fake(model(&[3]), new_log()).await;
+    let out = meterd(&[
+        "read",
+        "--tcp",
+        &host,
+        "--protocol",
+        "modbus-rtu",
+        "--unit",
+        "3",
+        "--profile",
+        "generic-modbus",
+        "--json",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let batch: meterd::reading::ReadingBatch = serde_json::from_slice(&out.stdout).unwrap();
+    let v = values(&batch);
+    // Register 10 holds 10: × 0.1 V.
+    assert_eq!(v["voltage.l1"].0, "1.0");
+    assert_eq!(batch.values.len(), 6);
+    assert_eq!(batch.frames.len(), 1, "one coalesced read");
+}
+
+#[tokio::test]
+async fn no_answer_is_one_line_and_exit_1() {
+    let Some((path, _log)) = pty_fake() else {
+        return;
+    };
+    let out = meterd(&[
+        "read",
+        "--port",
+        &path,
+        "--parity",
+        "none",
+        "--protocol",
+        "modbus-rtu",
+        "--unit",
+        "9",
+        "--profile",
+        "generic-modbus",
+        "--timeout",
+        "100ms",
+        "--retries",
+        "0",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("meterd read: no answer from meter cli-unit9: no reply within 100ms"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_port_and_a_busy_port_are_one_line_errors() {
+    let out = meterd(&[
+        "read",
+        "--port",
+        "/dev/ttyNOPE9",
+        "--protocol",
+        "dlt645-2007",
+        "--address",
+        DLT_ADDR,
+        "--profile",
+        "dlt645-single-phase",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "meterd read: /dev/ttyNOPE9: no such serial port (check the cable/adapter and the path)"
+    );
+
+    let Some((_master, path)) = pty() else { return };
+    // Hold the port the way the daemon does (serialport's exclusive lock).
+    let _held = tokio_serial::SerialStream::open(&tokio_serial::new(&path, 9600)).unwrap();
+    for cmd in ["read", "scan"] {
+        let mut args = vec![cmd, "--port", &path, "--protocol", "modbus-rtu"];
+        if cmd == "read" {
+            args.extend(["--unit", "1", "--profile", "generic-modbus"]);
+        }
+        let out = meterd(&args).await;
+        assert_eq!(out.status.code(), Some(2));
+        let err = text(&out.stderr);
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "meterd {cmd}: {path}: port is busy (another program, or a running meterd, has it open)"
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn scan_finds_units_and_dlt645_addresses() {
+    let Some((path, log)) = pty_fake() else {
+        return;
+    };
+    let out = meterd(&[
+        "scan",
+        "--port",
+        &path,
+        "--parity",
+        "none",
+        "--protocol",
+        "modbus-rtu",
+        "--units",
+        "1-5",
+        "--timeout",
+        "50ms",
+        "--json",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["address"], "3");
+    assert_eq!(log.lock().unwrap().len(), 5, "one probe per unit");
+
+    let out = meterd(&[
+        "scan",
+        "--port",
+        &path,
+        "--parity",
+        "none",
+        "--protocol",
+        "dlt645-2007",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("{DLT_ADDR}  read-address")),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = meterd(&[
+        "scan",
+        "--port",
+        &path,
+        "--parity",
+        "none",
+        "--protocol",
+        "dlt645-2007",
+        "--addresses",
+        "202107072528-202107072530",
+        "--timeout",
+        "50ms",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 found"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = meterd(&[
+        "scan",
+        "--port",
+        &path,
+        "--parity",
+        "none",
+        "--protocol",
+        "modbus-rtu",
+        "--units",
+        "7-8",
+        "--timeout",
+        "30ms",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "meterd scan: no answer to 2 probes"
+    );
+}
+
+#[tokio::test]
+async fn trace_and_check_config() {
+    let host = tcp_fake(model(&[3]), new_log()).await;
+    let dir = std::env::temp_dir().join(format!("meterd-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"gateway = "gw"
+[[bus]]
+name = "dtu"
+transport = "tcp"
+host = "{host}"
+timing = {{ response_timeout = "200ms", turnaround = "1ms" }}
+[[bus.meter]]
+protocol = "modbus-rtu"
+unit = 3
+profile = "generic-modbus"
+[[bus.meter]]
+protocol = "dlt645-2007"
+address = "{DLT_ADDR}"
+profile = "dlt645-single-phase"
+"#
+        ),
+    )
+    .unwrap();
+    let cfg_s = cfg.display().to_string();
+    let out = meterd(&["check-config", "--config", &cfg_s]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    assert!(t.contains("bus dtu: tcp://"), "{t}");
+    assert!(
+        t.contains("FC03 0x0000+21"),
+        "the generic profile in one read: {t}"
+    );
+    assert!(t.contains("late-reply guard 100ms"), "{t}");
+
+    let out = meterd(&["trace", "--config", &cfg_s, "--duration", "1500ms"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    assert!(
+        t.lines()
+            .any(|l| l.contains(" dtu dtu-unit3 tx  03 03 00 00 00 15")
+                && l.contains("| modbus-rtu")),
+        "{t}"
+    );
+    assert!(
+        t.lines().any(
+            |l| l.contains(&format!(" dtu {DLT_ADDR} rx ")) && l.contains("voltage.l1=229.8 V")
+        ),
+        "{t}"
+    );
+    assert!(t.contains("== reading dtu-unit3: 6 values, 0 bad"), "{t}");
+
+    std::fs::write(&cfg, "gateway = \"gw\"\n[[bus]]\nname = 1\n").unwrap();
+    let out = meterd(&["check-config", "--config", &cfg_s]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with(&format!("meterd check-config: {cfg_s}:3:")),
+        "{}",
+        text(&out.stderr)
+    );
+}
