@@ -11,3 +11,4 @@ pub mod config;
 pub mod decode;
 pub mod hex_input;
 pub mod reading;
+pub mod spool;
