@@ -54,6 +54,10 @@ pub mod schema;
 
 #[cfg(test)]
 mod bench;
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::fs;
