@@ -21,8 +21,9 @@ pub enum SpoolError {
         /// What SQLite or the check found.
         detail: String,
     },
-    /// The disk is full (SQLITE_FULL / ENOSPC). Nothing of the failed call was stored; what was
-    /// stored before is intact. Keep the batch in memory and retry later.
+    /// The disk is full (SQLITE_FULL / ENOSPC). Nothing of the failed call was stored (or, for
+    /// an ack, deleted); what was stored before is intact. Keep the batch (or the ack) in memory
+    /// and retry later.
     #[error(
         "spool {path}: disk full; the batch was not stored (earlier batches are intact), retry later"
     )]
@@ -88,7 +89,12 @@ impl SpoolError {
     /// From a SQLite error on the spool at `path`.
     pub(crate) fn sqlite(path: &Path, e: rusqlite::Error) -> Self {
         let path = path.to_path_buf();
-        let detail = e.to_string();
+        let detail = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => {
+                format!("{e} (sqlite extended code {})", f.extended_code)
+            }
+            _ => e.to_string(),
+        };
         match e.sqlite_error_code() {
             Some(ErrorCode::DiskFull) => SpoolError::DiskFull { path },
             Some(ErrorCode::ReadOnly) => SpoolError::ReadOnly { path, detail },

@@ -27,15 +27,19 @@
 //!   durably (totals in [`SpoolStats`], per meter in [`Spool::meters`]); a consumer sees the
 //!   drop as a `seq` gap. One call larger than `max_bytes` is refused with
 //!   [`SpoolError::TooLarge`], never dropped silently. SQLite's own pages, indexes and WAL come
-//!   on top of `max_bytes` (the WAL is truncated to 4 MiB after checkpoints; freed pages are
-//!   reused, the file does not shrink).
+//!   on top of `max_bytes`: a row takes at least its payload rounded up to SQLite's pages (a
+//!   3 KB batch fills most of a 4 KiB page), the WAL grows to about 4 MiB between checkpoints
+//!   (1000 pages) and is truncated to 4 MiB after one; freed pages are reused, the file does not
+//!   shrink. Size the file system for that.
 //! - **Power loss.** On open, SQLite replays the WAL: committed transactions are there, an
 //!   uncommitted one is not. This is only as good as the storage's fsync: flash that
 //!   acknowledges writes before they are on the medium can lose the last commits.
 //! - **Never** starts a new empty spool over a file it cannot read: a corrupt or foreign file
 //!   is [`SpoolError::Corrupt`] / [`SpoolError::Schema`] naming the path; the operator moves it
 //!   aside with [`Spool::quarantine`]. A full disk is [`SpoolError::DiskFull`], distinct, and
-//!   leaves everything stored before intact. It never panics and never rewrites a stored
+//!   leaves everything stored before intact. Acks need room too (a delete is written to the
+//!   WAL first): on a full disk `ack` fails with `DiskFull` as well; the caller keeps the ack
+//!   and retries, and meanwhile the batch may be re-sent (same `id`). It never panics and never rewrites a stored
 //!   payload. One process owns a spool at a time (SQLite exclusive locking mode): a second
 //!   opener gets [`SpoolError::Locked`]; inspect the file with `sqlite3` only while meterd is
 //!   stopped.
@@ -46,6 +50,13 @@
 //! `good` and whose value is a number is remembered as that meter's last good value of that
 //! quantity ([`Spool::last_good`]), in the same transaction as the batch. So after a restart the
 //! validator compares the next reading with the last one that was actually taken.
+//!
+//! # Use
+//!
+//! Every call is synchronous and an `append` or `ack` waits for an fsync (milliseconds on
+//! flash): call the spool from one blocking thread (`spawn_blocking` or a dedicated thread), not
+//! from an async task's poll. [`Spool`] is `Send`, not `Sync`. Ack in groups where possible: one
+//! ack per transaction writes about as much as one append (see [`Spool::ack_many`]).
 //!
 //! The on-disk schema is in [`schema`].
 
@@ -216,6 +227,16 @@ impl Spool {
                     wal.display()
                 ),
             });
+        }
+
+        // SQLite opens a file it cannot write read-only and later says "disk I/O error":
+        // ask the OS first, so that a read-only file system is named as such.
+        if path.exists() {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| SpoolError::io(&path, e))?;
         }
 
         let mut conn = Connection::open_with_flags(
@@ -529,7 +550,8 @@ impl Spool {
         Ok(self.ack_many(&[rowid])? == 1)
     }
 
-    /// Deletes several batches in one transaction; returns how many were stored.
+    /// Deletes several batches in one transaction; returns how many were stored. One commit
+    /// (one fsync) for all of them: prefer it to [`Spool::ack`] when PUBACKs arrive in bursts.
     pub fn ack_many(&mut self, rowids: &[i64]) -> Result<usize, SpoolError> {
         if rowids.is_empty() {
             return Ok(0);

@@ -501,3 +501,27 @@ fn a_full_disk_is_distinct_and_loses_nothing_taken() {
         Err(e) => eprintln!("note: acking on the full file system failed too: {e}"),
     }
 }
+
+#[test]
+fn a_read_only_file_system_is_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_mount) = small_fs(dir.path()) else {
+        return;
+    };
+    let path = dir.path().join("spool.db");
+    let mut s = open(&path);
+    s.append("gw", vec![batch("m1", 2, "1.5")]).unwrap();
+    drop(s);
+    let ok = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIP read-only test: remount,ro not permitted");
+        return;
+    }
+    let err = Spool::open(&path, SpoolOptions::default()).unwrap_err();
+    assert!(matches!(err, SpoolError::ReadOnly { .. }), "{err:?}");
+    eprintln!("{err}");
+}
