@@ -323,6 +323,10 @@ impl Spool {
     /// `path.corrupt-<unix time>` (+ `-wal`, `-shm`), so that an operator can keep or inspect it
     /// and the daemon can start with a new spool. Returns the new main file's path.
     /// The spool must not be open.
+    ///
+    /// Caution: a new spool numbers every meter from `seq` 1 again, so its first ids
+    /// (`{gateway}/{meter}/1`, …) repeat ids the billing core may already have seen and would
+    /// take as duplicates. Until the contract settles this, the operator should be told.
     pub fn quarantine(path: impl AsRef<Path>) -> Result<PathBuf, SpoolError> {
         let path = path.as_ref();
         let secs = SystemTime::now()
