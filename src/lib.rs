@@ -15,4 +15,5 @@ pub mod logging;
 pub mod meter;
 pub mod reading;
 pub mod sim;
+pub mod spool;
 pub mod validate;

@@ -1,0 +1,138 @@
+//! Spool throughput, as an ignored test that prints figures. Run in release:
+//!
+//! ```text
+//! cargo test --release -p meterd --lib spool::bench -- --ignored --nocapture --test-threads=1
+//! ```
+//!
+//! Bytes come from `/proc/self/io` `write_bytes` (what this process sent to the storage layer,
+//! fsyncs included). The temporary spool is in the system temp dir (override with `TMPDIR`):
+//! put that on the storage you want to measure.
+
+use std::time::Instant;
+
+use super::tests::batch;
+use super::*;
+
+fn write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Figure {
+    what: String,
+    per_batch_us: f64,
+    bytes_per_batch: f64,
+}
+
+fn measure(what: String, batches: u64, f: impl FnOnce()) -> Figure {
+    let w0 = write_bytes();
+    let t0 = Instant::now();
+    f();
+    let us = t0.elapsed().as_secs_f64() * 1e6;
+    let w = write_bytes() - w0;
+    Figure {
+        what,
+        per_batch_us: us / batches as f64,
+        bytes_per_batch: w as f64 / batches as f64,
+    }
+}
+
+fn run(synchronous_full: bool) -> Vec<Figure> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.db");
+    let opts = SpoolOptions {
+        synchronous_full,
+        ..SpoolOptions::new(1 << 30)
+    };
+    let mut s = Spool::open(&path, opts).unwrap();
+    let sync = if synchronous_full { "FULL" } else { "NORMAL" };
+    let mut figures = Vec::new();
+    let one_json = serde_json::to_vec(&batch("000000123456", 25, "12345.67"))
+        .unwrap()
+        .len();
+
+    const SINGLES: u64 = 500;
+    figures.push(measure(
+        format!("append 1 batch x 25 values per tx ({one_json} B JSON), {sync}"),
+        SINGLES,
+        || {
+            for i in 0..SINGLES {
+                let m = format!("{:012}", i % 50);
+                s.append("gw-01", vec![batch(&m, 25, "12345.67")]).unwrap();
+            }
+        },
+    ));
+    const CYCLES: u64 = 40;
+    figures.push(measure(
+        format!("append 50 batches x 25 values per tx, {sync}"),
+        CYCLES * 50,
+        || {
+            for _ in 0..CYCLES {
+                let bs = (0..50)
+                    .map(|m| batch(&format!("{m:012}"), 25, "12345.67"))
+                    .collect();
+                s.append("gw-01", bs).unwrap();
+            }
+        },
+    ));
+    let total = SINGLES + CYCLES * 50;
+    figures.push(measure(
+        format!("pending: read all {total} in pages of 50, {sync}"),
+        total,
+        || {
+            let mut cursor = None;
+            while let Some(last) = s.pending(cursor, 50).unwrap().last() {
+                cursor = Some(last.rowid);
+            }
+        },
+    ));
+    let rows: Vec<i64> = s
+        .pending(None, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|p| p.rowid)
+        .collect();
+    let (singles, rest) = rows.split_at(SINGLES as usize);
+    figures.push(measure(
+        format!("ack 1 per tx, {sync}"),
+        singles.len() as u64,
+        || {
+            for &r in singles {
+                assert!(s.ack(r).unwrap());
+            }
+        },
+    ));
+    figures.push(measure(
+        format!("ack_many 50 per tx, {sync}"),
+        rest.len() as u64,
+        || {
+            for chunk in rest.chunks(50) {
+                assert_eq!(s.ack_many(chunk).unwrap(), chunk.len());
+            }
+        },
+    ));
+    figures
+}
+
+#[test]
+#[ignore = "benchmark: run in release with --ignored --nocapture"]
+fn spool_throughput() {
+    let mut all = run(true);
+    all.extend(run(false));
+    println!(
+        "{:<62} {:>12} {:>16}",
+        "", "us/batch", "bytes written/batch"
+    );
+    for f in all {
+        println!(
+            "{:<62} {:>12.1} {:>16.0}",
+            f.what, f.per_batch_us, f.bytes_per_batch
+        );
+    }
+}

@@ -1,0 +1,679 @@
+//! The durable spool: the store-and-forward queue between a meter's reply and the broker's
+//! PUBACK. It owns the readings that are taken but not yet acknowledged by the billing core,
+//! each meter's `seq` counter, and the per-meter validation state (last good energy registers).
+//! It never talks to the network: the uplink reads [`Spool::pending`] and calls [`Spool::ack`].
+//!
+//! # Guarantee
+//!
+//! - **Durable on return.** When [`Spool::append`] returns `Ok`, its batches are on disk (SQLite
+//!   WAL, `synchronous=FULL`: the WAL is fsynced before the commit returns). That is the moment
+//!   a reading counts as taken. One call is one transaction: after any crash either all of its
+//!   batches (with their `seq` numbers and last-good values) are there, or none are.
+//!   With [`SpoolOptions::synchronous_full`] off (`synchronous=NORMAL`) a process crash still
+//!   loses nothing, but a power cut may lose the last commits (the file stays consistent).
+//! - **`seq` never repeats.** Each batch gets its meter's last `seq` + 1, kept in the `meters`
+//!   table in the same transaction; rows of that table are never deleted, so numbering goes on
+//!   across restarts, full drains and overflow drops. `id` is `{gateway}/{meter}/{seq}`.
+//! - **Ack means gone.** [`Spool::ack`] deletes a batch durably (call it on PUBACK). Anything not
+//!   acked is returned again by [`Spool::pending`] after any restart, so the uplink re-sends
+//!   everything unacked on every CONNACK; the consumer deduplicates by `id`. Delivery is
+//!   at-least-once, never at-most-once.
+//! - **Order.** `pending` returns batches in `rowid` order, which is append order and therefore
+//!   `seq` order per meter. Row ids increase for the life of a [`Spool`]; after a reopen of an
+//!   empty spool they may start again from 1, so an uplink's cursor must not outlive the `Spool`.
+//! - **Bounded by bytes; drops the oldest.** The stored payload bytes (the JSON as published)
+//!   never exceed [`SpoolOptions::max_bytes`]. An append that would exceed it first deletes the
+//!   oldest batches, whatever their meter, in the same transaction, and counts each drop
+//!   durably (totals in [`SpoolStats`], per meter in [`Spool::meters`]); a consumer sees the
+//!   drop as a `seq` gap. One call larger than `max_bytes` is refused with
+//!   [`SpoolError::TooLarge`], never dropped silently. SQLite's own pages, indexes and WAL come
+//!   on top of `max_bytes`: a row takes at least its payload rounded up to SQLite's pages (a
+//!   3 KB batch fills most of a 4 KiB page), the WAL grows to about 4 MiB between checkpoints
+//!   (1000 pages) and is truncated to 4 MiB after one; freed pages are reused, the file does not
+//!   shrink. Size the file system for that.
+//! - **Power loss.** On open, SQLite replays the WAL: committed transactions are there, an
+//!   uncommitted one is not. This is only as good as the storage's fsync: flash that
+//!   acknowledges writes before they are on the medium can lose the last commits.
+//! - **Never** starts a new empty spool over a file it cannot read: a corrupt or foreign file
+//!   is [`SpoolError::Corrupt`] / [`SpoolError::Schema`] naming the path; the operator moves it
+//!   aside with [`Spool::quarantine`]. A full disk is [`SpoolError::DiskFull`], distinct, and
+//!   leaves everything stored before intact. Acks need room too (a delete is written to the
+//!   WAL first): on a full disk `ack` fails with `DiskFull` as well; the caller keeps the ack
+//!   and retries, and meanwhile the batch may be re-sent (same `id`). It never panics and never rewrites a stored
+//!   payload. One process owns a spool at a time (SQLite exclusive locking mode): a second
+//!   opener gets [`SpoolError::Locked`]; inspect the file with `sqlite3` only while meterd is
+//!   stopped.
+//!
+//! # Validation state
+//!
+//! For each appended batch, every value whose quantity starts with `energy.`, whose quality is
+//! `good` and whose value is a number is remembered as that meter's last good value of that
+//! quantity ([`Spool::last_good`]), in the same transaction as the batch. So after a restart the
+//! validator compares the next reading with the last one that was actually taken.
+//!
+//! # Use
+//!
+//! Every call is synchronous and an `append` or `ack` waits for an fsync (milliseconds on
+//! flash): call the spool from one blocking thread (`spawn_blocking` or a dedicated thread), not
+//! from an async task's poll. [`Spool`] is `Send`, not `Sync`. Ack in groups where possible: one
+//! ack per transaction writes about as much as one append (see [`Spool::ack_many`]).
+//!
+//! The on-disk schema is in [`schema`].
+
+mod error;
+pub mod schema;
+
+#[cfg(test)]
+mod bench;
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+
+pub use error::SpoolError;
+
+use crate::reading::{Quality, ReadingBatch, ValueData};
+
+/// How to open a spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolOptions {
+    /// Upper bound of the stored payload bytes (the readings' JSON); the oldest batches are
+    /// dropped to stay under it.
+    pub max_bytes: u64,
+    /// `synchronous=FULL` (the default): every append and ack is on disk when it returns.
+    /// Off: `synchronous=NORMAL`, faster, but a power cut may lose the last commits.
+    pub synchronous_full: bool,
+    /// Where a meter's `seq` starts the first time this spool sees the meter.
+    pub first_seq: FirstSeq,
+}
+
+/// Where a meter's `seq` starts in a spool that has never seen the meter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstSeq {
+    /// At the gateway's clock in milliseconds since the Unix epoch (the default). When a spool
+    /// is lost or quarantined and a new one starts, its ids can then never repeat ids the
+    /// billing core has already seen (which it would discard as duplicates): seq grows by one
+    /// per poll, at most ten per second, so it stays below the clock, and the new spool
+    /// starts above every seq issued before. The consumer sees a gap, which is the truth.
+    ClockMillis,
+    /// At 1 (tests, and tools that want small numbers).
+    One,
+}
+
+impl SpoolOptions {
+    /// Options with this byte bound, `synchronous=FULL`, seq from the clock.
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            max_bytes,
+            synchronous_full: true,
+            first_seq: FirstSeq::ClockMillis,
+        }
+    }
+
+    /// As [`SpoolOptions::new`], but every meter's seq starts at 1.
+    pub fn numbered_from_one(max_bytes: u64) -> Self {
+        Self {
+            first_seq: FirstSeq::One,
+            ..Self::new(max_bytes)
+        }
+    }
+
+    fn first_seq_value(&self) -> i64 {
+        match self.first_seq {
+            FirstSeq::One => 1,
+            FirstSeq::ClockMillis => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)),
+        }
+    }
+}
+
+impl Default for SpoolOptions {
+    /// 64 MiB, `synchronous=FULL`.
+    fn default() -> Self {
+        Self::new(64 * 1024 * 1024)
+    }
+}
+
+/// A batch as stored by [`Spool::append`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Position in the outbox: the key for [`Spool::ack`].
+    pub rowid: i64,
+    /// Meter id.
+    pub meter: String,
+    /// The `seq` given to the batch.
+    pub seq: u64,
+    /// The batch's `id`, `{gateway}/{meter}/{seq}`.
+    pub id: String,
+    /// Stored payload size.
+    pub bytes: u64,
+}
+
+/// A stored batch not yet acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// Position in the outbox: the key for [`Spool::ack`].
+    pub rowid: i64,
+    /// Meter id (for the topic).
+    pub meter: String,
+    /// The batch's `seq`.
+    pub seq: u64,
+    /// The batch's `id`.
+    pub id: String,
+    /// The `meterd.reading.v1` JSON to publish.
+    pub payload: Vec<u8>,
+}
+
+/// Spool totals.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SpoolStats {
+    /// Batches stored and not acknowledged.
+    pub depth: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Batches dropped by the overflow policy, ever.
+    pub dropped_batches: u64,
+    /// Their payload bytes.
+    pub dropped_bytes: u64,
+    /// `read_at` of the oldest stored batch.
+    pub oldest_read_at: Option<String>,
+}
+
+/// One meter's durable counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterState {
+    /// Meter id.
+    pub meter: String,
+    /// The last `seq` handed out.
+    pub last_seq: u64,
+    /// This meter's batches dropped by the overflow policy, ever.
+    pub dropped_batches: u64,
+    /// Their payload bytes.
+    pub dropped_bytes: u64,
+}
+
+/// The durable spool (see the module doc for the guarantee).
+#[derive(Debug)]
+pub struct Spool {
+    conn: Connection,
+    path: PathBuf,
+    opts: SpoolOptions,
+    depth: u64,
+    bytes: u64,
+    dropped_batches: u64,
+    dropped_bytes: u64,
+    next_rowid: i64,
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// `path` with `suffix` appended to its file name (`spool.db` + `-wal`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// fsync a directory so that a created or renamed entry in it survives power loss.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+impl Spool {
+    /// Opens the spool at `path`, creating it (and its directory) if it does not exist.
+    ///
+    /// Checks the file with `PRAGMA quick_check` and its schema version; a damaged file is
+    /// [`SpoolError::Corrupt`] and is left untouched.
+    pub fn open(path: impl AsRef<Path>, opts: SpoolOptions) -> Result<Spool, SpoolError> {
+        let path = path.as_ref().to_path_buf();
+        let dir = parent_dir(&path).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| SpoolError::io(&dir, e))?;
+        let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
+
+        let wal = with_suffix(&path, "-wal");
+        if !path.exists() && fs::metadata(&wal).map(|m| m.len() > 0).unwrap_or(false) {
+            return Err(SpoolError::Corrupt {
+                path: path.clone(),
+                detail: format!(
+                    "the database file is missing but its write-ahead log {} is not",
+                    wal.display()
+                ),
+            });
+        }
+
+        // SQLite opens a file it cannot write read-only and later says "disk I/O error":
+        // ask the OS first, so that a read-only file system is named as such.
+        if path.exists() {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| SpoolError::io(&path, e))?;
+        }
+
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        // Exclusive before the first WAL access: one owner, and no -shm file.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(sql)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(sql)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SpoolError::Io {
+                path,
+                detail: format!("cannot use write-ahead logging here (journal_mode is {mode})"),
+            });
+        }
+        let sync = if opts.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        conn.pragma_update(None, "synchronous", sync).map_err(sql)?;
+        conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
+            .map_err(sql)?;
+
+        let mut problems = Vec::new();
+        conn.pragma_query(None, "quick_check", |r| {
+            let line: String = r.get(0)?;
+            if line != "ok" && problems.len() < 5 {
+                problems.push(line);
+            }
+            Ok(())
+        })
+        .map_err(sql)?;
+        if !problems.is_empty() {
+            return Err(SpoolError::Corrupt {
+                path,
+                detail: format!("quick_check: {}", problems.join("; ")),
+            });
+        }
+
+        let created = schema::ensure(&mut conn, &path)?;
+        // Take the write lock now (exclusive mode keeps it until close), so that a second
+        // daemon fails at open rather than at its first append.
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+            .map_err(sql)?;
+        if created {
+            sync_dir(&dir).map_err(|e| SpoolError::io(&dir, e))?;
+        }
+
+        let (depth, bytes, max_rowid): (i64, i64, i64) = conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(bytes), 0), coalesce(max(row_id), 0) FROM outbox",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(sql)?;
+        let (dropped_batches, dropped_bytes): (i64, i64) = conn
+            .query_row(
+                "SELECT coalesce(sum(dropped_batches), 0), coalesce(sum(dropped_bytes), 0) \
+                 FROM meters",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(sql)?;
+        Ok(Spool {
+            conn,
+            path,
+            opts,
+            depth: to_u64(depth),
+            bytes: to_u64(bytes),
+            dropped_batches: to_u64(dropped_batches),
+            dropped_bytes: to_u64(dropped_bytes),
+            next_rowid: max_rowid.saturating_add(1),
+        })
+    }
+
+    /// Renames the spool file set (`path`, `path-wal`, `path-shm`) to
+    /// `path.corrupt-<unix time>` (+ `-wal`, `-shm`), so that an operator can keep or inspect it
+    /// and the daemon can start with a new spool. Returns the new main file's path.
+    /// The spool must not be open.
+    ///
+    /// Caution: a new spool numbers every meter from `seq` 1 again, so its first ids
+    /// (`{gateway}/{meter}/1`, …) repeat ids the billing core may already have seen and would
+    /// take as duplicates. Until the contract settles this, the operator should be told.
+    pub fn quarantine(path: impl AsRef<Path>) -> Result<PathBuf, SpoolError> {
+        let path = path.as_ref();
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut target = with_suffix(path, &format!(".corrupt-{secs}"));
+        let mut n = 1;
+        while target.exists() {
+            target = with_suffix(path, &format!(".corrupt-{secs}.{n}"));
+            n += 1;
+        }
+        for suffix in ["-wal", "-shm", ""] {
+            let from = with_suffix(path, suffix);
+            if from.exists() {
+                fs::rename(&from, with_suffix(&target, suffix))
+                    .map_err(|e| SpoolError::io(&from, e))?;
+            }
+        }
+        let dir = parent_dir(path);
+        sync_dir(dir).map_err(|e| SpoolError::io(dir, e))?;
+        Ok(target)
+    }
+
+    /// The spool file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> SpoolOptions {
+        self.opts
+    }
+
+    /// Stores one poll cycle's batches in one transaction, durable when this returns.
+    ///
+    /// Stamps each batch with `gateway`, its meter's next `seq` and `id` =
+    /// `{gateway}/{meter}/{seq}`, and remembers its good `energy.*` values (see the module doc).
+    /// Drops the oldest stored batches first if the new ones would not fit in `max_bytes`.
+    /// On any error nothing of this call is stored and no `seq` is used up.
+    pub fn append(
+        &mut self,
+        gateway: &str,
+        batches: Vec<ReadingBatch>,
+    ) -> Result<Vec<Appended>, SpoolError> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = self.path.clone();
+        let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+
+        // 1. seq numbers and payloads.
+        let first_seq = self.opts.first_seq_value();
+        let mut rows = Vec::with_capacity(batches.len());
+        let mut new_bytes: u64 = 0;
+        {
+            let mut next_seq = tx
+                .prepare_cached(
+                    "INSERT INTO meters (meter, last_seq) VALUES (?1, ?2) \
+                     ON CONFLICT (meter) DO UPDATE SET last_seq = last_seq + 1 \
+                     RETURNING last_seq",
+                )
+                .map_err(sql)?;
+            for mut batch in batches {
+                let seq: i64 = next_seq
+                    .query_row(params![batch.meter, first_seq], |r| r.get(0))
+                    .map_err(sql)?;
+                batch.gateway = gateway.to_owned();
+                batch.seq = to_u64(seq);
+                batch.id = format!("{gateway}/{}/{seq}", batch.meter);
+                let payload = serde_json::to_vec(&batch).map_err(|e| SpoolError::Internal {
+                    path: path.clone(),
+                    detail: format!("encoding batch {}: {e}", batch.id),
+                })?;
+                new_bytes = new_bytes.saturating_add(payload.len() as u64);
+                rows.push((batch, payload));
+            }
+        }
+        if new_bytes > self.opts.max_bytes {
+            return Err(SpoolError::TooLarge {
+                bytes: new_bytes,
+                max_bytes: self.opts.max_bytes,
+            });
+        }
+
+        // 2. Overflow: drop the oldest until the new batches fit.
+        let mut freed_batches: u64 = 0;
+        let mut freed_bytes: u64 = 0;
+        let need = self.bytes.saturating_add(new_bytes);
+        if need > self.opts.max_bytes {
+            let mut per_meter: HashMap<String, (u64, u64)> = HashMap::new();
+            let mut oldest = tx
+                .prepare_cached("SELECT row_id, meter, bytes FROM outbox ORDER BY row_id")
+                .map_err(sql)?;
+            let mut victims = Vec::new();
+            let mut it = oldest.query([]).map_err(sql)?;
+            while need.saturating_sub(freed_bytes) > self.opts.max_bytes {
+                let Some(r) = it.next().map_err(sql)? else {
+                    break;
+                };
+                let rowid: i64 = r.get(0).map_err(sql)?;
+                let meter: String = r.get(1).map_err(sql)?;
+                let bytes = to_u64(r.get(2).map_err(sql)?);
+                victims.push(rowid);
+                freed_batches += 1;
+                freed_bytes += bytes;
+                let e = per_meter.entry(meter).or_default();
+                e.0 += 1;
+                e.1 += bytes;
+            }
+            drop(it);
+            drop(oldest);
+            let mut del = tx
+                .prepare_cached("DELETE FROM outbox WHERE row_id = ?1")
+                .map_err(sql)?;
+            for rowid in victims {
+                del.execute([rowid]).map_err(sql)?;
+            }
+            let mut count = tx
+                .prepare_cached(
+                    "UPDATE meters SET dropped_batches = dropped_batches + ?2, \
+                     dropped_bytes = dropped_bytes + ?3 WHERE meter = ?1",
+                )
+                .map_err(sql)?;
+            for (meter, (n, b)) in &per_meter {
+                count
+                    .execute(params![meter, to_i64(*n), to_i64(*b)])
+                    .map_err(sql)?;
+            }
+        }
+
+        // 3. Insert, and remember good energy registers.
+        let mut appended = Vec::with_capacity(rows.len());
+        let mut rowid = self.next_rowid;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO outbox (row_id, meter, seq, id, read_at, bytes, payload) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sql)?;
+            let mut good = tx
+                .prepare_cached(
+                    "INSERT INTO last_good (meter, quantity, value, read_at) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (meter, quantity) \
+                     DO UPDATE SET value = excluded.value, read_at = excluded.read_at",
+                )
+                .map_err(sql)?;
+            for (batch, payload) in rows {
+                let bytes = payload.len() as u64;
+                ins.execute(params![
+                    rowid,
+                    batch.meter,
+                    to_i64(batch.seq),
+                    batch.id,
+                    batch.read_at,
+                    to_i64(bytes),
+                    payload
+                ])
+                .map_err(sql)?;
+                for v in &batch.values {
+                    if let (true, Quality::Good, Some(ValueData::Number(n))) =
+                        (v.quantity.starts_with("energy."), v.quality, &v.value)
+                    {
+                        good.execute(params![batch.meter, v.quantity, n.as_str(), batch.read_at])
+                            .map_err(sql)?;
+                    }
+                }
+                appended.push(Appended {
+                    rowid,
+                    meter: batch.meter,
+                    seq: batch.seq,
+                    id: batch.id,
+                    bytes,
+                });
+                rowid += 1;
+            }
+        }
+        tx.commit().map_err(sql)?;
+
+        // Committed: now the in-memory mirror.
+        self.next_rowid = rowid;
+        self.depth = self.depth.saturating_sub(freed_batches) + appended.len() as u64;
+        self.bytes = need.saturating_sub(freed_bytes);
+        self.dropped_batches += freed_batches;
+        self.dropped_bytes += freed_bytes;
+        Ok(appended)
+    }
+
+    /// Up to `limit` stored batches with `rowid > after_rowid` (all when `None`), in rowid order.
+    pub fn pending(
+        &self,
+        after_rowid: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Pending>, SpoolError> {
+        let sql = |e: rusqlite::Error| SpoolError::sqlite(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT row_id, meter, seq, id, payload FROM outbox \
+                 WHERE row_id > ?1 ORDER BY row_id LIMIT ?2",
+            )
+            .map_err(sql)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![after_rowid.unwrap_or(i64::MIN), limit], |r| {
+                Ok(Pending {
+                    rowid: r.get(0)?,
+                    meter: r.get(1)?,
+                    seq: to_u64(r.get(2)?),
+                    id: r.get(3)?,
+                    payload: r.get(4)?,
+                })
+            })
+            .map_err(sql)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+    }
+
+    /// Deletes one batch (its PUBACK arrived); durable when this returns. `false` if it was not
+    /// stored (acked before, or dropped by the overflow policy).
+    pub fn ack(&mut self, rowid: i64) -> Result<bool, SpoolError> {
+        Ok(self.ack_many(&[rowid])? == 1)
+    }
+
+    /// Deletes several batches in one transaction; returns how many were stored. One commit
+    /// (one fsync) for all of them: prefer it to [`Spool::ack`] when PUBACKs arrive in bursts.
+    pub fn ack_many(&mut self, rowids: &[i64]) -> Result<usize, SpoolError> {
+        if rowids.is_empty() {
+            return Ok(0);
+        }
+        let path = self.path.clone();
+        let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let mut n = 0usize;
+        let mut freed: u64 = 0;
+        {
+            let mut del = tx
+                .prepare_cached("DELETE FROM outbox WHERE row_id = ?1 RETURNING bytes")
+                .map_err(sql)?;
+            for rowid in rowids {
+                let mut rows = del.query([rowid]).map_err(sql)?;
+                if let Some(r) = rows.next().map_err(sql)? {
+                    let b: i64 = r.get(0).map_err(sql)?;
+                    freed += to_u64(b);
+                    n += 1;
+                }
+            }
+        }
+        tx.commit().map_err(sql)?;
+        self.depth = self.depth.saturating_sub(n as u64);
+        self.bytes = self.bytes.saturating_sub(freed);
+        Ok(n)
+    }
+
+    /// Depth, bytes, drop totals and the oldest stored batch's `read_at`.
+    pub fn stats(&self) -> Result<SpoolStats, SpoolError> {
+        let oldest_read_at = self
+            .conn
+            .prepare_cached("SELECT read_at FROM outbox ORDER BY row_id LIMIT 1")
+            .and_then(|mut s| {
+                let mut rows = s.query([])?;
+                rows.next()?.map(|r| r.get(0)).transpose()
+            })
+            .map_err(|e| SpoolError::sqlite(&self.path, e))?;
+        Ok(SpoolStats {
+            depth: self.depth,
+            bytes: self.bytes,
+            dropped_batches: self.dropped_batches,
+            dropped_bytes: self.dropped_bytes,
+            oldest_read_at,
+        })
+    }
+
+    /// Every meter the spool has numbered, with its last `seq` and drop counts.
+    pub fn meters(&self) -> Result<Vec<MeterState>, SpoolError> {
+        let sql = |e: rusqlite::Error| SpoolError::sqlite(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT meter, last_seq, dropped_batches, dropped_bytes FROM meters ORDER BY meter",
+            )
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(MeterState {
+                    meter: r.get(0)?,
+                    last_seq: to_u64(r.get(1)?),
+                    dropped_batches: to_u64(r.get(2)?),
+                    dropped_bytes: to_u64(r.get(3)?),
+                })
+            })
+            .map_err(sql)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+    }
+
+    /// The last good value (exact decimal text) of an `energy.*` quantity of a meter, as taken
+    /// by [`Spool::append`].
+    pub fn last_good(&self, meter: &str, quantity: &str) -> Result<Option<String>, SpoolError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT value FROM last_good WHERE meter = ?1 AND quantity = ?2")
+            .map_err(|e| SpoolError::sqlite(&self.path, e))?;
+        let mut rows = stmt
+            .query(params![meter, quantity])
+            .map_err(|e| SpoolError::sqlite(&self.path, e))?;
+        rows.next()
+            .and_then(|r| r.map(|r| r.get(0)).transpose())
+            .map_err(|e| SpoolError::sqlite(&self.path, e))
+    }
+}

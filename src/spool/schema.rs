@@ -1,0 +1,98 @@
+//! The spool's on-disk schema, its version and the checks made on open.
+//!
+//! The file is marked with `PRAGMA application_id` = [`APPLICATION_ID`] ("mtrd") and versioned
+//! with `PRAGMA user_version` = [`SCHEMA_VERSION`]. A database with another application id, or a
+//! newer version, is refused with [`SpoolError::Schema`]; a migration from an older version goes
+//! here when there is one.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::SpoolError;
+
+/// `PRAGMA application_id` of a meterd spool: the bytes "mtrd".
+pub const APPLICATION_ID: i32 = 0x6d74_7264;
+
+/// The schema version this code writes and reads (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Version 1. `outbox.row_id` is a plain rowid alias (no AUTOINCREMENT: that rewrites
+/// `sqlite_sequence`, one more page per commit); `Spool` keeps row ids increasing for its
+/// lifetime itself. `meters` is never pruned, so `last_seq` survives a full drain.
+const SCHEMA_V1: &str = "
+CREATE TABLE outbox (
+    row_id   INTEGER PRIMARY KEY,  -- publish order; the uplink's cursor and ack key
+    meter    TEXT    NOT NULL,
+    seq      INTEGER NOT NULL,     -- per-meter, from meters.last_seq
+    id       TEXT    NOT NULL,     -- {gateway}/{meter}/{seq}, the dedup key
+    read_at  TEXT    NOT NULL,     -- RFC 3339, the batch's read_at
+    bytes    INTEGER NOT NULL,     -- length(payload), what max_bytes bounds
+    payload  BLOB    NOT NULL      -- the meterd.reading.v1 JSON, as published
+);
+CREATE TABLE meters (
+    meter           TEXT    PRIMARY KEY,
+    last_seq        INTEGER NOT NULL,   -- last seq handed out; never decreases
+    dropped_batches INTEGER NOT NULL DEFAULT 0,  -- overflow drops of this meter's batches
+    dropped_bytes   INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE last_good (
+    meter    TEXT NOT NULL,
+    quantity TEXT NOT NULL,        -- energy.* quantities only
+    value    TEXT NOT NULL,        -- exact decimal text, as published
+    read_at  TEXT NOT NULL,
+    PRIMARY KEY (meter, quantity)
+) WITHOUT ROWID;
+";
+
+/// Checks the identity and version of an opened database and creates the schema in an empty
+/// one (in one transaction, so a crash leaves either no schema or all of it).
+/// Returns whether the schema was created now.
+pub(crate) fn ensure(conn: &mut Connection, path: &Path) -> Result<bool, SpoolError> {
+    let sql = |e| SpoolError::sqlite(path, e);
+    let app: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(sql)?;
+    let version: i32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(sql)?;
+
+    if app == 0 && version == 0 && tables == 0 {
+        let tx = conn.transaction().map_err(sql)?;
+        tx.execute_batch(SCHEMA_V1).map_err(sql)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(sql)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        return Ok(true);
+    }
+    if app != APPLICATION_ID {
+        return Err(SpoolError::Schema {
+            path: path.to_path_buf(),
+            detail: format!(
+                "not a meterd spool (application_id {app:#010x}, expected {APPLICATION_ID:#010x}, \
+                 {tables} schema objects); point the spool at another path"
+            ),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(SpoolError::Schema {
+            path: path.to_path_buf(),
+            detail: format!(
+                "spool schema version {version} is newer than this meterd understands \
+                 ({SCHEMA_VERSION}); run the newer meterd, or drain it with one before downgrading"
+            ),
+        });
+    }
+    if version < 1 {
+        return Err(SpoolError::Schema {
+            path: path.to_path_buf(),
+            detail: format!("unknown spool schema version {version} (expected {SCHEMA_VERSION})"),
+        });
+    }
+    Ok(false)
+}

@@ -1,0 +1,557 @@
+//! Unit tests of the spool: one behaviour each, on real files.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+use crate::reading::{ExactNumber, Quality, ReadingBatch, ReadingValue, ValueData};
+
+/// A batch of `n` values for `meter`; the first value is `energy.active.import.total` = `energy`.
+pub(super) fn batch(meter: &str, n: usize, energy: &str) -> ReadingBatch {
+    let t = UNIX_EPOCH + Duration::from_millis(1_795_777_201_234);
+    let mut b = ReadingBatch::new("ignored", meter, "dlt645-2007", 0, t);
+    for i in 0..n {
+        let (quantity, value) = if i == 0 {
+            ("energy.active.import.total".to_owned(), energy.to_owned())
+        } else {
+            (format!("voltage.l{i}"), format!("229.{i}"))
+        };
+        b.values.push(ReadingValue {
+            quantity,
+            value: Some(ValueData::Number(
+                serde_json::from_str::<ExactNumber>(&value).unwrap(),
+            )),
+            unit: "kWh".into(),
+            obis: Some("1-0:1.8.0".into()),
+            source: "dlt645:00010000".into(),
+            quality: Quality::Good,
+            reason: None,
+            meter_time: None,
+        });
+    }
+    b.frames
+        .push("68 29 25 07 07 21 20 68 91 08 33 33 33 33 A9 4A 36 33 2E 16".into());
+    b
+}
+
+fn db(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("spool").join("spool.db")
+}
+
+fn open(path: &Path) -> Spool {
+    Spool::open(path, SpoolOptions::numbered_from_one(64 * 1024 * 1024)).unwrap()
+}
+
+#[test]
+fn seq_continues_across_reopen_and_full_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let mut s = open(&path);
+    let a = s
+        .append(
+            "gw-01",
+            vec![batch("m1", 3, "1.00"), batch("m2", 3, "2.00")],
+        )
+        .unwrap();
+    assert_eq!(
+        a.iter()
+            .map(|a| (a.meter.as_str(), a.seq))
+            .collect::<Vec<_>>(),
+        [("m1", 1), ("m2", 1)]
+    );
+    assert_eq!(a[0].id, "gw-01/m1/1");
+    let b = s.append("gw-01", vec![batch("m1", 3, "1.01")]).unwrap();
+    assert_eq!(b[0].seq, 2);
+    // Drain everything, reopen: numbering goes on.
+    let all: Vec<i64> = s
+        .pending(None, 100)
+        .unwrap()
+        .iter()
+        .map(|p| p.rowid)
+        .collect();
+    assert_eq!(s.ack_many(&all).unwrap(), 3);
+    drop(s);
+    let mut s = open(&path);
+    assert_eq!(s.stats().unwrap().depth, 0);
+    let c = s
+        .append(
+            "gw-01",
+            vec![batch("m1", 3, "1.02"), batch("m1", 3, "1.03")],
+        )
+        .unwrap();
+    assert_eq!(c.iter().map(|a| a.seq).collect::<Vec<_>>(), [3, 4]);
+    let p = s.pending(None, 10).unwrap();
+    let stored: ReadingBatch = serde_json::from_slice(&p[1].payload).unwrap();
+    assert_eq!(
+        (stored.seq, stored.id.as_str(), stored.gateway.as_str()),
+        (4, "gw-01/m1/4", "gw-01")
+    );
+    assert_eq!(p[1].id, "gw-01/m1/4");
+}
+
+#[test]
+fn pending_pages_in_order_and_ack_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&db(&dir));
+    let mut all = Vec::new();
+    for cycle in 0..5 {
+        let bs = (0..4).map(|m| batch(&format!("m{m}"), 2, &format!("{cycle}.5")));
+        all.extend(s.append("gw", bs.collect()).unwrap());
+    }
+    // Page through in threes.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s.pending(cursor, 3).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        cursor = page.last().map(|p| p.rowid);
+        seen.extend(page);
+    }
+    assert_eq!(
+        seen.iter().map(|p| p.rowid).collect::<Vec<_>>(),
+        all.iter().map(|a| a.rowid).collect::<Vec<_>>()
+    );
+    assert!(seen.windows(2).all(|w| w[0].rowid < w[1].rowid));
+    // Ack one in the middle: gone; acking it again is false.
+    let mid = all[7].rowid;
+    assert!(s.ack(mid).unwrap());
+    assert!(!s.ack(mid).unwrap());
+    let left = s.pending(None, 100).unwrap();
+    assert_eq!(left.len(), 19);
+    assert!(left.iter().all(|p| p.rowid != mid));
+    let st = s.stats().unwrap();
+    assert_eq!(st.depth, 19);
+    assert_eq!(
+        st.bytes,
+        all.iter()
+            .filter(|a| a.rowid != mid)
+            .map(|a| a.bytes)
+            .sum::<u64>()
+    );
+    assert_eq!(
+        st.oldest_read_at.as_deref(),
+        Some("2026-11-27T11:00:01.234Z")
+    );
+}
+
+#[test]
+fn overflow_drops_the_oldest_and_counts_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let one = serde_json::to_vec(&{
+        let mut b = batch("m1", 5, "1.00");
+        b.gateway = "gw".into();
+        b.seq = 1;
+        b.id = "gw/m1/1".into();
+        b
+    })
+    .unwrap()
+    .len() as u64;
+    // Room for three and a half batches.
+    let max = one * 7 / 2;
+    let mut s = Spool::open(&path, SpoolOptions::numbered_from_one(max)).unwrap();
+    let mut appended = Vec::new();
+    for i in 0..3 {
+        appended.extend(
+            s.append(
+                "gw",
+                vec![batch(if i == 1 { "m2" } else { "m1" }, 5, "1.00")],
+            )
+            .unwrap(),
+        );
+    }
+    assert_eq!(s.stats().unwrap().dropped_batches, 0);
+    // Two more: the two oldest (m1/1, m2/1) go.
+    appended.extend(
+        s.append("gw", vec![batch("m1", 5, "1.00"), batch("m1", 5, "1.00")])
+            .unwrap(),
+    );
+    let st = s.stats().unwrap();
+    assert!(st.bytes <= max, "{} > {max}", st.bytes);
+    assert_eq!(st.depth, 3);
+    assert_eq!(st.dropped_batches, 2);
+    assert_eq!(st.dropped_bytes, appended[0].bytes + appended[1].bytes);
+    let ids: Vec<String> = s
+        .pending(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(ids, ["gw/m1/2", "gw/m1/3", "gw/m1/4"]);
+    drop(s);
+    let s = Spool::open(&path, SpoolOptions::numbered_from_one(max)).unwrap();
+    let st2 = s.stats().unwrap();
+    assert_eq!(st2, st);
+    let meters = s.meters().unwrap();
+    assert_eq!(
+        meters
+            .iter()
+            .map(|m| (
+                m.meter.as_str(),
+                m.last_seq,
+                m.dropped_batches,
+                m.dropped_bytes
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("m1", 4, 1, appended[0].bytes),
+            ("m2", 1, 1, appended[1].bytes)
+        ]
+    );
+    // Acked batches are not drops.
+    let mut s = s;
+    let first = s.pending(None, 1).unwrap()[0].rowid;
+    assert!(s.ack(first).unwrap());
+    assert_eq!(s.stats().unwrap().dropped_batches, 2);
+}
+
+#[test]
+fn a_call_larger_than_the_spool_is_an_error_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let mut s = Spool::open(&path, SpoolOptions::numbered_from_one(2_000)).unwrap();
+    s.append("gw", vec![batch("m1", 1, "1.00")]).unwrap();
+    let before = s.stats().unwrap();
+    let err = s.append("gw", vec![batch("m1", 40, "2.00")]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SpoolError::TooLarge {
+                max_bytes: 2_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(s.stats().unwrap(), before);
+    assert_eq!(
+        s.last_good("m1", "energy.active.import.total")
+            .unwrap()
+            .as_deref(),
+        Some("1.00")
+    );
+    // The refused call used up no seq.
+    assert_eq!(
+        s.append("gw", vec![batch("m1", 1, "3.00")]).unwrap()[0].seq,
+        2
+    );
+}
+
+#[test]
+fn last_good_energy_values_persist_with_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let mut s = open(&path);
+    let mut b = batch("m1", 3, "12345.670");
+    // A suspect and a bad energy value are not remembered.
+    b.values.push(ReadingValue {
+        quantity: "energy.active.export.total".into(),
+        value: Some(ValueData::Number(serde_json::from_str("5.5").unwrap())),
+        unit: "kWh".into(),
+        obis: None,
+        source: "x".into(),
+        quality: Quality::Suspect,
+        reason: Some("went backwards".into()),
+        meter_time: None,
+    });
+    b.values.push(ReadingValue {
+        quantity: "energy.active.import.t1".into(),
+        value: None,
+        unit: "kWh".into(),
+        obis: None,
+        source: "x".into(),
+        quality: Quality::Bad,
+        reason: Some("timeout".into()),
+        meter_time: None,
+    });
+    s.append("gw", vec![b]).unwrap();
+    s.append("gw", vec![batch("m2", 1, "7")]).unwrap();
+    drop(s);
+    let mut s = open(&path);
+    let q = "energy.active.import.total";
+    assert_eq!(s.last_good("m1", q).unwrap().as_deref(), Some("12345.670"));
+    assert_eq!(s.last_good("m2", q).unwrap().as_deref(), Some("7"));
+    assert_eq!(
+        s.last_good("m1", "energy.active.export.total").unwrap(),
+        None
+    );
+    assert_eq!(s.last_good("m1", "energy.active.import.t1").unwrap(), None);
+    assert_eq!(s.last_good("m1", "voltage.l1").unwrap(), None);
+    assert_eq!(s.last_good("m3", q).unwrap(), None);
+    s.append("gw", vec![batch("m1", 1, "12345.68")]).unwrap();
+    assert_eq!(s.last_good("m1", q).unwrap().as_deref(), Some("12345.68"));
+}
+
+#[test]
+fn newer_schema_and_foreign_databases_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    drop(open(&path));
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", schema::SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    let err = Spool::open(&path, SpoolOptions::numbered_from_one(64 * 1024 * 1024)).unwrap_err();
+    assert!(matches!(err, SpoolError::Schema { .. }), "{err}");
+    assert!(err.to_string().contains("newer"), "{err}");
+
+    let other = dir.path().join("other.db");
+    {
+        let c = rusqlite::Connection::open(&other).unwrap();
+        c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    let err = Spool::open(&other, SpoolOptions::numbered_from_one(64 * 1024 * 1024)).unwrap_err();
+    assert!(matches!(err, SpoolError::Schema { .. }), "{err}");
+    assert!(err.to_string().contains("not a meterd spool"), "{err}");
+}
+
+#[test]
+fn a_corrupt_file_is_refused_and_can_be_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(&path, &garbage).unwrap();
+    let err = Spool::open(&path, SpoolOptions::numbered_from_one(64 * 1024 * 1024)).unwrap_err();
+    assert!(matches!(err, SpoolError::Corrupt { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("move it aside"),
+        "{msg}"
+    );
+    // Untouched: no new spool was started over it.
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+
+    let moved = Spool::quarantine(&path).unwrap();
+    assert!(!path.exists());
+    assert!(
+        moved.to_string_lossy().contains(".corrupt-"),
+        "{}",
+        moved.display()
+    );
+    assert_eq!(std::fs::read(&moved).unwrap(), garbage);
+    let mut s = open(&path);
+    assert_eq!(s.append("gw", vec![batch("m", 1, "1")]).unwrap()[0].seq, 1);
+}
+
+#[test]
+fn a_damaged_page_is_found_by_quick_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let mut s = open(&path);
+    for _ in 0..40 {
+        s.append("gw", vec![batch("m1", 25, "1.5")]).unwrap();
+    }
+    drop(s); // checkpoints the WAL into the main file on close
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 4 * 4096, "{}", bytes.len());
+    // Scribble over the middle of page 3 (a b-tree page), keep the header intact.
+    for b in &mut bytes[2 * 4096 + 8..2 * 4096 + 600] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Spool::open(&path, SpoolOptions::numbered_from_one(64 * 1024 * 1024)).unwrap_err();
+    assert!(matches!(err, SpoolError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn a_wal_without_its_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(with_suffix(&path, "-wal"), b"not empty").unwrap();
+    let err = Spool::open(&path, SpoolOptions::numbered_from_one(64 * 1024 * 1024)).unwrap_err();
+    assert!(matches!(err, SpoolError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn a_second_owner_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let _s = open(&path);
+    let err = Spool::open(&path, SpoolOptions::numbered_from_one(64 * 1024 * 1024)).unwrap_err();
+    assert!(matches!(err, SpoolError::Locked { .. }), "{err}");
+}
+
+#[test]
+fn synchronous_normal_is_selectable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let opts = SpoolOptions {
+        synchronous_full: false,
+        ..SpoolOptions::numbered_from_one(1 << 20)
+    };
+    let mut s = Spool::open(&path, opts).unwrap();
+    let level: i64 = s
+        .conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .unwrap();
+    assert_eq!(level, 1); // NORMAL
+    s.append("gw", vec![batch("m", 1, "1")]).unwrap();
+    drop(s);
+    let s = open(&path);
+    let level: i64 = s
+        .conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .unwrap();
+    assert_eq!(level, 2); // FULL
+    assert_eq!(s.stats().unwrap().depth, 1);
+}
+
+/// Mounts a 256 KiB tmpfs; `None` (with the reason printed) where that is not permitted.
+fn small_fs(dir: &Path) -> Option<Mount> {
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(dir)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(Mount(dir.to_path_buf())),
+        Ok(o) => {
+            eprintln!(
+                "SKIP disk-full test: mount -t tmpfs not permitted: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("SKIP disk-full test: cannot run mount: {e}");
+            None
+        }
+    }
+}
+
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_distinct_and_loses_nothing_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_mount) = small_fs(dir.path()) else {
+        return;
+    };
+    let path = dir.path().join("spool.db");
+    let mut s = open(&path);
+    let mut taken = Vec::new();
+    let mut full = None;
+    for i in 0..10_000 {
+        match s.append("gw", vec![batch(&format!("m{}", i % 3), 25, "1.25")]) {
+            Ok(a) => taken.extend(a),
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    let err = full.expect("a 256 KiB file system never filled up");
+    assert!(matches!(err, SpoolError::DiskFull { .. }), "{err}");
+    assert!(taken.len() > 10, "only {} batches fitted", taken.len());
+    eprintln!("disk full after {} batches: {err}", taken.len());
+    // Everything taken is readable now, from this connection…
+    let stored: Vec<i64> = s
+        .pending(None, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|p| p.rowid)
+        .collect();
+    assert_eq!(stored, taken.iter().map(|a| a.rowid).collect::<Vec<_>>());
+    assert_eq!(s.stats().unwrap().depth, taken.len() as u64);
+    // …and keeps failing cleanly.
+    let again = s.append("gw", vec![batch("m0", 25, "1.25")]);
+    assert!(
+        matches!(again, Err(SpoolError::DiskFull { .. })),
+        "{again:?}"
+    );
+    drop(s);
+    // …and after a reopen, every batch taken is there, whole, with its seq.
+    let s = open(&path);
+    let p = s.pending(None, usize::MAX).unwrap();
+    assert_eq!(p.len(), taken.len());
+    for (p, a) in p.iter().zip(&taken) {
+        assert_eq!(
+            (p.rowid, &p.meter, p.seq, &p.id),
+            (a.rowid, &a.meter, a.seq, &a.id)
+        );
+        let b: ReadingBatch = serde_json::from_slice(&p.payload).unwrap();
+        assert_eq!(b.id, a.id);
+    }
+    // Acks free room: appends go on where they stopped, with no seq reused.
+    let mut s = s;
+    let half: Vec<i64> = taken[..taken.len() / 2].iter().map(|a| a.rowid).collect();
+    match s.ack_many(&half) {
+        Ok(n) => {
+            assert_eq!(n, half.len());
+            let last_m0 = taken
+                .iter()
+                .filter(|a| a.meter == "m0")
+                .map(|a| a.seq)
+                .max();
+            let next = s.append("gw", vec![batch("m0", 25, "1.25")]).unwrap();
+            assert_eq!(Some(next[0].seq), last_m0.map(|s| s + 1));
+        }
+        Err(e) => eprintln!("note: acking on the full file system failed too: {e}"),
+    }
+}
+
+#[test]
+fn a_read_only_file_system_is_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_mount) = small_fs(dir.path()) else {
+        return;
+    };
+    let path = dir.path().join("spool.db");
+    let mut s = open(&path);
+    s.append("gw", vec![batch("m1", 2, "1.5")]).unwrap();
+    drop(s);
+    let ok = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIP read-only test: remount,ro not permitted");
+        return;
+    }
+    let err = Spool::open(&path, SpoolOptions::numbered_from_one(64 * 1024 * 1024)).unwrap_err();
+    assert!(matches!(err, SpoolError::ReadOnly { .. }), "{err:?}");
+    eprintln!("{err}");
+}
+
+#[test]
+fn a_new_spool_never_repeats_the_ids_of_a_lost_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let old = dir.path().join("old.db");
+    let mut s = Spool::open(&old, SpoolOptions::new(1 << 20)).unwrap();
+    let first = s.append("gw", vec![batch("m1", 1, "1.00")]).unwrap()[0].seq;
+    assert!(
+        first >= before,
+        "seq {first} starts at the clock ({before} ms)"
+    );
+    let mut last = first;
+    for _ in 0..20 {
+        last = s.append("gw", vec![batch("m1", 1, "1.00")]).unwrap()[0].seq;
+    }
+    assert_eq!(last, first + 20, "then it grows by one per batch");
+    drop(s);
+    // The spool is lost; a new one starts above every seq the old one issued.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let mut fresh = Spool::open(dir.path().join("new.db"), SpoolOptions::new(1 << 20)).unwrap();
+    let again = fresh.append("gw", vec![batch("m1", 1, "1.00")]).unwrap()[0].seq;
+    assert!(
+        again > last,
+        "new spool's seq {again} must exceed the lost spool's {last}"
+    );
+}
