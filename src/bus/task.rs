@@ -77,6 +77,8 @@ pub enum BusCommand {
         /// Where the batch goes; an error says why there is none (unknown meter).
         reply: oneshot::Sender<Result<ReadingBatch, String>>,
     },
+    /// Stop after the poll in progress (its batch is still delivered); the task then returns.
+    Stop,
 }
 
 /// Why a bus task cannot be built.
@@ -689,7 +691,11 @@ impl Bus {
             // One-shot reads first: they are technicians waiting.
             while commands_open {
                 match commands.try_recv() {
-                    Ok(cmd) => self.serve(cmd).await,
+                    Ok(cmd) => {
+                        if !self.serve(cmd).await {
+                            return;
+                        }
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => commands_open = false,
                 }
@@ -708,7 +714,11 @@ impl Bus {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 cmd = commands.recv(), if commands_open => match cmd {
-                    Some(cmd) => self.serve(cmd).await,
+                    Some(cmd) => {
+                        if !self.serve(cmd).await {
+                            return;
+                        }
+                    }
                     None => commands_open = false,
                 },
                 _ = out.closed() => return,
@@ -744,12 +754,15 @@ impl Bus {
         }
     }
 
-    async fn serve(&mut self, cmd: BusCommand) {
+    /// Serves a command; false when the task must stop.
+    async fn serve(&mut self, cmd: BusCommand) -> bool {
         match cmd {
             BusCommand::ReadNow { meter, reply } => {
                 let r = self.read_now(&meter).await;
                 let _ = reply.send(r);
+                true
             }
+            BusCommand::Stop => false,
         }
     }
 }
