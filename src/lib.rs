@@ -6,8 +6,11 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod bus;
 pub mod config;
 pub mod decode;
 pub mod hex_input;
 pub mod reading;
+pub mod uplink;
