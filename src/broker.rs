@@ -141,4 +141,45 @@ mod tests {
             Err(BrokerError::Bind { .. })
         ));
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_uplink_drains_into_the_embedded_broker() {
+        use crate::uplink::{MemoryOutbox, Outbox, Uplink, UplinkConfig};
+        use std::sync::{Arc, Mutex};
+
+        let listen = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        EmbeddedBroker::start(listen, 1 << 20).unwrap();
+        let outbox = Arc::new(Mutex::new(MemoryOutbox::new()));
+        for seq in 1..=50 {
+            outbox
+                .lock()
+                .unwrap()
+                .push("m1", seq, &format!("gw/m1/{seq}"), vec![b'x'; 64 * 1024]);
+        }
+        let cfg = UplinkConfig {
+            url: "embedded".into(),
+            embedded_listen: listen,
+            ..UplinkConfig::default()
+        };
+        let (uplink, handle) = Uplink::new("gw", cfg, outbox.clone()).unwrap();
+        let task = tokio::spawn(uplink.run());
+        let t0 = Instant::now();
+        while !outbox.lock().unwrap().is_empty() && t0.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            outbox.lock().unwrap().pending(None, 1).unwrap().is_empty(),
+            "{:?}",
+            handle.snapshot()
+        );
+        assert_eq!(handle.snapshot().acked, 50);
+        handle.shutdown();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }

@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use rumqttc::{
-    AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing, Packet,
-    QoS,
+    AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttState,
+    Outgoing, Packet, QoS,
 };
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
@@ -491,7 +491,14 @@ impl<O: Outbox> Uplink<O> {
         last_logged: &mut Option<String>,
     ) {
         // Whatever rumqttc kept from the last connection is ours to resend, from the outbox.
+        // Its state is replaced too: `MqttState::clean` keeps buffered events (a stale
+        // `Outgoing::Publish` would shift every pkid→row mapping by one and ack the wrong row),
+        // a parked collision (which would block all new publishes) and the last packet id.
         eventloop.pending.clear();
+        eventloop.state = MqttState::new(
+            eventloop.mqtt_options.inflight(),
+            eventloop.mqtt_options.manual_acks(),
+        );
         *s = Session {
             connected: true,
             maybe_more: true,
@@ -606,7 +613,14 @@ impl<O: Outbox> Uplink<O> {
             }
         }
         let room = window.saturating_sub(s.outstanding());
-        if room == 0 || !s.maybe_more || s.outbox_retry_at.is_some() {
+        // Refill in pages of at least a quarter window while publishes are outstanding: one
+        // outbox query per few PUBACKs, not one per PUBACK, and the pipe never runs dry.
+        let min_page = if s.outstanding() == 0 {
+            1
+        } else {
+            (window / 4).max(1)
+        };
+        if room < min_page || !s.maybe_more || s.outbox_retry_at.is_some() {
             return;
         }
         let rows = match self.outbox.pending(s.cursor, room) {
@@ -671,10 +685,7 @@ impl<O: Outbox> Uplink<O> {
         {
             match tokio::time::timeout_at(deadline, eventloop.poll()).await {
                 Ok(Ok(ev)) => {
-                    if matches!(ev, Event::Incoming(Packet::ConnAck(_))) {
-                        break;
-                    }
-                    self.on_event(ev, s, eventloop, &mut backoff, &mut failures, &mut logged);
+                    self.on_event(ev, s, eventloop, &mut backoff, &mut failures, &mut logged)
                 }
                 Ok(Err(e)) => {
                     warn!("connection lost during shutdown: {}", describe(&e));

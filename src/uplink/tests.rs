@@ -553,6 +553,10 @@ async fn wrong_password_is_a_clear_error_and_is_retried() {
     );
     let snap = handle.snapshot();
     let err = snap.last_error.clone().unwrap();
+    eprintln!(
+        "wrong password: uplink state {:?}, last_error {err:?}",
+        snap.state
+    );
     assert!(
         err.contains("refused") && (err.contains("password") || err.contains("authorised")),
         "{err}"
@@ -761,6 +765,10 @@ async fn tls_with_ca_and_client_certificate() {
         .await
     );
     assert_ne!(h_no.snapshot().state, ConnectionState::Connected);
+    eprintln!(
+        "TLS without client certificate: {:?}",
+        h_no.snapshot().last_error
+    );
     t_no.abort();
     let (outbox, handle, task) = start_uplink("gw-t", tls);
     push(&outbox, &handle, "gw-t", "m1", 1, 0);
