@@ -379,34 +379,50 @@ impl<O: Outbox> Uplink<O> {
         let mut failures: u32 = 0;
         let mut last_logged: Option<String> = None;
 
-        loop {
-            if *self.shutdown.borrow() {
-                break;
-            }
-            if s.connected {
-                self.fill(&client, &mut s);
-            }
-            let retry = s.outbox_retry_at;
-            tokio::select! {
-                _ = self.shutdown.changed() => {}
-                _ = self.shared.wake.notified(), if s.connected => { s.maybe_more = true; }
-                _ = status_tick.tick(), if s.connected => { s.gateway_status_due = true; }
-                _ = async { if let Some(t) = retry { tokio::time::sleep_until(t).await } }, if retry.is_some() => {
-                    s.outbox_retry_at = None;
-                    s.maybe_more = true;
-                }
-                ev = eventloop.poll() => match ev {
-                    Ok(ev) => self.on_event(ev, &mut s, &mut eventloop, &mut backoff, &mut failures, &mut last_logged),
-                    Err(e) => {
-                        let delay = backoff.next_delay();
-                        self.on_error(&e, &mut s, delay, &mut failures, &mut last_logged);
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = self.shutdown.changed() => {}
-                        }
-                        eventloop.mqtt_options.set_last_will(self.will());
+        'run: loop {
+            // One `poll()` future is kept alive until it completes: dropping it half-way (when a
+            // wake-up or a timer wins a `select!`) could drop a PUBLISH that rumqttc has already
+            // counted as in flight. Wake-ups and timers only refill the request channel.
+            let ev = {
+                let mut poll = std::pin::pin!(eventloop.poll());
+                loop {
+                    if *self.shutdown.borrow() {
+                        break 'run;
                     }
-                },
+                    if s.connected {
+                        self.fill(&client, &mut s);
+                    }
+                    let retry = s.outbox_retry_at;
+                    tokio::select! {
+                        ev = &mut poll => break ev,
+                        _ = self.shutdown.changed() => {}
+                        _ = self.shared.wake.notified(), if s.connected => { s.maybe_more = true; }
+                        _ = status_tick.tick(), if s.connected => { s.gateway_status_due = true; }
+                        _ = async { if let Some(t) = retry { tokio::time::sleep_until(t).await } }, if retry.is_some() => {
+                            s.outbox_retry_at = None;
+                            s.maybe_more = true;
+                        }
+                    }
+                }
+            };
+            match ev {
+                Ok(ev) => self.on_event(
+                    ev,
+                    &mut s,
+                    &mut eventloop,
+                    &mut backoff,
+                    &mut failures,
+                    &mut last_logged,
+                ),
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    self.on_error(&e, &mut s, delay, &mut failures, &mut last_logged);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.changed() => {}
+                    }
+                    eventloop.mqtt_options.set_last_will(self.will());
+                }
             }
         }
         self.shutdown_gracefully(&client, &mut eventloop, &mut s)
