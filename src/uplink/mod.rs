@@ -370,6 +370,8 @@ impl<O: Outbox> Uplink<O> {
         let (client, mut eventloop) = AsyncClient::new(opts, cap);
         let mut net = eventloop.network_options();
         net.set_connection_timeout(self.config.connect_timeout.as_secs().max(1));
+        // Publishes and PUBACK-driven refills go out at once instead of waiting for Nagle.
+        net.set_tcp_nodelay(true);
         eventloop.set_network_options(net);
 
         let mut s = Session::default();
@@ -629,14 +631,11 @@ impl<O: Outbox> Uplink<O> {
             }
         }
         let room = window.saturating_sub(s.outstanding());
-        // Refill in pages of at least a quarter window while publishes are outstanding: one
-        // outbox query per few PUBACKs, not one per PUBACK, and the pipe never runs dry.
-        let min_page = if s.outstanding() == 0 {
-            1
-        } else {
-            (window / 4).max(1)
-        };
-        if room < min_page || !s.maybe_more || s.outbox_retry_at.is_some() {
+        // Refill on every PUBACK, not in bigger pages: a broker that does not set TCP_NODELAY
+        // (mosquitto's default) holds back further PUBACKs until our ACK, which the kernel
+        // delays up to 40 ms unless we send data. Waiting for a quarter window to free up cut
+        // the drain rate from ~30k/s to ~800/s in a measurement.
+        if room == 0 || !s.maybe_more || s.outbox_retry_at.is_some() {
             return;
         }
         let rows = match self.outbox.pending(s.cursor, room) {

@@ -788,3 +788,43 @@ async fn tls_with_ca_and_client_certificate() {
         .unwrap()
         .unwrap();
 }
+
+/// Measurement, not a check: `cargo test -p meterd uplink_drain_rate -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn uplink_drain_rate() {
+    let bin = need_mosquitto!();
+    let broker = Mosquitto::start(&bin, &std::env::var("MOSQ_EXTRA").unwrap_or_default());
+    for window in [1u16, 2, 5, 20, 100] {
+        let cfg = UplinkConfig {
+            max_inflight: window,
+            ..config(broker.port)
+        };
+        let gw = format!("gw-rate-{window}");
+        let outbox: SharedOutbox = Arc::new(Mutex::new(MemoryOutbox::new()));
+        const N: u64 = 5000;
+        for seq in 1..=N {
+            let (id, payload) = batch(&gw, "m1", seq, 0);
+            outbox.lock().unwrap().push("m1", seq, &id, payload);
+        }
+        let bytes = outbox.lock().unwrap().bytes();
+        let (uplink, handle) = Uplink::new(&gw, cfg, outbox.clone()).unwrap();
+        let t0 = std::time::Instant::now();
+        let task = tokio::spawn(uplink.run());
+        assert!(
+            wait_until(Duration::from_secs(60), || outbox
+                .lock()
+                .unwrap()
+                .is_empty())
+            .await
+        );
+        let dt = t0.elapsed();
+        eprintln!(
+            "window {window:>3}: {N} readings ({} B each) drained in {dt:?} = {:.0} readings/s (debug build, backlog in memory)",
+            bytes / N,
+            N as f64 / dt.as_secs_f64()
+        );
+        handle.shutdown();
+        let _ = task.await;
+    }
+}
