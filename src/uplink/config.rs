@@ -319,8 +319,13 @@ impl UplinkConfig {
                 "must be > 0 and not above reconnect_max",
             ));
         }
-        if self.keepalive < Duration::from_secs(5) {
-            return Err(range("keepalive", "must be at least 5s"));
+        if self.keepalive < Duration::from_secs(5) || self.keepalive > Duration::from_secs(65535) {
+            return Err(range("keepalive", "must be 5s - 65535s"));
+        }
+        if let Some(id) = &self.client_id
+            && (id.trim().is_empty() || id.len() > 65535)
+        {
+            return Err(range("client_id", "must not be empty"));
         }
         if self.connect_timeout < Duration::from_secs(1) {
             return Err(range("connect_timeout", "must be at least 1s"));
