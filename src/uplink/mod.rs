@@ -82,6 +82,9 @@ pub struct UplinkSnapshot {
     pub statuses_acked: u64,
     /// Outbox errors (the row stays and is sent again later).
     pub outbox_errors: u64,
+    /// Readings skipped because they exceed `max_packet_size` (they stay in the outbox;
+    /// publishing one would break the connection on every attempt and block all others).
+    pub oversized: u64,
 }
 
 impl Default for UplinkSnapshot {
@@ -96,6 +99,7 @@ impl Default for UplinkSnapshot {
             acked: 0,
             statuses_acked: 0,
             outbox_errors: 0,
+            oversized: 0,
         }
     }
 }
@@ -654,12 +658,20 @@ impl<O: Outbox> Uplink<O> {
                 s.cursor = Some(row.rowid);
                 continue;
             }
-            match client.try_publish(
-                self.readings_topic(&row.meter),
-                QoS::AtLeastOnce,
-                false,
-                row.payload,
-            ) {
+            let topic = self.readings_topic(&row.meter);
+            // Fixed header (5) + topic length (2) + topic + packet id (2) + payload.
+            if 9 + topic.len() + row.payload.len() > self.config.max_packet_size {
+                error!(
+                    rowid = row.rowid,
+                    id = %row.id,
+                    bytes = row.payload.len(),
+                    "reading exceeds mqtt.max_packet_size; left in the outbox, not published"
+                );
+                self.shared.snap().oversized += 1;
+                s.cursor = Some(row.rowid);
+                continue;
+            }
+            match client.try_publish(topic, QoS::AtLeastOnce, false, row.payload) {
                 Ok(()) => {
                     s.queued.push_back(Sent::Reading(row.rowid));
                     s.cursor = Some(row.rowid);

@@ -422,6 +422,32 @@ async fn a_batch_larger_than_10_kib_goes_through() {
     assert_valid(&schema("reading.v1.json"), &sub.on("/readings")[0].payload);
 }
 
+/// A reading larger than `max_packet_size` must not break the connection over and over and
+/// block everything behind it: it is skipped (and stays in the outbox), the rest flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_reading_does_not_block_the_others() {
+    let bin = need_mosquitto!();
+    let broker = Mosquitto::start(&bin, "");
+    let sub = Sub::start(broker.port, "meterd/gw-o/+/+/readings", "sub-o", true).await;
+    let cfg = UplinkConfig {
+        max_packet_size: 10 * 1024,
+        ..config(broker.port)
+    };
+    let (outbox, handle, _task) = start_uplink("gw-o", cfg);
+    push(&outbox, &handle, "gw-o", "m1", 1, 200); // ~20 KiB
+    push(&outbox, &handle, "gw-o", "m1", 2, 0);
+    assert!(wait_until(Duration::from_secs(5), || sub.on("/readings").len() == 1).await);
+    assert!(wait_until(Duration::from_secs(5), || outbox.lock().unwrap().len() == 1).await);
+    let snap = handle.snapshot();
+    assert_eq!(
+        (snap.oversized, snap.acked, snap.connects),
+        (1, 1, 1),
+        "{snap:?}"
+    );
+    let b: ReadingBatch = serde_json::from_slice(&sub.on("/readings")[0].payload).unwrap();
+    assert_eq!(b.seq, 2);
+}
+
 /// The data-loss scenario of peers' bugs: the broker goes away (SIGTERM, then SIGKILL) while
 /// readings keep coming. Everything must arrive, in order per meter, duplicates only as
 /// byte-identical copies (same `id`).
