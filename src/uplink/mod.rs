@@ -18,6 +18,21 @@
 //! **Never**: exits on a broker or network error (it reconnects with capped, jittered backoff
 //! forever, including after an authorisation refusal, which is logged as such); writes or reorders
 //! outbox rows; logs the password; starts the embedded broker (see [`crate::broker`]).
+//!
+//! Wiring, in the daemon:
+//!
+//! ```text
+//! let (uplink, handle) = Uplink::new(&cfg.gateway, cfg.mqtt.clone(), spool_outbox)?;
+//! let uplink = uplink.with_spool_stats(move || spool_counters.snapshot());
+//! let task = tokio::spawn(uplink.run());          // returns the outbox after shutdown
+//! // after each spool commit:      handle.readings_added();
+//! // when a meter's health changes: handle.set_meter_status(status);
+//! // status service:               handle.snapshot();
+//! // on SIGTERM:                   handle.shutdown(); task.await;
+//! ```
+//!
+//! With `url = "embedded"`, start [`crate::broker::EmbeddedBroker`] on
+//! `embedded_listen` first.
 
 mod config;
 mod outbox;
@@ -310,7 +325,9 @@ impl<O: Outbox> Uplink<O> {
         ))
     }
 
-    /// Where the gateway status numbers for the spool come from.
+    /// Where the gateway status numbers for the spool come from. Called on the uplink task each
+    /// time the gateway status or the last will is built (every `status_interval` and on every
+    /// reconnect attempt), so it must be cheap (cached counters, not a `COUNT(*)`).
     pub fn with_spool_stats(mut self, f: impl Fn() -> SpoolStats + Send + Sync + 'static) -> Self {
         self.spool_stats = Box::new(f);
         self
