@@ -31,7 +31,7 @@ use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::uplink::{self, Outbox, Uplink, UplinkHandle};
 
 /// How long a stop may take, from the signal to the return of [`Daemon::run`].
-pub const STOP_BUDGET: Duration = Duration::from_millis(4500);
+pub const STOP_BUDGET: Duration = Duration::from_millis(4800);
 
 /// Most batches kept in memory while the spool cannot be written.
 const MEMORY_BACKLOG: usize = 20_000;
@@ -86,12 +86,22 @@ impl SpoolOutbox {
 impl Outbox for SpoolOutbox {
     type Error = SpoolError;
 
-    fn pending(&mut self, after_rowid: Option<i64>, limit: usize) -> Result<Vec<uplink::Pending>, SpoolError> {
+    fn pending(
+        &mut self,
+        after_rowid: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<uplink::Pending>, SpoolError> {
         self.flush()?;
         let rows = lock(&self.spool).pending(after_rowid, limit)?;
         Ok(rows
             .into_iter()
-            .map(|p| uplink::Pending { rowid: p.rowid, meter: p.meter, seq: p.seq, id: p.id, payload: p.payload })
+            .map(|p| uplink::Pending {
+                rowid: p.rowid,
+                meter: p.meter,
+                seq: p.seq,
+                id: p.id,
+                payload: p.payload,
+            })
             .collect())
     }
 
@@ -132,7 +142,11 @@ impl Daemon {
     }
 
     /// Starts a daemon from a checked configuration.
-    pub async fn start_with(mut config: Config, profiles: ProfileSet, options: RunOptions) -> Result<Daemon, DaemonError> {
+    pub async fn start_with(
+        mut config: Config,
+        profiles: ProfileSet,
+        options: RunOptions,
+    ) -> Result<Daemon, DaemonError> {
         if let Some(dir) = options.data_dir {
             config.data_dir = dir;
         }
@@ -143,19 +157,29 @@ impl Daemon {
 
         #[cfg(feature = "embedded-broker")]
         let broker = if config.mqtt.url == "embedded" {
-            let b = crate::broker::EmbeddedBroker::start(config.mqtt.embedded_listen, config.mqtt.max_packet_size)?;
+            let b = crate::broker::EmbeddedBroker::start(
+                config.mqtt.embedded_listen,
+                config.mqtt.max_packet_size,
+            )?;
             tracing::info!(addr = %b.addr(), "embedded MQTT broker listening");
             Some(b)
         } else {
             None
         };
 
-        let outbox = SpoolOutbox { spool: spool.clone(), acks: Vec::new() };
+        let outbox = SpoolOutbox {
+            spool: spool.clone(),
+            acks: Vec::new(),
+        };
         let (up, uplink) = Uplink::new(&config.gateway, config.mqtt.clone(), outbox)?;
         let stats_spool = spool.clone();
         let up = up.with_spool_stats(move || {
             let s = lock(&stats_spool).stats().unwrap_or_default();
-            uplink::SpoolStats { depth: s.depth, bytes: s.bytes, dropped: s.dropped_batches }
+            uplink::SpoolStats {
+                depth: s.depth,
+                bytes: s.bytes,
+                dropped: s.dropped_batches,
+            }
         });
         let uplink_task = tokio::spawn(up.run());
 
@@ -191,7 +215,15 @@ impl Daemon {
 
     /// The buses' status snapshots.
     pub fn bus_statuses(&self) -> Vec<BusStatus> {
-        self.buses.iter().map(|b| b.status.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())).collect()
+        self.buses
+            .iter()
+            .map(|b| {
+                b.status
+                    .lock()
+                    .map(|s| s.clone())
+                    .unwrap_or_else(|p| p.into_inner().clone())
+            })
+            .collect()
     }
 
     /// The configuration in force.
@@ -203,7 +235,9 @@ impl Daemon {
     /// status and disconnects; returns within about [`STOP_BUDGET`].
     pub async fn stop(self) {
         let deadline = tokio::time::Instant::now() + STOP_BUDGET;
-        let bus_deadline = tokio::time::Instant::now() + Duration::from_millis(2000);
+        // Buses get most of the budget: a DL/T 645 poll at 2400 baud can take seconds. The
+        // uplink needs little (the offline status is one small publish).
+        let bus_deadline = tokio::time::Instant::now() + Duration::from_millis(3300);
         for b in &self.buses {
             let _ = b.commands.try_send(BusCommand::Stop);
         }
@@ -216,7 +250,10 @@ impl Daemon {
         }
         // Every bus sender is gone: the pipeline stores what is left and ends.
         let pipe_abort = self.pipeline.abort_handle();
-        if tokio::time::timeout_at(bus_deadline + Duration::from_millis(500), self.pipeline).await.is_err() {
+        if tokio::time::timeout_at(bus_deadline + Duration::from_millis(400), self.pipeline)
+            .await
+            .is_err()
+        {
             pipe_abort.abort();
         }
         self.status_task.abort();
@@ -268,7 +305,12 @@ pub async fn wait_for_signal() {
 /// Validates and stores batches as they come; keeps them in memory while the spool fails.
 /// Returns when every bus has stopped and everything received was stored (or, stopping,
 /// could not be after one more try).
-async fn pipeline(mut rx: mpsc::Receiver<ReadingBatch>, spool: Arc<Mutex<Spool>>, config: Config, uplink: UplinkHandle) {
+async fn pipeline(
+    mut rx: mpsc::Receiver<ReadingBatch>,
+    spool: Arc<Mutex<Spool>>,
+    config: Config,
+    uplink: UplinkHandle,
+) {
     let mut backlog: VecDeque<ReadingBatch> = VecDeque::new();
     let mut dropped_in_memory: u64 = 0;
     let retry = Duration::from_secs(5);
@@ -296,7 +338,10 @@ async fn pipeline(mut rx: mpsc::Receiver<ReadingBatch>, spool: Arc<Mutex<Spool>>
         while backlog.len() > MEMORY_BACKLOG {
             backlog.pop_front();
             dropped_in_memory += 1;
-            tracing::error!(dropped_in_memory, "spool unwritable for too long: oldest in-memory reading dropped");
+            tracing::error!(
+                dropped_in_memory,
+                "spool unwritable for too long: oldest in-memory reading dropped"
+            );
         }
         let group: Vec<ReadingBatch> = backlog.iter().cloned().collect();
         let s = spool.clone();
@@ -312,7 +357,10 @@ async fn pipeline(mut rx: mpsc::Receiver<ReadingBatch>, spool: Arc<Mutex<Spool>>
                 failing = true;
                 tracing::error!(error = %e, kept_in_memory = backlog.len(), "cannot store readings; retrying");
                 if closed {
-                    tracing::error!(lost = backlog.len(), "stopping with readings that could not be stored");
+                    tracing::error!(
+                        lost = backlog.len(),
+                        "stopping with readings that could not be stored"
+                    );
                     return;
                 }
             }
@@ -325,7 +373,12 @@ async fn pipeline(mut rx: mpsc::Receiver<ReadingBatch>, spool: Arc<Mutex<Spool>>
 }
 
 /// Validates and appends a group of batches in one transaction; returns how many were stored.
-fn store(spool: &Mutex<Spool>, gateway: &str, validation: &crate::validate::ValidationConfig, mut group: Vec<ReadingBatch>) -> Result<usize, SpoolError> {
+fn store(
+    spool: &Mutex<Spool>,
+    gateway: &str,
+    validation: &crate::validate::ValidationConfig,
+    mut group: Vec<ReadingBatch>,
+) -> Result<usize, SpoolError> {
     let mut s = lock(spool);
     let now = SystemTime::now();
     for batch in &mut group {
@@ -333,7 +386,9 @@ fn store(spool: &Mutex<Spool>, gateway: &str, validation: &crate::validate::Vali
         let mut last: BTreeMap<String, Option<Decimal>> = BTreeMap::new();
         for v in &batch.values {
             if crate::validate::is_monotonic(&v.quantity) {
-                let prev = s.last_good(&meter, &v.quantity)?.and_then(|t| t.parse().ok());
+                let prev = s
+                    .last_good(&meter, &v.quantity)?
+                    .and_then(|t| t.parse().ok());
                 last.insert(v.quantity.clone(), prev);
             }
         }
@@ -353,9 +408,12 @@ async fn forward_statuses(buses: Vec<Arc<Mutex<BusStatus>>>, uplink: UplinkHandl
     loop {
         tick.tick().await;
         rounds += 1;
-        let refresh_all = rounds % 30 == 0;
+        let refresh_all = rounds.is_multiple_of(30);
         for bus in &buses {
-            let snapshot = bus.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone());
+            let snapshot = bus
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_else(|p| p.into_inner().clone());
             for m in &snapshot.meters {
                 let key = (m.state, m.polls_ok + m.polls_failed);
                 let changed = last.get(&m.id).is_none_or(|prev| prev.0 != m.state);
@@ -378,7 +436,10 @@ fn to_uplink_status(m: &crate::bus::health::MeterStatus) -> uplink::MeterStatus 
         meter: m.id.clone(),
         state,
         at: SystemTime::now(),
-        last_success: m.last_success.as_deref().and_then(|t| humantime::parse_rfc3339(t).ok()),
+        last_success: m
+            .last_success
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339(t).ok()),
         last_error: m.last_error.clone(),
         counters: uplink::MeterCounters {
             polls: m.polls_ok + m.polls_failed,

@@ -6,9 +6,12 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod hex_input;
 pub mod logging;
@@ -16,4 +19,5 @@ pub mod meter;
 pub mod reading;
 pub mod sim;
 pub mod spool;
+pub mod uplink;
 pub mod validate;

@@ -15,10 +15,22 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; `default_filter` applies when `RUST_LOG` is unset.
+/// Installs the global subscriber; `default_filter` applies when `RUST_LOG` is unset or empty.
+/// The embedded broker's own logs (rumqttd) are off by default: it logs an ERROR for every
+/// client that disconnects, its readiness probe included, and broker trouble shows up as the
+/// uplink's connection errors anyway. `RUST_LOG=rumqttd=info` brings them back.
 pub fn init(format: LogFormat, default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let default = format!("{default_filter},rumqttd=off");
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = match from_env {
+        Some(spec) => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("RUST_LOG={spec:?} is not a valid filter ({e}); using {default:?}");
+            EnvFilter::new(&default)
+        }),
+        None => EnvFilter::new(&default),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -14,6 +14,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: poll every configured meter and publish readings over MQTT.
+    Run(meterd::cli::run::RunArgs),
+    /// The embedded default: simulated meters, embedded broker and the daemon, printing readings.
+    Demo(meterd::cli::demo::DemoArgs),
     /// Decode a DL/T 645 or Modbus RTU frame and explain it field by field.
     Decode(meterd::decode::DecodeArgs),
     /// Simulated meters on serial ports / TCP, with wire-time emulation and fault injection.
@@ -31,6 +35,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => meterd::cli::run::run(&args),
+        Command::Demo(args) => meterd::cli::demo::run(&args),
         Command::Decode(args) => meterd::decode::run(&args),
         Command::Simulate(args) => meterd::sim::cli::run(&args),
         Command::Read(args) => meterd::cli::read::run(&args),

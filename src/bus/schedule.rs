@@ -53,12 +53,16 @@ struct Entry {
     overruns: u64,
     /// While degraded, probe only in every n-th slot (1 = every slot).
     probe_every: u32,
+    /// When this meter was last read, as a position in the order of reads (0 = never).
+    last_read: u64,
 }
 
 /// The poll order of all meters on one bus.
 #[derive(Debug, Clone, Default)]
 pub struct PollScheduler {
     entries: Vec<Entry>,
+    /// Reads completed so far; stamps [`Entry::last_read`].
+    reads: u64,
 }
 
 /// The meter the bus should read now, with the slot the read belongs to.
@@ -84,6 +88,7 @@ impl PollScheduler {
             due: cadence.slot_start(now),
             overruns: 0,
             probe_every: 1,
+            last_read: 0,
         });
         self.entries.len() - 1
     }
@@ -98,9 +103,11 @@ impl PollScheduler {
         self.entries.is_empty()
     }
 
-    /// The meter to read now, if any is due: the one with the earliest due slot (ties by
-    /// index, i.e. configuration order). A meter whose slot passed entirely without a read
-    /// is moved to the slot containing `now` and its skipped slots are counted as overruns.
+    /// The meter to read now, if any is due: the one with the earliest due slot; among those,
+    /// the one read least recently (then configuration order). A meter whose slot passed
+    /// entirely without a read is moved to the slot containing `now` and its skipped slots are
+    /// counted as overruns. The least-recently-read rule keeps an overloaded bus fair: every
+    /// meter gets its turn, instead of the first ones in the file taking every slot.
     pub fn next_due(&mut self, now: Millis) -> Option<Due> {
         for e in &mut self.entries {
             let current = e.cadence.slot_start(now);
@@ -114,14 +121,17 @@ impl PollScheduler {
             .iter()
             .enumerate()
             .filter(|(_, e)| e.due <= now)
-            .min_by_key(|(i, e)| (e.due, *i))
+            .min_by_key(|(i, e)| (e.due, e.last_read, *i))
             .map(|(meter, e)| Due { meter, slot: e.due })
     }
 
     /// Records that the read of `due` finished (successfully or not); the meter is next due
     /// in the slot after the one it was read in, or `probe_every` slots later while degraded.
     pub fn complete(&mut self, due: Due) {
+        self.reads += 1;
+        let stamp = self.reads;
         if let Some(e) = self.entries.get_mut(due.meter) {
+            e.last_read = stamp;
             let step = e
                 .cadence
                 .interval_ms
@@ -217,6 +227,30 @@ mod tests {
         );
         s.complete(d2);
         assert_eq!(s.next_due(late + 1), None, "no pile-up of missed reads");
+    }
+
+    #[test]
+    fn an_overloaded_bus_reads_every_meter_in_turn() {
+        // Three meters every minute, each read taking 40 s: the bus can read 1.5 per slot.
+        let mut s = PollScheduler::new();
+        for _ in 0..3 {
+            s.add(Cadence::every(MIN), 0);
+        }
+        let mut now = 0;
+        let mut reads = [0u32; 3];
+        for _ in 0..30 {
+            let d = s.next_due(now).unwrap_or_else(|| {
+                now = s.next_wakeup().unwrap();
+                s.next_due(now).unwrap()
+            });
+            reads[d.meter] += 1;
+            now += 40_000;
+            s.complete(d);
+        }
+        assert!(
+            reads.iter().all(|&n| n == 10),
+            "each meter gets a third of the reads: {reads:?}"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! only: talking to meters is [`crate::bus`] and [`crate::meter`].
 
 pub mod check_config;
+pub mod demo;
 pub mod read;
+pub mod run;
 pub mod scan;
 pub mod trace;
 

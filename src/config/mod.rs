@@ -34,6 +34,9 @@ pub struct Config {
     /// Publish the raw response frames with each reading (the evidence behind a bill).
     #[serde(default = "yes")]
     pub evidence_frames: bool,
+    /// The MQTT uplink to the billing core (`[mqtt]`).
+    #[serde(default)]
+    pub mqtt: crate::uplink::UplinkConfig,
     /// The durable spool between the buses and the uplink.
     #[serde(default)]
     pub spool: SpoolConfig,
@@ -443,6 +446,9 @@ impl Config {
     /// relative profile directories).
     pub fn from_text(path: &Path, text: &str) -> Result<(Config, ProfileSet), ConfigError> {
         let config: Config = parse_toml(path, text)?;
+        if let Err(e) = config.mqtt.validate() {
+            return Err(ConfigError::at(path, text, None, "mqtt", e.to_string()));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let dirs: Vec<PathBuf> = config.profile_dirs.iter().map(|d| base.join(d)).collect();
         let profiles = ProfileSet::load(&dirs)?;

@@ -1,0 +1,49 @@
+//! `meterd run --config FILE`: the daemon, until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::daemon::{Daemon, DaemonError, RunOptions};
+use crate::logging::{self, LogFormat};
+
+/// Arguments of `meterd run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// A multi-threaded runtime sized for a small gateway.
+pub(crate) fn daemon_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// Runs the daemon; exit 0 after a clean stop, 2 for a configuration error, 1 otherwise.
+pub fn run(args: &RunArgs) -> ExitCode {
+    logging::init(args.log_format, "info");
+    let rt = match daemon_runtime() {
+        Ok(rt) => rt,
+        Err(e) => return super::fail("run", &e, 1),
+    };
+    rt.block_on(async {
+        match Daemon::start(&args.config, RunOptions::default()).await {
+            Ok(d) => {
+                d.run_until_signal().await;
+                ExitCode::SUCCESS
+            }
+            Err(e @ DaemonError::Config(_)) => {
+                eprintln!("meterd run: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => super::fail("run", &e.to_string(), 1),
+        }
+    })
+}

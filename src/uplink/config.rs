@@ -1,0 +1,556 @@
+//! The `[mqtt]` configuration of the uplink, and turning it into rumqttc options.
+//!
+//! Secrets never live in the configuration: the password is read from a file or an
+//! environment variable when the uplink starts, kept in a [`Secret`] whose `Debug` is redacted,
+//! and never logged.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+
+use crate::config::duration;
+
+/// The `[mqtt]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// `mqtt://host[:port]` (default port 1883), `mqtts://host[:port]` (TLS, default 8883), or
+    /// `embedded` (the in-process broker on [`UplinkConfig::embedded_listen`]).
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// First topic level.
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// MQTT client id; default `meterd-{gateway}`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name, if the broker wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// PEM file of the CA(s) that signed the broker's certificate (`mqtts://` only).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers that require one.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// MQTT keepalive.
+    #[serde(default = "default_keepalive", with = "duration")]
+    pub keepalive: Duration,
+    /// TCP + TLS + CONNECT must complete within this.
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// Readings (and statuses) published but not yet acknowledged, at most. Keep it at or
+    /// below the broker's per-client inflight limit.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: u16,
+    /// Largest MQTT packet sent or received, bytes (rumqttc's default of 10 KiB is too small
+    /// for batches with evidence frames).
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: usize,
+    /// First reconnect delay.
+    #[serde(default = "default_reconnect_min", with = "duration")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay (the delay doubles up to this, with jitter).
+    #[serde(default = "default_reconnect_max", with = "duration")]
+    pub reconnect_max: Duration,
+    /// How often the retained gateway status is refreshed while online.
+    #[serde(default = "default_status_interval", with = "duration")]
+    pub status_interval: Duration,
+    /// Clean shutdown (offline status, DISCONNECT) gives up after this.
+    #[serde(default = "default_shutdown_timeout", with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// Listen address of the embedded broker (used when `url = "embedded"`).
+    #[serde(default = "default_embedded_listen")]
+    pub embedded_listen: SocketAddr,
+}
+
+fn default_url() -> String {
+    "embedded".to_owned()
+}
+fn default_prefix() -> String {
+    "meterd".to_owned()
+}
+fn default_keepalive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_inflight() -> u16 {
+    20
+}
+fn default_max_packet_size() -> usize {
+    1024 * 1024
+}
+fn default_reconnect_min() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_embedded_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        Self {
+            url: default_url(),
+            topic_prefix: default_prefix(),
+            client_id: None,
+            username: None,
+            password_file: None,
+            password_env: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            keepalive: default_keepalive(),
+            connect_timeout: default_connect_timeout(),
+            max_inflight: default_max_inflight(),
+            max_packet_size: default_max_packet_size(),
+            reconnect_min: default_reconnect_min(),
+            reconnect_max: default_reconnect_max(),
+            status_interval: default_status_interval(),
+            shutdown_timeout: default_shutdown_timeout(),
+            embedded_listen: default_embedded_listen(),
+        }
+    }
+}
+
+/// Where the broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerUrl {
+    /// Plain TCP.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// TLS.
+    Tls {
+        /// Host name or address (also the name the certificate must carry).
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// The in-process broker.
+    Embedded(SocketAddr),
+}
+
+impl BrokerUrl {
+    /// Parse `mqtt://host[:port]`, `mqtts://host[:port]` or `embedded`.
+    pub fn parse(url: &str, embedded_listen: SocketAddr) -> Result<Self, UplinkConfigError> {
+        let bad = |why: &str| UplinkConfigError::Url {
+            url: url.to_owned(),
+            why: why.to_owned(),
+        };
+        if url == "embedded" {
+            return Ok(Self::Embedded(embedded_listen));
+        }
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else {
+            return Err(bad(
+                "expected mqtt://host:port, mqtts://host:port or embedded",
+            ));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '@', '?', '#']) {
+            return Err(bad(
+                "only host and port are allowed (credentials go in username/password_file)",
+            ));
+        }
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed [ in IPv6 address"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None if after.is_empty() => (h, None),
+                None => return Err(bad("unexpected text after ]")),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| bad("port must be 1-65535"))?,
+            None => default_port,
+        };
+        if port == 0 {
+            return Err(bad("port must be 1-65535"));
+        }
+        let host = host.to_owned();
+        Ok(if tls {
+            Self::Tls { host, port }
+        } else {
+            Self::Tcp { host, port }
+        })
+    }
+}
+
+/// A password: `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret.
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+    /// The secret itself; only for handing to the MQTT client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A configuration problem found when the uplink starts (files are read then).
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkConfigError {
+    /// The url is not one we understand.
+    #[error("mqtt.url {url:?}: {why}")]
+    Url {
+        /// The url.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A file could not be read.
+    #[error("mqtt.{key}: cannot read {path}: {source}")]
+    File {
+        /// Config key.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The password environment variable is unset or not UTF-8.
+    #[error("mqtt.password_env: environment variable {0} is not set (or not UTF-8)")]
+    PasswordEnv(String),
+    /// A PEM file held nothing usable.
+    #[error("mqtt.{key}: {path}: {why}")]
+    Pem {
+        /// Config key.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// TLS settings without `mqtts://`, or a certificate without its key.
+    #[error("mqtt: {0}")]
+    Inconsistent(String),
+    /// rustls refused the configuration.
+    #[error("mqtt: TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A value out of range.
+    #[error("mqtt.{key}: {why}")]
+    Range {
+        /// Config key.
+        key: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, UplinkConfigError> {
+    std::fs::read(path).map_err(|source| UplinkConfigError::File {
+        key,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl UplinkConfig {
+    /// Check ranges and combinations that serde cannot.
+    pub fn validate(&self) -> Result<BrokerUrl, UplinkConfigError> {
+        let url = BrokerUrl::parse(&self.url, self.embedded_listen)?;
+        let range = |key, why: &str| UplinkConfigError::Range {
+            key,
+            why: why.to_owned(),
+        };
+        if self.max_inflight == 0 || self.max_inflight > 1000 {
+            return Err(range("max_inflight", "must be 1-1000"));
+        }
+        if self.max_packet_size < 10 * 1024 || self.max_packet_size > 256 * 1024 * 1024 {
+            return Err(range("max_packet_size", "must be 10 KiB - 256 MiB"));
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+            return Err(range(
+                "reconnect_min",
+                "must be > 0 and not above reconnect_max",
+            ));
+        }
+        if self.keepalive < Duration::from_secs(5) || self.keepalive > Duration::from_secs(65535) {
+            return Err(range("keepalive", "must be 5s - 65535s"));
+        }
+        if let Some(id) = &self.client_id
+            && (id.trim().is_empty() || id.len() > 65535)
+        {
+            return Err(range("client_id", "must not be empty"));
+        }
+        if self.connect_timeout < Duration::from_secs(1) {
+            return Err(range("connect_timeout", "must be at least 1s"));
+        }
+        if self.topic_prefix.is_empty() || self.topic_prefix.contains(['+', '#']) {
+            return Err(range("topic_prefix", "must be non-empty, without + or #"));
+        }
+        let tls_keys =
+            self.ca_file.is_some() || self.client_cert.is_some() || self.client_key.is_some();
+        if tls_keys && !matches!(url, BrokerUrl::Tls { .. }) {
+            return Err(UplinkConfigError::Inconsistent(
+                "ca_file/client_cert/client_key need an mqtts:// url".into(),
+            ));
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err(UplinkConfigError::Inconsistent(
+                "client_cert and client_key go together".into(),
+            ));
+        }
+        if self.password_file.is_some() && self.password_env.is_some() {
+            return Err(UplinkConfigError::Inconsistent(
+                "give password_file or password_env, not both".into(),
+            ));
+        }
+        Ok(url)
+    }
+
+    /// The password, if configured.
+    pub fn password(&self) -> Result<Option<Secret>, UplinkConfigError> {
+        if let Some(path) = &self.password_file {
+            let bytes = read_file("password_file", path)?;
+            let text = String::from_utf8(bytes).map_err(|_| UplinkConfigError::Pem {
+                key: "password_file",
+                path: path.clone(),
+                why: "not UTF-8".into(),
+            })?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            return Ok(Some(Secret(text.to_owned())));
+        }
+        if let Some(var) = &self.password_env {
+            return std::env::var(var)
+                .map(|v| Some(Secret(v)))
+                .map_err(|_| UplinkConfigError::PasswordEnv(var.clone()));
+        }
+        Ok(None)
+    }
+
+    /// The rustls client configuration (ring provider) for `mqtts://`.
+    pub fn tls_config(&self) -> Result<rustls::ClientConfig, UplinkConfigError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let Some(ca_path) = &self.ca_file else {
+            return Err(UplinkConfigError::Inconsistent(
+                "mqtts:// needs ca_file (the CA that signed the broker's certificate)".into(),
+            ));
+        };
+        let ca = read_file("ca_file", ca_path)?;
+        for cert in CertificateDer::pem_slice_iter(&ca) {
+            let cert = cert.map_err(|e| UplinkConfigError::Pem {
+                key: "ca_file",
+                path: ca_path.clone(),
+                why: e.to_string(),
+            })?;
+            roots.add(cert)?;
+        }
+        if roots.is_empty() {
+            return Err(UplinkConfigError::Pem {
+                key: "ca_file",
+                path: ca_path.clone(),
+                why: "no CERTIFICATE found".into(),
+            });
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert_path), Some(key_path)) => {
+                let pem = read_file("client_cert", cert_path)?;
+                let chain = CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| UplinkConfigError::Pem {
+                        key: "client_cert",
+                        path: cert_path.clone(),
+                        why: e.to_string(),
+                    })?;
+                if chain.is_empty() {
+                    return Err(UplinkConfigError::Pem {
+                        key: "client_cert",
+                        path: cert_path.clone(),
+                        why: "no CERTIFICATE found".into(),
+                    });
+                }
+                let key_pem = read_file("client_key", key_path)?;
+                let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+                    UplinkConfigError::Pem {
+                        key: "client_key",
+                        path: key_path.clone(),
+                        why: e.to_string(),
+                    }
+                })?;
+                Ok(builder.with_client_auth_cert(chain, key)?)
+            }
+            _ => Ok(builder.with_no_client_auth()),
+        }
+    }
+
+    /// rumqttc options: clean session, last will, credentials, TLS, packet size, inflight.
+    pub(crate) fn mqtt_options(
+        &self,
+        gateway: &str,
+        will: LastWill,
+    ) -> Result<MqttOptions, UplinkConfigError> {
+        let url = self.validate()?;
+        let client_id = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("meterd-{gateway}"));
+        let (host, port, tls) = match url {
+            BrokerUrl::Tcp { host, port } => (host, port, false),
+            BrokerUrl::Tls { host, port } => (host, port, true),
+            BrokerUrl::Embedded(addr) => (addr.ip().to_string(), addr.port(), false),
+        };
+        let mut opts = MqttOptions::new(client_id, host, port);
+        opts.set_clean_session(true)
+            .set_keep_alive(self.keepalive)
+            .set_max_packet_size(self.max_packet_size, self.max_packet_size)
+            // One more packet id than our window: with in-order PUBACKs ids never collide.
+            .set_inflight(self.max_inflight.saturating_add(1))
+            // Our window bounds what is in the channel; room for the DISCONNECT on top.
+            .set_request_channel_capacity(usize::from(self.max_inflight) + 4)
+            .set_last_will(will);
+        if let Some(user) = &self.username {
+            let pass = self.password()?;
+            opts.set_credentials(user.clone(), pass.as_ref().map_or("", Secret::expose));
+        } else if self.password_file.is_some() || self.password_env.is_some() {
+            return Err(UplinkConfigError::Inconsistent(
+                "a password needs a username".into(),
+            ));
+        }
+        if tls {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(self.tls_config()?),
+            )));
+        }
+        Ok(opts)
+    }
+
+    /// The last will: retained offline status, QoS 1.
+    pub(crate) fn will(topic: String, payload: Vec<u8>) -> LastWill {
+        LastWill::new(topic, payload, QoS::AtLeastOnce, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lo() -> SocketAddr {
+        "127.0.0.1:1883".parse().unwrap()
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            BrokerUrl::parse("mqtt://broker.lan", lo()).unwrap(),
+            BrokerUrl::Tcp {
+                host: "broker.lan".into(),
+                port: 1883
+            }
+        );
+        assert_eq!(
+            BrokerUrl::parse("mqtts://10.0.0.1:8884", lo()).unwrap(),
+            BrokerUrl::Tls {
+                host: "10.0.0.1".into(),
+                port: 8884
+            }
+        );
+        assert_eq!(
+            BrokerUrl::parse("mqtt://[::1]:1884", lo()).unwrap(),
+            BrokerUrl::Tcp {
+                host: "::1".into(),
+                port: 1884
+            }
+        );
+        assert_eq!(
+            BrokerUrl::parse("embedded", lo()).unwrap(),
+            BrokerUrl::Embedded(lo())
+        );
+        for bad in [
+            "tcp://x",
+            "mqtt://",
+            "mqtt://u:p@h",
+            "mqtt://h:0",
+            "mqtt://h:99999",
+        ] {
+            assert!(BrokerUrl::parse(bad, lo()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn toml_defaults_and_unknown_fields() {
+        let c: UplinkConfig = toml::from_str("url = \"mqtt://h\"\nkeepalive = \"20s\"").unwrap();
+        assert_eq!(c.keepalive, Duration::from_secs(20));
+        assert_eq!(c.max_inflight, 20);
+        assert!(toml::from_str::<UplinkConfig>("pasword = \"x\"").is_err());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn secret_is_redacted() {
+        let s = Secret::new("hunter2".into());
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn password_file_trims_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        let c = UplinkConfig {
+            username: Some("u".into()),
+            password_file: Some(p),
+            ..UplinkConfig::default()
+        };
+        assert_eq!(c.password().unwrap().unwrap().expose(), "s3cret");
+    }
+}

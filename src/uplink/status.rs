@@ -1,0 +1,168 @@
+//! Retained status payloads: `meterd.gateway-status.v1` and `meterd.meter-status.v1`.
+//!
+//! The caller (daemon) owns the numbers; this module only shapes them into the contract's JSON
+//! (docs/mqtt.md, docs/schema/*.json). Fields may be added within v1, never removed.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reading::rfc3339_millis;
+
+/// Schema name of the gateway status.
+pub const GATEWAY_STATUS_SCHEMA: &str = "meterd.gateway-status.v1";
+/// Schema name of a meter status.
+pub const METER_STATUS_SCHEMA: &str = "meterd.meter-status.v1";
+
+/// The spool's numbers, read by the uplink each time it publishes the gateway status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolStats {
+    /// Readings waiting for the broker's acknowledgement.
+    pub depth: u64,
+    /// Bytes those readings take.
+    pub bytes: u64,
+    /// Readings dropped because the spool was full (since start).
+    pub dropped: u64,
+}
+
+/// Gateway online/offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayState {
+    /// Connected and publishing.
+    Online,
+    /// Shut down cleanly, or (as the MQTT last will) the connection was lost.
+    Offline,
+}
+
+/// The retained `{prefix}/{gateway}/status` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayStatus {
+    /// Always [`GATEWAY_STATUS_SCHEMA`].
+    pub schema: String,
+    /// Gateway id.
+    pub gateway: String,
+    /// Online or offline.
+    pub state: GatewayState,
+    /// Why offline: `shutdown` (clean stop) or `connection-lost` (the last will).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// meterd version.
+    pub version: String,
+    /// When this message was made (for the last will: when the connection that registered it
+    /// was opened), RFC 3339 UTC with milliseconds.
+    pub at: String,
+    /// When the daemon started.
+    pub started_at: String,
+    /// Seconds since start, at `at`.
+    pub uptime_s: u64,
+    /// Spool numbers at `at`.
+    pub spool: SpoolStats,
+}
+
+impl GatewayStatus {
+    /// Build a status message.
+    pub fn new(
+        gateway: &str,
+        state: GatewayState,
+        reason: Option<&str>,
+        started: SystemTime,
+        now: SystemTime,
+        spool: SpoolStats,
+    ) -> Self {
+        Self {
+            schema: GATEWAY_STATUS_SCHEMA.to_owned(),
+            gateway: gateway.to_owned(),
+            state,
+            reason: reason.map(str::to_owned),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            at: rfc3339_millis(now),
+            started_at: rfc3339_millis(started),
+            uptime_s: now.duration_since(started).map_or(0, |d| d.as_secs()),
+            spool,
+        }
+    }
+}
+
+/// A meter's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeterState {
+    /// The last poll succeeded.
+    Ok,
+    /// Polls fail in part (some items bad) or the meter is being retried with backoff.
+    Degraded,
+    /// The meter does not answer.
+    Unreachable,
+}
+
+/// Per-meter counters since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterCounters {
+    /// Polls attempted.
+    pub polls: u64,
+    /// Polls that produced at least one good value.
+    pub successes: u64,
+    /// Polls that produced no value.
+    pub failures: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Frames refused (checksum/CRC, address or function mismatch).
+    pub bad_frames: u64,
+    /// Failures since the last success.
+    pub consecutive_failures: u64,
+}
+
+/// What the daemon tells the uplink about one meter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterStatus {
+    /// Meter id, as in the readings topic.
+    pub meter: String,
+    /// Health.
+    pub state: MeterState,
+    /// When this status was taken.
+    pub at: SystemTime,
+    /// The last successful poll.
+    pub last_success: Option<SystemTime>,
+    /// The last error, in words.
+    pub last_error: Option<String>,
+    /// Counters.
+    pub counters: MeterCounters,
+}
+
+/// The retained `{prefix}/{gateway}/meters/{meter}/status` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterStatusMessage {
+    /// Always [`METER_STATUS_SCHEMA`].
+    pub schema: String,
+    /// Gateway id.
+    pub gateway: String,
+    /// Meter id.
+    pub meter: String,
+    /// ok, degraded or unreachable.
+    pub state: MeterState,
+    /// When the status was taken.
+    pub at: String,
+    /// The last successful poll, or null if none since start.
+    pub last_success: Option<String>,
+    /// The last error, or null.
+    pub last_error: Option<String>,
+    /// Counters since start.
+    pub counters: MeterCounters,
+}
+
+impl MeterStatusMessage {
+    /// The payload for `status` of `gateway`.
+    pub fn new(gateway: &str, status: &MeterStatus) -> Self {
+        Self {
+            schema: METER_STATUS_SCHEMA.to_owned(),
+            gateway: gateway.to_owned(),
+            meter: status.meter.clone(),
+            state: status.state,
+            at: rfc3339_millis(status.at),
+            last_success: status.last_success.map(rfc3339_millis),
+            last_error: status.last_error.clone(),
+            counters: status.counters,
+        }
+    }
+}
