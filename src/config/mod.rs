@@ -760,6 +760,15 @@ profile = "eastron-sdm630"
     }
 
     #[test]
+    fn the_shipped_configurations_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["meterd.toml", "demo.toml"] {
+            let (c, _) = Config::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!c.buses.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
     fn sizes_and_sections() {
         assert_eq!(byte_size::parse("64MiB"), Some(64 << 20));
         assert_eq!(byte_size::parse("500kB"), Some(500_000));
