@@ -53,7 +53,7 @@ pub enum Reply {
 }
 
 /// Counters of one exchange, added to the bus's totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ExchangeStats {
     /// Bytes dropped before the request because they were left over from earlier traffic.
     pub stale_bytes: u64,

@@ -147,37 +147,8 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// [`ExchangeStats`] as published.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct WireCounters {
-    /// Stale bytes discarded before requests.
-    pub stale_bytes: u64,
-    /// Echo bytes removed.
-    pub echo_bytes: u64,
-    /// Noise bytes skipped.
-    pub noise_bytes: u64,
-    /// Frames with a bad checksum or CRC.
-    pub checksum_errors: u64,
-    /// Valid frames that were not the awaited reply (late replies, other meters).
-    pub foreign_frames: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Bytes received.
-    pub rx_bytes: u64,
-}
-
-impl WireCounters {
-    /// Adds one exchange's counters.
-    pub fn add(&mut self, s: &ExchangeStats) {
-        self.stale_bytes += s.stale_bytes;
-        self.echo_bytes += s.echo_bytes;
-        self.noise_bytes += s.noise_bytes;
-        self.checksum_errors += s.checksum_errors;
-        self.foreign_frames += s.foreign_frames;
-        self.tx_bytes += s.tx_bytes;
-        self.rx_bytes += s.rx_bytes;
-    }
-}
+/// A bus's wire counters as published: the sum of its exchanges' [`ExchangeStats`].
+pub type WireCounters = ExchangeStats;
 
 impl BusStatus {
     /// A fresh status for `name` with `meters`.

@@ -601,28 +601,8 @@ impl Config {
                         ));
                     }
                 }
-                let Some(profile) = profiles.get(&meter.profile) else {
-                    return Err(err(
-                        mspan,
-                        mkey("profile"),
-                        format!(
-                            "no profile named {:?}; known: {}",
-                            meter.profile,
-                            profiles.names().join(", ")
-                        ),
-                    ));
-                };
-                if !profile.supports(meter.protocol) {
-                    return Err(err(
-                        mspan,
-                        mkey("profile"),
-                        format!(
-                            "profile {:?} is for {}, not {}",
-                            meter.profile,
-                            profile.protocol_name(),
-                            meter.protocol.name()
-                        ),
-                    ));
+                if let Err(why) = profiles.for_meter(&meter.profile, meter.protocol) {
+                    return Err(err(mspan, mkey("profile"), why));
                 }
                 if meter.interval < Duration::from_millis(100) {
                     return Err(err(

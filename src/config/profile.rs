@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use meter_protocols::dlt645::DataIdentifier;
+use meter_protocols::modbus::rtu::ReadFunction;
+use meter_protocols::modbus::values::{RegisterOrder, ValueType};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -98,7 +100,52 @@ pub enum RegisterType {
     Bit,
 }
 
+impl RegisterFunction {
+    /// The codec's read function.
+    pub fn read_function(self) -> ReadFunction {
+        match self {
+            RegisterFunction::Holding => ReadFunction::HoldingRegisters,
+            RegisterFunction::Input => ReadFunction::InputRegisters,
+            RegisterFunction::Coil => ReadFunction::Coils,
+            RegisterFunction::Discrete => ReadFunction::DiscreteInputs,
+        }
+    }
+}
+
 impl RegisterType {
+    /// The name used in profiles and `source` strings (`f32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RegisterType::U16 => "u16",
+            RegisterType::I16 => "i16",
+            RegisterType::U32 => "u32",
+            RegisterType::I32 => "i32",
+            RegisterType::U64 => "u64",
+            RegisterType::I64 => "i64",
+            RegisterType::F32 => "f32",
+            RegisterType::F64 => "f64",
+            RegisterType::Bit => "bit",
+        }
+    }
+
+    /// The codec's value type; `bit` is the bit index of a `bit` point in a register.
+    pub fn value_type(self, bit: Option<u8>) -> ValueType {
+        match self {
+            RegisterType::U16 => ValueType::U16,
+            RegisterType::I16 => ValueType::I16,
+            RegisterType::U32 => ValueType::U32,
+            RegisterType::I32 => ValueType::I32,
+            RegisterType::U64 => ValueType::U64,
+            RegisterType::I64 => ValueType::I64,
+            RegisterType::F32 => ValueType::F32,
+            RegisterType::F64 => ValueType::F64,
+            RegisterType::Bit => ValueType::Bits {
+                bit: bit.unwrap_or(0),
+                width: 1,
+            },
+        }
+    }
+
     /// Registers the type occupies.
     pub fn registers(self) -> u16 {
         match self {
@@ -122,6 +169,28 @@ pub enum WordOrder {
     Badc,
     /// Little-endian.
     Dcba,
+}
+
+impl WordOrder {
+    /// The codec's register order.
+    pub fn register_order(self) -> RegisterOrder {
+        match self {
+            WordOrder::Abcd => RegisterOrder::ABCD,
+            WordOrder::Cdab => RegisterOrder::CDAB,
+            WordOrder::Badc => RegisterOrder::BADC,
+            WordOrder::Dcba => RegisterOrder::DCBA,
+        }
+    }
+
+    /// The name used in profiles and `source` strings (`abcd`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WordOrder::Abcd => "abcd",
+            WordOrder::Cdab => "cdab",
+            WordOrder::Badc => "badc",
+            WordOrder::Dcba => "dcba",
+        }
+    }
 }
 
 /// One point of a profile.
@@ -365,6 +434,25 @@ impl ProfileSet {
     /// A profile by name.
     pub fn get(&self, name: &str) -> Option<&Profile> {
         self.by_name.get(name)
+    }
+
+    /// The profile a meter speaking `protocol` names, or why it cannot use it.
+    pub fn for_meter(&self, name: &str, protocol: Protocol) -> Result<&Profile, String> {
+        let profile = self.get(name).ok_or_else(|| {
+            format!(
+                "no profile named {name:?}; known: {}",
+                self.names().join(", ")
+            )
+        })?;
+        if profile.supports(protocol) {
+            Ok(profile)
+        } else {
+            Err(format!(
+                "profile {name:?} is for {}, not {}",
+                profile.protocol_name(),
+                protocol.name()
+            ))
+        }
     }
 
     /// All names, sorted.

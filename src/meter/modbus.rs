@@ -9,7 +9,7 @@ use meter_protocols::modbus::values::{ModbusValue, RegisterOrder, Scale, ValueTy
 
 use super::{Step, Transaction, TxKind, bad_value};
 use crate::bus::exchange::Framing;
-use crate::config::profile::{RegisterFunction, RegisterType, WordOrder};
+use crate::config::profile::{RegisterFunction, RegisterType};
 use crate::config::{MeterConfig, Profile};
 use crate::reading::{ExactNumber, Quality, ReadingValue, ValueData};
 
@@ -44,20 +44,6 @@ impl ModbusPoint {
     }
 }
 
-fn type_name(t: RegisterType) -> &'static str {
-    match t {
-        RegisterType::U16 => "u16",
-        RegisterType::I16 => "i16",
-        RegisterType::U32 => "u32",
-        RegisterType::I32 => "i32",
-        RegisterType::U64 => "u64",
-        RegisterType::I64 => "i64",
-        RegisterType::F32 => "f32",
-        RegisterType::F64 => "f64",
-        RegisterType::Bit => "bit",
-    }
-}
-
 /// The points of a Modbus profile and the plan that reads them (exponent registers included).
 pub(super) fn plan_points(
     meter: &MeterConfig,
@@ -73,33 +59,18 @@ pub(super) fn plan_points(
                 profile.name
             ));
         };
-        let function = match function {
-            RegisterFunction::Holding => ReadFunction::HoldingRegisters,
-            RegisterFunction::Input => ReadFunction::InputRegisters,
-            RegisterFunction::Coil => ReadFunction::Coils,
-            RegisterFunction::Discrete => ReadFunction::DiscreteInputs,
+        let bits_function = matches!(
+            function,
+            RegisterFunction::Coil | RegisterFunction::Discrete
+        );
+        let function = function.read_function();
+        // Coils and discrete inputs arrive unpacked, one bit per value.
+        let value_type = if bits_function {
+            ValueType::U16
+        } else {
+            ty.value_type(p.bit)
         };
-        let value_type = match ty {
-            RegisterType::U16 => ValueType::U16,
-            RegisterType::I16 => ValueType::I16,
-            RegisterType::U32 => ValueType::U32,
-            RegisterType::I32 => ValueType::I32,
-            RegisterType::U64 => ValueType::U64,
-            RegisterType::I64 => ValueType::I64,
-            RegisterType::F32 => ValueType::F32,
-            RegisterType::F64 => ValueType::F64,
-            RegisterType::Bit if function.is_bits() => ValueType::U16,
-            RegisterType::Bit => ValueType::Bits {
-                bit: p.bit.unwrap_or(0),
-                width: 1,
-            },
-        };
-        let (order, order_name) = match p.order {
-            WordOrder::Abcd => (RegisterOrder::ABCD, "abcd"),
-            WordOrder::Cdab => (RegisterOrder::CDAB, "cdab"),
-            WordOrder::Badc => (RegisterOrder::BADC, "badc"),
-            WordOrder::Dcba => (RegisterOrder::DCBA, "dcba"),
-        };
+        let (order, order_name) = (p.order.register_order(), p.order.name());
         let factor: Option<Decimal> = match &p.scale {
             Some(s) => Some(
                 s.parse()
@@ -133,7 +104,7 @@ pub(super) fn plan_points(
             format!(
                 "modbus:fc{:02}:{register:#06x}:{}{bit_suffix}:{order_name}",
                 function.code(),
-                type_name(ty)
+                ty.name()
             )
         };
         points.push(ModbusPoint {

@@ -25,7 +25,7 @@ use super::clock::UnixMillis;
 use super::config::SimMeterConfig;
 use super::fault::FaultState;
 use super::model::MeterModel;
-use crate::config::profile::{RegisterFunction, RegisterType, WordOrder};
+use crate::config::profile::RegisterFunction;
 use crate::config::{Profile, Protocol};
 
 /// One value a reply carries, as a correct reader decodes it.
@@ -84,32 +84,6 @@ pub struct SimMeter {
     kind: Kind,
     /// Fault decisions (shared by every connection to the port).
     pub faults: Mutex<FaultState>,
-}
-
-fn value_type(ty: RegisterType, bit: Option<u8>) -> ValueType {
-    match ty {
-        RegisterType::U16 => ValueType::U16,
-        RegisterType::I16 => ValueType::I16,
-        RegisterType::U32 => ValueType::U32,
-        RegisterType::I32 => ValueType::I32,
-        RegisterType::U64 => ValueType::U64,
-        RegisterType::I64 => ValueType::I64,
-        RegisterType::F32 => ValueType::F32,
-        RegisterType::F64 => ValueType::F64,
-        RegisterType::Bit => ValueType::Bits {
-            bit: bit.unwrap_or(0),
-            width: 1,
-        },
-    }
-}
-
-fn register_order(o: WordOrder) -> RegisterOrder {
-    match o {
-        WordOrder::Abcd => RegisterOrder::ABCD,
-        WordOrder::Cdab => RegisterOrder::CDAB,
-        WordOrder::Badc => RegisterOrder::BADC,
-        WordOrder::Dcba => RegisterOrder::DCBA,
-    }
 }
 
 fn items(info: DiInfo) -> Vec<DiSpec> {
@@ -177,8 +151,8 @@ impl SimMeter {
                         unit: p.unit.clone().unwrap_or_default(),
                         function: p.function?,
                         register: p.register?,
-                        ty: value_type(p.value_type?, p.bit),
-                        order: register_order(p.order),
+                        ty: p.value_type?.value_type(p.bit),
+                        order: p.order.register_order(),
                         scale: p.scale.as_deref().and_then(|s| s.parse().ok()),
                     })
                 })

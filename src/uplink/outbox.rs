@@ -7,21 +7,9 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-/// One reading waiting in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
-    /// The outbox's own key; rows are handed out in increasing rowid order, which is the order
-    /// they were written, so the order of readings per meter is kept.
-    pub rowid: i64,
-    /// Meter id (becomes part of the topic).
-    pub meter: String,
-    /// The reading's per-meter sequence number.
-    pub seq: u64,
-    /// The reading's deduplication id (`{gateway}/{meter}/{seq}`).
-    pub id: String,
-    /// The serialised `meterd.reading.v1` batch, published as it is.
-    pub payload: Vec<u8>,
-}
+/// One reading waiting in the outbox: the spool's own row type, so rows pass from the spool
+/// to the uplink unchanged.
+pub use crate::spool::Pending;
 
 /// A store of readings not yet acknowledged by the broker.
 ///
