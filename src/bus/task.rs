@@ -656,6 +656,7 @@ impl Bus {
                 tracing::info!(?state, "meter state changed");
                 tap.note(&format!("meter state: {state:?}"));
             }
+            tracing::debug!(answered, good, bad, "poll done");
             Some(batch)
         }
         .instrument(span)
