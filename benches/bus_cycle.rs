@@ -302,6 +302,14 @@ fn print_rows(rows: &[Row]) {
     }
 }
 
+/// The 1-minute load average (the machine is shared: figures depend on it).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test");
@@ -335,13 +343,16 @@ fn main() {
     println!(
         "|-----------------|-----------|-----------|-----------|--------|---------|---------|---------|-------------|"
     );
+    let load_before = load_average();
     let single = rt.block_on(scenario(1, setup));
     print_rows(&single);
     let four = rt.block_on(scenario(4, setup));
     print_rows(&four);
     println!(
-        "(ta = gateway turnaround beyond the configured silence, ms; last cycle of {})",
-        setup.cycles
+        "(cycle: the last of {} cycles; ta: gateway turnaround beyond the configured silence, ms, \
+         over all cycles; load average before/after: {load_before} / {})",
+        setup.cycles,
+        load_average()
     );
 
     // The smoke run checks the bench works, not the figures.
