@@ -125,7 +125,7 @@ enum Way {
     Reply,
 }
 
-type Events = Arc<Mutex<Vec<(Instant, Way)>>>;
+type Events = Arc<Mutex<Vec<(Instant, Way, usize)>>>;
 
 /// A timestamping TCP relay in front of `upstream`; returns its address and its event log.
 fn relay(upstream: SocketAddr) -> (SocketAddr, Events) {
@@ -172,16 +172,16 @@ fn pump(mut from: TcpStream, mut to: TcpStream, way: Way, events: Events) {
             } else {
                 Instant::now()
             };
-            events.lock().unwrap().push((at, way));
+            events.lock().unwrap().push((at, way, n));
         }
     });
 }
 
 /// Turnarounds: next request's first byte minus the previous reply's last byte.
-fn turnarounds(events: &[(Instant, Way)]) -> Vec<Duration> {
+fn turnarounds(events: &[(Instant, Way, usize)]) -> Vec<Duration> {
     let mut out = Vec::new();
     let mut last_reply: Option<Instant> = None;
-    for (at, way) in events {
+    for (at, way, _) in events {
         match way {
             Way::Reply => last_reply = Some(*at),
             Way::Request => {
@@ -191,6 +191,38 @@ fn turnarounds(events: &[(Instant, Way)]) -> Vec<Duration> {
             }
         }
     }
+    out
+}
+
+/// The simulator's side of each exchange beyond the ideal: (last reply byte − first request
+/// byte) − (request wire time + latency + reply wire time), in ms. This is time the gateway
+/// cannot save (the emulated meter's own timer slack).
+fn meter_excess(events: &[(Instant, Way, usize)]) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < events.len() {
+        if events[i].1 != Way::Request {
+            i += 1;
+            continue;
+        }
+        let start = events[i].0;
+        let mut req = 0;
+        while i < events.len() && events[i].1 == Way::Request {
+            req += events[i].2;
+            i += 1;
+        }
+        let (mut rep, mut end) = (0, None);
+        while i < events.len() && events[i].1 == Way::Reply {
+            rep += events[i].2;
+            end = Some(events[i].0);
+            i += 1;
+        }
+        if let Some(end) = end {
+            let ideal = wire(req as u64) + LATENCY + wire(rep as u64);
+            out.push(ms(end.saturating_duration_since(start)) - ms(ideal));
+        }
+    }
+    out.sort_by(f64::total_cmp);
     out
 }
 
@@ -249,6 +281,7 @@ struct Row {
     label: String,
     f: BusFigures,
     extra: Vec<f64>,
+    meter: Vec<f64>,
 }
 
 async fn scenario(buses: u32, setup: Setup) -> Vec<Row> {
@@ -276,6 +309,7 @@ async fn scenario(buses: u32, setup: Setup) -> Vec<Row> {
             label: format!("{buses} bus{} / bus{b}", if buses > 1 { "es" } else { "" }),
             f,
             extra,
+            meter: meter_excess(&events),
         });
     }
     sim.shutdown().await;
@@ -287,7 +321,7 @@ fn print_rows(rows: &[Row]) {
         // Compare the last cycle (a steady state: the first one includes connecting).
         let cycle = *r.f.cycles.last().unwrap();
         println!(
-            "| {:<15} | {:>9} | {:>9.1} | {:>9.1} | {:>6.3} | {:>7.3} | {:>7.3} | {:>7.3} | {:>5}/{:<5} |",
+            "| {:<15} | {:>9} | {:>9.1} | {:>9.1} | {:>6.3} | {:>7.3} | {:>7.3} | {:>7.3} | {:>7.3} | {:>5}/{:<5} |",
             r.label,
             r.f.exchanges,
             ms(cycle),
@@ -296,6 +330,7 @@ fn print_rows(rows: &[Row]) {
             percentile(&r.extra, 0.5),
             percentile(&r.extra, 0.99),
             r.extra.last().copied().unwrap_or(f64::NAN),
+            percentile(&r.meter, 0.5),
             r.f.values - r.f.bad,
             r.f.values,
         );
@@ -338,10 +373,10 @@ fn main() {
         if full { "" } else { " (smoke run)" }
     );
     println!(
-        "| run             | exchanges | cycle ms  | ideal ms  | ratio  | ta p50  | ta p99  | ta max  | good/values |"
+        "| run             | exchanges | cycle ms  | ideal ms  | ratio  | ta p50  | ta p99  | ta max  | sim p50 | good/values |"
     );
     println!(
-        "|-----------------|-----------|-----------|-----------|--------|---------|---------|---------|-------------|"
+        "|-----------------|-----------|-----------|-----------|--------|---------|---------|---------|---------|-------------|"
     );
     let load_before = load_average();
     let single = rt.block_on(scenario(1, setup));
@@ -350,7 +385,8 @@ fn main() {
     print_rows(&four);
     println!(
         "(cycle: the last of {} cycles; ta: gateway turnaround beyond the configured silence, ms, \
-         over all cycles; load average before/after: {load_before} / {})",
+         over all cycles; sim: the simulated meter's own delay beyond its ideal \
+         (request wire + latency + reply wire) per exchange, ms; load average before/after: {load_before} / {})",
         setup.cycles,
         load_average()
     );
