@@ -128,6 +128,9 @@ fn frame_di(hex: &str) -> String {
     }
 }
 
+/// One reply in the truth log: valid, its faults, quantity → value.
+type Sent = (bool, Vec<String>, HashMap<String, String>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noisy_bus_yields_99_percent_good_values_and_never_a_wrong_one() {
     let truth_path = dir().join("truth.jsonl");
@@ -151,7 +154,7 @@ async fn noisy_bus_yields_99_percent_good_values_and_never_a_wrong_one() {
     sim.shutdown().await;
 
     // The truth log: reply bytes (noise excluded: there is none here) → (valid, DI → value).
-    let mut truth: HashMap<String, (bool, Vec<String>, HashMap<String, String>)> = HashMap::new();
+    let mut truth: HashMap<String, Sent> = HashMap::new();
     let (mut replies, mut corrupted, mut late) = (0usize, 0usize, 0usize);
     for line in std::fs::read_to_string(&truth_path).unwrap().lines() {
         let j: serde_json::Value = serde_json::from_str(line).unwrap();
