@@ -1,0 +1,406 @@
+//! Bus benchmark (issue 3): how close the gateway keeps a DL/T 645 bus to its wire-time limit.
+//!
+//! Setup: meterd's simulator emulates the line at 9600 baud 8E1 (11 bits per character,
+//! `wire_time = true`, `pace = true`: reply bytes leave one by one at line speed) with a 20 ms
+//! reply latency, 32 DL/T 645-2007 meters × 8 single-item DIs on one bus. The bus task reads
+//! them over raw TCP on loopback (a "serial device server"): the same exchange code as a
+//! serial port (`Link::Tcp` vs `Link::Serial`), and TCP lets a timestamping relay sit between
+//! the gateway and the simulator, which a pty pair does not (a pty also adds no timing of its
+//! own, so nothing is lost). The relay is two plain OS threads per bus with blocking sockets,
+//! so its own wake-ups are not tied to tokio's timer.
+//!
+//! Figures:
+//! - poll-cycle time (every meter polled once, one after the other, through
+//!   `Bus::read_now`, i.e. `poll_meter`: the scheduler's path) vs the ideal
+//!   Σ (request wire time + reply latency + reply wire time + turnaround), from the bytes the
+//!   bus counted and the configured turnaround;
+//! - gateway turnaround beyond the configured silence: relay time of the next request's first
+//!   byte minus relay time of the previous reply's last byte, minus the configured turnaround;
+//! - the same with 4 buses of the same load in parallel.
+//!
+//! `cargo bench --bench bus_cycle` runs the full setup (release); `cargo test --benches` or
+//! `cargo bench --bench bus_cycle -- --test` runs a small smoke setup that checks it works.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meterd::bus::task::{Bus, BusOptions};
+use meterd::config::Config;
+use meterd::reading::Quality;
+use meterd::sim::{SimConfig, Simulator};
+
+const PROFILE: &str = r#"
+name = "bench-8"
+description = "eight single-item DIs (benchmark)"
+source = "benchmark"
+protocol = "dlt645-2007"
+[[point]]
+di = "00000000"
+[[point]]
+di = "00010000"
+[[point]]
+di = "00020000"
+[[point]]
+di = "02010100"
+[[point]]
+di = "02020100"
+[[point]]
+di = "02030000"
+[[point]]
+di = "02060000"
+[[point]]
+di = "02800002"
+"#;
+
+const BAUD: u32 = 9600;
+const BITS_PER_CHAR: u32 = 11; // 8E1
+const LATENCY: Duration = Duration::from_millis(20);
+const TURNAROUND: Duration = Duration::from_millis(2);
+const PREAMBLE: u32 = 4;
+
+#[derive(Clone, Copy)]
+struct Setup {
+    meters: u32,
+    cycles: u32,
+}
+
+fn wire(bytes: u64) -> Duration {
+    Duration::from_nanos(bytes * u64::from(BITS_PER_CHAR) * 1_000_000_000 / u64::from(BAUD))
+}
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("meterd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("bench-8.toml"), PROFILE).unwrap();
+    d
+}
+
+fn address(bus: u32, i: u32) -> String {
+    format!("{:012}", 500_000 + bus * 1000 + i)
+}
+
+fn sim_config(buses: u32, setup: Setup) -> SimConfig {
+    let mut text = format!("profile_dirs = [{:?}]\n", dir().display().to_string());
+    for b in 0..buses {
+        text.push_str(&format!(
+            "[[port]]\nname = \"bus{b}\"\ntcp = \"127.0.0.1:0\"\nbaud = {BAUD}\nparity = \"even\"\n\
+             wire_time = true\npace = true\nreply_latency = \"{}ms\"\n",
+            LATENCY.as_millis()
+        ));
+        for i in 0..setup.meters {
+            text.push_str(&format!(
+                "[[port.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{}\"\nprofile = \"bench-8\"\nseed = {}\n",
+                address(b, i),
+                b * 1000 + i
+            ));
+        }
+    }
+    SimConfig::from_text(Path::new("/tmp/bench-sim.toml"), &text).unwrap()
+}
+
+fn gateway_config(b: u32, host: &str, setup: Setup) -> (Config, meterd::config::ProfileSet) {
+    let mut text = format!(
+        "gateway = \"bench\"\nprofile_dirs = [{:?}]\n[[bus]]\nname = \"bus{b}\"\ntransport = \"tcp\"\nhost = \"{host}\"\n\
+         baud = {BAUD}\nparity = \"even\"\n\
+         timing = {{ response_timeout = \"500ms\", retries = 0, turnaround = \"{}ms\", preamble = {PREAMBLE} }}\n",
+        dir().display().to_string(),
+        TURNAROUND.as_millis()
+    );
+    for i in 0..setup.meters {
+        text.push_str(&format!(
+            "[[bus.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{}\"\nprofile = \"bench-8\"\n",
+            address(b, i)
+        ));
+    }
+    Config::from_text(Path::new("/tmp/bench-gw.toml"), &text).unwrap()
+}
+
+/// Which way a relayed chunk went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Request,
+    Reply,
+}
+
+type Events = Arc<Mutex<Vec<(Instant, Way, usize)>>>;
+
+/// A timestamping TCP relay in front of `upstream`; returns its address and its event log.
+fn relay(upstream: SocketAddr) -> (SocketAddr, Events) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let events: Events = Arc::new(Mutex::new(Vec::with_capacity(100_000)));
+    let ev = events.clone();
+    std::thread::spawn(move || {
+        for gw in listener.incoming() {
+            let Ok(gw) = gw else { return };
+            let Ok(sim) = TcpStream::connect(upstream) else {
+                return;
+            };
+            let _ = gw.set_nodelay(true);
+            let _ = sim.set_nodelay(true);
+            pump(
+                gw.try_clone().unwrap(),
+                sim.try_clone().unwrap(),
+                Way::Request,
+                ev.clone(),
+            );
+            pump(sim, gw, Way::Reply, ev.clone());
+        }
+    });
+    (addr, events)
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, way: Way, events: Events) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // A request is stamped when its bytes arrive; a reply byte when it has been
+            // handed to the gateway's socket.
+            let before = Instant::now();
+            if to.write_all(&buf[..n]).is_err() {
+                return;
+            }
+            let at = if way == Way::Request {
+                before
+            } else {
+                Instant::now()
+            };
+            events.lock().unwrap().push((at, way, n));
+        }
+    });
+}
+
+/// Turnarounds: next request's first byte minus the previous reply's last byte.
+fn turnarounds(events: &[(Instant, Way, usize)]) -> Vec<Duration> {
+    let mut out = Vec::new();
+    let mut last_reply: Option<Instant> = None;
+    for (at, way, _) in events {
+        match way {
+            Way::Reply => last_reply = Some(*at),
+            Way::Request => {
+                if let Some(r) = last_reply.take() {
+                    out.push(at.saturating_duration_since(r));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The simulator's side of each exchange beyond the ideal: (last reply byte − first request
+/// byte) − (request wire time + latency + reply wire time), in ms. This is time the gateway
+/// cannot save (the emulated meter's own timer slack).
+fn meter_excess(events: &[(Instant, Way, usize)]) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < events.len() {
+        if events[i].1 != Way::Request {
+            i += 1;
+            continue;
+        }
+        let start = events[i].0;
+        let mut req = 0;
+        while i < events.len() && events[i].1 == Way::Request {
+            req += events[i].2;
+            i += 1;
+        }
+        let (mut rep, mut end) = (0, None);
+        while i < events.len() && events[i].1 == Way::Reply {
+            rep += events[i].2;
+            end = Some(events[i].0);
+            i += 1;
+        }
+        if let Some(end) = end {
+            let ideal = wire(req as u64) + LATENCY + wire(rep as u64);
+            out.push(ms(end.saturating_duration_since(start)) - ms(ideal));
+        }
+    }
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+#[derive(Default)]
+struct BusFigures {
+    cycles: Vec<Duration>,
+    ideal: Duration,
+    exchanges: u64,
+    values: usize,
+    bad: usize,
+}
+
+async fn run_bus(mut bus: Bus, b: u32, setup: Setup) -> BusFigures {
+    bus.connect().await.unwrap();
+    let mut f = BusFigures::default();
+    let status = bus.status();
+    for _ in 0..setup.cycles {
+        let before = status.lock().unwrap().clone();
+        let t0 = Instant::now();
+        for i in 0..setup.meters {
+            let batch = bus.read_now(&address(b, i)).await.unwrap();
+            f.values += batch.values.len();
+            f.bad += batch
+                .values
+                .iter()
+                .filter(|v| v.quality == Quality::Bad)
+                .count();
+        }
+        f.cycles.push(t0.elapsed());
+        let after = status.lock().unwrap().clone();
+        let n = after.transactions - before.transactions;
+        let bytes = (after.wire.tx_bytes - before.wire.tx_bytes)
+            + (after.wire.rx_bytes - before.wire.rx_bytes);
+        // Σ (request wire + latency + reply wire + turnaround): the first request of a cycle
+        // has a turnaround before it too (after the previous cycle's last reply), except in
+        // the very first cycle, which is why only later cycles are compared.
+        f.ideal = wire(bytes) + (LATENCY + TURNAROUND) * u32::try_from(n).unwrap();
+        f.exchanges = n;
+    }
+    f
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Row {
+    label: String,
+    f: BusFigures,
+    extra: Vec<f64>,
+    meter: Vec<f64>,
+}
+
+async fn scenario(buses: u32, setup: Setup) -> Vec<Row> {
+    let sim = Simulator::start(sim_config(buses, setup)).await.unwrap();
+    let mut tasks = Vec::new();
+    let mut logs = Vec::new();
+    for b in 0..buses {
+        let upstream = sim.local_addr(&format!("bus{b}")).unwrap();
+        let (addr, events) = relay(upstream);
+        logs.push(events);
+        let cfg = gateway_config(b, &addr.to_string(), setup);
+        let bus = Bus::new(cfg.0.buses[0].get_ref(), &cfg.1, BusOptions::new("bench")).unwrap();
+        tasks.push(tokio::spawn(run_bus(bus, b, setup)));
+    }
+    let mut rows = Vec::new();
+    for (b, t) in tasks.into_iter().enumerate() {
+        let f = t.await.unwrap();
+        let events = logs[b].lock().unwrap().clone();
+        let mut extra: Vec<f64> = turnarounds(&events)
+            .into_iter()
+            .map(|d| ms(d) - ms(TURNAROUND))
+            .collect();
+        extra.sort_by(f64::total_cmp);
+        rows.push(Row {
+            label: format!("{buses} bus{} / bus{b}", if buses > 1 { "es" } else { "" }),
+            f,
+            extra,
+            meter: meter_excess(&events),
+        });
+    }
+    sim.shutdown().await;
+    rows
+}
+
+fn print_rows(rows: &[Row]) {
+    for r in rows {
+        // Compare the last cycle (a steady state: the first one includes connecting).
+        let cycle = *r.f.cycles.last().unwrap();
+        println!(
+            "| {:<15} | {:>9} | {:>9.1} | {:>9.1} | {:>6.3} | {:>7.3} | {:>7.3} | {:>7.3} | {:>7.3} | {:>5}/{:<5} |",
+            r.label,
+            r.f.exchanges,
+            ms(cycle),
+            ms(r.f.ideal),
+            cycle.as_secs_f64() / r.f.ideal.as_secs_f64(),
+            percentile(&r.extra, 0.5),
+            percentile(&r.extra, 0.99),
+            r.extra.last().copied().unwrap_or(f64::NAN),
+            percentile(&r.meter, 0.5),
+            r.f.values - r.f.bad,
+            r.f.values,
+        );
+    }
+}
+
+/// The 1-minute load average (the machine is shared: figures depend on it).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test");
+    let setup = if full {
+        Setup {
+            meters: 32,
+            cycles: 2,
+        }
+    } else {
+        Setup {
+            meters: 2,
+            cycles: 2,
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "bus_cycle: {} DL/T 645 meters × 8 DIs per bus, {BAUD} baud 8E1 emulated (wire_time, pace), \
+         reply latency {} ms, turnaround {} ms, preamble {PREAMBLE}, raw TCP loopback via a timestamping relay{}",
+        setup.meters,
+        LATENCY.as_millis(),
+        TURNAROUND.as_millis(),
+        if full { "" } else { " (smoke run)" }
+    );
+    println!(
+        "| run             | exchanges | cycle ms  | ideal ms  | ratio  | ta p50  | ta p99  | ta max  | sim p50 | good/values |"
+    );
+    println!(
+        "|-----------------|-----------|-----------|-----------|--------|---------|---------|---------|---------|-------------|"
+    );
+    let load_before = load_average();
+    let single = rt.block_on(scenario(1, setup));
+    print_rows(&single);
+    let four = rt.block_on(scenario(4, setup));
+    print_rows(&four);
+    println!(
+        "(cycle: the last of {} cycles; ta: gateway turnaround beyond the configured silence, ms, \
+         over all cycles; sim: the simulated meter's own delay beyond its ideal \
+         (request wire + latency + reply wire) per exchange, ms; load average before/after: {load_before} / {})",
+        setup.cycles,
+        load_average()
+    );
+
+    // The smoke run checks the bench works, not the figures.
+    for r in single.iter().chain(four.iter()) {
+        assert_eq!(r.f.bad, 0, "{}: bad values on a healthy bus", r.label);
+        assert_eq!(r.f.exchanges, u64::from(setup.meters) * 8, "{}", r.label);
+        assert!(!r.extra.is_empty(), "{}: no turnaround measured", r.label);
+        let cycle = *r.f.cycles.last().unwrap();
+        assert!(
+            cycle >= r.f.ideal.mul_f64(0.9),
+            "{}: faster than the wire?",
+            r.label
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! Acceptance of issue 3: healthy meters on a noisy bus, in process (the real simulator on a
+//! raw-TCP "serial device server" port, the real bus task). Over hundreds of polls:
+//! - with about 1 % of reply bytes corrupted, at least 99 % of the values are good;
+//! - every good value is the value the simulator's ground-truth log says the meter sent in the
+//!   reply frame that carried it, for the DI it was asked for: a late reply is never taken
+//!   as the answer to the next question.
+//!
+//! Raw TCP rather than a pty: the exchange code is the same (`Link::Tcp` vs `Link::Serial`),
+//! ptys cannot add anything here (no parity, no pacing of their own), and TCP works on every
+//! CI box.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use meter_protocols::Scan;
+use meter_protocols::dlt645::Dlt645Frame;
+use meterd::bus::task::{Bus, BusOptions};
+use meterd::config::Config;
+use meterd::reading::{Quality, ReadingBatch, ValueData};
+use meterd::sim::{SimConfig, Simulator};
+
+/// Eight single-item DIs, as most single-phase meters are read (no blocks).
+const PROFILE: &str = r#"
+name = "noisy-8"
+description = "eight single-item DIs"
+source = "test"
+protocol = "dlt645-2007"
+[[point]]
+di = "00000000"
+[[point]]
+di = "00010000"
+[[point]]
+di = "00020000"
+[[point]]
+di = "02010100"
+[[point]]
+di = "02020100"
+[[point]]
+di = "02030000"
+[[point]]
+di = "02060000"
+[[point]]
+di = "02800002"
+"#;
+
+const METERS: u32 = 4;
+const POLLS: u32 = 20; // 4 meters × 8 values × 20 polls = 640 values, 640 exchanges at least
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("meterd-noisy-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("noisy-8.toml"), PROFILE).unwrap();
+    d
+}
+
+fn address(i: u32) -> String {
+    format!("{:012}", 310_000 + i)
+}
+
+// Reply sizes of this profile (DL/T 645-2007, no preamble from the meter): 12 bytes of frame
+// (68, address, 68, C, L, CS, 16) + 4 DI bytes + the data: energies 4 data bytes → 20 bytes,
+// voltage/PF/frequency 2 → 18, current/power 3 → 19. Mean over the 8 DIs:
+// (3×20 + 3×18 + 2×19) / 8 = 19.0 bytes.
+// `corrupt` flips exactly one byte of a reply it hits, so with probability p per reply the
+// expected share of corrupted bytes is p / 19.0. p = 0.19 gives 1.0 % of reply bytes.
+// (The simulator cannot corrupt requests; a request hit on the line is, to the meter, an
+// unparseable frame, i.e. silence: that case is `no_reply`, covered by its own tests.)
+const CORRUPT_P: f64 = 0.19;
+// A few late replies on top (1 in 100 replies, 400 ms late against a 100 ms timeout).
+const LATE_P: f64 = 0.01;
+
+fn sim_config(truth: &Path) -> SimConfig {
+    let mut text = format!(
+        "truth = {:?}\nprofile_dirs = [{:?}]\n[[port]]\nname = \"noisy\"\ntcp = \"127.0.0.1:0\"\n",
+        truth.display().to_string(),
+        dir().display().to_string()
+    );
+    for i in 0..METERS {
+        text.push_str(&format!(
+            "[[port.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{}\"\nprofile = \"noisy-8\"\nseed = {}\n\
+             faults = {{ corrupt = {{ probability = {CORRUPT_P} }}, late = {{ probability = {LATE_P}, delay = \"400ms\" }} }}\n",
+            address(i),
+            1000 + i
+        ));
+    }
+    SimConfig::from_text(Path::new("/tmp/noisy-sim.toml"), &text).unwrap()
+}
+
+/// Retries: an attempt fails when the reply is corrupted (p ≈ 0.19) or late (0.01), so about
+/// 0.2 per attempt; with 3 retries a value is lost with probability 0.2⁴ ≈ 0.16 %, well
+/// inside the 1 % the acceptance allows. One retry (the default) would lose 4 %.
+fn gateway_config(host: &str) -> (Config, meterd::config::ProfileSet) {
+    let mut text = format!(
+        "gateway = \"gw\"\nprofile_dirs = [{:?}]\n[[bus]]\nname = \"noisy\"\ntransport = \"tcp\"\nhost = \"{host}\"\n\
+         timing = {{ response_timeout = \"100ms\", inter_byte_timeout = \"30ms\", retries = 3, turnaround = \"1ms\", late_reply_guard = \"400ms\" }}\n",
+        dir().display().to_string()
+    );
+    for i in 0..METERS {
+        text.push_str(&format!(
+            "[[bus.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{}\"\nprofile = \"noisy-8\"\n",
+            address(i)
+        ));
+    }
+    Config::from_text(Path::new("/tmp/noisy-gw.toml"), &text).unwrap()
+}
+
+fn value_text(v: &Option<ValueData>) -> Option<String> {
+    match v {
+        Some(ValueData::Number(n)) => Some(n.to_string()),
+        Some(ValueData::Text(t)) => Some(t.clone()),
+        None => None,
+    }
+}
+
+/// The DI of a DL/T 645 reply frame given as hex.
+fn frame_di(hex: &str) -> String {
+    let bytes: Vec<u8> = hex
+        .split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    match Dlt645Frame::scan(&bytes) {
+        Scan::Frame { frame, .. } => {
+            let d: Vec<u8> = frame.data.iter().take(4).rev().copied().collect();
+            d.iter().map(|b| format!("{b:02X}")).collect()
+        }
+        other => panic!("evidence frame {hex} does not scan: {other:?}"),
+    }
+}
+
+/// One reply in the truth log: valid, its faults, quantity → value.
+type Sent = (bool, Vec<String>, HashMap<String, String>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noisy_bus_yields_99_percent_good_values_and_never_a_wrong_one() {
+    let truth_path = dir().join("truth.jsonl");
+    let sim = Simulator::start(sim_config(&truth_path)).await.unwrap();
+    let host = sim.local_addr("noisy").unwrap().to_string();
+    let cfg = gateway_config(&host);
+    let mut bus = Bus::new(cfg.0.buses[0].get_ref(), &cfg.1, BusOptions::new("gw")).unwrap();
+    bus.connect().await.unwrap();
+
+    let started = Instant::now();
+    let mut batches: Vec<ReadingBatch> = Vec::new();
+    for _ in 0..POLLS {
+        for i in 0..METERS {
+            batches.push(bus.read_now(&address(i)).await.unwrap());
+        }
+    }
+    let elapsed = started.elapsed();
+    // Let the simulator log the last replies (a late one may still be on its way).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = bus.status().lock().unwrap().clone();
+    sim.shutdown().await;
+
+    // The truth log: reply bytes (noise excluded: there is none here) → (valid, DI → value).
+    let mut truth: HashMap<String, Sent> = HashMap::new();
+    let (mut replies, mut corrupted, mut late) = (0usize, 0usize, 0usize);
+    for line in std::fs::read_to_string(&truth_path).unwrap().lines() {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        let faults: Vec<String> = j["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_owned())
+            .collect();
+        replies += 1;
+        corrupted += usize::from(faults.iter().any(|f| f == "corrupt"));
+        late += usize::from(faults.iter().any(|f| f == "late"));
+        let values = j["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["quantity"].as_str().unwrap().to_owned(),
+                    v["value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        truth.insert(
+            j["response"].as_str().unwrap().to_owned(),
+            (j["valid"].as_bool().unwrap(), faults, values),
+        );
+    }
+
+    let mut good = 0usize;
+    let mut bad_reasons: HashMap<String, usize> = HashMap::new();
+    let total: usize = batches.iter().map(|b| b.values.len()).sum();
+    for b in &batches {
+        // Evidence frames by DI: the reply each value came from.
+        let frames: HashMap<String, &String> = b.frames.iter().map(|f| (frame_di(f), f)).collect();
+        for v in &b.values {
+            if v.quality == Quality::Bad {
+                *bad_reasons
+                    .entry(v.reason.clone().unwrap_or_default())
+                    .or_default() += 1;
+                continue;
+            }
+            good += 1;
+            let di = v.source.strip_prefix("dlt645:").expect("a DL/T 645 source");
+            let frame = frames
+                .get(di)
+                .unwrap_or_else(|| panic!("{}: no evidence frame for DI {di}", b.meter));
+            let (valid, faults, values) = truth
+                .get(frame.as_str())
+                .unwrap_or_else(|| panic!("{}: frame {frame} was never sent", b.meter));
+            assert!(valid, "{}: a broken frame was published: {frame}", b.meter);
+            assert_eq!(
+                Some(values.get(&v.quantity).cloned().unwrap_or_default()),
+                value_text(&v.value),
+                "{} {}: the published value is not what that reply carried (faults {faults:?})",
+                b.meter,
+                v.quantity
+            );
+        }
+    }
+    let share = good as f64 / total as f64;
+    println!(
+        "noisy bus: {total} values in {POLLS} polls × {METERS} meters, {good} good ({:.2} %), \
+         {replies} replies of which {corrupted} corrupted ({:.1} %, ≈ {:.2} % of reply bytes) and {late} late; \
+         {} transactions, {} retries, {} timeouts, {} checksum errors, {} stale bytes; {:.1} s; bad: {bad_reasons:?}",
+        share * 100.0,
+        corrupted as f64 * 100.0 / replies as f64,
+        corrupted as f64 * 100.0 / (replies as f64 * 19.0),
+        status.transactions,
+        status.retries,
+        status.timeouts,
+        status.wire.checksum_errors,
+        status.wire.stale_bytes,
+        elapsed.as_secs_f64(),
+    );
+    assert!(total >= 500, "enough values to mean something: {total}");
+    // The faults really happened, at about the rates configured (seeded: reproducible).
+    assert!(
+        (0.12..0.27).contains(&(corrupted as f64 / replies as f64)),
+        "{corrupted} of {replies} replies corrupted"
+    );
+    assert!(late >= 2, "late replies happened: {late}");
+    assert!(
+        status.wire.checksum_errors as usize >= corrupted / 2,
+        "{status:?}"
+    );
+    assert!(status.retries > 0 && status.timeouts > 0, "{status:?}");
+    assert!(
+        share >= 0.99,
+        "{good} of {total} values good ({:.2} %): {bad_reasons:?}",
+        share * 100.0
+    );
+}
