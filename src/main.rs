@@ -32,8 +32,30 @@ enum Command {
     CheckConfig(meterd::cli::check_config::CheckConfigArgs),
 }
 
+/// Commands that print results die quietly when their reader goes away (`meterd read | head`),
+/// like other Unix tools, instead of panicking on a broken pipe. The long-running commands keep
+/// Rust's default (SIGPIPE ignored), so a closed socket is an error they handle, never a kill.
+fn die_quietly_on_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up, before any other
+    // thread exists, is what every C program starts with.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Decode(_)
+            | Command::Read(_)
+            | Command::Scan(_)
+            | Command::Trace(_)
+            | Command::CheckConfig(_)
+    ) {
+        die_quietly_on_broken_pipe();
+    }
     match cli.command {
         Command::Run(args) => meterd::cli::run::run(&args),
         Command::Demo(args) => meterd::cli::demo::run(&args),

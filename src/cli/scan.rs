@@ -43,9 +43,10 @@ pub struct ScanArgs {
     /// Modbus probe read: `fc03:0:1` (function, address, count).
     #[arg(long, default_value = "fc03:0:1")]
     pub register: String,
-    /// Per-probe timeout.
-    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
-    pub timeout: Duration,
+    /// Per-probe timeout. Default: 1s for DL/T 645 (a meter may take 500 ms, plus the frame's
+    /// wire time at 1200-2400 baud), 200ms for Modbus.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -104,9 +105,14 @@ pub fn run(args: &ScanArgs) -> ExitCode {
             Err(e) => return fail("scan", &e.to_string(), 2),
         };
         let tap = FrameTap::silent("scan");
+        let timeout = args.timeout.unwrap_or(if protocol.is_dlt645() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(200)
+        });
         let timing = ExchangeTiming {
-            response_timeout: args.timeout,
-            inter_byte_timeout: args.timeout.min(Duration::from_millis(500)),
+            response_timeout: timeout,
+            inter_byte_timeout: timeout.min(Duration::from_millis(500)),
             echo: false,
         };
         let mut found = Vec::new();
