@@ -77,13 +77,15 @@ class Collector:
     (clean_session=False, fixed client id) that also resubscribes on every connect. Keeps every
     message (duplicates included) in arrival order."""
 
-    def __init__(self, port: int, client_id: str = "hil-billing-core", tls: dict | None = None):
+    def __init__(self, port: int, client_id: str = "hil-billing-core", auth: tuple | None = None):
         self.lock = threading.Lock()
         self.messages: list[tuple[str, bytes, bool]] = []
         self.connects = 0
         self.subscribed = threading.Event()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.c.reconnect_delay_set(min_delay=1, max_delay=2)
+        if auth:
+            self.c.username_pw_set(*auth)
         self.c.max_queued_messages_set(0)
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
@@ -215,6 +217,9 @@ class Rig:
         c = Collector(port, **kw)
         self.collectors.append(c)
         return c
+
+    def collector_auth(self, port, user, password) -> Collector:
+        return self.collector(port, auth=(user, password))
 
     def truth_lines(self):
         if not self.truth.exists():
