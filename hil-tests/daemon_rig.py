@@ -9,7 +9,9 @@ from __future__ import annotations
 import decimal
 import json
 import os
+import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -32,6 +34,22 @@ PREFIX = "meterd"
 
 def require_parts() -> bool:
     return os.environ.get("METERD_REQUIRE_PARTS") == "1"
+
+
+def quiet_port() -> int:
+    """A free loopback port below the ephemeral range (32768+). While a test's broker is down
+    its port is free: a port from free_port() can then be taken by another test's broker on
+    this shared machine (the daemon would deliver to it: seen as 20 s of "lost" readings) or
+    be picked as the source port of the daemon's own connect (TCP self-connect)."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port in 20000..32000")
 
 
 class Proc:
@@ -206,10 +224,16 @@ class Rig:
         self.procs.append(self.daemon)
         return self.daemon
 
-    def broker(self, extra="") -> Mosquitto:
+    def broker(self, extra="", port=None) -> Mosquitto:
         d = self.d / f"mosquitto{len(self.brokers)}"
         d.mkdir()
-        b = Mosquitto(d, extra.replace("{dir}", str(d)))
+        b = Mosquitto.__new__(Mosquitto)
+        b.port = port or free_port()
+        b.dir = d
+        b.conf = d / "mosquitto.conf"
+        b.extra = extra.replace("{dir}", str(d))
+        b.proc = None
+        b.start()
         self.brokers.append(b)
         return b
 

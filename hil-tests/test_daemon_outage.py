@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import wait_for
-from daemon_rig import METERS, Rig, check_against_truth, check_schemas, check_sequence, spool_state
+from daemon_rig import METERS, Rig, quiet_port, check_against_truth, check_schemas, check_sequence, spool_state
 
 OUTAGES = 5
 OUTAGE_S = 60
@@ -31,7 +31,8 @@ def rig(meterd, workdir):
 
 
 def test_five_broker_outages_lose_nothing(rig):
-    broker = rig.broker(BROKER_PERSISTENT)
+    # The broker's port is outside the ephemeral range: nobody else takes it while it is down.
+    broker = rig.broker(BROKER_PERSISTENT, port=quiet_port())
     sub = rig.collector(broker.port)
     time.sleep(3)  # the subscriber's session is on disk before the first kill
     rig.start_sim()
