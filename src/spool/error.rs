@@ -12,8 +12,8 @@ pub enum SpoolError {
     /// operator moves it aside ([`Spool::quarantine`](super::Spool::quarantine)) or restores it.
     #[error(
         "spool {path}: the file is corrupt or not a database ({detail}); meterd will not start a \
-         new empty spool over it: move it aside (`Spool::quarantine` renames it and its -wal/-shm \
-         to *.corrupt-<unix time>) or restore it from a copy, then start again"
+         new empty spool over it: move it aside (rename it and its -wal file, e.g. to \
+         *.corrupt) or restore it from a copy, then start again"
     )]
     Corrupt {
         /// The spool file.

@@ -248,6 +248,13 @@ impl Spool {
     pub fn open(path: impl AsRef<Path>, opts: SpoolOptions) -> Result<Spool, SpoolError> {
         let path = path.as_ref().to_path_buf();
         let dir = parent_dir(&path).to_path_buf();
+        if dir.exists() && !dir.is_dir() {
+            // create_dir_all would only say "File exists".
+            return Err(SpoolError::Io {
+                path: dir,
+                detail: "not a directory (data_dir must name a directory)".into(),
+            });
+        }
         fs::create_dir_all(&dir).map_err(|e| SpoolError::io(&dir, e))?;
         let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
 
@@ -262,15 +269,17 @@ impl Spool {
             });
         }
 
-        // SQLite opens a file it cannot write read-only and later says "disk I/O error":
-        // ask the OS first, so that a read-only file system is named as such.
-        if path.exists() {
-            fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| SpoolError::io(&path, e))?;
-        }
+        // SQLite opens a file it cannot write read-only and later says "disk I/O error", and
+        // fails to create one with "unable to open database file": ask the OS first (creating
+        // the empty file SQLite would create), so that a read-only file system or a missing
+        // permission is named as such.
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| SpoolError::io(&path, e))?;
 
         let mut conn = Connection::open_with_flags(
             &path,

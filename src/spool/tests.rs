@@ -535,6 +535,46 @@ fn a_read_only_file_system_is_read_only() {
 }
 
 #[test]
+fn a_data_dir_that_is_a_file_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, "x").unwrap();
+    let err = Spool::open(
+        file.join("spool.db"),
+        SpoolOptions::numbered_from_one(1 << 20),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("not a directory") && msg.contains(&file.display().to_string()),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+}
+
+#[test]
+fn a_new_spool_on_a_read_only_file_system_is_read_only() {
+    // No spool file yet: SQLite alone says "unable to open database file" (HIL found it).
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_mount) = small_fs(dir.path()) else {
+        return;
+    };
+    let ok = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip_part("read-only test: remount,ro not permitted");
+        return;
+    }
+    let path = dir.path().join("spool.db");
+    let err = Spool::open(&path, SpoolOptions::numbered_from_one(64 * 1024 * 1024)).unwrap_err();
+    assert!(matches!(err, SpoolError::ReadOnly { .. }), "{err:?}");
+    assert!(err.to_string().contains("writable"), "{err}");
+}
+
+#[test]
 fn a_new_spool_never_repeats_the_ids_of_a_lost_one() {
     let dir = tempfile::tempdir().unwrap();
     let before = std::time::SystemTime::now()

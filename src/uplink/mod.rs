@@ -274,7 +274,18 @@ fn describe(e: &ConnectionError) -> String {
             };
             format!("broker refused the connection: {why}")
         }
-        other => other.to_string(),
+        other => {
+            let text = other.to_string();
+            // rustls reports the broker's TLS alert deep inside a "serialization" error.
+            if text.contains("CertificateRequired") {
+                format!(
+                    "the broker requires a client certificate (set mqtt.client_cert and \
+                     mqtt.client_key): {text}"
+                )
+            } else {
+                text
+            }
+        }
     }
 }
 

@@ -863,3 +863,17 @@ async fn uplink_drain_rate() {
         let _ = task.await;
     }
 }
+
+#[test]
+fn a_missing_client_certificate_is_named() {
+    // What rumqttc/rustls give when mosquitto has `require_certificate true` (HIL:
+    // test_daemon_tls.py): the alert is buried in a deserialization error.
+    let e = rumqttc::ConnectionError::Io(std::io::Error::other(
+        "received fatal alert: CertificateRequired",
+    ));
+    let text = super::describe(&e);
+    assert!(
+        text.starts_with("the broker requires a client certificate (set mqtt.client_cert"),
+        "{text}"
+    );
+}
