@@ -121,9 +121,10 @@ pub fn table(r: &StatusReport) -> String {
         "last success",
         "success today",
         "fails in a row",
+        "checksum errors",
         "last error",
     ];
-    let rows: Vec<[String; 7]> = r
+    let rows: Vec<[String; 8]> = r
         .buses
         .iter()
         .flat_map(|b| {
@@ -140,6 +141,7 @@ pub fn table(r: &StatusReport) -> String {
                         m.success.today.polls
                     ),
                     m.consecutive_failures.to_string(),
+                    m.checksum_errors.to_string(),
                     m.last_error.clone().unwrap_or_default(),
                 ]
             })
@@ -151,10 +153,10 @@ pub fn table(r: &StatusReport) -> String {
             w[i] = w[i].max(c.chars().count());
         }
     }
-    let line = |c: &[String; 7]| {
+    let line = |c: &[String; 8]| {
         let mut s = String::new();
         for (i, cell) in c.iter().enumerate() {
-            if i == 6 {
+            if i == 7 {
                 s.push_str(cell);
             } else {
                 s.push_str(&format!("{cell:<width$}  ", width = w[i]));

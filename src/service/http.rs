@@ -156,16 +156,28 @@ async fn status(AxState(state): AxState<State>) -> Response {
     Json(report).into_response()
 }
 
-async fn metrics(AxState(state): AxState<State>) -> Response {
+async fn metrics(AxState(state): AxState<State>, headers: HeaderMap) -> Response {
     let snap = Snapshot::take(&state.handles);
+    let open_metrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
     match super::metrics::render(&snap, &state.handles) {
         Ok(text) => {
             let mut h = HeaderMap::new();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            (h, text).into_response()
+            let (ctype, body) = if open_metrics {
+                (
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                )
+            } else {
+                (
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    super::metrics::to_classic(&text),
+                )
+            };
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            (h, body).into_response()
         }
         Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,

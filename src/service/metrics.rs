@@ -1,6 +1,11 @@
 //! `GET /metrics`: the numbers of `/api/status` in Prometheus text format (OpenMetrics flavour,
 //! written by `prometheus-client`), labelled `bus` and `meter`.
 //!
+//! `prometheus-client` writes OpenMetrics; a scraper that does not ask for it (`Accept:
+//! application/openmetrics-text`) gets the classic text format 0.0.4 instead ([`to_classic`]:
+//! counter families named with their `_total` suffix, no `# EOF`), which every Prometheus
+//! parser reads with the right types.
+//!
 //! A fresh registry is filled from one [`Snapshot`] per scrape, so the counters are exactly
 //! those of `/api/status` taken at the same instant; nothing here keeps state between scrapes.
 
@@ -14,13 +19,15 @@ use prometheus_client::registry::Registry;
 
 use super::Handles;
 use super::report::Snapshot;
-use crate::bus::health::{BusStatus, LinkState, MeterState};
+use crate::bus::health::{BusStatus, LinkState, MeterState, MeterStatus};
 
 type Labels = Vec<(String, String)>;
 type Counters = Family<Labels, Counter>;
 type Gauges = Family<Labels, Gauge<f64, AtomicU64>>;
 /// One bus counter: name, help, and how to read it from a bus status.
 type BusCounter<'a> = (&'a str, &'a str, &'a dyn Fn(&BusStatus) -> u64);
+/// One meter counter: name, help, and how to read it from a meter status.
+type MeterCounter = (&'static str, &'static str, fn(&MeterStatus) -> u64);
 
 struct Builder {
     registry: Registry,
@@ -222,7 +229,7 @@ pub fn render(snap: &Snapshot, h: &Handles) -> Result<String, std::fmt::Error> {
     );
 
     // Meters.
-    let meters: Vec<(&str, &crate::bus::health::MeterStatus)> = snap
+    let meters: Vec<(&str, &MeterStatus)> = snap
         .buses
         .iter()
         .flat_map(|s| s.meters.iter().map(move |m| (s.name.as_str(), m)))
@@ -251,6 +258,38 @@ pub fn render(snap: &Snapshot, h: &Handles) -> Result<String, std::fmt::Error> {
             .map(|(bus, m)| (meter_l(bus, &m.id), m.overruns))
             .collect(),
     );
+    let meter_wire: [MeterCounter; 4] = [
+        (
+            "meterd_meter_timeouts",
+            "Attempts to the meter without a reply in time",
+            |m| m.timeouts,
+        ),
+        (
+            "meterd_meter_checksum_errors",
+            "Replies to the meter with a bad checksum or CRC",
+            |m| m.wire.checksum_errors,
+        ),
+        (
+            "meterd_meter_noise_bytes",
+            "Noise bytes skipped in the meter's transactions",
+            |m| m.wire.noise_bytes,
+        ),
+        (
+            "meterd_meter_foreign_frames",
+            "Valid frames that were not the meter's awaited reply",
+            |m| m.wire.foreign_frames,
+        ),
+    ];
+    for (name, help, f) in meter_wire {
+        b.counter(
+            name,
+            help,
+            meters
+                .iter()
+                .map(|(bus, m)| (meter_l(bus, &m.id), f(m)))
+                .collect(),
+        );
+    }
     b.gauge(
         "meterd_meter_consecutive_failures",
         "Polls in a row without an answer",
@@ -296,4 +335,47 @@ pub fn render(snap: &Snapshot, h: &Handles) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     encode(&mut out, &b.registry)?;
     Ok(out)
+}
+
+/// OpenMetrics text as classic Prometheus text 0.0.4: `# HELP`/`# TYPE` of a counter family
+/// name its samples (`x_total`), `# UNIT` and `# EOF` lines are dropped.
+pub fn to_classic(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + 64 * counters.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_classic;
+
+    #[test]
+    fn classic_text_names_counter_families_with_total() {
+        let om = "# HELP a_x Things.\n# TYPE a_x counter\na_x_total{bus=\"b\"} 5\n# HELP g A gauge.\n# TYPE g gauge\ng 1.0\n# EOF\n";
+        assert_eq!(
+            to_classic(om),
+            "# HELP a_x_total Things.\n# TYPE a_x_total counter\na_x_total{bus=\"b\"} 5\n# HELP g A gauge.\n# TYPE g gauge\ng 1.0\n"
+        );
+    }
 }

@@ -135,6 +135,18 @@ pub struct MeterReport {
     pub last_bad_values: u64,
     /// Poll slots skipped.
     pub overruns: u64,
+    /// Attempts to this meter without a reply in time.
+    pub timeouts: u64,
+    /// Replies to this meter with a bad checksum or CRC.
+    pub checksum_errors: u64,
+    /// Noise bytes skipped in this meter's transactions.
+    pub noise_bytes: u64,
+    /// Echo bytes removed in this meter's transactions.
+    pub echo_bytes: u64,
+    /// Stale bytes discarded before this meter's requests.
+    pub stale_bytes: u64,
+    /// Valid frames that were not this meter's awaited reply.
+    pub foreign_frames: u64,
     /// Reading success rates (scheduled polls only).
     pub success: MeterSuccess,
     /// The last batch (scheduled poll or one-shot read), values with their quality.
@@ -298,6 +310,12 @@ fn bus_report(
                     last_good_values: m.last_good_values as u64,
                     last_bad_values: m.last_bad_values as u64,
                     overruns: m.overruns,
+                    timeouts: m.timeouts,
+                    checksum_errors: m.wire.checksum_errors,
+                    noise_bytes: m.wire.noise_bytes,
+                    echo_bytes: m.wire.echo_bytes,
+                    stale_bytes: m.wire.stale_bytes,
+                    foreign_frames: m.wire.foreign_frames,
                     success: s,
                     last_reading: last,
                 }

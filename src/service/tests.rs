@@ -133,7 +133,8 @@ async fn status_metrics_read_and_trace_show_dead_noisy_and_good_meters() {
         let bus = &r.buses[0];
         let dead = bus.meters.iter().find(|m| m.id == "m3").expect("m3");
         let good = bus.meters.iter().filter(|m| m.polls_ok > 0).count();
-        if dead.state == "degraded" && bus.checksum_errors > 0 && good >= 3 {
+        let noisy = bus.meters.iter().find(|m| m.id == "m4").expect("m4");
+        if dead.state == "degraded" && noisy.checksum_errors > 0 && good >= 3 {
             break r;
         }
         assert!(Instant::now() < deadline, "never settled: {r:#?}");
@@ -149,6 +150,14 @@ async fn status_metrics_read_and_trace_show_dead_noisy_and_good_meters() {
         let last = m(id).last_reading.as_ref().expect("last batch kept");
         assert!(last.values.iter().all(|v| v.quality == Quality::Good));
     }
+    // The noisy meter carries its own checksum errors; the clean ones none.
+    let noisy = m("m4");
+    assert!(
+        noisy.checksum_errors > 0 && noisy.noise_bytes > 0,
+        "{noisy:?}"
+    );
+    assert_eq!((m("m1").checksum_errors, m("m2").checksum_errors), (0, 0));
+    assert!(m("m3").timeouts >= 3);
     let dead = m("m3");
     assert!(
         dead.last_error
@@ -197,6 +206,12 @@ async fn status_metrics_read_and_trace_show_dead_noisy_and_good_meters() {
         1.0
     );
     assert_eq!(get("meterd_meters"), 4.0);
+    let noisy_cs = get(r#"meterd_meter_checksum_errors_total{bus="rtu",meter="m4"}"#) as u64;
+    assert!(noisy_cs >= m("m4").checksum_errors && noisy_cs > 0);
+    assert_eq!(
+        get(r#"meterd_meter_checksum_errors_total{bus="rtu",meter="m1"}"#),
+        0.0
+    );
     assert_eq!(get("meterd_success_rate_today"), 0.75);
 
     // One-shot read: a fresh batch through the bus task.
