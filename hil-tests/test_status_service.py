@@ -301,16 +301,18 @@ def test_one_shot_read_during_polling_keeps_the_schedule(gateway, mosquitto):
     settled(gateway)
     # Watch the scheduled readings of rtu-1 as the billing core does.
     seen = []
+    gw_status = []
     lock = threading.Lock()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"hil-status-{os.getpid()}")
 
     def on_message(_c, _u, msg):
         with lock:
-            seen.append(json.loads(msg.payload))
+            (gw_status if msg.topic.endswith("gw-hil/status") else seen).append(json.loads(msg.payload))
 
     client.on_message = on_message
     client.connect("127.0.0.1", mosquitto.port)
     client.subscribe("meterd/gw-hil/meters/rtu-1/readings", qos=1)
+    client.subscribe("meterd/gw-hil/status", qos=1)
     client.loop_start()
     try:
         time.sleep(3 * INTERVAL_S)
@@ -341,6 +343,12 @@ def test_one_shot_read_during_polling_keeps_the_schedule(gateway, mosquitto):
     gaps = [b - a for a, b in zip(recent, recent[1:])]
     assert len(recent) >= 5, times
     assert all(g < 1.6 * INTERVAL_S for g in gaps), gaps
+    # The retained gateway status carries the KPI (status_interval is 2 s here).
+    with lock:
+        rates = [g["reading_success"] for g in gw_status if g.get("state") == "online" and "reading_success" in g]
+    assert rates, gw_status
+    assert rates[-1]["meters"] == 4 and rates[-1]["meters_read_today"] == 3
+    assert rates[-1]["rate_today"] == 0.75
     # The one-shot read became the meter's last batch on the status page.
     assert gateway.meters()["rtu-1"]["last_reading"]["values"]
 

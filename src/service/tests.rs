@@ -342,3 +342,54 @@ async fn the_client_says_when_no_daemon_runs() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_gateway_status_with_success_rates_fits_its_schema() {
+    use crate::uplink::{GatewayState, GatewayStatus, SpoolStats};
+    use std::time::{Duration, UNIX_EPOCH};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/gateway-status.v1.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("JSON");
+    let validator = jsonschema::validator_for(&schema).expect("validator");
+    let mut book = super::SuccessBook::new([("b", "m1"), ("b", "m2")]);
+    let now = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + 3600);
+    let mut good = ReadingBatch::new("gw", "m1", "modbus-rtu", 0, now);
+    good.values.push(crate::reading::ReadingValue {
+        quantity: "voltage.l1".into(),
+        value: None,
+        unit: "V".into(),
+        obis: None,
+        source: "modbus:fc04:0x0000:f32:abcd".into(),
+        quality: Quality::Good,
+        reason: None,
+        meter_time: None,
+    });
+    book.record_poll(&good, now);
+    let mut s = GatewayStatus::new(
+        "gw",
+        GatewayState::Online,
+        None,
+        now,
+        now,
+        SpoolStats::default(),
+    );
+    s.reading_success = Some(super::report::gateway_success(&book, now));
+    let json = serde_json::to_value(&s).expect("JSON");
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{json}");
+    let rs = &json["reading_success"];
+    assert_eq!(rs["day"], "2024-10-04");
+    assert_eq!(
+        (rs["meters"].as_u64(), rs["meters_read_today"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(rs["rate_today"].as_f64(), Some(0.5));
+    // Without rates the field is absent (older consumers see the v1 they know).
+    s.reading_success = None;
+    let json = serde_json::to_value(&s).expect("JSON");
+    assert!(json.get("reading_success").is_none());
+    assert!(validator.is_valid(&json));
+}
