@@ -403,3 +403,27 @@ def test_cli_says_when_the_daemon_is_not_running(meterd):
         assert out.returncode == 2, (args, out.returncode, out.stderr)
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and "not running" in lines[0], out.stderr
+
+
+def test_cli_read_and_trace_through_the_daemon(gateway, meterd):
+    settled(gateway)
+    out = subprocess.run([str(meterd), "read", "--daemon", "--url", gateway.url, "--meter", "rtu-1", "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    batch = json.loads(out.stdout)
+    assert batch["meter"] == "rtu-1" and any(v["quality"] == "good" for v in batch["values"])
+    # The dead meter: the read is made, nothing good comes back: exit 1 with the reason.
+    out = subprocess.run([str(meterd), "read", "--daemon", "--url", gateway.url, "--meter", "rtu-dead"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "no reply" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = subprocess.run([str(meterd), "read", "--daemon", "--url", gateway.url, "--meter", "nope"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "HTTP 404" in out.stderr, out.stderr
+    out = subprocess.run([str(meterd), "trace", "--daemon", "--url", gateway.url, "--meter", "dlt-noisy",
+                          "--duration", f"{3 * INTERVAL_S}s"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(" dlt dlt-noisy tx " in line for line in lines), out.stdout
+    assert any(" dlt dlt-noisy rx " in line and "|" in line for line in lines), out.stdout
+    assert all(" dlt-noisy " in line for line in lines if not line.startswith("--")), out.stdout

@@ -393,3 +393,24 @@ fn the_gateway_status_with_success_rates_fits_its_schema() {
     assert!(json.get("reading_success").is_none());
     assert!(validator.is_valid(&json));
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unix_socket_serves_the_same_status() {
+    let sock_dir = tempfile::tempdir().expect("tempdir");
+    let sock = sock_dir.path().join("status.sock");
+    let service = format!(
+        "enabled = true\nlisten = \"127.0.0.1:0\"\nunix_socket = \"{}\"",
+        sock.display()
+    );
+    let (sim, daemon, _d) = start(&service).await;
+    let ep = Endpoint::Unix(sock.display().to_string());
+    let text = client::get_as(&ep, "/api/status", None)
+        .await
+        .expect("status over the Unix socket");
+    let r: StatusReport = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(r.gateway.id, "gw-diag");
+    assert_eq!(r.buses[0].meters.len(), 4);
+    daemon.stop().await;
+    sim.shutdown().await;
+}
