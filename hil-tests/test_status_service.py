@@ -410,6 +410,7 @@ def live_page(url, wait_s):
         lines = call("Runtime.evaluate", {
             "expression": "Array.from(document.getElementById('trace').childNodes).map(n => n.textContent)",
             "returnByValue": True}, session)["result"]["value"]
+        call("Runtime.evaluate", {"expression": "document.getElementById('trace').scrollIntoView()"}, session)
         png = base64.b64decode(call("Page.captureScreenshot", {"format": "png"}, session)["data"])
         return lines, png
     finally:
