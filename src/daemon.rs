@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use meter_protocols::Decimal;
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::bus::health::{BusStatus, MeterState as BusMeterState};
@@ -51,6 +51,9 @@ pub enum DaemonError {
     /// A bus could not be built.
     #[error("{0}")]
     Bus(#[from] bus_task::BusError),
+    /// The `[service]` section is unsafe or its token is missing.
+    #[error("{0}")]
+    Service(#[from] crate::service::ServiceError),
     /// The embedded broker could not start.
     #[cfg(feature = "embedded-broker")]
     #[error("embedded broker: {0}")]
@@ -123,6 +126,7 @@ pub struct Daemon {
     uplink: UplinkHandle,
     uplink_task: JoinHandle<SpoolOutbox>,
     spool: Arc<Mutex<Spool>>,
+    service: Option<crate::service::Service>,
     #[cfg(feature = "embedded-broker")]
     _broker: Option<crate::broker::EmbeddedBroker>,
 }
@@ -150,6 +154,9 @@ impl Daemon {
         if let Some(dir) = options.data_dir {
             config.data_dir = dir;
         }
+        // Before anything starts: a service on a non-loopback address needs a token.
+        let service_setup = crate::service::prepare(&config.service)?;
+        let started = SystemTime::now();
         let spool_path = config.data_dir.join("spool.sqlite");
         let spool = Spool::open(&spool_path, SpoolOptions::new(config.spool.max_bytes))?;
         let spool = Arc::new(Mutex::new(spool));
@@ -173,7 +180,7 @@ impl Daemon {
         };
         let (up, uplink) = Uplink::new(&config.gateway, config.mqtt.clone(), outbox)?;
         let stats_spool = spool.clone();
-        let up = up.with_spool_stats(move || {
+        let spool_stats: Arc<dyn Fn() -> uplink::SpoolStats + Send + Sync> = Arc::new(move || {
             let s = lock(&stats_spool).stats().unwrap_or_default();
             uplink::SpoolStats {
                 depth: s.depth,
@@ -181,19 +188,56 @@ impl Daemon {
                 dropped: s.dropped_batches,
             }
         });
-        let uplink_task = tokio::spawn(up.run());
+        let up_stats = spool_stats.clone();
+        let up = up.with_spool_stats(move || up_stats());
 
-        let (tx, rx) = mpsc::channel::<ReadingBatch>(256);
+        // Frames for the service's live trace (nobody listening costs one atomic load).
+        let (frames, _) = broadcast::channel(4096);
+        let (tx, bus_rx) = mpsc::channel::<ReadingBatch>(256);
         let mut buses = Vec::new();
         for bus in &config.buses {
             let mut opts = BusOptions::new(&config.gateway);
             opts.evidence_frames = config.evidence_frames;
+            opts.frames = Some(frames.clone());
             buses.push(bus_task::spawn(bus.get_ref(), &profiles, opts, tx.clone())?);
         }
         drop(tx);
+        // Poll outcomes feed the reading success book on their way to the pipeline.
+        let service_buses: Vec<crate::service::ServiceBus> = buses
+            .iter()
+            .map(|b| crate::service::ServiceBus {
+                name: b.name.clone(),
+                commands: b.commands.clone(),
+                status: b.status.clone(),
+            })
+            .collect();
+        let book = crate::service::book_for(&service_buses);
+        let (tx, rx) = mpsc::channel::<ReadingBatch>(256);
+        tokio::spawn(crate::service::record_polls(bus_rx, tx, book.clone()));
+        let rate_book = book.clone();
+        let up = up.with_reading_success(move || {
+            Some(crate::service::report::gateway_success(
+                &crate::service::lock(&rate_book),
+                SystemTime::now(),
+            ))
+        });
+        let uplink_task = tokio::spawn(up.run());
         let pipeline = tokio::spawn(pipeline(rx, spool.clone(), config.clone(), uplink.clone()));
         let statuses: Vec<Arc<Mutex<BusStatus>>> = buses.iter().map(|b| b.status.clone()).collect();
         let status_task = tokio::spawn(forward_statuses(statuses, uplink.clone()));
+        let service = crate::service::Service::start(
+            service_setup,
+            crate::service::Handles {
+                gateway: config.gateway.clone(),
+                started,
+                buses: service_buses,
+                uplink: uplink.clone(),
+                spool: spool_stats,
+                book,
+                frames,
+            },
+        )
+        .await;
         tracing::info!(gateway = %config.gateway, buses = buses.len(), "meterd running");
         Ok(Daemon {
             config,
@@ -203,6 +247,7 @@ impl Daemon {
             uplink,
             uplink_task,
             spool,
+            service: Some(service),
             #[cfg(feature = "embedded-broker")]
             _broker: broker,
         })
@@ -226,6 +271,11 @@ impl Daemon {
             .collect()
     }
 
+    /// Where the diagnostics service listens (None when disabled or its address was taken).
+    pub fn service_addr(&self) -> Option<std::net::SocketAddr> {
+        self.service.as_ref().and_then(|s| s.addr())
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
@@ -233,8 +283,12 @@ impl Daemon {
 
     /// Stops polling after the polls in progress, stores their batches, publishes the offline
     /// status and disconnects; returns within about [`STOP_BUDGET`].
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let deadline = tokio::time::Instant::now() + STOP_BUDGET;
+        // The diagnostics service first: it ends live traces and refuses new one-shot reads.
+        if let Some(service) = self.service.take() {
+            service.stop(Duration::from_millis(200)).await;
+        }
         // Buses get most of the budget: a DL/T 645 poll at 2400 baud can take seconds. The
         // uplink needs little (the offline status is one small publish).
         let bus_deadline = tokio::time::Instant::now() + Duration::from_millis(3300);

@@ -28,6 +28,8 @@ enum Command {
     Scan(meterd::cli::scan::ScanArgs),
     /// Run the buses of a configuration and print every frame both ways, decoded.
     Trace(meterd::cli::trace::TraceArgs),
+    /// Health of every bus and meter of the running daemon (its local diagnostics service).
+    Status(meterd::cli::status::StatusArgs),
     /// Validate a configuration and print the effective settings and Modbus request plans.
     CheckConfig(meterd::cli::check_config::CheckConfigArgs),
 }
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Read(args) => meterd::cli::read::run(&args),
         Command::Scan(args) => meterd::cli::scan::run(&args),
         Command::Trace(args) => meterd::cli::trace::run(&args),
+        Command::Status(args) => meterd::cli::status::run(&args),
         Command::CheckConfig(args) => meterd::cli::check_config::run(&args),
     }
 }

@@ -60,6 +60,10 @@ pub struct MeterStatus {
     pub last_bad_values: usize,
     /// Slots skipped because the bus could not reach the meter in time.
     pub overruns: u64,
+    /// Attempts to this meter that got no reply in time.
+    pub timeouts: u64,
+    /// Wire counters of this meter's transactions (checksum errors, noise bytes, …).
+    pub wire: WireCounters,
 }
 
 impl MeterStatus {
@@ -77,6 +81,8 @@ impl MeterStatus {
             last_good_values: 0,
             last_bad_values: 0,
             overruns: 0,
+            timeouts: 0,
+            wire: WireCounters::default(),
         }
     }
 

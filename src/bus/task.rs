@@ -445,7 +445,7 @@ impl Bus {
             }
             self.keep_silence(&request, timing, modbus, &tap).await;
             let started = Instant::now();
-            let outcome = self.one_attempt(step, &request, timing, &tap).await;
+            let outcome = self.one_attempt(m, step, &request, timing, &tap).await;
             let busy = started.elapsed();
             self.with_status(|s| {
                 s.transactions += 1;
@@ -457,7 +457,12 @@ impl Bus {
                     return Ok(r);
                 }
                 Err(Attempt::Timeout(note)) => {
-                    self.with_status(|s| s.timeouts += 1);
+                    self.with_status(|s| {
+                        s.timeouts += 1;
+                        if let Some(ms) = s.meters.get_mut(m) {
+                            ms.timeouts += 1;
+                        }
+                    });
                     self.last_activity = Some(Instant::now());
                     // Modbus TCP replaces its connection after a timeout instead.
                     if matches!(self.wire, Wire::Raw { .. }) {
@@ -527,6 +532,7 @@ impl Bus {
 
     async fn one_attempt(
         &mut self,
+        m: usize,
         step: &Step,
         request: &[u8],
         timing: EffectiveTiming,
@@ -547,7 +553,12 @@ impl Bus {
                     Ok(x) => x.stats,
                     Err(e) => e.stats(),
                 };
-                self.with_status(|s| s.wire.add(&stats));
+                self.with_status(|s| {
+                    s.wire.add(&stats);
+                    if let Some(ms) = s.meters.get_mut(m) {
+                        ms.wire.add(&stats);
+                    }
+                });
                 match result {
                     Ok(x) => {
                         self.last_activity = Some(x.finished);

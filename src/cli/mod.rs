@@ -1,4 +1,4 @@
-//! The technician's bus commands: `meterd read`, `scan`, `trace` and `check-config`.
+//! The technician's bus commands: `meterd read`, `scan`, `trace`, `status` and `check-config`.
 //!
 //! Each command parses its arguments (clap), builds the same bus and driver objects the daemon
 //! uses, and reports every failure (dead port, busy port, no answer, bad configuration) as one
@@ -10,6 +10,7 @@ pub mod demo;
 pub mod read;
 pub mod run;
 pub mod scan;
+pub mod status;
 pub mod trace;
 
 use std::process::ExitCode;
@@ -19,9 +20,10 @@ use clap::{Args, ValueEnum};
 
 use crate::config::{Parity, Protocol};
 
-/// Where the bus is: a serial port or a TCP address.
+/// Where the bus is: a serial port or a TCP address (each command checks that one is given:
+/// `meterd read --daemon` needs neither).
 #[derive(Debug, Clone, Args)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 pub struct Target {
     /// Serial port (e.g. /dev/ttyUSB0).
     #[arg(long, value_name = "PATH")]

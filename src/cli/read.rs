@@ -18,6 +18,16 @@ use crate::reading::{Quality, ReadingBatch, ValueData};
 /// Arguments of `meterd read`.
 #[derive(Debug, Args)]
 pub struct ReadArgs {
+    /// Ask the running daemon instead (its bus task reads the meter between two polls; the port
+    /// is not opened here): needs `--meter ID`.
+    #[arg(long, requires = "meter", conflicts_with_all = ["port", "tcp", "address", "unit", "profile", "quantity"])]
+    pub daemon: bool,
+    /// With --daemon: the daemon's diagnostics service (`http://HOST:PORT` or `unix:/PATH`).
+    #[arg(long, requires = "daemon", default_value_t = format!("http://{}", crate::service::DEFAULT_LISTEN))]
+    pub url: String,
+    /// With --daemon: the meter id, as in the daemon's configuration and `meterd status`.
+    #[arg(long, requires = "daemon", value_name = "ID")]
+    pub meter: Option<String>,
     /// Where the meter is.
     #[command(flatten)]
     pub target: Target,
@@ -25,8 +35,8 @@ pub struct ReadArgs {
     #[command(flatten)]
     pub line: LineArgs,
     /// The meter's protocol.
-    #[arg(long, value_enum)]
-    pub protocol: ProtocolArg,
+    #[arg(long, value_enum, required_unless_present = "daemon")]
+    pub protocol: Option<ProtocolArg>,
     /// DL/T 645 address (12 digits; AAAAAAAAAAAA reads the lone meter on the bus).
     #[arg(long, value_name = "12DIGITS")]
     pub address: Option<String>,
@@ -53,6 +63,9 @@ pub struct ReadArgs {
 /// Runs `meterd read`: 0 when the meter answered, 1 when it did not, 2 for a bad request or a
 /// dead/busy port.
 pub fn run(args: &ReadArgs) -> ExitCode {
+    if args.daemon {
+        return run_daemon(args);
+    }
     let (bus, profiles) = match build(args) {
         Ok(x) => x,
         Err(e) => return fail("read", &e, 2),
@@ -115,9 +128,67 @@ pub fn run(args: &ReadArgs) -> ExitCode {
     })
 }
 
+/// `meterd read --daemon --meter ID`: `POST /api/read`. Exit 0 when the meter answered with a
+/// good value, 1 when it did not (or the daemon refused: unknown meter, timeout), 2 when no
+/// daemon answers.
+fn run_daemon(args: &ReadArgs) -> ExitCode {
+    let Some(meter) = args.meter.as_deref() else {
+        return fail("read", "--daemon needs --meter ID", 2);
+    };
+    let ep = match super::status::endpoint("read", &args.url) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail("read", &e, 2),
+    };
+    let body = serde_json::json!({ "meter": meter }).to_string();
+    // The daemon bounds the read itself (`[service] read_timeout`); this is a backstop.
+    let answer = rt.block_on(crate::service::client::post_json(
+        &ep,
+        "/api/read",
+        body,
+        Duration::from_secs(120),
+    ));
+    let text = match answer {
+        Ok(t) => t,
+        Err(e) => return super::status::client_fail("read", &e),
+    };
+    let batch: ReadingBatch = match serde_json::from_str(&text) {
+        Ok(b) => b,
+        Err(e) => {
+            return fail(
+                "read",
+                &format!("the daemon's answer is not a reading: {e}"),
+                1,
+            );
+        }
+    };
+    if args.json {
+        println!("{}", text.trim_end());
+    } else {
+        print!("{}", table(&batch));
+    }
+    if batch.values.iter().any(|v| v.quality == Quality::Good) {
+        ExitCode::SUCCESS
+    } else {
+        let reason = batch
+            .values
+            .iter()
+            .find_map(|v| v.reason.clone())
+            .unwrap_or_else(|| "no value".into());
+        fail(
+            "read",
+            &format!("no answer from meter {meter}: {reason}"),
+            1,
+        )
+    }
+}
+
 /// The bus configuration and profiles of a one-shot read.
 fn build(args: &ReadArgs) -> Result<(BusConfig, ProfileSet), String> {
-    let protocol: Protocol = args.protocol.into();
+    let protocol: Protocol = args.protocol.ok_or("give --protocol")?.into();
     let mut profiles = ProfileSet::builtin().map_err(|e| e.to_string())?;
     let meter_key = if protocol.is_dlt645() {
         let a = args

@@ -22,9 +22,15 @@ use crate::reading::{Quality, rfc3339_millis};
 /// Arguments of `meterd trace`.
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Configuration file.
-    #[arg(long)]
-    pub config: PathBuf,
+    /// Configuration file (the buses are opened here: stop the daemon first, or use --daemon).
+    #[arg(long, required_unless_present = "daemon")]
+    pub config: Option<PathBuf>,
+    /// Watch the running daemon's frames instead (its live trace; nothing is opened here).
+    #[arg(long, conflicts_with = "config")]
+    pub daemon: bool,
+    /// With --daemon: the daemon's diagnostics service (`http://HOST:PORT` or `unix:/PATH`).
+    #[arg(long, requires = "daemon", default_value_t = format!("http://{}", crate::service::DEFAULT_LISTEN))]
+    pub url: String,
     /// Only this bus.
     #[arg(long)]
     pub bus: Option<String>,
@@ -67,9 +73,94 @@ pub fn format_event(e: &FrameEvent) -> String {
     line
 }
 
+/// One trace line from the daemon's `/api/trace` event (the same layout as [`format_event`]).
+pub fn format_json_event(v: &serde_json::Value) -> String {
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
+    let meter = v.get("meter").and_then(|x| x.as_str()).unwrap_or("-");
+    let mut line = format!("{} {} {} {:<3}", s("at"), s("bus"), meter, s("direction"));
+    if !s("hex").is_empty() {
+        line.push(' ');
+        line.push_str(s("hex"));
+        line.push_str("  |");
+    }
+    line.push(' ');
+    line.push_str(s("decode"));
+    line
+}
+
+/// `meterd trace --daemon`: follows `/api/trace` until Ctrl-C, `--duration`, or the daemon
+/// stops (exit 0), or says in one line why it cannot (exit 2 when no daemon answers).
+fn run_daemon(args: &TraceArgs) -> ExitCode {
+    let ep = match super::status::endpoint("trace", &args.url) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail("trace", &e, 2),
+    };
+    let mut path = String::from("/api/trace");
+    let mut sep = '?';
+    for (k, v) in [("bus", &args.bus), ("meter", &args.meter)] {
+        if let Some(v) = v {
+            path.push(sep);
+            path.push_str(k);
+            path.push('=');
+            path.push_str(&percent_encode(v));
+            sep = '&';
+        }
+    }
+    rt.block_on(async {
+        let follow = crate::service::client::sse(&ep, &path, |event, data| {
+            match event {
+                "frame" => match serde_json::from_str::<serde_json::Value>(data) {
+                    Ok(v) => println!("{}", format_json_event(&v)),
+                    Err(_) => println!("{data}"),
+                },
+                "lagged" => println!("-- frames not shown (output too slow): {data}"),
+                _ => {}
+            }
+            true
+        });
+        let stop = async {
+            match args.duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        tokio::select! {
+            r = follow => match r {
+                Ok(()) => {
+                    eprintln!("meterd trace: the daemon ended the trace (stopping?)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => super::status::client_fail("trace", &e),
+            },
+            _ = stop => ExitCode::SUCCESS,
+        }
+    })
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Runs `meterd trace`.
 pub fn run(args: &TraceArgs) -> ExitCode {
-    let (config, profiles) = match Config::load(&args.config) {
+    let Some(config_path) = args.config.as_ref() else {
+        return run_daemon(args);
+    };
+    let (config, profiles) = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => return fail("trace", &e.to_string(), 2),
     };
@@ -85,7 +176,7 @@ pub fn run(args: &TraceArgs) -> ExitCode {
             &format!(
                 "no bus {:?} in {}",
                 args.bus.as_deref().unwrap_or(""),
-                args.config.display()
+                config_path.display()
             ),
             2,
         );

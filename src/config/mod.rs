@@ -43,6 +43,9 @@ pub struct Config {
     /// Plausibility checks that mark values suspect.
     #[serde(default)]
     pub validation: crate::validate::ValidationConfig,
+    /// The local diagnostics service (`[service]`): status page, `/api/status`, `/metrics`.
+    #[serde(default)]
+    pub service: crate::service::ServiceConfig,
     /// The buses and their meters.
     #[serde(default, rename = "bus")]
     pub buses: Vec<Spanned<BusConfig>>,

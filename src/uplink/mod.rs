@@ -58,7 +58,7 @@ pub use config::{BrokerUrl, Secret, UplinkConfig, UplinkConfigError};
 pub use outbox::{MemoryOutbox, Outbox, Pending};
 pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
-    MeterState, MeterStatus, MeterStatusMessage, SpoolStats,
+    MeterState, MeterStatus, MeterStatusMessage, ReadingSuccess, SpoolStats,
 };
 
 /// The uplink's connection state.
@@ -167,6 +167,7 @@ impl UplinkHandle {
 }
 
 type SpoolStatsFn = Box<dyn Fn() -> SpoolStats + Send + Sync>;
+type ReadingSuccessFn = Box<dyn Fn() -> Option<ReadingSuccess> + Send + Sync>;
 
 /// The uplink task. Build with [`Uplink::new`], run with [`Uplink::run`] on one tokio task.
 pub struct Uplink<O: Outbox> {
@@ -176,6 +177,7 @@ pub struct Uplink<O: Outbox> {
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
     spool_stats: SpoolStatsFn,
+    reading_success: ReadingSuccessFn,
     started: SystemTime,
 }
 
@@ -330,6 +332,7 @@ impl<O: Outbox> Uplink<O> {
                 shared,
                 shutdown: rx,
                 spool_stats: Box::new(SpoolStats::default),
+                reading_success: Box::new(|| None),
                 started: SystemTime::now(),
             },
             handle,
@@ -341,6 +344,16 @@ impl<O: Outbox> Uplink<O> {
     /// reconnect attempt), so it must be cheap (cached counters, not a `COUNT(*)`).
     pub fn with_spool_stats(mut self, f: impl Fn() -> SpoolStats + Send + Sync + 'static) -> Self {
         self.spool_stats = Box::new(f);
+        self
+    }
+
+    /// Where the gateway status's reading success rates come from (called like
+    /// [`Uplink::with_spool_stats`], so it must be cheap too).
+    pub fn with_reading_success(
+        mut self,
+        f: impl Fn() -> Option<ReadingSuccess> + Send + Sync + 'static,
+    ) -> Self {
+        self.reading_success = Box::new(f);
         self
     }
 
@@ -366,7 +379,7 @@ impl<O: Outbox> Uplink<O> {
     }
 
     fn gateway_status(&self, state: GatewayState, reason: Option<&str>) -> Vec<u8> {
-        let s = GatewayStatus::new(
+        let mut s = GatewayStatus::new(
             &self.gateway,
             state,
             reason,
@@ -374,6 +387,7 @@ impl<O: Outbox> Uplink<O> {
             SystemTime::now(),
             (self.spool_stats)(),
         );
+        s.reading_success = (self.reading_success)();
         serde_json::to_vec(&s).unwrap_or_default()
     }
 

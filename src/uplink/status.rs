@@ -25,6 +25,24 @@ pub struct SpoolStats {
     pub dropped: u64,
 }
 
+/// The reading success rate (the concentrator KPI) of all meters, in the gateway status: meters
+/// with at least one successful scheduled poll ÷ meters configured. Optional within v1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadingSuccess {
+    /// The UTC day `*_today` refers to (`YYYY-MM-DD`).
+    pub day: String,
+    /// Meters that should be read (every configured meter).
+    pub meters: u64,
+    /// Meters with a successful poll since 00:00 UTC.
+    pub meters_read_today: u64,
+    /// meters_read_today ÷ meters; null without meters.
+    pub rate_today: Option<f64>,
+    /// Meters with a successful poll in the last 24 hours.
+    pub meters_read_24h: u64,
+    /// meters_read_24h ÷ meters; null without meters.
+    pub rate_24h: Option<f64>,
+}
+
 /// Gateway online/offline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,7 +54,7 @@ pub enum GatewayState {
 }
 
 /// The retained `{prefix}/{gateway}/status` payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GatewayStatus {
     /// Always [`GATEWAY_STATUS_SCHEMA`].
     pub schema: String,
@@ -58,6 +76,9 @@ pub struct GatewayStatus {
     pub uptime_s: u64,
     /// Spool numbers at `at`.
     pub spool: SpoolStats,
+    /// Reading success rates at `at` (absent when the daemon gives none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reading_success: Option<ReadingSuccess>,
 }
 
 impl GatewayStatus {
@@ -80,6 +101,7 @@ impl GatewayStatus {
             started_at: rfc3339_millis(started),
             uptime_s: now.duration_since(started).map_or(0, |d| d.as_secs()),
             spool,
+            reading_success: None,
         }
     }
 }

@@ -1,0 +1,173 @@
+//! `meterd status`: per-bus, per-meter health of the running daemon, from its local
+//! diagnostics service (`GET /api/status`).
+//!
+//! Prints a table (or the document itself with `--json`). When no daemon answers it says so in
+//! one line and exits 2; it never opens a bus itself.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{fail, runtime};
+use crate::service::DEFAULT_LISTEN;
+use crate::service::client::{self, ClientError, Endpoint};
+use crate::service::report::StatusReport;
+
+/// Arguments of `meterd status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The daemon's diagnostics service: `http://HOST:PORT` or `unix:/PATH`
+    /// (with a token, set METERD_TOKEN).
+    #[arg(long, default_value_t = format!("http://{DEFAULT_LISTEN}"))]
+    pub url: String,
+    /// Print the status document as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The `--url` of the daemon commands, parsed; a bad URL is a one-line error.
+pub(crate) fn endpoint(cmd: &str, url: &str) -> Result<Endpoint, ExitCode> {
+    Endpoint::parse(url).map_err(|e| fail(cmd, &e, 2))
+}
+
+/// Exit code of a failed call: 2 when the daemon is not there, 1 otherwise.
+pub(crate) fn client_fail(cmd: &str, e: &ClientError) -> ExitCode {
+    match e {
+        ClientError::NotRunning(_) => fail(cmd, &e.to_string(), 2),
+        _ => fail(cmd, &e.to_string(), 1),
+    }
+}
+
+/// Runs `meterd status`.
+pub fn run(args: &StatusArgs) -> ExitCode {
+    let ep = match endpoint("status", &args.url) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail("status", &e, 2),
+    };
+    let text = match rt.block_on(client::get(&ep, "/api/status")) {
+        Ok(t) => t,
+        Err(e) => return client_fail("status", &e),
+    };
+    if args.json {
+        println!("{}", text.trim_end());
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<StatusReport>(&text) {
+        Ok(r) => {
+            print!("{}", table(&r));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(
+            "status",
+            &format!("the daemon's answer is not a status document: {e}"),
+            1,
+        ),
+    }
+}
+
+fn pct(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// The status as text: a summary, then one row per meter.
+pub fn table(r: &StatusReport) -> String {
+    let g = &r.gateway;
+    let mut out = format!(
+        "gateway {} (meterd {}), up {}s; uplink {}{}; spool {} readings, {} dropped\n",
+        g.id,
+        g.version,
+        g.uptime_s,
+        g.uplink.state,
+        g.uplink
+            .last_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default(),
+        g.spool.depth,
+        g.spool.dropped
+    );
+    out.push_str(&format!(
+        "reading success {}: {} ({} of {} meters read); last 24 h {}\n",
+        g.success.day,
+        pct(g.success.today.rate),
+        g.success.today.meters_read,
+        g.success.meters,
+        pct(g.success.last_24h.rate)
+    ));
+    for b in &r.buses {
+        out.push_str(&format!(
+            "bus {}: link {}{}; {} transactions, {} timeouts, {} checksum errors, {} noise bytes, utilisation {}\n",
+            b.name,
+            b.link,
+            b.link_error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default(),
+            b.transactions,
+            b.timeouts,
+            b.checksum_errors,
+            b.noise_bytes,
+            pct(Some(b.utilisation))
+        ));
+    }
+    let head = [
+        "bus",
+        "meter",
+        "state",
+        "last success",
+        "success today",
+        "fails in a row",
+        "checksum errors",
+        "last error",
+    ];
+    let rows: Vec<[String; 8]> = r
+        .buses
+        .iter()
+        .flat_map(|b| {
+            b.meters.iter().map(|m| {
+                [
+                    b.name.clone(),
+                    m.id.clone(),
+                    m.state.clone(),
+                    m.last_success.clone().unwrap_or_else(|| "never".into()),
+                    format!(
+                        "{} ({}/{})",
+                        pct(m.success.today.rate),
+                        m.success.today.ok,
+                        m.success.today.polls
+                    ),
+                    m.consecutive_failures.to_string(),
+                    m.checksum_errors.to_string(),
+                    m.last_error.clone().unwrap_or_default(),
+                ]
+            })
+        })
+        .collect();
+    let mut w = head.map(str::len);
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |c: &[String; 8]| {
+        let mut s = String::new();
+        for (i, cell) in c.iter().enumerate() {
+            if i == 7 {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<width$}  ", width = w[i]));
+            }
+        }
+        s.trim_end().to_owned() + "\n"
+    };
+    out.push('\n');
+    out.push_str(&line(&head.map(String::from)));
+    for row in &rows {
+        out.push_str(&line(row));
+    }
+    out
+}

@@ -1,0 +1,357 @@
+//! The HTTP side of the service: routes, the bearer-token check, and the handlers.
+//!
+//! Handlers only read snapshots, subscribe to the frame channel, or queue a one-shot read into
+//! the owning bus task and wait for its answer (bounded by `read_timeout`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, Request, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{broadcast, oneshot, watch};
+
+use super::report::Snapshot;
+use super::{Handles, ServiceConfig, lock};
+use crate::bus::task::BusCommand;
+use crate::bus::trace::{Direction, FrameEvent};
+use crate::decode::one_line;
+use crate::hex_input::to_hex;
+use crate::reading::rfc3339_millis;
+
+const PAGE: &str = include_str!("page.html");
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub(super) struct State {
+    handles: Handles,
+    token: Option<Arc<str>>,
+    read_timeout: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl State {
+    pub(super) fn new(
+        handles: Handles,
+        token: Option<Arc<str>>,
+        config: &ServiceConfig,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            handles,
+            token,
+            read_timeout: config.read_timeout,
+            stop,
+        }
+    }
+}
+
+fn router(state: State) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/api/trace", get(trace))
+        .route("/api/read", post(read))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+pub(super) async fn serve_tcp(listener: tokio::net::TcpListener, state: State) {
+    let stop = state.stop.clone();
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(stopped(stop))
+        .await
+    {
+        tracing::error!(error = %e, "diagnostics service stopped");
+    }
+}
+
+#[cfg(unix)]
+pub(super) async fn serve_unix(listener: tokio::net::UnixListener, state: State) {
+    let stop = state.stop.clone();
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(stopped(stop))
+        .await
+    {
+        tracing::error!(error = %e, "diagnostics service (Unix socket) stopped");
+    }
+}
+
+/// Compares without an early exit on the first differing byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "access_token").then(|| v.to_owned())
+    })
+}
+
+/// With a token configured, every request needs `Authorization: Bearer TOKEN` (or, for
+/// browsers that cannot set headers on a page load or an EventSource, `?access_token=TOKEN`).
+async fn auth(AxState(state): AxState<State>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(req).await;
+    };
+    let header_token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let given = header_token.or_else(|| query_token(req.uri().query()));
+    match given {
+        Some(t) if same(t.trim().as_bytes(), token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "missing or wrong bearer token"})),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"meterd\""),
+            );
+            r
+        }
+    }
+}
+
+fn error(code: StatusCode, reason: impl Into<String>) -> Response {
+    (code, Json(json!({"error": reason.into()}))).into_response()
+}
+
+/// The page, with the status at load time embedded so it renders before any request.
+async fn page(AxState(state): AxState<State>) -> Response {
+    let report = Snapshot::take(&state.handles).report(&state.handles);
+    let initial = serde_json::to_string(&report)
+        .unwrap_or_else(|_| "null".into())
+        .replace("</", "<\\/")
+        .replace("<!--", "<\\!--");
+    let html = PAGE.replace("/*INITIAL_STATUS*/null", &initial);
+    let mut r = Html(html).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn status(AxState(state): AxState<State>) -> Response {
+    let report = Snapshot::take(&state.handles).report(&state.handles);
+    Json(report).into_response()
+}
+
+async fn metrics(AxState(state): AxState<State>, headers: HeaderMap) -> Response {
+    let snap = Snapshot::take(&state.handles);
+    let open_metrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    match super::metrics::render(&snap, &state.handles) {
+        Ok(text) => {
+            let mut h = HeaderMap::new();
+            let (ctype, body) = if open_metrics {
+                (
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                )
+            } else {
+                (
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    super::metrics::to_classic(&text),
+                )
+            };
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            (h, body).into_response()
+        }
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics",
+        ),
+    }
+}
+
+/// `?bus=…&meter=…`.
+#[derive(Debug, Deserialize)]
+struct TraceQuery {
+    bus: Option<String>,
+    meter: Option<String>,
+}
+
+/// One frame as JSON for the trace stream.
+pub fn frame_json(e: &FrameEvent) -> serde_json::Value {
+    let decode = match e.direction {
+        Direction::Tx | Direction::Rx => one_line(&e.bytes),
+        Direction::RxUnusable => format!("skipped: {}", e.note),
+        Direction::Note => e.note.clone(),
+    };
+    json!({
+        "at": rfc3339_millis(e.at),
+        "bus": &*e.bus,
+        "meter": e.meter.as_deref(),
+        "direction": e.direction.label(),
+        "hex": to_hex(&e.bytes),
+        "decode": decode,
+    })
+}
+
+async fn trace(
+    AxState(state): AxState<State>,
+    Query(q): Query<TraceQuery>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = state.handles.frames.subscribe();
+    let stop = state.stop.clone();
+    let hello = Event::default().event("hello").data(
+        json!({"at": rfc3339_millis(SystemTime::now()), "bus": q.bus, "meter": q.meter})
+            .to_string(),
+    );
+    let stream = futures_util::stream::unfold(
+        (rx, stop, q, Some(hello)),
+        |(mut rx, mut stop, q, hello)| async move {
+            if let Some(h) = hello {
+                return Some((Ok(h), (rx, stop, q, None)));
+            }
+            loop {
+                if *stop.borrow() {
+                    return None;
+                }
+                let got = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = stop.changed() => return None,
+                };
+                match got {
+                    Ok(e) => {
+                        if q.bus.as_ref().is_some_and(|b| **b != *e.bus)
+                            || q.meter
+                                .as_ref()
+                                .is_some_and(|m| e.meter.as_deref() != Some(m.as_str()))
+                        {
+                            continue;
+                        }
+                        let ev = Event::default()
+                            .event("frame")
+                            .data(frame_json(&e).to_string());
+                        return Some((Ok(ev), (rx, stop, q, None)));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let ev = Event::default()
+                            .event("lagged")
+                            .data(json!({"missed": n}).to_string());
+                        return Some((Ok(ev), (rx, stop, q, None)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// `{"meter": "…"}`.
+#[derive(Debug, Deserialize)]
+struct ReadRequest {
+    meter: String,
+}
+
+async fn read(AxState(state): AxState<State>, body: axum::body::Bytes) -> Response {
+    let req: ReadRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"meter\": \"ID\"}}: {e}"),
+            );
+        }
+    };
+    let owner = state
+        .handles
+        .buses
+        .iter()
+        .find(|b| lock(&b.status).meters.iter().any(|m| m.id == req.meter));
+    let Some(bus) = owner else {
+        let known: Vec<String> = state
+            .handles
+            .buses
+            .iter()
+            .flat_map(|b| {
+                lock(&b.status)
+                    .meters
+                    .iter()
+                    .map(|m| m.id.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no meter {:?} in this daemon; known: {}",
+                req.meter,
+                known.join(", ")
+            ),
+        );
+    };
+    let (tx, rx) = oneshot::channel();
+    let deadline = tokio::time::Instant::now() + state.read_timeout;
+    let queued = tokio::time::timeout_at(
+        deadline,
+        bus.commands.send(BusCommand::ReadNow {
+            meter: req.meter.clone(),
+            reply: tx,
+        }),
+    )
+    .await;
+    match queued {
+        Err(_) => {
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "bus {} did not take the read within {}",
+                    bus.name,
+                    humantime::format_duration(state.read_timeout)
+                ),
+            );
+        }
+        Ok(Err(_)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("bus {} is stopping", bus.name),
+            );
+        }
+        Ok(Ok(())) => {}
+    }
+    match tokio::time::timeout_at(deadline, rx).await {
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "meter {} not read within {} (bus {} busy or the meter slow)",
+                req.meter,
+                humantime::format_duration(state.read_timeout),
+                bus.name
+            ),
+        ),
+        Ok(Err(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("bus {} stopped before the read", bus.name),
+        ),
+        Ok(Ok(Err(reason))) => error(StatusCode::NOT_FOUND, reason),
+        Ok(Ok(Ok(batch))) => {
+            lock(&state.handles.book).record_one_shot(&batch);
+            Json(batch).into_response()
+        }
+    }
+}

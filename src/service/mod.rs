@@ -1,0 +1,308 @@
+//! The local diagnostics service: what a technician at the cabinet (or a local scraper) asks
+//! the running daemon.
+//!
+//! Endpoints (HTTP/1.1, on `[service] listen`, default `127.0.0.1:8745`, and optionally on a
+//! Unix socket):
+//! - `GET /api/status`: gateway, uplink, spool, every bus and meter, with success rates;
+//! - `GET /metrics`: the same counters in Prometheus text format;
+//! - `GET /api/trace?bus=…&meter=…`: live frames both ways, as Server-Sent Events;
+//! - `POST /api/read` `{"meter": "…"}`: a one-shot read through the owning bus task;
+//! - `GET /`: one self-contained status page.
+//!
+//! This module owns the listener, authentication (a bearer token, required for any address
+//! that is not loopback), the reading success book ([`success`]) and the shaping of the
+//! daemon's numbers into JSON and Prometheus text. It never opens a port of a bus (one-shot
+//! reads are queued into the bus task as [`BusCommand::ReadNow`]), never writes the spool and
+//! never publishes over MQTT: it only reads snapshots the other parts already keep.
+
+pub mod client;
+mod http;
+mod metrics;
+pub mod report;
+pub mod success;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::bus::health::BusStatus;
+use crate::bus::task::BusCommand;
+use crate::bus::trace::FrameEvent;
+use crate::reading::ReadingBatch;
+use crate::uplink::{SpoolStats, UplinkHandle};
+
+pub use success::SuccessBook;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8745";
+
+/// `[service]`: the local diagnostics service.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Run the service at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// TCP address to listen on. Anything but loopback needs `token_file` or `token_env`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Also listen on this Unix socket (replaced if a stale one is there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_socket: Option<PathBuf>,
+    /// File holding the bearer token (first line, trimmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Longest wait for a one-shot read (`POST /api/read`), queueing behind the poll in
+    /// progress included.
+    #[serde(default = "default_read_timeout", with = "crate::config::duration")]
+    pub read_timeout: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8745))
+}
+
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: default_listen(),
+            unix_socket: None,
+            token_file: None,
+            token_env: None,
+            read_timeout: default_read_timeout(),
+        }
+    }
+}
+
+/// Why the service refuses to start (the daemon then refuses too).
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// A non-loopback address without a token.
+    #[error(
+        "[service] listen = \"{0}\" is not a loopback address: set token_file or token_env (or listen on 127.0.0.1)"
+    )]
+    NeedsToken(SocketAddr),
+    /// The token file cannot be read or is empty.
+    #[error("[service] token_file {path}: {why}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The token variable is unset or empty.
+    #[error("[service] token_env: environment variable {0} is unset or empty")]
+    TokenEnv(String),
+}
+
+/// A checked service configuration with its token resolved; made before anything starts, so a
+/// daemon with a bad `[service]` section starts nothing.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    config: ServiceConfig,
+    token: Option<Arc<str>>,
+}
+
+impl Prepared {
+    /// The configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+}
+
+/// Checks `config` and reads its token.
+pub fn prepare(config: &ServiceConfig) -> Result<Prepared, ServiceError> {
+    let token = match (&config.token_file, &config.token_env) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ServiceError::TokenFile {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            let t = text.lines().next().unwrap_or("").trim().to_owned();
+            if t.is_empty() {
+                return Err(ServiceError::TokenFile {
+                    path: path.clone(),
+                    why: "empty".into(),
+                });
+            }
+            Some(t)
+        }
+        (None, Some(var)) => {
+            let t = std::env::var(var).unwrap_or_default().trim().to_owned();
+            if t.is_empty() {
+                return Err(ServiceError::TokenEnv(var.clone()));
+            }
+            Some(t)
+        }
+        (None, None) => None,
+    };
+    if config.enabled && !config.listen.ip().is_loopback() && token.is_none() {
+        return Err(ServiceError::NeedsToken(config.listen));
+    }
+    Ok(Prepared {
+        config: config.clone(),
+        token: token.map(Arc::from),
+    })
+}
+
+/// A bus as the service sees it.
+#[derive(Debug, Clone)]
+pub struct ServiceBus {
+    /// Bus name.
+    pub name: String,
+    /// Where one-shot reads are queued.
+    pub commands: mpsc::Sender<BusCommand>,
+    /// The bus task's status snapshot.
+    pub status: Arc<Mutex<BusStatus>>,
+}
+
+/// What the daemon hands the service.
+#[derive(Clone)]
+pub struct Handles {
+    /// Gateway id.
+    pub gateway: String,
+    /// When the daemon started.
+    pub started: SystemTime,
+    /// The buses.
+    pub buses: Vec<ServiceBus>,
+    /// The uplink's snapshot.
+    pub uplink: UplinkHandle,
+    /// The spool's numbers (must be cheap).
+    pub spool: Arc<dyn Fn() -> SpoolStats + Send + Sync>,
+    /// The success book, fed by [`record_polls`].
+    pub book: Arc<Mutex<SuccessBook>>,
+    /// The bus tasks' frame channel.
+    pub frames: broadcast::Sender<FrameEvent>,
+}
+
+impl std::fmt::Debug for Handles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handles")
+            .field("gateway", &self.gateway)
+            .field("buses", &self.buses.len())
+            .finish()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A new success book for the meters of `buses`.
+pub fn book_for(buses: &[ServiceBus]) -> Arc<Mutex<SuccessBook>> {
+    let pairs: Vec<(String, String)> = buses
+        .iter()
+        .flat_map(|b| {
+            lock(&b.status)
+                .meters
+                .iter()
+                .map(|m| (b.name.clone(), m.id.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Arc::new(Mutex::new(SuccessBook::new(
+        pairs.iter().map(|(b, m)| (b.as_str(), m.as_str())),
+    )))
+}
+
+/// Forwards polled batches from `from` to `to`, recording each poll's outcome in `book` on the
+/// way; returns when `from` is closed (every bus task ended) or `to` is.
+pub async fn record_polls(
+    mut from: mpsc::Receiver<ReadingBatch>,
+    to: mpsc::Sender<ReadingBatch>,
+    book: Arc<Mutex<SuccessBook>>,
+) {
+    while let Some(batch) = from.recv().await {
+        lock(&book).record_poll(&batch, SystemTime::now());
+        if to.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The running service.
+#[derive(Debug)]
+pub struct Service {
+    addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Binds and serves. A listener that cannot be bound (address in use) is logged and
+    /// skipped: polling and billing go on without diagnostics.
+    pub async fn start(prepared: Prepared, handles: Handles) -> Service {
+        let (stop, stop_rx) = watch::channel(false);
+        let state = http::State::new(handles, prepared.token.clone(), &prepared.config, stop_rx);
+        let mut tasks = Vec::new();
+        let mut addr = None;
+        if prepared.config.enabled {
+            match tokio::net::TcpListener::bind(prepared.config.listen).await {
+                Ok(l) => {
+                    addr = l.local_addr().ok();
+                    tracing::info!(addr = ?addr, "diagnostics service listening");
+                    tasks.push(tokio::spawn(http::serve_tcp(l, state.clone())));
+                }
+                Err(e) => tracing::error!(
+                    listen = %prepared.config.listen,
+                    error = %e,
+                    "diagnostics service cannot listen; the daemon runs without it"
+                ),
+            }
+            #[cfg(unix)]
+            if let Some(path) = &prepared.config.unix_socket {
+                let _ = std::fs::remove_file(path);
+                match tokio::net::UnixListener::bind(path) {
+                    Ok(l) => {
+                        tracing::info!(path = %path.display(), "diagnostics service on a Unix socket");
+                        tasks.push(tokio::spawn(http::serve_unix(l, state.clone())));
+                    }
+                    Err(e) => tracing::error!(
+                        path = %path.display(),
+                        error = %e,
+                        "diagnostics service cannot listen on the Unix socket"
+                    ),
+                }
+            }
+        }
+        Service { addr, stop, tasks }
+    }
+
+    /// Where the TCP listener is bound (None when disabled or not bound).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// Ends the live traces, stops accepting, and waits at most `budget` for open requests.
+    pub async fn stop(self, budget: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + budget;
+        for t in self.tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}

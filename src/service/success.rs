@@ -1,0 +1,376 @@
+//! The reading success rate: the concentrator's figure of merit, per meter, per bus and for
+//! the gateway, per UTC day, over the last 24 hours and since start.
+//!
+//! This module owns the bookkeeping of scheduled poll outcomes and each meter's last batch. It
+//! does no I/O and reads no clock: callers pass the time. It never sees one-shot reads as polls
+//! (a technician's read at the cabinet must not raise the day's figure), only as the meter's
+//! last batch.
+//!
+//! Definitions:
+//! - a **poll succeeds** when the batch holds at least one value of quality `good` (as the bus
+//!   task decoded it, before plausibility checks); a dead port or a silent meter is a failed poll;
+//! - a **meter's rate** over a window is successful polls ÷ polls in that window;
+//! - a **bus's or the gateway's rate** is the concentrator KPI: meters with at least one
+//!   successful poll in the window ÷ meters that should be read (every configured meter);
+//!   the poll ratio over all their meters is given beside it.
+//!
+//! The last 24 hours are kept as 144 buckets of 10 minutes per meter, so that window is exact to
+//! 10 minutes; "today" is the UTC calendar day and is exact.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::reading::{Quality, ReadingBatch};
+
+/// Width of one bucket of the rolling window, in seconds.
+const BUCKET_S: u64 = 600;
+/// Buckets in 24 hours.
+const BUCKETS: usize = 144;
+const DAY_S: u64 = 86_400;
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The UTC day of `t` as `YYYY-MM-DD`.
+pub fn utc_day(t: SystemTime) -> String {
+    let days = secs(t) / DAY_S;
+    let at = UNIX_EPOCH + std::time::Duration::from_secs(days * DAY_S);
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .get(..10)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Polls and successful polls over one window, with their ratio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ratio {
+    /// Scheduled polls.
+    pub polls: u64,
+    /// Polls with at least one good value.
+    pub ok: u64,
+    /// ok ÷ polls; null when there was no poll.
+    pub rate: Option<f64>,
+}
+
+impl Ratio {
+    fn new(polls: u64, ok: u64) -> Self {
+        Self {
+            polls,
+            ok,
+            rate: (polls > 0).then(|| ok as f64 / polls as f64),
+        }
+    }
+}
+
+/// One meter's success over the three windows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeterSuccess {
+    /// The UTC day "today" refers to.
+    pub day: String,
+    /// Since 00:00 UTC.
+    pub today: Ratio,
+    /// The last 24 hours (10-minute resolution).
+    pub last_24h: Ratio,
+    /// Since the daemon started.
+    pub since_start: Ratio,
+}
+
+/// A group's (bus or gateway) success over one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupRatio {
+    /// Meters with at least one successful poll in the window.
+    pub meters_read: u64,
+    /// meters_read ÷ meters (the concentrator KPI); null when there is no meter.
+    pub rate: Option<f64>,
+    /// Polls of all its meters in the window.
+    pub polls: u64,
+    /// Successful polls of all its meters in the window.
+    pub ok: u64,
+    /// ok ÷ polls; null when there was no poll.
+    pub poll_rate: Option<f64>,
+}
+
+/// A group's success over the three windows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupSuccess {
+    /// The UTC day "today" refers to.
+    pub day: String,
+    /// Meters that should be read.
+    pub meters: u64,
+    /// Since 00:00 UTC.
+    pub today: GroupRatio,
+    /// The last 24 hours.
+    pub last_24h: GroupRatio,
+    /// Since the daemon started.
+    pub since_start: GroupRatio,
+}
+
+#[derive(Debug, Clone)]
+struct MeterBook {
+    bus: String,
+    /// Day number of `today_*`.
+    day: u64,
+    today_polls: u64,
+    today_ok: u64,
+    /// Bucket number (secs / BUCKET_S) → (polls, ok), ring indexed by bucket % BUCKETS.
+    ring: Vec<(u64, u32, u32)>,
+    polls: u64,
+    ok: u64,
+    last_ok: Option<u64>,
+    last_batch: Option<ReadingBatch>,
+}
+
+impl MeterBook {
+    fn new(bus: &str) -> Self {
+        Self {
+            bus: bus.to_owned(),
+            day: 0,
+            today_polls: 0,
+            today_ok: 0,
+            ring: vec![(u64::MAX, 0, 0); BUCKETS],
+            polls: 0,
+            ok: 0,
+            last_ok: None,
+            last_batch: None,
+        }
+    }
+
+    fn record(&mut self, ok: bool, now: u64) {
+        let day = now / DAY_S;
+        if day != self.day {
+            self.day = day;
+            self.today_polls = 0;
+            self.today_ok = 0;
+        }
+        self.today_polls += 1;
+        self.polls += 1;
+        let bucket = now / BUCKET_S;
+        let slot = &mut self.ring[(bucket % BUCKETS as u64) as usize];
+        if slot.0 != bucket {
+            *slot = (bucket, 0, 0);
+        }
+        slot.1 = slot.1.saturating_add(1);
+        if ok {
+            self.today_ok += 1;
+            self.ok += 1;
+            slot.2 = slot.2.saturating_add(1);
+            self.last_ok = Some(now);
+        }
+    }
+
+    fn success(&self, now: u64) -> MeterSuccess {
+        let (tp, tk) = if self.day == now / DAY_S {
+            (self.today_polls, self.today_ok)
+        } else {
+            (0, 0)
+        };
+        let current = now / BUCKET_S;
+        let oldest = current.saturating_sub(BUCKETS as u64 - 1);
+        let (mut p, mut k) = (0u64, 0u64);
+        for &(b, polls, ok) in &self.ring {
+            if b != u64::MAX && b >= oldest && b <= current {
+                p += u64::from(polls);
+                k += u64::from(ok);
+            }
+        }
+        MeterSuccess {
+            day: String::new(),
+            today: Ratio::new(tp, tk),
+            last_24h: Ratio::new(p, k),
+            since_start: Ratio::new(self.polls, self.ok),
+        }
+    }
+
+    fn read_within(&self, now: u64, window: u64) -> bool {
+        self.last_ok.is_some_and(|t| now.saturating_sub(t) < window)
+    }
+}
+
+/// Poll outcomes and last batches of every configured meter.
+#[derive(Debug, Clone, Default)]
+pub struct SuccessBook {
+    meters: BTreeMap<String, MeterBook>,
+}
+
+impl SuccessBook {
+    /// A book for `meters`: (bus, meter id) pairs, every meter that should be read.
+    pub fn new<'a>(meters: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            meters: meters
+                .into_iter()
+                .map(|(bus, id)| (id.to_owned(), MeterBook::new(bus)))
+                .collect(),
+        }
+    }
+
+    /// True when `batch` counts as a successful poll: at least one good value.
+    pub fn is_success(batch: &ReadingBatch) -> bool {
+        batch.values.iter().any(|v| v.quality == Quality::Good)
+    }
+
+    /// Records a scheduled poll's batch (its outcome and, as the meter's last batch, itself).
+    pub fn record_poll(&mut self, batch: &ReadingBatch, now: SystemTime) {
+        let ok = Self::is_success(batch);
+        if let Some(m) = self.meters.get_mut(&batch.meter) {
+            m.record(ok, secs(now));
+            m.last_batch = Some(batch.clone());
+        }
+    }
+
+    /// Keeps a one-shot read's batch as the meter's last batch (not counted as a poll).
+    pub fn record_one_shot(&mut self, batch: &ReadingBatch) {
+        if let Some(m) = self.meters.get_mut(&batch.meter) {
+            m.last_batch = Some(batch.clone());
+        }
+    }
+
+    /// The last batch of `meter`.
+    pub fn last_batch(&self, meter: &str) -> Option<&ReadingBatch> {
+        self.meters.get(meter).and_then(|m| m.last_batch.as_ref())
+    }
+
+    /// One meter's success at `now` (zeros for an unknown meter).
+    pub fn meter(&self, meter: &str, now: SystemTime) -> MeterSuccess {
+        let mut s = self
+            .meters
+            .get(meter)
+            .map(|m| m.success(secs(now)))
+            .unwrap_or_default();
+        s.day = utc_day(now);
+        s
+    }
+
+    /// The success of bus `bus`'s meters, or of every meter with `None`.
+    pub fn group(&self, bus: Option<&str>, now: SystemTime) -> GroupSuccess {
+        let t = secs(now);
+        let since_midnight = t % DAY_S + 1;
+        let mut g = GroupSuccess {
+            day: utc_day(now),
+            ..GroupSuccess::default()
+        };
+        let mut sums = [(0u64, 0u64, 0u64); 3];
+        for m in self
+            .meters
+            .values()
+            .filter(|m| bus.is_none_or(|b| b == m.bus))
+        {
+            g.meters += 1;
+            let s = m.success(t);
+            let windows = [
+                (s.today, m.read_within(t, since_midnight)),
+                (s.last_24h, m.read_within(t, DAY_S)),
+                (s.since_start, m.last_ok.is_some()),
+            ];
+            for (sum, (r, read)) in sums.iter_mut().zip(windows) {
+                sum.0 += u64::from(read);
+                sum.1 += r.polls;
+                sum.2 += r.ok;
+            }
+        }
+        let meters = g.meters;
+        let ratio = |(read, polls, ok): (u64, u64, u64)| GroupRatio {
+            meters_read: read,
+            rate: (meters > 0).then(|| read as f64 / meters as f64),
+            polls,
+            ok,
+            poll_rate: (polls > 0).then(|| ok as f64 / polls as f64),
+        };
+        g.today = ratio(sums[0]);
+        g.last_24h = ratio(sums[1]);
+        g.since_start = ratio(sums[2]);
+        g
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::ReadingValue;
+    use std::time::Duration;
+
+    fn batch(meter: &str, good: bool) -> ReadingBatch {
+        let mut b = ReadingBatch::new("gw", meter, "dlt645-2007", 0, UNIX_EPOCH);
+        b.values.push(ReadingValue {
+            quantity: "energy.active.import.total".into(),
+            value: None,
+            unit: "kWh".into(),
+            obis: None,
+            source: "dlt645:00010000".into(),
+            quality: if good { Quality::Good } else { Quality::Bad },
+            reason: None,
+            meter_time: None,
+        });
+        b
+    }
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn meter_rates_per_day_window_and_start() {
+        let mut book = SuccessBook::new([("b", "m1"), ("b", "m2"), ("c", "m3")]);
+        // Day 10, 23:00: one good, one bad for m1.
+        let d10 = 10 * DAY_S + 23 * 3600;
+        book.record_poll(&batch("m1", true), at(d10));
+        book.record_poll(&batch("m1", false), at(d10 + 60));
+        book.record_poll(&batch("m2", false), at(d10 + 60));
+        let s = book.meter("m1", at(d10 + 120));
+        assert_eq!((s.today.polls, s.today.ok, s.today.rate), (2, 1, Some(0.5)));
+        assert_eq!(s.day, "1970-01-11");
+        // Day 11, 01:00: today is empty, the last 24 h still hold day 10's polls.
+        let d11 = 11 * DAY_S + 3600;
+        let s = book.meter("m1", at(d11));
+        assert_eq!((s.today.polls, s.today.rate), (0, None));
+        assert_eq!((s.last_24h.polls, s.last_24h.ok), (2, 1));
+        book.record_poll(&batch("m1", false), at(d11));
+        let s = book.meter("m1", at(d11));
+        assert_eq!((s.today.polls, s.today.ok), (1, 0));
+        assert_eq!((s.last_24h.polls, s.since_start.polls), (3, 3));
+        // Two days later nothing is left in the 24 h window.
+        let s = book.meter("m1", at(d11 + 2 * DAY_S));
+        assert_eq!(s.last_24h, Ratio::default());
+        assert_eq!(s.since_start.ok, 1);
+    }
+
+    #[test]
+    fn group_rate_is_meters_read_over_meters() {
+        let mut book = SuccessBook::new([("b", "m1"), ("b", "m2"), ("c", "m3")]);
+        let t = 20 * DAY_S + 600;
+        book.record_poll(&batch("m1", true), at(t));
+        book.record_poll(&batch("m2", false), at(t));
+        let g = book.group(None, at(t + 1));
+        assert_eq!(g.meters, 3);
+        assert_eq!(g.today.meters_read, 1);
+        assert_eq!(g.today.rate, Some(1.0 / 3.0));
+        assert_eq!(
+            (g.today.polls, g.today.ok, g.today.poll_rate),
+            (2, 1, Some(0.5))
+        );
+        let b = book.group(Some("b"), at(t + 1));
+        assert_eq!(
+            (b.meters, b.today.meters_read, b.today.rate),
+            (2, 1, Some(0.5))
+        );
+        let c = book.group(Some("c"), at(t + 1));
+        assert_eq!((c.today.rate, c.today.poll_rate), (Some(0.0), None));
+        // A read yesterday counts in the last 24 h, not today.
+        let g = book.group(None, at(21 * DAY_S + 10));
+        assert_eq!((g.today.meters_read, g.last_24h.meters_read), (0, 1));
+    }
+
+    #[test]
+    fn one_shot_reads_are_kept_but_not_counted() {
+        let mut book = SuccessBook::new([("b", "m1")]);
+        book.record_one_shot(&batch("m1", true));
+        assert!(book.last_batch("m1").is_some());
+        assert_eq!(book.meter("m1", at(5)).since_start.polls, 0);
+        // Unknown meters are ignored.
+        book.record_poll(&batch("zz", true), at(5));
+        assert_eq!(book.group(None, at(5)).meters, 1);
+    }
+}
