@@ -499,8 +499,9 @@ fn to_uplink_status(m: &crate::bus::health::MeterStatus) -> uplink::MeterStatus 
             polls: m.polls_ok + m.polls_failed,
             successes: m.polls_ok,
             failures: m.polls_failed,
-            timeouts: 0,
-            bad_frames: 0,
+            timeouts: m.timeouts,
+            // Frames refused: checksum/CRC failures and valid frames that were not the answer.
+            bad_frames: m.wire.checksum_errors + m.wire.foreign_frames,
             consecutive_failures: u64::from(m.consecutive_failures),
         },
     }
