@@ -8,6 +8,9 @@
 //! - the uplink (`uplink`) publishes what the spool holds and deletes a row only on PUBACK;
 //! - a status task forwards each meter's health to the uplink's retained status topics.
 //!
+//! SIGHUP reloads the configuration file ([`reload`]): untouched buses keep polling, changed
+//! ones restart, settings of the pipeline and uplink wait for a restart.
+//!
 //! A spool write that fails (full disk, read-only file system) never drops a batch: it stays
 //! in memory (bounded) and is retried, and the failure is logged. SIGTERM or SIGINT stops
 //! polling after the poll in progress, stores what was polled, publishes the offline status
@@ -29,6 +32,10 @@ use crate::config::{Config, ConfigError, ProfileSet};
 use crate::reading::ReadingBatch;
 use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::uplink::{self, Outbox, Uplink, UplinkHandle};
+
+pub mod reload;
+
+pub use reload::{ReloadError, ReloadPlan};
 
 /// How long a stop may take, from the signal to the return of [`Daemon::run`].
 pub const STOP_BUDGET: Duration = Duration::from_millis(4800);
@@ -117,7 +124,14 @@ impl Outbox for SpoolOutbox {
 /// A running daemon.
 pub struct Daemon {
     config: Config,
+    /// The profiles the running buses were built with (compared on reload).
+    profiles: ProfileSet,
+    /// The file [`Daemon::start`] loaded, for reloads.
+    config_path: Option<PathBuf>,
+    options: RunOptions,
     buses: Vec<BusHandle>,
+    /// The pipeline's input; a clone goes to every bus started, also on reload.
+    batches: mpsc::Sender<ReadingBatch>,
     pipeline: JoinHandle<()>,
     status_task: JoinHandle<()>,
     uplink: UplinkHandle,
@@ -138,7 +152,9 @@ impl Daemon {
     /// Loads the configuration at `path` and starts everything.
     pub async fn start(path: &Path, options: RunOptions) -> Result<Daemon, DaemonError> {
         let (config, profiles) = Config::load(path)?;
-        Self::start_with(config, profiles, options).await
+        let mut daemon = Self::start_with(config, profiles, options).await?;
+        daemon.config_path = Some(path.to_owned());
+        Ok(daemon)
     }
 
     /// Starts a daemon from a checked configuration.
@@ -147,8 +163,8 @@ impl Daemon {
         profiles: ProfileSet,
         options: RunOptions,
     ) -> Result<Daemon, DaemonError> {
-        if let Some(dir) = options.data_dir {
-            config.data_dir = dir;
+        if let Some(dir) = &options.data_dir {
+            config.data_dir = dir.clone();
         }
         let spool_path = config.data_dir.join("spool.sqlite");
         let spool = Spool::open(&spool_path, SpoolOptions::new(config.spool.max_bytes))?;
@@ -190,14 +206,17 @@ impl Daemon {
             opts.evidence_frames = config.evidence_frames;
             buses.push(bus_task::spawn(bus.get_ref(), &profiles, opts, tx.clone())?);
         }
-        drop(tx);
         let pipeline = tokio::spawn(pipeline(rx, spool.clone(), config.clone(), uplink.clone()));
         let statuses: Vec<Arc<Mutex<BusStatus>>> = buses.iter().map(|b| b.status.clone()).collect();
         let status_task = tokio::spawn(forward_statuses(statuses, uplink.clone()));
         tracing::info!(gateway = %config.gateway, buses = buses.len(), "meterd running");
         Ok(Daemon {
             config,
+            profiles,
+            config_path: None,
+            options,
             buses,
+            batches: tx,
             pipeline,
             status_task,
             uplink,
@@ -241,6 +260,8 @@ impl Daemon {
         for b in &self.buses {
             let _ = b.commands.try_send(BusCommand::Stop);
         }
+        // The pipeline ends once every sender is gone: ours first, then the buses'.
+        drop(self.batches);
         for b in self.buses {
             let abort = b.task.abort_handle();
             if tokio::time::timeout_at(bus_deadline, b.task).await.is_err() {
@@ -271,9 +292,15 @@ impl Daemon {
         tracing::info!(?stats, "meterd stopped");
     }
 
-    /// Runs until SIGTERM or SIGINT, then stops cleanly.
-    pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+    /// Runs until SIGTERM or SIGINT, then stops cleanly; reloads the configuration on each
+    /// SIGHUP (a signal arriving during a reload is handled right after it).
+    pub async fn run_until_signal(mut self) {
+        let mut signals = reload::Signals::new();
+        while signals.next().await == reload::SignalEvent::Reload {
+            tracing::info!("SIGHUP: reloading the configuration");
+            // The outcome is logged by `reload`; a rejected file changes nothing.
+            let _ = self.reload().await;
+        }
         tracing::info!("stopping");
         self.stop().await;
     }
