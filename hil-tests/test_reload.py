@@ -10,8 +10,10 @@ and a paho subscriber records every reading. Then, on the Modbus bus only:
    configuration keeps running.
 
 Throughout, the untouched DL/T 645 bus must not notice: every one of its meters' `seq` is
-contiguous from the first reading to the last, and consecutive read times are never further
-apart than 1.5 poll intervals (its task was never stopped).
+contiguous from the first reading to the last, consecutive read times are never further
+apart than 1.5 poll intervals, and there is exactly one reading per slot (a restarted bus
+task re-polls its current slot at once, which this catches: checked by making every bus
+restart on reload, which fails here).
 """
 import json
 import re
@@ -279,6 +281,13 @@ def test_sighup_adds_and_removes_meters_and_rejects_a_broken_file(meterd, workdi
         times = [t for _, t in series]
         gaps = [b - a for a, b in zip(times, times[1:])]
         assert max(gaps) <= 1.5 * INTERVAL, f"{meter}: polling gap of {max(gaps):.3f}s: {gaps}"
+        # A restarted bus task polls its current slot again at once: an extra reading. One
+        # reading per slot means the task was never restarted.
+        slots = round((times[-1] - times[0]) / INTERVAL) + 1
+        assert len(times) == slots, f"{meter}: {len(times)} readings in {slots} slots (restarted?)"
+        assert min(gaps) >= 0.5 * INTERVAL, f"{meter}: polled twice in a slot (restarted?): {gaps}"
+    gaps1 = [b - a for (_, a), (_, b) in zip(readings.series(unit1), readings.series(unit1)[1:])]
+    print("restarted bus, rtu-unit1 gaps:", [round(g, 2) for g in gaps1])
     # The restarted bus lost nothing either: the poll in progress at each stop was stored.
     for meter in (unit1, unit3):
         seqs = [s for s, _ in readings.series(meter)]
