@@ -294,8 +294,13 @@ impl Daemon {
 
     /// Runs until SIGTERM or SIGINT, then stops cleanly; reloads the configuration on each
     /// SIGHUP (a signal arriving during a reload is handled right after it).
-    pub async fn run_until_signal(mut self) {
-        let mut signals = reload::Signals::new();
+    pub async fn run_until_signal(self) {
+        self.run_until(reload::Signals::new()).await;
+    }
+
+    /// [`Daemon::run_until_signal`] with signal handlers installed earlier (before the start,
+    /// so that a SIGHUP or SIGTERM during it is handled once running instead of killing).
+    pub async fn run_until(mut self, mut signals: reload::Signals) {
         while signals.next().await == reload::SignalEvent::Reload {
             tracing::info!("SIGHUP: reloading the configuration");
             // The outcome is logged by `reload`; a rejected file changes nothing.

@@ -316,12 +316,15 @@ pub struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
     hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
-    /// Installs the handlers; a handler that cannot be installed is logged and not waited for
-    /// (Ctrl-C always works).
+    /// Installs the handlers (SIGTERM, SIGINT, SIGHUP); one that cannot be installed is logged
+    /// and not waited for. Must be called within a Tokio runtime. A signal that arrives after
+    /// this and before [`Signals::next`] is kept, not lost: install them before starting.
     pub fn new() -> Self {
         #[cfg(unix)]
         {
@@ -335,6 +338,7 @@ impl Signals {
             };
             Signals {
                 term: install(SignalKind::terminate(), "SIGTERM"),
+                int: install(SignalKind::interrupt(), "SIGINT"),
                 hup: install(SignalKind::hangup(), "SIGHUP"),
             }
         }
@@ -356,10 +360,13 @@ impl Signals {
             }
             loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return SignalEvent::Stop,
                     got = recv(&mut self.term) => match got {
                         Some(()) => return SignalEvent::Stop,
                         None => self.term = None,
+                    },
+                    got = recv(&mut self.int) => match got {
+                        Some(()) => return SignalEvent::Stop,
+                        None => self.int = None,
                     },
                     got = recv(&mut self.hup) => match got {
                         Some(()) => return SignalEvent::Reload,
