@@ -7,7 +7,9 @@ and a paho subscriber records every reading. Then, on the Modbus bus only:
 1. SIGHUP with a meter added: the new meter starts publishing;
 2. SIGHUP with a meter removed: it stops (no request reaches it any more);
 3. SIGHUP with a broken file: rejected, the located reason in the log, the old
-   configuration keeps running.
+   configuration keeps running;
+4. SIGHUP with a new gateway id and broker: a warning says they need a restart, and readings
+   keep going to the running broker under the running id.
 
 Throughout, the untouched DL/T 645 bus must not notice: every one of its meters' `seq` is
 contiguous from the first reading to the last, consecutive read times are never further
@@ -86,9 +88,9 @@ seed = 13
 """
 
 
-def gateway_config(data_dir: Path, broker_port: int, dlt_port: int, rtu_port: int, units) -> str:
+def gateway_config(data_dir: Path, broker_port: int, dlt_port: int, rtu_port: int, units, gateway=GATEWAY) -> str:
     text = f"""
-gateway = "{GATEWAY}"
+gateway = "{gateway}"
 data_dir = "{data_dir}"
 
 [mqtt]
@@ -201,13 +203,14 @@ def test_sighup_adds_and_removes_meters_and_rejects_a_broken_file(meterd, workdi
     conf = workdir / "meterd.toml"
     log_path = workdir / "meterd.log"
 
-    def write(units):
+    def write(units, broker_port=mosquitto.port, gateway=GATEWAY):
         tmp = conf.with_suffix(".tmp")
-        tmp.write_text(gateway_config(data, mosquitto.port, dlt_port, rtu_port, units))
+        tmp.write_text(gateway_config(data, broker_port, dlt_port, rtu_port, units, gateway))
         tmp.replace(conf)  # atomic, as an operator's editor or config management would
 
     def log():
-        return log_path.read_text(errors="replace")
+        # Without the colours the human log format puts around field names.
+        return re.sub(r"\x1b\[[0-9;]*m", "", log_path.read_text(errors="replace"))
 
     def hup_and_wait(marker: str):
         before = log().count(marker)
@@ -257,11 +260,15 @@ def test_sighup_adds_and_removes_meters_and_rejects_a_broken_file(meterd, workdi
         assert readings.count(unit3) >= count_unit3 + 2, "the old configuration stopped polling"
         assert readings.count(unit2) == count_unit2
 
-        # A good file again still reloads (SIGHUP is handled every time), then a clean stop.
-        write([1, 3])
-        hup_and_wait("reload: ")
+        # A good file again still reloads (SIGHUP is handled every time). Its new gateway id and
+        # broker need a restart: a warning names them and the running ones stay in force.
+        write([1, 3], broker_port=free_port(), gateway="gw-elsewhere")
+        hup_and_wait("reload: 2 buses kept")
         assert "reload: 2 buses kept, 0 restarted, 0 added, 0 removed" in log(), log()
+        assert re.search(r"apply only after a restart.*settings=gateway, mqtt", log()), log()
+        count_dlt = readings.count(untouched[0])
         time.sleep(2 * INTERVAL)
+        assert readings.count(untouched[0]) >= count_dlt + 1, "still published to the running broker"
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(10) == 0, log()
         print("\n".join(l for l in log().splitlines() if "reload" in l.lower()))
