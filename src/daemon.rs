@@ -8,6 +8,9 @@
 //! - the uplink (`uplink`) publishes what the spool holds and deletes a row only on PUBACK;
 //! - a status task forwards each meter's health to the uplink's retained status topics.
 //!
+//! SIGHUP reloads the configuration file ([`reload`]): untouched buses keep polling, changed
+//! ones restart, settings of the pipeline and uplink wait for a restart.
+//!
 //! A spool write that fails (full disk, read-only file system) never drops a batch: it stays
 //! in memory (bounded) and is retried, and the failure is logged. SIGTERM or SIGINT stops
 //! polling after the poll in progress, stores what was polled, publishes the offline status
@@ -29,6 +32,10 @@ use crate::config::{Config, ConfigError, ProfileSet};
 use crate::reading::ReadingBatch;
 use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::uplink::{self, Outbox, Uplink, UplinkHandle};
+
+pub mod reload;
+
+pub use reload::{ReloadError, ReloadPlan};
 
 /// How long a stop may take, from the signal to the return of [`Daemon::run`].
 pub const STOP_BUDGET: Duration = Duration::from_millis(4800);
@@ -120,15 +127,44 @@ impl Outbox for SpoolOutbox {
 /// A running daemon.
 pub struct Daemon {
     config: Config,
+    /// The profiles the running buses were built with (compared on reload).
+    profiles: ProfileSet,
+    /// The file [`Daemon::start`] loaded, for reloads.
+    config_path: Option<PathBuf>,
+    options: RunOptions,
     buses: Vec<BusHandle>,
+    /// The pipeline's input; a clone goes to every bus started, also on reload.
+    batches: mpsc::Sender<ReadingBatch>,
     pipeline: JoinHandle<()>,
     status_task: JoinHandle<()>,
     uplink: UplinkHandle,
     uplink_task: JoinHandle<SpoolOutbox>,
     spool: Arc<Mutex<Spool>>,
     service: Option<crate::service::Service>,
+    /// What the service is built from; kept so that a reload can rebuild it.
+    service_parts: ServiceParts,
     #[cfg(feature = "embedded-broker")]
     _broker: Option<crate::broker::EmbeddedBroker>,
+}
+
+/// The parts of the diagnostics service that outlive a reload.
+struct ServiceParts {
+    started: SystemTime,
+    spool_stats: Arc<dyn Fn() -> uplink::SpoolStats + Send + Sync>,
+    book: Arc<Mutex<crate::service::SuccessBook>>,
+    frames: broadcast::Sender<crate::bus::trace::FrameEvent>,
+}
+
+/// The service's view of the running buses.
+fn service_buses(buses: &[BusHandle]) -> Vec<crate::service::ServiceBus> {
+    buses
+        .iter()
+        .map(|b| crate::service::ServiceBus {
+            name: b.name.clone(),
+            commands: b.commands.clone(),
+            status: b.status.clone(),
+        })
+        .collect()
 }
 
 /// Options that are not in the configuration file.
@@ -142,7 +178,9 @@ impl Daemon {
     /// Loads the configuration at `path` and starts everything.
     pub async fn start(path: &Path, options: RunOptions) -> Result<Daemon, DaemonError> {
         let (config, profiles) = Config::load(path)?;
-        Self::start_with(config, profiles, options).await
+        let mut daemon = Self::start_with(config, profiles, options).await?;
+        daemon.config_path = Some(path.to_owned());
+        Ok(daemon)
     }
 
     /// Starts a daemon from a checked configuration.
@@ -151,8 +189,8 @@ impl Daemon {
         profiles: ProfileSet,
         options: RunOptions,
     ) -> Result<Daemon, DaemonError> {
-        if let Some(dir) = options.data_dir {
-            config.data_dir = dir;
+        if let Some(dir) = &options.data_dir {
+            config.data_dir = dir.clone();
         }
         // Before anything starts: a service on a non-loopback address needs a token.
         let service_setup = crate::service::prepare(&config.service)?;
@@ -193,27 +231,25 @@ impl Daemon {
 
         // Frames for the service's live trace (nobody listening costs one atomic load).
         let (frames, _) = broadcast::channel(4096);
-        let (tx, bus_rx) = mpsc::channel::<ReadingBatch>(256);
+        // Buses send to the success book, which passes batches on to the pipeline. One
+        // bus-side sender stays in the Daemon so that a reload can start buses later.
+        let (bus_tx, bus_rx) = mpsc::channel::<ReadingBatch>(256);
         let mut buses = Vec::new();
         for bus in &config.buses {
             let mut opts = BusOptions::new(&config.gateway);
             opts.evidence_frames = config.evidence_frames;
             opts.frames = Some(frames.clone());
-            buses.push(bus_task::spawn(bus.get_ref(), &profiles, opts, tx.clone())?);
+            buses.push(bus_task::spawn(
+                bus.get_ref(),
+                &profiles,
+                opts,
+                bus_tx.clone(),
+            )?);
         }
-        drop(tx);
         // Poll outcomes feed the reading success book on their way to the pipeline.
-        let service_buses: Vec<crate::service::ServiceBus> = buses
-            .iter()
-            .map(|b| crate::service::ServiceBus {
-                name: b.name.clone(),
-                commands: b.commands.clone(),
-                status: b.status.clone(),
-            })
-            .collect();
-        let book = crate::service::book_for(&service_buses);
-        let (tx, rx) = mpsc::channel::<ReadingBatch>(256);
-        tokio::spawn(crate::service::record_polls(bus_rx, tx, book.clone()));
+        let book = crate::service::book_for(&service_buses(&buses));
+        let (pipe_tx, rx) = mpsc::channel::<ReadingBatch>(256);
+        tokio::spawn(crate::service::record_polls(bus_rx, pipe_tx, book.clone()));
         let rate_book = book.clone();
         let up = up.with_reading_success(move || {
             Some(crate::service::report::gateway_success(
@@ -225,29 +261,40 @@ impl Daemon {
         let pipeline = tokio::spawn(pipeline(rx, spool.clone(), config.clone(), uplink.clone()));
         let statuses: Vec<Arc<Mutex<BusStatus>>> = buses.iter().map(|b| b.status.clone()).collect();
         let status_task = tokio::spawn(forward_statuses(statuses, uplink.clone()));
+        let service_parts = ServiceParts {
+            started,
+            spool_stats,
+            book,
+            frames,
+        };
         let service = crate::service::Service::start(
             service_setup,
             crate::service::Handles {
                 gateway: config.gateway.clone(),
                 started,
-                buses: service_buses,
+                buses: service_buses(&buses),
                 uplink: uplink.clone(),
-                spool: spool_stats,
-                book,
-                frames,
+                spool: service_parts.spool_stats.clone(),
+                book: service_parts.book.clone(),
+                frames: service_parts.frames.clone(),
             },
         )
         .await;
         tracing::info!(gateway = %config.gateway, buses = buses.len(), "meterd running");
         Ok(Daemon {
             config,
+            profiles,
+            config_path: None,
+            options,
             buses,
+            batches: bus_tx,
             pipeline,
             status_task,
             uplink,
             uplink_task,
             spool,
             service: Some(service),
+            service_parts,
             #[cfg(feature = "embedded-broker")]
             _broker: broker,
         })
@@ -269,6 +316,59 @@ impl Daemon {
                     .unwrap_or_else(|p| p.into_inner().clone())
             })
             .collect()
+    }
+
+    /// The frame channel every bus task traces to (buses started by a reload too).
+    pub(crate) fn frames(&self) -> broadcast::Sender<crate::bus::trace::FrameEvent> {
+        self.service_parts.frames.clone()
+    }
+
+    /// After a reload changed buses: the success book covers the new meters and the service
+    /// is restarted with the new bus list (live traces reconnect; the page refreshes itself).
+    pub(crate) async fn refresh_service(&mut self) {
+        let pairs: Vec<(String, String)> = self
+            .buses
+            .iter()
+            .flat_map(|b| {
+                let st = b
+                    .status
+                    .lock()
+                    .map(|s| s.clone())
+                    .unwrap_or_else(|p| p.into_inner().clone());
+                st.meters
+                    .into_iter()
+                    .map(|m| (b.name.clone(), m.id))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        crate::service::lock(&self.service_parts.book)
+            .set_meters(pairs.iter().map(|(b, m)| (b.as_str(), m.as_str())));
+        if let Some(old) = self.service.take() {
+            old.stop(Duration::from_millis(200)).await;
+        }
+        let prepared = match crate::service::prepare(&self.config.service) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "diagnostics service not restarted after reload");
+                return;
+            }
+        };
+        let parts = &self.service_parts;
+        self.service = Some(
+            crate::service::Service::start(
+                prepared,
+                crate::service::Handles {
+                    gateway: self.config.gateway.clone(),
+                    started: parts.started,
+                    buses: service_buses(&self.buses),
+                    uplink: self.uplink.clone(),
+                    spool: parts.spool_stats.clone(),
+                    book: parts.book.clone(),
+                    frames: parts.frames.clone(),
+                },
+            )
+            .await,
+        );
     }
 
     /// Where the diagnostics service listens (None when disabled or its address was taken).
@@ -295,6 +395,8 @@ impl Daemon {
         for b in &self.buses {
             let _ = b.commands.try_send(BusCommand::Stop);
         }
+        // The pipeline ends once every sender is gone: ours first, then the buses'.
+        drop(self.batches);
         for b in self.buses {
             let abort = b.task.abort_handle();
             if tokio::time::timeout_at(bus_deadline, b.task).await.is_err() {
@@ -325,9 +427,20 @@ impl Daemon {
         tracing::info!(?stats, "meterd stopped");
     }
 
-    /// Runs until SIGTERM or SIGINT, then stops cleanly.
+    /// Runs until SIGTERM or SIGINT, then stops cleanly; reloads the configuration on each
+    /// SIGHUP (a signal arriving during a reload is handled right after it).
     pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+        self.run_until(reload::Signals::new()).await;
+    }
+
+    /// [`Daemon::run_until_signal`] with signal handlers installed earlier (before the start,
+    /// so that a SIGHUP or SIGTERM during it is handled once running instead of killing).
+    pub async fn run_until(mut self, mut signals: reload::Signals) {
+        while signals.next().await == reload::SignalEvent::Reload {
+            tracing::info!("SIGHUP: reloading the configuration");
+            // The outcome is logged by `reload`; a rejected file changes nothing.
+            let _ = self.reload().await;
+        }
         tracing::info!("stopping");
         self.stop().await;
     }

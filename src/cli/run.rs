@@ -1,8 +1,9 @@
-//! `meterd run --config FILE`: the daemon, until SIGTERM/SIGINT.
+//! `meterd run --config FILE`: the daemon, until SIGTERM/SIGINT; SIGHUP reloads the file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::daemon::reload::Signals;
 use crate::daemon::{Daemon, DaemonError, RunOptions};
 use crate::logging::{self, LogFormat};
 
@@ -34,9 +35,11 @@ pub fn run(args: &RunArgs) -> ExitCode {
         Err(e) => return super::fail("run", &e, 1),
     };
     rt.block_on(async {
+        // Before the start: SIGHUP's default action would kill a daemon still starting.
+        let signals = Signals::new();
         match Daemon::start(&args.config, RunOptions::default()).await {
             Ok(d) => {
-                d.run_until_signal().await;
+                d.run_until(signals).await;
                 ExitCode::SUCCESS
             }
             Err(e @ DaemonError::Config(_)) => {

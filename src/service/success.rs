@@ -207,6 +207,21 @@ impl SuccessBook {
         }
     }
 
+    /// Makes the book cover exactly `meters` (after a reload): meters that stay keep their
+    /// history, new ones start empty, removed ones are dropped.
+    pub fn set_meters<'a>(&mut self, meters: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut next = BTreeMap::new();
+        for (bus, id) in meters {
+            let mut book = self
+                .meters
+                .remove(id)
+                .unwrap_or_else(|| MeterBook::new(bus));
+            book.bus = bus.to_owned();
+            next.insert(id.to_owned(), book);
+        }
+        self.meters = next;
+    }
+
     /// True when `batch` counts as a successful poll: at least one good value.
     pub fn is_success(batch: &ReadingBatch) -> bool {
         batch.values.iter().any(|v| v.quality == Quality::Good)
