@@ -590,6 +590,9 @@ fn a_new_spool_never_repeats_the_ids_of_a_lost_one() {
     );
     let mut last = first;
     for _ in 0..20 {
+        // The guarantee's premise: a meter is polled at most every 100 ms (the configuration
+        // enforces it), so its seq grows slower than the clock. 2 ms apart keeps that here.
+        std::thread::sleep(std::time::Duration::from_millis(2));
         last = s.append("gw", vec![batch("m1", 1, "1.00")]).unwrap()[0].seq;
     }
     assert_eq!(last, first + 20, "then it grows by one per batch");
