@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Options (after `--`): `--secs N` (measured seconds), `--warmup N`, `--runs N`,
-//! `--interval DUR` (poll interval, e.g. `500ms`), `--meters N`, `--outage N` (seconds, drain).
+//! `--interval DUR` (poll interval, e.g. `500ms`), `--meters N`, `--outage N` (seconds, drain),
+//! `--turnaround DUR` (the buses' `timing.turnaround` and `timing.modbus_silence`; default `0s`:
+//! the meters answer at once over TCP, and the daemon's defaults, 20 ms and t3.5 at the bus's
+//! default baud (16 ms), cap each Modbus TCP bus at 50-57 polls/s).
 //! CPU is utime+stime from `/proc/PID/stat` (all threads, including exited ones), sampled
 //! after the warm-up and at the end; values are counted at the subscriber (QoS 1).
 //! `METERD_BIN=/path/to/meterd` runs another build of the daemon (and simulator) than this one.
@@ -43,6 +46,9 @@ struct Opts {
     interval: Option<String>,
     meters: Option<usize>,
     outage: u64,
+    /// The gateway buses' `timing.turnaround` (the daemon's default, 20 ms, is RS-485 silence;
+    /// on Modbus TCP it caps a bus at 50 polls/s).
+    turnaround: String,
 }
 
 fn opts() -> Opts {
@@ -54,6 +60,7 @@ fn opts() -> Opts {
         interval: None,
         meters: None,
         outage: 60,
+        turnaround: "0s".into(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -66,6 +73,7 @@ fn opts() -> Opts {
             "--interval" => o.interval = Some(val()),
             "--meters" => o.meters = Some(val().parse().expect("--meters N")),
             "--outage" => o.outage = val().parse().expect("--outage N"),
+            "--turnaround" => o.turnaround = val(),
             s if !s.starts_with('-') && o.scenario.is_empty() => o.scenario = s.to_owned(),
             _ => {}
         }
@@ -237,7 +245,9 @@ fn subscriber(port: u16, counts: Arc<Counts>) {
             let mut o = MqttOptions::new("bench-sub", "127.0.0.1", port);
             o.set_max_packet_size(4 << 20, 4 << 20);
             o.set_keep_alive(Duration::from_secs(30));
-            o.set_clean_session(true);
+            // A persistent session in a persistent broker: across the drain scenario's broker
+            // restart, what meterd publishes before this client is back is queued for it.
+            o.set_clean_session(false);
             let (client, mut el) = AsyncClient::new(o, 64);
             loop {
                 match el.poll().await {
@@ -324,8 +334,10 @@ fn start_mosquitto(dir: &Path, port: u16) -> Proc {
     fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence false\n\
-             max_queued_messages 0\nmax_inflight_messages 0\nlog_dest none\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
+             persistence_location {}/\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nlog_dest none\n",
+            dir.display()
         ),
     )
     .unwrap();
@@ -340,7 +352,7 @@ fn start_mosquitto(dir: &Path, port: u16) -> Proc {
 
 /// `meters` Modbus TCP meters (25 float32 each), `UNITS_PER_PORT` per simulator port (one
 /// meterd bus per port), polled every `interval`.
-fn start(meters: usize, interval: &str, status_interval: &str, spool: &str) -> Rig {
+fn start(o: &Opts, meters: usize, interval: &str, status_interval: &str, spool: &str) -> Rig {
     let dir = std::env::temp_dir().join(format!("meterd-bench4-{}-{}", std::process::id(), now_ms()));
     fs::create_dir_all(&dir).unwrap();
     write_profile(&dir);
@@ -359,7 +371,9 @@ fn start(meters: usize, interval: &str, status_interval: &str, spool: &str) -> R
         let _ = write!(sim, "\n[[port]]\nname = \"p{b}\"\nmodbus_tcp = \"127.0.0.1:{port}\"\n");
         let _ = write!(
             cfg,
-            "\n[[bus]]\nname = \"p{b}\"\ntransport = \"modbus-tcp\"\nhost = \"127.0.0.1:{port}\"\n"
+            "\n[[bus]]\nname = \"p{b}\"\ntransport = \"modbus-tcp\"\nhost = \"127.0.0.1:{port}\"\n\
+             timing = {{ turnaround = \"{0}\", modbus_silence = \"{0}\" }}\n",
+            o.turnaround
         );
         for u in 1..=n {
             let _ = write!(
@@ -483,9 +497,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
-fn header(title: &str) {
+fn header(o: &Opts, title: &str) {
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-    println!("# {title}\n# {date}, {} cores, loadavg {}", std::thread::available_parallelism().map_or(0, |n| n.get()), loadavg());
+    println!("# {title}; bus turnaround {}\n# {date}, {} cores, loadavg {}", o.turnaround, std::thread::available_parallelism().map_or(0, |n| n.get()), loadavg());
 }
 
 // ---------------------------------------------------------------- scenarios
@@ -494,11 +508,11 @@ fn cpu(o: &Opts) {
     let meters = o.meters.unwrap_or(50);
     let interval = o.interval.clone().unwrap_or_else(|| "1s".into());
     let (runs, secs, warmup) = (o.runs.max(1), if o.secs == 0 { 40 } else { o.secs }, if o.warmup == 0 { 8 } else { o.warmup });
-    header(&format!("1. CPU per published value: {meters} meters × 25 f32 every {interval}, {secs} s measured after {warmup} s, {runs} runs"));
+    header(o, &format!("1. CPU per published value: {meters} meters × 25 f32 every {interval}, {secs} s measured after {warmup} s, {runs} runs"));
     println!("run | values | values/s | meterd µs/value | meterd % core | simulator µs/value | mosquitto µs/value | other load (cores) | loadavg");
     let mut per = Vec::new();
     for r in 1..=runs {
-        let mut rig = start(meters, &interval, "60s", "256MiB");
+        let mut rig = start(o, meters, &interval, "60s", "256MiB");
         let w = measure(&mut rig, warmup, secs);
         rig.finish();
         let us = |cpu: f64| cpu * 1e6 / w.values.max(1) as f64;
@@ -522,12 +536,12 @@ fn rate(o: &Opts) {
         None => ["10s", "5s", "2s", "1s", "500ms"].iter().map(|s| s.to_string()).collect(),
     };
     let (secs, warmup) = (if o.secs == 0 { 40 } else { o.secs }, if o.warmup == 0 { 15 } else { o.warmup });
-    header(&format!("2. Sustained rate with {meters} meters × 25 f32 over {} ports, {secs} s measured after {warmup} s", meters.div_ceil(UNITS_PER_PORT)));
+    header(o, &format!("2. Sustained rate with {meters} meters × 25 f32 over {} ports, {secs} s measured after {warmup} s", meters.div_ceil(UNITS_PER_PORT)));
     println!("interval | offered values/s | delivered readings/s | delivered values/s | delivered/offered | spool depth start→end | meterd % core | simulator % core | mosquitto % core | RSS / HWM MB | loadavg");
     for iv in intervals {
         let secs_iv = humantime::parse_duration(&iv).unwrap().as_secs_f64();
         let offered = meters as f64 * VALUES_PER_READING as f64 / secs_iv;
-        let mut rig = start(meters, &iv, "5s", "256MiB");
+        let mut rig = start(o, meters, &iv, "5s", "256MiB");
         let w = measure(&mut rig, warmup, secs);
         let (rss, hwm) = (status_kb(rig.meterd.pid(), "VmRSS:"), status_kb(rig.meterd.pid(), "VmHWM:"));
         rig.finish();
@@ -545,11 +559,11 @@ fn rss(o: &Opts) {
     let meters = o.meters.unwrap_or(1000);
     let interval = o.interval.clone().unwrap_or_else(|| "5s".into());
     let (runs, secs, warmup) = (o.runs.max(1), if o.secs == 0 { 30 } else { o.secs }, if o.warmup == 0 { 20 } else { o.warmup });
-    header(&format!("3. RSS with {meters} meters configured (25 f32 each, every {interval}), read after {warmup} s and after {} s more", secs));
+    header(o, &format!("3. RSS with {meters} meters configured (25 f32 each, every {interval}), read after {warmup} s and after {} s more", secs));
     println!("run | VmRSS after warm-up MB | VmRSS at end MB | VmHWM MB | RssAnon / RssFile kB | delivered values/s | loadavg");
     let mut v = Vec::new();
     for r in 1..=runs {
-        let mut rig = start(meters, &interval, "60s", "256MiB");
+        let mut rig = start(o, meters, &interval, "60s", "256MiB");
         std::thread::sleep(Duration::from_secs(warmup));
         let pid = rig.meterd.pid();
         let rss0 = status_kb(pid, "VmRSS:");
@@ -570,11 +584,11 @@ fn idle(o: &Opts) {
     let meters = o.meters.unwrap_or(10);
     let interval = o.interval.clone().unwrap_or_else(|| "1s".into());
     let (runs, secs, warmup) = (o.runs.max(1), if o.secs == 0 { 120 } else { o.secs }, if o.warmup == 0 { 10 } else { o.warmup });
-    header(&format!("4. Idle CPU: {meters} meters × 25 f32 every {interval}, {secs} s measured after {warmup} s, {runs} runs"));
+    header(o, &format!("4. Idle CPU: {meters} meters × 25 f32 every {interval}, {secs} s measured after {warmup} s, {runs} runs"));
     println!("run | values/s | meterd CPU s | meterd % of a core | µs/value | simulator % | mosquitto % | loadavg");
     let mut v = Vec::new();
     for r in 1..=runs {
-        let mut rig = start(meters, &interval, "60s", "256MiB");
+        let mut rig = start(o, meters, &interval, "60s", "256MiB");
         let w = measure(&mut rig, warmup, secs);
         rig.finish();
         let pct = w.meterd / w.secs * 100.0;
@@ -594,11 +608,11 @@ fn drain(o: &Opts) {
     let outage = o.outage;
     let runs = o.runs.max(1);
     let warmup = if o.warmup == 0 { 8 } else { o.warmup };
-    header(&format!("5. Backlog drain: {meters} meters × 25 f32 every {interval}; broker stopped for {outage} s, then restarted"));
+    header(o, &format!("5. Backlog drain: {meters} meters × 25 f32 every {interval}; broker stopped for {outage} s, then restarted"));
     println!("run | backlog readings | drain s | readings/s | values/s | MB/s payload | meterd % core while draining | mosquitto % | loadavg");
     let mut v = Vec::new();
     for r in 1..=runs {
-        let mut rig = start(meters, &interval, "60s", "1GiB");
+        let mut rig = start(o, meters, &interval, "60s", "1GiB");
         std::thread::sleep(Duration::from_secs(warmup));
         let mut m = rig.mosquitto.take().unwrap();
         m.stop();
