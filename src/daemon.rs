@@ -70,12 +70,21 @@ pub enum DaemonError {
 /// The spool as the uplink's outbox. Acks are committed in groups: a delete that is not yet
 /// durable can only cause a re-send with the same id after a crash, which the contract
 /// allows, while a durable delete per PUBACK would cost one fsync per reading.
+///
+/// A group is committed when it holds [`ACK_GROUP`] acks, when its oldest ack is
+/// [`ACK_MAX_AGE`] old and the uplink next reads the outbox, when the uplink re-reads the outbox
+/// from the start (after a CONNACK, so that nothing acked is sent again), and at stop.
+/// Committing on every read instead cost one fsync per reading: with meters that answer quickly
+/// the uplink reads the outbox once per stored batch (benches/pipeline.rs, docs/benchmarks.md).
 struct SpoolOutbox {
     spool: Arc<Mutex<Spool>>,
     acks: Vec<i64>,
+    /// When the oldest ack in `acks` arrived.
+    oldest_ack: Option<std::time::Instant>,
 }
 
 const ACK_GROUP: usize = 64;
+const ACK_MAX_AGE: Duration = Duration::from_secs(1);
 
 fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
     // A panic while holding the lock cannot leave SQLite half-written (transactions), so the
@@ -89,7 +98,15 @@ impl SpoolOutbox {
             lock(&self.spool).ack_many(&self.acks)?;
             self.acks.clear();
         }
+        self.oldest_ack = None;
         Ok(())
+    }
+
+    /// Whether the acks held should be committed before the next outbox read.
+    fn flush_due(&self, after_rowid: Option<i64>) -> bool {
+        after_rowid.is_none()
+            || self.acks.len() >= ACK_GROUP
+            || self.oldest_ack.is_some_and(|t| t.elapsed() >= ACK_MAX_AGE)
     }
 }
 
@@ -101,7 +118,9 @@ impl Outbox for SpoolOutbox {
         after_rowid: Option<i64>,
         limit: usize,
     ) -> Result<Vec<uplink::Pending>, SpoolError> {
-        self.flush()?;
+        if self.flush_due(after_rowid) {
+            self.flush()?;
+        }
         let rows = lock(&self.spool).pending(after_rowid, limit)?;
         Ok(rows
             .into_iter()
@@ -117,6 +136,7 @@ impl Outbox for SpoolOutbox {
 
     fn ack(&mut self, rowid: i64) -> Result<bool, SpoolError> {
         self.acks.push(rowid);
+        self.oldest_ack.get_or_insert_with(std::time::Instant::now);
         if self.acks.len() >= ACK_GROUP {
             self.flush()?;
         }
@@ -215,6 +235,7 @@ impl Daemon {
         let outbox = SpoolOutbox {
             spool: spool.clone(),
             acks: Vec::new(),
+            oldest_ack: None,
         };
         let (up, uplink) = Uplink::new(&config.gateway, config.mqtt.clone(), outbox)?;
         let stats_spool = spool.clone();

@@ -253,7 +253,10 @@ impl Bus {
             meters.push(MeterSlot {
                 tap: tap.for_meter(&id),
                 driver: Arc::new(driver),
-                timing: m.timing.over(&bus.timing).effective(bus.baud),
+                timing: m
+                    .timing
+                    .over(&bus.timing)
+                    .effective_on(bus.transport, bus.baud),
                 interval: m.interval,
             });
         }

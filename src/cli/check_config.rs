@@ -63,7 +63,10 @@ pub fn describe(config: &Config, profiles: &ProfileSet) -> Result<String, String
             Bus::new(bus, profiles, BusOptions::new(&config.gateway)).map_err(|e| e.to_string())?;
         for (m, driver) in bus.meters.iter().zip(runner.drivers()) {
             let m = m.get_ref();
-            let t = m.timing.over(&bus.timing).effective(bus.baud);
+            let t = m
+                .timing
+                .over(&bus.timing)
+                .effective_on(bus.transport, bus.baud);
             let _ = writeln!(
                 out,
                 "  meter {} ({}, profile {}, every {})",

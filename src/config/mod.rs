@@ -294,7 +294,20 @@ impl Timing {
         }
     }
 
-    /// Fills what is unset with protocol-appropriate defaults for `baud`.
+    /// Fills what is unset with defaults for a bus reached by `transport` at `baud`. On a
+    /// Modbus TCP bus the turnaround and the t3.5 silence default to zero: they exist for
+    /// RS-485 transceivers and serial framing, and MBAP framing needs neither (as defaults they
+    /// capped such a bus at ~50 polls/s). Set explicitly, they still apply (slow gateways).
+    pub fn effective_on(&self, transport: TransportKind, baud: u32) -> EffectiveTiming {
+        let mut t = self.effective(baud);
+        if transport == TransportKind::ModbusTcp {
+            t.turnaround = self.turnaround.unwrap_or(Duration::ZERO);
+            t.modbus_silence = self.modbus_silence.unwrap_or(Duration::ZERO);
+        }
+        t
+    }
+
+    /// Fills what is unset with protocol-appropriate defaults for `baud` (a serial line).
     pub fn effective(&self, baud: u32) -> EffectiveTiming {
         let response_timeout = self.response_timeout.unwrap_or(Duration::from_millis(1000));
         EffectiveTiming {
@@ -749,6 +762,29 @@ profile = "eastron-sdm630"
             let (c, _) = Config::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!c.buses.is_empty(), "{name}");
         }
+    }
+
+    #[test]
+    fn modbus_tcp_buses_need_no_serial_silence_unless_asked() {
+        let unset = Timing::default();
+        let tcp = unset.effective_on(TransportKind::ModbusTcp, 9600);
+        assert_eq!(
+            (tcp.turnaround, tcp.modbus_silence),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        let serial = unset.effective_on(TransportKind::Serial, 9600);
+        assert_eq!(serial.turnaround, Duration::from_millis(20));
+        assert_eq!(serial.modbus_silence, t35(9600));
+        let asked = Timing {
+            turnaround: Some(Duration::from_millis(5)),
+            ..Timing::default()
+        };
+        assert_eq!(
+            asked
+                .effective_on(TransportKind::ModbusTcp, 9600)
+                .turnaround,
+            Duration::from_millis(5)
+        );
     }
 
     #[test]
