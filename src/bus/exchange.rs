@@ -34,6 +34,9 @@ pub enum Framing {
         address: Address,
         /// The request's function.
         function: Function,
+        /// The data identifier a normal reply must carry (reads). A reply about another item
+        /// is a late answer to an earlier request: skipped as foreign, and the wait goes on.
+        di: Option<meter_protocols::dlt645::DataIdentifier>,
     },
     /// A Modbus RTU reply to the request described.
     ModbusRtu(Expectation),
@@ -265,11 +268,24 @@ fn take_reply(
             return None;
         }
         let step = match framing {
-            Framing::Dlt645 { address, function } => match Dlt645Frame::scan(buf) {
+            Framing::Dlt645 {
+                address,
+                function,
+                di,
+            } => match Dlt645Frame::scan(buf) {
                 Scan::Frame { frame, consumed } => {
+                    // Abnormal replies carry no DI; normal ones start with it.
+                    let same_item = match di {
+                        Some(di) if !frame.control.is_abnormal() => {
+                            let (wire, n) = di.to_wire();
+                            frame.data.get(..n) == wire.get(..n)
+                        }
+                        _ => true,
+                    };
                     let ok = frame.control.is_response()
                         && frame.control.code() == function.code()
-                        && address.accepts_reply_from(frame.address);
+                        && address.accepts_reply_from(frame.address)
+                        && same_item;
                     Step::Frame {
                         reply: ok.then_some(Reply::Dlt645(frame)),
                         consumed,

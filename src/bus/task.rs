@@ -456,7 +456,16 @@ impl Bus {
             });
             match outcome {
                 Ok(r) => {
-                    self.after_timeout = None;
+                    // After a timed-out attempt, this reply may be the late answer to that
+                    // attempt, and the answer to this one may still be on its way. A Modbus
+                    // RTU reply does not say which register it answers, so the late-reply
+                    // guard stays armed, from now, for the next different request. DL/T 645
+                    // replies carry their DI: the exchange skips one about another item.
+                    let rtu = matches!(step.framing, Framing::ModbusRtu(_));
+                    match self.after_timeout.as_mut() {
+                        Some(t) if rtu => t.at = Instant::now(),
+                        _ => self.after_timeout = None,
+                    }
                     return Ok(r);
                 }
                 Err(Attempt::Timeout(note)) => {

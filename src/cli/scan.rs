@@ -173,6 +173,7 @@ fn probes(args: &ScanArgs, protocol: Protocol) -> Result<Vec<Probe>, String> {
                     Framing::Dlt645 {
                         address: Address::WILDCARD,
                         function: r.function(),
+                        di: None,
                     },
                 ));
             }
@@ -185,6 +186,7 @@ fn probes(args: &ScanArgs, protocol: Protocol) -> Result<Vec<Probe>, String> {
                         Framing::Dlt645 {
                             address: a,
                             function: r.function(),
+                            di: Some(di),
                         },
                     ));
                 }

@@ -53,6 +53,7 @@ pub(super) fn transaction(
             framing: Framing::Dlt645 {
                 address,
                 function: request.function(),
+                di: Some(di),
             },
             modbus: None,
             what: format!("read {di}"),
@@ -72,6 +73,7 @@ pub(super) fn follow_up_step(address: Address, di: DataIdentifier, seq: u8) -> S
         framing: Framing::Dlt645 {
             address,
             function: request.function(),
+            di: Some(di),
         },
         modbus: None,
         what: format!("read follow-up {di} #{seq}"),
@@ -85,6 +87,9 @@ pub(super) enum Outcome {
     Values(Vec<ReadingValue>),
     /// No values: the reason each expected item carries.
     Bad(String),
+    /// A valid reply, but about another item (a late reply to an earlier request): no values,
+    /// and the frame is not evidence for this read.
+    Foreign(String),
 }
 
 /// What one reply frame (maybe a follow-up) means for the read of `di`.
@@ -125,7 +130,7 @@ pub(super) fn interpret(
         other => return Outcome::Bad(format!("unexpected reply {other:?}")),
     };
     if got != di {
-        return Outcome::Bad(format!("reply for another DI ({got}, asked {di})"));
+        return Outcome::Foreign(format!("reply for another DI ({got}, asked {di})"));
     }
     let mut acc = follow.unwrap_or(FollowUp {
         payload: Vec::new(),

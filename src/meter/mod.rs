@@ -302,9 +302,8 @@ impl Poll<'_> {
         let Some(t) = self.driver.transactions.get(self.tx) else {
             return;
         };
-        if !raw.is_empty() {
-            self.frames.push(raw.to_vec());
-        }
+        // Evidence is the frames the values came from; a reply about another item is not.
+        let mut evidence = !raw.is_empty();
         match (&t.kind, reply) {
             (
                 TxKind::Dlt645 {
@@ -336,6 +335,11 @@ impl Poll<'_> {
                         self.values.extend(dlt645::bad_items(items, &reason));
                         self.finish_tx(true);
                     }
+                    dlt645::Outcome::Foreign(reason) => {
+                        evidence = false;
+                        self.values.extend(dlt645::bad_items(items, &reason));
+                        self.finish_tx(true);
+                    }
                 }
             }
             (TxKind::Modbus { read }, Reply::ModbusRtu(response)) => {
@@ -346,6 +350,9 @@ impl Poll<'_> {
                 let reason = format!("unexpected kind of reply: {other:?}");
                 self.fail_current(&reason, true);
             }
+        }
+        if evidence {
+            self.frames.push(raw.to_vec());
         }
     }
 
