@@ -31,9 +31,12 @@ pub fn init(format: LogFormat, default_filter: &str) {
         }),
         None => EnvFilter::new(&default),
     };
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
         LogFormat::Human => builder.try_init(),
