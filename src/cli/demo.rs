@@ -106,6 +106,9 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         "meterd demo: {} simulated meters on loopback, embedded MQTT broker on 127.0.0.1:{broker_port}",
         sim.ports().iter().map(|p| p.meters.len()).sum::<usize>()
     );
+    if let Some(addr) = daemon.service_addr() {
+        println!("status page: http://{addr}/  (meterd status --url http://{addr})");
+    }
     println!("subscribed to {topic}; readings follow (Ctrl-C stops)");
 
     // 3. A subscriber, as the billing core would have.
