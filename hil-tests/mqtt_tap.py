@@ -47,6 +47,7 @@ class MqttTap:
     def __init__(self, upstream_port: int, listen_port: int):
         self.upstream = upstream_port
         self.events = []  # (conn, kind, pkid, reading_id or None)
+        self.payloads = {}  # reading id -> the payload meterd published (last copy)
         self.lock = threading.Lock()
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,6 +90,8 @@ class MqttTap:
                     rid = "?"
             with self.lock:
                 self.events.append((conn, "publish", pkid, rid))
+                if rid:
+                    self.payloads[rid] = bytes(payload)
         elif direction == "down" and ptype == 4:  # PUBACK from the broker
             with self.lock:
                 self.events.append((conn, "puback", int.from_bytes(body[:2], "big"), None))
@@ -133,6 +136,11 @@ class MqttTap:
     def published_ids(self):
         with self.lock:
             return {rid for _, kind, _, rid in self.events if kind == "publish" and rid}
+
+    def payload(self, rid):
+        """The payload meterd published for reading `rid` (None if it never did)."""
+        with self.lock:
+            return self.payloads.get(rid)
 
     def close(self):
         self.stopped = True
