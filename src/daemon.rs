@@ -16,7 +16,7 @@
 //! polling after the poll in progress, stores what was polled, publishes the offline status
 //! and returns within [`STOP_BUDGET`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -490,7 +490,12 @@ pub async fn wait_for_signal() {
     }
 }
 
-/// Validates and stores batches as they come; keeps them in memory while the spool fails.
+/// Most batches in one spool transaction: bounds the time the spool is locked and the memory
+/// of one commit when a backlog is stored after the spool was unwritable.
+const MAX_GROUP: usize = 2_000;
+
+/// Validates and stores batches as they come, several per transaction (see
+/// [`crate::config::SpoolConfig::commit_window`]); keeps them in memory while the spool fails.
 /// Returns when every bus has stopped and everything received was stored (or, stopping,
 /// could not be after one more try).
 async fn pipeline(
@@ -499,60 +504,93 @@ async fn pipeline(
     config: Config,
     uplink: UplinkHandle,
 ) {
-    let mut backlog: VecDeque<ReadingBatch> = VecDeque::new();
+    let window = config.spool.commit_window;
+    let writer = Arc::new(Mutex::new(SpoolWriter::new(
+        spool,
+        &config.gateway,
+        config.validation.clone(),
+    )));
+    // Received, not yet handed to the writer.
+    let mut arrived: Vec<ReadingBatch> = Vec::new();
     let mut dropped_in_memory: u64 = 0;
     let retry = Duration::from_secs(5);
     let mut failing = false;
+    let mut closed = false;
     loop {
         // Wait for a batch; while the spool is failing, also wake for the retry.
-        let got = if failing {
-            tokio::select! {
-                b = rx.recv() => b,
-                _ = tokio::time::sleep(retry) => None,
+        if !closed {
+            let got = if failing {
+                tokio::select! {
+                    b = rx.recv() => b,
+                    _ = tokio::time::sleep(retry) => None,
+                }
+            } else {
+                rx.recv().await
+            };
+            match got {
+                Some(b) => arrived.push(b),
+                None => closed = rx.is_closed(),
             }
-        } else {
-            rx.recv().await
-        };
-        let closed = got.is_none() && rx.is_closed();
-        match got {
-            Some(b) => backlog.push_back(b),
-            None if backlog.is_empty() => return,
-            None => {}
         }
-        // Everything that arrived together is stored in one transaction.
-        while let Ok(b) = rx.try_recv() {
-            backlog.push_back(b);
+        // Group commit: wait a little for the batches of the meters polled right after this one.
+        if !closed && !failing && !arrived.is_empty() && !window.is_zero() {
+            let deadline = tokio::time::Instant::now() + window;
+            while arrived.len() < MAX_GROUP {
+                tokio::select! {
+                    b = rx.recv() => match b {
+                        Some(b) => arrived.push(b),
+                        None => { closed = true; break; }
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
         }
-        while backlog.len() > MEMORY_BACKLOG {
-            backlog.pop_front();
-            dropped_in_memory += 1;
+        while arrived.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(b) => arrived.push(b),
+                Err(_) => break,
+            }
+        }
+        let unstored = lock_writer(&writer).unstored.len();
+        if arrived.is_empty() && unstored == 0 {
+            if closed {
+                return;
+            }
+            continue;
+        }
+        // Bound what waits in memory while the spool cannot be written: the oldest go first.
+        let excess = (unstored + arrived.len()).saturating_sub(MEMORY_BACKLOG);
+        if excess > 0 {
+            dropped_in_memory += excess as u64;
+            let from_writer = excess.min(unstored);
+            lock_writer(&writer).drop_oldest(from_writer);
+            arrived.drain(..excess - from_writer);
             tracing::error!(
                 dropped_in_memory,
-                "spool unwritable for too long: oldest in-memory reading dropped"
+                "spool unwritable for too long: oldest in-memory readings dropped"
             );
         }
-        let group: Vec<ReadingBatch> = backlog.iter().cloned().collect();
-        let s = spool.clone();
-        let validation = config.validation.clone();
-        let gateway = config.gateway.clone();
-        match tokio::task::spawn_blocking(move || store(&s, &gateway, &validation, group)).await {
-            Ok(Ok(n)) => {
-                backlog.drain(..n.min(backlog.len()));
+        let new = std::mem::take(&mut arrived);
+        let w = writer.clone();
+        match tokio::task::spawn_blocking(move || lock_writer(&w).store(new)).await {
+            Ok(Ok(())) => {
                 failing = false;
                 uplink.readings_added();
             }
             Ok(Err(e)) => {
                 failing = true;
-                tracing::error!(error = %e, kept_in_memory = backlog.len(), "cannot store readings; retrying");
+                let kept = lock_writer(&writer).unstored.len();
+                tracing::error!(error = %e, kept_in_memory = kept, "cannot store readings; retrying");
                 if closed {
                     tracing::error!(
-                        lost = backlog.len(),
+                        lost = kept,
                         "stopping with readings that could not be stored"
                     );
                     return;
                 }
             }
             Err(e) => {
+                // A panic in the writer is a bug; what it had taken in is still in `unstored`.
                 failing = true;
                 tracing::error!(error = %e, "spool writer task failed");
             }
@@ -560,31 +598,96 @@ async fn pipeline(
     }
 }
 
-/// Validates and appends a group of batches in one transaction; returns how many were stored.
-fn store(
-    spool: &Mutex<Spool>,
-    gateway: &str,
-    validation: &crate::validate::ValidationConfig,
-    mut group: Vec<ReadingBatch>,
-) -> Result<usize, SpoolError> {
-    let mut s = lock(spool);
-    let now = SystemTime::now();
-    for batch in &mut group {
-        let meter = batch.meter.clone();
-        let mut last: BTreeMap<String, Option<Decimal>> = BTreeMap::new();
-        for v in &batch.values {
-            if crate::validate::is_monotonic(&v.quantity) {
-                let prev = s
-                    .last_good(&meter, &v.quantity)?
-                    .and_then(|t| t.parse().ok());
-                last.insert(v.quantity.clone(), prev);
-            }
+fn lock_writer(w: &Mutex<SpoolWriter>) -> MutexGuard<'_, SpoolWriter> {
+    // The writer's state stays consistent between statements (see `SpoolWriter::store`).
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The pipeline's blocking half: validates batches and appends them to the spool.
+struct SpoolWriter {
+    spool: Arc<Mutex<Spool>>,
+    gateway: String,
+    validation: crate::validate::ValidationConfig,
+    /// Each meter's last good value of each monotonic energy register, as in the spool
+    /// (`Spool::last_good`), read once per register and then kept up to date here: one SQL
+    /// query per energy value per reading cost more than storing the reading.
+    last_good: HashMap<String, HashMap<String, Option<Decimal>>>,
+    /// Batches not stored yet (the spool failed); first in, first stored.
+    unstored: Vec<ReadingBatch>,
+    /// How many of `unstored`, from the front, are validated.
+    validated: usize,
+}
+
+impl SpoolWriter {
+    fn new(
+        spool: Arc<Mutex<Spool>>,
+        gateway: &str,
+        validation: crate::validate::ValidationConfig,
+    ) -> Self {
+        Self {
+            spool,
+            gateway: gateway.to_owned(),
+            validation,
+            last_good: HashMap::new(),
+            unstored: Vec::new(),
+            validated: 0,
         }
-        validation.validate(batch, |q| last.get(q).copied().flatten(), now);
     }
-    let n = group.len();
-    s.append(gateway, group)?;
-    Ok(n)
+
+    /// Forgets the `n` oldest unstored batches (memory bound while the spool fails).
+    fn drop_oldest(&mut self, n: usize) {
+        let n = n.min(self.unstored.len());
+        self.unstored.drain(..n);
+        self.validated = self.validated.saturating_sub(n);
+    }
+
+    /// Validates `new` and appends it, after any batches a failed call left, in one
+    /// transaction. On error everything stays in `unstored` for the next call; what was
+    /// validated is not validated again.
+    fn store(&mut self, new: Vec<ReadingBatch>) -> Result<(), SpoolError> {
+        // Taken in before anything that can fail, so a failure below cannot lose them.
+        self.unstored.extend(new);
+        let mut s = lock(&self.spool);
+        let now = SystemTime::now();
+        while self.validated < self.unstored.len() {
+            let batch = &mut self.unstored[self.validated];
+            let known = self.last_good.entry(batch.meter.clone()).or_default();
+            for v in &batch.values {
+                if crate::validate::is_monotonic(&v.quantity) && !known.contains_key(&v.quantity) {
+                    let prev = s
+                        .last_good(&batch.meter, &v.quantity)?
+                        .and_then(|t| t.parse().ok());
+                    known.insert(v.quantity.clone(), prev);
+                }
+            }
+            self.validation
+                .validate(batch, |q| known.get(q).copied().flatten(), now);
+            // The next batch of this meter (in this group or later) compares with this one:
+            // it is taken, stored now or, if the spool fails, on a retry.
+            remember_good(known, batch);
+            self.validated += 1;
+        }
+        s.append_slice(&self.gateway, &mut self.unstored)?;
+        self.unstored.clear();
+        self.validated = 0;
+        Ok(())
+    }
+}
+
+/// Updates a meter's last good energy registers from a validated batch, by the rule the spool
+/// keeps them (`Spool::append`: a good number).
+fn remember_good(known: &mut HashMap<String, Option<Decimal>>, batch: &ReadingBatch) {
+    use crate::reading::{Quality, ValueData};
+    for v in &batch.values {
+        if let (true, Quality::Good, Some(ValueData::Number(n))) = (
+            crate::validate::is_monotonic(&v.quantity),
+            v.quality,
+            &v.value,
+        ) && let Ok(d) = n.as_str().parse::<Decimal>()
+        {
+            known.insert(v.quantity.clone(), Some(d));
+        }
+    }
 }
 
 /// Forwards meter health to the uplink's retained status topics when it changes (and every
@@ -638,5 +741,131 @@ fn to_uplink_status(m: &crate::bus::health::MeterStatus) -> uplink::MeterStatus 
             bad_frames: m.wire.checksum_errors + m.wire.foreign_frames,
             consecutive_failures: u64::from(m.consecutive_failures),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::{ExactNumber, Quality, ReadingValue, ValueData};
+    use crate::validate::ValidationConfig;
+
+    fn batch(meter: &str, energy: &str) -> ReadingBatch {
+        let mut b = ReadingBatch::new("x", meter, "dlt645-2007", 0, SystemTime::now());
+        b.values.push(ReadingValue {
+            quantity: "energy.active.import.total".into(),
+            value: Some(ValueData::Number(
+                serde_json::from_str::<ExactNumber>(energy).unwrap(),
+            )),
+            unit: "kWh".into(),
+            obis: None,
+            source: "dlt645:00010000".into(),
+            quality: Quality::Good,
+            reason: None,
+            meter_time: None,
+        });
+        b
+    }
+
+    fn writer(dir: &Path, max_bytes: u64) -> SpoolWriter {
+        let spool = Spool::open(
+            dir.join("spool.sqlite"),
+            SpoolOptions::numbered_from_one(max_bytes),
+        )
+        .unwrap();
+        SpoolWriter::new(
+            Arc::new(Mutex::new(spool)),
+            "gw",
+            ValidationConfig::default(),
+        )
+    }
+
+    fn stored(w: &SpoolWriter) -> Vec<(String, u64, String)> {
+        lock(&w.spool)
+            .pending(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let doc: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                (
+                    p.meter,
+                    p.seq,
+                    doc["values"][0]["quality"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_is_validated_against_its_own_earlier_batches_and_stored_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 1 << 20);
+        w.store(vec![
+            batch("a", "10.00"),
+            batch("b", "5.00"),
+            batch("a", "9.99"),
+        ])
+        .unwrap();
+        assert_eq!(
+            stored(&w),
+            [
+                ("a".into(), 1, "good".into()),
+                ("b".into(), 1, "good".into()),
+                ("a".into(), 2, "suspect".into()),
+            ]
+        );
+        // The suspect value is not a new last good value: 9.995 > 9.99 but < 10.00.
+        w.store(vec![batch("a", "9.995")]).unwrap();
+        assert_eq!(stored(&w)[3], ("a".into(), 3, "suspect".into()));
+    }
+
+    #[test]
+    fn the_last_good_value_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut w = writer(dir.path(), 1 << 20);
+            w.store(vec![batch("a", "10.00")]).unwrap();
+        }
+        let mut w = writer(dir.path(), 1 << 20);
+        w.store(vec![batch("a", "9.00"), batch("a", "10.50")])
+            .unwrap();
+        let q: Vec<_> = stored(&w).into_iter().map(|(_, seq, q)| (seq, q)).collect();
+        assert_eq!(
+            q,
+            [
+                (1, "good".into()),
+                (2, "suspect".into()),
+                (3, "good".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_store_keeps_every_batch_validated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // Too small for two batches in one transaction: the spool refuses the group.
+        let one = serde_json::to_vec(&batch("a", "10.00")).unwrap().len() as u64;
+        let mut w = writer(dir.path(), one + one / 2);
+        w.store(vec![batch("a", "10.00")]).unwrap();
+        let err = w.store(vec![batch("a", "9.00"), batch("a", "11.00")]);
+        assert!(matches!(err, Err(SpoolError::TooLarge { .. })), "{err:?}");
+        assert_eq!(w.unstored.len(), 2);
+        assert_eq!(w.validated, 2);
+        let reasons = |w: &SpoolWriter| -> Vec<Option<String>> {
+            w.unstored
+                .iter()
+                .map(|b| b.values[0].reason.clone())
+                .collect()
+        };
+        let before = reasons(&w);
+        assert!(before[0].is_some() && before[1].is_none(), "{before:?}");
+        // A retry with one more batch validates only the new one.
+        let _ = w.store(vec![batch("a", "10.50")]);
+        assert_eq!(w.unstored.len(), 3);
+        assert_eq!(reasons(&w)[..2], before[..]);
+        // 10.50 < 11.00, the last good value taken (though not stored yet).
+        assert_eq!(w.unstored[2].values[0].quality, Quality::Suspect);
+        w.drop_oldest(2);
+        assert_eq!((w.unstored.len(), w.validated), (1, 1));
     }
 }

@@ -59,16 +59,26 @@ pub struct SpoolConfig {
     /// are dropped (and counted). `"64MiB"`, `"512KiB"` or a number of bytes.
     #[serde(default = "default_spool_bytes", with = "byte_size")]
     pub max_bytes: u64,
+    /// How long the first reading of a group waits for others before the group is committed
+    /// (one transaction, one fsync). Readings of meters polled back to back then share a
+    /// commit; it delays publication by at most this much. `"0s"` commits each arrival alone.
+    #[serde(default = "default_commit_window", with = "duration")]
+    pub commit_window: Duration,
 }
 
 fn default_spool_bytes() -> u64 {
     64 * 1024 * 1024
 }
 
+fn default_commit_window() -> Duration {
+    Duration::from_millis(100)
+}
+
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
             max_bytes: default_spool_bytes(),
+            commit_window: default_commit_window(),
         }
     }
 }
@@ -798,6 +808,7 @@ profile = "eastron-sdm630"
         ))
         .unwrap();
         assert_eq!(c.spool.max_bytes, 1 << 20);
+        assert_eq!(c.spool.commit_window, Duration::from_millis(100), "default");
         assert_eq!(c.validation.clock_limit, Duration::from_secs(30));
         let e = error_of(&format!("{GOOD}\n[spool]\nmax_bytes = \"lots\"\n"));
         assert_eq!(e.key, "spool.max_bytes", "{e}");

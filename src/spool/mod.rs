@@ -412,7 +412,18 @@ impl Spool {
     pub fn append(
         &mut self,
         gateway: &str,
-        batches: Vec<ReadingBatch>,
+        mut batches: Vec<ReadingBatch>,
+    ) -> Result<Vec<Appended>, SpoolError> {
+        self.append_slice(gateway, &mut batches)
+    }
+
+    /// [`Spool::append`] without giving up the batches: they are stamped in place (`gateway`,
+    /// `seq`, `id`), so a caller can keep them for a retry after an error (the next call
+    /// stamps them again) without copying every batch first.
+    pub fn append_slice(
+        &mut self,
+        gateway: &str,
+        batches: &mut [ReadingBatch],
     ) -> Result<Vec<Appended>, SpoolError> {
         if batches.is_empty() {
             return Ok(Vec::new());
@@ -436,14 +447,14 @@ impl Spool {
                      RETURNING last_seq",
                 )
                 .map_err(sql)?;
-            for mut batch in batches {
+            for batch in batches.iter_mut() {
                 let seq: i64 = next_seq
                     .query_row(params![batch.meter, first_seq], |r| r.get(0))
                     .map_err(sql)?;
-                batch.gateway = gateway.to_owned();
+                gateway.clone_into(&mut batch.gateway);
                 batch.seq = to_u64(seq);
                 batch.id = format!("{gateway}/{}/{seq}", batch.meter);
-                let payload = serde_json::to_vec(&batch).map_err(|e| SpoolError::Internal {
+                let payload = serde_json::to_vec(&*batch).map_err(|e| SpoolError::Internal {
                     path: path.clone(),
                     detail: format!("encoding batch {}: {e}", batch.id),
                 })?;
@@ -543,9 +554,9 @@ impl Spool {
                 }
                 appended.push(Appended {
                     rowid,
-                    meter: batch.meter,
+                    meter: batch.meter.clone(),
                     seq: batch.seq,
-                    id: batch.id,
+                    id: batch.id.clone(),
                     bytes,
                 });
                 rowid += 1;
