@@ -30,10 +30,13 @@ use crate::bus::health::{BusStatus, MeterState as BusMeterState};
 use crate::bus::task::{self as bus_task, BusCommand, BusHandle, BusOptions};
 use crate::config::{Config, ConfigError, ProfileSet};
 use crate::reading::ReadingBatch;
-use crate::spool::{Spool, SpoolError, SpoolOptions};
-use crate::uplink::{self, Outbox, Uplink, UplinkHandle};
+use crate::spool::{AppendedRows, Spool, SpoolError, SpoolOptions};
+use crate::uplink::{self, Uplink, UplinkHandle};
 
+mod outbox;
 pub mod reload;
+
+use outbox::{FreshRows, SpoolOutbox, lock};
 
 pub use reload::{ReloadError, ReloadPlan};
 
@@ -65,83 +68,6 @@ pub enum DaemonError {
     #[cfg(feature = "embedded-broker")]
     #[error("embedded broker: {0}")]
     Broker(#[from] crate::broker::BrokerError),
-}
-
-/// The spool as the uplink's outbox. Acks are committed in groups: a delete that is not yet
-/// durable can only cause a re-send with the same id after a crash, which the contract
-/// allows, while a durable delete per PUBACK would cost one fsync per reading.
-///
-/// A group is committed when it holds [`ACK_GROUP`] acks, when its oldest ack is
-/// [`ACK_MAX_AGE`] old and the uplink next reads the outbox, when the uplink re-reads the outbox
-/// from the start (after a CONNACK, so that nothing acked is sent again), and at stop.
-/// Committing on every read instead cost one fsync per reading: with meters that answer quickly
-/// the uplink reads the outbox once per stored batch (benches/pipeline.rs, docs/benchmarks.md).
-struct SpoolOutbox {
-    spool: Arc<Mutex<Spool>>,
-    acks: Vec<i64>,
-    /// When the oldest ack in `acks` arrived.
-    oldest_ack: Option<std::time::Instant>,
-}
-
-const ACK_GROUP: usize = 64;
-const ACK_MAX_AGE: Duration = Duration::from_secs(1);
-
-fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
-    // A panic while holding the lock cannot leave SQLite half-written (transactions), so the
-    // spool is still usable.
-    spool.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl SpoolOutbox {
-    fn flush(&mut self) -> Result<(), SpoolError> {
-        if !self.acks.is_empty() {
-            lock(&self.spool).ack_many(&self.acks)?;
-            self.acks.clear();
-        }
-        self.oldest_ack = None;
-        Ok(())
-    }
-
-    /// Whether the acks held should be committed before the next outbox read.
-    fn flush_due(&self, after_rowid: Option<i64>) -> bool {
-        after_rowid.is_none()
-            || self.acks.len() >= ACK_GROUP
-            || self.oldest_ack.is_some_and(|t| t.elapsed() >= ACK_MAX_AGE)
-    }
-}
-
-impl Outbox for SpoolOutbox {
-    type Error = SpoolError;
-
-    fn pending(
-        &mut self,
-        after_rowid: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<uplink::Pending>, SpoolError> {
-        if self.flush_due(after_rowid) {
-            self.flush()?;
-        }
-        let rows = lock(&self.spool).pending(after_rowid, limit)?;
-        Ok(rows
-            .into_iter()
-            .map(|p| uplink::Pending {
-                rowid: p.rowid,
-                meter: p.meter,
-                seq: p.seq,
-                id: p.id,
-                payload: p.payload,
-            })
-            .collect())
-    }
-
-    fn ack(&mut self, rowid: i64) -> Result<bool, SpoolError> {
-        self.acks.push(rowid);
-        self.oldest_ack.get_or_insert_with(std::time::Instant::now);
-        if self.acks.len() >= ACK_GROUP {
-            self.flush()?;
-        }
-        Ok(true)
-    }
 }
 
 /// A running daemon.
@@ -232,11 +158,9 @@ impl Daemon {
             None
         };
 
-        let outbox = SpoolOutbox {
-            spool: spool.clone(),
-            acks: Vec::new(),
-            oldest_ack: None,
-        };
+        // Fresh readings go from the spool writer to the uplink in memory as well as on disk.
+        let fresh = FreshRows::default();
+        let outbox = SpoolOutbox::new(spool.clone(), fresh.clone());
         let (up, uplink) = Uplink::new(&config.gateway, config.mqtt.clone(), outbox)?;
         let stats_spool = spool.clone();
         let spool_stats: Arc<dyn Fn() -> uplink::SpoolStats + Send + Sync> = Arc::new(move || {
@@ -279,7 +203,13 @@ impl Daemon {
             ))
         });
         let uplink_task = tokio::spawn(up.run());
-        let pipeline = tokio::spawn(pipeline(rx, spool.clone(), config.clone(), uplink.clone()));
+        let pipeline = tokio::spawn(pipeline(
+            rx,
+            spool.clone(),
+            fresh,
+            config.clone(),
+            uplink.clone(),
+        ));
         let statuses: Vec<Arc<Mutex<BusStatus>>> = buses.iter().map(|b| b.status.clone()).collect();
         let status_task = tokio::spawn(forward_statuses(statuses, uplink.clone()));
         let service_parts = ServiceParts {
@@ -501,6 +431,7 @@ const MAX_GROUP: usize = 2_000;
 async fn pipeline(
     mut rx: mpsc::Receiver<ReadingBatch>,
     spool: Arc<Mutex<Spool>>,
+    fresh: FreshRows,
     config: Config,
     uplink: UplinkHandle,
 ) {
@@ -573,7 +504,8 @@ async fn pipeline(
         let new = std::mem::take(&mut arrived);
         let w = writer.clone();
         match tokio::task::spawn_blocking(move || lock_writer(&w).store(new)).await {
-            Ok(Ok(())) => {
+            Ok(Ok(rows)) => {
+                fresh.add(rows);
                 failing = false;
                 uplink.readings_added();
             }
@@ -644,7 +576,7 @@ impl SpoolWriter {
     /// Validates `new` and appends it, after any batches a failed call left, in one
     /// transaction. On error everything stays in `unstored` for the next call; what was
     /// validated is not validated again.
-    fn store(&mut self, new: Vec<ReadingBatch>) -> Result<(), SpoolError> {
+    fn store(&mut self, new: Vec<ReadingBatch>) -> Result<AppendedRows, SpoolError> {
         // Taken in before anything that can fail, so a failure below cannot lose them.
         self.unstored.extend(new);
         let mut s = lock(&self.spool);
@@ -667,10 +599,10 @@ impl SpoolWriter {
             remember_good(known, batch);
             self.validated += 1;
         }
-        s.append_slice(&self.gateway, &mut self.unstored)?;
+        let rows = s.append_rows(&self.gateway, &mut self.unstored)?;
         self.unstored.clear();
         self.validated = 0;
-        Ok(())
+        Ok(rows)
     }
 }
 

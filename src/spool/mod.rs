@@ -157,6 +157,15 @@ pub struct Appended {
     pub bytes: u64,
 }
 
+/// What [`Spool::append_rows`] stored.
+#[derive(Debug, Clone, Default)]
+pub struct AppendedRows {
+    /// The stored batches, in rowid order, as [`Spool::pending`] would return them.
+    pub rows: Vec<Pending>,
+    /// How many older batches the overflow policy deleted to make room.
+    pub dropped: u64,
+}
+
 /// A stored batch not yet acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
@@ -425,8 +434,30 @@ impl Spool {
         gateway: &str,
         batches: &mut [ReadingBatch],
     ) -> Result<Vec<Appended>, SpoolError> {
+        Ok(self
+            .append_rows(gateway, batches)?
+            .rows
+            .into_iter()
+            .map(|p| Appended {
+                bytes: p.payload.len() as u64,
+                rowid: p.rowid,
+                meter: p.meter,
+                seq: p.seq,
+                id: p.id,
+            })
+            .collect())
+    }
+
+    /// [`Spool::append_slice`] that also hands back what it stored as the uplink reads it
+    /// ([`Spool::pending`] rows, payloads included), so that the uplink can publish fresh
+    /// readings without reading them back from the file.
+    pub fn append_rows(
+        &mut self,
+        gateway: &str,
+        batches: &mut [ReadingBatch],
+    ) -> Result<AppendedRows, SpoolError> {
         if batches.is_empty() {
-            return Ok(Vec::new());
+            return Ok(AppendedRows::default());
         }
         let path = self.path.clone();
         let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
@@ -552,12 +583,12 @@ impl Spool {
                             .map_err(sql)?;
                     }
                 }
-                appended.push(Appended {
+                appended.push(Pending {
                     rowid,
                     meter: batch.meter.clone(),
                     seq: batch.seq,
                     id: batch.id.clone(),
-                    bytes,
+                    payload,
                 });
                 rowid += 1;
             }
@@ -570,7 +601,10 @@ impl Spool {
         self.bytes = need.saturating_sub(freed_bytes);
         self.dropped_batches += freed_batches;
         self.dropped_bytes += freed_bytes;
-        Ok(appended)
+        Ok(AppendedRows {
+            rows: appended,
+            dropped: freed_batches,
+        })
     }
 
     /// Up to `limit` stored batches with `rowid > after_rowid` (all when `None`), in rowid order.

@@ -1,0 +1,277 @@
+//! The spool as the uplink's outbox: acks committed in groups, and fresh readings handed over
+//! in memory.
+//!
+//! The spool stays the source of truth: [`FreshRows`] is only a copy of what the last appends
+//! stored, used when it is exactly what [`Spool::pending`] would return (the rows right after
+//! the uplink's cursor, in rowid order). Anything else — a reconnect (cursor `None`), a
+//! backlog, rows dropped by the overflow policy, a full handoff queue — reads the file.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::spool::{AppendedRows, Spool, SpoolError};
+use crate::uplink::{self, Outbox};
+
+/// Most rows kept for the handoff. The uplink takes them within one publish window while it
+/// is connected; while it is not, they would only duplicate the file in memory.
+const FRESH_MAX: usize = 4_096;
+
+/// A group of acks is committed when it holds this many.
+const ACK_GROUP: usize = 64;
+/// ... or when its oldest ack is this old and the uplink next reads the outbox.
+const ACK_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Locks the spool. A panic while holding the lock cannot leave SQLite half-written
+/// (transactions), so the spool is still usable after one.
+pub(super) fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Rows just appended, shared by the spool writer (which adds) and the outbox (which takes).
+#[derive(Clone, Default)]
+pub(super) struct FreshRows(Arc<Mutex<VecDeque<uplink::Pending>>>);
+
+impl FreshRows {
+    fn rows(&self) -> MutexGuard<'_, VecDeque<uplink::Pending>> {
+        // Only plain pushes and pops happen under the lock: a poisoned queue is still whole.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called after each successful append, with what it stored.
+    pub(super) fn add(&self, appended: AppendedRows) {
+        let mut rows = self.rows();
+        if appended.dropped > 0 {
+            // The overflow policy deleted older rows, perhaps some of these: from now on the
+            // file alone says what is pending, until the queue holds only newer rows.
+            rows.clear();
+        }
+        if rows.len() + appended.rows.len() > FRESH_MAX {
+            // The uplink is not taking them (disconnected): it will read the file.
+            rows.clear();
+            return;
+        }
+        rows.extend(appended.rows);
+    }
+
+    /// The rows after `after_rowid`, up to `limit`, if the queue holds exactly those; `None`
+    /// when the file must be read. Rows at or before the cursor are discarded either way.
+    fn take(&self, after_rowid: Option<i64>, limit: usize) -> Option<Vec<uplink::Pending>> {
+        let mut rows = self.rows();
+        let Some(cursor) = after_rowid else {
+            // A re-read from the start (after a CONNACK): the file, which has everything.
+            rows.clear();
+            return None;
+        };
+        while rows.front().is_some_and(|r| r.rowid <= cursor) {
+            rows.pop_front();
+        }
+        // Row ids of one spool are consecutive, so the next pending row is `cursor + 1`
+        // unless it was deleted — acked (only rows at or before the cursor are) or dropped
+        // by the overflow policy (which clears the queue).
+        if rows.front()?.rowid != cursor + 1 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(limit.min(rows.len()));
+        let mut next = cursor + 1;
+        while out.len() < limit && rows.front().is_some_and(|r| r.rowid == next) {
+            if let Some(r) = rows.pop_front() {
+                out.push(r);
+            }
+            next += 1;
+        }
+        Some(out)
+    }
+
+    /// Forgets rows at or before `rowid` (the uplink read them from the file).
+    fn discard_through(&self, rowid: i64) {
+        let mut rows = self.rows();
+        while rows.front().is_some_and(|r| r.rowid <= rowid) {
+            rows.pop_front();
+        }
+    }
+}
+
+/// The spool as the uplink's outbox. Acks are committed in groups: a delete that is not yet
+/// durable can only cause a re-send with the same id after a crash, which the contract
+/// allows, while a durable delete per PUBACK would cost one fsync per reading.
+///
+/// A group is committed when it holds [`ACK_GROUP`] acks, when its oldest ack is
+/// [`ACK_MAX_AGE`] old and the uplink next reads the outbox, when the uplink re-reads the outbox
+/// from the start (after a CONNACK, so that nothing acked is sent again), and at stop.
+/// Committing on every read instead cost one fsync per reading: with meters that answer quickly
+/// the uplink reads the outbox once per stored batch (benches/pipeline.rs, docs/benchmarks.md).
+pub(super) struct SpoolOutbox {
+    spool: Arc<Mutex<Spool>>,
+    fresh: FreshRows,
+    acks: Vec<i64>,
+    /// When the oldest ack in `acks` arrived.
+    oldest_ack: Option<Instant>,
+}
+
+impl SpoolOutbox {
+    pub(super) fn new(spool: Arc<Mutex<Spool>>, fresh: FreshRows) -> Self {
+        Self {
+            spool,
+            fresh,
+            acks: Vec::new(),
+            oldest_ack: None,
+        }
+    }
+
+    /// Commits the acks held (one transaction).
+    pub(super) fn flush(&mut self) -> Result<(), SpoolError> {
+        if !self.acks.is_empty() {
+            lock(&self.spool).ack_many(&self.acks)?;
+            self.acks.clear();
+        }
+        self.oldest_ack = None;
+        Ok(())
+    }
+
+    /// Whether the acks held should be committed before the next outbox read.
+    fn flush_due(&self, after_rowid: Option<i64>) -> bool {
+        after_rowid.is_none()
+            || self.acks.len() >= ACK_GROUP
+            || self.oldest_ack.is_some_and(|t| t.elapsed() >= ACK_MAX_AGE)
+    }
+}
+
+impl Outbox for SpoolOutbox {
+    type Error = SpoolError;
+
+    fn pending(
+        &mut self,
+        after_rowid: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<uplink::Pending>, SpoolError> {
+        if self.flush_due(after_rowid) {
+            self.flush()?;
+        }
+        if let Some(rows) = self.fresh.take(after_rowid, limit) {
+            return Ok(rows);
+        }
+        let rows = lock(&self.spool).pending(after_rowid, limit)?;
+        if let Some(last) = rows.last() {
+            self.fresh.discard_through(last.rowid);
+        }
+        Ok(rows)
+    }
+
+    fn ack(&mut self, rowid: i64) -> Result<bool, SpoolError> {
+        self.acks.push(rowid);
+        self.oldest_ack.get_or_insert_with(Instant::now);
+        if self.acks.len() >= ACK_GROUP {
+            self.flush()?;
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::ReadingBatch;
+    use crate::spool::SpoolOptions;
+    use std::time::SystemTime;
+
+    fn setup(max_bytes: u64) -> (tempfile::TempDir, Arc<Mutex<Spool>>, FreshRows, SpoolOutbox) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(
+            dir.path().join("spool.sqlite"),
+            SpoolOptions::numbered_from_one(max_bytes),
+        )
+        .unwrap();
+        let spool = Arc::new(Mutex::new(spool));
+        let fresh = FreshRows::default();
+        let outbox = SpoolOutbox::new(spool.clone(), fresh.clone());
+        (dir, spool, fresh, outbox)
+    }
+
+    fn append(spool: &Mutex<Spool>, fresh: &FreshRows, meters: &[&str]) {
+        let mut batches: Vec<_> = meters
+            .iter()
+            .map(|m| ReadingBatch::new("x", m, "modbus-tcp", 0, SystemTime::now()))
+            .collect();
+        let rows = lock(spool).append_rows("gw", &mut batches).unwrap();
+        fresh.add(rows);
+    }
+
+    fn ids(rows: &[uplink::Pending]) -> Vec<String> {
+        rows.iter().map(|r| r.id.clone()).collect()
+    }
+
+    /// Whatever the handoff serves equals what the file holds after the same cursor.
+    fn check_same_as_file(outbox: &mut SpoolOutbox, spool: &Mutex<Spool>, after: Option<i64>) {
+        let file = lock(spool).pending(after, 100).unwrap();
+        let got = outbox.pending(after, 100).unwrap();
+        assert_eq!(got, file, "after {after:?}");
+    }
+
+    #[test]
+    fn fresh_rows_are_served_from_memory_exactly_as_the_file_has_them() {
+        let (_d, spool, fresh, mut outbox) = setup(1 << 20);
+        append(&spool, &fresh, &["a", "b"]);
+        // The start after a CONNACK reads the file and empties the queue.
+        check_same_as_file(&mut outbox, &spool, None);
+        assert!(fresh.rows().is_empty());
+        append(&spool, &fresh, &["a", "b", "c"]);
+        let mem = fresh.take(Some(2), 2).expect("served from memory");
+        assert_eq!(ids(&mem), ["gw/a/2", "gw/b/2"]);
+        assert_eq!(mem, lock(&spool).pending(Some(2), 2).unwrap());
+        // The rest, then nothing.
+        check_same_as_file(&mut outbox, &spool, Some(4));
+        check_same_as_file(&mut outbox, &spool, Some(5));
+    }
+
+    #[test]
+    fn a_backlog_before_the_fresh_rows_is_read_from_the_file() {
+        let (_d, spool, fresh, mut outbox) = setup(1 << 20);
+        // Stored while nobody listened to the handoff (e.g. before a restart).
+        lock(&spool)
+            .append_rows(
+                "gw",
+                &mut [ReadingBatch::new(
+                    "x",
+                    "a",
+                    "modbus-tcp",
+                    0,
+                    SystemTime::now(),
+                )],
+            )
+            .unwrap();
+        append(&spool, &fresh, &["b"]);
+        assert!(fresh.take(Some(0), 10).is_none());
+        check_same_as_file(&mut outbox, &spool, Some(0));
+        // The file read covered the fresh row too: it is not served again.
+        assert!(fresh.rows().is_empty());
+    }
+
+    #[test]
+    fn overflow_drops_send_the_outbox_back_to_the_file() {
+        let one = serde_json::to_vec(&ReadingBatch::new(
+            "gw",
+            "a",
+            "modbus-tcp",
+            1,
+            SystemTime::now(),
+        ))
+        .unwrap()
+        .len() as u64;
+        // Room for about three batches: the fourth append drops the oldest.
+        let (_d, spool, fresh, mut outbox) = setup(one * 3 + one / 2);
+        append(&spool, &fresh, &["a", "b", "c"]);
+        append(&spool, &fresh, &["d"]);
+        assert!(fresh.take(Some(0), 10).is_none(), "row 1 was dropped");
+        check_same_as_file(&mut outbox, &spool, Some(0));
+    }
+
+    #[test]
+    fn a_full_queue_is_cleared_rather_than_grown() {
+        let (_d, spool, fresh, _outbox) = setup(64 << 20);
+        let meters: Vec<String> = (0..FRESH_MAX + 1).map(|i| format!("m{i}")).collect();
+        let refs: Vec<&str> = meters.iter().map(String::as_str).collect();
+        append(&spool, &fresh, &refs);
+        assert!(fresh.rows().is_empty());
+    }
+}
