@@ -176,9 +176,9 @@ impl Daemon {
 
         // Frames for the service's live trace (nobody listening costs one atomic load).
         let (frames, _) = broadcast::channel(4096);
-        // Buses send to the success book, which passes batches on to the pipeline. One
-        // bus-side sender stays in the Daemon so that a reload can start buses later.
-        let (bus_tx, bus_rx) = mpsc::channel::<ReadingBatch>(256);
+        // Buses send to the pipeline. One sender stays in the Daemon so that a reload can
+        // start buses later.
+        let (bus_tx, rx) = mpsc::channel::<ReadingBatch>(256);
         let mut buses = Vec::new();
         for bus in &config.buses {
             let mut opts = BusOptions::new(&config.gateway);
@@ -191,10 +191,9 @@ impl Daemon {
                 bus_tx.clone(),
             )?);
         }
-        // Poll outcomes feed the reading success book on their way to the pipeline.
+        // The pipeline feeds the reading success book: poll outcomes as they arrive, each
+        // meter's last batch once stored.
         let book = crate::service::book_for(&service_buses(&buses));
-        let (pipe_tx, rx) = mpsc::channel::<ReadingBatch>(256);
-        tokio::spawn(crate::service::record_polls(bus_rx, pipe_tx, book.clone()));
         let rate_book = book.clone();
         let up = up.with_reading_success(move || {
             Some(crate::service::report::gateway_success(
@@ -205,9 +204,14 @@ impl Daemon {
         let uplink_task = tokio::spawn(up.run());
         let pipeline = tokio::spawn(pipeline(
             rx,
-            spool.clone(),
+            SpoolWriter::new(
+                spool.clone(),
+                &config.gateway,
+                config.validation.clone(),
+                Some(book.clone()),
+            ),
             fresh,
-            config.clone(),
+            config.spool.commit_window,
             uplink.clone(),
         ));
         let statuses: Vec<Arc<Mutex<BusStatus>>> = buses.iter().map(|b| b.status.clone()).collect();
@@ -430,17 +434,13 @@ const MAX_GROUP: usize = 2_000;
 /// could not be after one more try).
 async fn pipeline(
     mut rx: mpsc::Receiver<ReadingBatch>,
-    spool: Arc<Mutex<Spool>>,
+    writer: SpoolWriter,
     fresh: FreshRows,
-    config: Config,
+    window: Duration,
     uplink: UplinkHandle,
 ) {
-    let window = config.spool.commit_window;
-    let writer = Arc::new(Mutex::new(SpoolWriter::new(
-        spool,
-        &config.gateway,
-        config.validation.clone(),
-    )));
+    let book = writer.book.clone();
+    let writer = Arc::new(Mutex::new(writer));
     // Received, not yet handed to the writer.
     let mut arrived: Vec<ReadingBatch> = Vec::new();
     let mut dropped_in_memory: u64 = 0;
@@ -480,6 +480,14 @@ async fn pipeline(
             match rx.try_recv() {
                 Ok(b) => arrived.push(b),
                 Err(_) => break,
+            }
+        }
+        // Each poll counts once, on arrival (whether or not the spool can take it).
+        if let Some(book) = &book {
+            let now = SystemTime::now();
+            let mut book = crate::service::lock(book);
+            for b in &arrived {
+                book.count_poll(b, now);
             }
         }
         let unstored = lock_writer(&writer).unstored.len();
@@ -548,6 +556,8 @@ struct SpoolWriter {
     unstored: Vec<ReadingBatch>,
     /// How many of `unstored`, from the front, are validated.
     validated: usize,
+    /// Where each meter's last stored batch is kept for the diagnostics service.
+    book: Option<Arc<Mutex<crate::service::SuccessBook>>>,
 }
 
 impl SpoolWriter {
@@ -555,6 +565,7 @@ impl SpoolWriter {
         spool: Arc<Mutex<Spool>>,
         gateway: &str,
         validation: crate::validate::ValidationConfig,
+        book: Option<Arc<Mutex<crate::service::SuccessBook>>>,
     ) -> Self {
         Self {
             spool,
@@ -563,6 +574,7 @@ impl SpoolWriter {
             last_good: HashMap::new(),
             unstored: Vec::new(),
             validated: 0,
+            book,
         }
     }
 
@@ -600,8 +612,18 @@ impl SpoolWriter {
             self.validated += 1;
         }
         let rows = s.append_rows(&self.gateway, &mut self.unstored)?;
-        self.unstored.clear();
+        drop(s);
         self.validated = 0;
+        match &self.book {
+            // Moved, not copied: the batches are done with.
+            Some(book) => {
+                let mut book = crate::service::lock(book);
+                for b in self.unstored.drain(..) {
+                    book.keep_last(b);
+                }
+            }
+            None => self.unstored.clear(),
+        }
         Ok(rows)
     }
 }
@@ -709,6 +731,7 @@ mod tests {
             Arc::new(Mutex::new(spool)),
             "gw",
             ValidationConfig::default(),
+            None,
         )
     }
 
@@ -749,6 +772,20 @@ mod tests {
         // The suspect value is not a new last good value: 9.995 > 9.99 but < 10.00.
         w.store(vec![batch("a", "9.995")]).unwrap();
         assert_eq!(stored(&w)[3], ("a".into(), 3, "suspect".into()));
+    }
+
+    #[test]
+    fn the_book_keeps_each_meters_last_stored_batch_as_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 1 << 20);
+        let book = Arc::new(Mutex::new(crate::service::SuccessBook::new([("bus", "a")])));
+        w.book = Some(book.clone());
+        w.store(vec![batch("a", "10.00"), batch("a", "9.00")])
+            .unwrap();
+        let book = crate::service::lock(&book);
+        let last = book.last_batch("a").expect("kept");
+        assert_eq!(last.seq, 2);
+        assert_eq!(last.values[0].quality, Quality::Suspect);
     }
 
     #[test]

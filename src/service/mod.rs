@@ -37,7 +37,6 @@ use tokio::task::JoinHandle;
 use crate::bus::health::BusStatus;
 use crate::bus::task::BusCommand;
 use crate::bus::trace::FrameEvent;
-use crate::reading::ReadingBatch;
 use crate::uplink::{SpoolStats, UplinkHandle};
 
 pub use success::SuccessBook;
@@ -190,7 +189,7 @@ pub struct Handles {
     pub uplink: UplinkHandle,
     /// The spool's numbers (must be cheap).
     pub spool: Arc<dyn Fn() -> SpoolStats + Send + Sync>,
-    /// The success book, fed by [`record_polls`].
+    /// The success book, fed by the daemon's pipeline.
     pub book: Arc<Mutex<SuccessBook>>,
     /// The bus tasks' frame channel.
     pub frames: broadcast::Sender<FrameEvent>,
@@ -224,21 +223,6 @@ pub fn book_for(buses: &[ServiceBus]) -> Arc<Mutex<SuccessBook>> {
     Arc::new(Mutex::new(SuccessBook::new(
         pairs.iter().map(|(b, m)| (b.as_str(), m.as_str())),
     )))
-}
-
-/// Forwards polled batches from `from` to `to`, recording each poll's outcome in `book` on the
-/// way; returns when `from` is closed (every bus task ended) or `to` is.
-pub async fn record_polls(
-    mut from: mpsc::Receiver<ReadingBatch>,
-    to: mpsc::Sender<ReadingBatch>,
-    book: Arc<Mutex<SuccessBook>>,
-) {
-    while let Some(batch) = from.recv().await {
-        lock(&book).record_poll(&batch, SystemTime::now());
-        if to.send(batch).await.is_err() {
-            return;
-        }
-    }
 }
 
 /// The running service.

@@ -229,10 +229,23 @@ impl SuccessBook {
 
     /// Records a scheduled poll's batch (its outcome and, as the meter's last batch, itself).
     pub fn record_poll(&mut self, batch: &ReadingBatch, now: SystemTime) {
+        self.count_poll(batch, now);
+        self.keep_last(batch.clone());
+    }
+
+    /// Counts a scheduled poll's outcome (the daemon, as each batch arrives).
+    pub fn count_poll(&mut self, batch: &ReadingBatch, now: SystemTime) {
         let ok = Self::is_success(batch);
         if let Some(m) = self.meters.get_mut(&batch.meter) {
             m.record(ok, secs(now));
-            m.last_batch = Some(batch.clone());
+        }
+    }
+
+    /// Keeps `batch` as its meter's last batch (the daemon, once it is validated and stored:
+    /// the page then shows the quality that was published).
+    pub fn keep_last(&mut self, batch: ReadingBatch) {
+        if let Some(m) = self.meters.get_mut(&batch.meter) {
+            m.last_batch = Some(batch);
         }
     }
 

@@ -14,7 +14,9 @@
 //! - **`seq` never repeats.** Each batch gets its meter's last `seq` + 1, kept in the `meters`
 //!   table in the same transaction; rows of that table are never deleted, so numbering goes on
 //!   across restarts, full drains and overflow drops. `id` is `{gateway}/{meter}/{seq}`.
-//! - **Ack means gone.** [`Spool::ack`] deletes a batch durably (call it on PUBACK). Anything not
+//! - **Ack means gone.** [`Spool::ack`] deletes a batch (call it on PUBACK): at once for a
+//!   process crash, and for a power cut once the next append is committed (an ack is not
+//!   fsynced on its own; a lost delete means a re-send under the same `id`). Anything not
 //!   acked is returned again by [`Spool::pending`] after any restart, so the uplink re-sends
 //!   everything unacked on every CONNACK; the consumer deduplicates by `id`. Delivery is
 //!   at-least-once, never at-most-once.
@@ -220,6 +222,8 @@ pub struct Spool {
     dropped_batches: u64,
     dropped_bytes: u64,
     next_rowid: i64,
+    /// `synchronous` is NORMAL for an ack transaction and must be FULL again before an append.
+    relaxed: bool,
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -367,6 +371,7 @@ impl Spool {
             dropped_batches: to_u64(dropped_batches),
             dropped_bytes: to_u64(dropped_bytes),
             next_rowid: max_rowid.saturating_add(1),
+            relaxed: false,
         })
     }
 
@@ -459,6 +464,7 @@ impl Spool {
         if batches.is_empty() {
             return Ok(AppendedRows::default());
         }
+        self.restore_synchronous()?;
         let path = self.path.clone();
         let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
         let tx = self
@@ -643,11 +649,44 @@ impl Spool {
     }
 
     /// Deletes several batches in one transaction; returns how many were stored. One commit
-    /// (one fsync) for all of them: prefer it to [`Spool::ack`] when PUBACKs arrive in bursts.
+    /// for all of them: prefer it to [`Spool::ack`] when PUBACKs arrive in bursts.
+    ///
+    /// The commit is not fsynced on its own (`synchronous=NORMAL` for this transaction): it
+    /// survives a process crash at once, and a power cut once the next [`Spool::append`]
+    /// fsyncs the write-ahead log, which holds this commit before that one. A delete lost to a
+    /// power cut only means the batch is sent again under the same `id`, which the contract
+    /// allows; an fsync per ack group cost as much as the appends themselves at low rates.
     pub fn ack_many(&mut self, rowids: &[i64]) -> Result<usize, SpoolError> {
         if rowids.is_empty() {
             return Ok(0);
         }
+        let path = self.path.clone();
+        let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
+        if self.opts.synchronous_full {
+            self.relaxed = true;
+            self.conn
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(sql)?;
+        }
+        let deleted = self.delete_acked(rowids);
+        self.restore_synchronous()?;
+        deleted
+    }
+
+    /// Back to `synchronous=FULL` after [`Spool::ack_many`]; every append checks it first, so
+    /// an append is never committed without its fsync even if restoring failed here.
+    fn restore_synchronous(&mut self) -> Result<(), SpoolError> {
+        if self.relaxed {
+            self.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| SpoolError::sqlite(&self.path, e))?;
+            self.relaxed = false;
+        }
+        Ok(())
+    }
+
+    /// The transaction of [`Spool::ack_many`].
+    fn delete_acked(&mut self, rowids: &[i64]) -> Result<usize, SpoolError> {
         let path = self.path.clone();
         let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
         let tx = self

@@ -606,3 +606,31 @@ fn a_new_spool_never_repeats_the_ids_of_a_lost_one() {
         "new spool's seq {again} must exceed the lost spool's {last}"
     );
 }
+
+#[test]
+fn an_ack_is_not_fsynced_on_its_own_but_the_next_append_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&db(&dir));
+    let level = |s: &Spool| -> i64 {
+        s.conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
+    };
+    let a = s
+        .append("gw", vec![batch("m", 1, "1"), batch("m", 1, "2")])
+        .unwrap();
+    assert_eq!(s.ack_many(&[a[0].rowid]).unwrap(), 1);
+    // Restored at once: an append right after commits with its fsync.
+    assert_eq!(level(&s), 2);
+    s.relaxed = true;
+    s.conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    s.append("gw", vec![batch("m", 1, "3")]).unwrap();
+    assert_eq!(
+        level(&s),
+        2,
+        "an append restores FULL before its transaction"
+    );
+    drop(s);
+    let s = open(&db(&dir));
+    assert_eq!(s.stats().unwrap().depth, 2);
+}
