@@ -203,7 +203,10 @@ def settled(gw):
         buses = {b["name"]: b for b in s["buses"]}
         ok = (m["rtu-dead"]["state"] == "degraded"
               and m["dlt-noisy"]["checksum_errors"] > 0
-              and all(m[i]["polls_ok"] > 0 for i in ("dlt-1", "dlt-noisy", "rtu-1")))
+              and all(m[i]["polls_ok"] > 0 for i in ("dlt-1", "dlt-noisy", "rtu-1"))
+              # A poll counts when it arrives; its batch shows once stored (one commit window,
+              # 100 ms, later).
+              and all(m[i]["last_reading"] for i in ("dlt-1", "dlt-noisy", "rtu-1")))
         if ok:
             found["s"] = s
         return ok

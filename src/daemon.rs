@@ -551,7 +551,7 @@ struct SpoolWriter {
     /// Each meter's last good value of each monotonic energy register, as in the spool
     /// (`Spool::last_good`), read once per register and then kept up to date here: one SQL
     /// query per energy value per reading cost more than storing the reading.
-    last_good: HashMap<String, HashMap<String, Option<Decimal>>>,
+    last_good: HashMap<String, HashMap<crate::reading::Label, Option<Decimal>>>,
     /// Batches not stored yet (the spool failed); first in, first stored.
     unstored: Vec<ReadingBatch>,
     /// How many of `unstored`, from the front, are validated.
@@ -630,7 +630,10 @@ impl SpoolWriter {
 
 /// Updates a meter's last good energy registers from a validated batch, by the rule the spool
 /// keeps them (`Spool::append`: a good number).
-fn remember_good(known: &mut HashMap<String, Option<Decimal>>, batch: &ReadingBatch) {
+fn remember_good(
+    known: &mut HashMap<crate::reading::Label, Option<Decimal>>,
+    batch: &ReadingBatch,
+) {
     use crate::reading::{Quality, ValueData};
     for v in &batch.values {
         if let (true, Quality::Good, Some(ValueData::Number(n))) = (

@@ -127,16 +127,16 @@ impl<'de> Deserialize<'de> for ValueData {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadingValue {
     /// Canonical quantity name (docs/quantities.md).
-    pub quantity: String,
+    pub quantity: Label,
     /// The value, or null when quality is bad.
     pub value: Option<ValueData>,
     /// Unit (`kWh`, `V`, …; empty for dimensionless).
-    pub unit: String,
+    pub unit: Label,
     /// OBIS code where one exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub obis: Option<String>,
+    pub obis: Option<Label>,
     /// Where the value came from: `dlt645:00010000`, `modbus:fc04:0x0048:f32:abcd`.
-    pub source: String,
+    pub source: Label,
     /// Good, suspect or bad.
     pub quality: Quality,
     /// Why the quality is not good.
@@ -146,6 +146,10 @@ pub struct ReadingValue {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meter_time: Option<String>,
 }
+
+/// A name that every reading of a meter repeats (quantity, unit, OBIS code, source): shared,
+/// so that a poll copies a pointer per value instead of four strings.
+pub type Label = std::sync::Arc<str>;
 
 /// All values of one poll of one meter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

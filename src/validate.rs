@@ -112,7 +112,7 @@ impl ValidationConfig {
             if let Some([lo, hi]) = self
                 .ranges
                 .get(family)
-                .or_else(|| self.ranges.get(v.quantity.as_str()))
+                .or_else(|| self.ranges.get(&*v.quantity))
             {
                 let f = x.to_f64();
                 if f < *lo || f > *hi {
@@ -192,7 +192,7 @@ fn check_clock(batch: &mut ReadingBatch, now: SystemTime, limit: Duration) {
         batch
             .values
             .iter()
-            .find(|v| v.quantity == q && v.quality == Quality::Good)
+            .find(|v| &*v.quantity == q && v.quality == Quality::Good)
             .and_then(|v| match &v.value {
                 Some(ValueData::Text(t)) => Some(t.clone()),
                 _ => None,
@@ -215,7 +215,7 @@ fn check_clock(batch: &mut ReadingBatch, now: SystemTime, limit: Duration) {
         for v in batch
             .values
             .iter_mut()
-            .filter(|v| v.quantity == "meter.time")
+            .filter(|v| &*v.quantity == "meter.time")
         {
             mark(
                 v,
@@ -260,7 +260,7 @@ mod tests {
     }
 
     fn quality(b: &ReadingBatch, q: &str) -> (Quality, Option<String>) {
-        let v = b.values.iter().find(|v| v.quantity == q).unwrap();
+        let v = b.values.iter().find(|v| &*v.quantity == q).unwrap();
         (v.quality, v.reason.clone())
     }
 

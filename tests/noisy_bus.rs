@@ -207,7 +207,7 @@ async fn noisy_bus_yields_99_percent_good_values_and_never_a_wrong_one() {
                 .unwrap_or_else(|| panic!("{}: frame {frame} was never sent", b.meter));
             assert!(valid, "{}: a broken frame was published: {frame}", b.meter);
             assert_eq!(
-                Some(values.get(&v.quantity).cloned().unwrap_or_default()),
+                Some(values.get(&*v.quantity).cloned().unwrap_or_default()),
                 value_text(&v.value),
                 "{} {}: the published value is not what that reply carried (faults {faults:?})",
                 b.meter,

@@ -144,6 +144,10 @@ struct MeterSlot {
     timing: EffectiveTiming,
     interval: Duration,
     tap: FrameTap,
+    /// The meter's tracing span, made on its first poll (inside the bus's span) and entered
+    /// by every poll after: a new span per poll cost a formatted field and a registry entry
+    /// each time.
+    span: Option<tracing::Span>,
 }
 
 /// The link of a bus.
@@ -258,6 +262,7 @@ impl Bus {
                     .over(&bus.timing)
                     .effective_on(bus.transport, bus.baud),
                 interval: m.interval,
+                span: None,
             });
         }
         let wire = match LinkSettings::from_bus(bus) {
@@ -612,10 +617,13 @@ impl Bus {
 
     /// Polls meter `m` once and returns its batch (`seq` 0); updates health.
     pub async fn poll_meter(&mut self, m: usize) -> Option<ReadingBatch> {
-        let slot = self.meters.get(m)?;
+        let slot = self.meters.get_mut(m)?;
         let driver = slot.driver.clone();
         let tap = slot.tap.clone();
-        let span = tracing::info_span!("meter", id = %driver.id());
+        let span = slot
+            .span
+            .get_or_insert_with(|| tracing::info_span!("meter", id = %driver.id()))
+            .clone();
         async {
             let mut poll = driver.poll();
             let mut link_failed = None;

@@ -274,9 +274,9 @@ pub fn table(batch: &ReadingBatch) -> String {
                 reason = format!("at {t} {reason}").trim_end().to_owned();
             }
             [
-                v.quantity.clone(),
+                v.quantity.to_string(),
                 value,
-                v.unit.clone(),
+                v.unit.to_string(),
                 v.quality.to_string(),
                 reason,
             ]

@@ -6,7 +6,7 @@ use meter_protocols::dlt645::{Address, DataIdentifier, Dlt645Frame, Request, Res
 use super::{FollowUp, Step, Transaction, TxKind, bad_value};
 use crate::bus::exchange::Framing;
 use crate::decode::value_json;
-use crate::reading::{Quality, ReadingValue};
+use crate::reading::{Label, Quality, ReadingValue};
 
 /// A quantity a DL/T 645 read is expected to yield.
 #[derive(Debug, Clone)]
@@ -161,11 +161,11 @@ fn decode(di: DataIdentifier, payload: &[u8]) -> Vec<ReadingValue> {
                 Quality::Bad
             };
             ReadingValue {
-                quantity: d.quantity.to_string(),
+                quantity: d.quantity.to_string().into(),
                 value,
-                unit: d.unit.to_owned(),
-                obis: d.obis.map(|o| o.to_string()),
-                source,
+                unit: d.unit.into(),
+                obis: d.obis.map(|o| o.to_string().into()),
+                source: source.into(),
                 quality,
                 reason,
                 meter_time,
@@ -177,7 +177,7 @@ fn decode(di: DataIdentifier, payload: &[u8]) -> Vec<ReadingValue> {
 /// Applies the profile's quantity name to a single-item read.
 pub(super) fn rename(mut values: Vec<ReadingValue>, quantity: Option<&str>) -> Vec<ReadingValue> {
     if let (Some(q), [only]) = (quantity, values.as_mut_slice()) {
-        only.quantity = q.to_owned();
+        only.quantity = q.into();
     }
     values
 }
@@ -188,10 +188,10 @@ pub(super) fn bad_items(items: &[Item], reason: &str) -> Vec<ReadingValue> {
         .iter()
         .map(|i| {
             bad_value(
-                &i.quantity,
-                &i.unit,
-                i.obis.clone(),
-                format!("dlt645:{}", i.di),
+                i.quantity.as_str(),
+                i.unit.as_str(),
+                i.obis.as_deref().map(Label::from),
+                format!("dlt645:{}", i.di).into(),
                 reason,
             )
         })

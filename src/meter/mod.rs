@@ -23,7 +23,7 @@ use thiserror::Error;
 use crate::bus::exchange::{Framing, Reply};
 use crate::config::profile::ProfileProtocol;
 use crate::config::{MeterConfig, Profile, Protocol};
-use crate::reading::{Quality, ReadingValue};
+use crate::reading::{Label, Quality, ReadingValue};
 
 pub use modbus::ModbusPoint;
 
@@ -213,7 +213,7 @@ impl MeterDriver {
         } else {
             self.modbus_points
                 .iter()
-                .map(|p| p.quantity.clone())
+                .map(|p| p.quantity.to_string())
                 .collect()
         }
     }
@@ -470,16 +470,16 @@ impl Poll<'_> {
 
 /// A bad value: no number, with the reason.
 pub(crate) fn bad_value(
-    quantity: &str,
-    unit: &str,
-    obis: Option<String>,
-    source: String,
+    quantity: impl Into<Label>,
+    unit: impl Into<Label>,
+    obis: Option<Label>,
+    source: Label,
     reason: &str,
 ) -> ReadingValue {
     ReadingValue {
-        quantity: quantity.to_owned(),
+        quantity: quantity.into(),
         value: None,
-        unit: unit.to_owned(),
+        unit: unit.into(),
         obis,
         source,
         quality: Quality::Bad,

@@ -11,17 +11,17 @@ use super::{Step, Transaction, TxKind, bad_value};
 use crate::bus::exchange::Framing;
 use crate::config::profile::{RegisterFunction, RegisterType};
 use crate::config::{MeterConfig, Profile};
-use crate::reading::{ExactNumber, Quality, ReadingValue, ValueData};
+use crate::reading::{ExactNumber, Label, Quality, ReadingValue, ValueData};
 
 /// One Modbus point of a meter, resolved from its profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModbusPoint {
     /// Canonical quantity name.
-    pub quantity: String,
+    pub quantity: Label,
     /// Unit.
-    pub unit: String,
+    pub unit: Label,
     /// OBIS code.
-    pub obis: Option<String>,
+    pub obis: Option<Label>,
     /// Read function.
     pub function: ReadFunction,
     /// First register or bit (PDU address).
@@ -35,7 +35,7 @@ pub struct ModbusPoint {
     /// Register holding a power-of-ten exponent, read with the same function.
     pub exponent_register: Option<u16>,
     /// `modbus:fc04:0x0048:f32:abcd`.
-    pub source: String,
+    pub source: Label,
 }
 
 impl ModbusPoint {
@@ -108,16 +108,16 @@ pub(super) fn plan_points(
             )
         };
         points.push(ModbusPoint {
-            quantity: p.quantity.clone().unwrap_or_else(|| source.clone()),
-            unit: p.unit.clone().unwrap_or_default(),
-            obis: p.obis.clone(),
+            quantity: p.quantity.as_deref().unwrap_or(&source).into(),
+            unit: p.unit.as_deref().unwrap_or_default().into(),
+            obis: p.obis.as_deref().map(Label::from),
             function,
             register,
             value_type,
             order,
             scale,
             exponent_register: p.exponent_register,
-            source,
+            source: source.into(),
         });
     }
     let mut ranges: Vec<PointRange> = points
@@ -196,8 +196,8 @@ pub(super) fn value(
 ) -> ReadingValue {
     let bad = |reason: &str| {
         bad_value(
-            &point.quantity,
-            &point.unit,
+            point.quantity.clone(),
+            point.unit.clone(),
             point.obis.clone(),
             point.source.clone(),
             reason,

@@ -119,10 +119,10 @@ fn dlt645_poll_reads_each_di_and_decodes_blocks() {
         .iter()
         .map(|v| {
             (
-                v.quantity.clone(),
+                v.quantity.to_string(),
                 value_text(v),
                 v.quality,
-                v.source.clone(),
+                v.source.to_string(),
             )
         })
         .collect();
@@ -240,7 +240,7 @@ fn dlt645_1997_reads_with_code_01() {
     poll.on_reply(&Reply::Dlt645(reply), b"");
     let r = poll.abandon("link failed: gone");
     assert_eq!(value_text(&r.values[0]), "12345.67");
-    assert_eq!(r.values[0].source, "dlt645:9010");
+    assert_eq!(&*r.values[0].source, "dlt645:9010");
     assert_eq!(
         r.values.last().unwrap().reason.as_deref(),
         Some("link failed: gone")
@@ -343,19 +343,19 @@ fn modbus_poll_follows_the_plan_and_scales_exactly() {
     let shown: Vec<(String, String, Quality)> = r
         .values
         .iter()
-        .map(|v| (v.quantity.clone(), value_text(v), v.quality))
+        .map(|v| (v.quantity.to_string(), value_text(v), v.quality))
         .collect();
     assert_eq!(
         shown[0],
         ("voltage.l1".into(), "229.8".into(), Quality::Good)
     );
-    assert_eq!(r.values[0].source, "modbus:fc04:0x0000:f32:abcd");
+    assert_eq!(&*r.values[0].source, "modbus:fc04:0x0000:f32:abcd");
     assert_eq!(shown[1].2, Quality::Bad);
     assert_eq!(
         r.values[1].reason.as_deref(),
         Some("exception 02 illegal data address")
     );
-    assert_eq!(r.values[1].source, "modbus:fc04:0x0048:f32:abcd");
+    assert_eq!(&*r.values[1].source, "modbus:fc04:0x0048:f32:abcd");
     assert_eq!(shown[2].1, "123456.78");
     assert_eq!(shown[3].1, "-123.4");
 }

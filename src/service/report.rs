@@ -149,7 +149,8 @@ pub struct MeterReport {
     pub foreign_frames: u64,
     /// Reading success rates (scheduled polls only).
     pub success: MeterSuccess,
-    /// The last batch (scheduled poll or one-shot read), values with their quality.
+    /// The last batch (a scheduled poll once validated and stored, or a one-shot read), values
+    /// with their quality.
     pub last_reading: Option<ReadingBatch>,
 }
 

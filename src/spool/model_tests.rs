@@ -74,14 +74,14 @@ fn make_batch(meter: u8, n: u8, good_energy: bool, step: usize) -> ReadingBatch 
             quantity: if energy {
                 "energy.active.import.total".into()
             } else {
-                format!("voltage.l{i}")
+                format!("voltage.l{i}").into()
             },
             value: Some(ValueData::Number(
                 serde_json::from_str::<ExactNumber>(&text).unwrap(),
             )),
             unit: if energy { "kWh".into() } else { "V".into() },
             obis: None,
-            source: format!("dlt645:0201{i:02}00"),
+            source: format!("dlt645:0201{i:02}00").into(),
             quality: if energy && !good_energy {
                 Quality::Suspect
             } else {
@@ -186,7 +186,7 @@ impl Model {
                             (v.quantity.starts_with("energy."), v.quality, &v.value)
                         {
                             self.last_good
-                                .insert((b.meter.clone(), v.quantity.clone()), n.to_string());
+                                .insert((b.meter.clone(), v.quantity.to_string()), n.to_string());
                         }
                     }
                     out.push(Appended {

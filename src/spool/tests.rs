@@ -17,7 +17,7 @@ pub(super) fn batch(meter: &str, n: usize, energy: &str) -> ReadingBatch {
             (format!("voltage.l{i}"), format!("229.{i}"))
         };
         b.values.push(ReadingValue {
-            quantity,
+            quantity: quantity.into(),
             value: Some(ValueData::Number(
                 serde_json::from_str::<ExactNumber>(&value).unwrap(),
             )),

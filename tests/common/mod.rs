@@ -236,7 +236,7 @@ pub fn values(batch: &meterd::reading::ReadingBatch) -> HashMap<String, (String,
                 None => "null".into(),
             };
             (
-                v.quantity.clone(),
+                v.quantity.to_string(),
                 (text, v.reason.clone().unwrap_or_default()),
             )
         })
