@@ -116,12 +116,47 @@ struct MeterBook {
     day: u64,
     today_polls: u64,
     today_ok: u64,
-    /// Bucket number (secs / BUCKET_S) → (polls, ok), ring indexed by bucket % BUCKETS.
-    ring: Vec<(u64, u32, u32)>,
+    /// Bucket number (secs / BUCKET_S) → (polls, ok), ring indexed by bucket % BUCKETS;
+    /// [`NO_BUCKET`] marks a slot never used. Narrow on purpose (8 bytes a slot, 1.1 KiB a
+    /// meter): a bucket number fits u32 until the year 83,000 and a 10-minute bucket holds at
+    /// most 6,000 polls at the shortest interval (counts saturate anyway).
+    ring: Box<[(u32, u16, u16)]>,
     polls: u64,
     ok: u64,
     last_ok: Option<u64>,
-    last_batch: Option<ReadingBatch>,
+    last_batch: Option<StoredBatch>,
+}
+
+/// Marks a ring slot that was never used.
+const NO_BUCKET: u32 = u32::MAX;
+
+/// The ring bucket number of `now` (saturating below [`NO_BUCKET`]).
+fn bucket_of(now: u64) -> u32 {
+    u32::try_from(now / BUCKET_S).map_or(NO_BUCKET - 1, |b| b.min(NO_BUCKET - 1))
+}
+
+/// A meter's last batch as its compact JSON. The decoded batch costs some 5–8 KiB of heap
+/// (four strings per value); kept for every meter that is ~5 MB with 1,000 meters on a
+/// 256 MB gateway, while it is only read when the status page is built.
+#[derive(Debug, Clone)]
+struct StoredBatch(Box<[u8]>);
+
+impl StoredBatch {
+    fn new(batch: &ReadingBatch) -> Option<Self> {
+        match serde_json::to_vec(batch) {
+            Ok(json) => Some(Self(json.into_boxed_slice())),
+            Err(e) => {
+                // Cannot happen for a batch the drivers built (their numbers are valid JSON);
+                // the status page then shows no last batch for the meter.
+                tracing::warn!(meter = %batch.meter, error = %e, "last batch not kept");
+                None
+            }
+        }
+    }
+
+    fn get(&self) -> Option<ReadingBatch> {
+        serde_json::from_slice(&self.0).ok()
+    }
 }
 
 impl MeterBook {
@@ -131,7 +166,7 @@ impl MeterBook {
             day: 0,
             today_polls: 0,
             today_ok: 0,
-            ring: vec![(u64::MAX, 0, 0); BUCKETS],
+            ring: vec![(NO_BUCKET, 0, 0); BUCKETS].into_boxed_slice(),
             polls: 0,
             ok: 0,
             last_ok: None,
@@ -148,8 +183,8 @@ impl MeterBook {
         }
         self.today_polls += 1;
         self.polls += 1;
-        let bucket = now / BUCKET_S;
-        let slot = &mut self.ring[(bucket % BUCKETS as u64) as usize];
+        let bucket = bucket_of(now);
+        let slot = &mut self.ring[bucket as usize % BUCKETS];
         if slot.0 != bucket {
             *slot = (bucket, 0, 0);
         }
@@ -168,11 +203,11 @@ impl MeterBook {
         } else {
             (0, 0)
         };
-        let current = now / BUCKET_S;
-        let oldest = current.saturating_sub(BUCKETS as u64 - 1);
+        let current = bucket_of(now);
+        let oldest = current.saturating_sub(BUCKETS as u32 - 1);
         let (mut p, mut k) = (0u64, 0u64);
         for &(b, polls, ok) in &self.ring {
-            if b != u64::MAX && b >= oldest && b <= current {
+            if b != NO_BUCKET && b >= oldest && b <= current {
                 p += u64::from(polls);
                 k += u64::from(ok);
             }
@@ -232,20 +267,23 @@ impl SuccessBook {
         let ok = Self::is_success(batch);
         if let Some(m) = self.meters.get_mut(&batch.meter) {
             m.record(ok, secs(now));
-            m.last_batch = Some(batch.clone());
+            m.last_batch = StoredBatch::new(batch);
         }
     }
 
     /// Keeps a one-shot read's batch as the meter's last batch (not counted as a poll).
     pub fn record_one_shot(&mut self, batch: &ReadingBatch) {
         if let Some(m) = self.meters.get_mut(&batch.meter) {
-            m.last_batch = Some(batch.clone());
+            m.last_batch = StoredBatch::new(batch);
         }
     }
 
-    /// The last batch of `meter`.
-    pub fn last_batch(&self, meter: &str) -> Option<&ReadingBatch> {
-        self.meters.get(meter).and_then(|m| m.last_batch.as_ref())
+    /// The last batch of `meter` (decoded from the copy the book keeps).
+    pub fn last_batch(&self, meter: &str) -> Option<ReadingBatch> {
+        self.meters
+            .get(meter)
+            .and_then(|m| m.last_batch.as_ref())
+            .and_then(StoredBatch::get)
     }
 
     /// One meter's success at `now` (zeros for an unknown meter).
@@ -322,6 +360,20 @@ mod tests {
         b
     }
 
+    #[test]
+    fn the_last_batch_comes_back_exactly() {
+        let mut book = SuccessBook::new([("b", "m1")]);
+        let mut b = batch("m1", true);
+        b.values[0].value = Some(crate::reading::ValueData::Number(
+            crate::reading::ExactNumber::from_f32(230.1).expect("230.1 is finite"),
+        ));
+        b.values[0].obis = Some("1.8.0".into());
+        b.frames.push("6801".into());
+        book.record_poll(&b, at(5));
+        assert_eq!(book.last_batch("m1"), Some(b));
+        assert_eq!(book.last_batch("m2"), None);
+    }
+
     fn at(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(s)
     }
@@ -382,7 +434,7 @@ mod tests {
     fn one_shot_reads_are_kept_but_not_counted() {
         let mut book = SuccessBook::new([("b", "m1")]);
         book.record_one_shot(&batch("m1", true));
-        assert!(book.last_batch("m1").is_some());
+        assert_eq!(book.last_batch("m1"), Some(batch("m1", true)));
         assert_eq!(book.meter("m1", at(5)).since_start.polls, 0);
         // Unknown meters are ignored.
         book.record_poll(&batch("zz", true), at(5));
