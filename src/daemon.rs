@@ -250,8 +250,11 @@ impl Daemon {
         let up_stats = spool_stats.clone();
         let up = up.with_spool_stats(move || up_stats());
 
-        // Frames for the service's live trace (nobody listening costs one atomic load).
-        let (frames, _) = broadcast::channel(4096);
+        // Frames for the service's live trace (nobody listening costs one atomic load). The
+        // channel preallocates every slot (128 bytes each); 1,024 frames are seconds of
+        // traffic even with 1,000 meters, and a trace that falls further behind reports the
+        // frames it missed.
+        let (frames, _) = broadcast::channel(1024);
         // Buses send to the success book, which passes batches on to the pipeline. One
         // bus-side sender stays in the Daemon so that a reload can start buses later.
         let (bus_tx, bus_rx) = mpsc::channel::<ReadingBatch>(256);
