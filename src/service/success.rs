@@ -116,18 +116,20 @@ struct MeterBook {
     day: u64,
     today_polls: u64,
     today_ok: u64,
-    /// Bucket number (secs / BUCKET_S) → (polls, ok), ring indexed by bucket % BUCKETS;
-    /// [`NO_BUCKET`] marks a slot never used. Narrow on purpose (8 bytes a slot, 1.1 KiB a
-    /// meter): a bucket number fits u32 until the year 83,000 and a 10-minute bucket holds at
-    /// most 6,000 polls at the shortest interval (counts saturate anyway).
-    ring: Box<[(u32, u16, u16)]>,
+    /// (polls, ok) of the buckets `ring_last - BUCKETS + 1 ..= ring_last`, indexed by bucket
+    /// number (secs / BUCKET_S) % BUCKETS. Narrow on purpose (4 bytes a slot, 576 bytes a
+    /// meter; it was 16 bytes a slot): a 10-minute bucket holds at most 6,000 polls at the
+    /// shortest interval, and the counts saturate anyway.
+    ring: Box<[(u16, u16)]>,
+    /// The newest bucket in `ring`; [`NO_BUCKET`] before the first poll.
+    ring_last: u32,
     polls: u64,
     ok: u64,
     last_ok: Option<u64>,
     last_batch: Option<StoredBatch>,
 }
 
-/// Marks a ring slot that was never used.
+/// `ring_last` of a ring that was never used.
 const NO_BUCKET: u32 = u32::MAX;
 
 /// The ring bucket number of `now` (saturating below [`NO_BUCKET`]).
@@ -142,9 +144,12 @@ fn bucket_of(now: u64) -> u32 {
 struct StoredBatch(Box<[u8]>);
 
 impl StoredBatch {
-    fn new(batch: &ReadingBatch) -> Option<Self> {
-        match serde_json::to_vec(batch) {
-            Ok(json) => Some(Self(json.into_boxed_slice())),
+    /// Encodes `batch` through `scratch` (reused, so that the copy kept is allocated once at
+    /// its exact size).
+    fn new(batch: &ReadingBatch, scratch: &mut Vec<u8>) -> Option<Self> {
+        scratch.clear();
+        match serde_json::to_writer(&mut *scratch, batch) {
+            Ok(()) => Some(Self(Box::from(scratch.as_slice()))),
             Err(e) => {
                 // Cannot happen for a batch the drivers built (their numbers are valid JSON);
                 // the status page then shows no last batch for the meter.
@@ -166,7 +171,8 @@ impl MeterBook {
             day: 0,
             today_polls: 0,
             today_ok: 0,
-            ring: vec![(NO_BUCKET, 0, 0); BUCKETS].into_boxed_slice(),
+            ring: vec![(0, 0); BUCKETS].into_boxed_slice(),
+            ring_last: NO_BUCKET,
             polls: 0,
             ok: 0,
             last_ok: None,
@@ -184,17 +190,44 @@ impl MeterBook {
         self.today_polls += 1;
         self.polls += 1;
         let bucket = bucket_of(now);
-        let slot = &mut self.ring[bucket as usize % BUCKETS];
-        if slot.0 != bucket {
-            *slot = (bucket, 0, 0);
+        self.advance_ring(bucket);
+        // A poll older than the ring (the clock stepped back a day) is left out of the window.
+        let slot = self
+            .ring_last
+            .checked_sub(bucket)
+            .is_some_and(|age| age < BUCKETS as u32)
+            .then(|| &mut self.ring[bucket as usize % BUCKETS]);
+        if let Some(slot) = slot {
+            slot.0 = slot.0.saturating_add(1);
+            if ok {
+                slot.1 = slot.1.saturating_add(1);
+            }
         }
-        slot.1 = slot.1.saturating_add(1);
         if ok {
             self.today_ok += 1;
             self.ok += 1;
-            slot.2 = slot.2.saturating_add(1);
             self.last_ok = Some(now);
         }
+    }
+
+    /// Makes `bucket` the ring's newest bucket if it is newer, emptying the slots of the
+    /// buckets it skips over.
+    fn advance_ring(&mut self, bucket: u32) {
+        if self.ring_last == NO_BUCKET {
+            self.ring_last = bucket;
+            return;
+        }
+        if bucket <= self.ring_last {
+            return;
+        }
+        if bucket - self.ring_last >= BUCKETS as u32 {
+            self.ring.fill((0, 0));
+        } else {
+            for b in self.ring_last + 1..=bucket {
+                self.ring[b as usize % BUCKETS] = (0, 0);
+            }
+        }
+        self.ring_last = bucket;
     }
 
     fn success(&self, now: u64) -> MeterSuccess {
@@ -206,10 +239,16 @@ impl MeterBook {
         let current = bucket_of(now);
         let oldest = current.saturating_sub(BUCKETS as u32 - 1);
         let (mut p, mut k) = (0u64, 0u64);
-        for &(b, polls, ok) in &self.ring {
-            if b != NO_BUCKET && b >= oldest && b <= current {
-                p += u64::from(polls);
-                k += u64::from(ok);
+        if self.ring_last != NO_BUCKET {
+            for age in 0..BUCKETS as u32 {
+                let Some(b) = self.ring_last.checked_sub(age) else {
+                    break;
+                };
+                if b >= oldest && b <= current {
+                    let (polls, ok) = self.ring[b as usize % BUCKETS];
+                    p += u64::from(polls);
+                    k += u64::from(ok);
+                }
             }
         }
         MeterSuccess {
@@ -229,6 +268,8 @@ impl MeterBook {
 #[derive(Debug, Clone, Default)]
 pub struct SuccessBook {
     meters: BTreeMap<String, MeterBook>,
+    /// Encoding buffer for the last batches.
+    scratch: Vec<u8>,
 }
 
 impl SuccessBook {
@@ -239,6 +280,7 @@ impl SuccessBook {
                 .into_iter()
                 .map(|(bus, id)| (id.to_owned(), MeterBook::new(bus)))
                 .collect(),
+            scratch: Vec::new(),
         }
     }
 
@@ -267,14 +309,14 @@ impl SuccessBook {
         let ok = Self::is_success(batch);
         if let Some(m) = self.meters.get_mut(&batch.meter) {
             m.record(ok, secs(now));
-            m.last_batch = StoredBatch::new(batch);
+            m.last_batch = StoredBatch::new(batch, &mut self.scratch);
         }
     }
 
     /// Keeps a one-shot read's batch as the meter's last batch (not counted as a poll).
     pub fn record_one_shot(&mut self, batch: &ReadingBatch) {
         if let Some(m) = self.meters.get_mut(&batch.meter) {
-            m.last_batch = StoredBatch::new(batch);
+            m.last_batch = StoredBatch::new(batch, &mut self.scratch);
         }
     }
 
@@ -358,6 +400,32 @@ mod tests {
             meter_time: None,
         });
         b
+    }
+
+    #[test]
+    fn the_24h_window_survives_gaps_and_a_clock_stepping_back() {
+        let mut book = SuccessBook::new([("b", "m1")]);
+        let t = 30 * DAY_S;
+        book.record_poll(&batch("m1", true), at(t));
+        book.record_poll(&batch("m1", false), at(t + 2 * BUCKET_S));
+        let w = book.meter("m1", at(t + 2 * BUCKET_S)).last_24h;
+        assert_eq!((w.polls, w.ok), (2, 1));
+        // Two days without polls: the ring starts over.
+        let later = t + 2 * DAY_S;
+        book.record_poll(&batch("m1", true), at(later));
+        let w = book.meter("m1", at(later)).last_24h;
+        assert_eq!((w.polls, w.ok), (1, 1));
+        // The clock steps back one bucket: the poll counts in that bucket.
+        book.record_poll(&batch("m1", false), at(later - BUCKET_S));
+        let w = book.meter("m1", at(later)).last_24h;
+        assert_eq!((w.polls, w.ok), (2, 1));
+        // A query 23 h 50 min later still sees the newest bucket only.
+        let w = book.meter("m1", at(later + DAY_S - BUCKET_S)).last_24h;
+        assert_eq!((w.polls, w.ok), (1, 1));
+        // A poll from before the ring's reach is left out of the window.
+        book.record_poll(&batch("m1", true), at(later - 2 * DAY_S));
+        let w = book.meter("m1", at(later)).last_24h;
+        assert_eq!((w.polls, w.ok), (2, 1));
     }
 
     #[test]
