@@ -174,12 +174,15 @@ impl Daemon {
         let up_stats = spool_stats.clone();
         let up = up.with_spool_stats(move || up_stats());
 
-        // Frames for the service's live trace (nobody listening costs one atomic load).
-        let (frames, _) = broadcast::channel(4096);
+        // Frames for the service's live trace (nobody listening costs one atomic load). The
+        // channel preallocates every slot (128 bytes each); 1,024 frames are seconds of
+        // traffic even with 1,000 meters, and a trace that falls further behind reports the
+        // frames it missed.
+        let (frames, _) = broadcast::channel(1024);
         // Buses send to the pipeline. One sender stays in the Daemon so that a reload can
-        // start buses later.
-        // While a group is being committed, the next batches wait here; a full queue makes the
-        // buses wait (for an fsync) rather than the daemon hold more batches in memory.
+        // start buses later. While a group is being committed, the next batches wait here; a
+        // full queue makes the buses wait (for an fsync) rather than the daemon hold more
+        // batches in memory.
         let (bus_tx, rx) = mpsc::channel::<ReadingBatch>(128);
         let mut buses = Vec::new();
         for bus in &config.buses {
@@ -617,15 +620,16 @@ impl SpoolWriter {
         let rows = s.append_rows(&self.gateway, &mut self.unstored)?;
         drop(s);
         self.validated = 0;
-        match &self.book {
-            // Moved, not copied: the batches are done with.
-            Some(book) => {
-                let mut book = crate::service::lock(book);
-                for b in self.unstored.drain(..) {
-                    book.keep_last(b);
+        self.unstored.clear();
+        if let Some(book) = &self.book {
+            // Each meter's newest batch of the group, as stored.
+            let mut book = crate::service::lock(book);
+            let mut seen = std::collections::HashSet::new();
+            for row in rows.rows.iter().rev() {
+                if seen.insert(row.meter.as_str()) {
+                    book.keep_last_json(&row.meter, &row.payload);
                 }
             }
-            None => self.unstored.clear(),
         }
         Ok(rows)
     }

@@ -12,6 +12,7 @@
 //! It never assigns reading sequence numbers (the spool does) and never blocks another bus:
 //! each bus is its own task, and a dead meter costs its own bus at most its timeout budget.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll as TaskPoll};
@@ -240,7 +241,9 @@ impl Bus {
         options: BusOptions,
     ) -> Result<Self, BusError> {
         let tap = FrameTap::new(&bus.name, options.frames.clone());
-        let mut meters = Vec::new();
+        let mut meters: Vec<MeterSlot> = Vec::new();
+        // The first driver built per profile, whose points the next meters of it share.
+        let mut by_profile: HashMap<&str, usize> = HashMap::new();
         for m in &bus.meters {
             let m = m.get_ref();
             let id = m.effective_id(&bus.name);
@@ -249,11 +252,20 @@ impl Bus {
                 meter: id.clone(),
                 profile: m.profile.clone(),
             })?;
-            let driver =
+            let mut driver =
                 MeterDriver::new(m, profile, &bus.name).map_err(|source| BusError::Driver {
                     bus: bus.name.clone(),
                     source,
                 })?;
+            match by_profile
+                .get(m.profile.as_str())
+                .and_then(|&i| meters.get(i))
+            {
+                Some(first) => driver.share_points(&first.driver),
+                None => {
+                    by_profile.insert(&m.profile, meters.len());
+                }
+            }
             meters.push(MeterSlot {
                 tap: tap.for_meter(&id),
                 driver: Arc::new(driver),

@@ -14,6 +14,7 @@ mod dlt645;
 mod modbus;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use meter_protocols::dlt645::{Address, DataIdentifier, Version};
 use meter_protocols::modbus::plan::PollPlan;
@@ -92,7 +93,9 @@ pub struct MeterDriver {
     address: Option<Address>,
     unit: u8,
     transactions: Vec<Transaction>,
-    modbus_points: Vec<ModbusPoint>,
+    /// Shared by the meters of one profile ([`MeterDriver::share_points`]): with 1,000 meters
+    /// the per-meter copies were ~6 MB of a small gateway's memory.
+    modbus_points: Arc<[ModbusPoint]>,
     plan: Option<PollPlan>,
 }
 
@@ -118,7 +121,7 @@ impl MeterDriver {
             address: None,
             unit: 0,
             transactions: Vec::new(),
-            modbus_points: Vec::new(),
+            modbus_points: Arc::from([]),
             plan: None,
         };
         match profile.protocol {
@@ -156,7 +159,7 @@ impl MeterDriver {
                 for (i, read) in plan.requests.iter().enumerate() {
                     driver.transactions.push(modbus::transaction(unit, read, i));
                 }
-                driver.modbus_points = points;
+                driver.modbus_points = Arc::from(points);
                 driver.plan = Some(plan);
             }
         }
@@ -198,6 +201,16 @@ impl MeterDriver {
         &self.modbus_points
     }
 
+    /// Uses `other`'s Modbus points instead of this driver's own copy when they are the same
+    /// (meters of one profile), so that they are held once, not once per meter.
+    pub fn share_points(&mut self, other: &MeterDriver) {
+        if !Arc::ptr_eq(&self.modbus_points, &other.modbus_points)
+            && self.modbus_points == other.modbus_points
+        {
+            self.modbus_points = other.modbus_points.clone();
+        }
+    }
+
     /// The quantities one poll yields, as named before any reply (blocks expanded nominally).
     pub fn quantities(&self) -> Vec<String> {
         if self.protocol.is_dlt645() {
@@ -224,7 +237,9 @@ impl MeterDriver {
             driver: self,
             tx: 0,
             follow: None,
-            values: Vec::new(),
+            // Exact for Modbus (one value per point): a grown Vec would carry up to twice
+            // the capacity in every batch in flight.
+            values: Vec::with_capacity(self.modbus_points.len()),
             frames: Vec::new(),
             answered: 0,
             failed: 0,

@@ -202,7 +202,7 @@ impl Snapshot {
             .map(|b| {
                 b.meters
                     .iter()
-                    .map(|m| (book.meter(&m.id, now), book.last_batch(&m.id).cloned()))
+                    .map(|m| (book.meter(&m.id, now), book.last_batch(&m.id)))
                     .collect()
             })
             .collect();

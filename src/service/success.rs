@@ -116,12 +116,52 @@ struct MeterBook {
     day: u64,
     today_polls: u64,
     today_ok: u64,
-    /// Bucket number (secs / BUCKET_S) → (polls, ok), ring indexed by bucket % BUCKETS.
-    ring: Vec<(u64, u32, u32)>,
+    /// (polls, ok) of the buckets `ring_last - BUCKETS + 1 ..= ring_last`, indexed by bucket
+    /// number (secs / BUCKET_S) % BUCKETS. Narrow on purpose (4 bytes a slot, 576 bytes a
+    /// meter; it was 16 bytes a slot): a 10-minute bucket holds at most 6,000 polls at the
+    /// shortest interval, and the counts saturate anyway.
+    ring: Box<[(u16, u16)]>,
+    /// The newest bucket in `ring`; [`NO_BUCKET`] before the first poll.
+    ring_last: u32,
     polls: u64,
     ok: u64,
     last_ok: Option<u64>,
-    last_batch: Option<ReadingBatch>,
+    last_batch: Option<StoredBatch>,
+}
+
+/// `ring_last` of a ring that was never used.
+const NO_BUCKET: u32 = u32::MAX;
+
+/// The ring bucket number of `now` (saturating below [`NO_BUCKET`]).
+fn bucket_of(now: u64) -> u32 {
+    u32::try_from(now / BUCKET_S).map_or(NO_BUCKET - 1, |b| b.min(NO_BUCKET - 1))
+}
+
+/// A meter's last batch as its compact JSON. The decoded batch costs some 5–8 KiB of heap
+/// (four strings per value); kept for every meter that is ~5 MB with 1,000 meters on a
+/// 256 MB gateway, while it is only read when the status page is built.
+#[derive(Debug, Clone)]
+struct StoredBatch(Box<[u8]>);
+
+impl StoredBatch {
+    /// Encodes `batch` through `scratch` (reused, so that the copy kept is allocated once at
+    /// its exact size).
+    fn new(batch: &ReadingBatch, scratch: &mut Vec<u8>) -> Option<Self> {
+        scratch.clear();
+        match serde_json::to_writer(&mut *scratch, batch) {
+            Ok(()) => Some(Self(Box::from(scratch.as_slice()))),
+            Err(e) => {
+                // Cannot happen for a batch the drivers built (their numbers are valid JSON);
+                // the status page then shows no last batch for the meter.
+                tracing::warn!(meter = %batch.meter, error = %e, "last batch not kept");
+                None
+            }
+        }
+    }
+
+    fn get(&self) -> Option<ReadingBatch> {
+        serde_json::from_slice(&self.0).ok()
+    }
 }
 
 impl MeterBook {
@@ -131,7 +171,8 @@ impl MeterBook {
             day: 0,
             today_polls: 0,
             today_ok: 0,
-            ring: vec![(u64::MAX, 0, 0); BUCKETS],
+            ring: vec![(0, 0); BUCKETS].into_boxed_slice(),
+            ring_last: NO_BUCKET,
             polls: 0,
             ok: 0,
             last_ok: None,
@@ -148,18 +189,45 @@ impl MeterBook {
         }
         self.today_polls += 1;
         self.polls += 1;
-        let bucket = now / BUCKET_S;
-        let slot = &mut self.ring[(bucket % BUCKETS as u64) as usize];
-        if slot.0 != bucket {
-            *slot = (bucket, 0, 0);
+        let bucket = bucket_of(now);
+        self.advance_ring(bucket);
+        // A poll older than the ring (the clock stepped back a day) is left out of the window.
+        let slot = self
+            .ring_last
+            .checked_sub(bucket)
+            .is_some_and(|age| age < BUCKETS as u32)
+            .then(|| &mut self.ring[bucket as usize % BUCKETS]);
+        if let Some(slot) = slot {
+            slot.0 = slot.0.saturating_add(1);
+            if ok {
+                slot.1 = slot.1.saturating_add(1);
+            }
         }
-        slot.1 = slot.1.saturating_add(1);
         if ok {
             self.today_ok += 1;
             self.ok += 1;
-            slot.2 = slot.2.saturating_add(1);
             self.last_ok = Some(now);
         }
+    }
+
+    /// Makes `bucket` the ring's newest bucket if it is newer, emptying the slots of the
+    /// buckets it skips over.
+    fn advance_ring(&mut self, bucket: u32) {
+        if self.ring_last == NO_BUCKET {
+            self.ring_last = bucket;
+            return;
+        }
+        if bucket <= self.ring_last {
+            return;
+        }
+        if bucket - self.ring_last >= BUCKETS as u32 {
+            self.ring.fill((0, 0));
+        } else {
+            for b in self.ring_last + 1..=bucket {
+                self.ring[b as usize % BUCKETS] = (0, 0);
+            }
+        }
+        self.ring_last = bucket;
     }
 
     fn success(&self, now: u64) -> MeterSuccess {
@@ -168,13 +236,19 @@ impl MeterBook {
         } else {
             (0, 0)
         };
-        let current = now / BUCKET_S;
-        let oldest = current.saturating_sub(BUCKETS as u64 - 1);
+        let current = bucket_of(now);
+        let oldest = current.saturating_sub(BUCKETS as u32 - 1);
         let (mut p, mut k) = (0u64, 0u64);
-        for &(b, polls, ok) in &self.ring {
-            if b != u64::MAX && b >= oldest && b <= current {
-                p += u64::from(polls);
-                k += u64::from(ok);
+        if self.ring_last != NO_BUCKET {
+            for age in 0..BUCKETS as u32 {
+                let Some(b) = self.ring_last.checked_sub(age) else {
+                    break;
+                };
+                if b >= oldest && b <= current {
+                    let (polls, ok) = self.ring[b as usize % BUCKETS];
+                    p += u64::from(polls);
+                    k += u64::from(ok);
+                }
             }
         }
         MeterSuccess {
@@ -194,6 +268,8 @@ impl MeterBook {
 #[derive(Debug, Clone, Default)]
 pub struct SuccessBook {
     meters: BTreeMap<String, MeterBook>,
+    /// Encoding buffer for the last batches.
+    scratch: Vec<u8>,
 }
 
 impl SuccessBook {
@@ -204,6 +280,7 @@ impl SuccessBook {
                 .into_iter()
                 .map(|(bus, id)| (id.to_owned(), MeterBook::new(bus)))
                 .collect(),
+            scratch: Vec::new(),
         }
     }
 
@@ -230,7 +307,7 @@ impl SuccessBook {
     /// Records a scheduled poll's batch (its outcome and, as the meter's last batch, itself).
     pub fn record_poll(&mut self, batch: &ReadingBatch, now: SystemTime) {
         self.count_poll(batch, now);
-        self.keep_last(batch.clone());
+        self.keep_last(batch);
     }
 
     /// Counts a scheduled poll's outcome (the daemon, as each batch arrives).
@@ -241,24 +318,35 @@ impl SuccessBook {
         }
     }
 
-    /// Keeps `batch` as its meter's last batch (the daemon, once it is validated and stored:
-    /// the page then shows the quality that was published).
-    pub fn keep_last(&mut self, batch: ReadingBatch) {
+    /// Keeps `batch` as its meter's last batch.
+    pub fn keep_last(&mut self, batch: &ReadingBatch) {
         if let Some(m) = self.meters.get_mut(&batch.meter) {
-            m.last_batch = Some(batch);
+            m.last_batch = StoredBatch::new(batch, &mut self.scratch);
+        }
+    }
+
+    /// Keeps the JSON of a batch of `meter` as its last batch: the daemon, once the batch is
+    /// validated and stored, passes the payload the spool stored (the page then shows what
+    /// was published, and nothing is encoded twice).
+    pub fn keep_last_json(&mut self, meter: &str, json: &[u8]) {
+        if let Some(m) = self.meters.get_mut(meter) {
+            m.last_batch = Some(StoredBatch(Box::from(json)));
         }
     }
 
     /// Keeps a one-shot read's batch as the meter's last batch (not counted as a poll).
     pub fn record_one_shot(&mut self, batch: &ReadingBatch) {
         if let Some(m) = self.meters.get_mut(&batch.meter) {
-            m.last_batch = Some(batch.clone());
+            m.last_batch = StoredBatch::new(batch, &mut self.scratch);
         }
     }
 
-    /// The last batch of `meter`.
-    pub fn last_batch(&self, meter: &str) -> Option<&ReadingBatch> {
-        self.meters.get(meter).and_then(|m| m.last_batch.as_ref())
+    /// The last batch of `meter` (decoded from the copy the book keeps).
+    pub fn last_batch(&self, meter: &str) -> Option<ReadingBatch> {
+        self.meters
+            .get(meter)
+            .and_then(|m| m.last_batch.as_ref())
+            .and_then(StoredBatch::get)
     }
 
     /// One meter's success at `now` (zeros for an unknown meter).
@@ -335,6 +423,46 @@ mod tests {
         b
     }
 
+    #[test]
+    fn the_24h_window_survives_gaps_and_a_clock_stepping_back() {
+        let mut book = SuccessBook::new([("b", "m1")]);
+        let t = 30 * DAY_S;
+        book.record_poll(&batch("m1", true), at(t));
+        book.record_poll(&batch("m1", false), at(t + 2 * BUCKET_S));
+        let w = book.meter("m1", at(t + 2 * BUCKET_S)).last_24h;
+        assert_eq!((w.polls, w.ok), (2, 1));
+        // Two days without polls: the ring starts over.
+        let later = t + 2 * DAY_S;
+        book.record_poll(&batch("m1", true), at(later));
+        let w = book.meter("m1", at(later)).last_24h;
+        assert_eq!((w.polls, w.ok), (1, 1));
+        // The clock steps back one bucket: the poll counts in that bucket.
+        book.record_poll(&batch("m1", false), at(later - BUCKET_S));
+        let w = book.meter("m1", at(later)).last_24h;
+        assert_eq!((w.polls, w.ok), (2, 1));
+        // A query 23 h 50 min later still sees the newest bucket only.
+        let w = book.meter("m1", at(later + DAY_S - BUCKET_S)).last_24h;
+        assert_eq!((w.polls, w.ok), (1, 1));
+        // A poll from before the ring's reach is left out of the window.
+        book.record_poll(&batch("m1", true), at(later - 2 * DAY_S));
+        let w = book.meter("m1", at(later)).last_24h;
+        assert_eq!((w.polls, w.ok), (2, 1));
+    }
+
+    #[test]
+    fn the_last_batch_comes_back_exactly() {
+        let mut book = SuccessBook::new([("b", "m1")]);
+        let mut b = batch("m1", true);
+        b.values[0].value = Some(crate::reading::ValueData::Number(
+            crate::reading::ExactNumber::from_f32(230.1).expect("230.1 is finite"),
+        ));
+        b.values[0].obis = Some("1.8.0".into());
+        b.frames.push("6801".into());
+        book.record_poll(&b, at(5));
+        assert_eq!(book.last_batch("m1"), Some(b));
+        assert_eq!(book.last_batch("m2"), None);
+    }
+
     fn at(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(s)
     }
@@ -395,7 +523,7 @@ mod tests {
     fn one_shot_reads_are_kept_but_not_counted() {
         let mut book = SuccessBook::new([("b", "m1")]);
         book.record_one_shot(&batch("m1", true));
-        assert!(book.last_batch("m1").is_some());
+        assert_eq!(book.last_batch("m1"), Some(batch("m1", true)));
         assert_eq!(book.meter("m1", at(5)).since_start.polls, 0);
         // Unknown meters are ignored.
         book.record_poll(&batch("zz", true), at(5));

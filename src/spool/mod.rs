@@ -83,6 +83,11 @@ pub use error::SpoolError;
 
 use crate::reading::{Quality, ReadingBatch, ValueData};
 
+/// SQLite's page cache per spool, in KiB (SQLite's default is 2,000 KiB). The spool is written
+/// at its end and read from its start, so a small cache serves it; pages it misses come from
+/// the kernel's page cache, and on a 256 MB gateway the difference is resident memory.
+const PAGE_CACHE_KIB: i64 = 512;
+
 /// How to open a spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpoolOptions {
@@ -320,6 +325,8 @@ impl Spool {
         };
         conn.pragma_update(None, "synchronous", sync).map_err(sql)?;
         conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
+            .map_err(sql)?;
+        conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
             .map_err(sql)?;
 
         let mut problems = Vec::new();
