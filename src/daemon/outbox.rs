@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use crate::spool::{AppendedRows, Spool, SpoolError};
 use crate::uplink::{self, Outbox};
 
-/// Most rows kept for the handoff. The uplink takes them within one publish window while it
-/// is connected; while it is not, they would only duplicate the file in memory.
-const FRESH_MAX: usize = 4_096;
+/// Most rows kept for the handoff (their payloads are ~1–3 KB each). The uplink takes them a
+/// publish window at a time; when it falls further behind (a poll burst of hundreds of meters,
+/// a broker outage) it reads the file instead, so that a burst is not held in memory twice.
+const FRESH_MAX: usize = 256;
 
 /// A group of acks is committed when it holds this many.
 const ACK_GROUP: usize = 64;
