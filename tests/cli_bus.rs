@@ -340,3 +340,78 @@ profile = "dlt645-single-phase"
         text(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn scan_sweeps_the_units_behind_a_modbus_tcp_gateway() {
+    use meterd::sim::{SimConfig, Simulator};
+    let config = SimConfig::from_text(
+        std::path::Path::new("scan.toml"),
+        r#"
+[[port]]
+name = "mb"
+modbus_tcp = "127.0.0.1:0"
+[[port.meter]]
+protocol = "modbus-tcp"
+unit = 1
+profile = "eastron-sdm630"
+[[port.meter]]
+protocol = "modbus-tcp"
+unit = 3
+profile = "generic-modbus"
+"#,
+    )
+    .unwrap();
+    let sim = Simulator::start(config).await.unwrap();
+    let addr = sim.local_addr("mb").unwrap().to_string();
+    // Units 2 and 4 are silent: each costs a timeout and a new connection, and no late reply
+    // is credited to the next unit.
+    let out = meterd(&[
+        "scan",
+        "--tcp",
+        &addr,
+        "--protocol",
+        "modbus-tcp",
+        "--units",
+        "1-4",
+        "--register",
+        "fc04:0:2",
+        "--timeout",
+        "100ms",
+        "--json",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = found.as_array().unwrap();
+    let units: Vec<&str> = found
+        .iter()
+        .map(|f| f["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(units, ["1", "3"], "{found:?}");
+    assert_eq!(found[0]["answer"], "present (answered the read)");
+    // The evidence is the reply's whole ADU: MBAP header, then unit, function, byte count.
+    for (f, unit) in found.iter().zip(["01", "03"]) {
+        let frame: Vec<&str> = f["frame"].as_str().unwrap().split(' ').collect();
+        assert_eq!(frame[2..4], ["00", "00"], "protocol id: {f}");
+        assert_eq!(frame[6], unit, "{f}");
+        assert_eq!(frame[7].chars().last(), Some('4'), "function 04 or 84: {f}");
+    }
+
+    let out = meterd(&[
+        "scan",
+        "--tcp",
+        &addr,
+        "--protocol",
+        "modbus-tcp",
+        "--units",
+        "5-6",
+        "--timeout",
+        "50ms",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "meterd scan: no answer to 2 probes"
+    );
+}

@@ -364,28 +364,9 @@ impl Bus {
                 }
                 Err(e) => Err(e.to_string()),
             },
-            Wire::ModbusTcp { address, ctx } => {
-                match tokio::time::timeout(connect_timeout, TcpStream::connect(address.as_str()))
-                    .await
-                {
-                    Err(_) => Err(format!(
-                        "{address}: cannot connect: no answer within {connect_timeout:?}"
-                    )),
-                    Ok(Err(e)) => Err(format!("{address}: cannot connect: {e}")),
-                    Ok(Ok(stream)) => {
-                        let _ = stream.set_nodelay(true);
-                        let tapped = Tapped::default();
-                        let stream = TapStream {
-                            inner: stream,
-                            tapped: tapped.clone(),
-                        };
-                        let c =
-                            tokio_modbus::client::tcp::attach_slave(stream, tokio_modbus::Slave(1));
-                        *ctx = Some((c, tapped));
-                        Ok(())
-                    }
-                }
-            }
+            Wire::ModbusTcp { address, ctx } => ModbusTcpClient::connect(address, connect_timeout)
+                .await
+                .map(|c| *ctx = Some((c.ctx, c.tapped))),
         };
         match result {
             Ok(()) => {
@@ -840,9 +821,53 @@ enum Attempt {
     Link(String),
 }
 
-enum TcpFailure {
+/// Why a Modbus TCP call gave no reply.
+pub(crate) enum TcpFailure {
+    /// No reply in time: the connection must be replaced (a late reply would be taken as the
+    /// next answer).
     Timeout,
+    /// The connection failed.
     Link(String),
+}
+
+/// A Modbus TCP client connection whose bytes are tapped (evidence, traces): the bus task's
+/// link to a Modbus TCP meter or gateway, and `meterd scan`'s.
+pub(crate) struct ModbusTcpClient {
+    ctx: tokio_modbus::client::Context,
+    tapped: Tapped,
+}
+
+impl ModbusTcpClient {
+    /// Connects to `address` (`host:port`) within `timeout`.
+    pub(crate) async fn connect(address: &str, timeout: Duration) -> Result<Self, String> {
+        match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Err(_) => Err(format!(
+                "{address}: cannot connect: no answer within {timeout:?}"
+            )),
+            Ok(Err(e)) => Err(format!("{address}: cannot connect: {e}")),
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                let tapped = Tapped::default();
+                let stream = TapStream {
+                    inner: stream,
+                    tapped: tapped.clone(),
+                };
+                let ctx = tokio_modbus::client::tcp::attach_slave(stream, tokio_modbus::Slave(1));
+                Ok(Self { ctx, tapped })
+            }
+        }
+    }
+
+    /// Sends read `req` to `unit`; the reply (an exception included) with its raw bytes.
+    pub(crate) async fn call(
+        &mut self,
+        unit: u8,
+        req: &rtu::Request,
+        timeout: Duration,
+        tap: &FrameTap,
+    ) -> Result<(Reply, Vec<u8>), TcpFailure> {
+        modbus_tcp_call(&mut self.ctx, &self.tapped, unit, req, timeout, tap).await
+    }
 }
 
 /// Bytes a [`TapStream`] saw, for evidence and traces.

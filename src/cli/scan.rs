@@ -3,8 +3,10 @@
 //! DL/T 645: read-address (`13`) to `AAAAAAAAAAAA` finds the lone meter of a point-to-point
 //! bus; `--addresses` probes a list or a range with a cheap read (any valid reply, an error
 //! reply included, means "present"). Modbus RTU: a unit sweep with one cheap read per unit (an
-//! exception reply also means "present"). Replies are matched by address or unit id, so a
-//! late reply from one probe is never credited to the next.
+//! exception reply also means "present"), on a serial port or a raw TCP device server; Modbus
+//! TCP: the same sweep through a Modbus TCP gateway, on a new connection after every probe that
+//! timed out. Replies are matched by address or unit id (and, on Modbus TCP, the connection),
+//! so a late reply from one probe is never credited to the next.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use serde::Serialize;
 
 use super::{LineArgs, ProtocolArg, Target, fail, parse_duration, runtime};
 use crate::bus::exchange::{ExchangeError, ExchangeTiming, Framing, Reply, exchange};
+use crate::bus::task::{ModbusTcpClient, TcpFailure};
 use crate::bus::trace::FrameTap;
 use crate::bus::transport::{Link, LinkSettings};
 use crate::config::Protocol;
@@ -30,7 +33,8 @@ pub struct ScanArgs {
     /// Serial settings.
     #[command(flatten)]
     pub line: LineArgs,
-    /// The protocol to scan for (modbus-tcp is not supported: use modbus-rtu over a device server).
+    /// The protocol to scan for (modbus-tcp sweeps the units behind a Modbus TCP gateway,
+    /// with `--tcp`).
     #[arg(long, value_enum)]
     pub protocol: ProtocolArg,
     /// DL/T 645 addresses to probe: `A,B,…` or a range `000000000001-000000000050`
@@ -68,11 +72,7 @@ pub struct Found {
 pub fn run(args: &ScanArgs) -> ExitCode {
     let protocol: Protocol = args.protocol.into();
     if protocol == Protocol::ModbusTcp {
-        return fail(
-            "scan",
-            "modbus-tcp scan is not supported; a Modbus TCP gateway's units can be read with `meterd read --unit`",
-            2,
-        );
+        return scan_modbus_tcp(args);
     }
     let probes = match probes(args, protocol) {
         Ok(p) => p,
@@ -137,20 +137,85 @@ pub fn run(args: &ScanArgs) -> ExitCode {
                 }
             }
         }
-        if args.json {
-            match serde_json::to_string_pretty(&found) {
-                Ok(s) => println!("{s}"),
-                Err(e) => return fail("scan", &format!("cannot print JSON: {e}"), 2),
+        report(&found, probes.len(), args.json)
+    })
+}
+
+/// `meterd scan --protocol modbus-tcp --tcp HOST:PORT`: one read per unit through the
+/// gateway (tokio-modbus). A unit that does not answer in time costs a reconnect, so that its
+/// late reply cannot be taken for the next unit's.
+fn scan_modbus_tcp(args: &ScanArgs) -> ExitCode {
+    let Some(host) = &args.target.tcp else {
+        return fail("scan", "modbus-tcp needs --tcp HOST:PORT", 2);
+    };
+    let request = match register(&args.register).and_then(|(function, address, count)| {
+        let r = rtu::Request::read(function, address, count);
+        r.validate().map_err(|e| format!("--register: {e}"))?;
+        Ok(r)
+    }) {
+        Ok(r) => r,
+        Err(e) => return fail("scan", &e, 2),
+    };
+    let units = match units(&args.units) {
+        Ok(u) => u,
+        Err(e) => return fail("scan", &e, 2),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail("scan", &e, 2),
+    };
+    let timeout = args.timeout.unwrap_or(Duration::from_millis(200));
+    let connect = Duration::from_secs(3);
+    rt.block_on(async {
+        let tap = FrameTap::silent("scan");
+        let mut client = match ModbusTcpClient::connect(host, connect).await {
+            Ok(c) => c,
+            Err(e) => return fail("scan", &e, 2),
+        };
+        let mut found = Vec::new();
+        for unit in &units {
+            match client.call(*unit, &request, timeout, &tap).await {
+                Ok((reply, raw)) => {
+                    let (address, answer) = describe(&unit.to_string(), &reply);
+                    if !args.json {
+                        println!("{address}  {answer}  {}", to_hex(&raw));
+                    }
+                    found.push(Found {
+                        address,
+                        answer,
+                        frame: to_hex(&raw),
+                    });
+                }
+                Err(TcpFailure::Timeout) => {
+                    client = match ModbusTcpClient::connect(host, connect).await {
+                        Ok(c) => c,
+                        Err(e) => return fail("scan", &e, 2),
+                    };
+                }
+                Err(TcpFailure::Link(e)) => {
+                    return fail("scan", &format!("link failed: {e}"), 2);
+                }
             }
         }
-        if found.is_empty() {
-            return fail("scan", &format!("no answer to {} probes", probes.len()), 1);
-        }
-        if !args.json {
-            println!("{} found", found.len());
-        }
-        ExitCode::SUCCESS
+        report(&found, units.len(), args.json)
     })
+}
+
+/// Prints what answered; exit status 0 when something did, 1 when nothing did.
+fn report(found: &[Found], probes: usize, json: bool) -> ExitCode {
+    if json {
+        match serde_json::to_string_pretty(found) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return fail("scan", &format!("cannot print JSON: {e}"), 2),
+        }
+    }
+    if found.is_empty() {
+        return fail("scan", &format!("no answer to {probes} probes"), 1);
+    }
+    if !json {
+        println!("{} found", found.len());
+    }
+    ExitCode::SUCCESS
 }
 
 type Probe = (String, Vec<u8>, Framing);
