@@ -240,3 +240,21 @@ def test_scan_sweeps_units_on_rtu(meterd, rtu_server):
     found = json.loads(out.stdout)
     assert [f["address"] for f in found] == ["1", "2", "3"], found
     assert "exception" in found[2]["answer"], found
+
+
+def test_scan_sweeps_units_behind_a_modbus_tcp_server(meterd, tcp_server):
+    # The same sweep through pymodbus' TCP server: silent units 4-6 each cost a new connection.
+    out = subprocess.run(
+        [str(meterd), "scan", *tcp_server, "--units", "1-6", "--timeout", "300ms", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert [f["address"] for f in found] == ["1", "2", "3"], found
+    assert "exception" in found[2]["answer"], found
+    # The evidence is pymodbus' own reply ADU: MBAP (protocol 0), then the unit id.
+    for f, unit in zip(found, ["01", "02", "03"]):
+        frame = f["frame"].split()
+        assert frame[2:4] == ["00", "00"] and frame[6] == unit, f
