@@ -228,10 +228,14 @@ def test_modbus_rtu_on_a_pty_reads_all_three_maps(meterd, rtu_server):
     check_sdm630(meterd, rtu_server)
 
 
-def test_scan_sweeps_units_on_rtu(meterd, rtu_server):
-    # Unit 3 holds no holding registers: its exception reply to FC03 still says "present".
+@pytest.mark.parametrize("server", ["rtu_server", "tcp_server"])
+def test_scan_sweeps_units(meterd, server, request):
+    # On RTU over a pty, and through pymodbus' TCP server (where silent units 4-6 each cost a
+    # new connection). Unit 3 holds no holding registers: its exception reply to FC03 still
+    # says "present".
+    target = request.getfixturevalue(server)
     out = subprocess.run(
-        [str(meterd), "scan", *rtu_server, "--units", "1-6", "--timeout", "300ms", "--json"],
+        [str(meterd), "scan", *target, "--units", "1-6", "--timeout", "300ms", "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -240,21 +244,8 @@ def test_scan_sweeps_units_on_rtu(meterd, rtu_server):
     found = json.loads(out.stdout)
     assert [f["address"] for f in found] == ["1", "2", "3"], found
     assert "exception" in found[2]["answer"], found
-
-
-def test_scan_sweeps_units_behind_a_modbus_tcp_server(meterd, tcp_server):
-    # The same sweep through pymodbus' TCP server: silent units 4-6 each cost a new connection.
-    out = subprocess.run(
-        [str(meterd), "scan", *tcp_server, "--units", "1-6", "--timeout", "300ms", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    found = json.loads(out.stdout)
-    assert [f["address"] for f in found] == ["1", "2", "3"], found
-    assert "exception" in found[2]["answer"], found
-    # The evidence is pymodbus' own reply ADU: MBAP (protocol 0), then the unit id.
-    for f, unit in zip(found, ["01", "02", "03"]):
-        frame = f["frame"].split()
-        assert frame[2:4] == ["00", "00"] and frame[6] == unit, f
+    if server == "tcp_server":
+        # The evidence is pymodbus' own reply ADU: MBAP (protocol 0), then the unit id.
+        for f, unit in zip(found, ["01", "02", "03"]):
+            frame = f["frame"].split()
+            assert frame[2:4] == ["00", "00"] and frame[6] == unit, f

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use meter_protocols::Decimal;
@@ -36,7 +36,8 @@ use crate::uplink::{self, Uplink, UplinkHandle};
 mod outbox;
 pub mod reload;
 
-use outbox::{FreshRows, SpoolOutbox, lock};
+use crate::service::lock;
+use outbox::{FreshRows, SpoolOutbox};
 
 pub use reload::{ReloadError, ReloadPlan};
 
@@ -202,7 +203,7 @@ impl Daemon {
         let rate_book = book.clone();
         let up = up.with_reading_success(move || {
             Some(crate::service::report::gateway_success(
-                &crate::service::lock(&rate_book),
+                &lock(&rate_book),
                 SystemTime::now(),
             ))
         });
@@ -301,7 +302,7 @@ impl Daemon {
                     .collect::<Vec<_>>()
             })
             .collect();
-        crate::service::lock(&self.service_parts.book)
+        lock(&self.service_parts.book)
             .set_meters(pairs.iter().map(|(b, m)| (b.as_str(), m.as_str())));
         if let Some(old) = self.service.take() {
             old.stop(Duration::from_millis(200)).await;
@@ -491,12 +492,12 @@ async fn pipeline(
         // Each poll counts once, on arrival (whether or not the spool can take it).
         if let Some(book) = &book {
             let now = SystemTime::now();
-            let mut book = crate::service::lock(book);
+            let mut book = lock(book);
             for b in &arrived {
                 book.count_poll(b, now);
             }
         }
-        let unstored = lock_writer(&writer).unstored.len();
+        let unstored = lock(&writer).unstored.len();
         if arrived.is_empty() && unstored == 0 {
             if closed {
                 return;
@@ -508,7 +509,7 @@ async fn pipeline(
         if excess > 0 {
             dropped_in_memory += excess as u64;
             let from_writer = excess.min(unstored);
-            lock_writer(&writer).drop_oldest(from_writer);
+            lock(&writer).drop_oldest(from_writer);
             arrived.drain(..excess - from_writer);
             tracing::error!(
                 dropped_in_memory,
@@ -517,7 +518,7 @@ async fn pipeline(
         }
         let new = std::mem::take(&mut arrived);
         let w = writer.clone();
-        match tokio::task::spawn_blocking(move || lock_writer(&w).store(new)).await {
+        match tokio::task::spawn_blocking(move || lock(&w).store(new)).await {
             Ok(Ok(rows)) => {
                 fresh.add(rows);
                 failing = false;
@@ -525,7 +526,7 @@ async fn pipeline(
             }
             Ok(Err(e)) => {
                 failing = true;
-                let kept = lock_writer(&writer).unstored.len();
+                let kept = lock(&writer).unstored.len();
                 tracing::error!(error = %e, kept_in_memory = kept, "cannot store readings; retrying");
                 if closed {
                     tracing::error!(
@@ -542,11 +543,6 @@ async fn pipeline(
             }
         }
     }
-}
-
-fn lock_writer(w: &Mutex<SpoolWriter>) -> MutexGuard<'_, SpoolWriter> {
-    // The writer's state stays consistent between statements (see `SpoolWriter::store`).
-    w.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The pipeline's blocking half: validates batches and appends them to the spool.
@@ -623,7 +619,7 @@ impl SpoolWriter {
         self.unstored.clear();
         if let Some(book) = &self.book {
             // Each meter's newest batch of the group, as stored.
-            let mut book = crate::service::lock(book);
+            let mut book = lock(book);
             let mut seen = std::collections::HashSet::new();
             for row in rows.rows.iter().rev() {
                 if seen.insert(row.meter.as_str()) {
@@ -792,7 +788,7 @@ mod tests {
         w.book = Some(book.clone());
         w.store(vec![batch("a", "10.00"), batch("a", "9.00")])
             .unwrap();
-        let book = crate::service::lock(&book);
+        let book = lock(&book);
         let last = book.last_batch("a").expect("kept");
         assert_eq!(last.seq, 2);
         assert_eq!(last.values[0].quality, Quality::Suspect);

@@ -161,7 +161,7 @@ enum Wire {
     /// Modbus TCP through tokio-modbus.
     ModbusTcp {
         address: String,
-        ctx: Option<(tokio_modbus::client::Context, Tapped)>,
+        ctx: Option<ModbusTcpClient>,
     },
 }
 
@@ -366,7 +366,7 @@ impl Bus {
             },
             Wire::ModbusTcp { address, ctx } => ModbusTcpClient::connect(address, connect_timeout)
                 .await
-                .map(|c| *ctx = Some((c.ctx, c.tapped))),
+                .map(|c| *ctx = Some(c)),
         };
         match result {
             Ok(()) => {
@@ -587,13 +587,13 @@ impl Bus {
                 }
             }
             Wire::ModbusTcp { ctx, .. } => {
-                let Some((c, tapped)) = ctx.as_mut() else {
+                let Some(client) = ctx.as_mut() else {
                     return Err(Attempt::Link("not open".into()));
                 };
                 let Some((unit, req)) = step.modbus.clone() else {
                     return Err(Attempt::Link("not a Modbus request".into()));
                 };
-                let r = modbus_tcp_call(c, tapped, unit, &req, timing.response_timeout, tap).await;
+                let r = client.call(unit, &req, timing.response_timeout, tap).await;
                 self.last_activity = Some(Instant::now());
                 match r {
                     Ok(x) => Ok(x),

@@ -67,6 +67,22 @@ pub struct Found {
     pub frame: String,
 }
 
+impl Found {
+    /// What a probe's reply says; printed at once as a table line unless the output is JSON.
+    fn new(label: &str, reply: &Reply, raw: &[u8], json: bool) -> Self {
+        let (address, answer) = describe(label, reply);
+        let frame = to_hex(raw);
+        if !json {
+            println!("{address}  {answer}  {frame}");
+        }
+        Self {
+            address,
+            answer,
+            frame,
+        }
+    }
+}
+
 /// Runs `meterd scan`: 0 when something answered, 1 when nothing did, 2 for bad arguments or
 /// a dead/busy port.
 pub fn run(args: &ScanArgs) -> ExitCode {
@@ -120,17 +136,7 @@ pub fn run(args: &ScanArgs) -> ExitCode {
             // Transceiver turnaround; also more than t3.5 at any Modbus baud rate.
             tokio::time::sleep(Duration::from_millis(20)).await;
             match exchange(&mut link, bytes, framing, timing, &tap).await {
-                Ok(x) => {
-                    let (address, answer) = describe(label, &x.reply);
-                    if !args.json {
-                        println!("{address}  {answer}  {}", to_hex(&x.raw));
-                    }
-                    found.push(Found {
-                        address,
-                        answer,
-                        frame: to_hex(&x.raw),
-                    });
-                }
+                Ok(x) => found.push(Found::new(label, &x.reply, &x.raw, args.json)),
                 Err(ExchangeError::Timeout { .. }) => {}
                 Err(ExchangeError::Link { source, .. }) => {
                     return fail("scan", &format!("link failed: {source}"), 2);
@@ -176,15 +182,7 @@ fn scan_modbus_tcp(args: &ScanArgs) -> ExitCode {
         for unit in &units {
             match client.call(*unit, &request, timeout, &tap).await {
                 Ok((reply, raw)) => {
-                    let (address, answer) = describe(&unit.to_string(), &reply);
-                    if !args.json {
-                        println!("{address}  {answer}  {}", to_hex(&raw));
-                    }
-                    found.push(Found {
-                        address,
-                        answer,
-                        frame: to_hex(&raw),
-                    });
+                    found.push(Found::new(&unit.to_string(), &reply, &raw, args.json))
                 }
                 Err(TcpFailure::Timeout) => {
                     client = match ModbusTcpClient::connect(host, connect).await {

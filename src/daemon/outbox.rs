@@ -10,6 +10,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+// A panic while holding the spool's lock cannot leave SQLite half-written (transactions), so
+// the spool is still usable after one: `lock` takes a poisoned lock as it is.
+use crate::service::lock;
 use crate::spool::{AppendedRows, Spool, SpoolError};
 use crate::uplink::{self, Outbox};
 
@@ -22,12 +25,6 @@ const FRESH_MAX: usize = 256;
 const ACK_GROUP: usize = 64;
 /// ... or when its oldest ack is this old and the uplink next reads the outbox.
 const ACK_MAX_AGE: Duration = Duration::from_secs(1);
-
-/// Locks the spool. A panic while holding the lock cannot leave SQLite half-written
-/// (transactions), so the spool is still usable after one.
-pub(super) fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
-    spool.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Rows just appended, shared by the spool writer (which adds) and the outbox (which takes).
 #[derive(Clone, Default)]

@@ -435,19 +435,8 @@ impl Spool {
         gateway: &str,
         mut batches: Vec<ReadingBatch>,
     ) -> Result<Vec<Appended>, SpoolError> {
-        self.append_slice(gateway, &mut batches)
-    }
-
-    /// [`Spool::append`] without giving up the batches: they are stamped in place (`gateway`,
-    /// `seq`, `id`), so a caller can keep them for a retry after an error (the next call
-    /// stamps them again) without copying every batch first.
-    pub fn append_slice(
-        &mut self,
-        gateway: &str,
-        batches: &mut [ReadingBatch],
-    ) -> Result<Vec<Appended>, SpoolError> {
         Ok(self
-            .append_rows(gateway, batches)?
+            .append_rows(gateway, &mut batches)?
             .rows
             .into_iter()
             .map(|p| Appended {
@@ -460,9 +449,11 @@ impl Spool {
             .collect())
     }
 
-    /// [`Spool::append_slice`] that also hands back what it stored as the uplink reads it
-    /// ([`Spool::pending`] rows, payloads included), so that the uplink can publish fresh
-    /// readings without reading them back from the file.
+    /// [`Spool::append`] without giving up the batches, handing back what it stored as the
+    /// uplink reads it ([`Spool::pending`] rows, payloads included). The batches are stamped
+    /// in place (`gateway`, `seq`, `id`), so a caller can keep them for a retry after an error
+    /// (the next call stamps them again) without copying them first, and the uplink can
+    /// publish fresh readings without reading them back from the file.
     pub fn append_rows(
         &mut self,
         gateway: &str,
