@@ -60,6 +60,11 @@ impl ExactNumber {
         v.is_finite().then(|| Self(v.to_string()))
     }
 
+    /// Again from the text of an `ExactNumber` (kept by the status page's last batches).
+    pub(crate) fn from_kept_text(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+
     /// The number's text.
     pub fn as_str(&self) -> &str {
         &self.0

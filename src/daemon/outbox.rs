@@ -19,7 +19,7 @@ use crate::uplink::{self, Outbox};
 /// Most rows kept for the handoff (their payloads are ~1–3 KB each). The uplink takes them a
 /// publish window at a time; when it falls further behind (a poll burst of hundreds of meters,
 /// a broker outage) it reads the file instead, so that a burst is not held in memory twice.
-const FRESH_MAX: usize = 256;
+const FRESH_MAX: usize = 128;
 
 /// A group of acks is committed when it holds this many.
 const ACK_GROUP: usize = 64;

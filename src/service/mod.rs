@@ -17,6 +17,7 @@
 
 pub mod client;
 mod http;
+mod last_batch;
 mod metrics;
 pub mod report;
 pub mod success;

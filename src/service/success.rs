@@ -22,6 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::last_batch::{LastBatch, Layouts};
 use crate::reading::{Quality, ReadingBatch};
 
 /// Width of one bucket of the rolling window, in seconds.
@@ -126,7 +127,7 @@ struct MeterBook {
     polls: u64,
     ok: u64,
     last_ok: Option<u64>,
-    last_batch: Option<StoredBatch>,
+    last_batch: LastBatch,
 }
 
 /// `ring_last` of a ring that was never used.
@@ -135,33 +136,6 @@ const NO_BUCKET: u32 = u32::MAX;
 /// The ring bucket number of `now` (saturating below [`NO_BUCKET`]).
 fn bucket_of(now: u64) -> u32 {
     u32::try_from(now / BUCKET_S).map_or(NO_BUCKET - 1, |b| b.min(NO_BUCKET - 1))
-}
-
-/// A meter's last batch as its compact JSON. The decoded batch costs some 5–8 KiB of heap
-/// (four strings per value); kept for every meter that is ~5 MB with 1,000 meters on a
-/// 256 MB gateway, while it is only read when the status page is built.
-#[derive(Debug, Clone)]
-struct StoredBatch(Box<[u8]>);
-
-impl StoredBatch {
-    /// Encodes `batch` through `scratch` (reused, so that the copy kept is allocated once at
-    /// its exact size).
-    fn new(batch: &ReadingBatch, scratch: &mut Vec<u8>) -> Option<Self> {
-        scratch.clear();
-        match serde_json::to_writer(&mut *scratch, batch) {
-            Ok(()) => Some(Self(Box::from(scratch.as_slice()))),
-            Err(e) => {
-                // Cannot happen for a batch the drivers built (their numbers are valid JSON);
-                // the status page then shows no last batch for the meter.
-                tracing::warn!(meter = %batch.meter, error = %e, "last batch not kept");
-                None
-            }
-        }
-    }
-
-    fn get(&self) -> Option<ReadingBatch> {
-        serde_json::from_slice(&self.0).ok()
-    }
 }
 
 impl MeterBook {
@@ -176,7 +150,7 @@ impl MeterBook {
             polls: 0,
             ok: 0,
             last_ok: None,
-            last_batch: None,
+            last_batch: LastBatch::default(),
         }
     }
 
@@ -268,8 +242,8 @@ impl MeterBook {
 #[derive(Debug, Clone, Default)]
 pub struct SuccessBook {
     meters: BTreeMap<String, MeterBook>,
-    /// Encoding buffer for the last batches.
-    scratch: Vec<u8>,
+    /// The label layouts the last batches share.
+    layouts: Layouts,
 }
 
 impl SuccessBook {
@@ -280,7 +254,7 @@ impl SuccessBook {
                 .into_iter()
                 .map(|(bus, id)| (id.to_owned(), MeterBook::new(bus)))
                 .collect(),
-            scratch: Vec::new(),
+            layouts: Layouts::default(),
         }
     }
 
@@ -321,32 +295,27 @@ impl SuccessBook {
     /// Keeps `batch` as its meter's last batch.
     pub fn keep_last(&mut self, batch: &ReadingBatch) {
         if let Some(m) = self.meters.get_mut(&batch.meter) {
-            m.last_batch = StoredBatch::new(batch, &mut self.scratch);
+            m.last_batch.keep(batch, &mut self.layouts);
         }
     }
 
-    /// Keeps the JSON of a batch of `meter` as its last batch: the daemon, once the batch is
-    /// validated and stored, passes the payload the spool stored (the page then shows what
-    /// was published, and nothing is encoded twice).
-    pub fn keep_last_json(&mut self, meter: &str, json: &[u8]) {
-        if let Some(m) = self.meters.get_mut(meter) {
-            m.last_batch = Some(StoredBatch(Box::from(json)));
+    /// Keeps `batch` as its meter's last batch, taking its strings and frames out of it: the
+    /// daemon, once the batch is validated and stored (the page then shows what was
+    /// published), just before it drops the batch.
+    pub fn keep_last_taken(&mut self, batch: &mut ReadingBatch) {
+        if let Some(m) = self.meters.get_mut(&batch.meter) {
+            m.last_batch.keep_taken(batch, &mut self.layouts);
         }
     }
 
     /// Keeps a one-shot read's batch as the meter's last batch (not counted as a poll).
     pub fn record_one_shot(&mut self, batch: &ReadingBatch) {
-        if let Some(m) = self.meters.get_mut(&batch.meter) {
-            m.last_batch = StoredBatch::new(batch, &mut self.scratch);
-        }
+        self.keep_last(batch);
     }
 
-    /// The last batch of `meter` (decoded from the copy the book keeps).
+    /// The last batch of `meter` (rebuilt from the compact copy the book keeps).
     pub fn last_batch(&self, meter: &str) -> Option<ReadingBatch> {
-        self.meters
-            .get(meter)
-            .and_then(|m| m.last_batch.as_ref())
-            .and_then(StoredBatch::get)
+        self.meters.get(meter).and_then(|m| m.last_batch.get())
     }
 
     /// One meter's success at `now` (zeros for an unknown meter).
