@@ -241,7 +241,7 @@ impl Bus {
         options: BusOptions,
     ) -> Result<Self, BusError> {
         let tap = FrameTap::new(&bus.name, options.frames.clone());
-        let mut meters: Vec<MeterSlot> = Vec::new();
+        let mut meters: Vec<MeterSlot> = Vec::with_capacity(bus.meters.len());
         // The first driver built per profile, whose points the next meters of it share.
         let mut by_profile: HashMap<&str, usize> = HashMap::new();
         for m in &bus.meters {

@@ -96,7 +96,8 @@ pub struct MeterDriver {
     /// Shared by the meters of one profile ([`MeterDriver::share_points`]): with 1,000 meters
     /// the per-meter copies were ~6 MB of a small gateway's memory.
     modbus_points: Arc<[ModbusPoint]>,
-    plan: Option<PollPlan>,
+    /// Shared like `modbus_points` (it depends only on them and the meter's caps).
+    plan: Option<Arc<PollPlan>>,
 }
 
 impl MeterDriver {
@@ -160,7 +161,7 @@ impl MeterDriver {
                     driver.transactions.push(modbus::transaction(unit, read, i));
                 }
                 driver.modbus_points = Arc::from(points);
-                driver.plan = Some(plan);
+                driver.plan = Some(Arc::new(plan));
             }
         }
         Ok(driver)
@@ -193,7 +194,7 @@ impl MeterDriver {
 
     /// The Modbus request plan (Modbus meters only).
     pub fn plan(&self) -> Option<&PollPlan> {
-        self.plan.as_ref()
+        self.plan.as_deref()
     }
 
     /// The Modbus points, in profile order (Modbus meters only).
@@ -201,13 +202,20 @@ impl MeterDriver {
         &self.modbus_points
     }
 
-    /// Uses `other`'s Modbus points instead of this driver's own copy when they are the same
-    /// (meters of one profile), so that they are held once, not once per meter.
+    /// Uses `other`'s Modbus points and request plan instead of this driver's own copies when
+    /// they are the same (meters of one profile), so that they are held once, not once per
+    /// meter.
     pub fn share_points(&mut self, other: &MeterDriver) {
         if !Arc::ptr_eq(&self.modbus_points, &other.modbus_points)
             && self.modbus_points == other.modbus_points
         {
             self.modbus_points = other.modbus_points.clone();
+        }
+        if let (Some(mine), Some(theirs)) = (&self.plan, &other.plan)
+            && !Arc::ptr_eq(mine, theirs)
+            && mine == theirs
+        {
+            self.plan = Some(theirs.clone());
         }
     }
 

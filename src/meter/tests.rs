@@ -405,3 +405,45 @@ fn every_builtin_profile_builds_a_driver() {
         assert_eq!(r.values.len(), d.quantities().len(), "{name}");
     }
 }
+
+#[test]
+fn meters_of_one_profile_share_points_and_plan() {
+    let p = profile(MB_PROFILE);
+    let first = MeterDriver::new(&mb_meter(), &p, "bus").unwrap();
+    let mut same = MeterDriver::new(
+        &meter("protocol = \"modbus-rtu\"\nunit = 8\nprofile = \"m\"\n"),
+        &p,
+        "bus",
+    )
+    .unwrap();
+    same.share_points(&first);
+    assert!(Arc::ptr_eq(&same.modbus_points, &first.modbus_points));
+    assert!(Arc::ptr_eq(
+        same.plan.as_ref().unwrap(),
+        first.plan.as_ref().unwrap()
+    ));
+    // A read cap gives another plan: the points are shared, the plan is not.
+    let p = profile(
+        "name = \"m\"\ndescription = \"m\"\nsource = \"m\"\nprotocol = \"modbus\"\n\
+         [[point]]\nquantity = \"voltage.l1\"\nfunction = \"input\"\nregister = 0\n\
+         type = \"f32\"\nunit = \"V\"\n\
+         [[point]]\nquantity = \"voltage.l2\"\nfunction = \"input\"\nregister = 2\n\
+         type = \"f32\"\nunit = \"V\"\n",
+    );
+    let first = MeterDriver::new(&mb_meter(), &p, "bus").unwrap();
+    let mut capped = MeterDriver::new(
+        &meter("protocol = \"modbus-rtu\"\nunit = 9\nprofile = \"m\"\nmax_registers = 2\n"),
+        &p,
+        "bus",
+    )
+    .unwrap();
+    assert_eq!(first.transactions().len(), 1);
+    assert_eq!(capped.transactions().len(), 2);
+    capped.share_points(&first);
+    assert!(Arc::ptr_eq(&capped.modbus_points, &first.modbus_points));
+    assert_ne!(capped.plan(), first.plan());
+    assert!(!Arc::ptr_eq(
+        capped.plan.as_ref().unwrap(),
+        first.plan.as_ref().unwrap()
+    ));
+}
