@@ -37,7 +37,7 @@ mod outbox;
 pub mod reload;
 
 use crate::service::lock;
-use outbox::{FreshRows, SpoolOutbox};
+use outbox::{FreshRows, HeldAcks, SpoolOutbox};
 
 pub use reload::{ReloadError, ReloadPlan};
 
@@ -160,8 +160,10 @@ impl Daemon {
         };
 
         // Fresh readings go from the spool writer to the uplink in memory as well as on disk.
+        // Acks travel back the same way: the writer deletes them in its next append.
         let fresh = FreshRows::default();
-        let outbox = SpoolOutbox::new(spool.clone(), fresh.clone());
+        let acks = HeldAcks::default();
+        let outbox = SpoolOutbox::new(spool.clone(), fresh.clone(), acks.clone());
         let (up, uplink) = Uplink::new(&config.gateway, config.mqtt.clone(), outbox)?;
         let stats_spool = spool.clone();
         let spool_stats: Arc<dyn Fn() -> uplink::SpoolStats + Send + Sync> = Arc::new(move || {
@@ -215,6 +217,7 @@ impl Daemon {
                 &config.gateway,
                 config.validation.clone(),
                 Some(book.clone()),
+                acks,
             ),
             fresh,
             config.spool.commit_window,
@@ -561,6 +564,8 @@ struct SpoolWriter {
     validated: usize,
     /// Where each meter's last stored batch is kept for the diagnostics service.
     book: Option<Arc<Mutex<crate::service::SuccessBook>>>,
+    /// The uplink's acks, deleted in each append's transaction.
+    acks: HeldAcks,
 }
 
 impl SpoolWriter {
@@ -569,6 +574,7 @@ impl SpoolWriter {
         gateway: &str,
         validation: crate::validate::ValidationConfig,
         book: Option<Arc<Mutex<crate::service::SuccessBook>>>,
+        acks: HeldAcks,
     ) -> Self {
         Self {
             spool,
@@ -578,6 +584,7 @@ impl SpoolWriter {
             unstored: Vec::new(),
             validated: 0,
             book,
+            acks,
         }
     }
 
@@ -614,7 +621,16 @@ impl SpoolWriter {
             remember_good(known, batch);
             self.validated += 1;
         }
-        let rows = s.append_rows(&self.gateway, &mut self.unstored)?;
+        // Taken under the spool's lock (see `SpoolOutbox::flush`), given back if the append
+        // fails: its transaction deleted nothing then.
+        let acks = self.acks.take();
+        let rows = match s.append_rows_acking(&self.gateway, &mut self.unstored, &acks) {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.acks.put_back(acks);
+                return Err(e);
+            }
+        };
         drop(s);
         self.validated = 0;
         if let Some(book) = &self.book {
@@ -754,6 +770,7 @@ mod tests {
             "gw",
             ValidationConfig::default(),
             None,
+            HeldAcks::default(),
         )
     }
 
@@ -771,6 +788,38 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn held_acks_are_deleted_by_the_next_append_and_kept_if_it_fails() {
+        use crate::uplink::Outbox;
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 1 << 20);
+        let mut outbox = SpoolOutbox::new(w.spool.clone(), FreshRows::default(), w.acks.clone());
+        w.store(vec![batch("a", "1.00"), batch("b", "1.00")])
+            .unwrap();
+        let sent = outbox.pending(None, 10).unwrap();
+        assert_eq!(sent.len(), 2);
+        for row in &sent {
+            assert!(outbox.ack(row.rowid).unwrap());
+        }
+        // Held, not deleted yet.
+        assert_eq!(lock(&w.spool).stats().unwrap().depth, 2);
+        // The next append deletes them in its transaction.
+        let rows = w.store(vec![batch("a", "2.00")]).unwrap();
+        assert_eq!(rows.acked, 2);
+        assert_eq!(stored(&w), [("a".to_owned(), 2, "good".to_owned())]);
+        assert_eq!(lock(&w.spool).stats().unwrap().depth, 1);
+        assert!(w.acks.take().is_empty());
+
+        // A failed append deletes nothing and gives the acks back.
+        let last = outbox.pending(Some(sent[1].rowid), 10).unwrap();
+        assert!(outbox.ack(last[0].rowid).unwrap());
+        let mut too_big = batch("b", "3.00");
+        too_big.frames = vec!["00".repeat(1 << 20)];
+        assert!(w.store(vec![too_big]).is_err());
+        assert_eq!(w.acks.take(), [last[0].rowid]);
+        assert_eq!(lock(&w.spool).stats().unwrap().depth, 1);
     }
 
     #[test]

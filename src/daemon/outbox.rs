@@ -90,48 +90,103 @@ impl FreshRows {
     }
 }
 
-/// The spool as the uplink's outbox. Acks are committed in groups: a delete that is not yet
-/// durable can only cause a re-send with the same id after a crash, which the contract
-/// allows, while a durable delete per PUBACK would cost one fsync per reading.
+/// Acknowledged rows not deleted yet, shared by the outbox (which adds them and commits them
+/// when due) and the spool writer (which deletes them in its next append's transaction).
+#[derive(Clone, Default)]
+pub(super) struct HeldAcks(Arc<Mutex<AckGroup>>);
+
+#[derive(Default)]
+struct AckGroup {
+    rowids: Vec<i64>,
+    /// When the oldest of `rowids` arrived.
+    oldest: Option<Instant>,
+}
+
+impl HeldAcks {
+    fn group(&self) -> MutexGuard<'_, AckGroup> {
+        // Only pushes and takes happen under the lock: a poisoned group is still whole.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds one more; returns how many are held.
+    fn push(&self, rowid: i64) -> usize {
+        let mut g = self.group();
+        g.rowids.push(rowid);
+        g.oldest.get_or_insert_with(Instant::now);
+        g.rowids.len()
+    }
+
+    /// Takes every ack held (to delete them).
+    pub(super) fn take(&self) -> Vec<i64> {
+        let mut g = self.group();
+        g.oldest = None;
+        std::mem::take(&mut g.rowids)
+    }
+
+    /// Gives back acks whose deletion failed (before newer ones: order does not matter to a
+    /// delete, only that none is lost).
+    pub(super) fn put_back(&self, mut rowids: Vec<i64>) {
+        if rowids.is_empty() {
+            return;
+        }
+        let mut g = self.group();
+        rowids.append(&mut g.rowids);
+        g.rowids = rowids;
+        g.oldest.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether they should be committed now: [`ACK_GROUP`] of them, or the oldest
+    /// [`ACK_MAX_AGE`] old.
+    fn due(&self) -> bool {
+        let g = self.group();
+        g.rowids.len() >= ACK_GROUP || g.oldest.is_some_and(|t| t.elapsed() >= ACK_MAX_AGE)
+    }
+}
+
+/// The spool as the uplink's outbox. Acks are held and deleted in groups: a delete that is
+/// not yet durable can only cause a re-send with the same id after a crash, which the
+/// contract allows, while a durable delete per PUBACK would cost one fsync per reading.
 ///
-/// A group is committed when it holds [`ACK_GROUP`] acks, when its oldest ack is
-/// [`ACK_MAX_AGE`] old and the uplink next reads the outbox, when the uplink re-reads the outbox
+/// Held acks are deleted by the spool writer's next append, in its transaction
+/// ([`Spool::append_rows_acking`]); the outbox commits them itself, in a transaction of their
+/// own, when there are [`ACK_GROUP`] of them, when the oldest is [`ACK_MAX_AGE`] old at the
+/// next outbox read (no append came: a backlog drains), when the uplink re-reads the outbox
 /// from the start (after a CONNACK, so that nothing acked is sent again), and at stop.
-/// Committing on every read instead cost one fsync per reading: with meters that answer quickly
-/// the uplink reads the outbox once per stored batch (benches/pipeline.rs, docs/benchmarks.md).
+/// Committing on every read instead cost one fsync per reading (the uplink reads the outbox
+/// once per stored batch), and a transaction of their own each second was a tenth of the
+/// daemon's CPU at 10 readings/s (benches/pipeline.rs, docs/benchmarks.md).
 pub(super) struct SpoolOutbox {
     spool: Arc<Mutex<Spool>>,
     fresh: FreshRows,
-    acks: Vec<i64>,
-    /// When the oldest ack in `acks` arrived.
-    oldest_ack: Option<Instant>,
+    acks: HeldAcks,
 }
 
 impl SpoolOutbox {
-    pub(super) fn new(spool: Arc<Mutex<Spool>>, fresh: FreshRows) -> Self {
-        Self {
-            spool,
-            fresh,
-            acks: Vec::new(),
-            oldest_ack: None,
-        }
+    pub(super) fn new(spool: Arc<Mutex<Spool>>, fresh: FreshRows, acks: HeldAcks) -> Self {
+        Self { spool, fresh, acks }
     }
 
-    /// Commits the acks held (one transaction).
+    /// Commits the acks held (one transaction); on error they stay held.
     pub(super) fn flush(&mut self) -> Result<(), SpoolError> {
-        if !self.acks.is_empty() {
-            lock(&self.spool).ack_many(&self.acks)?;
-            self.acks.clear();
+        // The spool first, then the acks: the writer takes them under the spool's lock, so a
+        // flush never sees a group the writer is deleting half-way.
+        let mut spool = lock(&self.spool);
+        let acks = self.acks.take();
+        if acks.is_empty() {
+            return Ok(());
         }
-        self.oldest_ack = None;
-        Ok(())
+        match spool.ack_many(&acks) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.acks.put_back(acks);
+                Err(e)
+            }
+        }
     }
 
     /// Whether the acks held should be committed before the next outbox read.
     fn flush_due(&self, after_rowid: Option<i64>) -> bool {
-        after_rowid.is_none()
-            || self.acks.len() >= ACK_GROUP
-            || self.oldest_ack.is_some_and(|t| t.elapsed() >= ACK_MAX_AGE)
+        after_rowid.is_none() || self.acks.due()
     }
 }
 
@@ -157,9 +212,7 @@ impl Outbox for SpoolOutbox {
     }
 
     fn ack(&mut self, rowid: i64) -> Result<bool, SpoolError> {
-        self.acks.push(rowid);
-        self.oldest_ack.get_or_insert_with(Instant::now);
-        if self.acks.len() >= ACK_GROUP {
+        if self.acks.push(rowid) >= ACK_GROUP {
             self.flush()?;
         }
         Ok(true)
@@ -182,7 +235,7 @@ mod tests {
         .unwrap();
         let spool = Arc::new(Mutex::new(spool));
         let fresh = FreshRows::default();
-        let outbox = SpoolOutbox::new(spool.clone(), fresh.clone());
+        let outbox = SpoolOutbox::new(spool.clone(), fresh.clone(), HeldAcks::default());
         (dir, spool, fresh, outbox)
     }
 

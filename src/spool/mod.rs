@@ -171,6 +171,9 @@ pub struct AppendedRows {
     pub rows: Vec<Pending>,
     /// How many older batches the overflow policy deleted to make room.
     pub dropped: u64,
+    /// How many of the acknowledged rows given to [`Spool::append_rows_acking`] were stored
+    /// (and are deleted now).
+    pub acked: usize,
 }
 
 /// A stored batch not yet acknowledged.
@@ -239,6 +242,28 @@ fn to_u64(v: i64) -> u64 {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Deletes the rows `rowids` (acknowledged) within `tx`: how many were stored, and their bytes.
+fn delete_rows(
+    tx: &rusqlite::Transaction<'_>,
+    rowids: &[i64],
+) -> Result<(usize, u64), rusqlite::Error> {
+    let mut n = 0usize;
+    let mut freed: u64 = 0;
+    if rowids.is_empty() {
+        return Ok((0, 0));
+    }
+    let mut del = tx.prepare_cached("DELETE FROM outbox WHERE row_id = ?1 RETURNING bytes")?;
+    for rowid in rowids {
+        let mut rows = del.query([rowid])?;
+        if let Some(r) = rows.next()? {
+            let b: i64 = r.get(0)?;
+            freed += to_u64(b);
+            n += 1;
+        }
+    }
+    Ok((n, freed))
 }
 
 /// `path` with `suffix` appended to its file name (`spool.db` + `-wal`).
@@ -462,7 +487,21 @@ impl Spool {
         gateway: &str,
         batches: &mut [ReadingBatch],
     ) -> Result<AppendedRows, SpoolError> {
-        if batches.is_empty() {
+        self.append_rows_acking(gateway, batches, &[])
+    }
+
+    /// [`Spool::append_rows`] that also deletes the acknowledged rows `acks` in the same
+    /// transaction, before the overflow check (so they make room first): the daemon's writer
+    /// carries the uplink's held acks this way, one transaction and one fsync for both
+    /// instead of a separate ack transaction every second. On any error nothing of this call
+    /// is stored and nothing is deleted.
+    pub fn append_rows_acking(
+        &mut self,
+        gateway: &str,
+        batches: &mut [ReadingBatch],
+        acks: &[i64],
+    ) -> Result<AppendedRows, SpoolError> {
+        if batches.is_empty() && acks.is_empty() {
             return Ok(AppendedRows::default());
         }
         self.restore_synchronous()?;
@@ -514,10 +553,14 @@ impl Spool {
             });
         }
 
-        // 2. Overflow: drop the oldest until the new batches fit.
+        // 2. Acknowledged rows go, then overflow: drop the oldest until the new batches fit.
+        let (acked, acked_bytes) = delete_rows(&tx, acks).map_err(sql)?;
         let mut freed_batches: u64 = 0;
         let mut freed_bytes: u64 = 0;
-        let need = self.bytes.saturating_add(new_bytes);
+        let need = self
+            .bytes
+            .saturating_sub(acked_bytes)
+            .saturating_add(new_bytes);
         if need > self.opts.max_bytes {
             let mut per_meter: HashMap<String, (u64, u64)> = HashMap::new();
             let mut oldest = tx
@@ -611,13 +654,18 @@ impl Spool {
 
         // Committed: now the in-memory mirror.
         self.next_rowid = rowid;
-        self.depth = self.depth.saturating_sub(freed_batches) + appended.len() as u64;
+        self.depth = self
+            .depth
+            .saturating_sub(acked as u64)
+            .saturating_sub(freed_batches)
+            + appended.len() as u64;
         self.bytes = need.saturating_sub(freed_bytes);
         self.dropped_batches += freed_batches;
         self.dropped_bytes += freed_bytes;
         Ok(AppendedRows {
             rows: appended,
             dropped: freed_batches,
+            acked,
         })
     }
 
@@ -701,21 +749,7 @@ impl Spool {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
-        let mut n = 0usize;
-        let mut freed: u64 = 0;
-        {
-            let mut del = tx
-                .prepare_cached("DELETE FROM outbox WHERE row_id = ?1 RETURNING bytes")
-                .map_err(sql)?;
-            for rowid in rowids {
-                let mut rows = del.query([rowid]).map_err(sql)?;
-                if let Some(r) = rows.next().map_err(sql)? {
-                    let b: i64 = r.get(0).map_err(sql)?;
-                    freed += to_u64(b);
-                    n += 1;
-                }
-            }
-        }
+        let (n, freed) = delete_rows(&tx, rowids).map_err(sql)?;
         tx.commit().map_err(sql)?;
         self.depth = self.depth.saturating_sub(n as u64);
         self.bytes = self.bytes.saturating_sub(freed);

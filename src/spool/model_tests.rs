@@ -38,6 +38,8 @@ enum Op {
     AckMany(Vec<usize>),
     /// Page: after the row at `sel` (None: from the start), `limit` rows.
     Pending(Option<usize>, u8),
+    /// Ack several rows and append, in one call (`append_rows_acking`).
+    AppendAcking(Vec<(u8, u8, bool)>, Vec<usize>),
     /// Close and open again.
     Reopen,
 }
@@ -47,6 +49,7 @@ enum Step {
     Append(Vec<ReadingBatch>),
     Ack(Vec<i64>),
     Pending(Option<i64>, usize),
+    AppendAcking(Vec<ReadingBatch>, Vec<i64>),
     Reopen,
 }
 
@@ -54,6 +57,7 @@ enum Step {
 enum Outcome {
     Appended(Vec<Appended>),
     Acked(usize),
+    AppendedAcking(Vec<Appended>, usize),
     Pending(Vec<Pending>),
     Reopened,
     TooLarge,
@@ -147,6 +151,12 @@ impl Model {
             Op::Ack(sel) => Step::Ack(vec![pick(*sel)]),
             Op::AckMany(sels) => Step::Ack(sels.iter().map(|&s| pick(s)).collect()),
             Op::Pending(after, limit) => Step::Pending(after.map(pick), usize::from(*limit)),
+            Op::AppendAcking(bs, sels) => Step::AppendAcking(
+                bs.iter()
+                    .map(|&(m, n, g)| make_batch(m, n, g, step))
+                    .collect(),
+                sels.iter().map(|&s| pick(s)).collect(),
+            ),
             Op::Reopen => Step::Reopen,
         }
     }
@@ -212,6 +222,20 @@ impl Model {
                 let before = self.rows.len();
                 self.rows.retain(|r| !ids.contains(&r.rowid));
                 Outcome::Acked(before - self.rows.len())
+            }
+            Step::AppendAcking(batches, ids) => {
+                // The acks first (they make room), all or nothing.
+                let before = self.clone();
+                let Outcome::Acked(acked) = self.apply(&Step::Ack(ids.clone())) else {
+                    unreachable!("an ack step gives Acked")
+                };
+                match self.apply(&Step::Append(batches.clone())) {
+                    Outcome::Appended(a) => Outcome::AppendedAcking(a, acked),
+                    other => {
+                        *self = before;
+                        other
+                    }
+                }
             }
             Step::Pending(after, limit) => Outcome::Pending(
                 self.rows
@@ -323,6 +347,26 @@ fn apply_spool(s: &mut Option<Spool>, path: &Path, max_bytes: u64, step: &Step) 
             Err(SpoolError::TooLarge { .. }) => Outcome::TooLarge,
             Err(e) => panic!("append: {e}"),
         },
+        Step::AppendAcking(bs, ids) => {
+            let mut bs = bs.clone();
+            match spool.append_rows_acking(GATEWAY, &mut bs, ids) {
+                Ok(a) => Outcome::AppendedAcking(
+                    a.rows
+                        .into_iter()
+                        .map(|p| Appended {
+                            bytes: p.payload.len() as u64,
+                            rowid: p.rowid,
+                            meter: p.meter,
+                            seq: p.seq,
+                            id: p.id,
+                        })
+                        .collect(),
+                    a.acked,
+                ),
+                Err(SpoolError::TooLarge { .. }) => Outcome::TooLarge,
+                Err(e) => panic!("append_rows_acking: {e}"),
+            }
+        }
         Step::Ack(ids) if ids.len() == 1 => Outcome::Acked(usize::from(spool.ack(ids[0]).unwrap())),
         Step::Ack(ids) => Outcome::Acked(spool.ack_many(ids).unwrap()),
         Step::Pending(after, limit) => Outcome::Pending(spool.pending(*after, *limit).unwrap()),
@@ -341,10 +385,15 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         any::<bool>(),
     );
     prop_oneof![
-        6 => prop::collection::vec(batch, 1..5).prop_map(Op::Append),
+        6 => prop::collection::vec(batch.clone(), 1..5).prop_map(Op::Append),
         3 => any::<usize>().prop_map(Op::Ack),
         1 => prop::collection::vec(any::<usize>(), 0..6).prop_map(Op::AckMany),
         2 => (prop::option::of(any::<usize>()), 0u8..8).prop_map(|(a, l)| Op::Pending(a, l)),
+        2 => (
+            prop::collection::vec(batch, 0..4),
+            prop::collection::vec(any::<usize>(), 0..6)
+        )
+            .prop_map(|(b, a)| Op::AppendAcking(b, a)),
         1 => Just(Op::Reopen),
     ]
 }
