@@ -61,6 +61,9 @@ pub struct UplinkReport {
     pub acked: u64,
     /// Readings too large to publish.
     pub oversized: u64,
+    /// Readings an MQTT 5 broker refused with a PUBACK reason code (kept, sent again after the
+    /// next reconnect).
+    pub publishes_refused: u64,
     /// Outbox errors.
     pub outbox_errors: u64,
 }
@@ -239,6 +242,7 @@ impl Snapshot {
                 published: u.published,
                 acked: u.acked,
                 oversized: u.oversized,
+                publishes_refused: u.publishes_refused,
                 outbox_errors: u.outbox_errors,
             },
             spool: self.spool,

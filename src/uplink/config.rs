@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rumqttc::{LastWill, MqttOptions, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,9 @@ pub struct UplinkConfig {
     /// First topic level.
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
+    /// MQTT protocol version: `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
     /// MQTT client id; default `meterd-{gateway}`.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -80,6 +83,20 @@ pub struct UplinkConfig {
     pub embedded_listen: SocketAddr,
 }
 
+/// The MQTT protocol version the uplink speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1.
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5.0: the same topics, payloads, QoS 1, retained statuses and last will; a
+    /// PUBACK with a failure reason code leaves the reading in the outbox (sent again after
+    /// the next reconnect).
+    #[serde(rename = "5")]
+    V5,
+}
+
 fn default_url() -> String {
     "embedded".to_owned()
 }
@@ -119,6 +136,7 @@ impl Default for UplinkConfig {
         Self {
             url: default_url(),
             topic_prefix: default_prefix(),
+            protocol: MqttProtocol::default(),
             client_id: None,
             username: None,
             password_file: None,
@@ -333,6 +351,13 @@ impl UplinkConfig {
         if self.topic_prefix.is_empty() || self.topic_prefix.contains(['+', '#']) {
             return Err(range("topic_prefix", "must be non-empty, without + or #"));
         }
+        if self.protocol == MqttProtocol::V5 && matches!(url, BrokerUrl::Embedded(_)) {
+            return Err(UplinkConfigError::Inconsistent(
+                "protocol = \"5\" needs an external broker: the embedded one is run for \
+                 MQTT 3.1.1"
+                    .into(),
+            ));
+        }
         let tls_keys =
             self.ca_file.is_some() || self.client_cert.is_some() || self.client_key.is_some();
         if tls_keys && !matches!(url, BrokerUrl::Tls { .. }) {
@@ -474,9 +499,53 @@ impl UplinkConfig {
         Ok(opts)
     }
 
-    /// The last will: retained offline status, QoS 1.
-    pub(crate) fn will(topic: String, payload: Vec<u8>) -> LastWill {
-        LastWill::new(topic, payload, QoS::AtLeastOnce, true)
+    /// rumqttc MQTT 5 options: the same as [`UplinkConfig::mqtt_options`] (clean start and a
+    /// session that ends with the connection, so the broker never re-sends on our behalf).
+    pub(crate) fn mqtt5_options(
+        &self,
+        gateway: &str,
+        will: rumqttc::v5::mqttbytes::v5::LastWill,
+    ) -> Result<rumqttc::v5::MqttOptions, UplinkConfigError> {
+        let url = self.validate()?;
+        let client_id = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("meterd-{gateway}"));
+        let (host, port, tls) = match url {
+            BrokerUrl::Tcp { host, port } => (host, port, false),
+            BrokerUrl::Tls { host, port } => (host, port, true),
+            BrokerUrl::Embedded(addr) => (addr.ip().to_string(), addr.port(), false),
+        };
+        let packet = u32::try_from(self.max_packet_size).unwrap_or(u32::MAX);
+        let mut opts = rumqttc::v5::MqttOptions::new(client_id, host, port);
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_connection_timeout(self.connect_timeout.as_secs().max(1));
+        // Publishes and PUBACK-driven refills go out at once instead of waiting for Nagle.
+        net.set_tcp_nodelay(true);
+        opts.set_clean_start(true)
+            .set_session_expiry_interval(Some(0))
+            .set_keep_alive(self.keepalive)
+            .set_max_packet_size(Some(packet))
+            .set_connection_timeout(self.connect_timeout.as_secs().max(1))
+            .set_network_options(net)
+            // One more packet id than our window: with in-order PUBACKs ids never collide.
+            .set_outgoing_inflight_upper_limit(self.max_inflight.saturating_add(1))
+            .set_request_channel_capacity(usize::from(self.max_inflight) + 4)
+            .set_last_will(will);
+        if let Some(user) = &self.username {
+            let pass = self.password()?;
+            opts.set_credentials(user.clone(), pass.as_ref().map_or("", Secret::expose));
+        } else if self.password_file.is_some() || self.password_env.is_some() {
+            return Err(UplinkConfigError::Inconsistent(
+                "a password needs a username".into(),
+            ));
+        }
+        if tls {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(self.tls_config()?),
+            )));
+        }
+        Ok(opts)
     }
 }
 
@@ -533,6 +602,33 @@ mod tests {
         assert_eq!(c.max_inflight, 20);
         assert!(toml::from_str::<UplinkConfig>("pasword = \"x\"").is_err());
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn protocol_versions() {
+        assert_eq!(UplinkConfig::default().protocol, MqttProtocol::V311);
+        let c: UplinkConfig = toml::from_str("url = \"mqtt://h\"\nprotocol = \"5\"").unwrap();
+        assert_eq!(c.protocol, MqttProtocol::V5);
+        let will = rumqttc::v5::mqttbytes::v5::LastWill::new(
+            "t",
+            "x",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            true,
+            None,
+        );
+        let o = c.mqtt5_options("gw", will.clone()).unwrap();
+        assert_eq!(o.client_id(), "meterd-gw");
+        assert!(o.clean_start());
+        let c311: UplinkConfig =
+            toml::from_str("url = \"mqtt://h\"\nprotocol = \"3.1.1\"").unwrap();
+        assert_eq!(c311.protocol, MqttProtocol::V311);
+        let bad = toml::from_str::<UplinkConfig>("protocol = \"4\"").unwrap_err();
+        assert!(bad.to_string().contains("3.1.1"), "{bad}");
+        // The embedded broker is run for 3.1.1 only.
+        let embedded: UplinkConfig = toml::from_str("protocol = \"5\"").unwrap();
+        let e = embedded.validate().unwrap_err().to_string();
+        assert!(e.contains("external broker"), "{e}");
+        assert!(embedded.mqtt5_options("gw", will).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The MQTT uplink: drains the outbox to the broker, QoS 1, and keeps the retained statuses.
 //!
-//! **Owns**: the one rumqttc `EventLoop` (inside [`Uplink::run`]), the mapping of packet ids to
+//! **Owns**: the one rumqttc event loop (MQTT 3.1.1 or 5, see `link`; inside [`Uplink::run`]), the mapping of packet ids to
 //! outbox rows, the reconnect policy, the retained gateway and meter statuses and the last will.
 //!
 //! **Delivery guarantee: at least once.** A reading is deleted from the [`Outbox`] only when the
@@ -35,6 +35,7 @@
 //! `embedded_listen` first.
 
 mod config;
+mod link;
 mod outbox;
 mod status;
 
@@ -45,16 +46,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{
-    AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttState,
-    Outgoing, Packet, QoS,
-};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-pub use config::{BrokerUrl, Secret, UplinkConfig, UplinkConfigError};
+pub use config::{BrokerUrl, MqttProtocol, Secret, UplinkConfig, UplinkConfigError};
+use link::{Client, Events, LinkError, LinkEvent, Will};
 pub use outbox::{MemoryOutbox, Outbox, Pending};
 pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
@@ -100,6 +98,9 @@ pub struct UplinkSnapshot {
     /// Readings skipped because they exceed `max_packet_size` (they stay in the outbox;
     /// publishing one would break the connection on every attempt and block all others).
     pub oversized: u64,
+    /// Readings an MQTT 5 broker refused with a PUBACK reason code (they stay in the outbox
+    /// and are sent again after the next reconnect).
+    pub publishes_refused: u64,
 }
 
 impl Default for UplinkSnapshot {
@@ -115,6 +116,7 @@ impl Default for UplinkSnapshot {
             statuses_acked: 0,
             outbox_errors: 0,
             oversized: 0,
+            publishes_refused: 0,
         }
     }
 }
@@ -256,6 +258,9 @@ struct Session {
     maybe_more: bool,
     gateway_status_due: bool,
     outbox_retry_at: Option<Instant>,
+    /// Most publishes outstanding on this connection: `max_inflight`, or less if an MQTT 5
+    /// broker's receive maximum is lower.
+    window: u16,
 }
 
 impl Session {
@@ -310,38 +315,6 @@ fn valid_topic_level(s: &str) -> bool {
     !s.is_empty() && !s.contains(['/', '+', '#', '\0'])
 }
 
-fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => {
-            let why = match code {
-                ConnectReturnCode::BadUserNamePassword => {
-                    "bad user name or password (check mqtt.username and the password)"
-                }
-                ConnectReturnCode::NotAuthorized => {
-                    "not authorised (check mqtt.username, the password or the client certificate)"
-                }
-                ConnectReturnCode::BadClientId => "client id rejected (check mqtt.client_id)",
-                ConnectReturnCode::ServiceUnavailable => "service unavailable",
-                ConnectReturnCode::RefusedProtocolVersion => "MQTT 3.1.1 not accepted",
-                ConnectReturnCode::Success => "refused with code success (?)",
-            };
-            format!("broker refused the connection: {why}")
-        }
-        other => {
-            let text = other.to_string();
-            // rustls reports the broker's TLS alert deep inside a "serialization" error.
-            if text.contains("CertificateRequired") {
-                format!(
-                    "the broker requires a client certificate (set mqtt.client_cert and \
-                     mqtt.client_key): {text}"
-                )
-            } else {
-                text
-            }
-        }
-    }
-}
-
 impl<O: Outbox> Uplink<O> {
     /// A new uplink for `gateway`. Reads the password and certificate files now, so a wrong
     /// path fails here rather than at the first connect.
@@ -362,9 +335,12 @@ impl<O: Outbox> Uplink<O> {
                 why: "must be one non-empty topic level without / + #".into(),
             });
         }
-        // Fail early on files and combinations.
-        let probe_will = UplinkConfig::will(String::new(), Vec::new());
-        config.mqtt_options(gateway, probe_will)?;
+        // Fail early on files and combinations (building a client does no I/O).
+        let probe_will = Will {
+            topic: String::new(),
+            payload: Vec::new(),
+        };
+        link::connect(&config, gateway, probe_will)?;
         let (tx, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             wake: Notify::new(),
@@ -442,18 +418,19 @@ impl<O: Outbox> Uplink<O> {
         serde_json::to_vec(&s).unwrap_or_default()
     }
 
-    fn will(&self) -> rumqttc::LastWill {
-        UplinkConfig::will(
-            self.gateway_status_topic(),
-            self.gateway_status(GatewayState::Offline, Some("connection-lost")),
-        )
+    fn will(&self) -> Will {
+        Will {
+            topic: self.gateway_status_topic(),
+            payload: self.gateway_status(GatewayState::Offline, Some("connection-lost")),
+        }
     }
 
     /// Run until [`UplinkHandle::shutdown`]; then publish the offline status, disconnect
     /// (bounded by `shutdown_timeout`) and hand the outbox back. Never returns on broker errors.
     pub async fn run(mut self) -> O {
-        let opts = match self.config.mqtt_options(&self.gateway, self.will()) {
-            Ok(o) => o,
+        let (client, mut eventloop) = match link::connect(&self.config, &self.gateway, self.will())
+        {
+            Ok(c) => c,
             Err(e) => {
                 // Checked in new(); only a file that changed since can get here.
                 error!("uplink cannot start: {e}");
@@ -463,13 +440,6 @@ impl<O: Outbox> Uplink<O> {
                 return self.outbox;
             }
         };
-        let cap = opts.request_channel_capacity();
-        let (client, mut eventloop) = AsyncClient::new(opts, cap);
-        let mut net = eventloop.network_options();
-        net.set_connection_timeout(self.config.connect_timeout.as_secs().max(1));
-        // Publishes and PUBACK-driven refills go out at once instead of waiting for Nagle.
-        net.set_tcp_nodelay(true);
-        eventloop.set_network_options(net);
 
         let mut s = Session::default();
         let mut backoff = Backoff::new(self.config.reconnect_min, self.config.reconnect_max);
@@ -520,7 +490,7 @@ impl<O: Outbox> Uplink<O> {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.shutdown.changed() => {}
                     }
-                    eventloop.mqtt_options.set_last_will(self.will());
+                    eventloop.set_will(self.will());
                 }
             }
         }
@@ -532,28 +502,37 @@ impl<O: Outbox> Uplink<O> {
 
     fn on_event(
         &mut self,
-        ev: Event,
+        ev: LinkEvent,
         s: &mut Session,
-        eventloop: &mut EventLoop,
+        eventloop: &mut Events,
         backoff: &mut Backoff,
         failures: &mut u32,
         last_logged: &mut Option<String>,
     ) {
         match ev {
-            Event::Incoming(Packet::ConnAck(ack)) => {
-                self.on_connack(&ack, s, eventloop, backoff, failures, last_logged)
-            }
-            Event::Incoming(Packet::PubAck(p)) => {
-                if let Some(sent) = s.in_flight.remove(&p.pkid) {
-                    self.on_acked(sent);
-                } else {
-                    warn!(
-                        pkid = p.pkid,
-                        "PUBACK for a packet id not in flight; ignored"
-                    );
+            LinkEvent::ConnAck {
+                session_present,
+                receive_max,
+            } => self.on_connack(
+                session_present,
+                receive_max,
+                s,
+                eventloop,
+                backoff,
+                failures,
+                last_logged,
+            ),
+            LinkEvent::PubAck { pkid, rejected } => match (s.in_flight.remove(&pkid), rejected) {
+                (Some(sent), None) => self.on_acked(sent),
+                (Some(sent), Some(why)) => {
+                    // MQTT 5: the broker refused it. The row stays in the outbox and goes out
+                    // again after the next reconnect, under the same id.
+                    error!(pkid, ?sent, reason = %why, "the broker refused a publish; kept");
+                    self.shared.snap().publishes_refused += 1;
                 }
-            }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                (None, _) => warn!(pkid, "PUBACK for a packet id not in flight; ignored"),
+            },
+            LinkEvent::Published(pkid) => {
                 let sent = match s.collided {
                     Some((p, sent)) if p == pkid => {
                         s.collided = None;
@@ -571,13 +550,13 @@ impl<O: Outbox> Uplink<O> {
                     None => warn!(pkid, "outgoing publish with nothing queued; mapping lost"),
                 }
             }
-            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+            LinkEvent::AwaitAck(pkid) => {
                 debug!(pkid, "packet id collision; rumqttc waits for the ack");
                 if let Some(sent) = s.queued.pop_front() {
                     s.collided = Some((pkid, sent));
                 }
             }
-            _ => {}
+            LinkEvent::Disconnected | LinkEvent::Other => {}
         }
         self.shared.snap().in_flight = s.outstanding();
     }
@@ -596,11 +575,13 @@ impl<O: Outbox> Uplink<O> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // The uplink's per-connection state, passed apart.
     fn on_connack(
         &mut self,
-        ack: &ConnAck,
+        session_present: bool,
+        receive_max: Option<u16>,
         s: &mut Session,
-        eventloop: &mut EventLoop,
+        eventloop: &mut Events,
         backoff: &mut Backoff,
         failures: &mut u32,
         last_logged: &mut Option<String>,
@@ -609,13 +590,13 @@ impl<O: Outbox> Uplink<O> {
         // Its state is replaced too: `MqttState::clean` keeps buffered events (a stale
         // `Outgoing::Publish` would shift every pkid→row mapping by one and ack the wrong row),
         // a parked collision (which would block all new publishes) and the last packet id.
-        eventloop.pending.clear();
-        eventloop.state = MqttState::new(
-            eventloop.mqtt_options.inflight(),
-            eventloop.mqtt_options.manual_acks(),
-        );
+        eventloop.reset_session(receive_max);
         *s = Session {
             connected: true,
+            // An MQTT 5 broker may take fewer unacknowledged publishes than our window.
+            window: receive_max.map_or(self.config.max_inflight, |r| {
+                r.clamp(1, self.config.max_inflight)
+            }),
             maybe_more: true,
             gateway_status_due: true,
             ..Session::default()
@@ -628,10 +609,7 @@ impl<O: Outbox> Uplink<O> {
                 "connected to the MQTT broker again"
             );
         } else {
-            info!(
-                session_present = ack.session_present,
-                "connected to the MQTT broker"
-            );
+            info!(session_present, "connected to the MQTT broker");
         }
         *failures = 0;
         *last_logged = None;
@@ -643,7 +621,7 @@ impl<O: Outbox> Uplink<O> {
 
     fn on_error(
         &mut self,
-        e: &ConnectionError,
+        e: &LinkError,
         s: &mut Session,
         delay: Duration,
         failures: &mut u32,
@@ -652,8 +630,8 @@ impl<O: Outbox> Uplink<O> {
         let was_connected = s.connected;
         *s = Session::default();
         *failures += 1;
-        let text = describe(e);
-        let refused = matches!(e, ConnectionError::ConnectionRefused(_));
+        let text = e.text.clone();
+        let refused = e.refused;
         if was_connected {
             warn!("lost the MQTT connection: {text}; reconnecting in {delay:?}");
         } else if last_logged.as_deref() != Some(text.as_str()) || (*failures).is_multiple_of(10) {
@@ -679,11 +657,11 @@ impl<O: Outbox> Uplink<O> {
     }
 
     /// Hand rumqttc as much as the window allows: statuses first, then outbox rows in order.
-    fn fill(&mut self, client: &AsyncClient, s: &mut Session) {
-        let window = usize::from(self.config.max_inflight);
+    fn fill(&mut self, client: &Client, s: &mut Session) {
+        let window = usize::from(s.window);
         if s.gateway_status_due && s.outstanding() < window {
             let payload = self.gateway_status(GatewayState::Online, None);
-            match client.try_publish(self.gateway_status_topic(), QoS::AtLeastOnce, true, payload) {
+            match client.try_publish(self.gateway_status_topic(), true, payload) {
                 Ok(()) => {
                     s.queued.push_back(Sent::Status);
                     s.gateway_status_due = false;
@@ -700,12 +678,7 @@ impl<O: Outbox> Uplink<O> {
             }
             let payload = serde_json::to_vec(&MeterStatusMessage::new(&self.gateway, &st))
                 .unwrap_or_default();
-            match client.try_publish(
-                self.meter_status_topic(&st.meter),
-                QoS::AtLeastOnce,
-                true,
-                payload,
-            ) {
+            match client.try_publish(self.meter_status_topic(&st.meter), true, payload) {
                 Ok(()) => s.queued.push_back(Sent::Status),
                 Err(e) => {
                     warn!("cannot queue a meter status: {e}");
@@ -751,7 +724,7 @@ impl<O: Outbox> Uplink<O> {
                 s.cursor = Some(row.rowid);
                 continue;
             }
-            match client.try_publish(topic, QoS::AtLeastOnce, false, row.payload) {
+            match client.try_publish(topic, false, row.payload) {
                 Ok(()) => {
                     s.queued.push_back(Sent::Reading(row.rowid));
                     s.cursor = Some(row.rowid);
@@ -768,8 +741,8 @@ impl<O: Outbox> Uplink<O> {
 
     async fn shutdown_gracefully(
         &mut self,
-        client: &AsyncClient,
-        eventloop: &mut EventLoop,
+        client: &Client,
+        eventloop: &mut Events,
         s: &mut Session,
     ) {
         let deadline = Instant::now() + self.config.shutdown_timeout;
@@ -778,7 +751,7 @@ impl<O: Outbox> Uplink<O> {
         }
         let payload = self.gateway_status(GatewayState::Offline, Some("shutdown"));
         if client
-            .try_publish(self.gateway_status_topic(), QoS::AtLeastOnce, true, payload)
+            .try_publish(self.gateway_status_topic(), true, payload)
             .is_err()
         {
             warn!("cannot queue the offline status");
@@ -795,7 +768,7 @@ impl<O: Outbox> Uplink<O> {
                     self.on_event(ev, s, eventloop, &mut backoff, &mut failures, &mut logged)
                 }
                 Ok(Err(e)) => {
-                    warn!("connection lost during shutdown: {}", describe(&e));
+                    warn!("connection lost during shutdown: {}", e.text);
                     return;
                 }
                 Err(_) => {
@@ -804,12 +777,12 @@ impl<O: Outbox> Uplink<O> {
                 }
             }
         }
-        if client.try_disconnect().is_err() {
+        if !client.try_disconnect() {
             return;
         }
         loop {
             match tokio::time::timeout_at(deadline, eventloop.poll()).await {
-                Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => {
+                Ok(Ok(LinkEvent::Disconnected)) => {
                     info!("disconnected from the MQTT broker");
                     return;
                 }

@@ -871,7 +871,7 @@ fn a_missing_client_certificate_is_named() {
     let e = rumqttc::ConnectionError::Io(std::io::Error::other(
         "received fatal alert: CertificateRequired",
     ));
-    let text = super::describe(&e);
+    let text = super::link::describe_v311(&e).text;
     assert!(
         text.starts_with("the broker requires a client certificate (set mqtt.client_cert"),
         "{text}"
