@@ -97,3 +97,27 @@ def test_mqtt5_end_to_end_through_a_broker_restart(rig):
     assert not missing, f"{len(missing)} replies of the simulator are in no batch, e.g. {missing[:2]}"
     status = sub.last_retained(f"{PREFIX}/{GATEWAY}/status")
     assert status["state"] == "offline" and status.get("reason") == "shutdown", status
+
+
+def test_mqtt5_refused_publishes_stay_in_the_spool(rig):
+    """An MQTT 5 broker that refuses the gateway's publishes (mosquitto with an ACL that lets
+    it read only answers PUBACK "not authorised"): no reading is deleted from the spool, each
+    refusal is logged, and every seq handed out is still there after the stop."""
+    acl = rig.d / "acl"
+    acl.write_text("topic read #\n")
+    broker = rig.broker(f"acl_file {acl}\n" + BROKER_LOG)
+    rig.start_sim()
+    rig.write_config(f"mqtt://127.0.0.1:{broker.port}", interval="1s", mqtt_extra='protocol = "5"')
+    d = rig.start_daemon()
+    # The statuses (gateway + one per meter) are refused too; then 4 readings a second.
+    wait_for(lambda: rig.daemon_logs().count("the broker refused a publish; kept") >= 1 + 5 * len(METERS) + 12,
+             60, "refused publishes")
+    d.signal(signal.SIGTERM)
+    assert d.wait(10) == 0, d.text()
+    rig.sim.stop()
+    assert "NotAuthorized" in rig.daemon_logs()
+    last, pending, _ = spool_state(rig.data_dir)
+    for meter in METERS:
+        seqs = pending.get(meter, [])
+        # Every seq this meter was given is still stored: none was deleted on a refusal.
+        assert len(seqs) >= 3 and seqs == list(range(seqs[0], last[meter] + 1)), (meter, last[meter], seqs)
