@@ -1,6 +1,7 @@
 """Issue 4, test 1: simulator (DL/T 645-2007 on a pty, Modbus TCP) → `meterd run` → mosquitto →
 a QoS 1 subscriber. Every published value is the simulator's truth for that exchange, exactly,
-and every message validates against its JSON Schema."""
+and every message validates against its JSON Schema. The same over MQTT 5 through a broker
+restart, and an MQTT 5 broker that refuses every publish (nothing leaves the spool)."""
 import signal
 import time
 

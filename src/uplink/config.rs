@@ -458,22 +458,51 @@ impl UplinkConfig {
         }
     }
 
+    /// Client id, host, port and whether TLS is on, checked.
+    fn endpoint(&self, gateway: &str) -> Result<(String, String, u16, bool), UplinkConfigError> {
+        let url = self.validate()?;
+        let client_id = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("meterd-{gateway}"));
+        Ok(match url {
+            BrokerUrl::Tcp { host, port } => (client_id, host, port, false),
+            BrokerUrl::Tls { host, port } => (client_id, host, port, true),
+            BrokerUrl::Embedded(addr) => (client_id, addr.ip().to_string(), addr.port(), false),
+        })
+    }
+
+    /// User name and password for the CONNECT, if a user name is set.
+    fn credentials(&self) -> Result<Option<(String, String)>, UplinkConfigError> {
+        match &self.username {
+            Some(user) => {
+                let pass = self.password()?;
+                Ok(Some((
+                    user.clone(),
+                    pass.as_ref().map_or("", Secret::expose).to_owned(),
+                )))
+            }
+            None if self.password_file.is_some() || self.password_env.is_some() => Err(
+                UplinkConfigError::Inconsistent("a password needs a username".into()),
+            ),
+            None => Ok(None),
+        }
+    }
+
+    /// The TLS transport (`mqtts://`).
+    fn tls_transport(&self) -> Result<Transport, UplinkConfigError> {
+        Ok(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(self.tls_config()?),
+        )))
+    }
+
     /// rumqttc options: clean session, last will, credentials, TLS, packet size, inflight.
     pub(crate) fn mqtt_options(
         &self,
         gateway: &str,
         will: LastWill,
     ) -> Result<MqttOptions, UplinkConfigError> {
-        let url = self.validate()?;
-        let client_id = self
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("meterd-{gateway}"));
-        let (host, port, tls) = match url {
-            BrokerUrl::Tcp { host, port } => (host, port, false),
-            BrokerUrl::Tls { host, port } => (host, port, true),
-            BrokerUrl::Embedded(addr) => (addr.ip().to_string(), addr.port(), false),
-        };
+        let (client_id, host, port, tls) = self.endpoint(gateway)?;
         let mut opts = MqttOptions::new(client_id, host, port);
         opts.set_clean_session(true)
             .set_keep_alive(self.keepalive)
@@ -483,39 +512,23 @@ impl UplinkConfig {
             // Our window bounds what is in the channel; room for the DISCONNECT on top.
             .set_request_channel_capacity(usize::from(self.max_inflight) + 4)
             .set_last_will(will);
-        if let Some(user) = &self.username {
-            let pass = self.password()?;
-            opts.set_credentials(user.clone(), pass.as_ref().map_or("", Secret::expose));
-        } else if self.password_file.is_some() || self.password_env.is_some() {
-            return Err(UplinkConfigError::Inconsistent(
-                "a password needs a username".into(),
-            ));
+        if let Some((user, pass)) = self.credentials()? {
+            opts.set_credentials(user, pass);
         }
         if tls {
-            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(self.tls_config()?),
-            )));
+            opts.set_transport(self.tls_transport()?);
         }
         Ok(opts)
     }
 
-    /// rumqttc MQTT 5 options: the same as [`UplinkConfig::mqtt_options`] (clean start and a
-    /// session that ends with the connection, so the broker never re-sends on our behalf).
+    /// rumqttc MQTT 5 options: as [`UplinkConfig::mqtt_options`], with clean start and a
+    /// session that ends with the connection, so the broker never re-sends on our behalf.
     pub(crate) fn mqtt5_options(
         &self,
         gateway: &str,
         will: rumqttc::v5::mqttbytes::v5::LastWill,
     ) -> Result<rumqttc::v5::MqttOptions, UplinkConfigError> {
-        let url = self.validate()?;
-        let client_id = self
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("meterd-{gateway}"));
-        let (host, port, tls) = match url {
-            BrokerUrl::Tcp { host, port } => (host, port, false),
-            BrokerUrl::Tls { host, port } => (host, port, true),
-            BrokerUrl::Embedded(addr) => (addr.ip().to_string(), addr.port(), false),
-        };
+        let (client_id, host, port, tls) = self.endpoint(gateway)?;
         let packet = u32::try_from(self.max_packet_size).unwrap_or(u32::MAX);
         let mut opts = rumqttc::v5::MqttOptions::new(client_id, host, port);
         let mut net = rumqttc::NetworkOptions::new();
@@ -526,24 +539,18 @@ impl UplinkConfig {
             .set_session_expiry_interval(Some(0))
             .set_keep_alive(self.keepalive)
             .set_max_packet_size(Some(packet))
+            // rumqttc's v5 event loop times the CONNECT by this; the socket by `net`.
             .set_connection_timeout(self.connect_timeout.as_secs().max(1))
             .set_network_options(net)
             // One more packet id than our window: with in-order PUBACKs ids never collide.
             .set_outgoing_inflight_upper_limit(self.max_inflight.saturating_add(1))
             .set_request_channel_capacity(usize::from(self.max_inflight) + 4)
             .set_last_will(will);
-        if let Some(user) = &self.username {
-            let pass = self.password()?;
-            opts.set_credentials(user.clone(), pass.as_ref().map_or("", Secret::expose));
-        } else if self.password_file.is_some() || self.password_env.is_some() {
-            return Err(UplinkConfigError::Inconsistent(
-                "a password needs a username".into(),
-            ));
+        if let Some((user, pass)) = self.credentials()? {
+            opts.set_credentials(user, pass);
         }
         if tls {
-            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(self.tls_config()?),
-            )));
+            opts.set_transport(self.tls_transport()?);
         }
         Ok(opts)
     }
