@@ -164,6 +164,19 @@ pub struct Appended {
     pub bytes: u64,
 }
 
+impl From<Pending> for Appended {
+    /// What was stored, without the payload.
+    fn from(p: Pending) -> Self {
+        Appended {
+            bytes: p.payload.len() as u64,
+            rowid: p.rowid,
+            meter: p.meter,
+            seq: p.seq,
+            id: p.id,
+        }
+    }
+}
+
 /// What [`Spool::append_rows`] stored.
 #[derive(Debug, Clone, Default)]
 pub struct AppendedRows {
@@ -467,13 +480,7 @@ impl Spool {
             .append_rows(gateway, &mut batches)?
             .rows
             .into_iter()
-            .map(|p| Appended {
-                bytes: p.payload.len() as u64,
-                rowid: p.rowid,
-                meter: p.meter,
-                seq: p.seq,
-                id: p.id,
-            })
+            .map(Appended::from)
             .collect())
     }
 

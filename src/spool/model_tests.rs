@@ -351,16 +351,7 @@ fn apply_spool(s: &mut Option<Spool>, path: &Path, max_bytes: u64, step: &Step) 
             let mut bs = bs.clone();
             match spool.append_rows_acking(GATEWAY, &mut bs, ids) {
                 Ok(a) => Outcome::AppendedAcking(
-                    a.rows
-                        .into_iter()
-                        .map(|p| Appended {
-                            bytes: p.payload.len() as u64,
-                            rowid: p.rowid,
-                            meter: p.meter,
-                            seq: p.seq,
-                            id: p.id,
-                        })
-                        .collect(),
+                    a.rows.into_iter().map(Appended::from).collect(),
                     a.acked,
                 ),
                 Err(SpoolError::TooLarge { .. }) => Outcome::TooLarge,
