@@ -145,7 +145,9 @@ impl LastBatch {
                 None => {}
                 Some(ValueData::Number(n)) if n.as_str().len() <= INLINE => {
                     let t = n.as_str().as_bytes();
-                    kept.text[..t.len()].copy_from_slice(t);
+                    if let Some(inline) = kept.text.get_mut(..t.len()) {
+                        inline.copy_from_slice(t);
+                    }
                     // Cannot truncate: at most INLINE (21) bytes.
                     kept.len = u8::try_from(t.len()).unwrap_or(u8::MAX);
                     kept.kind = Kind::Inline;
@@ -203,8 +205,10 @@ impl LastBatch {
                 };
                 let value = match v.kind {
                     Kind::Null => None,
-                    Kind::Inline => std::str::from_utf8(&v.text[..usize::from(v.len)])
-                        .ok()
+                    Kind::Inline => v
+                        .text
+                        .get(..usize::from(v.len))
+                        .and_then(|t| std::str::from_utf8(t).ok())
                         .map(|t| ValueData::Number(ExactNumber::from_kept_text(t))),
                     Kind::Aside => aside,
                 };
