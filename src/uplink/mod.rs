@@ -593,9 +593,11 @@ impl<O: Outbox> Uplink<O> {
         eventloop.reset_session(receive_max);
         *s = Session {
             connected: true,
-            // An MQTT 5 broker may take fewer unacknowledged publishes than our window.
+            // An MQTT 5 broker may take fewer unacknowledged publishes than our window. One
+            // below its maximum, as with 3.1.1 (window + 1 packet ids): with in-order PUBACKs a
+            // packet id is then never reused while still in flight.
             window: receive_max.map_or(self.config.max_inflight, |r| {
-                r.clamp(1, self.config.max_inflight)
+                r.saturating_sub(1).clamp(1, self.config.max_inflight)
             }),
             maybe_more: true,
             gateway_status_due: true,
