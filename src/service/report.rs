@@ -62,7 +62,8 @@ pub struct UplinkReport {
     /// Readings too large to publish.
     pub oversized: u64,
     /// Readings an MQTT 5 broker refused with a PUBACK reason code (kept, sent again after the
-    /// next reconnect).
+    /// next reconnect). Defaulted when reading a report from an older daemon.
+    #[serde(default)]
     pub publishes_refused: u64,
     /// Outbox errors.
     pub outbox_errors: u64,
