@@ -33,7 +33,7 @@ pub(super) struct FreshRows(Arc<Mutex<VecDeque<uplink::Pending>>>);
 impl FreshRows {
     fn rows(&self) -> MutexGuard<'_, VecDeque<uplink::Pending>> {
         // Only plain pushes and pops happen under the lock: a poisoned queue is still whole.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.0)
     }
 
     /// Called after each successful append, with what it stored.
@@ -105,7 +105,7 @@ struct AckGroup {
 impl HeldAcks {
     fn group(&self) -> MutexGuard<'_, AckGroup> {
         // Only pushes and takes happen under the lock: a poisoned group is still whole.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.0)
     }
 
     /// Holds one more; returns how many are held.

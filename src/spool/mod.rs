@@ -262,11 +262,11 @@ fn delete_rows(
     tx: &rusqlite::Transaction<'_>,
     rowids: &[i64],
 ) -> Result<(usize, u64), rusqlite::Error> {
-    let mut n = 0usize;
-    let mut freed: u64 = 0;
     if rowids.is_empty() {
         return Ok((0, 0));
     }
+    let mut n = 0usize;
+    let mut freed: u64 = 0;
     let mut del = tx.prepare_cached("DELETE FROM outbox WHERE row_id = ?1 RETURNING bytes")?;
     for rowid in rowids {
         let mut rows = del.query([rowid])?;

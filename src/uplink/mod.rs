@@ -1,7 +1,7 @@
 //! The MQTT uplink: drains the outbox to the broker, QoS 1, and keeps the retained statuses.
 //!
-//! **Owns**: the one rumqttc event loop (MQTT 3.1.1 or 5, see `link`; inside [`Uplink::run`]), the mapping of packet ids to
-//! outbox rows, the reconnect policy, the retained gateway and meter statuses and the last will.
+//! **Owns**: the one rumqttc event loop (MQTT 3.1.1 or 5, see `link`; inside [`Uplink::run`]),
+//! the mapping of packet ids to outbox rows, the reconnect policy, the retained gateway and meter statuses and the last will.
 //!
 //! **Delivery guarantee: at least once.** A reading is deleted from the [`Outbox`] only when the
 //! broker's PUBACK for it arrives. On every CONNACK the uplink forgets everything in flight and
@@ -258,8 +258,8 @@ struct Session {
     maybe_more: bool,
     gateway_status_due: bool,
     outbox_retry_at: Option<Instant>,
-    /// Most publishes outstanding on this connection: `max_inflight`, or less if an MQTT 5
-    /// broker's receive maximum is lower.
+    /// Most publishes outstanding on this connection: `max_inflight`, or one below an MQTT 5
+    /// broker's receive maximum when that is not above it.
     window: u16,
 }
 
