@@ -41,7 +41,7 @@ pub struct MeterStatus {
     /// Meter id.
     pub id: String,
     /// Protocol name.
-    pub protocol: String,
+    pub protocol: &'static str,
     /// State.
     pub state: MeterState,
     /// Gateway time of the last poll the meter answered (RFC 3339).
@@ -68,10 +68,10 @@ pub struct MeterStatus {
 
 impl MeterStatus {
     /// A fresh status.
-    pub fn new(id: &str, protocol: &str) -> Self {
+    pub fn new(id: &str, protocol: &'static str) -> Self {
         Self {
             id: id.to_owned(),
-            protocol: protocol.to_owned(),
+            protocol,
             state: MeterState::Ok,
             last_success: None,
             last_error: None,

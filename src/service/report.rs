@@ -306,7 +306,7 @@ fn bus_report(
                 MeterReport {
                     id: m.id.clone(),
                     bus: b.name.clone(),
-                    protocol: m.protocol.clone(),
+                    protocol: m.protocol.to_owned(),
                     state: state_name(m.state).to_owned(),
                     last_success: m.last_success.clone(),
                     last_error: m.last_error.clone(),

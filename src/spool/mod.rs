@@ -86,7 +86,7 @@ use crate::reading::{Quality, ReadingBatch, ValueData};
 /// SQLite's page cache per spool, in KiB (SQLite's default is 2,000 KiB). The spool is written
 /// at its end and read from its start, so a small cache serves it; pages it misses come from
 /// the kernel's page cache, and on a 256 MB gateway the difference is resident memory.
-const PAGE_CACHE_KIB: i64 = 512;
+const PAGE_CACHE_KIB: i64 = 128;
 
 /// How to open a spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
