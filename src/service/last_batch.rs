@@ -4,10 +4,11 @@
 //! long as it runs. Kept as it travels (a [`ReadingBatch`] with four labels and two strings
 //! per value) that is 4–6 KiB a meter, and kept as its JSON (what an earlier version did) it
 //! was still ~5 KiB: ~5 MB of a 256 MB gateway with 1,000 meters, for a page that is rarely
-//! open. Here a value is 24 bytes (its number's text inline, its quality), the labels
-//! (quantity, unit, OBIS code, source) live once per distinct layout — in practice once per
-//! profile — and the rare parts (text values, reasons, meter times) are kept on the side.
-//! [`LastBatches::get`] gives back exactly the batch that was kept.
+//! open. Here a value is 3 bytes plus its number's text (the texts of a batch are kept in one
+//! string), the labels (quantity, unit, OBIS code, source) live once per distinct layout — in
+//! practice once per profile —, evidence frames are kept as bytes, and the rare parts (text
+//! values, reasons, meter times) are kept on the side. [`LastBatch::get`] gives back exactly
+//! the batch that was kept.
 
 use std::sync::Arc;
 
