@@ -35,25 +35,32 @@ def test_end_to_end_values_are_the_meters_values_exactly(rig):
     assert d.wait(10) == 0, d.text()
     rig.sim.stop()
 
-    readings = sub.readings()
-    counts = check_schemas(sub)
-    assert counts["reading"] >= 24 and counts["gateway-status"] >= 1 and counts["meter-status"] >= 4, counts
-    last, pending, payloads = spool_state(rig.data_dir)
-    seqs = check_sequence(readings)
-    for meter in METERS:
-        # Everything the spool numbered was published, or is still in the spool after the stop.
-        assert max(seqs[meter] + pending.get(meter, [])) == last[meter], (meter, last, pending)
-    compared, missing = check_against_truth(readings, rig.truth_lines(), payloads)
-    assert compared >= 24 * 5, compared
-    assert not missing, f"{len(missing)} replies of the simulator are in no batch, e.g. {missing[:2]}"
+    readings, counts = check_delivered(rig, sub, 24)
+    assert counts["meter-status"] >= 4, counts
     # Both protocols, and good values: a run on a healthy bus has no bad values at all.
     protocols = {doc["protocol"] for _, doc in readings}
     assert protocols == {"dlt645-2007", "modbus-tcp"}, protocols
     bad = [(doc["id"], v) for _, doc in readings for v in doc["values"] if v["quality"] != "good"]
     assert not bad, bad[:5]
-    # Clean stop: the retained gateway status says offline because of a shutdown.
+
+
+def check_delivered(rig, sub, min_readings):
+    """After a stopped run: every message valid; per meter no seq gap and everything the spool
+    numbered published or still in the spool; values equal to the simulator's truth; the
+    retained gateway status offline because of a shutdown. Returns (readings, counts)."""
+    readings = sub.readings()
+    counts = check_schemas(sub)
+    assert counts["reading"] >= min_readings and counts["gateway-status"] >= 1, counts
+    last, pending, payloads = spool_state(rig.data_dir)
+    seqs = check_sequence(readings)
+    for meter in METERS:
+        assert max(seqs[meter] + pending.get(meter, [])) == last[meter], (meter, last, pending)
+    compared, missing = check_against_truth(readings, rig.truth_lines(), payloads)
+    assert compared >= min_readings * 5, compared
+    assert not missing, f"{len(missing)} replies of the simulator are in no batch, e.g. {missing[:2]}"
     status = sub.last_retained(f"{PREFIX}/{GATEWAY}/status")
     assert status["state"] == "offline" and status.get("reason") == "shutdown", status
+    return readings, counts
 
 
 # The subscriber's broker keeps its sessions across the restart below.
@@ -86,18 +93,7 @@ def test_mqtt5_end_to_end_through_a_broker_restart(rig):
     assert d.wait(10) == 0, d.text()
     rig.sim.stop()
 
-    readings = sub.readings()
-    counts = check_schemas(sub)
-    assert counts["reading"] >= 30 and counts["gateway-status"] >= 1, counts
-    last, pending, payloads = spool_state(rig.data_dir)
-    seqs = check_sequence(readings)
-    for meter in METERS:
-        assert max(seqs[meter] + pending.get(meter, [])) == last[meter], (meter, last, pending)
-    compared, missing = check_against_truth(readings, rig.truth_lines(), payloads)
-    assert compared >= 30 * 5, compared
-    assert not missing, f"{len(missing)} replies of the simulator are in no batch, e.g. {missing[:2]}"
-    status = sub.last_retained(f"{PREFIX}/{GATEWAY}/status")
-    assert status["state"] == "offline" and status.get("reason") == "shutdown", status
+    check_delivered(rig, sub, 30)
 
 
 def test_mqtt5_refused_publishes_stay_in_the_spool(rig):

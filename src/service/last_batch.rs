@@ -120,7 +120,9 @@ impl KeptFrame {
 }
 
 /// The bytes of `text` if it is exactly what [`to_hex`] makes of them (`68 29 25`: upper-case
-/// pairs, single spaces, nothing else), so that `to_hex` gives `text` back.
+/// pairs, single spaces, nothing else), so that `to_hex` gives `text` back. Not
+/// `hex_input::parse_hex`: that one accepts any way a person writes bytes, so it would need a
+/// `to_hex` round trip to compare, three allocations per frame on the store path.
 fn canonical_hex_bytes(text: &str) -> Option<Vec<u8>> {
     fn digit(c: u8) -> Option<u8> {
         match c {
