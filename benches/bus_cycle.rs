@@ -23,7 +23,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,10 +71,13 @@ fn wire(bytes: u64) -> Duration {
     Duration::from_nanos(bytes * u64::from(BITS_PER_CHAR) * 1_000_000_000 / u64::from(BAUD))
 }
 
-fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("meterd-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("bench-8.toml"), PROFILE).unwrap();
+/// The profile, in a directory removed when dropped (configs load profiles when parsed).
+fn dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("meterd-bench-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(d.path().join("bench-8.toml"), PROFILE).unwrap();
     d
 }
 
@@ -83,7 +86,11 @@ fn address(bus: u32, i: u32) -> String {
 }
 
 fn sim_config(buses: u32, setup: Setup) -> SimConfig {
-    let mut text = format!("profile_dirs = [{:?}]\n", dir().display().to_string());
+    let profiles = dir();
+    let mut text = format!(
+        "profile_dirs = [{:?}]\n",
+        profiles.path().display().to_string()
+    );
     for b in 0..buses {
         text.push_str(&format!(
             "[[port]]\nname = \"bus{b}\"\ntcp = \"127.0.0.1:0\"\nbaud = {BAUD}\nparity = \"even\"\n\
@@ -102,11 +109,12 @@ fn sim_config(buses: u32, setup: Setup) -> SimConfig {
 }
 
 fn gateway_config(b: u32, host: &str, setup: Setup) -> (Config, meterd::config::ProfileSet) {
+    let profiles = dir();
     let mut text = format!(
         "gateway = \"bench\"\nprofile_dirs = [{:?}]\n[[bus]]\nname = \"bus{b}\"\ntransport = \"tcp\"\nhost = \"{host}\"\n\
          baud = {BAUD}\nparity = \"even\"\n\
          timing = {{ response_timeout = \"500ms\", retries = 0, turnaround = \"{}ms\", preamble = {PREAMBLE} }}\n",
-        dir().display().to_string(),
+        profiles.path().display().to_string(),
         TURNAROUND.as_millis()
     );
     for i in 0..setup.meters {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,19 +48,24 @@ scale = "0.01"
 unit = "A"
 "#;
 
-fn profile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("meterd-bus-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("t-dlt.toml"), DLT_PROFILE).unwrap();
-    std::fs::write(dir.join("t-mb.toml"), MB_PROFILE).unwrap();
+/// The test profiles in a directory that is removed when dropped: configs load their profiles
+/// when parsed, so it only has to outlive `Config::from_text`.
+fn profile_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("meterd-bus-test-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(dir.path().join("t-dlt.toml"), DLT_PROFILE).unwrap();
+    std::fs::write(dir.path().join("t-mb.toml"), MB_PROFILE).unwrap();
     dir
 }
 
 /// A config with one raw-TCP bus per (name, host, timing, meters) entry.
 fn config(buses: &[(&str, &str, &str, &str)]) -> (Config, ProfileSet) {
+    let profiles = profile_dir();
     let mut text = format!(
         "gateway = \"gw\"\nprofile_dirs = [{:?}]\n",
-        profile_dir().display().to_string()
+        profiles.path().display().to_string()
     );
     for (name, host, timing, meters) in buses {
         text.push_str(&format!(
@@ -377,9 +382,10 @@ async fn a_serial_bus_on_a_pty_pair() {
     let Some((master, path)) = pty() else { return };
     let log = new_log();
     tokio::spawn(serve(master, model(&[3]), log.clone()));
+    let profiles = profile_dir();
     let text = format!(
         "gateway = \"gw\"\nprofile_dirs = [{:?}]\n[[bus]]\nname = \"s\"\ntransport = \"serial\"\nport = \"{path}\"\nbaud = 9600\nparity = \"none\"\ntiming = {{ {FAST} }}\n{}{}",
-        profile_dir().display().to_string(),
+        profiles.path().display().to_string(),
         dlt_meter("1m"),
         mb_meter(3, "1m")
     );
@@ -457,9 +463,10 @@ async fn a_modbus_tcp_bus_reads_with_evidence_and_survives_a_silent_unit() {
             )
         })
         .collect::<String>();
+    let profiles = profile_dir();
     let text = format!(
         "gateway = \"gw\"\nprofile_dirs = [{:?}]\n[[bus]]\nname = \"lan\"\ntransport = \"modbus-tcp\"\nhost = \"{host}\"\ntiming = {{ {FAST} }}\n{meters}",
-        profile_dir().display().to_string()
+        profiles.path().display().to_string()
     );
     let c = Config::from_text(Path::new("/tmp/t.toml"), &text).unwrap();
     let mut bus = bus_of(&c, 0);

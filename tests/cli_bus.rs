@@ -279,9 +279,11 @@ async fn scan_finds_units_and_dlt645_addresses() {
 #[tokio::test]
 async fn trace_and_check_config() {
     let host = tcp_fake(model(&[3]), new_log()).await;
-    let dir = std::env::temp_dir().join(format!("meterd-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("meterd.toml");
+    let dir = tempfile::Builder::new()
+        .prefix("meterd-cli-test-")
+        .tempdir()
+        .unwrap();
+    let cfg = dir.path().join("meterd.toml");
     std::fs::write(
         &cfg,
         format!(

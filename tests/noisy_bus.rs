@@ -10,7 +10,7 @@
 //! CI box.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use meter_protocols::Scan;
@@ -47,10 +47,13 @@ di = "02800002"
 const METERS: u32 = 4;
 const POLLS: u32 = 20; // 4 meters × 8 values × 20 polls = 640 values, 640 exchanges at least
 
-fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("meterd-noisy-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("noisy-8.toml"), PROFILE).unwrap();
+/// The profile and the simulator's truth log, in a directory removed when dropped.
+fn dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("meterd-noisy-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(d.path().join("noisy-8.toml"), PROFILE).unwrap();
     d
 }
 
@@ -70,11 +73,11 @@ const CORRUPT_P: f64 = 0.19;
 // A few late replies on top (1 in 100 replies, 400 ms late against a 100 ms timeout).
 const LATE_P: f64 = 0.01;
 
-fn sim_config(truth: &Path) -> SimConfig {
+fn sim_config(dir: &Path, truth: &Path) -> SimConfig {
     let mut text = format!(
         "truth = {:?}\nprofile_dirs = [{:?}]\n[[port]]\nname = \"noisy\"\ntcp = \"127.0.0.1:0\"\n",
         truth.display().to_string(),
-        dir().display().to_string()
+        dir.display().to_string()
     );
     for i in 0..METERS {
         text.push_str(&format!(
@@ -90,11 +93,11 @@ fn sim_config(truth: &Path) -> SimConfig {
 /// Retries: an attempt fails when the reply is corrupted (p ≈ 0.19) or late (0.01), so about
 /// 0.2 per attempt; with 3 retries a value is lost with probability 0.2⁴ ≈ 0.16 %, well
 /// inside the 1 % the acceptance allows. One retry (the default) would lose 4 %.
-fn gateway_config(host: &str) -> (Config, meterd::config::ProfileSet) {
+fn gateway_config(dir: &Path, host: &str) -> (Config, meterd::config::ProfileSet) {
     let mut text = format!(
         "gateway = \"gw\"\nprofile_dirs = [{:?}]\n[[bus]]\nname = \"noisy\"\ntransport = \"tcp\"\nhost = \"{host}\"\n\
          timing = {{ response_timeout = \"100ms\", inter_byte_timeout = \"30ms\", retries = 3, turnaround = \"1ms\", late_reply_guard = \"400ms\" }}\n",
-        dir().display().to_string()
+        dir.display().to_string()
     );
     for i in 0..METERS {
         text.push_str(&format!(
@@ -133,10 +136,13 @@ type Sent = (bool, Vec<String>, HashMap<String, String>);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noisy_bus_yields_99_percent_good_values_and_never_a_wrong_one() {
-    let truth_path = dir().join("truth.jsonl");
-    let sim = Simulator::start(sim_config(&truth_path)).await.unwrap();
+    let dir = dir();
+    let truth_path = dir.path().join("truth.jsonl");
+    let sim = Simulator::start(sim_config(dir.path(), &truth_path))
+        .await
+        .unwrap();
     let host = sim.local_addr("noisy").unwrap().to_string();
-    let cfg = gateway_config(&host);
+    let cfg = gateway_config(dir.path(), &host);
     let mut bus = Bus::new(cfg.0.buses[0].get_ref(), &cfg.1, BusOptions::new("gw")).unwrap();
     bus.connect().await.unwrap();
 
