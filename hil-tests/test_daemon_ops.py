@@ -2,7 +2,8 @@
 0 within 5 s and a retained `offline`/`shutdown` gateway status (not the will's
 `connection-lost`); a configuration error exits 2 with `FILE:LINE:COL: key: message`; and
 `meterd demo` (the README's main command) prints a reading of every demo meter within 10 s
-and stops on Ctrl-C with exit 0."""
+and stops on Ctrl-C or SIGHUP (a closed terminal) with exit 0, removing its temporary spool."""
+import os
 import re
 import signal
 import subprocess
@@ -69,7 +70,9 @@ def demo_meters_seen(text):
 
 
 def test_demo_prints_every_meter_within_10s_and_stops_on_ctrl_c(meterd, workdir):
-    demo = Proc([meterd, "demo"], workdir, "demo")
+    tmp = workdir / "tmp"
+    tmp.mkdir()
+    demo = Proc([meterd, "demo"], workdir, "demo", env={**os.environ, "TMPDIR": str(tmp)})
     try:
         t0 = time.monotonic()
         try:
@@ -81,8 +84,27 @@ def test_demo_prints_every_meter_within_10s_and_stops_on_ctrl_c(meterd, workdir)
         took = time.monotonic() - t0
         assert seen == set(DEMO_METERS), (
             f"after {took:.1f} s no reading of {sorted(set(DEMO_METERS) - seen)}:\n{demo.text()[-3000:]}")
+        assert list(tmp.glob("meterd-demo-*")), "the demo keeps its spool in a temporary directory"
         demo.signal(signal.SIGINT)
         assert demo.wait(10) == 0, demo.text()[-2000:]
+        assert list(tmp.iterdir()) == [], "the demo's temporary spool is removed when it stops"
+    finally:
+        demo.stop()
+
+
+def test_demo_stops_cleanly_when_its_terminal_closes(meterd, workdir):
+    """Closing the technician's terminal sends SIGHUP: the same clean stop as Ctrl-C, exit 0,
+    and no temporary spool left behind."""
+    tmp = workdir / "tmp"
+    tmp.mkdir()
+    demo = Proc([meterd, "demo"], workdir, "demo", env={**os.environ, "TMPDIR": str(tmp)})
+    try:
+        wait_for(lambda: demo_meters_seen(demo.out.read_text()) or not demo.alive(), 10, "a first reading")
+        assert demo.alive(), demo.text()[-2000:]
+        demo.signal(signal.SIGHUP)
+        assert demo.wait(10) == 0, demo.text()[-2000:]
+        assert "meterd demo: stopping" in demo.out.read_text()
+        assert list(tmp.iterdir()) == [], "the demo's temporary spool is removed when it stops"
     finally:
         demo.stop()
 

@@ -410,21 +410,26 @@ impl Daemon {
     }
 }
 
-/// Waits for SIGTERM or SIGINT (Ctrl-C).
+/// Waits for SIGTERM, SIGINT (Ctrl-C) or SIGHUP, for the foreground commands (`meterd demo`):
+/// closing its terminal sends SIGHUP, whose default action would end the process without the
+/// clean stop (and without removing its temporary spool).
 pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        // A handler that cannot be installed is never waited for; Ctrl-C always is.
+        async fn next(kind: SignalKind) {
+            match signal(kind) {
+                Ok(mut s) => {
+                    s.recv().await;
                 }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        }
+        tokio::select! {
+            _ = next(SignalKind::terminate()) => {}
+            _ = next(SignalKind::hangup()) => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
     }
     #[cfg(not(unix))]
