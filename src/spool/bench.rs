@@ -154,11 +154,69 @@ fn run(synchronous_full: bool) -> Vec<Figure> {
     figures
 }
 
+/// Lower bounds for any spool of this kind, not meterd's: (1) encoding a batch's JSON, which
+/// is what gets published, and (2) the least SQLite can do to keep a group durable before it
+/// is published, one row holding the whole group's JSON, inserted in a WAL transaction with
+/// `synchronous=FULL` that also deletes the previous group's row (no per-batch rows, seq
+/// counters or registers). Per batch.
+fn floors() -> Vec<Figure> {
+    const GROUP: usize = 32;
+    const CYCLES: u64 = 100;
+    let one = batch("000000123456", 25, "12345.67");
+    let mut buf = Vec::with_capacity(4096);
+    let mut figures = vec![measure(
+        "floor: JSON of 1 batch x 25 values".into(),
+        CYCLES * GROUP as u64,
+        || {
+            for _ in 0..CYCLES * GROUP as u64 {
+                buf.clear();
+                serde_json::to_writer(&mut buf, &one).unwrap();
+                std::hint::black_box(&buf);
+            }
+        },
+    )];
+    let group: Vec<u8> = buf.repeat(GROUP);
+    let dir = tempfile::tempdir().unwrap();
+    let conn = Connection::open(dir.path().join("floor.db")).unwrap();
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "FULL").unwrap();
+    conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
+        .unwrap();
+    conn.execute_batch("CREATE TABLE g (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
+        .unwrap();
+    let mut conn = conn;
+    figures.push(measure(
+        format!(
+            "floor: 1 row of {GROUP} batches' JSON ({} B) + delete the previous per tx, FULL",
+            group.len()
+        ),
+        CYCLES * GROUP as u64,
+        || {
+            for i in 0..CYCLES as i64 {
+                let tx = conn.transaction().unwrap();
+                tx.prepare_cached("INSERT INTO g (id, payload) VALUES (?1, ?2)")
+                    .unwrap()
+                    .execute(params![i, group])
+                    .unwrap();
+                tx.prepare_cached("DELETE FROM g WHERE id = ?1")
+                    .unwrap()
+                    .execute([i - 1])
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+        },
+    ));
+    figures
+}
+
 #[test]
 #[ignore = "benchmark: run in release with --ignored --nocapture"]
 fn spool_throughput() {
     let mut all = run(true);
     all.extend(run(false));
+    all.extend(floors());
     println!(
         "{:<66} {:>10} {:>14} {:>20}",
         "", "us/batch", "CPU us/batch", "bytes written/batch"
