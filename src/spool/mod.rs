@@ -77,7 +77,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 pub use error::SpoolError;
 
@@ -267,14 +267,17 @@ fn delete_rows(
     }
     let mut n = 0usize;
     let mut freed: u64 = 0;
-    let mut del = tx.prepare_cached("DELETE FROM outbox WHERE row_id = ?1 RETURNING bytes")?;
+    // A lookup and a plain delete rather than `DELETE … RETURNING`: RETURNING builds and
+    // drops a temporary table per statement (see `append_rows_acking`).
+    let mut size = tx.prepare_cached("SELECT bytes FROM outbox WHERE row_id = ?1")?;
+    let mut del = tx.prepare_cached("DELETE FROM outbox WHERE row_id = ?1")?;
     for rowid in rowids {
-        let mut rows = del.query([rowid])?;
-        if let Some(r) = rows.next()? {
-            let b: i64 = r.get(0)?;
-            freed += to_u64(b);
-            n += 1;
-        }
+        let Some(b) = size.query_row([rowid], |r| r.get::<_, i64>(0)).optional()? else {
+            continue;
+        };
+        del.execute([rowid])?;
+        freed += to_u64(b);
+        n += 1;
     }
     Ok((n, freed))
 }
@@ -524,17 +527,28 @@ impl Spool {
         let mut rows = Vec::with_capacity(batches.len());
         let mut new_bytes: u64 = 0;
         {
-            let mut next_seq = tx
+            // A lookup and an upsert with the new value, not one upsert `… RETURNING last_seq`:
+            // SQLite runs RETURNING through a temporary table built and dropped per statement,
+            // which made this loop ~20 % of a commit's CPU (spool bench, "append 32 + ack").
+            let mut last_seq = tx
+                .prepare_cached("SELECT last_seq FROM meters WHERE meter = ?1")
+                .map_err(sql)?;
+            let mut set_seq = tx
                 .prepare_cached(
                     "INSERT INTO meters (meter, last_seq) VALUES (?1, ?2) \
-                     ON CONFLICT (meter) DO UPDATE SET last_seq = last_seq + 1 \
-                     RETURNING last_seq",
+                     ON CONFLICT (meter) DO UPDATE SET last_seq = excluded.last_seq",
                 )
                 .map_err(sql)?;
             for batch in batches.iter_mut() {
-                let seq: i64 = next_seq
-                    .query_row(params![batch.meter, first_seq], |r| r.get(0))
-                    .map_err(sql)?;
+                let seq: i64 = match last_seq
+                    .query_row([&batch.meter], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map_err(sql)?
+                {
+                    Some(last) => last + 1,
+                    None => first_seq,
+                };
+                set_seq.execute(params![batch.meter, seq]).map_err(sql)?;
                 gateway.clone_into(&mut batch.gateway);
                 batch.seq = to_u64(seq);
                 batch.id = format!("{gateway}/{}/{seq}", batch.meter);
