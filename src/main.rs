@@ -54,14 +54,14 @@ fn die_quietly_on_broken_pipe() {
 ///   scenario 3). Its threads mostly wait on I/O, so sharing one arena costs no measurable time.
 /// - A trim threshold of [`MALLOC_TRIM_THRESHOLD`]. With glibc's 128 KiB every spool commit
 ///   gave back the ~150 KiB SQLite's statement journals had just used and took it again on the
-///   next one: two `brk` calls and ~50 page faults a second per group, 15 % of the daemon's CPU
-///   in scenario 1. Peak memory (VmHWM) is unchanged: this only keeps what was already used.
+///   next one: two `brk` calls per reading and ~50 page faults a second in scenario 1, 12–15 %
+///   of the daemon's CPU there. Peak memory is unchanged: this only keeps what was used.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt only sets a malloc parameter; called at start-up, before any other
-        // thread exists. A failure (0) leaves glibc's default, which is only less frugal.
         if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            // SAFETY: mallopt only sets a malloc parameter; called at start-up, before any
+            // other thread exists. A failure (0) leaves glibc's default, only less frugal.
             unsafe {
                 libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
             }
