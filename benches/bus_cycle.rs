@@ -73,10 +73,7 @@ fn wire(bytes: u64) -> Duration {
 
 /// The profile, in a directory removed when dropped (configs load profiles when parsed).
 fn dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("meterd-bench-")
-        .tempdir()
-        .unwrap();
+    let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("bench-8.toml"), PROFILE).unwrap();
     d
 }

@@ -51,10 +51,7 @@ unit = "A"
 /// The test profiles in a directory that is removed when dropped: configs load their profiles
 /// when parsed, so it only has to outlive `Config::from_text`.
 fn profile_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("meterd-bus-test-")
-        .tempdir()
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("t-dlt.toml"), DLT_PROFILE).unwrap();
     std::fs::write(dir.path().join("t-mb.toml"), MB_PROFILE).unwrap();
     dir

@@ -279,10 +279,7 @@ async fn scan_finds_units_and_dlt645_addresses() {
 #[tokio::test]
 async fn trace_and_check_config() {
     let host = tcp_fake(model(&[3]), new_log()).await;
-    let dir = tempfile::Builder::new()
-        .prefix("meterd-cli-test-")
-        .tempdir()
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("meterd.toml");
     std::fs::write(
         &cfg,

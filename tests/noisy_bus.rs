@@ -49,10 +49,7 @@ const POLLS: u32 = 20; // 4 meters × 8 values × 20 polls = 640 values, 640 exc
 
 /// The profile and the simulator's truth log, in a directory removed when dropped.
 fn dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("meterd-noisy-")
-        .tempdir()
-        .unwrap();
+    let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("noisy-8.toml"), PROFILE).unwrap();
     d
 }

@@ -177,7 +177,7 @@ fn floors() -> Vec<Figure> {
     )];
     let group: Vec<u8> = buf.repeat(GROUP);
     let dir = tempfile::tempdir().unwrap();
-    let conn = Connection::open(dir.path().join("floor.db")).unwrap();
+    let mut conn = Connection::open(dir.path().join("floor.db")).unwrap();
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
         .unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
@@ -186,7 +186,6 @@ fn floors() -> Vec<Figure> {
         .unwrap();
     conn.execute_batch("CREATE TABLE g (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
         .unwrap();
-    let mut conn = conn;
     figures.push(measure(
         format!(
             "floor: 1 row of {GROUP} batches' JSON ({} B) + delete the previous per tx, FULL",
