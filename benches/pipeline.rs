@@ -13,7 +13,9 @@
 //! `--interval DUR` (poll interval, e.g. `500ms`), `--meters N`, `--outage N` (seconds, drain),
 //! `--turnaround DUR` (the buses' `timing.turnaround` and `timing.modbus_silence`; default `0s`:
 //! the meters answer at once over TCP, and the daemon's defaults, 20 ms and t3.5 at the bus's
-//! default baud (16 ms), cap each Modbus TCP bus at 50-57 polls/s).
+//! default baud (16 ms), cap each Modbus TCP bus at 50-57 polls/s), `--units-per-port N`
+//! (meters per simulator port and meterd bus; default 200, meters behind Modbus TCP gateways
+//! read one at a time; `1` gives each meter its own endpoint, like native Modbus TCP meters).
 //! CPU is utime+stime from `/proc/PID/stat` (all threads, including exited ones), sampled
 //! after the warm-up and at the end; values are counted at the subscriber (QoS 1).
 //! `METERD_BIN=/path/to/meterd` runs another build of the daemon (and simulator) than this one.
@@ -49,6 +51,10 @@ struct Opts {
     /// The gateway buses' `timing.turnaround` (the daemon's default, 20 ms, is RS-485 silence;
     /// on Modbus TCP it caps a bus at 50 polls/s).
     turnaround: String,
+    /// Meters per simulator port (one meterd bus per port): 200 models meters behind Modbus TCP
+    /// gateways, read one at a time per gateway; 1 models native Modbus TCP meters, one
+    /// endpoint (and one bus, polled concurrently) each.
+    units_per_port: usize,
 }
 
 fn opts() -> Opts {
@@ -61,6 +67,7 @@ fn opts() -> Opts {
         meters: None,
         outage: 60,
         turnaround: "0s".into(),
+        units_per_port: 200,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -74,6 +81,10 @@ fn opts() -> Opts {
             "--meters" => o.meters = Some(val().parse().expect("--meters N")),
             "--outage" => o.outage = val().parse().expect("--outage N"),
             "--turnaround" => o.turnaround = val(),
+            "--units-per-port" => {
+                o.units_per_port = val().parse().expect("--units-per-port N");
+                assert!(o.units_per_port >= 1, "--units-per-port must be at least 1");
+            }
             s if !s.starts_with('-') && o.scenario.is_empty() => o.scenario = s.to_owned(),
             _ => {}
         }
@@ -352,8 +363,6 @@ struct Rig {
     counts: Arc<Counts>,
 }
 
-const UNITS_PER_PORT: usize = 200;
-
 fn start_mosquitto(dir: &Path, port: u16) -> Proc {
     let conf = dir.join("mosquitto.conf");
     fs::write(
@@ -375,7 +384,7 @@ fn start_mosquitto(dir: &Path, port: u16) -> Proc {
     p
 }
 
-/// `meters` Modbus TCP meters (25 float32 each), `UNITS_PER_PORT` per simulator port (one
+/// `meters` Modbus TCP meters (25 float32 each), `o.units_per_port` per simulator port (one
 /// meterd bus per port), polled every `interval`.
 fn start(o: &Opts, meters: usize, interval: &str, status_interval: &str, spool: &str) -> Rig {
     let dir =
@@ -383,7 +392,7 @@ fn start(o: &Opts, meters: usize, interval: &str, status_interval: &str, spool: 
     fs::create_dir_all(&dir).unwrap();
     write_profile(&dir);
     let mqtt_port = free_port();
-    let ports: Vec<u16> = (0..meters.div_ceil(UNITS_PER_PORT))
+    let ports: Vec<u16> = (0..meters.div_ceil(o.units_per_port))
         .map(|_| free_port())
         .collect();
 
@@ -395,7 +404,7 @@ fn start(o: &Opts, meters: usize, interval: &str, status_interval: &str, spool: 
         dir.join("data").display()
     );
     for (b, port) in ports.iter().enumerate() {
-        let n = (meters - b * UNITS_PER_PORT).min(UNITS_PER_PORT);
+        let n = (meters - b * o.units_per_port).min(o.units_per_port);
         let _ = write!(
             sim,
             "\n[[port]]\nname = \"p{b}\"\nmodbus_tcp = \"127.0.0.1:{port}\"\n"
@@ -625,7 +634,7 @@ fn rate(o: &Opts) {
         o,
         &format!(
             "2. Sustained rate with {meters} meters × 25 f32 over {} ports, {secs} s measured after {warmup} s",
-            meters.div_ceil(UNITS_PER_PORT)
+            meters.div_ceil(o.units_per_port)
         ),
     );
     println!(

@@ -36,6 +36,9 @@ enum Op {
     Ack(usize),
     /// Ack several rows in one call; one selector may repeat or miss.
     AckMany(Vec<usize>),
+    /// Ack a run of consecutive row ids from the one before the row at `sel`, `len` + 1 of
+    /// them: the run may cover ids acknowledged before, dropped, or never stored.
+    AckRun(usize, u8),
     /// Page: after the row at `sel` (None: from the start), `limit` rows.
     Pending(Option<usize>, u8),
     /// Ack several rows and append, in one call (`append_rows_acking`).
@@ -150,6 +153,10 @@ impl Model {
             ),
             Op::Ack(sel) => Step::Ack(vec![pick(*sel)]),
             Op::AckMany(sels) => Step::Ack(sels.iter().map(|&s| pick(s)).collect()),
+            Op::AckRun(sel, len) => {
+                let first = pick(*sel) - 1;
+                Step::Ack((first..=first + i64::from(*len)).collect())
+            }
             Op::Pending(after, limit) => Step::Pending(after.map(pick), usize::from(*limit)),
             Op::AppendAcking(bs, sels) => Step::AppendAcking(
                 bs.iter()
@@ -379,6 +386,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         6 => prop::collection::vec(batch.clone(), 1..5).prop_map(Op::Append),
         3 => any::<usize>().prop_map(Op::Ack),
         1 => prop::collection::vec(any::<usize>(), 0..6).prop_map(Op::AckMany),
+        1 => (any::<usize>(), 0u8..6).prop_map(|(s, l)| Op::AckRun(s, l)),
         2 => (prop::option::of(any::<usize>()), 0u8..8).prop_map(|(a, l)| Op::Pending(a, l)),
         2 => (
             prop::collection::vec(batch, 0..4),

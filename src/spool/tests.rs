@@ -634,3 +634,29 @@ fn an_ack_is_not_fsynced_on_its_own_but_the_next_append_is() {
     let s = open(&db(&dir));
     assert_eq!(s.stats().unwrap().depth, 2);
 }
+
+#[test]
+fn acking_a_run_that_covers_acked_and_unknown_ids_counts_only_stored_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&db(&dir));
+    let all = s
+        .append(
+            "gw",
+            (0..6).map(|m| batch(&format!("m{m}"), 2, "1.5")).collect(),
+        )
+        .unwrap();
+    let ids: Vec<i64> = all.iter().map(|a| a.rowid).collect();
+    assert!(s.ack(ids[2]).unwrap());
+    let run: Vec<i64> = (ids[0] - 5..=ids[3]).chain([ids[1], ids[3]]).collect();
+    assert_eq!(s.ack_many(&run).unwrap(), 3);
+    let left: Vec<i64> = s
+        .pending(None, 10)
+        .unwrap()
+        .iter()
+        .map(|p| p.rowid)
+        .collect();
+    assert_eq!(left, ids[4..].to_vec());
+    let st = s.stats().unwrap();
+    assert_eq!(st.depth, 2);
+    assert_eq!(st.bytes, all[4..].iter().map(|a| a.bytes).sum::<u64>());
+}
