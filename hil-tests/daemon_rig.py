@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import jsonschema
+import lz4.block
 import paho.mqtt.client as mqtt
 
 from conftest import ROOT, Mosquitto, free_port, port_open, wait_for
@@ -269,6 +270,17 @@ class Rig:
             b.stop(kill=True)
 
 
+def spool_payload(encoding: int, stored: bytes, size: int) -> bytes:
+    """A spool row's JSON: kept as it is (encoding 0) or as one LZ4 block (1), decoded here by
+    the reference LZ4 library, not by meterd's."""
+    if encoding == 0:
+        return stored
+    assert encoding == 1, f"unknown payload encoding {encoding}"
+    json_bytes = lz4.block.decompress(stored, uncompressed_size=size)
+    assert len(json_bytes) == size, (len(json_bytes), size)
+    return json_bytes
+
+
 def spool_state(data_dir: Path):
     """(last seq per meter, {meter: [pending seqs]}, [pending payloads]) read from the spool
     file after meterd stopped."""
@@ -277,9 +289,10 @@ def spool_state(data_dir: Path):
         last = dict(con.execute("SELECT meter, last_seq FROM meters"))
         pending = defaultdict(list)
         payloads = []
-        for meter, seq, payload in con.execute("SELECT meter, seq, payload FROM outbox ORDER BY row_id"):
+        rows = con.execute("SELECT meter, seq, encoding, bytes, payload FROM outbox ORDER BY row_id")
+        for meter, seq, encoding, size, payload in rows:
             pending[meter].append(seq)
-            payloads.append(bytes(payload))
+            payloads.append(spool_payload(encoding, bytes(payload), size))
         return last, dict(pending), payloads
     finally:
         con.close()

@@ -2,14 +2,17 @@
 a QoS 1 subscriber. Every published value is the simulator's truth for that exchange, exactly,
 and every message validates against its JSON Schema. The same over MQTT 5 through a broker
 restart, and an MQTT 5 broker that refuses every publish (nothing leaves the spool)."""
+import json
 import signal
+import subprocess
 import time
 
+import jsonschema
 import pytest
 
 from conftest import wait_for
-from daemon_rig import (GATEWAY, METERS, PREFIX, Rig, check_against_truth, check_schemas, check_sequence,
-                        quiet_port, spool_state)
+from daemon_rig import (GATEWAY, METERS, PREFIX, SCHEMAS, Rig, check_against_truth, check_schemas,
+                        check_sequence, quiet_port, spool_state)
 
 
 @pytest.fixture
@@ -109,12 +112,34 @@ def test_mqtt5_refused_publishes_stay_in_the_spool(rig):
     # The statuses (gateway + one per meter) are refused too; then 4 readings a second.
     wait_for(lambda: rig.daemon_logs().count("the broker refused a publish; kept") >= 1 + 5 * len(METERS) + 12,
              60, "refused publishes")
+    # `meterd spool` refuses a spool the daemon holds, and says what to do.
+    busy = subprocess.run([str(rig.bin), "spool", str(rig.data_dir / "spool.sqlite")],
+                          capture_output=True, text=True, timeout=30)
+    assert busy.returncode == 1 and "stop meterd first" in busy.stderr, busy
     d.signal(signal.SIGTERM)
     assert d.wait(10) == 0, d.text()
     rig.sim.stop()
     assert "NotAuthorized" in rig.daemon_logs()
-    last, pending, _ = spool_state(rig.data_dir)
+    last, pending, payloads = spool_state(rig.data_dir)
+    # With the daemon stopped, `meterd spool` prints the same readings as the reference LZ4
+    # library decodes from the file, oldest first, and counts them.
+    shown = subprocess.run([str(rig.bin), "spool", str(rig.data_dir / "spool.sqlite")],
+                           capture_output=True, timeout=30)
+    assert shown.returncode == 0, shown
+    assert shown.stdout.splitlines() == payloads
+    assert f"{len(payloads)} readings not yet acknowledged".encode() in shown.stderr, shown.stderr
+    missing = subprocess.run([str(rig.bin), "spool", str(rig.d / "nothing.sqlite")],
+                             capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 1 and "no spool file there" in missing.stderr, missing
+    assert not (rig.d / "nothing.sqlite").exists()
     for meter in METERS:
         seqs = pending.get(meter, [])
         # Every seq this meter was given is still stored: none was deleted on a refusal.
         assert len(seqs) >= 3 and seqs == list(range(seqs[0], last[meter] + 1)), (meter, last[meter], seqs)
+    # The stored payloads (compressed in the file) are the readings themselves: decoded by the
+    # reference LZ4 library, each is a reading of its row's meter that validates.
+    assert len(payloads) == sum(len(v) for v in pending.values())
+    stored = [(doc["meter"], doc["seq"]) for doc in map(json.loads, payloads)]
+    assert sorted(stored) == sorted((m, s) for m, seqs in pending.items() for s in seqs)
+    for p in payloads:
+        jsonschema.validate(json.loads(p), SCHEMAS["reading"])

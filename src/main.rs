@@ -32,6 +32,8 @@ enum Command {
     Status(meterd::cli::status::StatusArgs),
     /// Validate a configuration and print the effective settings and Modbus request plans.
     CheckConfig(meterd::cli::check_config::CheckConfigArgs),
+    /// Print the readings a stopped daemon's spool still holds (JSON lines) and its counters.
+    Spool(meterd::cli::spool::SpoolArgs),
 }
 
 /// Commands that print results die quietly when their reader goes away (`meterd read | head`),
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
             | Command::Scan(_)
             | Command::Trace(_)
             | Command::CheckConfig(_)
+            | Command::Spool(_)
     ) {
         die_quietly_on_broken_pipe();
     }
@@ -109,5 +112,6 @@ fn main() -> ExitCode {
         Command::Trace(args) => meterd::cli::trace::run(&args),
         Command::Status(args) => meterd::cli::status::run(&args),
         Command::CheckConfig(args) => meterd::cli::check_config::run(&args),
+        Command::Spool(args) => meterd::cli::spool::run(&args),
     }
 }

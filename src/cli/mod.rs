@@ -1,4 +1,5 @@
-//! The technician's bus commands: `meterd read`, `scan`, `trace`, `status` and `check-config`.
+//! The technician's commands: `meterd read`, `scan`, `trace`, `status`, `check-config` and
+//! `spool`.
 //!
 //! Each command parses its arguments (clap), builds the same bus and driver objects the daemon
 //! uses, and reports every failure (dead port, busy port, no answer, bad configuration) as one
@@ -10,6 +11,7 @@ pub mod demo;
 pub mod read;
 pub mod run;
 pub mod scan;
+pub mod spool;
 pub mod status;
 pub mod trace;
 

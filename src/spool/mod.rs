@@ -28,11 +28,11 @@
 //!   oldest batches, whatever their meter, in the same transaction, and counts each drop
 //!   durably (totals in [`SpoolStats`], per meter in [`Spool::meters`]); a consumer sees the
 //!   drop as a `seq` gap. One call larger than `max_bytes` is refused with
-//!   [`SpoolError::TooLarge`], never dropped silently. SQLite's own pages, indexes and WAL come
-//!   on top of `max_bytes`: a row takes at least its payload rounded up to SQLite's pages (a
-//!   3 KB batch fills most of a 4 KiB page), the WAL grows to about 4 MiB between checkpoints
-//!   (1000 pages) and is truncated to 4 MiB after one; freed pages are reused, the file does not
-//!   shrink. Size the file system for that.
+//!   [`SpoolError::TooLarge`], never dropped silently. The file holds the payloads compressed
+//!   (a reading's JSON takes ~40 % of its size), in SQLite's 4 KiB pages with their indexes;
+//!   the WAL grows to about 4 MiB between checkpoints (1000 pages) and is truncated to 4 MiB
+//!   after one; freed pages are reused, the file does not shrink. Size the file system for
+//!   `max_bytes` plus the WAL: the bound counts the JSON, not its compressed size.
 //! - **Power loss.** On open, SQLite replays the WAL: committed transactions are there, an
 //!   uncommitted one is not. This is only as good as the storage's fsync: flash that
 //!   acknowledges writes before they are on the medium can lose the last commits.
@@ -41,10 +41,13 @@
 //!   aside with [`Spool::quarantine`]. A full disk is [`SpoolError::DiskFull`], distinct, and
 //!   leaves everything stored before intact. Acks need room too (a delete is written to the
 //!   WAL first): on a full disk `ack` fails with `DiskFull` as well; the caller keeps the ack
-//!   and retries, and meanwhile the batch may be re-sent (same `id`). It never panics and never rewrites a stored
-//!   payload. One process owns a spool at a time (SQLite exclusive locking mode): a second
-//!   opener gets [`SpoolError::Locked`]; inspect the file with `sqlite3` only while meterd is
-//!   stopped.
+//!   and retries, and meanwhile the batch may be re-sent (same `id`). It never panics and
+//!   never rewrites a stored payload. One process owns a spool at a time (SQLite exclusive
+//!   locking mode): a second opener gets [`SpoolError::Locked`]; inspect the file with
+//!   `sqlite3` only while meterd is stopped.
+//! - **Payloads at rest** are kept LZ4-compressed (`packing`; the `encoding` column says how
+//!   each row is kept). `pending` returns each one's JSON exactly as it was appended; a row
+//!   that does not decompress is [`SpoolError::Corrupt`] naming the row.
 //!
 //! # Validation state
 //!
@@ -63,6 +66,7 @@
 //! The on-disk schema is in [`schema`].
 
 mod error;
+mod packing;
 pub mod schema;
 
 #[cfg(test)]
@@ -247,6 +251,8 @@ pub struct Spool {
     relaxed: bool,
     /// Encoding buffer for payloads.
     scratch: Vec<u8>,
+    /// Compresses payloads for the file.
+    packer: packing::Packer,
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -423,6 +429,7 @@ impl Spool {
             next_rowid: max_rowid.saturating_add(1),
             relaxed: false,
             scratch: Vec::new(),
+            packer: packing::Packer::default(),
         })
     }
 
@@ -630,8 +637,8 @@ impl Spool {
         {
             let mut ins = tx
                 .prepare_cached(
-                    "INSERT INTO outbox (row_id, meter, seq, id, read_at, bytes, payload) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO outbox (row_id, meter, seq, id, read_at, bytes, encoding, \
+                     payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(sql)?;
             let mut good = tx
@@ -643,6 +650,7 @@ impl Spool {
                 .map_err(sql)?;
             for (batch, payload) in rows {
                 let bytes = payload.len() as u64;
+                let (encoding, stored) = self.packer.pack(&payload);
                 ins.execute(params![
                     rowid,
                     batch.meter,
@@ -650,7 +658,8 @@ impl Spool {
                     batch.id,
                     batch.read_at,
                     to_i64(bytes),
-                    payload
+                    encoding,
+                    stored
                 ])
                 .map_err(sql)?;
                 for v in &batch.values {
@@ -700,23 +709,39 @@ impl Spool {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT row_id, meter, seq, id, payload FROM outbox \
+                "SELECT row_id, meter, seq, id, bytes, encoding, payload FROM outbox \
                  WHERE row_id > ?1 ORDER BY row_id LIMIT ?2",
             )
             .map_err(sql)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
             .query_map(params![after_rowid.unwrap_or(i64::MIN), limit], |r| {
-                Ok(Pending {
-                    rowid: r.get(0)?,
-                    meter: r.get(1)?,
-                    seq: to_u64(r.get(2)?),
-                    id: r.get(3)?,
-                    payload: r.get(4)?,
-                })
+                let bytes: i64 = r.get(4)?;
+                let encoding: i64 = r.get(5)?;
+                let stored: Vec<u8> = r.get(6)?;
+                Ok((
+                    Pending {
+                        rowid: r.get(0)?,
+                        meter: r.get(1)?,
+                        seq: to_u64(r.get(2)?),
+                        id: r.get(3)?,
+                        payload: Vec::new(),
+                    },
+                    (encoding, stored, bytes),
+                ))
             })
             .map_err(sql)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut p, (encoding, stored, bytes)) = row.map_err(sql)?;
+            p.payload =
+                packing::unpack(encoding, stored, bytes).map_err(|e| SpoolError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("outbox row {} ({}): {e}", p.rowid, p.id),
+                })?;
+            out.push(p);
+        }
+        Ok(out)
     }
 
     /// Deletes one batch (its PUBACK arrived); durable when this returns. `false` if it was not

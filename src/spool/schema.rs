@@ -2,8 +2,9 @@
 //!
 //! The file is marked with `PRAGMA application_id` = [`APPLICATION_ID`] ("mtrd") and versioned
 //! with `PRAGMA user_version` = [`SCHEMA_VERSION`]. A database with another application id, or a
-//! newer version, is refused with [`SpoolError::Schema`]; a migration from an older version goes
-//! here when there is one.
+//! newer version, is refused with [`SpoolError::Schema`]. An older version is migrated on open,
+//! in one transaction: a new spool is created as version 1 and migrated like an old one, so
+//! every migration runs on every first start.
 
 use std::path::Path;
 
@@ -15,12 +16,12 @@ use super::SpoolError;
 pub const APPLICATION_ID: i32 = 0x6d74_7264;
 
 /// The schema version this code writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Version 1. `outbox.row_id` is a plain rowid alias (no AUTOINCREMENT: that rewrites
 /// `sqlite_sequence`, one more page per commit); `Spool` keeps row ids increasing for its
 /// lifetime itself. `meters` is never pruned, so `last_seq` survives a full drain.
-const SCHEMA_V1: &str = "
+pub(crate) const SCHEMA_V1: &str = "
 CREATE TABLE outbox (
     row_id   INTEGER PRIMARY KEY,  -- publish order; the uplink's cursor and ack key
     meter    TEXT    NOT NULL,
@@ -45,9 +46,16 @@ CREATE TABLE last_good (
 ) WITHOUT ROWID;
 ";
 
-/// Checks the identity and version of an opened database and creates the schema in an empty
-/// one (in one transaction, so a crash leaves either no schema or all of it).
-/// Returns whether the schema was created now.
+/// Version 2: payloads may be kept compressed (see `super::packing`). Rows of a version 1 spool
+/// keep their JSON as it is (encoding 0). Adding a column with a constant default rewrites no
+/// row, so the migration takes the same time for an empty spool and a full one.
+const MIGRATE_V1_TO_V2: &str = "
+ALTER TABLE outbox ADD COLUMN encoding INTEGER NOT NULL DEFAULT 0;  -- 0: JSON, 1: LZ4 block
+";
+
+/// Checks the identity and version of an opened database, creates the schema in an empty one
+/// and migrates an older one (each in one transaction, so a crash leaves the file as it was
+/// or fully done). Returns whether the schema was created now.
 pub(crate) fn ensure(conn: &mut Connection, path: &Path) -> Result<bool, SpoolError> {
     let sql = |e| SpoolError::sqlite(path, e);
     let app: i32 = conn
@@ -65,9 +73,9 @@ pub(crate) fn ensure(conn: &mut Connection, path: &Path) -> Result<bool, SpoolEr
         tx.execute_batch(SCHEMA_V1).map_err(sql)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(sql)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(sql)?;
+        tx.pragma_update(None, "user_version", 1).map_err(sql)?;
         tx.commit().map_err(sql)?;
+        migrate(conn, path, 1)?;
         return Ok(true);
     }
     if app != APPLICATION_ID {
@@ -94,5 +102,29 @@ pub(crate) fn ensure(conn: &mut Connection, path: &Path) -> Result<bool, SpoolEr
             detail: format!("unknown spool schema version {version} (expected {SCHEMA_VERSION})"),
         });
     }
+    migrate(conn, path, version)?;
     Ok(false)
+}
+
+/// Brings a spool of schema `version` (≥ 1) to [`SCHEMA_VERSION`], one transaction per step.
+fn migrate(conn: &mut Connection, path: &Path, mut version: i32) -> Result<(), SpoolError> {
+    let sql = |e| SpoolError::sqlite(path, e);
+    while version < SCHEMA_VERSION {
+        let step = match version {
+            1 => MIGRATE_V1_TO_V2,
+            _ => {
+                return Err(SpoolError::Schema {
+                    path: path.to_path_buf(),
+                    detail: format!("no migration from spool schema version {version}"),
+                });
+            }
+        };
+        let tx = conn.transaction().map_err(sql)?;
+        tx.execute_batch(step).map_err(sql)?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        version += 1;
+    }
+    Ok(())
 }

@@ -660,3 +660,108 @@ fn acking_a_run_that_covers_acked_and_unknown_ids_counts_only_stored_rows() {
     assert_eq!(st.depth, 2);
     assert_eq!(st.bytes, all[4..].iter().map(|a| a.bytes).sum::<u64>());
 }
+
+#[test]
+fn payloads_are_stored_compressed_and_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let mut s = open(&path);
+    let stored = s
+        .append("gw", vec![batch("m1", 25, "1.5"), batch("m2", 0, "2")])
+        .unwrap();
+    let sent = s.pending(None, 10).unwrap();
+    drop(s);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let rows: Vec<(i64, i64, i64, i64)> = c
+        .prepare("SELECT row_id, bytes, encoding, length(payload) FROM outbox ORDER BY row_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let (_, bytes, encoding, len) = rows[0];
+    assert_eq!(encoding, packing::LZ4);
+    assert_eq!(bytes, stored[0].bytes as i64, "bytes counts the JSON");
+    assert!(len * 2 < bytes, "{len} of {bytes}");
+    drop(c);
+
+    // What the uplink reads after a restart is the JSON that was appended, byte for byte.
+    let s = open(&path);
+    let again = s.pending(None, 10).unwrap();
+    assert_eq!(again, sent);
+    let doc: serde_json::Value = serde_json::from_slice(&again[0].payload).unwrap();
+    assert_eq!(doc["values"].as_array().unwrap().len(), 25);
+}
+
+#[test]
+fn a_row_that_does_not_decompress_is_corrupt_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let mut s = open(&path);
+    let a = s.append("gw", vec![batch("m1", 25, "1.5")]).unwrap();
+    drop(s);
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute(
+            "UPDATE outbox SET payload = x'F0FFFFFF00' WHERE row_id = ?1",
+            [a[0].rowid],
+        )
+        .unwrap();
+    }
+    let s = open(&path);
+    let err = s.pending(None, 10).unwrap_err();
+    assert!(matches!(err, SpoolError::Corrupt { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("row {}", a[0].rowid)) && text.contains(&a[0].id),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_version_1_spool_is_migrated_and_its_rows_are_sent_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let old_json = serde_json::to_vec(&batch("m1", 3, "5")).unwrap();
+    {
+        // The file meterd 0.1 (schema version 1) left: one unacknowledged reading, seq 7.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+            .unwrap();
+        c.execute_batch(schema::SCHEMA_V1).unwrap();
+        c.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO outbox (row_id, meter, seq, id, read_at, bytes, payload) \
+             VALUES (1, 'm1', 7, 'gw/m1/7', '2026-11-27T10:00:00.000Z', ?1, ?2)",
+            rusqlite::params![old_json.len() as i64, old_json],
+        )
+        .unwrap();
+        c.execute("INSERT INTO meters (meter, last_seq) VALUES ('m1', 7)", [])
+            .unwrap();
+    }
+    let mut s = open(&path);
+    let version: i32 = s
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, schema::SCHEMA_VERSION);
+    let a = s.append("gw", vec![batch("m1", 25, "6")]).unwrap();
+    assert_eq!(a[0].seq, 8, "numbering goes on");
+    let p = s.pending(None, 10).unwrap();
+    assert_eq!(p.len(), 2);
+    assert_eq!((p[0].rowid, p[0].id.as_str()), (1, "gw/m1/7"));
+    assert_eq!(
+        p[0].payload, old_json,
+        "the old row is sent as it was stored"
+    );
+    assert_eq!(p[1].id, "gw/m1/8");
+    assert_eq!(s.stats().unwrap().depth, 2);
+    drop(s);
+    // Opening a migrated spool again changes nothing.
+    let s = open(&path);
+    assert_eq!(s.pending(None, 10).unwrap(), p);
+}
