@@ -20,5 +20,6 @@ pub mod reading;
 pub mod service;
 pub mod sim;
 pub mod spool;
+pub mod startup_code;
 pub mod uplink;
 pub mod validate;

@@ -39,6 +39,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
         let signals = Signals::new();
         match Daemon::start(&args.config, RunOptions::default()).await {
             Ok(d) => {
+                // Start-up is over: its code need not stay resident (see the module).
+                let released = crate::startup_code::release();
+                tracing::debug!(released, "unmapped the start-up code pages");
                 d.run_until(signals).await;
                 ExitCode::SUCCESS
             }
