@@ -42,6 +42,15 @@ fn open(path: &Path) -> Spool {
     Spool::open(path, SpoolOptions::numbered_from_one(64 * 1024 * 1024)).unwrap()
 }
 
+/// The row ids of everything stored, in order.
+fn pending_rowids(s: &Spool) -> Vec<i64> {
+    s.pending(None, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|p| p.rowid)
+        .collect()
+}
+
 #[test]
 fn seq_continues_across_reopen_and_full_drain() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,12 +72,7 @@ fn seq_continues_across_reopen_and_full_drain() {
     let b = s.append("gw-01", vec![batch("m1", 3, "1.01")]).unwrap();
     assert_eq!(b[0].seq, 2);
     // Drain everything, reopen: numbering goes on.
-    let all: Vec<i64> = s
-        .pending(None, 100)
-        .unwrap()
-        .iter()
-        .map(|p| p.rowid)
-        .collect();
+    let all = pending_rowids(&s);
     assert_eq!(s.ack_many(&all).unwrap(), 3);
     drop(s);
     let mut s = open(&path);
@@ -649,13 +653,7 @@ fn acking_a_run_that_covers_acked_and_unknown_ids_counts_only_stored_rows() {
     assert!(s.ack(ids[2]).unwrap());
     let run: Vec<i64> = (ids[0] - 5..=ids[3]).chain([ids[1], ids[3]]).collect();
     assert_eq!(s.ack_many(&run).unwrap(), 3);
-    let left: Vec<i64> = s
-        .pending(None, 10)
-        .unwrap()
-        .iter()
-        .map(|p| p.rowid)
-        .collect();
-    assert_eq!(left, ids[4..].to_vec());
+    assert_eq!(pending_rowids(&s), ids[4..].to_vec());
     let st = s.stats().unwrap();
     assert_eq!(st.depth, 2);
     assert_eq!(st.bytes, all[4..].iter().map(|a| a.bytes).sum::<u64>());
