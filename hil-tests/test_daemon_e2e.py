@@ -115,7 +115,7 @@ def test_mqtt5_refused_publishes_stay_in_the_spool(rig):
     # `meterd spool` refuses a spool the daemon holds, and says what to do.
     busy = subprocess.run([str(rig.bin), "spool", str(rig.data_dir / "spool.sqlite")],
                           capture_output=True, text=True, timeout=30)
-    assert busy.returncode == 1 and "stop meterd first" in busy.stderr, busy
+    assert busy.returncode == 2 and "stop meterd first" in busy.stderr, busy
     d.signal(signal.SIGTERM)
     assert d.wait(10) == 0, d.text()
     rig.sim.stop()
@@ -130,7 +130,7 @@ def test_mqtt5_refused_publishes_stay_in_the_spool(rig):
     assert f"{len(payloads)} readings not yet acknowledged".encode() in shown.stderr, shown.stderr
     missing = subprocess.run([str(rig.bin), "spool", str(rig.d / "nothing.sqlite")],
                              capture_output=True, text=True, timeout=30)
-    assert missing.returncode == 1 and "no spool file there" in missing.stderr, missing
+    assert missing.returncode == 2 and "no spool file there" in missing.stderr, missing
     assert not (rig.d / "nothing.sqlite").exists()
     for meter in METERS:
         seqs = pending.get(meter, [])

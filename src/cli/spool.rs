@@ -27,11 +27,12 @@ pub struct SpoolArgs {
 /// Readings read from the file per query.
 const PAGE: usize = 256;
 
-/// Runs `meterd spool`: 0 after printing, 1 when the file cannot be read.
+/// Runs `meterd spool`: 0 after printing; 2 when the file is missing, held by a running
+/// daemon or cannot be read (like a dead or busy port for the bus commands).
 pub fn run(args: &SpoolArgs) -> ExitCode {
     match print(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail("spool", &e, 1),
+        Err(e) => fail("spool", &e, 2),
     }
 }
 

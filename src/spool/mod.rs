@@ -716,32 +716,30 @@ impl Spool {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
             .query_map(params![after_rowid.unwrap_or(i64::MIN), limit], |r| {
-                let bytes: i64 = r.get(4)?;
-                let encoding: i64 = r.get(5)?;
-                let stored: Vec<u8> = r.get(6)?;
-                Ok((
-                    Pending {
-                        rowid: r.get(0)?,
-                        meter: r.get(1)?,
-                        seq: to_u64(r.get(2)?),
-                        id: r.get(3)?,
-                        payload: Vec::new(),
-                    },
-                    (encoding, stored, bytes),
-                ))
+                let rowid: i64 = r.get(0)?;
+                let id: String = r.get(3)?;
+                // Decompressed straight from SQLite's buffer (no owned copy of the stored form).
+                let stored = r.get_ref(6)?.as_blob()?;
+                let payload = match packing::unpack(r.get(5)?, stored, r.get(4)?) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(format!("outbox row {rowid} ({id}): {e}"))),
+                };
+                Ok(Ok(Pending {
+                    rowid,
+                    meter: r.get(1)?,
+                    seq: to_u64(r.get(2)?),
+                    id,
+                    payload,
+                }))
             })
             .map_err(sql)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (mut p, (encoding, stored, bytes)) = row.map_err(sql)?;
-            p.payload =
-                packing::unpack(encoding, stored, bytes).map_err(|e| SpoolError::Corrupt {
-                    path: self.path.clone(),
-                    detail: format!("outbox row {} ({}): {e}", p.rowid, p.id),
-                })?;
-            out.push(p);
-        }
-        Ok(out)
+        rows.map(|row| {
+            row.map_err(sql)?.map_err(|detail| SpoolError::Corrupt {
+                path: self.path.clone(),
+                detail,
+            })
+        })
+        .collect()
     }
 
     /// Deletes one batch (its PUBACK arrived); durable when this returns. `false` if it was not

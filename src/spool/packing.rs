@@ -41,9 +41,9 @@ impl Packer {
 
 /// The JSON of a stored payload: `stored` kept with `encoding`, whose JSON is `bytes` long.
 /// An error says what is wrong with the row (the caller names the file).
-pub(crate) fn unpack(encoding: i64, stored: Vec<u8>, bytes: i64) -> Result<Vec<u8>, String> {
+pub(crate) fn unpack(encoding: i64, stored: &[u8], bytes: i64) -> Result<Vec<u8>, String> {
     match encoding {
-        RAW => Ok(stored),
+        RAW => Ok(stored.to_vec()),
         LZ4 => {
             // The length comes from the file too: bound it before allocating, so that a damaged
             // row cannot ask for gigabytes. No payload is larger than the block it came from
@@ -57,7 +57,7 @@ pub(crate) fn unpack(encoding: i64, stored: Vec<u8>, bytes: i64) -> Result<Vec<u
                         stored.len()
                     )
                 })?;
-            let json = lz4_flex::block::decompress(&stored, len)
+            let json = lz4_flex::block::decompress(stored, len)
                 .map_err(|e| format!("compressed payload does not decompress: {e}"))?;
             if json.len() != len {
                 return Err(format!(
@@ -90,7 +90,6 @@ mod tests {
             stored.len(),
             json.len()
         );
-        let stored = stored.to_vec();
         let len = i64::try_from(json.len()).unwrap();
         assert_eq!(unpack(enc, stored, len).unwrap(), json.to_vec());
     }
@@ -99,7 +98,7 @@ mod tests {
     fn a_payload_that_does_not_shrink_is_kept_as_it_is() {
         let mut p = Packer::default();
         assert_eq!(p.pack(b"{}"), (RAW, &b"{}"[..]));
-        assert_eq!(unpack(RAW, b"{}".to_vec(), 2).unwrap(), b"{}".to_vec());
+        assert_eq!(unpack(RAW, b"{}", 2).unwrap(), b"{}".to_vec());
     }
 
     #[test]
@@ -107,26 +106,12 @@ mod tests {
         let mut p = Packer::default();
         let json = vec![b'a'; 4000];
         let (enc, stored) = p.pack(&json);
-        let stored = stored.to_vec();
-        assert!(
-            unpack(enc, stored.clone(), 3999).is_err(),
-            "length too short"
-        );
-        assert!(
-            unpack(enc, stored.clone(), 4001).is_err(),
-            "length too long"
-        );
-        assert!(
-            unpack(enc, stored.clone(), i64::MAX).is_err(),
-            "impossible length"
-        );
-        assert!(unpack(enc, stored.clone(), -1).is_err(), "negative length");
-        assert!(
-            unpack(7, stored.clone(), 4000)
-                .unwrap_err()
-                .contains("encoding 7")
-        );
-        let cut = stored.get(..stored.len() / 2).unwrap().to_vec();
+        assert!(unpack(enc, stored, 3999).is_err(), "length too short");
+        assert!(unpack(enc, stored, 4001).is_err(), "length too long");
+        assert!(unpack(enc, stored, i64::MAX).is_err(), "impossible length");
+        assert!(unpack(enc, stored, -1).is_err(), "negative length");
+        assert!(unpack(7, stored, 4000).unwrap_err().contains("encoding 7"));
+        let cut = stored.get(..stored.len() / 2).unwrap();
         assert!(unpack(enc, cut, 4000).is_err(), "truncated block");
     }
 
@@ -135,7 +120,6 @@ mod tests {
         fn any_bytes_round_trip(json in prop::collection::vec(any::<u8>(), 0..5000)) {
             let mut p = Packer::default();
             let (enc, stored) = p.pack(&json);
-            let stored = stored.to_vec();
             prop_assert!(stored.len() <= json.len());
             let len = i64::try_from(json.len()).unwrap();
             prop_assert_eq!(unpack(enc, stored, len).unwrap(), json);
@@ -147,7 +131,7 @@ mod tests {
             bytes in -5i64..200_000,
             enc in 0i64..3,
         ) {
-            let _ = unpack(enc, stored, bytes);
+            let _ = unpack(enc, &stored, bytes);
         }
     }
 }
