@@ -9,6 +9,7 @@ PUBACK, meterd lost it.
 import json
 import socket
 import threading
+import time
 
 
 def _remaining_length(buf, i):
@@ -55,6 +56,7 @@ class MqttTap:
         self.server.listen(8)
         self.port = listen_port
         self.conns = 0
+        self.open = set()  # connections whose broker side has not yet closed
         self.stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -70,8 +72,10 @@ class MqttTap:
             except OSError:
                 client.close()  # broker down: meterd sees a refused/closed connection
                 continue
-            self.conns += 1
-            conn = self.conns
+            with self.lock:
+                self.conns += 1
+                conn = self.conns
+                self.open.add(conn)
             threading.Thread(target=self._pump, args=(client, broker, conn, "up"), daemon=True).start()
             threading.Thread(target=self._pump, args=(broker, client, conn, "down"), daemon=True).start()
 
@@ -112,6 +116,10 @@ class MqttTap:
         except OSError:
             pass
         finally:
+            if direction == "down":
+                # Every byte the broker sent on this connection has been recorded.
+                with self.lock:
+                    self.open.discard(conn)
             for s in (src, dst):
                 try:
                     s.shutdown(socket.SHUT_RDWR)
@@ -132,6 +140,17 @@ class MqttTap:
                 if rid:
                     acked.add(rid)
         return acked
+
+    def wait_closed(self, timeout=10.0):
+        """Wait until every connection's broker side has closed and all it sent is recorded
+        (after a broker kill: its last PUBACKs are in `acked_ids` once this returns)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.open:
+                    return
+            time.sleep(0.01)
+        raise TimeoutError(f"tap connections {sorted(self.open)} still open")
 
     def published_ids(self):
         with self.lock:
