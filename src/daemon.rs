@@ -119,6 +119,9 @@ fn service_buses(buses: &[BusHandle]) -> Vec<crate::service::ServiceBus> {
 pub struct RunOptions {
     /// Use this data directory instead of the configuration's (demo, tests).
     pub data_dir: Option<PathBuf>,
+    /// Unmap the start-up code once started and after every reload
+    /// ([`crate::startup_code::release`]; `meterd run`, whose resident set counts).
+    pub release_startup_code: bool,
 }
 
 impl Daemon {
@@ -127,6 +130,7 @@ impl Daemon {
         let (config, profiles) = Config::load(path)?;
         let mut daemon = Self::start_with(config, profiles, options).await?;
         daemon.config_path = Some(path.to_owned());
+        daemon.release_startup_code();
         Ok(daemon)
     }
 
@@ -397,6 +401,15 @@ impl Daemon {
         self.run_until(reload::Signals::new()).await;
     }
 
+    /// Start-up (or a reload) is over: its code need not stay resident (see
+    /// [`crate::startup_code`]), when the options ask for it.
+    fn release_startup_code(&self) {
+        if self.options.release_startup_code {
+            let released = crate::startup_code::release();
+            tracing::debug!(released, "unmapped the start-up code pages");
+        }
+    }
+
     /// [`Daemon::run_until_signal`] with signal handlers installed earlier (before the start,
     /// so that a SIGHUP or SIGTERM during it is handled once running instead of killing).
     pub async fn run_until(mut self, mut signals: reload::Signals) {
@@ -404,6 +417,8 @@ impl Daemon {
             tracing::info!("SIGHUP: reloading the configuration");
             // The outcome is logged by `reload`; a rejected file changes nothing.
             let _ = self.reload().await;
+            // Either way the parser and the profile loader ran again.
+            self.release_startup_code();
         }
         tracing::info!("stopping");
         self.stop().await;

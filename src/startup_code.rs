@@ -11,6 +11,9 @@
 //! file-backed, so dropping the mapping discards no data (`MADV_DONTNEED` on a private mapping
 //! never written to). The kernel refuses writes to a running executable (`ETXTBSY`), so the
 //! pages mapped again are the same code.
+//!
+//! `meterd run` calls it once started and again after every SIGHUP reload, which runs the
+//! parser and the profile loader again (`RunOptions::release_startup_code`).
 
 use std::path::Path;
 

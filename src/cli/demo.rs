@@ -97,6 +97,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         profiles,
         RunOptions {
             data_dir: Some(data_dir.clone()),
+            ..RunOptions::default()
         },
     )
     .await

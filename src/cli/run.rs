@@ -37,11 +37,12 @@ pub fn run(args: &RunArgs) -> ExitCode {
     rt.block_on(async {
         // Before the start: SIGHUP's default action would kill a daemon still starting.
         let signals = Signals::new();
-        match Daemon::start(&args.config, RunOptions::default()).await {
+        let options = RunOptions {
+            release_startup_code: true,
+            ..RunOptions::default()
+        };
+        match Daemon::start(&args.config, options).await {
             Ok(d) => {
-                // Start-up is over: its code need not stay resident (see the module).
-                let released = crate::startup_code::release();
-                tracing::debug!(released, "unmapped the start-up code pages");
                 d.run_until(signals).await;
                 ExitCode::SUCCESS
             }
