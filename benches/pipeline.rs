@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench pipeline -- cpu     # 1. CPU per published value (50 meters × 25 f32)
+//! cargo bench --bench pipeline -- floor   # 1f. the same wire work without meterd (see `Floor`)
 //! cargo bench --bench pipeline -- rate    # 2. sustained values/s with 1,000 meters (sweep)
 //! cargo bench --bench pipeline -- rss     # 3. RSS with 1,000 meters configured
 //! cargo bench --bench pipeline -- idle    # 4. idle CPU at 250 values/s (10 meters × 25, 1 s)
@@ -359,8 +360,24 @@ struct Rig {
     mqtt_port: u16,
     mosquitto: Option<Proc>,
     sim: Proc,
-    meterd: Proc,
+    meterd: UnderTest,
     counts: Arc<Counts>,
+}
+
+/// What reads the meters and publishes: the daemon, or the bench's own floor loop.
+enum UnderTest {
+    Meterd(Proc),
+    Floor(Floor),
+}
+
+impl UnderTest {
+    /// The daemon's process id (the scenarios that read its memory run only the daemon).
+    fn pid(&self) -> u32 {
+        match self {
+            UnderTest::Meterd(p) => p.pid(),
+            UnderTest::Floor(_) => panic!("this scenario measures meterd, not the floor loop"),
+        }
+    }
 }
 
 fn start_mosquitto(dir: &Path, port: u16) -> Proc {
@@ -385,8 +402,21 @@ fn start_mosquitto(dir: &Path, port: u16) -> Proc {
 }
 
 /// `meters` Modbus TCP meters (25 float32 each), `o.units_per_port` per simulator port (one
-/// meterd bus per port), polled every `interval`.
+/// meterd bus per port), polled every `interval` by `meterd run`.
 fn start(o: &Opts, meters: usize, interval: &str, status_interval: &str, spool: &str) -> Rig {
+    start_with(o, meters, interval, status_interval, spool, false)
+}
+
+/// The same meters, simulator and broker as [`start`], read by `floor` (the bench's own
+/// loop) instead of meterd when `floor` is set.
+fn start_with(
+    o: &Opts,
+    meters: usize,
+    interval: &str,
+    status_interval: &str,
+    spool: &str,
+    floor: bool,
+) -> Rig {
     let dir =
         std::env::temp_dir().join(format!("meterd-bench4-{}-{}", std::process::id(), now_ms()));
     fs::create_dir_all(&dir).unwrap();
@@ -443,14 +473,24 @@ fn start(o: &Opts, meters: usize, interval: &str, status_interval: &str, spool: 
     for p in &ports {
         wait_port(*p);
     }
-    let meterd = Proc::spawn(
-        "meterd",
-        Command::new(meterd_bin())
-            .args(["run", "--config"])
-            .arg(dir.join("meterd.toml"))
-            .env("RUST_LOG", "warn"),
-        &dir.join("meterd.log"),
-    );
+    let meterd = if floor {
+        let buses = ports
+            .iter()
+            .enumerate()
+            .map(|(b, port)| (*port, (meters - b * o.units_per_port).min(o.units_per_port)))
+            .collect();
+        let every = humantime::parse_duration(interval).expect("--interval");
+        UnderTest::Floor(Floor::start(buses, mqtt_port, every))
+    } else {
+        UnderTest::Meterd(Proc::spawn(
+            "meterd",
+            Command::new(meterd_bin())
+                .args(["run", "--config"])
+                .arg(dir.join("meterd.toml"))
+                .env("RUST_LOG", "warn"),
+            &dir.join("meterd.log"),
+        ))
+    };
     Rig {
         dir,
         mqtt_port,
@@ -463,14 +503,20 @@ fn start(o: &Opts, meters: usize, interval: &str, status_interval: &str, spool: 
 
 impl Rig {
     fn snap(&mut self) -> Snap {
-        assert!(
-            self.meterd.alive(),
-            "meterd died; see {}",
-            self.dir.join("meterd.log").display()
-        );
+        let meterd = match &mut self.meterd {
+            UnderTest::Meterd(p) => {
+                assert!(
+                    p.alive(),
+                    "meterd died; see {}",
+                    self.dir.join("meterd.log").display()
+                );
+                cpu_secs(p.pid())
+            }
+            UnderTest::Floor(f) => f.cpu_secs(),
+        };
         Snap {
             at: Instant::now(),
-            meterd: cpu_secs(self.meterd.pid()),
+            meterd,
             sim: cpu_secs(self.sim.pid()),
             mosq: self.mosquitto.as_ref().map_or(0.0, |m| cpu_secs(m.pid())),
             machine: machine_busy_secs(),
@@ -482,7 +528,10 @@ impl Rig {
         }
     }
     fn finish(mut self) {
-        self.meterd.stop();
+        match &mut self.meterd {
+            UnderTest::Meterd(p) => p.stop(),
+            UnderTest::Floor(f) => f.stop(),
+        }
         self.sim.stop();
         if let Some(mut m) = self.mosquitto.take() {
             m.stop();
@@ -569,6 +618,188 @@ fn header(o: &Opts, title: &str) {
     );
 }
 
+// ---------------------------------------------------------------- the floor loop
+
+/// The wire work of scenario 1 without meterd, as a bound on what any gateway built on the same
+/// crates can cost here: one OS thread with a current-thread Tokio runtime reads every meter
+/// with tokio-modbus (one connection per simulator port, its meters one after another, one
+/// 50-register read each, like meterd's gateway buses), decodes the 25 float32, writes a
+/// minimal JSON reading (meter, seq, read_at, 25 × quantity/value/quality; ~1.4 KB) and
+/// publishes it with rumqttc at QoS 1 (`tcp_nodelay`, like meterd), waiting for nothing but
+/// the in-flight window. No spool, no validation, no evidence frames, no status topics. Its
+/// CPU is the thread's own on-CPU time (`/proc/self/task/TID/schedstat`, ns).
+struct Floor {
+    tid: Arc<AtomicI64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(serde::Serialize)]
+struct FloorReading<'a> {
+    meter: &'a str,
+    seq: u64,
+    read_at: String,
+    values: Vec<FloorValue>,
+}
+#[derive(serde::Serialize)]
+struct FloorValue {
+    quantity: &'static str,
+    value: f32,
+    quality: &'static str,
+}
+
+const FLOOR_QUANTITIES: [&str; VALUES_PER_READING] = [
+    "bench.q00",
+    "bench.q01",
+    "bench.q02",
+    "bench.q03",
+    "bench.q04",
+    "bench.q05",
+    "bench.q06",
+    "bench.q07",
+    "bench.q08",
+    "bench.q09",
+    "bench.q10",
+    "bench.q11",
+    "bench.q12",
+    "bench.q13",
+    "bench.q14",
+    "bench.q15",
+    "bench.q16",
+    "bench.q17",
+    "bench.q18",
+    "bench.q19",
+    "bench.q20",
+    "bench.q21",
+    "bench.q22",
+    "bench.q23",
+    "bench.q24",
+];
+
+impl Floor {
+    /// `buses`: (simulator port, meters behind it); every meter is read every `every`.
+    fn start(buses: Vec<(u16, usize)>, mqtt_port: u16, every: Duration) -> Floor {
+        let tid = Arc::new(AtomicI64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (t, st) = (tid.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            t.store(i64::from(unsafe { libc::gettid() }), Ordering::Relaxed);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(Self::run(buses, mqtt_port, every, st));
+        });
+        while tid.load(Ordering::Relaxed) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Floor {
+            tid,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    async fn run(
+        buses: Vec<(u16, usize)>,
+        mqtt_port: u16,
+        every: Duration,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use rumqttc::{AsyncClient, MqttOptions, QoS};
+        let mut o = MqttOptions::new("bench-floor", "127.0.0.1", mqtt_port);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_inflight(256);
+        let (client, mut el) = AsyncClient::new(o, 256);
+        let mut net = el.network_options();
+        net.set_tcp_nodelay(true);
+        el.set_network_options(net);
+        tokio::spawn(async move {
+            loop {
+                if el.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        });
+        let mut tasks = Vec::new();
+        for (b, (port, units)) in buses.into_iter().enumerate() {
+            let client = client.clone();
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                use tokio_modbus::client::Reader;
+                use tokio_modbus::slave::SlaveContext;
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let mut ctx = tokio_modbus::client::tcp::connect(addr).await.unwrap();
+                let names: Vec<String> = (1..=units).map(|u| format!("p{b}u{u}")).collect();
+                let mut seq = 0u64;
+                let mut tick = tokio::time::interval(every);
+                let mut payload = Vec::with_capacity(2048);
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    seq += 1;
+                    for (u, name) in names.iter().enumerate() {
+                        ctx.set_slave(tokio_modbus::Slave(u as u8 + 1));
+                        let Ok(Ok(regs)) = ctx
+                            .read_input_registers(0, 2 * VALUES_PER_READING as u16)
+                            .await
+                        else {
+                            continue;
+                        };
+                        let values = regs
+                            .chunks_exact(2)
+                            .zip(FLOOR_QUANTITIES)
+                            .map(|(w, quantity)| FloorValue {
+                                quantity,
+                                value: f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1])),
+                                quality: "good",
+                            })
+                            .collect();
+                        let reading = FloorReading {
+                            meter: name,
+                            seq,
+                            read_at: humantime::format_rfc3339_millis(SystemTime::now())
+                                .to_string(),
+                            values,
+                        };
+                        payload.clear();
+                        serde_json::to_writer(&mut payload, &reading).unwrap();
+                        let topic = format!("meterd/{GATEWAY}/meters/{name}/readings");
+                        if client
+                            .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// The loop thread's CPU time so far, in seconds (ns resolution).
+    fn cpu_secs(&self) -> f64 {
+        let tid = self.tid.load(Ordering::Relaxed);
+        let s = fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap_or_default();
+        s.split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<f64>().ok())
+            .map_or(0.0, |ns| ns / 1e9)
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 // ---------------------------------------------------------------- scenarios
 
 fn cpu(o: &Opts) {
@@ -613,6 +844,48 @@ fn cpu(o: &Opts) {
     }
     println!(
         "median meterd CPU per value: {:.3} µs (target ≤ 0.35 µs; pymodbus+paho ~7, Node-RED ~7.5, ThingsBoard 84–218)",
+        median(per)
+    );
+}
+
+/// Scenario 1's load read by the floor loop instead of meterd (see [`Floor`]).
+fn floor(o: &Opts) {
+    let meters = o.meters.unwrap_or(50);
+    let interval = o.interval.clone().unwrap_or_else(|| "1s".into());
+    let (runs, secs, warmup) = (
+        o.runs.max(1),
+        if o.secs == 0 { 40 } else { o.secs },
+        if o.warmup == 0 { 8 } else { o.warmup },
+    );
+    header(
+        o,
+        &format!(
+            "1f. The floor: scenario 1's wire work in one thread with tokio-modbus + rumqttc, no meterd: {meters} meters × 25 f32 every {interval}, {secs} s measured after {warmup} s, {runs} runs"
+        ),
+    );
+    println!(
+        "run | values | values/s | floor loop µs/value | floor % core | simulator µs/value | mosquitto µs/value | loadavg"
+    );
+    let mut per = Vec::new();
+    for r in 1..=runs {
+        let mut rig = start_with(o, meters, &interval, "60s", "256MiB", true);
+        let w = measure(&mut rig, warmup, secs);
+        rig.finish();
+        let us = |cpu: f64| cpu * 1e6 / w.values.max(1) as f64;
+        println!(
+            "{r} | {} | {:.0} | **{:.3}** | {:.2} % | {:.3} | {:.3} | {}",
+            w.values,
+            w.values as f64 / w.secs,
+            us(w.meterd),
+            w.meterd / w.secs * 100.0,
+            us(w.sim),
+            us(w.mosq),
+            w.load
+        );
+        per.push(us(w.meterd));
+    }
+    println!(
+        "median floor-loop CPU per value: {:.3} µs (meterd's target ≤ 0.35 µs)",
         median(per)
     );
 }
@@ -832,6 +1105,7 @@ fn main() {
     let o = opts();
     match o.scenario.as_str() {
         "cpu" => cpu(&o),
+        "floor" => floor(&o),
         "rate" => rate(&o),
         "rss" => rss(&o),
         "idle" => idle(&o),
@@ -840,9 +1114,9 @@ fn main() {
             // `cargo bench` with no scenario (e.g. the whole workspace's benches): do nothing
             // long; name the scenarios.
             println!(
-                "pipeline bench: pass a scenario: cargo bench --bench pipeline -- cpu|rate|rss|idle|drain"
+                "pipeline bench: pass a scenario: cargo bench --bench pipeline -- cpu|floor|rate|rss|idle|drain"
             );
         }
-        s => panic!("unknown scenario {s:?}: cpu|rate|rss|idle|drain"),
+        s => panic!("unknown scenario {s:?}: cpu|floor|rate|rss|idle|drain"),
     }
 }
