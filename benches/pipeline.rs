@@ -802,7 +802,8 @@ impl Floor {
 
 // ---------------------------------------------------------------- scenarios
 
-fn cpu(o: &Opts) {
+/// Scenario 1, read by meterd, or with `floor` by the bench's own loop (see [`Floor`]).
+fn cpu(o: &Opts, floor: bool) {
     let meters = o.meters.unwrap_or(50);
     let interval = o.interval.clone().unwrap_or_else(|| "1s".into());
     let (runs, secs, warmup) = (
@@ -810,18 +811,26 @@ fn cpu(o: &Opts) {
         if o.secs == 0 { 40 } else { o.secs },
         if o.warmup == 0 { 8 } else { o.warmup },
     );
+    let (title, who) = if floor {
+        (
+            "1f. The floor: scenario 1's wire work in one thread with tokio-modbus + rumqttc, no meterd",
+            "floor loop",
+        )
+    } else {
+        ("1. CPU per published value", "meterd")
+    };
     header(
         o,
         &format!(
-            "1. CPU per published value: {meters} meters × 25 f32 every {interval}, {secs} s measured after {warmup} s, {runs} runs"
+            "{title}: {meters} meters × 25 f32 every {interval}, {secs} s measured after {warmup} s, {runs} runs"
         ),
     );
     println!(
-        "run | values | values/s | meterd µs/value | meterd % core | simulator µs/value | mosquitto µs/value | other load (cores) | loadavg"
+        "run | values | values/s | {who} µs/value | {who} % core | simulator µs/value | mosquitto µs/value | other load (cores) | loadavg"
     );
     let mut per = Vec::new();
     for r in 1..=runs {
-        let mut rig = start(o, meters, &interval, "60s", "256MiB");
+        let mut rig = start_with(o, meters, &interval, "60s", "256MiB", floor);
         let w = measure(&mut rig, warmup, secs);
         rig.finish();
         let us = |cpu: f64| cpu * 1e6 / w.values.max(1) as f64;
@@ -843,49 +852,7 @@ fn cpu(o: &Opts) {
         per.push(us(w.meterd));
     }
     println!(
-        "median meterd CPU per value: {:.3} µs (target ≤ 0.35 µs; pymodbus+paho ~7, Node-RED ~7.5, ThingsBoard 84–218)",
-        median(per)
-    );
-}
-
-/// Scenario 1's load read by the floor loop instead of meterd (see [`Floor`]).
-fn floor(o: &Opts) {
-    let meters = o.meters.unwrap_or(50);
-    let interval = o.interval.clone().unwrap_or_else(|| "1s".into());
-    let (runs, secs, warmup) = (
-        o.runs.max(1),
-        if o.secs == 0 { 40 } else { o.secs },
-        if o.warmup == 0 { 8 } else { o.warmup },
-    );
-    header(
-        o,
-        &format!(
-            "1f. The floor: scenario 1's wire work in one thread with tokio-modbus + rumqttc, no meterd: {meters} meters × 25 f32 every {interval}, {secs} s measured after {warmup} s, {runs} runs"
-        ),
-    );
-    println!(
-        "run | values | values/s | floor loop µs/value | floor % core | simulator µs/value | mosquitto µs/value | loadavg"
-    );
-    let mut per = Vec::new();
-    for r in 1..=runs {
-        let mut rig = start_with(o, meters, &interval, "60s", "256MiB", true);
-        let w = measure(&mut rig, warmup, secs);
-        rig.finish();
-        let us = |cpu: f64| cpu * 1e6 / w.values.max(1) as f64;
-        println!(
-            "{r} | {} | {:.0} | **{:.3}** | {:.2} % | {:.3} | {:.3} | {}",
-            w.values,
-            w.values as f64 / w.secs,
-            us(w.meterd),
-            w.meterd / w.secs * 100.0,
-            us(w.sim),
-            us(w.mosq),
-            w.load
-        );
-        per.push(us(w.meterd));
-    }
-    println!(
-        "median floor-loop CPU per value: {:.3} µs (meterd's target ≤ 0.35 µs)",
+        "median {who} CPU per value: {:.3} µs (meterd's target ≤ 0.35 µs; pymodbus+paho ~7, Node-RED ~7.5, ThingsBoard 84–218)",
         median(per)
     );
 }
@@ -1104,8 +1071,8 @@ fn drain(o: &Opts) {
 fn main() {
     let o = opts();
     match o.scenario.as_str() {
-        "cpu" => cpu(&o),
-        "floor" => floor(&o),
+        "cpu" => cpu(&o, false),
+        "floor" => cpu(&o, true),
         "rate" => rate(&o),
         "rss" => rss(&o),
         "idle" => idle(&o),
