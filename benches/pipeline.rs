@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench pipeline -- cpu     # 1. CPU per published value (50 meters × 25 f32)
 //! cargo bench --bench pipeline -- floor   # 1f. the same wire work without meterd (see `Floor`)
+//! cargo bench --bench pipeline -- floor-batched  # 1b. the same, one write per cycle each way
 //! cargo bench --bench pipeline -- rate    # 2. sustained values/s with 1,000 meters (sweep)
 //! cargo bench --bench pipeline -- rss     # 3. RSS with 1,000 meters configured
 //! cargo bench --bench pipeline -- idle    # 4. idle CPU at 250 values/s (10 meters × 25, 1 s)
@@ -404,18 +405,29 @@ fn start_mosquitto(dir: &Path, port: u16) -> Proc {
 /// `meters` Modbus TCP meters (25 float32 each), `o.units_per_port` per simulator port (one
 /// meterd bus per port), polled every `interval` by `meterd run`.
 fn start(o: &Opts, meters: usize, interval: &str, status_interval: &str, spool: &str) -> Rig {
-    start_with(o, meters, interval, status_interval, spool, false)
+    start_with(o, meters, interval, status_interval, spool, Reader::Meterd)
 }
 
-/// The same meters, simulator and broker as [`start`], read by `floor` (the bench's own
-/// loop) instead of meterd when `floor` is set.
+/// What reads the meters in a run.
+#[derive(Clone, Copy, PartialEq)]
+enum Reader {
+    /// `meterd run`.
+    Meterd,
+    /// The bench's floor loop with tokio-modbus and rumqttc ([`Floor`]).
+    Floor,
+    /// The floor loop writing each poll cycle's requests and publishes in one write each
+    /// ([`Floor::run_batched`]).
+    FloorBatched,
+}
+
+/// The same meters, simulator and broker as [`start`], read by `reader`.
 fn start_with(
     o: &Opts,
     meters: usize,
     interval: &str,
     status_interval: &str,
     spool: &str,
-    floor: bool,
+    reader: Reader,
 ) -> Rig {
     let dir =
         std::env::temp_dir().join(format!("meterd-bench4-{}-{}", std::process::id(), now_ms()));
@@ -473,14 +485,19 @@ fn start_with(
     for p in &ports {
         wait_port(*p);
     }
-    let meterd = if floor {
+    let meterd = if reader != Reader::Meterd {
         let buses = ports
             .iter()
             .enumerate()
             .map(|(b, port)| (*port, (meters - b * o.units_per_port).min(o.units_per_port)))
             .collect();
         let every = humantime::parse_duration(interval).expect("--interval");
-        UnderTest::Floor(Floor::start(buses, mqtt_port, every))
+        UnderTest::Floor(Floor::start(
+            buses,
+            mqtt_port,
+            every,
+            reader == Reader::FloorBatched,
+        ))
     } else {
         UnderTest::Meterd(Proc::spawn(
             "meterd",
@@ -678,7 +695,7 @@ const FLOOR_QUANTITIES: [&str; VALUES_PER_READING] = [
 
 impl Floor {
     /// `buses`: (simulator port, meters behind it); every meter is read every `every`.
-    fn start(buses: Vec<(u16, usize)>, mqtt_port: u16, every: Duration) -> Floor {
+    fn start(buses: Vec<(u16, usize)>, mqtt_port: u16, every: Duration, batched: bool) -> Floor {
         let tid = Arc::new(AtomicI64::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (t, st) = (tid.clone(), stop.clone());
@@ -689,7 +706,11 @@ impl Floor {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(Self::run(buses, mqtt_port, every, st));
+            if batched {
+                rt.block_on(Self::run_batched(buses, mqtt_port, every, st));
+            } else {
+                rt.block_on(Self::run(buses, mqtt_port, every, st));
+            }
         });
         while tid.load(Ordering::Relaxed) == 0 {
             std::thread::sleep(Duration::from_millis(1));
@@ -782,6 +803,145 @@ impl Floor {
         }
     }
 
+    /// The floor with the library overheads taken out: each bus's poll cycle is one `write` of
+    /// all its Modbus TCP requests (pipelined, told apart by transaction id) and one `write` of
+    /// all its readings as QoS 1 PUBLISH packets, then the replies and PUBACKs are read as they
+    /// come. Written by hand because it measures the wire work without a library in between:
+    /// tokio-modbus sends one request at a time and rumqttc flushes after every publish. A
+    /// lower bound for a gateway that batched both (and for meters and gateways that accept
+    /// pipelined requests, which many do not).
+    async fn run_batched(
+        buses: Vec<(u16, usize)>,
+        mqtt_port: u16,
+        every: Duration,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tasks = Vec::new();
+        for (b, (port, units)) in buses.into_iter().enumerate() {
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut modbus = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                modbus.set_nodelay(true).unwrap();
+                let mut mqtt = tokio::net::TcpStream::connect(("127.0.0.1", mqtt_port))
+                    .await
+                    .unwrap();
+                mqtt.set_nodelay(true).unwrap();
+                // CONNECT, MQTT 3.1.1, clean session, keep-alive 60 s, client id "bfN".
+                let id = format!("bf{b}");
+                let mut connect = vec![0x10, (12 + id.len()) as u8, 0, 4];
+                connect.extend_from_slice(b"MQTT");
+                connect.extend_from_slice(&[4, 0x02, 0, 60, 0, id.len() as u8]);
+                connect.extend_from_slice(id.as_bytes());
+                mqtt.write_all(&connect).await.unwrap();
+                let mut connack = [0u8; 4];
+                mqtt.read_exact(&mut connack).await.unwrap();
+                assert_eq!(connack[0], 0x20, "CONNACK expected");
+
+                let names: Vec<String> = (1..=units).map(|u| format!("p{b}u{u}")).collect();
+                let (mut seq, mut tid, mut pkid) = (0u64, 0u16, 0u16);
+                let mut tick = tokio::time::interval(every);
+                let (mut out, mut inp, mut json) = (Vec::new(), vec![0u8; 1 << 16], Vec::new());
+                let mut regs = vec![Vec::<u16>::new(); units];
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    seq += 1;
+                    // Every request of the cycle in one write.
+                    out.clear();
+                    let first_tid = tid;
+                    for u in 1..=units {
+                        out.extend_from_slice(&tid.to_be_bytes());
+                        out.extend_from_slice(&[0, 0, 0, 6, u as u8, 0x04, 0, 0, 0]);
+                        out.push((2 * VALUES_PER_READING) as u8);
+                        tid = tid.wrapping_add(1);
+                    }
+                    modbus.write_all(&out).await.unwrap();
+                    // Replies: MBAP (7) + function + byte count + registers.
+                    let (mut have, mut got) = (0usize, 0usize);
+                    while got < units {
+                        let n = modbus.read(&mut inp[have..]).await.unwrap();
+                        assert!(n > 0, "simulator closed");
+                        have += n;
+                        let mut at = 0;
+                        while have - at >= 7 {
+                            let len = u16::from_be_bytes([inp[at + 4], inp[at + 5]]) as usize;
+                            if have - at < 6 + len {
+                                break;
+                            }
+                            let t = u16::from_be_bytes([inp[at], inp[at + 1]]);
+                            let slot = t.wrapping_sub(first_tid) as usize;
+                            let pdu = &inp[at + 7..at + 6 + len];
+                            if slot < units && pdu.first() == Some(&0x04) {
+                                regs[slot] = pdu[2..]
+                                    .chunks_exact(2)
+                                    .map(|w| u16::from_be_bytes([w[0], w[1]]))
+                                    .collect();
+                            }
+                            got += 1;
+                            at += 6 + len;
+                        }
+                        inp.copy_within(at..have, 0);
+                        have -= at;
+                    }
+                    // Every reading of the cycle as QoS 1 PUBLISH packets in one write.
+                    out.clear();
+                    for (name, r) in names.iter().zip(&regs) {
+                        let values = r
+                            .chunks_exact(2)
+                            .zip(FLOOR_QUANTITIES)
+                            .map(|(w, quantity)| FloorValue {
+                                quantity,
+                                value: f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1])),
+                                quality: "good",
+                            })
+                            .collect();
+                        let reading = FloorReading {
+                            meter: name,
+                            seq,
+                            read_at: humantime::format_rfc3339_millis(SystemTime::now())
+                                .to_string(),
+                            values,
+                        };
+                        json.clear();
+                        serde_json::to_writer(&mut json, &reading).unwrap();
+                        let topic = format!("meterd/{GATEWAY}/meters/{name}/readings");
+                        pkid = pkid % 65535 + 1;
+                        let mut rem = 2 + topic.len() + 2 + json.len();
+                        out.push(0x32);
+                        loop {
+                            let byte = (rem % 128) as u8;
+                            rem /= 128;
+                            out.push(if rem > 0 { byte | 0x80 } else { byte });
+                            if rem == 0 {
+                                break;
+                            }
+                        }
+                        out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+                        out.extend_from_slice(topic.as_bytes());
+                        out.extend_from_slice(&pkid.to_be_bytes());
+                        out.extend_from_slice(&json);
+                    }
+                    mqtt.write_all(&out).await.unwrap();
+                    // The cycle's PUBACKs (4 bytes each).
+                    let mut acks = 0;
+                    let mut left = 0usize;
+                    while acks < units {
+                        let n = mqtt.read(&mut inp[left..]).await.unwrap();
+                        assert!(n > 0, "broker closed");
+                        left += n;
+                        acks += left / 4;
+                        left %= 4;
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
     /// The loop thread's CPU time so far, in seconds (ns resolution).
     fn cpu_secs(&self) -> f64 {
         let tid = self.tid.load(Ordering::Relaxed);
@@ -802,8 +962,8 @@ impl Floor {
 
 // ---------------------------------------------------------------- scenarios
 
-/// Scenario 1, read by meterd, or with `floor` by the bench's own loop (see [`Floor`]).
-fn cpu(o: &Opts, floor: bool) {
+/// Scenario 1, read by `reader`.
+fn cpu(o: &Opts, reader: Reader) {
     let meters = o.meters.unwrap_or(50);
     let interval = o.interval.clone().unwrap_or_else(|| "1s".into());
     let (runs, secs, warmup) = (
@@ -811,13 +971,16 @@ fn cpu(o: &Opts, floor: bool) {
         if o.secs == 0 { 40 } else { o.secs },
         if o.warmup == 0 { 8 } else { o.warmup },
     );
-    let (title, who) = if floor {
-        (
+    let (title, who) = match reader {
+        Reader::Meterd => ("1. CPU per published value", "meterd"),
+        Reader::Floor => (
             "1f. The floor: scenario 1's wire work in one thread with tokio-modbus + rumqttc, no meterd",
             "floor loop",
-        )
-    } else {
-        ("1. CPU per published value", "meterd")
+        ),
+        Reader::FloorBatched => (
+            "1b. The batched floor: one write of pipelined Modbus requests and one of QoS 1 publishes per bus and cycle, no meterd",
+            "batched floor",
+        ),
     };
     header(
         o,
@@ -830,7 +993,7 @@ fn cpu(o: &Opts, floor: bool) {
     );
     let mut per = Vec::new();
     for r in 1..=runs {
-        let mut rig = start_with(o, meters, &interval, "60s", "256MiB", floor);
+        let mut rig = start_with(o, meters, &interval, "60s", "256MiB", reader);
         let w = measure(&mut rig, warmup, secs);
         rig.finish();
         let us = |cpu: f64| cpu * 1e6 / w.values.max(1) as f64;
@@ -1071,8 +1234,9 @@ fn drain(o: &Opts) {
 fn main() {
     let o = opts();
     match o.scenario.as_str() {
-        "cpu" => cpu(&o, false),
-        "floor" => cpu(&o, true),
+        "cpu" => cpu(&o, Reader::Meterd),
+        "floor" => cpu(&o, Reader::Floor),
+        "floor-batched" => cpu(&o, Reader::FloorBatched),
         "rate" => rate(&o),
         "rss" => rss(&o),
         "idle" => idle(&o),
@@ -1081,9 +1245,9 @@ fn main() {
             // `cargo bench` with no scenario (e.g. the whole workspace's benches): do nothing
             // long; name the scenarios.
             println!(
-                "pipeline bench: pass a scenario: cargo bench --bench pipeline -- cpu|floor|rate|rss|idle|drain"
+                "pipeline bench: pass a scenario: cargo bench --bench pipeline -- cpu|floor|floor-batched|rate|rss|idle|drain"
             );
         }
-        s => panic!("unknown scenario {s:?}: cpu|floor|rate|rss|idle|drain"),
+        s => panic!("unknown scenario {s:?}: cpu|floor|floor-batched|rate|rss|idle|drain"),
     }
 }
