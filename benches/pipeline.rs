@@ -17,7 +17,8 @@
 //! the meters answer at once over TCP, and the daemon's defaults, 20 ms and t3.5 at the bus's
 //! default baud (16 ms), cap each Modbus TCP bus at 50-57 polls/s), `--units-per-port N`
 //! (meters per simulator port and meterd bus; default 200, meters behind Modbus TCP gateways
-//! read one at a time; `1` gives each meter its own endpoint, like native Modbus TCP meters).
+//! read one at a time; `1` gives each meter its own endpoint, like native Modbus TCP meters),
+//! `--evidence on|off` (meterd's `evidence_frames`; default on).
 //! CPU is utime+stime from `/proc/PID/stat` (all threads, including exited ones), sampled
 //! after the warm-up and at the end; values are counted at the subscriber (QoS 1).
 //! `METERD_BIN=/path/to/meterd` runs another build of the daemon (and simulator) than this one.
@@ -57,6 +58,8 @@ struct Opts {
     /// gateways, read one at a time per gateway; 1 models native Modbus TCP meters, one
     /// endpoint (and one bus, polled concurrently) each.
     units_per_port: usize,
+    /// meterd's `evidence_frames` (default on: every reading carries its raw frames).
+    evidence: bool,
 }
 
 fn opts() -> Opts {
@@ -70,6 +73,7 @@ fn opts() -> Opts {
         outage: 60,
         turnaround: "0s".into(),
         units_per_port: 200,
+        evidence: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -83,6 +87,13 @@ fn opts() -> Opts {
             "--meters" => o.meters = Some(val().parse().expect("--meters N")),
             "--outage" => o.outage = val().parse().expect("--outage N"),
             "--turnaround" => o.turnaround = val(),
+            "--evidence" => {
+                o.evidence = match val().as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => panic!("--evidence on|off, not {v:?}"),
+                }
+            }
             "--units-per-port" => {
                 o.units_per_port = val().parse().expect("--units-per-port N");
                 assert!(o.units_per_port >= 1, "--units-per-port must be at least 1");
@@ -440,10 +451,11 @@ fn start_with(
 
     let mut sim = String::from("profile_dirs = [\"profiles\"]\n");
     let mut cfg = format!(
-        "gateway = \"{GATEWAY}\"\ndata_dir = \"{}\"\nprofile_dirs = [\"profiles\"]\nevidence_frames = true\n\n\
+        "gateway = \"{GATEWAY}\"\ndata_dir = \"{}\"\nprofile_dirs = [\"profiles\"]\nevidence_frames = {}\n\n\
          [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nstatus_interval = \"{status_interval}\"\nreconnect_max = \"2s\"\n\n\
          [spool]\nmax_bytes = \"{spool}\"\n",
-        dir.join("data").display()
+        dir.join("data").display(),
+        o.evidence
     );
     for (b, port) in ports.iter().enumerate() {
         let n = (meters - b * o.units_per_port).min(o.units_per_port);
