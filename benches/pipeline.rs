@@ -705,6 +705,28 @@ const FLOOR_QUANTITIES: [&str; VALUES_PER_READING] = [
     "bench.q24",
 ];
 
+/// The floor loops' reading of one meter: its 50 registers as 25 float32 (ABCD), as JSON
+/// into `out` (cleared first).
+fn floor_json(out: &mut Vec<u8>, meter: &str, seq: u64, regs: &[u16]) {
+    let values = regs
+        .chunks_exact(2)
+        .zip(FLOOR_QUANTITIES)
+        .map(|(w, quantity)| FloorValue {
+            quantity,
+            value: f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1])),
+            quality: "good",
+        })
+        .collect();
+    let reading = FloorReading {
+        meter,
+        seq,
+        read_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        values,
+    };
+    out.clear();
+    serde_json::to_writer(out, &reading).unwrap();
+}
+
 impl Floor {
     /// `buses`: (simulator port, meters behind it); every meter is read every `every`.
     fn start(buses: Vec<(u16, usize)>, mqtt_port: u16, every: Duration, batched: bool) -> Floor {
@@ -780,24 +802,7 @@ impl Floor {
                         else {
                             continue;
                         };
-                        let values = regs
-                            .chunks_exact(2)
-                            .zip(FLOOR_QUANTITIES)
-                            .map(|(w, quantity)| FloorValue {
-                                quantity,
-                                value: f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1])),
-                                quality: "good",
-                            })
-                            .collect();
-                        let reading = FloorReading {
-                            meter: name,
-                            seq,
-                            read_at: humantime::format_rfc3339_millis(SystemTime::now())
-                                .to_string(),
-                            values,
-                        };
-                        payload.clear();
-                        serde_json::to_writer(&mut payload, &reading).unwrap();
+                        floor_json(&mut payload, name, seq, &regs);
                         let topic = format!("meterd/{GATEWAY}/meters/{name}/readings");
                         if client
                             .publish(topic, QoS::AtLeastOnce, false, payload.clone())
@@ -907,24 +912,7 @@ impl Floor {
                             continue;
                         }
                         published += 1;
-                        let values = r
-                            .chunks_exact(2)
-                            .zip(FLOOR_QUANTITIES)
-                            .map(|(w, quantity)| FloorValue {
-                                quantity,
-                                value: f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1])),
-                                quality: "good",
-                            })
-                            .collect();
-                        let reading = FloorReading {
-                            meter: name,
-                            seq,
-                            read_at: humantime::format_rfc3339_millis(SystemTime::now())
-                                .to_string(),
-                            values,
-                        };
-                        json.clear();
-                        serde_json::to_writer(&mut json, &reading).unwrap();
+                        floor_json(&mut json, name, seq, r);
                         let topic = format!("meterd/{GATEWAY}/meters/{name}/readings");
                         pkid = pkid % 65535 + 1;
                         let mut rem = 2 + topic.len() + 2 + json.len();
