@@ -31,10 +31,15 @@ impl Packer {
         if self.buf.len() < bound {
             self.buf.resize(bound, 0);
         }
-        match lz4_flex::block::compress_into(json, &mut self.buf) {
-            Ok(n) if n < json.len() => (LZ4, self.buf.get(..n).unwrap_or(json)),
-            // Not smaller (tiny or random payloads), or the bound was wrong: keep the JSON.
-            _ => (RAW, json),
+        let packed = lz4_flex::block::compress_into(json, &mut self.buf)
+            .ok()
+            .filter(|&n| n < json.len())
+            .and_then(|n| self.buf.get(..n));
+        match packed {
+            Some(block) => (LZ4, block),
+            // Not smaller (tiny or random payloads), or the bound was wrong: keep the JSON,
+            // marked as JSON (never LZ4 with the JSON's bytes).
+            None => (RAW, json),
         }
     }
 }
