@@ -5,6 +5,8 @@
 //! cargo bench --bench pipeline -- cpu     # 1. CPU per published value (50 meters × 25 f32)
 //! cargo bench --bench pipeline -- floor   # 1f. the same wire work without meterd (see `Floor`)
 //! cargo bench --bench pipeline -- floor-batched  # 1b. the same, one write per cycle each way
+//! cargo bench --bench pipeline -- floor-batched-spool  # 1s. and stored durably per cycle
+//! cargo bench --bench pipeline -- python  # 1p. the issue's pymodbus + paho reference loop
 //! cargo bench --bench pipeline -- rate    # 2. sustained values/s with 1,000 meters (sweep)
 //! cargo bench --bench pipeline -- rss     # 3. RSS with 1,000 meters configured
 //! cargo bench --bench pipeline -- idle    # 4. idle CPU at 250 values/s (10 meters × 25, 1 s)
@@ -22,6 +24,8 @@
 //! CPU is utime+stime from `/proc/PID/stat` (all threads, including exited ones), sampled
 //! after the warm-up and at the end; values are counted at the subscriber (QoS 1).
 //! `METERD_BIN=/path/to/meterd` runs another build of the daemon (and simulator) than this one.
+//! `python` needs pymodbus and paho-mqtt: hil-tests/.venv (`bash hil-tests/setup`) or
+//! `METERD_BENCH_PYTHON=/path/to/python`.
 //! Needs `mosquitto` on PATH (started here on a free loopback port with a temporary config).
 
 use std::fmt::Write as _;
@@ -376,10 +380,12 @@ struct Rig {
     counts: Arc<Counts>,
 }
 
-/// What reads the meters and publishes: the daemon, or the bench's own floor loop.
+/// What reads the meters and publishes: the daemon, the bench's own floor loop, or the
+/// pymodbus + paho reference loop (a Python process).
 enum UnderTest {
     Meterd(Proc),
     Floor(Floor),
+    Python(Proc),
 }
 
 impl UnderTest {
@@ -387,7 +393,9 @@ impl UnderTest {
     fn pid(&self) -> u32 {
         match self {
             UnderTest::Meterd(p) => p.pid(),
-            UnderTest::Floor(_) => panic!("this scenario measures meterd, not the floor loop"),
+            UnderTest::Floor(_) | UnderTest::Python(_) => {
+                panic!("this scenario measures meterd, not a reference loop")
+            }
         }
     }
 }
@@ -429,6 +437,19 @@ enum Reader {
     /// The floor loop writing each poll cycle's requests and publishes in one write each
     /// ([`Floor::run_batched`]).
     FloorBatched,
+    /// [`Reader::FloorBatched`] that also stores each cycle durably before publishing it, as
+    /// the issue's spool must ([`FloorSpool`]).
+    FloorBatchedSpool,
+    /// The issue's reference: a plain pymodbus + paho-mqtt loop (benches/pymodbus_paho_loop.py).
+    Python,
+}
+
+/// The Python that has pymodbus and paho-mqtt: `METERD_BENCH_PYTHON`, else the HIL suite's
+/// venv (made by `bash hil-tests/setup`).
+fn bench_python() -> String {
+    std::env::var("METERD_BENCH_PYTHON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/hil-tests/.venv/bin/python").to_owned()
+    })
 }
 
 /// The same meters, simulator and broker as [`start`], read by `reader`.
@@ -497,28 +518,42 @@ fn start_with(
     for p in &ports {
         wait_port(*p);
     }
-    let meterd = if reader != Reader::Meterd {
-        let buses = ports
-            .iter()
-            .enumerate()
-            .map(|(b, port)| (*port, (meters - b * o.units_per_port).min(o.units_per_port)))
-            .collect();
-        let every = humantime::parse_duration(interval).expect("--interval");
-        UnderTest::Floor(Floor::start(
+    let buses: Vec<(u16, usize)> = ports
+        .iter()
+        .enumerate()
+        .map(|(b, port)| (*port, (meters - b * o.units_per_port).min(o.units_per_port)))
+        .collect();
+    let every = humantime::parse_duration(interval).expect("--interval");
+    let meterd = match reader {
+        Reader::Floor => UnderTest::Floor(Floor::start(buses, mqtt_port, every, None)),
+        Reader::FloorBatched => UnderTest::Floor(Floor::start(buses, mqtt_port, every, Some(None))),
+        Reader::FloorBatchedSpool => UnderTest::Floor(Floor::start(
             buses,
             mqtt_port,
             every,
-            reader == Reader::FloorBatched,
-        ))
-    } else {
-        UnderTest::Meterd(Proc::spawn(
+            Some(Some(dir.join("floor-spool"))),
+        )),
+        Reader::Python => UnderTest::Python(Proc::spawn(
+            "pymodbus+paho loop",
+            Command::new(bench_python())
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/benches/pymodbus_paho_loop.py"
+                ))
+                .arg(mqtt_port.to_string())
+                .arg(every.as_secs_f64().to_string())
+                .arg(GATEWAY)
+                .args(buses.iter().map(|(port, units)| format!("{port}:{units}"))),
+            &dir.join("python.log"),
+        )),
+        Reader::Meterd => UnderTest::Meterd(Proc::spawn(
             "meterd",
             Command::new(meterd_bin())
                 .args(["run", "--config"])
                 .arg(dir.join("meterd.toml"))
                 .env("RUST_LOG", "warn"),
             &dir.join("meterd.log"),
-        ))
+        )),
     };
     Rig {
         dir,
@@ -542,6 +577,14 @@ impl Rig {
                 cpu_secs(p.pid())
             }
             UnderTest::Floor(f) => f.cpu_secs(),
+            UnderTest::Python(p) => {
+                assert!(
+                    p.alive(),
+                    "the pymodbus+paho loop died; see {}",
+                    self.dir.join("python.log").display()
+                );
+                cpu_secs(p.pid())
+            }
         };
         Snap {
             at: Instant::now(),
@@ -558,7 +601,7 @@ impl Rig {
     }
     fn finish(mut self) {
         match &mut self.meterd {
-            UnderTest::Meterd(p) => p.stop(),
+            UnderTest::Meterd(p) | UnderTest::Python(p) => p.stop(),
             UnderTest::Floor(f) => f.stop(),
         }
         self.sim.stop();
@@ -729,7 +772,14 @@ fn floor_json(out: &mut Vec<u8>, meter: &str, seq: u64, regs: &[u16]) {
 
 impl Floor {
     /// `buses`: (simulator port, meters behind it); every meter is read every `every`.
-    fn start(buses: Vec<(u16, usize)>, mqtt_port: u16, every: Duration, batched: bool) -> Floor {
+    /// `batched`: `None` for [`Floor::run`], else [`Floor::run_batched`] with its spool
+    /// directory, if any.
+    fn start(
+        buses: Vec<(u16, usize)>,
+        mqtt_port: u16,
+        every: Duration,
+        batched: Option<Option<PathBuf>>,
+    ) -> Floor {
         let tid = Arc::new(AtomicI64::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (t, st) = (tid.clone(), stop.clone());
@@ -740,10 +790,9 @@ impl Floor {
                 .enable_all()
                 .build()
                 .unwrap();
-            if batched {
-                rt.block_on(Self::run_batched(buses, mqtt_port, every, st));
-            } else {
-                rt.block_on(Self::run(buses, mqtt_port, every, st));
+            match batched {
+                Some(spool) => rt.block_on(Self::run_batched(buses, mqtt_port, every, spool, st)),
+                None => rt.block_on(Self::run(buses, mqtt_port, every, st)),
             }
         });
         while tid.load(Ordering::Relaxed) == 0 {
@@ -826,17 +875,20 @@ impl Floor {
     /// come. Written by hand because it measures the wire work without a library in between:
     /// tokio-modbus sends one request at a time and rumqttc flushes after every publish. A
     /// lower bound for a gateway that batched both (and for meters and gateways that accept
-    /// pipelined requests, which many do not).
+    /// pipelined requests, which many do not). With `spool_dir`, each cycle's publishes are
+    /// first stored durably ([`FloorSpool`]), as the issue's spool requires.
     async fn run_batched(
         buses: Vec<(u16, usize)>,
         mqtt_port: u16,
         every: Duration,
+        spool_dir: Option<PathBuf>,
         stop: Arc<std::sync::atomic::AtomicBool>,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut tasks = Vec::new();
         for (b, (port, units)) in buses.into_iter().enumerate() {
             let stop = stop.clone();
+            let mut spool = spool_dir.as_ref().map(|d| FloorSpool::open(d, b));
             tasks.push(tokio::spawn(async move {
                 let mut modbus = tokio::net::TcpStream::connect(("127.0.0.1", port))
                     .await
@@ -930,6 +982,9 @@ impl Floor {
                         out.extend_from_slice(&pkid.to_be_bytes());
                         out.extend_from_slice(&json);
                     }
+                    if let Some(spool) = spool.as_mut() {
+                        spool.store_cycle(&out);
+                    }
                     mqtt.write_all(&out).await.unwrap();
                     // The cycle's PUBACKs (4 bytes each).
                     let mut acks = 0;
@@ -967,6 +1022,46 @@ impl Floor {
     }
 }
 
+/// The least a durable SQLite spool can do per poll cycle, for the batched floor: the whole
+/// cycle's PUBLISH packets as one row, committed (WAL, `synchronous=FULL`: fsynced) before they
+/// are written to the broker, and the previous cycle's row (all of whose PUBACKs have arrived
+/// before this cycle starts) deleted in the same transaction. meterd's spool keeps a row per
+/// reading with its meter, seq and id, and state for validation; this keeps nothing it would
+/// not need to resend, so it bounds the storage part of the floor from below.
+struct FloorSpool {
+    conn: rusqlite::Connection,
+    last: Option<i64>,
+}
+
+impl FloorSpool {
+    fn open(dir: &Path, bus: usize) -> FloorSpool {
+        fs::create_dir_all(dir).unwrap();
+        let conn = rusqlite::Connection::open(dir.join(format!("bus{bus}.sqlite"))).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;\
+             CREATE TABLE IF NOT EXISTS cycle (id INTEGER PRIMARY KEY, packets BLOB NOT NULL);",
+        )
+        .unwrap();
+        FloorSpool { conn, last: None }
+    }
+
+    fn store_cycle(&mut self, packets: &[u8]) {
+        let tx = self.conn.transaction().unwrap();
+        if let Some(id) = self.last {
+            tx.prepare_cached("DELETE FROM cycle WHERE id = ?1")
+                .unwrap()
+                .execute([id])
+                .unwrap();
+        }
+        tx.prepare_cached("INSERT INTO cycle (packets) VALUES (?1)")
+            .unwrap()
+            .execute([packets])
+            .unwrap();
+        self.last = Some(tx.last_insert_rowid());
+        tx.commit().unwrap();
+    }
+}
+
 // ---------------------------------------------------------------- scenarios
 
 /// Scenario 1, read by `reader`.
@@ -988,6 +1083,14 @@ fn cpu(o: &Opts, reader: Reader) {
             "1b. The batched floor: one write of pipelined Modbus requests and one of QoS 1 publishes per bus and cycle, no meterd",
             "batched floor",
         ),
+        Reader::FloorBatchedSpool => (
+            "1s. The batched floor with a durable spool: 1b, each cycle committed (fsync) as one SQLite row before it is published, no meterd",
+            "spooled batched floor",
+        ),
+        Reader::Python => (
+            "1p. The issue's reference: a plain pymodbus + paho-mqtt loop (benches/pymodbus_paho_loop.py), no meterd",
+            "pymodbus+paho",
+        ),
     };
     header(
         o,
@@ -1006,7 +1109,7 @@ fn cpu(o: &Opts, reader: Reader) {
         let us = |cpu: f64| cpu * 1e6 / w.values.max(1) as f64;
         let other = (w.machine - w.meterd - w.sim - w.mosq) / w.secs;
         println!(
-            "{r} | {} | {:.0} | **{:.3}** | {:.2} % | {:.3} | {:.3} | {:.2} | {}",
+            "{r} | {} | {:.0} | **{:.3}** | {:.3} % | {:.3} | {:.3} | {:.2} | {}",
             w.values,
             w.values as f64 / w.secs,
             us(w.meterd),
@@ -1244,6 +1347,8 @@ fn main() {
         "cpu" => cpu(&o, Reader::Meterd),
         "floor" => cpu(&o, Reader::Floor),
         "floor-batched" => cpu(&o, Reader::FloorBatched),
+        "floor-batched-spool" => cpu(&o, Reader::FloorBatchedSpool),
+        "python" => cpu(&o, Reader::Python),
         "rate" => rate(&o),
         "rss" => rss(&o),
         "idle" => idle(&o),
@@ -1252,9 +1357,11 @@ fn main() {
             // `cargo bench` with no scenario (e.g. the whole workspace's benches): do nothing
             // long; name the scenarios.
             println!(
-                "pipeline bench: pass a scenario: cargo bench --bench pipeline -- cpu|floor|floor-batched|rate|rss|idle|drain"
+                "pipeline bench: pass a scenario: cargo bench --bench pipeline -- cpu|floor|floor-batched|floor-batched-spool|python|rate|rss|idle|drain"
             );
         }
-        s => panic!("unknown scenario {s:?}: cpu|floor|floor-batched|rate|rss|idle|drain"),
+        s => panic!(
+            "unknown scenario {s:?}: cpu|floor|floor-batched|floor-batched-spool|python|rate|rss|idle|drain"
+        ),
     }
 }
