@@ -568,23 +568,16 @@ fn start_with(
 impl Rig {
     fn snap(&mut self) -> Snap {
         let meterd = match &mut self.meterd {
-            UnderTest::Meterd(p) => {
+            UnderTest::Meterd(p) | UnderTest::Python(p) => {
                 assert!(
                     p.alive(),
-                    "meterd died; see {}",
-                    self.dir.join("meterd.log").display()
+                    "{} died; see its log in {}",
+                    p.name,
+                    self.dir.display()
                 );
                 cpu_secs(p.pid())
             }
             UnderTest::Floor(f) => f.cpu_secs(),
-            UnderTest::Python(p) => {
-                assert!(
-                    p.alive(),
-                    "the pymodbus+paho loop died; see {}",
-                    self.dir.join("python.log").display()
-                );
-                cpu_secs(p.pid())
-            }
         };
         Snap {
             at: Instant::now(),
