@@ -525,13 +525,20 @@ fn start_with(
         .collect();
     let every = humantime::parse_duration(interval).expect("--interval");
     let meterd = match reader {
-        Reader::Floor => UnderTest::Floor(Floor::start(buses, mqtt_port, every, None)),
-        Reader::FloorBatched => UnderTest::Floor(Floor::start(buses, mqtt_port, every, Some(None))),
+        Reader::Floor => UnderTest::Floor(Floor::start(buses, mqtt_port, every, FloorLoop::Plain)),
+        Reader::FloorBatched => UnderTest::Floor(Floor::start(
+            buses,
+            mqtt_port,
+            every,
+            FloorLoop::Batched { spool_dir: None },
+        )),
         Reader::FloorBatchedSpool => UnderTest::Floor(Floor::start(
             buses,
             mqtt_port,
             every,
-            Some(Some(dir.join("floor-spool"))),
+            FloorLoop::Batched {
+                spool_dir: Some(dir.join("floor-spool")),
+            },
         )),
         Reader::Python => UnderTest::Python(Proc::spawn(
             "pymodbus+paho loop",
@@ -763,16 +770,17 @@ fn floor_json(out: &mut Vec<u8>, meter: &str, seq: u64, regs: &[u16]) {
     serde_json::to_writer(out, &reading).unwrap();
 }
 
+/// Which floor loop a [`Floor`] runs.
+enum FloorLoop {
+    /// [`Floor::run`]: tokio-modbus and rumqttc.
+    Plain,
+    /// [`Floor::run_batched`], storing each cycle in `spool_dir` first if given.
+    Batched { spool_dir: Option<PathBuf> },
+}
+
 impl Floor {
     /// `buses`: (simulator port, meters behind it); every meter is read every `every`.
-    /// `batched`: `None` for [`Floor::run`], else [`Floor::run_batched`] with its spool
-    /// directory, if any.
-    fn start(
-        buses: Vec<(u16, usize)>,
-        mqtt_port: u16,
-        every: Duration,
-        batched: Option<Option<PathBuf>>,
-    ) -> Floor {
+    fn start(buses: Vec<(u16, usize)>, mqtt_port: u16, every: Duration, kind: FloorLoop) -> Floor {
         let tid = Arc::new(AtomicI64::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (t, st) = (tid.clone(), stop.clone());
@@ -783,9 +791,11 @@ impl Floor {
                 .enable_all()
                 .build()
                 .unwrap();
-            match batched {
-                Some(spool) => rt.block_on(Self::run_batched(buses, mqtt_port, every, spool, st)),
-                None => rt.block_on(Self::run(buses, mqtt_port, every, st)),
+            match kind {
+                FloorLoop::Batched { spool_dir } => {
+                    rt.block_on(Self::run_batched(buses, mqtt_port, every, spool_dir, st))
+                }
+                FloorLoop::Plain => rt.block_on(Self::run(buses, mqtt_port, every, st)),
             }
         });
         while tid.load(Ordering::Relaxed) == 0 {
@@ -975,6 +985,7 @@ impl Floor {
                         out.extend_from_slice(&pkid.to_be_bytes());
                         out.extend_from_slice(&json);
                     }
+                    // Blocking on purpose: the loop is one thread, and its CPU is what is measured.
                     if let Some(spool) = spool.as_mut() {
                         spool.store_cycle(&out);
                     }

@@ -145,12 +145,14 @@ class MqttTap:
         """Wait until every connection's broker side has closed and all it sent is recorded
         (after a broker kill: its last PUBACKs are in `acked_ids` once this returns)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             with self.lock:
-                if not self.open:
-                    return
+                still_open = sorted(self.open)
+            if not still_open:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"tap connections {still_open} still open")
             time.sleep(0.01)
-        raise TimeoutError(f"tap connections {sorted(self.open)} still open")
 
     def published_ids(self):
         with self.lock:
