@@ -36,7 +36,7 @@ use crate::uplink::{self, Uplink, UplinkHandle};
 mod outbox;
 pub mod reload;
 
-use crate::service::lock;
+use crate::sync::lock;
 use outbox::{FreshRows, HeldAcks, SpoolOutbox};
 
 pub use reload::{ReloadError, ReloadPlan};
@@ -275,15 +275,7 @@ impl Daemon {
 
     /// The buses' status snapshots.
     pub fn bus_statuses(&self) -> Vec<BusStatus> {
-        self.buses
-            .iter()
-            .map(|b| {
-                b.status
-                    .lock()
-                    .map(|s| s.clone())
-                    .unwrap_or_else(|p| p.into_inner().clone())
-            })
-            .collect()
+        self.buses.iter().map(|b| lock(&b.status).clone()).collect()
     }
 
     /// The frame channel every bus task traces to (buses started by a reload too).
@@ -298,11 +290,7 @@ impl Daemon {
             .buses
             .iter()
             .flat_map(|b| {
-                let st = b
-                    .status
-                    .lock()
-                    .map(|s| s.clone())
-                    .unwrap_or_else(|p| p.into_inner().clone());
+                let st = lock(&b.status).clone();
                 st.meters
                     .into_iter()
                     .map(|m| (b.name.clone(), m.id))

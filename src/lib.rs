@@ -21,5 +21,6 @@ pub mod service;
 pub mod sim;
 pub mod spool;
 pub mod startup_code;
+pub mod sync;
 pub mod uplink;
 pub mod validate;

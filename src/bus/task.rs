@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll as TaskPoll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +36,7 @@ use crate::config::{BusConfig, EffectiveTiming, ProfileSet, TransportKind};
 use crate::hex_input::to_hex;
 use crate::meter::{DriverError, MeterDriver, Step};
 use crate::reading::ReadingBatch;
+use crate::sync::lock;
 
 /// Options of a bus task that do not come from the bus's configuration.
 #[derive(Debug, Clone)]
@@ -322,7 +323,7 @@ impl Bus {
     }
 
     fn with_status<R>(&self, f: impl FnOnce(&mut BusStatus) -> R) -> R {
-        let mut guard = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = lock(&self.status);
         guard.tick(self.started.elapsed());
         f(&mut guard)
     }
@@ -878,7 +879,7 @@ pub struct Tapped {
 
 impl Tapped {
     fn take(&self) -> (Vec<u8>, Vec<u8>) {
-        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut g = lock(&self.inner);
         (std::mem::take(&mut g.0), std::mem::take(&mut g.1))
     }
 }
@@ -901,11 +902,7 @@ impl AsyncRead for TapStream {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let TaskPoll::Ready(Ok(())) = &r {
             let new = buf.filled().get(before..).unwrap_or(&[]).to_vec();
-            let mut g = self
-                .tapped
-                .inner
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut g = lock(&self.tapped.inner);
             g.1.extend_from_slice(&new);
         }
         r
@@ -920,11 +917,7 @@ impl AsyncWrite for TapStream {
     ) -> TaskPoll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let TaskPoll::Ready(Ok(n)) = &r {
-            let mut g = self
-                .tapped
-                .inner
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut g = lock(&self.tapped.inner);
             g.0.extend_from_slice(buf.get(..*n).unwrap_or(&[]));
         }
         r

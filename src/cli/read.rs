@@ -93,9 +93,7 @@ pub fn run(args: &ReadArgs) -> ExitCode {
         };
         let status = bus.status();
         let (link, answered, last_error) = {
-            let s = status
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let s = crate::sync::lock(&status);
             let m = s.meters.first();
             (
                 s.link.clone(),

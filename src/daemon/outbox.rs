@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 // A panic while holding the spool's lock cannot leave SQLite half-written (transactions), so
 // the spool is still usable after one: `lock` takes a poisoned lock as it is.
-use crate::service::lock;
 use crate::spool::{AppendedRows, Spool, SpoolError};
+use crate::sync::lock;
 use crate::uplink::{self, Outbox};
 
 /// Most rows kept for the handoff (their payloads are ~1–3 KB each). The uplink takes them a

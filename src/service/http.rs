@@ -21,12 +21,13 @@ use serde_json::json;
 use tokio::sync::{broadcast, oneshot, watch};
 
 use super::report::Snapshot;
-use super::{Handles, ServiceConfig, lock};
+use super::{Handles, ServiceConfig};
 use crate::bus::task::BusCommand;
 use crate::bus::trace::{Direction, FrameEvent};
 use crate::decode::one_line;
 use crate::hex_input::to_hex;
 use crate::reading::rfc3339_millis;
+use crate::sync::lock;
 
 const PAGE: &str = include_str!("page.html");
 

@@ -27,7 +27,7 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 use crate::bus::health::BusStatus;
 use crate::bus::task::BusCommand;
 use crate::bus::trace::FrameEvent;
+use crate::sync::lock;
 use crate::uplink::{SpoolStats, UplinkHandle};
 
 pub use success::SuccessBook;
@@ -203,10 +204,6 @@ impl std::fmt::Debug for Handles {
             .field("buses", &self.buses.len())
             .finish()
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A new success book for the meters of `buses`.

@@ -8,10 +8,11 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::Handles;
 use super::success::{GroupSuccess, MeterSuccess, SuccessBook};
-use super::{Handles, lock};
 use crate::bus::health::{BusStatus, LinkState, MeterState, WireCounters};
 use crate::reading::{ReadingBatch, rfc3339_millis};
+use crate::sync::lock;
 use crate::uplink::{SpoolStats, UplinkSnapshot};
 
 /// The whole status document.

@@ -43,7 +43,9 @@ mod status;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -182,10 +184,10 @@ impl MeterStatuses {
 
 impl Shared {
     fn snap(&self) -> std::sync::MutexGuard<'_, UplinkSnapshot> {
-        self.snapshot.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.snapshot)
     }
     fn meters(&self) -> std::sync::MutexGuard<'_, MeterStatuses> {
-        self.meters.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.meters)
     }
 }
 

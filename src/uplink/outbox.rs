@@ -107,15 +107,11 @@ impl<O: Outbox> Outbox for std::sync::Arc<std::sync::Mutex<O>> {
         after_rowid: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Pending>, O::Error> {
-        self.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pending(after_rowid, limit)
+        crate::sync::lock(self).pending(after_rowid, limit)
     }
 
     fn ack(&mut self, rowid: i64) -> Result<bool, O::Error> {
-        self.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .ack(rowid)
+        crate::sync::lock(self).ack(rowid)
     }
 }
 
