@@ -16,44 +16,15 @@
 
 use std::time::Duration;
 
-use meter_protocols::dlt645::{Address, Dlt645Frame, Function};
-use meter_protocols::modbus::rtu::{self, Expectation};
+use meter_protocols::dlt645::Dlt645Frame;
+use meter_protocols::modbus::rtu;
 use meter_protocols::{Scan, SkipReason};
 use thiserror::Error;
 use tokio::time::Instant;
 
 use super::trace::{Direction, FrameTap};
 use super::transport::Link;
-
-/// What a reply must look like to be accepted.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Framing {
-    /// A DL/T 645 reply from `address` (wildcards allowed) to `function`.
-    Dlt645 {
-        /// The address the request went to.
-        address: Address,
-        /// The request's function.
-        function: Function,
-        /// The data identifier a normal reply must carry (reads). A reply about another item
-        /// is a late answer to an earlier request: skipped as foreign, and the wait goes on.
-        di: Option<meter_protocols::dlt645::DataIdentifier>,
-    },
-    /// A Modbus RTU reply to the request described.
-    ModbusRtu(Expectation),
-    /// No reply is expected (broadcast): the exchange ends when the request is written.
-    None,
-}
-
-/// A verified reply.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    /// A DL/T 645 frame.
-    Dlt645(Dlt645Frame),
-    /// A Modbus RTU response.
-    ModbusRtu(rtu::Response),
-    /// Nothing was expected.
-    None,
-}
+use crate::meter::contract::{Framing, Reply};
 
 /// Counters of one exchange, added to the bus's totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -267,7 +238,7 @@ fn take_reply(
         if buf.is_empty() {
             return None;
         }
-        let step = match framing {
+        let scanned = match framing {
             Framing::Dlt645 {
                 address,
                 function,
@@ -286,31 +257,31 @@ fn take_reply(
                         && frame.control.code() == function.code()
                         && address.accepts_reply_from(frame.address)
                         && same_item;
-                    Step::Frame {
+                    Scanned::Frame {
                         reply: ok.then_some(Reply::Dlt645(frame)),
                         consumed,
                     }
                 }
-                Scan::Skip { count, reason } => Step::Skip { count, reason },
-                Scan::Incomplete { .. } => Step::Wait,
+                Scan::Skip { count, reason } => Scanned::Skip { count, reason },
+                Scan::Incomplete { .. } => Scanned::Wait,
             },
             Framing::ModbusRtu(expect) => match rtu::scan_response(buf, expect) {
                 // scan_response already skips other units' and other functions' frames.
                 Scan::Frame {
                     frame: (_, response),
                     consumed,
-                } => Step::Frame {
+                } => Scanned::Frame {
                     reply: Some(Reply::ModbusRtu(response)),
                     consumed,
                 },
-                Scan::Skip { count, reason } => Step::Skip { count, reason },
-                Scan::Incomplete { .. } => Step::Wait,
+                Scan::Skip { count, reason } => Scanned::Skip { count, reason },
+                Scan::Incomplete { .. } => Scanned::Wait,
             },
             Framing::None => return None,
         };
-        match step {
-            Step::Wait => return None,
-            Step::Skip { count, reason } => {
+        match scanned {
+            Scanned::Wait => return None,
+            Scanned::Skip { count, reason } => {
                 let count = count.min(buf.len());
                 match reason {
                     SkipReason::Checksum { .. } => stats.checksum_errors += 1,
@@ -320,7 +291,7 @@ fn take_reply(
                 tap.skipped(buf.get(..count).unwrap_or(&[]), &reason.to_string());
                 buf.drain(..count);
             }
-            Step::Frame { reply, consumed } => {
+            Scanned::Frame { reply, consumed } => {
                 let consumed = consumed.min(buf.len());
                 let raw: Vec<u8> = buf.drain(..consumed).collect();
                 // The evidence is the frame itself: strip the DL/T 645 wake-up preamble.
@@ -341,7 +312,7 @@ fn take_reply(
     }
 }
 
-enum Step {
+enum Scanned {
     Wait,
     Skip {
         count: usize,

@@ -27,14 +27,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::exchange::{ExchangeError, ExchangeTiming, Framing, Reply, exchange};
+use super::exchange::{ExchangeError, ExchangeTiming, exchange};
 use super::health::{BusStatus, LinkState, MeterState, MeterStatus};
 use super::schedule::{Cadence, Due, Millis, PollScheduler};
 use super::trace::{Direction, FrameEvent, FrameTap};
 use super::transport::{Link, LinkSettings};
 use crate::config::{BusConfig, EffectiveTiming, ProfileSet, TransportKind};
 use crate::hex_input::to_hex;
-use crate::meter::{DriverError, MeterDriver, Step};
+use crate::meter::contract::{Framing, Reply, Step};
+use crate::meter::{DriverError, MeterDriver};
 use crate::reading::ReadingBatch;
 use crate::sync::lock;
 

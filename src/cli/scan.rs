@@ -17,7 +17,8 @@ use meter_protocols::modbus::rtu::{self, ReadFunction};
 use serde::Serialize;
 
 use super::{LineArgs, ProtocolArg, Target, fail, parse_duration, runtime};
-use crate::bus::exchange::{ExchangeError, ExchangeTiming, Framing, Reply, exchange};
+use crate::bus::exchange::{ExchangeError, ExchangeTiming, exchange};
+use crate::meter::contract::{Framing, Reply};
 use crate::bus::task::{ModbusTcpClient, TcpFailure};
 use crate::bus::trace::FrameTap;
 use crate::bus::transport::{Link, LinkSettings};

@@ -3,8 +3,8 @@
 use meter_protocols::dlt645::catalog::{self, DiInfo};
 use meter_protocols::dlt645::{Address, DataIdentifier, Dlt645Frame, Request, Response};
 
+use super::contract::Framing;
 use super::{FollowUp, Step, Transaction, TxKind, bad_value};
-use crate::bus::exchange::Framing;
 use crate::decode::value_json;
 use crate::reading::{Label, Quality, ReadingValue};
 

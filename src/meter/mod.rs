@@ -10,6 +10,7 @@
 //! [`Step`] holds, keeps the timing, and feeds back what came (or did not). The same driver
 //! serves the daemon, `meterd read` and the tests.
 
+pub mod contract;
 mod dlt645;
 mod modbus;
 
@@ -21,11 +22,11 @@ use meter_protocols::modbus::plan::PollPlan;
 use meter_protocols::modbus::rtu;
 use thiserror::Error;
 
-use crate::bus::exchange::{Framing, Reply};
 use crate::config::profile::ProfileProtocol;
 use crate::config::{MeterConfig, Profile, Protocol};
 use crate::reading::{Label, Quality, ReadingValue};
 
+pub use contract::{Framing, Reply, Step};
 pub use modbus::ModbusPoint;
 
 /// Most follow-up frames (`12`/`02`) fetched for one item before giving up.
@@ -42,20 +43,6 @@ pub enum DriverError {
         /// What is wrong.
         message: String,
     },
-}
-
-/// One request of a poll, ready for the wire.
-#[derive(Debug, Clone)]
-pub struct Step {
-    /// The bytes to send: a DL/T 645 frame without `FE` preamble (the bus adds it), or a
-    /// Modbus RTU ADU.
-    pub bytes: Vec<u8>,
-    /// What the reply must look like.
-    pub framing: Framing,
-    /// The typed Modbus request and unit, for transports that frame themselves (Modbus TCP).
-    pub modbus: Option<(u8, rtu::Request)>,
-    /// Short description for traces: `read 00010000`, `FC04 0x0000+38`.
-    pub what: String,
 }
 
 /// What a transaction reads.

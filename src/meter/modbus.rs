@@ -7,8 +7,8 @@ use meter_protocols::modbus::plan::{PlanOptions, PlannedRead, PointRange, PollPl
 use meter_protocols::modbus::rtu::{self, ReadFunction};
 use meter_protocols::modbus::values::{ModbusValue, RegisterOrder, Scale, ValueType, read_value};
 
+use super::contract::Framing;
 use super::{Step, Transaction, TxKind, bad_value};
-use crate::bus::exchange::Framing;
 use crate::config::profile::{RegisterFunction, RegisterType};
 use crate::config::{MeterConfig, Profile};
 use crate::reading::{ExactNumber, Label, Quality, ReadingValue, ValueData};
