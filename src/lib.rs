@@ -17,6 +17,7 @@ pub mod hex_input;
 pub mod logging;
 pub mod meter;
 pub mod reading;
+pub mod serial_port;
 pub mod service;
 pub mod sim;
 pub mod spool;

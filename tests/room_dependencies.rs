@@ -45,6 +45,7 @@ const ROOMS: &[(&str, &str)] = &[
     ("config",       "configuration types and parsing"),
     ("logging",      "tracing subscriber set-up"),
     ("startup_code", "unmapping start-up code"),
+    ("serial_port",  "opening a serial port with errors a technician understands"),
     ("hex_input",    "hex text -> bytes"),
     ("reading",      "reading batch types, quantities"),
     ("clock",        "wall and monotonic time, RFC 3339 formatting"),

@@ -13,6 +13,13 @@
 //!
 //! It never retries (the bus task decides that) and never sleeps before sending (the bus task
 //! keeps turnaround and Modbus silence).
+//!
+//! Where it sits: this is the exchange of the byte-stream transports (a serial port, raw TCP to
+//! a serial device server: a [`Link`] from [`super::transport`]), which
+//! [`super::transport::Transport`] calls and `meterd scan` calls directly. It stays beside the
+//! transports rather than under them because it is about frames and timing, not about a kind
+//! of link, and because its [`ExchangeStats`] are the wire counters the rest of the daemon
+//! reads. Modbus TCP does not use it: tokio-modbus frames those requests itself.
 
 use std::time::Duration;
 

@@ -13,26 +13,21 @@
 //! each bus is its own task, and a dead meter costs its own bus at most its timeout budget.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll as TaskPoll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meter_protocols::modbus::rtu;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::exchange::{ExchangeError, ExchangeTiming, exchange};
+use super::exchange::ExchangeTiming;
 use super::health::{BusStatus, LinkState, MeterState, MeterStatus};
 use super::schedule::{Cadence, Due, Millis, PollScheduler};
-use super::trace::{Direction, FrameEvent, FrameTap};
-use super::transport::{Link, LinkSettings};
-use crate::config::{BusConfig, EffectiveTiming, ProfileSet, TransportKind};
+use super::trace::{FrameEvent, FrameTap};
+use super::transport::{TransactError, Transport};
+use crate::config::{BusConfig, EffectiveTiming, ProfileSet};
 use crate::hex_input::to_hex;
 use crate::meter::contract::{Framing, Reply, Step};
 use crate::meter::{DriverError, MeterDriver};
@@ -153,43 +148,6 @@ struct MeterSlot {
     span: Option<tracing::Span>,
 }
 
-/// The link of a bus.
-enum Wire {
-    /// Serial port or raw TCP: our own framing through [`exchange`].
-    Raw {
-        settings: LinkSettings,
-        link: Option<Link>,
-    },
-    /// Modbus TCP through tokio-modbus.
-    ModbusTcp {
-        address: String,
-        ctx: Option<ModbusTcpClient>,
-    },
-}
-
-impl Wire {
-    fn is_open(&self) -> bool {
-        match self {
-            Wire::Raw { link, .. } => link.is_some(),
-            Wire::ModbusTcp { ctx, .. } => ctx.is_some(),
-        }
-    }
-
-    fn close(&mut self) {
-        match self {
-            Wire::Raw { link, .. } => *link = None,
-            Wire::ModbusTcp { ctx, .. } => *ctx = None,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Wire::Raw { settings, .. } => settings.describe(),
-            Wire::ModbusTcp { address, .. } => format!("modbus-tcp://{address}"),
-        }
-    }
-}
-
 /// A timed-out request, for the late-reply guard.
 struct TimedOut {
     request: Vec<u8>,
@@ -207,7 +165,7 @@ struct Failure {
 /// A bus and its meters: the state of a bus task. Also used directly by `meterd read`.
 pub struct Bus {
     name: String,
-    wire: Wire,
+    transport: Transport,
     meters: Vec<MeterSlot>,
     options: BusOptions,
     degrade_after: u32,
@@ -279,20 +237,7 @@ impl Bus {
                 span: None,
             });
         }
-        let wire = match LinkSettings::from_bus(bus) {
-            Some(settings) => Wire::Raw {
-                settings,
-                link: None,
-            },
-            None => Wire::ModbusTcp {
-                address: bus.host.clone().unwrap_or_default(),
-                ctx: None,
-            },
-        };
-        debug_assert!(matches!(
-            (&wire, bus.transport),
-            (Wire::ModbusTcp { .. }, TransportKind::ModbusTcp) | (Wire::Raw { .. }, _)
-        ));
+        let transport = Transport::for_bus(bus);
         let status = BusStatus::new(
             &bus.name,
             meters
@@ -302,7 +247,7 @@ impl Bus {
         );
         Ok(Self {
             name: bus.name.clone(),
-            wire,
+            transport,
             meters,
             backoff: options.reopen_min,
             options,
@@ -346,7 +291,7 @@ impl Bus {
     }
 
     async fn ensure_open(&mut self) -> Result<(), String> {
-        if self.wire.is_open() {
+        if self.transport.is_open() {
             return Ok(());
         }
         if let Some(at) = self.reopen_at
@@ -358,18 +303,7 @@ impl Bus {
             ));
         }
         let connect_timeout = self.options.connect_timeout;
-        let result = match &mut self.wire {
-            Wire::Raw { settings, link } => match Link::open(settings, connect_timeout).await {
-                Ok(l) => {
-                    *link = Some(l);
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            },
-            Wire::ModbusTcp { address, ctx } => ModbusTcpClient::connect(address, connect_timeout)
-                .await
-                .map(|c| *ctx = Some(c)),
-        };
+        let result = self.transport.open(connect_timeout).await;
         match result {
             Ok(()) => {
                 let reopened = self.last_link_error.is_some();
@@ -378,7 +312,7 @@ impl Bus {
                 self.last_link_error = None;
                 self.last_activity = None;
                 if reopened {
-                    tracing::info!(link = %self.wire.describe(), "link reopened");
+                    tracing::info!(link = %self.transport.describe(), "link reopened");
                     self.tap.note("link reopened");
                 }
                 self.with_status(|s| {
@@ -402,7 +336,7 @@ impl Bus {
     }
 
     fn link_down(&mut self, reason: &str) {
-        self.wire.close();
+        self.transport.close();
         if self.last_link_error.is_none() {
             tracing::warn!(reason, "link down");
         }
@@ -477,7 +411,7 @@ impl Bus {
                     });
                     self.last_activity = Some(Instant::now());
                     // Modbus TCP replaces its connection after a timeout instead.
-                    if matches!(self.wire, Wire::Raw { .. }) {
+                    if self.transport.keeps_late_replies() {
                         self.after_timeout = Some(TimedOut {
                             request: request.clone(),
                             at: Instant::now(),
@@ -550,63 +484,28 @@ impl Bus {
         timing: EffectiveTiming,
         tap: &FrameTap,
     ) -> Result<(Reply, Vec<u8>), Attempt> {
-        match &mut self.wire {
-            Wire::Raw { link, .. } => {
-                let Some(link) = link.as_mut() else {
-                    return Err(Attempt::Link("not open".into()));
-                };
-                let ex_timing = ExchangeTiming {
-                    response_timeout: timing.response_timeout,
-                    inter_byte_timeout: timing.inter_byte_timeout,
-                    echo: timing.echo,
-                };
-                let result = exchange(link, request, &step.framing, ex_timing, tap).await;
-                let stats = match &result {
-                    Ok(x) => x.stats,
-                    Err(e) => e.stats(),
-                };
-                self.with_status(|s| {
-                    s.wire.add(&stats);
-                    if let Some(ms) = s.meters.get_mut(m) {
-                        ms.wire.add(&stats);
-                    }
-                });
-                match result {
-                    Ok(x) => {
-                        self.last_activity = Some(x.finished);
-                        Ok((x.reply, x.raw))
-                    }
-                    Err(ExchangeError::Timeout { partial, .. }) => {
-                        Err(Attempt::Timeout(if partial.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (received {} unusable bytes)", partial.len())
-                        }))
-                    }
-                    Err(ExchangeError::Link { source, .. }) => {
-                        Err(Attempt::Link(source.to_string()))
-                    }
+        let ex_timing = ExchangeTiming {
+            response_timeout: timing.response_timeout,
+            inter_byte_timeout: timing.inter_byte_timeout,
+            echo: timing.echo,
+        };
+        let attempted = self.transport.transact(step, request, ex_timing, tap).await;
+        if let Some(stats) = attempted.stats {
+            self.with_status(|s| {
+                s.wire.add(&stats);
+                if let Some(ms) = s.meters.get_mut(m) {
+                    ms.wire.add(&stats);
                 }
+            });
+        }
+        match attempted.result {
+            Ok(x) => {
+                self.last_activity = Some(x.finished);
+                Ok((x.reply, x.raw))
             }
-            Wire::ModbusTcp { ctx, .. } => {
-                let Some(client) = ctx.as_mut() else {
-                    return Err(Attempt::Link("not open".into()));
-                };
-                let Some((unit, req)) = step.modbus.clone() else {
-                    return Err(Attempt::Link("not a Modbus request".into()));
-                };
-                let r = client.call(unit, &req, timing.response_timeout, tap).await;
-                self.last_activity = Some(Instant::now());
-                match r {
-                    Ok(x) => Ok(x),
-                    Err(TcpFailure::Timeout) => {
-                        // A late reply would poison the connection: start a fresh one.
-                        *ctx = None;
-                        Err(Attempt::Timeout(String::new()))
-                    }
-                    Err(TcpFailure::Link(e)) => Err(Attempt::Link(e)),
-                }
-            }
+            // The caller keeps the time of a timeout (turnaround counts from it).
+            Err(TransactError::Timeout(note)) => Err(Attempt::Timeout(note)),
+            Err(TransactError::Link(reason)) => Err(Attempt::Link(reason)),
         }
     }
 
@@ -821,207 +720,4 @@ async fn sleep_precisely(until: Instant) {
 enum Attempt {
     Timeout(String),
     Link(String),
-}
-
-/// Why a Modbus TCP call gave no reply.
-pub(crate) enum TcpFailure {
-    /// No reply in time: the connection must be replaced (a late reply would be taken as the
-    /// next answer).
-    Timeout,
-    /// The connection failed.
-    Link(String),
-}
-
-/// A Modbus TCP client connection whose bytes are tapped (evidence, traces): the bus task's
-/// link to a Modbus TCP meter or gateway, and `meterd scan`'s.
-pub(crate) struct ModbusTcpClient {
-    ctx: tokio_modbus::client::Context,
-    tapped: Tapped,
-}
-
-impl ModbusTcpClient {
-    /// Connects to `address` (`host:port`) within `timeout`.
-    pub(crate) async fn connect(address: &str, timeout: Duration) -> Result<Self, String> {
-        match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-            Err(_) => Err(format!(
-                "{address}: cannot connect: no answer within {timeout:?}"
-            )),
-            Ok(Err(e)) => Err(format!("{address}: cannot connect: {e}")),
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                let tapped = Tapped::default();
-                let stream = TapStream {
-                    inner: stream,
-                    tapped: tapped.clone(),
-                };
-                let ctx = tokio_modbus::client::tcp::attach_slave(stream, tokio_modbus::Slave(1));
-                Ok(Self { ctx, tapped })
-            }
-        }
-    }
-
-    /// Sends read `req` to `unit`; the reply (an exception included) with its raw bytes.
-    pub(crate) async fn call(
-        &mut self,
-        unit: u8,
-        req: &rtu::Request,
-        timeout: Duration,
-        tap: &FrameTap,
-    ) -> Result<(Reply, Vec<u8>), TcpFailure> {
-        modbus_tcp_call(&mut self.ctx, &self.tapped, unit, req, timeout, tap).await
-    }
-}
-
-/// Bytes a [`TapStream`] saw, for evidence and traces.
-#[derive(Debug, Clone, Default)]
-pub struct Tapped {
-    inner: Arc<Mutex<(Vec<u8>, Vec<u8>)>>,
-}
-
-impl Tapped {
-    fn take(&self) -> (Vec<u8>, Vec<u8>) {
-        let mut g = lock(&self.inner);
-        (std::mem::take(&mut g.0), std::mem::take(&mut g.1))
-    }
-}
-
-/// A TCP stream that copies the bytes written and read, so a Modbus TCP batch carries the
-/// real response bytes as evidence.
-#[derive(Debug)]
-pub struct TapStream {
-    inner: TcpStream,
-    tapped: Tapped,
-}
-
-impl AsyncRead for TapStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> TaskPoll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let TaskPoll::Ready(Ok(())) = &r {
-            let new = buf.filled().get(before..).unwrap_or(&[]).to_vec();
-            let mut g = lock(&self.tapped.inner);
-            g.1.extend_from_slice(&new);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for TapStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> TaskPoll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let TaskPoll::Ready(Ok(n)) = &r {
-            let mut g = lock(&self.tapped.inner);
-            g.0.extend_from_slice(buf.get(..*n).unwrap_or(&[]));
-        }
-        r
-    }
-
-    fn poll_flush(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> TaskPoll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> TaskPoll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-async fn modbus_tcp_call(
-    ctx: &mut tokio_modbus::client::Context,
-    tapped: &Tapped,
-    unit: u8,
-    req: &rtu::Request,
-    timeout: Duration,
-    tap: &FrameTap,
-) -> Result<(Reply, Vec<u8>), TcpFailure> {
-    use tokio_modbus::client::Reader;
-    use tokio_modbus::slave::SlaveContext;
-    ctx.set_slave(tokio_modbus::Slave(unit));
-    let _ = tapped.take();
-    let call = async {
-        match req {
-            rtu::Request::ReadCoils { address, count } => ctx
-                .read_coils(*address, *count)
-                .await
-                .map(|r| r.map(rtu::Response::Coils)),
-            rtu::Request::ReadDiscreteInputs { address, count } => ctx
-                .read_discrete_inputs(*address, *count)
-                .await
-                .map(|r| r.map(rtu::Response::DiscreteInputs)),
-            rtu::Request::ReadHoldingRegisters { address, count } => ctx
-                .read_holding_registers(*address, *count)
-                .await
-                .map(|r| r.map(rtu::Response::HoldingRegisters)),
-            rtu::Request::ReadInputRegisters { address, count } => ctx
-                .read_input_registers(*address, *count)
-                .await
-                .map(|r| r.map(rtu::Response::InputRegisters)),
-            _ => Err(tokio_modbus::Error::Transport(std::io::Error::other(
-                "only reads are sent on a poll",
-            ))),
-        }
-    };
-    let result = tokio::time::timeout(timeout, call).await;
-    let (sent, received) = tapped.take();
-    if !sent.is_empty() {
-        tap.frame(Direction::Tx, &sent);
-    }
-    match result {
-        Err(_) => {
-            if !received.is_empty() {
-                tap.skipped(&received, "partial reply before the timeout");
-            }
-            Err(TcpFailure::Timeout)
-        }
-        Ok(Err(e)) => Err(TcpFailure::Link(e.to_string())),
-        Ok(Ok(Ok(response))) => {
-            tap.frame(Direction::Rx, &received);
-            let response = match response {
-                // tokio-modbus returns whole bytes of bits: keep only what was asked.
-                rtu::Response::Coils(mut b) | rtu::Response::DiscreteInputs(mut b)
-                    if matches!(
-                        req,
-                        rtu::Request::ReadCoils { .. } | rtu::Request::ReadDiscreteInputs { .. }
-                    ) =>
-                {
-                    let n = match req {
-                        rtu::Request::ReadCoils { count, .. }
-                        | rtu::Request::ReadDiscreteInputs { count, .. } => usize::from(*count),
-                        _ => b.len(),
-                    };
-                    b.truncate(n);
-                    if matches!(req, rtu::Request::ReadCoils { .. }) {
-                        rtu::Response::Coils(b)
-                    } else {
-                        rtu::Response::DiscreteInputs(b)
-                    }
-                }
-                other => other,
-            };
-            Ok((Reply::ModbusRtu(response), received))
-        }
-        Ok(Ok(Err(code))) => {
-            tap.frame(Direction::Rx, &received);
-            Ok((
-                Reply::ModbusRtu(rtu::Response::Exception {
-                    function: req.function() | 0x80,
-                    code: rtu::ExceptionCode::from_u8(u8::from(code)),
-                }),
-                received,
-            ))
-        }
-    }
 }

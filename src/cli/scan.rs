@@ -18,12 +18,13 @@ use serde::Serialize;
 
 use super::{LineArgs, ProtocolArg, Target, fail, parse_duration, runtime};
 use crate::bus::exchange::{ExchangeError, ExchangeTiming, exchange};
-use crate::meter::contract::{Framing, Reply};
-use crate::bus::task::{ModbusTcpClient, TcpFailure};
 use crate::bus::trace::FrameTap;
+use crate::bus::transport::modbus_tcp::{ModbusTcpClient, TcpFailure};
 use crate::bus::transport::{Link, LinkSettings};
 use crate::config::Protocol;
 use crate::hex_input::to_hex;
+use crate::meter::contract::{Framing, Reply};
+use crate::serial_port::SerialSettings;
 
 /// Arguments of `meterd scan`.
 #[derive(Debug, Args)]
@@ -96,17 +97,17 @@ pub fn run(args: &ScanArgs) -> ExitCode {
         Err(e) => return fail("scan", &e, 2),
     };
     let settings = match (&args.target.port, &args.target.tcp) {
-        (Some(path), _) => LinkSettings::Serial {
+        (Some(path), _) => LinkSettings::Serial(SerialSettings {
             path: path.clone(),
             baud: args
                 .line
                 .baud
                 .unwrap_or(if protocol.is_dlt645() { 2400 } else { 9600 }),
-            parity: args.line.parity.into(),
+            parity: crate::config::Parity::from(args.line.parity).into(),
             data_bits: args.line.data_bits,
             stop_bits: args.line.stop_bits,
             rs485: None,
-        },
+        }),
         (None, Some(host)) => LinkSettings::Tcp {
             address: host.clone(),
         },

@@ -45,8 +45,8 @@ pub use config::{Endpoint, PortConfig, SimConfig, SimMeterConfig};
 pub use fault::{FaultKind, FaultRule, FaultsConfig};
 pub use meter::{SimMeter, TruthValue};
 
-use crate::bus::transport::{Link, LinkError, LinkSettings};
-use crate::config::{ConfigError, Protocol};
+use crate::config::{ConfigError, Parity, Protocol};
+use crate::serial_port::{self, SerialPortError, SerialSettings};
 use clock::SimClock;
 use port::PortShared;
 use truth::TruthLog;
@@ -75,7 +75,7 @@ pub enum SimError {
         port: String,
         /// Why.
         #[source]
-        source: LinkError,
+        source: SerialPortError,
     },
     /// A pseudo-terminal pair could not be made.
     #[error("port {port}: cannot create a pty pair: {why}")]
@@ -293,29 +293,25 @@ impl Simulator {
             };
             let task = match &endpoint {
                 Endpoint::Serial(path) => {
-                    let settings = LinkSettings::Serial {
+                    let settings = SerialSettings {
                         path: path.clone(),
                         baud: port.baud,
-                        parity: port.parity,
+                        parity: match port.parity {
+                            Parity::None => serial_port::Parity::None,
+                            Parity::Even => serial_port::Parity::Even,
+                            Parity::Odd => serial_port::Parity::Odd,
+                        },
                         data_bits: port.data_bits,
                         stop_bits: port.stop_bits,
                         rs485: None,
                     };
-                    let link = Link::open(&settings, Duration::from_secs(1))
-                        .await
-                        .map_err(|source| SimError::Serial {
+                    let stream =
+                        serial_port::open(&settings).map_err(|source| SimError::Serial {
                             port: name.clone(),
                             source,
                         })?;
                     info.device = Some(PathBuf::from(path));
-                    match link {
-                        Link::Serial(s) => {
-                            tokio::spawn(port::serve_stream(s, shared, stop_rx.clone()))
-                        }
-                        Link::Tcp(s) => {
-                            tokio::spawn(port::serve_stream(s, shared, stop_rx.clone()))
-                        }
-                    }
+                    tokio::spawn(port::serve_stream(stream, shared, stop_rx.clone()))
                 }
                 Endpoint::Pty { link } => {
                     let (master, device, keeper) = open_pty(&name, link.as_ref())?;
