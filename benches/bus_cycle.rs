@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use meterd::bus::task::{Bus, BusOptions};
 use meterd::config::Config;
+use meterd::health::BusHealth;
 use meterd::reading::Quality;
 use meterd::sim::{SimConfig, Simulator};
 
@@ -240,10 +241,9 @@ struct BusFigures {
     bad: usize,
 }
 
-async fn run_bus(mut bus: Bus, b: u32, setup: Setup) -> BusFigures {
+async fn run_bus(mut bus: Bus, status: Arc<Mutex<BusHealth>>, b: u32, setup: Setup) -> BusFigures {
     bus.connect().await.unwrap();
     let mut f = BusFigures::default();
-    let status = bus.status();
     for _ in 0..setup.cycles {
         let before = status.lock().unwrap().clone();
         let t0 = Instant::now();
@@ -298,8 +298,11 @@ async fn scenario(buses: u32, setup: Setup) -> Vec<Row> {
         let (addr, events) = relay(upstream);
         logs.push(events);
         let cfg = gateway_config(b, &addr.to_string(), setup);
-        let bus = Bus::new(cfg.0.buses[0].get_ref(), &cfg.1, BusOptions::new("bench")).unwrap();
-        tasks.push(tokio::spawn(run_bus(bus, b, setup)));
+        let status = Arc::new(Mutex::new(BusHealth::for_bus(cfg.0.buses[0].get_ref())));
+        let bus = Bus::new(cfg.0.buses[0].get_ref(), &cfg.1, BusOptions::new("bench"))
+            .unwrap()
+            .with_observer(status.clone());
+        tasks.push(tokio::spawn(run_bus(bus, status, b, setup)));
     }
     let mut rows = Vec::new();
     for (b, t) in tasks.into_iter().enumerate() {

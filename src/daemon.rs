@@ -26,15 +26,18 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::bus::health::{BusStatus, MeterState as BusMeterState};
-use crate::bus::task::{self as bus_task, BusCommand, BusHandle, BusOptions};
+use crate::bus::task::{self as bus_task, BusCommand, BusOptions};
 use crate::config::{Config, ConfigError, ProfileSet};
+use crate::health::BusHealth;
 use crate::reading::ReadingBatch;
 use crate::spool::{AppendedRows, Spool, SpoolError, SpoolOptions};
 use crate::uplink::{self, Uplink, UplinkHandle};
 
 mod outbox;
 pub mod reload;
+
+/// A running bus task reporting into its shared health.
+type BusHandle = bus_task::BusHandle<Mutex<BusHealth>>;
 
 use crate::sync::lock;
 use outbox::{FreshRows, HeldAcks, SpoolOutbox};
@@ -201,6 +204,7 @@ impl Daemon {
                 &profiles,
                 opts,
                 bus_tx.clone(),
+                Arc::new(Mutex::new(BusHealth::for_bus(bus.get_ref()))),
             )?);
         }
         // The pipeline feeds the reading success book: poll outcomes as they arrive, each
@@ -227,8 +231,8 @@ impl Daemon {
             config.spool.commit_window,
             uplink.clone(),
         ));
-        let statuses: Vec<Arc<Mutex<BusStatus>>> = buses.iter().map(|b| b.status.clone()).collect();
-        let status_task = tokio::spawn(forward_statuses(statuses, uplink.clone()));
+        let statuses: Vec<Arc<Mutex<BusHealth>>> = buses.iter().map(|b| b.status.clone()).collect();
+        let status_task = tokio::spawn(uplink::forward_health(statuses, uplink.clone()));
         let service_parts = ServiceParts {
             started,
             spool_stats,
@@ -274,7 +278,7 @@ impl Daemon {
     }
 
     /// The buses' status snapshots.
-    pub fn bus_statuses(&self) -> Vec<BusStatus> {
+    pub fn bus_statuses(&self) -> Vec<BusHealth> {
         self.buses.iter().map(|b| lock(&b.status).clone()).collect()
     }
 
@@ -702,67 +706,6 @@ fn remember_good(known: &mut KnownRegisters, batch: &ReadingBatch) {
         {
             known.insert(&v.quantity, Some(d));
         }
-    }
-}
-
-/// Forwards meter health to the uplink's retained status topics when it changes (and every
-/// minute, so counters stay fresh).
-async fn forward_statuses(buses: Vec<Arc<Mutex<BusStatus>>>, uplink: UplinkHandle) {
-    // Each meter's last forwarded state, by bus and position: a bus's meters keep their order
-    // for the life of this task (a reload starts a new one). Not a map by meter id: that was
-    // ~0.1 MB with 1,000 meters.
-    let mut last: Vec<Vec<Option<BusMeterState>>> = vec![Vec::new(); buses.len()];
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    let mut rounds: u64 = 0;
-    loop {
-        tick.tick().await;
-        rounds += 1;
-        let refresh_all = rounds.is_multiple_of(30);
-        for (bus, last) in buses.iter().zip(last.iter_mut()) {
-            // Only what is to be sent is taken out under the bus's lock: a copy of every
-            // meter's status every 2 s was most of this task's cost with 1,000 meters. The
-            // uplink is handed the statuses after the lock is released.
-            let mut due = Vec::new();
-            let snapshot = lock(bus);
-            last.resize(snapshot.meters.len(), None);
-            for (m, prev) in snapshot.meters.iter().zip(last.iter_mut()) {
-                let changed = prev.replace(m.state) != Some(m.state);
-                if changed || refresh_all {
-                    due.push(to_uplink_status(m));
-                }
-            }
-            drop(snapshot);
-            for status in due {
-                uplink.set_meter_status(status);
-            }
-        }
-    }
-}
-
-fn to_uplink_status(m: &crate::bus::health::MeterStatus) -> uplink::MeterStatus {
-    let state = match m.state {
-        BusMeterState::Ok => uplink::MeterState::Ok,
-        BusMeterState::Degraded => uplink::MeterState::Degraded,
-        BusMeterState::Unreachable => uplink::MeterState::Unreachable,
-    };
-    uplink::MeterStatus {
-        meter: m.id.clone(),
-        state,
-        at: SystemTime::now(),
-        last_success: m
-            .last_success
-            .as_deref()
-            .and_then(|t| humantime::parse_rfc3339(t).ok()),
-        last_error: m.last_error.clone(),
-        counters: uplink::MeterCounters {
-            polls: m.polls_ok + m.polls_failed,
-            successes: m.polls_ok,
-            failures: m.polls_failed,
-            timeouts: m.timeouts,
-            // Frames refused: checksum/CRC failures and valid frames that were not the answer.
-            bad_frames: m.wire.checksum_errors + m.wire.foreign_frames,
-            consecutive_failures: u64::from(m.consecutive_failures),
-        },
     }
 }
 

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod health;
 pub mod hex_input;
 pub mod logging;
 pub mod meter;

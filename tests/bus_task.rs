@@ -4,13 +4,13 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use meterd::bus::health::{LinkState, MeterState};
 use meterd::bus::task::{Bus, BusCommand, BusOptions, spawn};
 use meterd::config::{Config, ProfileSet};
+use meterd::health::{BusHealth, LinkState, MeterState};
 use tokio::sync::{mpsc, oneshot};
 
 const DLT_PROFILE: &str = r#"
@@ -86,8 +86,15 @@ fn mb_meter(unit: u8, interval: &str) -> String {
 
 const FAST: &str = "response_timeout = \"100ms\", retries = 0, turnaround = \"1ms\"";
 
-fn bus_of(c: &(Config, ProfileSet), i: usize) -> Bus {
-    Bus::new(c.0.buses[i].get_ref(), &c.1, BusOptions::new("gw")).unwrap()
+/// Bus `i` of `c`, and the health it records into.
+fn bus_of(c: &(Config, ProfileSet), i: usize) -> (Bus, Arc<Mutex<BusHealth>>) {
+    let health = health_of(c, i);
+    let bus = Bus::new(c.0.buses[i].get_ref(), &c.1, BusOptions::new("gw")).unwrap();
+    (bus.with_observer(health.clone()), health)
+}
+
+fn health_of(c: &(Config, ProfileSet), i: usize) -> Arc<Mutex<BusHealth>> {
+    Arc::new(Mutex::new(BusHealth::for_bus(c.0.buses[i].get_ref())))
 }
 
 #[tokio::test]
@@ -96,7 +103,7 @@ async fn dlt645_and_modbus_meters_share_one_bus() {
     let host = tcp_fake(model(&[3]), log.clone()).await;
     let meters = format!("{}{}", dlt_meter("1m"), mb_meter(3, "1m"));
     let c = config(&[("a", &host, FAST, &meters)]);
-    let mut bus = bus_of(&c, 0);
+    let (mut bus, health) = bus_of(&c, 0);
     bus.connect().await.unwrap();
 
     let b = bus.read_now(DLT_ADDR).await.unwrap();
@@ -121,7 +128,7 @@ async fn dlt645_and_modbus_meters_share_one_bus() {
     assert_eq!(b.frames.len(), 1);
     assert_eq!(b.frames[0], "03 03 06 00 0A 00 0B 00 0C D1 D3");
 
-    let s = bus.status();
+    let s = health.clone();
     let s = s.lock().unwrap();
     assert_eq!(s.transactions, 4);
     assert_eq!(s.timeouts, 0);
@@ -138,7 +145,14 @@ async fn a_dead_meter_gives_bad_values_degrades_and_is_probed_less_often() {
     let meters = format!("{}{}", mb_meter(9, "200ms"), mb_meter(3, "200ms"));
     let c = config(&[("a", &host, FAST, &meters)]);
     let (tx, mut rx) = mpsc::channel(64);
-    let h = spawn(c.0.buses[0].get_ref(), &c.1, BusOptions::new("gw"), tx).unwrap();
+    let h = spawn(
+        c.0.buses[0].get_ref(),
+        &c.1,
+        BusOptions::new("gw"),
+        tx,
+        health_of(&c, 0),
+    )
+    .unwrap();
 
     let mut dead = Vec::new();
     let mut live = 0;
@@ -187,14 +201,14 @@ async fn a_late_reply_is_never_taken_as_the_next_answer() {
     let host = tcp_fake(script, log.clone()).await;
     let timing = format!("{FAST}, late_reply_guard = \"200ms\"");
     let c = config(&[("a", &host, &timing, &dlt_meter("1m"))]);
-    let mut bus = bus_of(&c, 0);
+    let (mut bus, health) = bus_of(&c, 0);
     bus.connect().await.unwrap();
     let b = bus.read_now(DLT_ADDR).await.unwrap();
     let v = values(&b);
     assert_eq!(v["energy.active.import.total"].1, "no reply within 100ms");
     assert_eq!(v["voltage.l1"].0, "229.8", "{v:?}");
     assert_eq!(v["frequency"].1, "meter error 02: no requested data");
-    let s = bus.status().lock().unwrap().clone();
+    let s = health.lock().unwrap().clone();
     assert!(
         s.wire.stale_bytes > 0,
         "the late reply was discarded: {s:?}"
@@ -216,12 +230,12 @@ async fn without_the_guard_the_late_reply_is_skipped_by_its_di() {
     let host = tcp_fake(script, new_log()).await;
     let timing = format!("{FAST}, late_reply_guard = \"0ms\"");
     let c = config(&[("a", &host, &timing, &dlt_meter("1m"))]);
-    let mut bus = bus_of(&c, 0);
+    let (mut bus, health) = bus_of(&c, 0);
     bus.connect().await.unwrap();
     let b = bus.read_now(DLT_ADDR).await.unwrap();
     let v = values(&b);
     assert_eq!(v["voltage.l1"].0, "229.8", "{v:?}");
-    let s = bus.status().lock().unwrap().clone();
+    let s = health.lock().unwrap().clone();
     assert!(
         s.wire.foreign_frames >= 1,
         "the late reply was skipped as foreign: {s:?}"
@@ -243,11 +257,11 @@ async fn noise_and_a_corrupted_frame_are_skipped_and_counted() {
     });
     let host = tcp_fake(script, new_log()).await;
     let c = config(&[("a", &host, FAST, &mb_meter(3, "1m"))]);
-    let mut bus = bus_of(&c, 0);
+    let (mut bus, health) = bus_of(&c, 0);
     bus.connect().await.unwrap();
     let v = values(&bus.read_now("a-unit3").await.unwrap());
     assert_eq!(v["voltage.l1"].0, "1.0");
-    let s = bus.status().lock().unwrap().clone();
+    let s = health.lock().unwrap().clone();
     assert!(s.wire.noise_bytes >= 3, "{:?}", s.wire);
     assert!(s.wire.checksum_errors >= 1, "{:?}", s.wire);
 }
@@ -261,11 +275,11 @@ async fn an_echoing_adapter_is_handled() {
     let host = tcp_fake(script, new_log()).await;
     let timing = format!("{FAST}, echo = true, preamble = 0");
     let c = config(&[("a", &host, &timing, &dlt_meter("1m"))]);
-    let mut bus = bus_of(&c, 0);
+    let (mut bus, health) = bus_of(&c, 0);
     bus.connect().await.unwrap();
     let v = values(&bus.read_now(DLT_ADDR).await.unwrap());
     assert_eq!(v["energy.active.import.total"].0, "12345.67");
-    let s = bus.status().lock().unwrap().clone();
+    let s = health.lock().unwrap().clone();
     assert_eq!(s.wire.echo_bytes, 3 * 16, "three 16-byte requests echoed");
 }
 
@@ -284,9 +298,17 @@ async fn a_dead_meter_on_bus_a_does_not_slow_bus_b() {
         &c.1,
         BusOptions::new("gw"),
         tx.clone(),
+        health_of(&c, 0),
     )
     .unwrap();
-    let hb = spawn(c.0.buses[1].get_ref(), &c.1, BusOptions::new("gw"), tx).unwrap();
+    let hb = spawn(
+        c.0.buses[1].get_ref(),
+        &c.1,
+        BusOptions::new("gw"),
+        tx,
+        health_of(&c, 1),
+    )
+    .unwrap();
     let mut b_count = 0;
     let until = tokio::time::Instant::now() + Duration::from_millis(1500);
     while let Ok(Some(b)) = tokio::time::timeout_at(until, rx.recv()).await {
@@ -317,7 +339,7 @@ async fn a_dead_link_is_reported_and_reopened() {
     let mut opts = BusOptions::new("gw");
     opts.reopen_min = Duration::from_millis(50);
     let (tx, _rx) = mpsc::channel(64);
-    let h = spawn(c.0.buses[0].get_ref(), &c.1, opts, tx).unwrap();
+    let h = spawn(c.0.buses[0].get_ref(), &c.1, opts, tx, health_of(&c, 0)).unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     {
         let s = h.status.lock().unwrap();
@@ -387,14 +409,14 @@ async fn a_serial_bus_on_a_pty_pair() {
         mb_meter(3, "1m")
     );
     let c = Config::from_text(Path::new("/tmp/t.toml"), &text).unwrap();
-    let mut bus = bus_of(&c, 0);
+    let (mut bus, _) = bus_of(&c, 0);
     bus.connect().await.unwrap();
     let v = values(&bus.read_now(DLT_ADDR).await.unwrap());
     assert_eq!(v["energy.active.import.total"].0, "12345.67");
     let v = values(&bus.read_now("s-unit3").await.unwrap());
     assert_eq!(v["current.l1"].0, "0.12");
     // A second owner of the port is refused: the port is busy.
-    let mut again = bus_of(&c, 0);
+    let (mut again, _) = bus_of(&c, 0);
     let err = again.connect().await.unwrap_err();
     assert!(err.contains("busy"), "{err}");
 }
@@ -466,7 +488,7 @@ async fn a_modbus_tcp_bus_reads_with_evidence_and_survives_a_silent_unit() {
         profiles.path().display().to_string()
     );
     let c = Config::from_text(Path::new("/tmp/t.toml"), &text).unwrap();
-    let mut bus = bus_of(&c, 0);
+    let (mut bus, _) = bus_of(&c, 0);
     bus.connect().await.unwrap();
     let b = bus.read_now("m0").await.unwrap();
     assert_eq!(b.protocol, "modbus-tcp");
@@ -499,7 +521,7 @@ async fn gateway_turnaround_beyond_the_required_silence_is_small() {
     let host = tcp_fake(script, new_log()).await;
     let timing = "response_timeout = \"200ms\", retries = 0, turnaround = \"20ms\"";
     let c = config(&[("a", &host, timing, &dlt_meter("1m"))]);
-    let mut bus = bus_of(&c, 0);
+    let (mut bus, _) = bus_of(&c, 0);
     bus.connect().await.unwrap();
     for _ in 0..40 {
         bus.read_now(DLT_ADDR).await.unwrap();

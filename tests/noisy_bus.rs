@@ -11,12 +11,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meter_protocols::Scan;
 use meter_protocols::dlt645::Dlt645Frame;
 use meterd::bus::task::{Bus, BusOptions};
 use meterd::config::Config;
+use meterd::health::BusHealth;
 use meterd::reading::{Quality, ReadingBatch, ValueData};
 use meterd::sim::{SimConfig, Simulator};
 
@@ -140,7 +142,10 @@ async fn noisy_bus_yields_99_percent_good_values_and_never_a_wrong_one() {
         .unwrap();
     let host = sim.local_addr("noisy").unwrap().to_string();
     let cfg = gateway_config(dir.path(), &host);
-    let mut bus = Bus::new(cfg.0.buses[0].get_ref(), &cfg.1, BusOptions::new("gw")).unwrap();
+    let health = Arc::new(Mutex::new(BusHealth::for_bus(cfg.0.buses[0].get_ref())));
+    let mut bus = Bus::new(cfg.0.buses[0].get_ref(), &cfg.1, BusOptions::new("gw"))
+        .unwrap()
+        .with_observer(health.clone());
     bus.connect().await.unwrap();
 
     let started = Instant::now();
@@ -153,7 +158,7 @@ async fn noisy_bus_yields_99_percent_good_values_and_never_a_wrong_one() {
     let elapsed = started.elapsed();
     // Let the simulator log the last replies (a late one may still be on its way).
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let status = bus.status().lock().unwrap().clone();
+    let status = health.lock().unwrap().clone();
     sim.shutdown().await;
 
     // The truth log: reply bytes (noise excluded: there is none here) → (valid, DI → value).

@@ -1,7 +1,11 @@
-//! One task per physical bus: transport, transactions, poll schedule and meter health.
+//! One task per physical bus: transports, exchange, poll schedule, and what the bus reports.
+//!
+//! The bus decides (when to poll, when to retry, when a meter is degraded) and reports what it
+//! sees through [`observer::BusObserver`]; the health room above it keeps the numbers. Nothing
+//! here imports the rooms above.
 
 pub mod exchange;
-pub mod health;
+pub mod observer;
 pub mod schedule;
 pub mod task;
 pub mod trace;

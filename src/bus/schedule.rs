@@ -7,6 +7,10 @@
 //! up reads. A degraded meter (many consecutive failures) is probed only every `probe_every`
 //! slots, so a dead meter costs the bus little.
 //!
+//! The rule that makes a meter degraded lives here too ([`Degradation`]): `degrade_after`
+//! unanswered polls in a row. The bus task applies it and reports the result; nothing else
+//! decides it.
+//!
 //! This module owns no clock and does no I/O: `now` (milliseconds since the Unix epoch) is
 //! passed in by the bus task, so slot logic is tested on simulated time.
 
@@ -158,6 +162,51 @@ impl PollScheduler {
     }
 }
 
+/// Dead-meter degradation of one meter: its unanswered polls in a row, and the rule that makes
+/// it degraded (probed only every `probe_every` slots) after `degrade_after` of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Degradation {
+    consecutive_failures: u32,
+    degraded: bool,
+}
+
+impl Degradation {
+    /// Records a poll the link did not cut short; returns true when the meter's degraded
+    /// state changed. An answer ends degradation at once.
+    pub fn record(&mut self, answered: bool, degrade_after: u32) -> bool {
+        let before = self.degraded;
+        if answered {
+            self.consecutive_failures = 0;
+            self.degraded = false;
+        } else {
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            self.degraded = self.consecutive_failures >= degrade_after.max(1);
+        }
+        before != self.degraded
+    }
+
+    /// The link failed: the meter is unreachable rather than degraded, until a poll decides
+    /// again. Its failures in a row are kept (a dead port is not the meter's fault).
+    pub fn unreachable(&mut self) {
+        self.degraded = false;
+    }
+
+    /// Whether the meter is degraded.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded
+    }
+
+    /// Unanswered polls in a row.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    /// Every how many slots the meter is read: `probe_every` while degraded, else 1.
+    pub fn probe_every(&self, probe_every: u32) -> u32 {
+        if self.degraded { probe_every } else { 1 }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +314,29 @@ mod tests {
         assert_eq!(s.overruns(m), 0, "probing less often is not an overrun");
         s.set_probe_every(m, 1);
         assert_eq!(s.next_due(10 * MIN).map(|d| d.slot), Some(10 * MIN));
+    }
+
+    #[test]
+    fn a_meter_degrades_after_n_failures_and_recovers_on_success() {
+        let mut d = Degradation::default();
+        assert!(!d.record(false, 3));
+        assert!(!d.record(false, 3));
+        assert_eq!(d.probe_every(10), 1);
+        assert!(d.record(false, 3));
+        assert!(d.is_degraded());
+        assert_eq!((d.consecutive_failures(), d.probe_every(10)), (3, 10));
+        d.unreachable();
+        assert!(!d.is_degraded(), "unreachable, not degraded");
+        assert_eq!(
+            d.consecutive_failures(),
+            3,
+            "a dead port is not the meter's fault"
+        );
+        assert!(
+            d.record(false, 3),
+            "the next unanswered poll degrades it again"
+        );
+        assert!(d.record(true, 3));
+        assert_eq!((d.is_degraded(), d.consecutive_failures()), (false, 0));
     }
 }

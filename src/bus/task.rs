@@ -4,16 +4,19 @@
 //! It owns: the link (opened once, reopened with backoff after a failure; a dead port is
 //! reported in the status, never fatal), the wall-clock poll schedule ([`PollScheduler`]), the
 //! timing between transactions (turnaround after the last byte, Modbus t3.5 silence, the
-//! late-reply guard after a timeout), bounded retries, dead-meter degradation, the status
-//! snapshot, and one-shot reads for technicians ([`BusCommand::ReadNow`], served between polls
+//! late-reply guard after a timeout), bounded retries, dead-meter degradation (the rule is
+//! [`super::schedule::Degradation`]), and one-shot reads for technicians ([`BusCommand::ReadNow`], served between polls
 //! so the port is never opened twice). What a meter is asked and what its replies mean belongs
 //! to the sans-IO drivers in [`crate::meter`]; frame verification to [`super::exchange`].
+//!
+//! What it sees (link up and down, attempts, poll outcomes, overruns) it reports to a
+//! [`BusObserver`]; it keeps no health counters itself and never reads them back.
 //!
 //! It never assigns reading sequence numbers (the spool does) and never blocks another bus:
 //! each bus is its own task, and a dead meter costs its own bus at most its timeout budget.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -22,9 +25,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::exchange::ExchangeTiming;
-use super::health::{BusStatus, LinkState, MeterState, MeterStatus};
-use super::schedule::{Cadence, Due, Millis, PollScheduler};
+use super::exchange::{ExchangeStats, ExchangeTiming};
+use super::observer::{AttemptReport, BusObserver, PollOutcome, PollResult, Unobserved};
+use super::schedule::{Cadence, Degradation, Due, Millis, PollScheduler};
 use super::trace::{FrameEvent, FrameTap};
 use super::transport::{TransactError, Transport};
 use crate::config::{BusConfig, EffectiveTiming, ProfileSet};
@@ -32,7 +35,6 @@ use crate::hex_input::to_hex;
 use crate::meter::contract::{Framing, Reply, Step};
 use crate::meter::{DriverError, MeterDriver};
 use crate::reading::ReadingBatch;
-use crate::sync::lock;
 
 /// Options of a bus task that do not come from the bus's configuration.
 #[derive(Debug, Clone)]
@@ -103,29 +105,31 @@ pub enum BusError {
     },
 }
 
-/// A running bus task.
+/// A running bus task, and the observer it reports to.
 #[derive(Debug)]
-pub struct BusHandle {
+pub struct BusHandle<O: ?Sized> {
     /// Bus name.
     pub name: String,
     /// Commands to the task.
     pub commands: mpsc::Sender<BusCommand>,
-    /// The status snapshot, updated after every transaction.
-    pub status: Arc<Mutex<BusStatus>>,
+    /// What the task reports to, after every transaction and poll (the bus's health, for
+    /// those who read it).
+    pub status: Arc<O>,
     /// The task.
     pub task: JoinHandle<()>,
 }
 
-/// Starts the task of `bus`; polled batches go to `out` (with `seq` 0: the spool numbers them).
-/// The task ends when `out` is closed.
-pub fn spawn(
+/// Starts the task of `bus`, reporting to `observer`; polled batches go to `out` (with `seq`
+/// 0: the spool numbers them). The task ends when `out` is closed.
+pub fn spawn<O: BusObserver + 'static>(
     bus: &BusConfig,
     profiles: &ProfileSet,
     options: BusOptions,
     out: mpsc::Sender<ReadingBatch>,
-) -> Result<BusHandle, BusError> {
-    let runner = Bus::new(bus, profiles, options)?;
-    let status = runner.status();
+    observer: Arc<O>,
+) -> Result<BusHandle<O>, BusError> {
+    let status = observer.clone();
+    let runner = Bus::new(bus, profiles, options)?.with_observer(observer);
     let (tx, rx) = mpsc::channel(8);
     let span = tracing::info_span!("bus", name = %bus.name);
     let task = tokio::spawn(runner.run(out, rx).instrument(span));
@@ -142,6 +146,8 @@ struct MeterSlot {
     timing: EffectiveTiming,
     interval: Duration,
     tap: FrameTap,
+    /// Its unanswered polls in a row, and whether that made it degraded.
+    degradation: Degradation,
     /// The meter's tracing span, made on its first poll (inside the bus's span) and entered
     /// by every poll after: a new span per poll cost a formatted field and a registry entry
     /// each time.
@@ -170,7 +176,7 @@ pub struct Bus {
     options: BusOptions,
     degrade_after: u32,
     probe_every: u32,
-    status: Arc<Mutex<BusStatus>>,
+    observer: Arc<dyn BusObserver>,
     started: Instant,
     tap: FrameTap,
     /// When the last byte went or came (for turnaround and Modbus silence).
@@ -234,17 +240,11 @@ impl Bus {
                     .over(&bus.timing)
                     .effective_on(bus.transport, bus.baud),
                 interval: m.interval,
+                degradation: Degradation::default(),
                 span: None,
             });
         }
         let transport = Transport::for_bus(bus);
-        let status = BusStatus::new(
-            &bus.name,
-            meters
-                .iter()
-                .map(|m| MeterStatus::new(m.driver.id(), m.driver.protocol().name()))
-                .collect(),
-        );
         Ok(Self {
             name: bus.name.clone(),
             transport,
@@ -253,7 +253,7 @@ impl Bus {
             options,
             degrade_after: bus.degrade_after,
             probe_every: bus.probe_every,
-            status: Arc::new(Mutex::new(status)),
+            observer: Arc::new(Unobserved),
             started: Instant::now(),
             tap,
             last_activity: None,
@@ -263,15 +263,15 @@ impl Bus {
         })
     }
 
-    /// The shared status snapshot.
-    pub fn status(&self) -> Arc<Mutex<BusStatus>> {
-        self.status.clone()
+    /// Reports to `observer` from now on (instead of to nobody). Its meters are numbered in
+    /// the bus's configuration order (as [`crate::config::BusConfig::meters`]).
+    pub fn with_observer(mut self, observer: Arc<dyn BusObserver>) -> Self {
+        self.observer = observer;
+        self
     }
 
-    fn with_status<R>(&self, f: impl FnOnce(&mut BusStatus) -> R) -> R {
-        let mut guard = lock(&self.status);
-        guard.tick(self.started.elapsed());
-        f(&mut guard)
+    fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// The index of meter `id`.
@@ -315,17 +315,7 @@ impl Bus {
                     tracing::info!(link = %self.transport.describe(), "link reopened");
                     self.tap.note("link reopened");
                 }
-                self.with_status(|s| {
-                    s.link = LinkState::Up;
-                    if reopened {
-                        s.reopens += 1;
-                    }
-                    for m in &mut s.meters {
-                        if m.state == MeterState::Unreachable {
-                            m.state = MeterState::Ok;
-                        }
-                    }
-                });
+                self.observer.link_up(reopened, self.uptime());
                 Ok(())
             }
             Err(reason) => {
@@ -344,14 +334,10 @@ impl Bus {
         self.reopen_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(self.options.reopen_max);
         self.last_link_error = Some(reason.to_owned());
-        let reason = reason.to_owned();
-        self.with_status(|s| {
-            s.link = LinkState::Down(reason);
-            s.link_errors += 1;
-            for m in &mut s.meters {
-                m.state = MeterState::Unreachable;
-            }
-        });
+        for m in &mut self.meters {
+            m.degradation.unreachable();
+        }
+        self.observer.link_down(reason, self.uptime());
     }
 
     /// One transaction of meter `m`: retries, the late-reply guard, turnaround and silence.
@@ -376,18 +362,20 @@ impl Bus {
             self.ensure_open()
                 .await
                 .map_err(|reason| Failure { reason, link: true })?;
-            if attempt > 0 {
+            let retry = attempt > 0;
+            if retry {
                 tap.note(&format!("retry {attempt} of {}", step.what));
-                self.with_status(|s| s.retries += 1);
             }
             self.keep_silence(&request, timing, modbus, &tap).await;
             let started = Instant::now();
-            let outcome = self.one_attempt(m, step, &request, timing, &tap).await;
-            let busy = started.elapsed();
-            self.with_status(|s| {
-                s.transactions += 1;
-                s.busy += busy;
-            });
+            let (outcome, wire) = self.one_attempt(step, &request, timing, &tap).await;
+            let report = AttemptReport {
+                retry,
+                busy: started.elapsed(),
+                timed_out: matches!(outcome, Err(Attempt::Timeout(_))),
+                wire,
+            };
+            self.observer.attempt(m, &report, self.uptime());
             match outcome {
                 Ok(r) => {
                     // After a timed-out attempt, this reply may be the late answer to that
@@ -403,12 +391,6 @@ impl Bus {
                     return Ok(r);
                 }
                 Err(Attempt::Timeout(note)) => {
-                    self.with_status(|s| {
-                        s.timeouts += 1;
-                        if let Some(ms) = s.meters.get_mut(m) {
-                            ms.timeouts += 1;
-                        }
-                    });
                     self.last_activity = Some(Instant::now());
                     // Modbus TCP replaces its connection after a timeout instead.
                     if self.transport.keeps_late_replies() {
@@ -476,29 +458,21 @@ impl Bus {
         }
     }
 
+    /// One attempt through the transport, with its wire counters (byte-stream transports).
     async fn one_attempt(
         &mut self,
-        m: usize,
         step: &Step,
         request: &[u8],
         timing: EffectiveTiming,
         tap: &FrameTap,
-    ) -> Result<(Reply, Vec<u8>), Attempt> {
+    ) -> (Result<(Reply, Vec<u8>), Attempt>, Option<ExchangeStats>) {
         let ex_timing = ExchangeTiming {
             response_timeout: timing.response_timeout,
             inter_byte_timeout: timing.inter_byte_timeout,
             echo: timing.echo,
         };
         let attempted = self.transport.transact(step, request, ex_timing, tap).await;
-        if let Some(stats) = attempted.stats {
-            self.with_status(|s| {
-                s.wire.add(&stats);
-                if let Some(ms) = s.meters.get_mut(m) {
-                    ms.wire.add(&stats);
-                }
-            });
-        }
-        match attempted.result {
+        let result = match attempted.result {
             Ok(x) => {
                 self.last_activity = Some(x.finished);
                 Ok((x.reply, x.raw))
@@ -506,7 +480,8 @@ impl Bus {
             // The caller keeps the time of a timeout (turnaround counts from it).
             Err(TransactError::Timeout(note)) => Err(Attempt::Timeout(note)),
             Err(TransactError::Link(reason)) => Err(Attempt::Link(reason)),
-        }
+        };
+        (result, attempted.stats)
     }
 
     /// Polls meter `m` once and returns its batch (`seq` 0); updates health.
@@ -563,24 +538,40 @@ impl Bus {
             batch.values = result.values;
             let answered = result.answered > 0;
             let degrade_after = self.degrade_after;
-            let changed = self.with_status(|s| {
-                let ms = s.meters.get_mut(m)?;
-                ms.last_good_values = good;
-                ms.last_bad_values = bad;
-                if let Some(reason) = link_failed.clone() {
-                    // Not the meter's fault: no degradation for a dead port.
-                    ms.state = MeterState::Unreachable;
-                    ms.last_error = Some(reason);
-                    ms.polls_failed += 1;
-                    return None;
+            let degradation = &mut self.meters.get_mut(m)?.degradation;
+            let result = match link_failed {
+                // Not the meter's fault: no degradation for a dead port.
+                Some(reason) => {
+                    degradation.unreachable();
+                    PollResult::LinkFailed(reason)
                 }
-                let changed = ms.record_poll(answered, first_bad.clone(), now, degrade_after);
-                Some((changed, ms.state))
-            });
-            if let Some((true, state)) = changed {
-                tracing::info!(?state, "meter state changed");
-                tap.note(&format!("meter state: {state:?}"));
-            }
+                None => {
+                    if degradation.record(answered, degrade_after) {
+                        let state = if degradation.is_degraded() {
+                            "Degraded"
+                        } else {
+                            "Ok"
+                        };
+                        tracing::info!(state, "meter state changed");
+                        tap.note(&format!("meter state: {state}"));
+                    }
+                    if answered {
+                        PollResult::Answered
+                    } else {
+                        PollResult::Unanswered
+                    }
+                }
+            };
+            let outcome = PollOutcome {
+                at: now,
+                result,
+                error: first_bad,
+                good_values: good,
+                bad_values: bad,
+                consecutive_failures: degradation.consecutive_failures(),
+                degraded: degradation.is_degraded(),
+            };
+            self.observer.polled(m, &outcome, self.uptime());
             tracing::debug!(answered, good, bad, "poll done");
             Some(batch)
         }
@@ -660,20 +651,12 @@ impl Bus {
     ) {
         let batch = self.poll_meter(due.meter).await;
         scheduler.complete(due);
-        let state = self.with_status(|s| s.meters.get(due.meter).map(|m| m.state));
-        let probe = if state == Some(MeterState::Degraded) {
-            self.probe_every
-        } else {
-            1
-        };
-        scheduler.set_probe_every(due.meter, probe);
+        if let Some(slot) = self.meters.get(due.meter) {
+            let probe = slot.degradation.probe_every(self.probe_every);
+            scheduler.set_probe_every(due.meter, probe);
+        }
         let overruns = scheduler.overruns(due.meter);
-        self.with_status(|s| {
-            if let Some(m) = s.meters.get_mut(due.meter) {
-                m.overruns = overruns;
-            }
-            s.overruns = s.meters.iter().map(|m| m.overruns).sum();
-        });
+        self.observer.overruns(due.meter, overruns, self.uptime());
         if let Some(batch) = batch {
             // The receiver gone means the daemon is stopping; the loop sees it.
             let _ = out.send(batch).await;

@@ -10,9 +10,9 @@ use meter_protocols::dlt645::catalog::di_for_quantity;
 use meter_protocols::dlt645::{Address, Version};
 
 use super::{LineArgs, ProtocolArg, Target, bus_toml, fail, parse_duration, runtime, toml_str};
-use crate::bus::health::LinkState;
 use crate::bus::task::{Bus, BusOptions};
 use crate::config::{BusConfig, Profile, ProfileSet, Protocol};
+use crate::health::{BusHealth, LinkState};
 use crate::reading::{Quality, ReadingBatch, ValueData};
 
 /// Arguments of `meterd read`.
@@ -77,8 +77,9 @@ pub fn run(args: &ReadArgs) -> ExitCode {
     rt.block_on(async {
         let mut options = BusOptions::new("local");
         options.evidence_frames = true;
+        let status = std::sync::Arc::new(std::sync::Mutex::new(BusHealth::for_bus(&bus)));
         let mut bus = match Bus::new(&bus, &profiles, options) {
-            Ok(b) => b,
+            Ok(b) => b.with_observer(status.clone()),
             Err(e) => return fail("read", &e.to_string(), 2),
         };
         if let Err(e) = bus.connect().await {
@@ -91,7 +92,6 @@ pub fn run(args: &ReadArgs) -> ExitCode {
             Ok(b) => b,
             Err(e) => return fail("read", &e, 2),
         };
-        let status = bus.status();
         let (link, answered, last_error) = {
             let s = crate::sync::lock(&status);
             let m = s.meters.first();

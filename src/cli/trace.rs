@@ -6,12 +6,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{fail, parse_duration, runtime};
+use crate::bus::observer::Unobserved;
 use crate::bus::task::{BusOptions, spawn};
 use crate::bus::trace::{Direction, FrameEvent};
 use crate::config::Config;
@@ -193,7 +195,7 @@ pub fn run(args: &TraceArgs) -> ExitCode {
             let mut options = BusOptions::new(&config.gateway);
             options.frames = Some(ftx.clone());
             options.evidence_frames = false;
-            match spawn(bus, &profiles, options, out.clone()) {
+            match spawn(bus, &profiles, options, out.clone(), Arc::new(Unobserved)) {
                 Ok(h) => handles.push(h),
                 Err(e) => return fail("trace", &e.to_string(), 2),
             }

@@ -15,14 +15,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use thiserror::Error;
 
-use super::{Daemon, forward_statuses};
-use crate::bus::task::{self as bus_task, Bus, BusCommand, BusHandle, BusOptions};
+use super::{BusHandle, Daemon};
+use crate::bus::task::{self as bus_task, Bus, BusCommand, BusOptions};
 use crate::config::{BusConfig, Config, ConfigError, Profile, ProfileSet};
+use crate::health::BusHealth;
+use crate::uplink;
 
 /// How long stopping the removed and changed buses may take before their polls in progress
 /// are abandoned (a DL/T 645 poll at 2400 baud with retries can take seconds).
@@ -243,7 +246,14 @@ impl Daemon {
 
         let mut started: HashMap<String, BusHandle> = HashMap::new();
         for bus in starting {
-            match bus_task::spawn(bus, &new_profiles, options(&new), self.batches.clone()) {
+            let health = Arc::new(Mutex::new(BusHealth::for_bus(bus)));
+            match bus_task::spawn(
+                bus,
+                &new_profiles,
+                options(&new),
+                self.batches.clone(),
+                health,
+            ) {
                 Ok(h) => {
                     started.insert(bus.name.clone(), h);
                 }
@@ -267,7 +277,7 @@ impl Daemon {
 
         self.status_task.abort();
         let statuses = self.buses.iter().map(|b| b.status.clone()).collect();
-        self.status_task = tokio::spawn(forward_statuses(statuses, self.uplink.clone()));
+        self.status_task = tokio::spawn(uplink::forward_health(statuses, self.uplink.clone()));
         self.config = new;
         self.profiles = new_profiles;
         if !(plan.added.is_empty() && plan.removed.is_empty() && plan.restarted.is_empty()) {

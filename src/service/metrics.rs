@@ -19,15 +19,15 @@ use prometheus_client::registry::Registry;
 
 use super::Handles;
 use super::report::Snapshot;
-use crate::bus::health::{BusStatus, LinkState, MeterState, MeterStatus};
+use crate::health::{BusHealth, LinkState, MeterHealth, MeterState};
 
 type Labels = Vec<(String, String)>;
 type Counters = Family<Labels, Counter>;
 type Gauges = Family<Labels, Gauge<f64, AtomicU64>>;
 /// One bus counter: name, help, and how to read it from a bus status.
-type BusCounter<'a> = (&'a str, &'a str, &'a dyn Fn(&BusStatus) -> u64);
+type BusCounter<'a> = (&'a str, &'a str, &'a dyn Fn(&BusHealth) -> u64);
 /// One meter counter: name, help, and how to read it from a meter status.
-type MeterCounter = (&'static str, &'static str, fn(&MeterStatus) -> u64);
+type MeterCounter = (&'static str, &'static str, fn(&MeterHealth) -> u64);
 
 struct Builder {
     registry: Registry,
@@ -138,7 +138,7 @@ pub fn render(snap: &Snapshot, h: &Handles) -> Result<String, std::fmt::Error> {
     );
 
     // Buses.
-    let per_bus = |f: &dyn Fn(&BusStatus) -> u64| -> Vec<(Labels, u64)> {
+    let per_bus = |f: &dyn Fn(&BusHealth) -> u64| -> Vec<(Labels, u64)> {
         snap.buses.iter().map(|s| (bus_l(&s.name), f(s))).collect()
     };
     let bus_counters: [BusCounter<'_>; 13] = [
@@ -229,7 +229,7 @@ pub fn render(snap: &Snapshot, h: &Handles) -> Result<String, std::fmt::Error> {
     );
 
     // Meters.
-    let meters: Vec<(&str, &MeterStatus)> = snap
+    let meters: Vec<(&str, &MeterHealth)> = snap
         .buses
         .iter()
         .flat_map(|s| s.meters.iter().map(move |m| (s.name.as_str(), m)))

@@ -35,9 +35,9 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::bus::health::BusStatus;
 use crate::bus::task::BusCommand;
 use crate::bus::trace::FrameEvent;
+use crate::health::BusHealth;
 use crate::sync::lock;
 use crate::uplink::{SpoolStats, UplinkHandle};
 
@@ -174,8 +174,8 @@ pub struct ServiceBus {
     pub name: String,
     /// Where one-shot reads are queued.
     pub commands: mpsc::Sender<BusCommand>,
-    /// The bus task's status snapshot.
-    pub status: Arc<Mutex<BusStatus>>,
+    /// The bus's health, which its task records into.
+    pub status: Arc<Mutex<BusHealth>>,
 }
 
 /// What the daemon hands the service.

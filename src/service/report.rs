@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Handles;
 use super::success::{GroupSuccess, MeterSuccess, SuccessBook};
-use crate::bus::health::{BusStatus, LinkState, MeterState, WireCounters};
+use crate::health::{BusHealth, LinkState, MeterState, WireCounters};
 use crate::reading::{ReadingBatch, rfc3339_millis};
 use crate::sync::lock;
 use crate::uplink::{SpoolStats, UplinkSnapshot};
@@ -176,7 +176,7 @@ pub struct Snapshot {
     /// When taken.
     pub now: SystemTime,
     /// Bus statuses.
-    pub buses: Vec<BusStatus>,
+    pub buses: Vec<BusHealth>,
     /// Uplink.
     pub uplink: UplinkSnapshot,
     /// Spool.
@@ -193,7 +193,7 @@ impl Snapshot {
     /// Takes the numbers now.
     pub fn take(h: &Handles) -> Snapshot {
         let now = SystemTime::now();
-        let buses: Vec<BusStatus> = h.buses.iter().map(|b| lock(&b.status).clone()).collect();
+        let buses: Vec<BusHealth> = h.buses.iter().map(|b| lock(&b.status).clone()).collect();
         let uplink = h.uplink.snapshot();
         let spool = (h.spool)();
         let book = lock(&h.book);
@@ -261,7 +261,7 @@ impl Snapshot {
 }
 
 fn bus_report(
-    b: &BusStatus,
+    b: &BusHealth,
     success: Option<&GroupSuccess>,
     meters: Option<&Vec<(MeterSuccess, Option<ReadingBatch>)>>,
 ) -> BusReport {
@@ -309,7 +309,7 @@ fn bus_report(
                     bus: b.name.clone(),
                     protocol: m.protocol.to_owned(),
                     state: state_name(m.state).to_owned(),
-                    last_success: m.last_success.clone(),
+                    last_success: m.last_success.map(rfc3339_millis),
                     last_error: m.last_error.clone(),
                     consecutive_failures: m.consecutive_failures,
                     polls_ok: m.polls_ok,

@@ -225,7 +225,7 @@ pub struct SpoolStats {
 
 /// One meter's durable counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeterState {
+pub struct MeterSpoolRecord {
     /// Meter id.
     pub meter: String,
     /// The last `seq` handed out.
@@ -820,7 +820,7 @@ impl Spool {
     }
 
     /// Every meter the spool has numbered, with its last `seq` and drop counts.
-    pub fn meters(&self) -> Result<Vec<MeterState>, SpoolError> {
+    pub fn meters(&self) -> Result<Vec<MeterSpoolRecord>, SpoolError> {
         let sql = |e: rusqlite::Error| SpoolError::sqlite(&self.path, e);
         let mut stmt = self
             .conn
@@ -830,7 +830,7 @@ impl Spool {
             .map_err(sql)?;
         let rows = stmt
             .query_map([], |r| {
-                Ok(MeterState {
+                Ok(MeterSpoolRecord {
                     meter: r.get(0)?,
                     last_seq: to_u64(r.get(1)?),
                     dropped_batches: to_u64(r.get(2)?),

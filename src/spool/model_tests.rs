@@ -291,7 +291,7 @@ impl Model {
                 .meters
                 .iter()
                 .map(
-                    |(m, &(last_seq, dropped_batches, dropped_bytes))| MeterState {
+                    |(m, &(last_seq, dropped_batches, dropped_bytes))| MeterSpoolRecord {
                         meter: m.clone(),
                         last_seq,
                         dropped_batches,
@@ -309,7 +309,7 @@ impl Model {
 struct Observed {
     rows: Vec<(i64, String, u64, String, Vec<u8>)>,
     stats: SpoolStats,
-    meters: Vec<MeterState>,
+    meters: Vec<MeterSpoolRecord>,
     last_good: BTreeMap<(String, String), String>,
 }
 

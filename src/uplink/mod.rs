@@ -26,7 +26,7 @@
 //! let uplink = uplink.with_spool_stats(move || spool_counters.snapshot());
 //! let task = tokio::spawn(uplink.run());          // returns the outbox after shutdown
 //! // after each spool commit:      handle.readings_added();
-//! // when a meter's health changes: handle.set_meter_status(status);
+//! // meter health:                 tokio::spawn(uplink::forward_health(bus_healths, handle));
 //! // status service:               handle.snapshot();
 //! // on SIGTERM:                   handle.shutdown(); task.await;
 //! ```
@@ -35,6 +35,7 @@
 //! `embedded_listen` first.
 
 mod config;
+mod health_forwarder;
 mod link;
 mod outbox;
 mod status;
@@ -45,6 +46,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::health::MeterHealth;
 use crate::sync::lock;
 use std::time::{Duration, SystemTime};
 
@@ -54,11 +56,12 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 pub use config::{BrokerUrl, MqttProtocol, Secret, UplinkConfig, UplinkConfigError};
+pub use health_forwarder::forward_health;
 use link::{Client, Events, LinkError, LinkEvent, Will};
 pub use outbox::{MemoryOutbox, Outbox, Pending};
 pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
-    MeterState, MeterStatus, MeterStatusMessage, ReadingSuccess, SpoolStats,
+    MeterStatusMessage, ReadingSuccess, SpoolStats,
 };
 
 /// The uplink's connection state.
@@ -133,7 +136,7 @@ struct Shared {
 #[derive(Default)]
 struct MeterStatuses {
     /// Each meter's latest status, and whether it is in `unsent`.
-    latest: BTreeMap<String, (MeterStatus, bool)>,
+    latest: BTreeMap<String, (MeterHealth, SystemTime, bool)>,
     /// Meters whose latest status is not published yet, oldest change first. A queue rather
     /// than only a flag per meter: the uplink looks for work on every event, and scanning
     /// 1,000 meters for a flag each time was a visible share of its CPU.
@@ -142,10 +145,10 @@ struct MeterStatuses {
 
 impl MeterStatuses {
     /// Keeps `status` as its meter's latest, to be published.
-    fn set(&mut self, status: MeterStatus) {
-        let meter = status.meter.clone();
-        let queued = self.latest.get(&meter).is_some_and(|(_, q)| *q);
-        self.latest.insert(meter.clone(), (status, true));
+    fn set(&mut self, health: MeterHealth, at: SystemTime) {
+        let meter = health.id.clone();
+        let queued = self.latest.get(&meter).is_some_and(|(_, _, q)| *q);
+        self.latest.insert(meter.clone(), (health, at, true));
         if !queued {
             self.unsent.push_back(meter);
         }
@@ -154,18 +157,18 @@ impl MeterStatuses {
     /// Marks every meter's status to be published again (a new connection).
     fn resend_all(&mut self) {
         self.unsent.clear();
-        for (meter, (_, queued)) in &mut self.latest {
+        for (meter, (_, _, queued)) in &mut self.latest {
             *queued = true;
             self.unsent.push_back(meter.clone());
         }
     }
 
     /// The next status to publish, taken off the queue.
-    fn next_unsent(&mut self) -> Option<MeterStatus> {
+    fn next_unsent(&mut self) -> Option<(MeterHealth, SystemTime)> {
         while let Some(meter) = self.unsent.pop_front() {
-            if let Some((st, queued)) = self.latest.get_mut(&meter) {
+            if let Some((health, at, queued)) = self.latest.get_mut(&meter) {
                 *queued = false;
-                return Some(st.clone());
+                return Some((health.clone(), *at));
             }
         }
         None
@@ -173,7 +176,7 @@ impl MeterStatuses {
 
     /// Puts a status that could not be queued back at the front.
     fn unsend(&mut self, meter: String) {
-        if let Some((_, queued)) = self.latest.get_mut(&meter)
+        if let Some((_, _, queued)) = self.latest.get_mut(&meter)
             && !*queued
         {
             *queued = true;
@@ -204,9 +207,10 @@ impl UplinkHandle {
         self.shared.wake.notify_one();
     }
 
-    /// Publish (retained) this meter's status; only the latest per meter is kept until sent.
-    pub fn set_meter_status(&self, status: MeterStatus) {
-        self.shared.meters().set(status);
+    /// Publish (retained) this meter's status as of `at`; only the latest per meter is kept
+    /// until sent.
+    pub fn set_meter_status(&self, health: MeterHealth, at: SystemTime) {
+        self.shared.meters().set(health, at);
         self.shared.wake.notify_one();
     }
 
@@ -675,18 +679,18 @@ impl<O: Outbox> Uplink<O> {
         }
         while s.outstanding() < window {
             let next = self.shared.meters().next_unsent();
-            let Some(st) = next else { break };
-            if !valid_topic_level(&st.meter) {
-                error!(meter = %st.meter, "meter id cannot be a topic level; status not published");
+            let Some((health, at)) = next else { break };
+            if !valid_topic_level(&health.id) {
+                error!(meter = %health.id, "meter id cannot be a topic level; status not published");
                 continue;
             }
-            let payload = serde_json::to_vec(&MeterStatusMessage::new(&self.gateway, &st))
+            let payload = serde_json::to_vec(&MeterStatusMessage::new(&self.gateway, &health, at))
                 .unwrap_or_default();
-            match client.try_publish(self.meter_status_topic(&st.meter), true, payload) {
+            match client.try_publish(self.meter_status_topic(&health.id), true, payload) {
                 Ok(()) => s.queued.push_back(Sent::Status),
                 Err(e) => {
                     warn!("cannot queue a meter status: {e}");
-                    self.shared.meters().unsend(st.meter.clone());
+                    self.shared.meters().unsend(health.id.clone());
                     break;
                 }
             }

@@ -1,12 +1,14 @@
 //! Retained status payloads: `meterd.gateway-status.v1` and `meterd.meter-status.v1`.
 //!
-//! The caller (daemon) owns the numbers; this module only shapes them into the contract's JSON
+//! The health room owns a meter's numbers ([`MeterHealth`]); this module only shapes them into
+//! the contract's JSON
 //! (docs/mqtt.md, docs/schema/*.json). Fields may be added within v1, never removed.
 
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::{MeterHealth, MeterState};
 use crate::reading::rfc3339_millis;
 
 /// Schema name of the gateway status.
@@ -106,18 +108,6 @@ impl GatewayStatus {
     }
 }
 
-/// A meter's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MeterState {
-    /// The last poll succeeded.
-    Ok,
-    /// Polls fail in part (some items bad) or the meter is being retried with backoff.
-    Degraded,
-    /// The meter does not answer.
-    Unreachable,
-}
-
 /// Per-meter counters since the daemon started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeterCounters {
@@ -133,23 +123,6 @@ pub struct MeterCounters {
     pub bad_frames: u64,
     /// Failures since the last success.
     pub consecutive_failures: u64,
-}
-
-/// What the daemon tells the uplink about one meter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeterStatus {
-    /// Meter id, as in the readings topic.
-    pub meter: String,
-    /// Health.
-    pub state: MeterState,
-    /// When this status was taken.
-    pub at: SystemTime,
-    /// The last successful poll.
-    pub last_success: Option<SystemTime>,
-    /// The last error, in words.
-    pub last_error: Option<String>,
-    /// Counters.
-    pub counters: MeterCounters,
 }
 
 /// The retained `{prefix}/{gateway}/meters/{meter}/status` payload.
@@ -174,17 +147,31 @@ pub struct MeterStatusMessage {
 }
 
 impl MeterStatusMessage {
-    /// The payload for `status` of `gateway`.
-    pub fn new(gateway: &str, status: &MeterStatus) -> Self {
+    /// The payload of `gateway` for the meter `health` describes, as of `at`.
+    pub fn new(gateway: &str, health: &MeterHealth, at: SystemTime) -> Self {
         Self {
             schema: METER_STATUS_SCHEMA.to_owned(),
             gateway: gateway.to_owned(),
-            meter: status.meter.clone(),
-            state: status.state,
-            at: rfc3339_millis(status.at),
-            last_success: status.last_success.map(rfc3339_millis),
-            last_error: status.last_error.clone(),
-            counters: status.counters,
+            meter: health.id.clone(),
+            state: health.state,
+            at: rfc3339_millis(at),
+            last_success: health.last_success.map(rfc3339_millis),
+            last_error: health.last_error.clone(),
+            counters: MeterCounters::from(health),
+        }
+    }
+}
+
+impl From<&MeterHealth> for MeterCounters {
+    fn from(m: &MeterHealth) -> Self {
+        MeterCounters {
+            polls: m.polls_ok + m.polls_failed,
+            successes: m.polls_ok,
+            failures: m.polls_failed,
+            timeouts: m.timeouts,
+            // Frames refused: checksum/CRC failures and valid frames that were not the answer.
+            bad_frames: m.wire.checksum_errors + m.wire.foreign_frames,
+            consecutive_failures: u64::from(m.consecutive_failures),
         }
     }
 }

@@ -12,6 +12,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::health::MeterState;
 use crate::reading::{ExactNumber, Quality, ReadingBatch, ReadingValue, ValueData};
 
 type SharedOutbox = Arc<Mutex<MemoryOutbox>>;
@@ -309,22 +310,15 @@ fn assert_valid(v: &jsonschema::Validator, payload: &[u8]) {
     assert!(errors.is_empty(), "{errors:?}\n{json}");
 }
 
-fn meter_status(meter: &str, state: MeterState) -> MeterStatus {
-    MeterStatus {
-        meter: meter.into(),
-        state,
-        at: SystemTime::now(),
-        last_success: Some(SystemTime::now()),
-        last_error: (state != MeterState::Ok).then(|| "timeout after 1s".into()),
-        counters: MeterCounters {
-            polls: 10,
-            successes: 9,
-            failures: 1,
-            timeouts: 1,
-            bad_frames: 0,
-            consecutive_failures: 0,
-        },
-    }
+fn meter_status(meter: &str, state: MeterState) -> MeterHealth {
+    let mut m = MeterHealth::new(meter, "dlt645-2007");
+    m.state = state;
+    m.last_success = Some(SystemTime::now());
+    m.last_error = (state != MeterState::Ok).then(|| "timeout after 1s".into());
+    m.polls_ok = 9;
+    m.polls_failed = 1;
+    m.timeouts = 1;
+    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,8 +327,11 @@ async fn publishes_deletes_on_puback_retains_statuses_and_matches_the_schemas() 
     let broker = Mosquitto::start(&bin, "");
     let sub = Sub::start(broker.port, "meterd/gw-a/#", "sub-a", true).await;
     let (outbox, handle, task) = start_uplink("gw-a", config(broker.port));
-    handle.set_meter_status(meter_status("m1", MeterState::Ok));
-    handle.set_meter_status(meter_status("m2", MeterState::Unreachable));
+    handle.set_meter_status(meter_status("m1", MeterState::Ok), SystemTime::now());
+    handle.set_meter_status(
+        meter_status("m2", MeterState::Unreachable),
+        SystemTime::now(),
+    );
     for seq in 1..=40 {
         for m in ["m1", "m2", "m3"] {
             push(&outbox, &handle, "gw-a", m, seq, 0);
@@ -367,7 +364,7 @@ async fn publishes_deletes_on_puback_retains_statuses_and_matches_the_schemas() 
         assert_eq!(b.seq, prev + 1, "order of {}", b.meter);
     }
     // A late meter status goes out while connected.
-    handle.set_meter_status(meter_status("m3", MeterState::Degraded));
+    handle.set_meter_status(meter_status("m3", MeterState::Degraded), SystemTime::now());
     assert!(wait_until(Duration::from_secs(5), || sub.on("/m3/status").len() == 1).await);
     let gw_schema = schema("gateway-status.v1.json");
     let meter_schema = schema("meter-status.v1.json");
