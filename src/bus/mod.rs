@@ -6,6 +6,7 @@
 
 pub mod exchange;
 pub mod observer;
+mod pacing;
 pub mod schedule;
 pub mod task;
 pub mod trace;

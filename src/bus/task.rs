@@ -1,13 +1,14 @@
 //! The bus task: one task owns one bus (serial port, serial device server, or Modbus TCP
 //! endpoint) and interleaves all its meters, one transaction on the wire at a time.
 //!
-//! It owns: the link (opened once, reopened with backoff after a failure; a dead port is
-//! reported in the status, never fatal), the wall-clock poll schedule ([`PollScheduler`]), the
-//! timing between transactions (turnaround after the last byte, Modbus t3.5 silence, the
-//! late-reply guard after a timeout), bounded retries, dead-meter degradation (the rule is
-//! [`super::schedule::Degradation`]), and one-shot reads for technicians ([`BusCommand::ReadNow`], served between polls
-//! so the port is never opened twice). What a meter is asked and what its replies mean belongs
-//! to the sans-IO drivers in [`crate::meter`]; frame verification to [`super::exchange`].
+//! It owns: the link's life (opened once, reopened with backoff after a failure; a dead port
+//! is reported, never fatal), the wall-clock poll schedule ([`PollScheduler`]), bounded
+//! retries, dead-meter degradation (the rule is [`super::schedule::Degradation`]), and one-shot
+//! reads for technicians ([`BusCommand::ReadNow`], served between polls so the port is never
+//! opened twice). The link itself is a [`Transport`]; the timing between transactions
+//! (turnaround, Modbus t3.5 silence, the late-reply guard) is kept by `super::pacing`. What a
+//! meter is asked and what its replies mean belongs to the sans-IO drivers in
+//! [`crate::meter`]; frame verification to [`super::exchange`].
 //!
 //! What it sees (link up and down, attempts, poll outcomes, overruns) it reports to a
 //! [`BusObserver`]; it keeps no health counters itself and never reads them back.
@@ -27,6 +28,7 @@ use tracing::Instrument;
 
 use super::exchange::{ExchangeStats, ExchangeTiming};
 use super::observer::{AttemptReport, BusObserver, PollOutcome, PollResult, Unobserved};
+use super::pacing::Pacing;
 use super::schedule::{Cadence, Degradation, Due, Millis, PollScheduler};
 use super::trace::{FrameEvent, FrameTap};
 use super::transport::{TransactError, Transport};
@@ -154,13 +156,6 @@ struct MeterSlot {
     span: Option<tracing::Span>,
 }
 
-/// A timed-out request, for the late-reply guard.
-struct TimedOut {
-    request: Vec<u8>,
-    at: Instant,
-    guard: Duration,
-}
-
 /// Why one transaction produced no reply.
 struct Failure {
     reason: String,
@@ -179,9 +174,7 @@ pub struct Bus {
     observer: Arc<dyn BusObserver>,
     started: Instant,
     tap: FrameTap,
-    /// When the last byte went or came (for turnaround and Modbus silence).
-    last_activity: Option<Instant>,
-    after_timeout: Option<TimedOut>,
+    pacing: Pacing,
     reopen_at: Option<Instant>,
     backoff: Duration,
     last_link_error: Option<String>,
@@ -256,8 +249,7 @@ impl Bus {
             observer: Arc::new(Unobserved),
             started: Instant::now(),
             tap,
-            last_activity: None,
-            after_timeout: None,
+            pacing: Pacing::default(),
             reopen_at: None,
             last_link_error: None,
         })
@@ -310,7 +302,7 @@ impl Bus {
                 self.backoff = self.options.reopen_min;
                 self.reopen_at = None;
                 self.last_link_error = None;
-                self.last_activity = None;
+                self.pacing.link_opened();
                 if reopened {
                     tracing::info!(link = %self.transport.describe(), "link reopened");
                     self.tap.note("link reopened");
@@ -366,7 +358,9 @@ impl Bus {
             if retry {
                 tap.note(&format!("retry {attempt} of {}", step.what));
             }
-            self.keep_silence(&request, timing, modbus, &tap).await;
+            self.pacing
+                .wait_before(&request, &timing, modbus, &tap)
+                .await;
             let started = Instant::now();
             let (outcome, wire) = self.one_attempt(step, &request, timing, &tap).await;
             let report = AttemptReport {
@@ -378,28 +372,14 @@ impl Bus {
             self.observer.attempt(m, &report, self.uptime());
             match outcome {
                 Ok(r) => {
-                    // After a timed-out attempt, this reply may be the late answer to that
-                    // attempt, and the answer to this one may still be on its way. A Modbus
-                    // RTU reply does not say which register it answers, so the late-reply
-                    // guard stays armed, from now, for the next different request. DL/T 645
-                    // replies carry their DI: the exchange skips one about another item.
-                    let rtu = matches!(step.framing, Framing::ModbusRtu(_));
-                    match self.after_timeout.as_mut() {
-                        Some(t) if rtu => t.at = Instant::now(),
-                        _ => self.after_timeout = None,
-                    }
+                    self.pacing.answered(modbus);
                     return Ok(r);
                 }
                 Err(Attempt::Timeout(note)) => {
-                    self.last_activity = Some(Instant::now());
-                    // Modbus TCP replaces its connection after a timeout instead.
-                    if self.transport.keeps_late_replies() {
-                        self.after_timeout = Some(TimedOut {
-                            request: request.clone(),
-                            at: Instant::now(),
-                            guard: timing.late_reply_guard,
-                        });
-                    }
+                    // Modbus TCP replaces its connection after a timeout instead of a guard.
+                    let guard = self.transport.keeps_late_replies();
+                    self.pacing
+                        .timed_out(&request, guard.then_some(timing.late_reply_guard));
                     last = format!(
                         "no reply within {}{}{note}",
                         humantime::format_duration(timing.response_timeout),
@@ -425,39 +405,6 @@ impl Bus {
         })
     }
 
-    /// Waits what must pass before `request` goes out.
-    async fn keep_silence(
-        &mut self,
-        request: &[u8],
-        timing: EffectiveTiming,
-        modbus: bool,
-        tap: &FrameTap,
-    ) {
-        // After a timeout, a different request waits out the late reply first; the exchange
-        // then discards it with the rest of the stale input.
-        if let Some(t) = &self.after_timeout
-            && t.request != request
-        {
-            let until = t.at + t.guard;
-            if until > Instant::now() {
-                tap.note(&format!(
-                    "late-reply guard: waiting {} after a timeout",
-                    humantime::format_duration(t.guard)
-                ));
-                tokio::time::sleep_until(until).await;
-            }
-            self.after_timeout = None;
-        }
-        if let Some(last) = self.last_activity {
-            let gap = if modbus {
-                timing.turnaround.max(timing.modbus_silence)
-            } else {
-                timing.turnaround
-            };
-            sleep_precisely(last + gap).await;
-        }
-    }
-
     /// One attempt through the transport, with its wire counters (byte-stream transports).
     async fn one_attempt(
         &mut self,
@@ -474,7 +421,7 @@ impl Bus {
         let attempted = self.transport.transact(step, request, ex_timing, tap).await;
         let result = match attempted.result {
             Ok(x) => {
-                self.last_activity = Some(x.finished);
+                self.pacing.active_at(x.finished);
                 Ok((x.reply, x.raw))
             }
             // The caller keeps the time of a timeout (turnaround counts from it).
@@ -673,30 +620,6 @@ impl Bus {
             }
             BusCommand::Stop => false,
         }
-    }
-}
-
-/// Sleeps until `until` to within about 0.1 ms, for the silence between two transactions.
-///
-/// tokio's timer has a 1 ms resolution and rounds every deadline up to the next tick, so a
-/// 2 ms turnaround used to last 2–3 ms plus the worker's wake-up: the bus benchmark measured
-/// the next request leaving p50 1.2 ms / p99 3.1 ms after the configured silence. Here the
-/// timer only covers the time up to 2 ms before the deadline; the rest is slept on the
-/// blocking pool with `std::thread::sleep` (a high-resolution timer), which neither spins nor
-/// holds a worker thread.
-async fn sleep_precisely(until: Instant) {
-    const TIMER_SLACK: Duration = Duration::from_millis(2);
-    let now = Instant::now();
-    if until <= now {
-        return;
-    }
-    if until - now > TIMER_SLACK {
-        tokio::time::sleep_until(until - TIMER_SLACK).await;
-    }
-    let left = until.saturating_duration_since(Instant::now());
-    if !left.is_zero() {
-        // A failed blocking task (runtime shutting down) only shortens the silence.
-        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(left)).await;
     }
 }
 
