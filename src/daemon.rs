@@ -68,7 +68,7 @@ pub enum DaemonError {
     /// The embedded broker could not start.
     #[cfg(feature = "embedded-broker")]
     #[error("embedded broker: {0}")]
-    Broker(#[from] crate::broker::BrokerError),
+    Broker(#[from] crate::uplink::embedded_broker::BrokerError),
 }
 
 /// A running daemon.
@@ -91,7 +91,7 @@ pub struct Daemon {
     /// What the service is built from; kept so that a reload can rebuild it.
     service_parts: ServiceParts,
     #[cfg(feature = "embedded-broker")]
-    _broker: Option<crate::broker::EmbeddedBroker>,
+    _broker: Option<crate::uplink::embedded_broker::EmbeddedBroker>,
 }
 
 /// The parts of the diagnostics service that outlive a reload.
@@ -153,7 +153,7 @@ impl Daemon {
 
         #[cfg(feature = "embedded-broker")]
         let broker = if config.mqtt.url == "embedded" {
-            let b = crate::broker::EmbeddedBroker::start(
+            let b = crate::uplink::embedded_broker::EmbeddedBroker::start(
                 config.mqtt.embedded_listen,
                 config.mqtt.max_packet_size,
             )?;

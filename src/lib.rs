@@ -6,8 +6,6 @@
 
 #![warn(missing_docs)]
 
-#[cfg(feature = "embedded-broker")]
-pub mod broker;
 pub mod bus;
 pub mod cli;
 pub mod config;

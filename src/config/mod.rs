@@ -6,7 +6,10 @@
 //! socket.
 
 mod error;
+mod mqtt;
 pub mod profile;
+mod service;
+mod validation;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,7 +20,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
 pub use error::{ConfigError, parse_toml};
+pub use mqtt::{MqttConfig, MqttProtocol};
 pub use profile::{Profile, ProfileSet};
+pub use service::ServiceConfig;
+pub use validation::ValidationConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -36,16 +42,16 @@ pub struct Config {
     pub evidence_frames: bool,
     /// The MQTT uplink to the billing core (`[mqtt]`).
     #[serde(default)]
-    pub mqtt: crate::uplink::UplinkConfig,
+    pub mqtt: MqttConfig,
     /// The durable spool between the buses and the uplink.
     #[serde(default)]
     pub spool: SpoolConfig,
     /// Plausibility checks that mark values suspect.
     #[serde(default)]
-    pub validation: crate::validate::ValidationConfig,
+    pub validation: ValidationConfig,
     /// The local diagnostics service (`[service]`): status page, `/api/status`, `/metrics`.
     #[serde(default)]
-    pub service: crate::service::ServiceConfig,
+    pub service: ServiceConfig,
     /// The buses and their meters.
     #[serde(default, rename = "bus")]
     pub buses: Vec<Spanned<BusConfig>>,

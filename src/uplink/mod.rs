@@ -17,7 +17,7 @@
 //!
 //! **Never**: exits on a broker or network error (it reconnects with capped, jittered backoff
 //! forever, including after an authorisation refusal, which is logged as such); writes or reorders
-//! outbox rows; logs the password; starts the embedded broker (see [`crate::broker`]).
+//! outbox rows; logs the password; starts the embedded broker (see [`crate::uplink::embedded_broker`]).
 //!
 //! Wiring, in the daemon:
 //!
@@ -31,11 +31,13 @@
 //! // on SIGTERM:                   handle.shutdown(); task.await;
 //! ```
 //!
-//! With `url = "embedded"`, start [`crate::broker::EmbeddedBroker`] on
+//! With `url = "embedded"`, start [`crate::uplink::embedded_broker::EmbeddedBroker`] on
 //! `embedded_listen` first.
 
-mod config;
+#[cfg(feature = "embedded-broker")]
+pub mod embedded_broker;
 mod link;
+mod options;
 mod outbox;
 mod status;
 
@@ -44,8 +46,6 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-
-use crate::sync::lock;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -53,8 +53,11 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-pub use config::{BrokerUrl, MqttProtocol, Secret, UplinkConfig, UplinkConfigError};
 use link::{Client, Events, LinkError, LinkEvent, Will};
+pub use options::{BrokerUrl, Secret, UplinkConfigError};
+
+use crate::config::MqttConfig;
+use crate::sync::lock;
 pub use outbox::{MemoryOutbox, Outbox, Pending};
 pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
@@ -227,7 +230,7 @@ type ReadingSuccessFn = Box<dyn Fn() -> Option<ReadingSuccess> + Send + Sync>;
 /// The uplink task. Build with [`Uplink::new`], run with [`Uplink::run`] on one tokio task.
 pub struct Uplink<O: Outbox> {
     gateway: String,
-    config: UplinkConfig,
+    config: MqttConfig,
     outbox: O,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
@@ -322,7 +325,7 @@ impl<O: Outbox> Uplink<O> {
     /// path fails here rather than at the first connect.
     pub fn new(
         gateway: &str,
-        config: UplinkConfig,
+        config: MqttConfig,
         outbox: O,
     ) -> Result<(Self, UplinkHandle), UplinkConfigError> {
         if !valid_topic_level(gateway) {

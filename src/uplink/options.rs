@@ -1,4 +1,5 @@
-//! The `[mqtt]` configuration of the uplink, and turning it into rumqttc options.
+//! Turning the `[mqtt]` section ([`MqttConfig`]) into a broker address, TLS settings and rumqttc
+//! options.
 //!
 //! Secrets never live in the configuration: the password is read from a file or an
 //! environment variable when the uplink starts, kept in a [`Secret`] whose `Debug` is redacted,
@@ -13,149 +14,8 @@ use std::time::Duration;
 use rumqttc::{LastWill, MqttOptions, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::{Deserialize, Serialize};
 
-use crate::config::duration;
-
-/// The `[mqtt]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct UplinkConfig {
-    /// `mqtt://host[:port]` (default port 1883), `mqtts://host[:port]` (TLS, default 8883), or
-    /// `embedded` (the in-process broker on [`UplinkConfig::embedded_listen`]).
-    #[serde(default = "default_url")]
-    pub url: String,
-    /// First topic level.
-    #[serde(default = "default_prefix")]
-    pub topic_prefix: String,
-    /// MQTT protocol version: `"3.1.1"` (default) or `"5"`.
-    #[serde(default)]
-    pub protocol: MqttProtocol,
-    /// MQTT client id; default `meterd-{gateway}`.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// User name, if the broker wants one.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// File holding the password (trailing newline ignored).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Environment variable holding the password.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// PEM file of the CA(s) that signed the broker's certificate (`mqtts://` only).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate chain, for brokers that require one.
-    #[serde(default)]
-    pub client_cert: Option<PathBuf>,
-    /// PEM private key of the client certificate.
-    #[serde(default)]
-    pub client_key: Option<PathBuf>,
-    /// MQTT keepalive.
-    #[serde(default = "default_keepalive", with = "duration")]
-    pub keepalive: Duration,
-    /// TCP + TLS + CONNECT must complete within this.
-    #[serde(default = "default_connect_timeout", with = "duration")]
-    pub connect_timeout: Duration,
-    /// Readings (and statuses) published but not yet acknowledged, at most. Keep it at or
-    /// below the broker's per-client inflight limit.
-    #[serde(default = "default_max_inflight")]
-    pub max_inflight: u16,
-    /// Largest MQTT packet sent or received, bytes (rumqttc's default of 10 KiB is too small
-    /// for batches with evidence frames).
-    #[serde(default = "default_max_packet_size")]
-    pub max_packet_size: usize,
-    /// First reconnect delay.
-    #[serde(default = "default_reconnect_min", with = "duration")]
-    pub reconnect_min: Duration,
-    /// Longest reconnect delay (the delay doubles up to this, with jitter).
-    #[serde(default = "default_reconnect_max", with = "duration")]
-    pub reconnect_max: Duration,
-    /// How often the retained gateway status is refreshed while online.
-    #[serde(default = "default_status_interval", with = "duration")]
-    pub status_interval: Duration,
-    /// Clean shutdown (offline status, DISCONNECT) gives up after this.
-    #[serde(default = "default_shutdown_timeout", with = "duration")]
-    pub shutdown_timeout: Duration,
-    /// Listen address of the embedded broker (used when `url = "embedded"`).
-    #[serde(default = "default_embedded_listen")]
-    pub embedded_listen: SocketAddr,
-}
-
-/// The MQTT protocol version the uplink speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-pub enum MqttProtocol {
-    /// MQTT 3.1.1.
-    #[default]
-    #[serde(rename = "3.1.1")]
-    V311,
-    /// MQTT 5.0: the same topics, payloads, QoS 1, retained statuses and last will; a
-    /// PUBACK with a failure reason code leaves the reading in the outbox (sent again after
-    /// the next reconnect).
-    #[serde(rename = "5")]
-    V5,
-}
-
-fn default_url() -> String {
-    "embedded".to_owned()
-}
-fn default_prefix() -> String {
-    "meterd".to_owned()
-}
-fn default_keepalive() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_inflight() -> u16 {
-    20
-}
-fn default_max_packet_size() -> usize {
-    1024 * 1024
-}
-fn default_reconnect_min() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_reconnect_max() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_status_interval() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_shutdown_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_embedded_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 1883))
-}
-
-impl Default for UplinkConfig {
-    fn default() -> Self {
-        Self {
-            url: default_url(),
-            topic_prefix: default_prefix(),
-            protocol: MqttProtocol::default(),
-            client_id: None,
-            username: None,
-            password_file: None,
-            password_env: None,
-            ca_file: None,
-            client_cert: None,
-            client_key: None,
-            keepalive: default_keepalive(),
-            connect_timeout: default_connect_timeout(),
-            max_inflight: default_max_inflight(),
-            max_packet_size: default_max_packet_size(),
-            reconnect_min: default_reconnect_min(),
-            reconnect_max: default_reconnect_max(),
-            status_interval: default_status_interval(),
-            shutdown_timeout: default_shutdown_timeout(),
-            embedded_listen: default_embedded_listen(),
-        }
-    }
-}
+use crate::config::{MqttConfig, MqttProtocol};
 
 /// Where the broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,7 +177,7 @@ fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, UplinkConfigErro
     })
 }
 
-impl UplinkConfig {
+impl MqttConfig {
     /// Check ranges and combinations that serde cannot.
     pub fn validate(&self) -> Result<BrokerUrl, UplinkConfigError> {
         let url = BrokerUrl::parse(&self.url, self.embedded_listen)?;
@@ -521,7 +381,7 @@ impl UplinkConfig {
         Ok(opts)
     }
 
-    /// rumqttc MQTT 5 options: as [`UplinkConfig::mqtt_options`], with clean start and a
+    /// rumqttc MQTT 5 options: as [`MqttConfig::mqtt_options`], with clean start and a
     /// session that ends with the connection, so the broker never re-sends on our behalf.
     pub(crate) fn mqtt5_options(
         &self,
@@ -604,17 +464,17 @@ mod tests {
 
     #[test]
     fn toml_defaults_and_unknown_fields() {
-        let c: UplinkConfig = toml::from_str("url = \"mqtt://h\"\nkeepalive = \"20s\"").unwrap();
+        let c: MqttConfig = toml::from_str("url = \"mqtt://h\"\nkeepalive = \"20s\"").unwrap();
         assert_eq!(c.keepalive, Duration::from_secs(20));
         assert_eq!(c.max_inflight, 20);
-        assert!(toml::from_str::<UplinkConfig>("pasword = \"x\"").is_err());
+        assert!(toml::from_str::<MqttConfig>("pasword = \"x\"").is_err());
         assert!(c.validate().is_ok());
     }
 
     #[test]
     fn protocol_versions() {
-        assert_eq!(UplinkConfig::default().protocol, MqttProtocol::V311);
-        let c: UplinkConfig = toml::from_str("url = \"mqtt://h\"\nprotocol = \"5\"").unwrap();
+        assert_eq!(MqttConfig::default().protocol, MqttProtocol::V311);
+        let c: MqttConfig = toml::from_str("url = \"mqtt://h\"\nprotocol = \"5\"").unwrap();
         assert_eq!(c.protocol, MqttProtocol::V5);
         let will = rumqttc::v5::mqttbytes::v5::LastWill::new(
             "t",
@@ -626,13 +486,12 @@ mod tests {
         let o = c.mqtt5_options("gw", will.clone()).unwrap();
         assert_eq!(o.client_id(), "meterd-gw");
         assert!(o.clean_start());
-        let c311: UplinkConfig =
-            toml::from_str("url = \"mqtt://h\"\nprotocol = \"3.1.1\"").unwrap();
+        let c311: MqttConfig = toml::from_str("url = \"mqtt://h\"\nprotocol = \"3.1.1\"").unwrap();
         assert_eq!(c311.protocol, MqttProtocol::V311);
-        let bad = toml::from_str::<UplinkConfig>("protocol = \"4\"").unwrap_err();
+        let bad = toml::from_str::<MqttConfig>("protocol = \"4\"").unwrap_err();
         assert!(bad.to_string().contains("3.1.1"), "{bad}");
         // The embedded broker is run for 3.1.1 only.
-        let embedded: UplinkConfig = toml::from_str("protocol = \"5\"").unwrap();
+        let embedded: MqttConfig = toml::from_str("protocol = \"5\"").unwrap();
         let e = embedded.validate().unwrap_err().to_string();
         assert!(e.contains("external broker"), "{e}");
         assert!(embedded.mqtt5_options("gw", will).is_err());
@@ -649,10 +508,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pw");
         std::fs::write(&p, "s3cret\n").unwrap();
-        let c = UplinkConfig {
+        let c = MqttConfig {
             username: Some("u".into()),
             password_file: Some(p),
-            ..UplinkConfig::default()
+            ..MqttConfig::default()
         };
         assert_eq!(c.password().unwrap().unwrap().expose(), "s3cret");
     }
