@@ -17,10 +17,8 @@
 
 pub mod client;
 mod http;
-mod last_batch;
 mod metrics;
 pub mod report;
-pub mod success;
 
 #[cfg(test)]
 mod tests;
@@ -41,7 +39,7 @@ use crate::config::ServiceConfig;
 use crate::sync::lock;
 use crate::uplink::{SpoolStats, UplinkHandle};
 
-pub use success::SuccessBook;
+pub use crate::health::SuccessBook;
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8745";

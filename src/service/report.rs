@@ -9,8 +9,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::Handles;
-use super::success::{GroupSuccess, MeterSuccess, SuccessBook};
 use crate::bus::health::{BusStatus, LinkState, MeterState, WireCounters};
+use crate::health::success::{GroupSuccess, MeterSuccess};
 use crate::reading::{ReadingBatch, rfc3339_millis};
 use crate::sync::lock;
 use crate::uplink::{SpoolStats, UplinkSnapshot};
@@ -328,18 +328,5 @@ fn bus_report(
                 }
             })
             .collect(),
-    }
-}
-
-/// The gateway's reading success, as published in the retained gateway status.
-pub fn gateway_success(book: &SuccessBook, now: SystemTime) -> crate::uplink::ReadingSuccess {
-    let g = book.group(None, now);
-    crate::uplink::ReadingSuccess {
-        day: g.day,
-        meters: g.meters,
-        meters_read_today: g.today.meters_read,
-        rate_today: g.today.rate,
-        meters_read_24h: g.last_24h.meters_read,
-        rate_24h: g.last_24h.rate,
     }
 }

@@ -373,7 +373,7 @@ fn the_gateway_status_with_success_rates_fits_its_schema() {
         now,
         SpoolStats::default(),
     );
-    s.reading_success = Some(super::report::gateway_success(&book, now));
+    s.reading_success = Some(crate::uplink::ReadingSuccess::from(&book.group(None, now)));
     let json = serde_json::to_value(&s).expect("JSON");
     let errors: Vec<String> = validator
         .iter_errors(&json)

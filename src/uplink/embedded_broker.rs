@@ -145,7 +145,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_uplink_drains_into_the_embedded_broker() {
         use crate::config::MqttConfig;
-        use crate::uplink::{MemoryOutbox, Outbox, Uplink};
+        use crate::ingest::{MemoryOutbox, Outbox};
+        use crate::uplink::Uplink;
         use std::sync::{Arc, Mutex};
 
         let listen = TcpListener::bind("127.0.0.1:0")

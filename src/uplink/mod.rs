@@ -38,7 +38,6 @@
 pub mod embedded_broker;
 mod link;
 mod options;
-mod outbox;
 mod status;
 
 #[cfg(test)]
@@ -57,8 +56,8 @@ use link::{Client, Events, LinkError, LinkEvent, Will};
 pub use options::{BrokerUrl, Secret, UplinkConfigError};
 
 use crate::config::MqttConfig;
+use crate::ingest::Outbox;
 use crate::sync::lock;
-pub use outbox::{MemoryOutbox, Outbox, Pending};
 pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
     MeterState, MeterStatus, MeterStatusMessage, ReadingSuccess, SpoolStats,

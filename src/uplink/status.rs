@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::success::GroupSuccess;
 use crate::reading::rfc3339_millis;
 
 /// Schema name of the gateway status.
@@ -41,6 +42,20 @@ pub struct ReadingSuccess {
     pub meters_read_24h: u64,
     /// meters_read_24h ÷ meters; null without meters.
     pub rate_24h: Option<f64>,
+}
+
+impl From<&GroupSuccess> for ReadingSuccess {
+    /// The gateway's reading success as published: the whole gateway's group of the book.
+    fn from(g: &GroupSuccess) -> Self {
+        Self {
+            day: g.day.clone(),
+            meters: g.meters,
+            meters_read_today: g.today.meters_read,
+            rate_today: g.today.rate,
+            meters_read_24h: g.last_24h.meters_read,
+            rate_24h: g.last_24h.rate,
+        }
+    }
 }
 
 /// Gateway online/offline.

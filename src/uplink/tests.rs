@@ -12,6 +12,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::ingest::MemoryOutbox;
 use crate::reading::{ExactNumber, Quality, ReadingBatch, ReadingValue, ValueData};
 
 type SharedOutbox = Arc<Mutex<MemoryOutbox>>;

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use meter_protocols::Decimal;
 
 pub use crate::config::ValidationConfig;
-use crate::reading::{Quality, ReadingBatch, ReadingValue, ValueData};
+use crate::reading::{Quality, ReadingBatch, ReadingValue, ValueData, is_cumulative};
 
 /// The number a value holds, if it is a good or suspect number.
 fn number(v: &ReadingValue) -> Option<Decimal> {
@@ -32,13 +32,6 @@ fn mark(v: &mut ReadingValue, reason: String) {
         v.quality = Quality::Suspect;
         v.reason = Some(reason);
     }
-}
-
-/// True for cumulative registers that must never decrease: import/export/quadrant energies,
-/// current values only. Combined registers are sums with signs chosen by the meter, so they
-/// may fall; snapshots (`@settlement-1`) move to another period and are not compared.
-pub fn is_monotonic(quantity: &str) -> bool {
-    quantity.starts_with("energy.") && !quantity.contains(".combined") && !quantity.contains('@')
 }
 
 impl ValidationConfig {
@@ -56,7 +49,7 @@ impl ValidationConfig {
             }
             // Only values with a check are parsed (most instantaneous values of a big profile
             // have none): the parse was a visible share of the pipeline's CPU.
-            let monotonic = is_monotonic(&v.quantity);
+            let monotonic = is_cumulative(&v.quantity);
             let family = v.quantity.split('.').next().unwrap_or("");
             let range = self
                 .ranges
