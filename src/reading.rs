@@ -207,10 +207,7 @@ pub fn is_cumulative(quantity: &str) -> bool {
     quantity.starts_with("energy.") && !quantity.contains(".combined") && !quantity.contains('@')
 }
 
-/// UTC RFC 3339 with milliseconds: `2026-11-27T11:00:01.234Z`.
-pub fn rfc3339_millis(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
+pub use crate::clock::rfc3339_millis;
 
 #[cfg(test)]
 mod tests {
