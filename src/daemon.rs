@@ -91,7 +91,7 @@ pub struct Daemon {
 /// The parts of the diagnostics service that outlive a reload.
 struct ServiceParts {
     started: SystemTime,
-    spool_stats: Arc<dyn Fn() -> uplink::SpoolStats + Send + Sync>,
+    spool_stats: Arc<dyn Fn() -> uplink::SpoolSummary + Send + Sync>,
     book: Arc<Mutex<SuccessBook>>,
     frames: broadcast::Sender<crate::bus::trace::FrameEvent>,
 }
@@ -164,14 +164,10 @@ impl Daemon {
         let outbox = SpoolOutbox::new(spool.clone(), fresh.clone(), acks.clone());
         let (up, uplink) = Uplink::new(&config.gateway, config.mqtt.clone(), outbox)?;
         let stats_spool = spool.clone();
-        let spool_stats: Arc<dyn Fn() -> uplink::SpoolStats + Send + Sync> = Arc::new(move || {
-            let s = lock(&stats_spool).stats().unwrap_or_default();
-            uplink::SpoolStats {
-                depth: s.depth,
-                bytes: s.bytes,
-                dropped: s.dropped_batches,
-            }
-        });
+        let spool_stats: Arc<dyn Fn() -> uplink::SpoolSummary + Send + Sync> =
+            Arc::new(move || {
+                uplink::SpoolSummary::from(&lock(&stats_spool).stats().unwrap_or_default())
+            });
         let up_stats = spool_stats.clone();
         let up = up.with_spool_stats(move || up_stats());
 

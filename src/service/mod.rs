@@ -37,7 +37,7 @@ use crate::bus::task::BusCommand;
 use crate::bus::trace::FrameEvent;
 use crate::config::ServiceConfig;
 use crate::sync::lock;
-use crate::uplink::{SpoolStats, UplinkHandle};
+use crate::uplink::{SpoolSummary, UplinkHandle};
 
 pub use crate::health::SuccessBook;
 
@@ -138,7 +138,7 @@ pub struct Handles {
     /// The uplink's snapshot.
     pub uplink: UplinkHandle,
     /// The spool's numbers (must be cheap).
-    pub spool: Arc<dyn Fn() -> SpoolStats + Send + Sync>,
+    pub spool: Arc<dyn Fn() -> SpoolSummary + Send + Sync>,
     /// The success book, fed by the daemon's pipeline.
     pub book: Arc<Mutex<SuccessBook>>,
     /// The bus tasks' frame channel.

@@ -13,7 +13,7 @@ use crate::bus::health::{BusStatus, LinkState, MeterState, WireCounters};
 use crate::health::success::{GroupSuccess, MeterSuccess};
 use crate::reading::{ReadingBatch, rfc3339_millis};
 use crate::sync::lock;
-use crate::uplink::{SpoolStats, UplinkSnapshot};
+use crate::uplink::{SpoolSummary, UplinkSnapshot};
 
 /// The whole status document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ pub struct GatewayReport {
     /// The MQTT uplink.
     pub uplink: UplinkReport,
     /// The spool.
-    pub spool: SpoolStats,
+    pub spool: SpoolSummary,
     /// Reading success of all meters.
     pub success: GroupSuccess,
 }
@@ -180,7 +180,7 @@ pub struct Snapshot {
     /// Uplink.
     pub uplink: UplinkSnapshot,
     /// Spool.
-    pub spool: SpoolStats,
+    pub spool: SpoolSummary,
     /// Gateway success.
     pub gateway: GroupSuccess,
     /// Per bus success, in bus order.

@@ -60,7 +60,7 @@ use crate::ingest::Outbox;
 use crate::sync::lock;
 pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
-    MeterState, MeterStatus, MeterStatusMessage, ReadingSuccess, SpoolStats,
+    MeterState, MeterStatus, MeterStatusMessage, ReadingSuccess, SpoolSummary,
 };
 
 /// The uplink's connection state.
@@ -223,7 +223,7 @@ impl UplinkHandle {
     }
 }
 
-type SpoolStatsFn = Box<dyn Fn() -> SpoolStats + Send + Sync>;
+type SpoolStatsFn = Box<dyn Fn() -> SpoolSummary + Send + Sync>;
 type ReadingSuccessFn = Box<dyn Fn() -> Option<ReadingSuccess> + Send + Sync>;
 
 /// The uplink task. Build with [`Uplink::new`], run with [`Uplink::run`] on one tokio task.
@@ -362,7 +362,7 @@ impl<O: Outbox> Uplink<O> {
                 outbox,
                 shared,
                 shutdown: rx,
-                spool_stats: Box::new(SpoolStats::default),
+                spool_stats: Box::new(SpoolSummary::default),
                 reading_success: Box::new(|| None),
                 started: SystemTime::now(),
             },
@@ -373,7 +373,10 @@ impl<O: Outbox> Uplink<O> {
     /// Where the gateway status numbers for the spool come from. Called on the uplink task each
     /// time the gateway status or the last will is built (every `status_interval` and on every
     /// reconnect attempt), so it must be cheap (cached counters, not a `COUNT(*)`).
-    pub fn with_spool_stats(mut self, f: impl Fn() -> SpoolStats + Send + Sync + 'static) -> Self {
+    pub fn with_spool_stats(
+        mut self,
+        f: impl Fn() -> SpoolSummary + Send + Sync + 'static,
+    ) -> Self {
         self.spool_stats = Box::new(f);
         self
     }

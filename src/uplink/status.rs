@@ -15,15 +15,26 @@ pub const GATEWAY_STATUS_SCHEMA: &str = "meterd.gateway-status.v1";
 /// Schema name of a meter status.
 pub const METER_STATUS_SCHEMA: &str = "meterd.meter-status.v1";
 
-/// The spool's numbers, read by the uplink each time it publishes the gateway status.
+/// The spool's numbers as the gateway status publishes them (built from the spool's own
+/// [`crate::spool::SpoolStats`]), read by the uplink each time it publishes the gateway status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpoolStats {
+pub struct SpoolSummary {
     /// Readings waiting for the broker's acknowledgement.
     pub depth: u64,
     /// Bytes those readings take.
     pub bytes: u64,
     /// Readings dropped because the spool was full (since start).
     pub dropped: u64,
+}
+
+impl From<&crate::spool::SpoolStats> for SpoolSummary {
+    fn from(s: &crate::spool::SpoolStats) -> Self {
+        Self {
+            depth: s.depth,
+            bytes: s.bytes,
+            dropped: s.dropped_batches,
+        }
+    }
 }
 
 /// The reading success rate (the concentrator KPI) of all meters, in the gateway status: meters
@@ -90,7 +101,7 @@ pub struct GatewayStatus {
     /// Seconds since start, at `at`.
     pub uptime_s: u64,
     /// Spool numbers at `at`.
-    pub spool: SpoolStats,
+    pub spool: SpoolSummary,
     /// Reading success rates at `at` (absent when the daemon gives none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reading_success: Option<ReadingSuccess>,
@@ -104,7 +115,7 @@ impl GatewayStatus {
         reason: Option<&str>,
         started: SystemTime,
         now: SystemTime,
-        spool: SpoolStats,
+        spool: SpoolSummary,
     ) -> Self {
         Self {
             schema: GATEWAY_STATUS_SCHEMA.to_owned(),

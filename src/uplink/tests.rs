@@ -283,7 +283,7 @@ fn start_uplink(
     let (uplink, handle) = Uplink::new(gw, cfg, outbox.clone()).unwrap();
     let uplink = uplink.with_spool_stats(move || {
         let o = stats.lock().unwrap();
-        SpoolStats {
+        SpoolSummary {
             depth: o.len() as u64,
             bytes: o.bytes(),
             dropped: 0,
