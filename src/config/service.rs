@@ -29,7 +29,11 @@ pub struct ServiceConfig {
     pub token_env: Option<String>,
     /// Longest wait for a one-shot read (`POST /api/read`), queueing behind the poll in
     /// progress included.
-    #[serde(default = "default_read_timeout", with = "super::duration")]
+    #[serde(
+        default = "default_read_timeout",
+        serialize_with = "super::duration::serialize",
+        deserialize_with = "super::range::duration::<_, 100, 600_000>"
+    )]
     pub read_timeout: Duration,
 }
 

@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct ValidationConfig {
     /// Largest tolerated difference between the meter's clock and the gateway's.
-    #[serde(default = "default_clock_limit", with = "super::duration")]
+    #[serde(
+        default = "default_clock_limit",
+        serialize_with = "super::duration::serialize",
+        deserialize_with = "super::range::duration::<_, 0, 86_400_000>"
+    )]
     pub clock_limit: Duration,
     /// Check that tariff registers add up to the total.
     #[serde(default = "yes")]

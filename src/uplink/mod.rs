@@ -53,7 +53,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use link::{Client, Events, LinkError, LinkEvent, Will};
-pub use options::{BrokerUrl, Secret, UplinkConfigError};
+pub use options::{Secret, UplinkConfigError};
 
 use crate::config::MqttConfig;
 use crate::ingest::Outbox;

@@ -6,97 +6,14 @@
 //! and never logged.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rumqttc::{LastWill, MqttOptions, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{MqttConfig, MqttProtocol};
-
-/// Where the broker is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BrokerUrl {
-    /// Plain TCP.
-    Tcp {
-        /// Host name or address.
-        host: String,
-        /// Port.
-        port: u16,
-    },
-    /// TLS.
-    Tls {
-        /// Host name or address (also the name the certificate must carry).
-        host: String,
-        /// Port.
-        port: u16,
-    },
-    /// The in-process broker.
-    Embedded(SocketAddr),
-}
-
-impl BrokerUrl {
-    /// Parse `mqtt://host[:port]`, `mqtts://host[:port]` or `embedded`.
-    pub fn parse(url: &str, embedded_listen: SocketAddr) -> Result<Self, UplinkConfigError> {
-        let bad = |why: &str| UplinkConfigError::Url {
-            url: url.to_owned(),
-            why: why.to_owned(),
-        };
-        if url == "embedded" {
-            return Ok(Self::Embedded(embedded_listen));
-        }
-        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
-            (false, r)
-        } else if let Some(r) = url.strip_prefix("mqtts://") {
-            (true, r)
-        } else {
-            return Err(bad(
-                "expected mqtt://host:port, mqtts://host:port or embedded",
-            ));
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '@', '?', '#']) {
-            return Err(bad(
-                "only host and port are allowed (credentials go in username/password_file)",
-            ));
-        }
-        let default_port = if tls { 8883 } else { 1883 };
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| bad("unclosed [ in IPv6 address"))?;
-            match after.strip_prefix(':') {
-                Some(p) => (h, Some(p)),
-                None if after.is_empty() => (h, None),
-                None => return Err(bad("unexpected text after ]")),
-            }
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let port = match port {
-            Some(p) => p.parse::<u16>().map_err(|_| bad("port must be 1-65535"))?,
-            None => default_port,
-        };
-        if port == 0 {
-            return Err(bad("port must be 1-65535"));
-        }
-        let host = host.to_owned();
-        Ok(if tls {
-            Self::Tls { host, port }
-        } else {
-            Self::Tcp { host, port }
-        })
-    }
-}
+use crate::config::{BrokerUrl, MqttConfig, MqttSettingError};
 
 /// A password: `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -122,14 +39,6 @@ impl fmt::Debug for Secret {
 /// A configuration problem found when the uplink starts (files are read then).
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkConfigError {
-    /// The url is not one we understand.
-    #[error("mqtt.url {url:?}: {why}")]
-    Url {
-        /// The url.
-        url: String,
-        /// What is wrong.
-        why: String,
-    },
     /// A file could not be read.
     #[error("mqtt.{key}: cannot read {path}: {source}")]
     File {
@@ -153,7 +62,10 @@ pub enum UplinkConfigError {
         /// What is wrong.
         why: String,
     },
-    /// TLS settings without `mqtts://`, or a certificate without its key.
+    /// A setting that cannot work (checked without files).
+    #[error(transparent)]
+    Setting(#[from] MqttSettingError),
+    /// TLS settings that contradict each other.
     #[error("mqtt: {0}")]
     Inconsistent(String),
     /// rustls refused the configuration.
@@ -178,66 +90,6 @@ fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, UplinkConfigErro
 }
 
 impl MqttConfig {
-    /// Check ranges and combinations that serde cannot.
-    pub fn validate(&self) -> Result<BrokerUrl, UplinkConfigError> {
-        let url = BrokerUrl::parse(&self.url, self.embedded_listen)?;
-        let range = |key, why: &str| UplinkConfigError::Range {
-            key,
-            why: why.to_owned(),
-        };
-        if self.max_inflight == 0 || self.max_inflight > 1000 {
-            return Err(range("max_inflight", "must be 1-1000"));
-        }
-        if self.max_packet_size < 10 * 1024 || self.max_packet_size > 256 * 1024 * 1024 {
-            return Err(range("max_packet_size", "must be 10 KiB - 256 MiB"));
-        }
-        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
-            return Err(range(
-                "reconnect_min",
-                "must be > 0 and not above reconnect_max",
-            ));
-        }
-        if self.keepalive < Duration::from_secs(5) || self.keepalive > Duration::from_secs(65535) {
-            return Err(range("keepalive", "must be 5s - 65535s"));
-        }
-        if let Some(id) = &self.client_id
-            && (id.trim().is_empty() || id.len() > 65535)
-        {
-            return Err(range("client_id", "must not be empty"));
-        }
-        if self.connect_timeout < Duration::from_secs(1) {
-            return Err(range("connect_timeout", "must be at least 1s"));
-        }
-        if self.topic_prefix.is_empty() || self.topic_prefix.contains(['+', '#']) {
-            return Err(range("topic_prefix", "must be non-empty, without + or #"));
-        }
-        if self.protocol == MqttProtocol::V5 && matches!(url, BrokerUrl::Embedded(_)) {
-            return Err(UplinkConfigError::Inconsistent(
-                "protocol = \"5\" needs an external broker: the embedded one is run for \
-                 MQTT 3.1.1"
-                    .into(),
-            ));
-        }
-        let tls_keys =
-            self.ca_file.is_some() || self.client_cert.is_some() || self.client_key.is_some();
-        if tls_keys && !matches!(url, BrokerUrl::Tls { .. }) {
-            return Err(UplinkConfigError::Inconsistent(
-                "ca_file/client_cert/client_key need an mqtts:// url".into(),
-            ));
-        }
-        if self.client_cert.is_some() != self.client_key.is_some() {
-            return Err(UplinkConfigError::Inconsistent(
-                "client_cert and client_key go together".into(),
-            ));
-        }
-        if self.password_file.is_some() && self.password_env.is_some() {
-            return Err(UplinkConfigError::Inconsistent(
-                "give password_file or password_env, not both".into(),
-            ));
-        }
-        Ok(url)
-    }
-
     /// The password, if configured.
     pub fn password(&self) -> Result<Option<Secret>, UplinkConfigError> {
         if let Some(path) = &self.password_file {
@@ -419,57 +271,7 @@ impl MqttConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lo() -> SocketAddr {
-        "127.0.0.1:1883".parse().unwrap()
-    }
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            BrokerUrl::parse("mqtt://broker.lan", lo()).unwrap(),
-            BrokerUrl::Tcp {
-                host: "broker.lan".into(),
-                port: 1883
-            }
-        );
-        assert_eq!(
-            BrokerUrl::parse("mqtts://10.0.0.1:8884", lo()).unwrap(),
-            BrokerUrl::Tls {
-                host: "10.0.0.1".into(),
-                port: 8884
-            }
-        );
-        assert_eq!(
-            BrokerUrl::parse("mqtt://[::1]:1884", lo()).unwrap(),
-            BrokerUrl::Tcp {
-                host: "::1".into(),
-                port: 1884
-            }
-        );
-        assert_eq!(
-            BrokerUrl::parse("embedded", lo()).unwrap(),
-            BrokerUrl::Embedded(lo())
-        );
-        for bad in [
-            "tcp://x",
-            "mqtt://",
-            "mqtt://u:p@h",
-            "mqtt://h:0",
-            "mqtt://h:99999",
-        ] {
-            assert!(BrokerUrl::parse(bad, lo()).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn toml_defaults_and_unknown_fields() {
-        let c: MqttConfig = toml::from_str("url = \"mqtt://h\"\nkeepalive = \"20s\"").unwrap();
-        assert_eq!(c.keepalive, Duration::from_secs(20));
-        assert_eq!(c.max_inflight, 20);
-        assert!(toml::from_str::<MqttConfig>("pasword = \"x\"").is_err());
-        assert!(c.validate().is_ok());
-    }
+    use crate::config::MqttProtocol;
 
     #[test]
     fn protocol_versions() {
