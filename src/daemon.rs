@@ -137,7 +137,12 @@ impl Daemon {
         if let Some(dir) = &options.data_dir {
             config.data_dir = dir.clone();
         }
-        // Before anything starts: a service on a non-loopback address needs a token.
+        // Before anything starts: a broker must be named, and a service on a non-loopback
+        // address needs a token.
+        config
+            .mqtt
+            .validate()
+            .map_err(uplink::UplinkConfigError::from)?;
         let service_setup = crate::service::prepare(&config.service)?;
         let started = SystemTime::now();
         let spool_path = config.data_dir.join("spool.sqlite");

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// `mqtt://host[:port]` (default port 1883), `mqtts://host[:port]` (TLS, default 8883), or
-    /// `embedded` (the in-process broker on [`MqttConfig::embedded_listen`]).
+    /// `embedded` (the in-process broker on [`MqttConfig::embedded_listen`], loopback only).
+    /// No default: empty means not configured, and the uplink will not start without it.
     #[serde(default = "default_url")]
     pub url: String,
     /// First topic level.
@@ -119,8 +120,10 @@ pub enum MqttProtocol {
     V5,
 }
 
+/// Unset: `meterd run` refuses to start without a broker named in the file (defaulting to the
+/// in-process broker once deleted readings nobody had received, on its PUBACK).
 fn default_url() -> String {
-    "embedded".to_owned()
+    String::new()
 }
 fn default_prefix() -> String {
     "meterd".to_owned()
@@ -287,7 +290,25 @@ pub enum MqttSettingError {
 impl MqttConfig {
     /// Check ranges and combinations that serde cannot.
     pub fn validate(&self) -> Result<BrokerUrl, MqttSettingError> {
+        if self.url.is_empty() {
+            return Err(MqttSettingError::Url {
+                url: String::new(),
+                why: "no broker configured: write url = \"mqtt://host:1883\" (or \"mqtts://…\"); \
+                      \"embedded\" runs the in-process broker, for demos and tests"
+                    .into(),
+            });
+        }
         let url = BrokerUrl::parse(&self.url, self.embedded_listen)?;
+        if let BrokerUrl::Embedded(addr) = url
+            && !addr.ip().is_loopback()
+        {
+            return Err(MqttSettingError::Range {
+                key: "embedded_listen",
+                why: format!(
+                    "the embedded broker has no authentication: it listens on loopback only, not {addr}"
+                ),
+            });
+        }
         let range = |key, why: &str| MqttSettingError::Range {
             key,
             why: why.to_owned(),
@@ -399,5 +420,21 @@ mod tests {
         assert_eq!(c.max_inflight, 20);
         assert!(toml::from_str::<MqttConfig>("pasword = \"x\"").is_err());
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn no_url_means_no_broker_and_the_embedded_one_stays_on_loopback() {
+        let none: MqttConfig = toml::from_str("").unwrap();
+        let e = none.validate().unwrap_err().to_string();
+        assert!(e.contains("no broker configured"), "{e}");
+        let open: MqttConfig =
+            toml::from_str("url = \"embedded\"\nembedded_listen = \"0.0.0.0:1883\"").unwrap();
+        let e = open.validate().unwrap_err().to_string();
+        assert!(e.contains("loopback only"), "{e}");
+        let local: MqttConfig = toml::from_str("url = \"embedded\"").unwrap();
+        assert_eq!(
+            local.validate().unwrap(),
+            BrokerUrl::Embedded(local.embedded_listen)
+        );
     }
 }

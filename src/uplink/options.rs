@@ -293,7 +293,7 @@ mod tests {
         let bad = toml::from_str::<MqttConfig>("protocol = \"4\"").unwrap_err();
         assert!(bad.to_string().contains("3.1.1"), "{bad}");
         // The embedded broker is run for 3.1.1 only.
-        let embedded: MqttConfig = toml::from_str("protocol = \"5\"").unwrap();
+        let embedded: MqttConfig = toml::from_str("url = \"embedded\"\nprotocol = \"5\"").unwrap();
         let e = embedded.validate().unwrap_err().to_string();
         assert!(e.contains("external broker"), "{e}");
         assert!(embedded.mqtt5_options("gw", will).is_err());
