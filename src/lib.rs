@@ -12,7 +12,6 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod decode;
 pub mod hex_input;
 pub mod logging;
 pub mod meter;

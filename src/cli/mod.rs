@@ -7,6 +7,7 @@
 //! only: talking to meters is [`crate::bus`] and [`crate::meter`].
 
 pub mod check_config;
+pub mod decode;
 pub mod demo;
 pub mod read;
 pub mod run;
