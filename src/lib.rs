@@ -13,7 +13,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod decode;
 pub mod health;
 pub mod hex_input;
 pub mod ingest;

@@ -5,6 +5,7 @@
 //! a complete, cross-checked configuration or the first error. It never opens a port or a
 //! socket.
 
+pub mod build;
 mod error;
 mod mqtt;
 pub mod profile;

@@ -11,6 +11,7 @@
 //! serves the daemon, `meterd read` and the tests.
 
 mod dlt645;
+pub mod explain;
 mod modbus;
 
 use std::collections::HashMap;

@@ -25,8 +25,8 @@ use super::report::Snapshot;
 use crate::bus::task::BusCommand;
 use crate::bus::trace::{Direction, FrameEvent};
 use crate::config::ServiceConfig;
-use crate::decode::one_line;
 use crate::hex_input::to_hex;
+use crate::meter::explain::one_line;
 use crate::reading::rfc3339_millis;
 use crate::sync::lock;
 
