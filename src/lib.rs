@@ -1,20 +1,21 @@
 //! meterd: a smart-meter data acquisition gateway.
 //!
 //! The daemon reads as a pipeline: [`bus`] (transport, transactions, schedule) → codecs in
-//! `meter_protocols` → validation → spool → uplink. The same modules serve the technician's
-//! CLI (`meterd decode`, `read`, `scan`, `trace`).
+//! `meter_protocols` via the [`meter`] drivers → [`ingest`] (validation, group commit) →
+//! [`spool`] → [`uplink`]. The same modules serve the technician's CLI (`meterd decode`,
+//! `read`, `scan`, `trace`). ARCHITECTURE.md at the repository root is the code map: the rooms,
+//! what each owns, and which may import which (`tests/room_dependencies.rs` enforces it).
 
 #![warn(missing_docs)]
 
-#[cfg(feature = "embedded-broker")]
-pub mod broker;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod decode;
 pub mod health;
 pub mod hex_input;
+pub mod ingest;
 pub mod logging;
 pub mod meter;
 pub mod reading;
@@ -25,4 +26,3 @@ pub mod spool;
 pub mod startup_code;
 pub mod sync;
 pub mod uplink;
-pub mod validate;

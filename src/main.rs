@@ -19,7 +19,7 @@ enum Command {
     /// The embedded default: simulated meters, embedded broker and the daemon, printing readings.
     Demo(meterd::cli::demo::DemoArgs),
     /// Decode a DL/T 645 or Modbus RTU frame and explain it field by field.
-    Decode(meterd::decode::DecodeArgs),
+    Decode(meterd::cli::decode::DecodeArgs),
     /// Simulated meters on serial ports / TCP, with wire-time emulation and fault injection.
     Simulate(meterd::sim::cli::SimulateArgs),
     /// Read one meter once and print its values (a table, or the reading batch with --json).
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => meterd::cli::run::run(&args),
         Command::Demo(args) => meterd::cli::demo::run(&args),
-        Command::Decode(args) => meterd::decode::run(&args),
+        Command::Decode(args) => meterd::cli::decode::run(&args),
         Command::Simulate(args) => meterd::sim::cli::run(&args),
         Command::Read(args) => meterd::cli::read::run(&args),
         Command::Scan(args) => meterd::cli::scan::run(&args),

@@ -197,10 +197,17 @@ impl ReadingBatch {
     }
 }
 
-/// UTC RFC 3339 with milliseconds: `2026-11-27T11:00:01.234Z`.
-pub fn rfc3339_millis(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+/// True for cumulative registers that must never decrease: import/export/quadrant energies,
+/// current values only. Combined registers are sums with signs chosen by the meter, so they
+/// may fall; snapshots (`@settlement-1`) move to another period and are not compared.
+///
+/// The one rule for "cumulative": validation compares these with the meter's last good value,
+/// the spool keeps that value durably, and `ingest::RegisterMemory` caches it.
+pub fn is_cumulative(quantity: &str) -> bool {
+    quantity.starts_with("energy.") && !quantity.contains(".combined") && !quantity.contains('@')
 }
+
+pub use crate::clock::rfc3339_millis;
 
 #[cfg(test)]
 mod tests {

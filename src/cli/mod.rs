@@ -7,6 +7,7 @@
 //! only: talking to meters is [`crate::bus`] and [`crate::meter`].
 
 pub mod check_config;
+pub mod decode;
 pub mod demo;
 pub mod read;
 pub mod run;
@@ -20,7 +21,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::config::{Parity, Protocol};
+use crate::config::build::SerialLine;
+use crate::config::{BusConfig, Parity, Protocol};
 
 /// Where the bus is: a serial port or a TCP address (each command checks that one is given:
 /// `meterd read --daemon` needs neither).
@@ -106,53 +108,41 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. \"500ms\", \"2s\")"))
 }
 
-/// The `[[bus]]` table text for a command-line target (a TOML fragment without meters).
-pub(crate) fn bus_toml(
+/// The bus of a command-line target, without meters or timing: a serial port (`--port`), a
+/// serial device server (`--tcp`), or a Modbus TCP device (`--tcp` with modbus-tcp).
+pub(crate) fn bus_config(
     name: &str,
     target: &Target,
     line: &LineArgs,
     protocol: Protocol,
-    timing: &str,
-) -> Result<String, String> {
-    let baud = line
-        .baud
-        .unwrap_or(if protocol.is_dlt645() { 2400 } else { 9600 });
-    let parity = match line.parity {
-        ParityArg::None => "none",
-        ParityArg::Even => "even",
-        ParityArg::Odd => "odd",
+) -> Result<BusConfig, String> {
+    let serial = SerialLine {
+        baud: line
+            .baud
+            .unwrap_or(if protocol.is_dlt645() { 2400 } else { 9600 }),
+        parity: line.parity.into(),
+        data_bits: line.data_bits,
+        stop_bits: line.stop_bits,
     };
-    let head = match (&target.port, &target.tcp) {
+    match (&target.port, &target.tcp) {
         (Some(port), _) => {
             if protocol == Protocol::ModbusTcp {
                 return Err("modbus-tcp needs --tcp HOST:PORT, not --port".into());
             }
-            format!("transport = \"serial\"\nport = {}\n", toml_str(port))
+            Ok(BusConfig::serial(name, port, serial))
         }
         (None, Some(host)) => {
             if !host.contains(':') {
                 return Err(format!("--tcp: expected HOST:PORT, found {host:?}"));
             }
-            let t = if protocol == Protocol::ModbusTcp {
-                "modbus-tcp"
+            if protocol == Protocol::ModbusTcp {
+                Ok(BusConfig::modbus_tcp(name, host, serial))
             } else {
-                "tcp"
-            };
-            format!("transport = \"{t}\"\nhost = {}\n", toml_str(host))
+                Ok(BusConfig::tcp(name, host, serial))
+            }
         }
-        (None, None) => return Err("give --port PATH or --tcp HOST:PORT".into()),
-    };
-    Ok(format!(
-        "name = {}\n{head}baud = {baud}\nparity = \"{parity}\"\ndata_bits = {}\nstop_bits = {}\ntiming = {{ {timing} }}\n",
-        toml_str(name),
-        line.data_bits,
-        line.stop_bits
-    ))
-}
-
-/// A TOML basic string.
-pub(crate) fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
+        (None, None) => Err("give --port PATH or --tcp HOST:PORT".into()),
+    }
 }
 
 /// `meterd CMD: reason` on stderr, exit code `code`.

@@ -9,9 +9,10 @@ use clap::Args;
 use meter_protocols::dlt645::catalog::di_for_quantity;
 use meter_protocols::dlt645::{Address, Version};
 
-use super::{LineArgs, ProtocolArg, Target, bus_toml, fail, parse_duration, runtime, toml_str};
+use super::{LineArgs, ProtocolArg, Target, bus_config, fail, parse_duration, runtime};
 use crate::bus::task::{Bus, BusOptions};
-use crate::config::{BusConfig, Profile, ProfileSet, Protocol};
+use crate::config::profile::{Point, ProfileProtocol};
+use crate::config::{BusConfig, MeterConfig, Profile, ProfileSet, Protocol, Timing};
 use crate::health::{BusHealth, LinkState};
 use crate::reading::{Quality, ReadingBatch, ValueData};
 
@@ -188,16 +189,16 @@ fn run_daemon(args: &ReadArgs) -> ExitCode {
 fn build(args: &ReadArgs) -> Result<(BusConfig, ProfileSet), String> {
     let protocol: Protocol = args.protocol.ok_or("give --protocol")?.into();
     let mut profiles = ProfileSet::builtin().map_err(|e| e.to_string())?;
-    let meter_key = if protocol.is_dlt645() {
+    let (address, unit) = if protocol.is_dlt645() {
         let a = args
             .address
             .as_deref()
             .ok_or("a DL/T 645 read needs --address (12 digits)")?;
         let parsed: Address = a.parse().map_err(|e| format!("--address: {e}"))?;
-        format!("address = {}", toml_str(&parsed.to_string()))
+        (Some(parsed.to_string()), None)
     } else {
         let unit = args.unit.ok_or("a Modbus read needs --unit N")?;
-        format!("unit = {unit}")
+        (None, Some(unit))
     };
     let profile = match (&args.profile, args.quantity.is_empty()) {
         (Some(p), _) => {
@@ -217,42 +218,38 @@ fn build(args: &ReadArgs) -> Result<(BusConfig, ProfileSet), String> {
             p.clone()
         }
         (None, false) => {
-            let version = match protocol {
-                Protocol::Dlt645_2007 => Version::V2007,
-                Protocol::Dlt645_1997 => Version::V1997,
+            let (version, family) = match protocol {
+                Protocol::Dlt645_2007 => (Version::V2007, ProfileProtocol::Dlt645_2007),
+                Protocol::Dlt645_1997 => (Version::V1997, ProfileProtocol::Dlt645_1997),
                 _ => return Err("--quantity works for DL/T 645; for Modbus give --profile".into()),
             };
-            let mut text = format!(
-                "name = \"cli\"\ndescription = \"command line\"\nsource = \"command line\"\nprotocol = \"{}\"\n",
-                protocol.name()
-            );
+            let mut points = Vec::new();
             for q in &args.quantity {
                 let di = di_for_quantity(version, q)
                     .ok_or_else(|| format!("{q:?} is not a known {} quantity", protocol.name()))?;
-                text.push_str(&format!(
-                    "[[point]]\ndi = \"{di}\"\nquantity = {}\n",
-                    toml_str(q)
-                ));
+                points.push(Point::dlt645(q.as_str(), di));
             }
-            let p =
-                Profile::parse(Path::new("<command line>"), &text).map_err(|e| e.to_string())?;
+            let p = Profile::new("cli", "command line", "command line", family, points)
+                .checked(Path::new("<command line>"))
+                .map_err(|e| e.to_string())?;
             profiles = profiles.with(p);
             "cli".into()
         }
         (None, true) => return Err("give --profile NAME or --quantity Q...".into()),
     };
-    let timing = format!(
-        "response_timeout = {}, retries = {}",
-        toml_str(&humantime::format_duration(args.timeout).to_string()),
-        args.retries
-    );
-    let mut text = bus_toml("cli", &args.target, &args.line, protocol, &timing)?;
-    text.push_str(&format!(
-        "[[meter]]\nprotocol = \"{}\"\n{meter_key}\nprofile = {}\n",
-        protocol.name(),
-        toml_str(&profile)
-    ));
-    let bus: BusConfig = toml::from_str(&text).map_err(|e| format!("bad arguments: {e}"))?;
+    let timing = Timing {
+        response_timeout: Some(args.timeout),
+        retries: Some(args.retries),
+        ..Timing::default()
+    };
+    let meter = MeterConfig {
+        address,
+        unit,
+        ..MeterConfig::new(protocol, profile)
+    };
+    let bus = bus_config("cli", &args.target, &args.line, protocol)?
+        .with_timing(timing)
+        .with_meter(meter);
     Ok((bus, profiles))
 }
 

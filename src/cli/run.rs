@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use crate::daemon::reload::Signals;
 use crate::daemon::{Daemon, DaemonError, RunOptions};
 use crate::logging::{self, LogFormat};
+use crate::uplink::UplinkConfigError;
 
 /// Arguments of `meterd run`.
 #[derive(Debug, clap::Args)]
@@ -46,7 +47,10 @@ pub fn run(args: &RunArgs) -> ExitCode {
                 d.run_until(signals).await;
                 ExitCode::SUCCESS
             }
-            Err(e @ DaemonError::Config(_)) => {
+            // A configuration the daemon cannot run with: exit 2, like a parse error.
+            Err(
+                e @ (DaemonError::Config(_) | DaemonError::Uplink(UplinkConfigError::Setting(_))),
+            ) => {
                 eprintln!("meterd run: {e}");
                 ExitCode::from(2)
             }

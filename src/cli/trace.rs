@@ -17,8 +17,8 @@ use crate::bus::observer::Unobserved;
 use crate::bus::task::{BusOptions, spawn};
 use crate::bus::trace::{Direction, FrameEvent};
 use crate::config::Config;
-use crate::decode::one_line;
 use crate::hex_input::to_hex;
+use crate::meter::explain::one_line;
 use crate::reading::{Quality, rfc3339_millis};
 
 /// Arguments of `meterd trace`.

@@ -5,8 +5,13 @@
 //! a complete, cross-checked configuration or the first error. It never opens a port or a
 //! socket.
 
+pub mod build;
 mod error;
+mod mqtt;
 pub mod profile;
+mod range;
+mod service;
+mod validation;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,7 +22,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
 pub use error::{ConfigError, parse_toml};
+pub use mqtt::{BrokerUrl, MqttConfig, MqttProtocol, MqttSettingError};
 pub use profile::{Profile, ProfileSet};
+pub use service::ServiceConfig;
+pub use validation::ValidationConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -36,16 +44,16 @@ pub struct Config {
     pub evidence_frames: bool,
     /// The MQTT uplink to the billing core (`[mqtt]`).
     #[serde(default)]
-    pub mqtt: crate::uplink::UplinkConfig,
+    pub mqtt: MqttConfig,
     /// The durable spool between the buses and the uplink.
     #[serde(default)]
     pub spool: SpoolConfig,
     /// Plausibility checks that mark values suspect.
     #[serde(default)]
-    pub validation: crate::validate::ValidationConfig,
+    pub validation: ValidationConfig,
     /// The local diagnostics service (`[service]`): status page, `/api/status`, `/metrics`.
     #[serde(default)]
-    pub service: crate::service::ServiceConfig,
+    pub service: ServiceConfig,
     /// The buses and their meters.
     #[serde(default, rename = "bus")]
     pub buses: Vec<Spanned<BusConfig>>,
@@ -57,12 +65,20 @@ pub struct Config {
 pub struct SpoolConfig {
     /// Most payload bytes kept while the broker is unreachable; beyond it the oldest readings
     /// are dropped (and counted). `"64MiB"`, `"512KiB"` or a number of bytes.
-    #[serde(default = "default_spool_bytes", with = "byte_size")]
+    #[serde(
+        default = "default_spool_bytes",
+        serialize_with = "byte_size::serialize",
+        deserialize_with = "range::byte_size::<_, 65_536, 1_099_511_627_776>"
+    )]
     pub max_bytes: u64,
     /// How long the first reading of a group waits for others before the group is committed
     /// (one transaction, one fsync). Readings of meters polled back to back then share a
     /// commit; it delays publication by at most this much. `"0s"` commits each arrival alone.
-    #[serde(default = "default_commit_window", with = "duration")]
+    #[serde(
+        default = "default_commit_window",
+        serialize_with = "duration::serialize",
+        deserialize_with = "range::duration::<_, 0, 10_000>"
+    )]
     pub commit_window: Duration,
 }
 
@@ -205,10 +221,18 @@ pub struct Rs485Config {
     #[serde(default = "yes")]
     pub rts_on_send: bool,
     /// Delay after raising RTS before the first bit.
-    #[serde(default, with = "duration")]
+    #[serde(
+        default,
+        serialize_with = "duration::serialize",
+        deserialize_with = "range::duration::<_, 0, 1_000>"
+    )]
     pub delay_before_send: Duration,
     /// Delay after the last bit before dropping RTS.
-    #[serde(default, with = "duration")]
+    #[serde(
+        default,
+        serialize_with = "duration::serialize",
+        deserialize_with = "range::duration::<_, 0, 1_000>"
+    )]
     pub delay_after_send: Duration,
 }
 
@@ -219,29 +243,40 @@ pub struct Timing {
     /// Longest wait for the first byte of a reply (DL/T 645 allows 500 ms + frame time).
     #[serde(
         default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_duration::serialize",
+        deserialize_with = "range::opt_duration::<_, 1, 60_000>"
     )]
     pub response_timeout: Option<Duration>,
     /// Longest gap between two bytes of one reply before it is abandoned.
     #[serde(
         default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_duration::serialize",
+        deserialize_with = "range::opt_duration::<_, 1, 10_000>"
     )]
     pub inter_byte_timeout: Option<Duration>,
     /// Silence kept after a reply before the next request (transceiver turnaround).
     #[serde(
         default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_duration::serialize",
+        deserialize_with = "range::opt_duration::<_, 0, 10_000>"
     )]
     pub turnaround: Option<Duration>,
     /// Further attempts after a failed transaction.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "range::opt_number::<_, _, 0, 10>"
+    )]
     pub retries: Option<u8>,
     /// `FE` wake-up bytes before each DL/T 645 request (0–4).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "range::opt_number::<_, _, 0, 4>"
+    )]
     pub preamble: Option<u8>,
     /// The adapter echoes what it sends: drop our own bytes from the input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,16 +284,18 @@ pub struct Timing {
     /// Modbus RTU inter-frame silence (t3.5); derived from the baud rate when unset.
     #[serde(
         default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_duration::serialize",
+        deserialize_with = "range::opt_duration::<_, 0, 10_000>"
     )]
     pub modbus_silence: Option<Duration>,
     /// After a timeout, wait this long (and discard input) before sending a different request,
     /// so that a late reply is never read as the next answer; default min(timeout/2, 300ms).
     #[serde(
         default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_duration::serialize",
+        deserialize_with = "range::opt_duration::<_, 0, 60_000>"
     )]
     pub late_reply_guard: Option<Duration>,
 }
@@ -361,16 +398,25 @@ pub struct BusConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Baud rate (serial; also sets wire-time estimates for a serial server).
-    #[serde(default = "default_baud")]
+    #[serde(
+        default = "default_baud",
+        deserialize_with = "range::number::<_, _, 50, 4_000_000>"
+    )]
     pub baud: u32,
     /// Parity.
     #[serde(default = "default_parity")]
     pub parity: Parity,
     /// Data bits (5–8).
-    #[serde(default = "default_data_bits")]
+    #[serde(
+        default = "default_data_bits",
+        deserialize_with = "range::number::<_, _, 5, 8>"
+    )]
     pub data_bits: u8,
     /// Stop bits (1 or 2).
-    #[serde(default = "default_stop_bits")]
+    #[serde(
+        default = "default_stop_bits",
+        deserialize_with = "range::number::<_, _, 1, 2>"
+    )]
     pub stop_bits: u8,
     /// Kernel RS-485 mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -379,10 +425,16 @@ pub struct BusConfig {
     #[serde(default)]
     pub timing: Timing,
     /// Consecutive failed polls before a meter is degraded (probed less often).
-    #[serde(default = "default_degrade_after")]
+    #[serde(
+        default = "default_degrade_after",
+        deserialize_with = "range::number::<_, _, 1, 10_000>"
+    )]
     pub degrade_after: u32,
     /// While degraded, probe a meter only every this many slots.
-    #[serde(default = "default_probe_every")]
+    #[serde(
+        default = "default_probe_every",
+        deserialize_with = "range::number::<_, _, 1, 1_000_000>"
+    )]
     pub probe_every: u32,
     /// The meters on this bus.
     #[serde(default, rename = "meter")]
@@ -426,16 +478,28 @@ pub struct MeterConfig {
     /// Profile name (built-in or from `profile_dirs`).
     pub profile: String,
     /// Poll interval, aligned to wall-clock slots (`15m` is read at :00, :15, …).
-    #[serde(default = "default_interval", with = "duration")]
+    #[serde(
+        default = "default_interval",
+        serialize_with = "duration::serialize",
+        deserialize_with = "range::duration::<_, 100, 2_678_400_000>"
+    )]
     pub interval: Duration,
     /// Timing overrides for this meter (`timing = { retries = 3 }`).
     #[serde(default)]
     pub timing: Timing,
     /// Cap on registers per Modbus read (overrides the profile's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "range::opt_number::<_, _, 1, 125>"
+    )]
     pub max_registers: Option<u16>,
     /// Unused registers that may be read to merge two Modbus reads (overrides the profile's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "range::opt_number::<_, _, 0, 125>"
+    )]
     pub gap_fill: Option<u16>,
 }
 
@@ -472,7 +536,11 @@ impl Config {
     /// relative profile directories).
     pub fn from_text(path: &Path, text: &str) -> Result<(Config, ProfileSet), ConfigError> {
         let config: Config = parse_toml(path, text)?;
-        if let Err(e) = config.mqtt.validate() {
+        // No url is fine for the technician's commands (`trace --config`, `check-config` of a
+        // bus file); the uplink refuses to start without one.
+        if !config.mqtt.url.is_empty()
+            && let Err(e) = config.mqtt.validate()
+        {
             return Err(ConfigError::at(path, text, None, "mqtt", e.to_string()));
         }
         let base = path.parent().unwrap_or(Path::new("."));
@@ -824,6 +892,78 @@ profile = "eastron-sdm630"
         match load(text) {
             Ok(_) => panic!("accepted:\n{text}"),
             Err(e) => e,
+        }
+    }
+
+    /// One case per kind of checked field: the value is refused with its file, line, column
+    /// and key, and the message says the allowed range.
+    #[test]
+    fn every_kind_of_number_and_duration_is_range_checked_with_its_place() {
+        let mqtt = |extra: &str| format!("{GOOD}\n[mqtt]\nurl = \"mqtt://h\"\n{extra}\n");
+        let cases: [(String, &str, &str); 9] = [
+            // A duration (this one used to panic the uplink's timer).
+            (
+                mqtt("status_interval = \"0s\""),
+                "mqtt.status_interval",
+                "from 1s to 1day",
+            ),
+            // A duration under a library's minimum (rumqttc panics under 5 s).
+            (mqtt("keepalive = \"1s\""), "mqtt.keepalive", "from 5s to"),
+            // A whole number.
+            (
+                mqtt("max_inflight = 0"),
+                "mqtt.max_inflight",
+                "expected 1 to 1000, found 0",
+            ),
+            // An optional duration in an inline table.
+            (
+                GOOD.replace("response_timeout = \"800ms\"", "response_timeout = \"0s\""),
+                "bus[0].timing.response_timeout",
+                "from 1ms to 1m",
+            ),
+            // An optional whole number.
+            (
+                GOOD.replace("retries = 2", "retries = 200"),
+                "bus[0].timing.retries",
+                "expected 0 to 10, found 200",
+            ),
+            // A whole number of the bus.
+            (
+                GOOD.replace("baud = 9600", "baud = 9"),
+                "bus[0].baud",
+                "expected 50 to 4000000, found 9",
+            ),
+            // A meter's interval (0 would poll without pause).
+            (
+                GOOD.replace("interval = \"15m\"", "interval = \"0s\""),
+                "bus[0].meter[0].interval",
+                "from 100ms to",
+            ),
+            // A size in bytes.
+            (
+                format!("{GOOD}\n[spool]\nmax_bytes = \"1KiB\"\n"),
+                "spool.max_bytes",
+                "expected a size from 65536",
+            ),
+            // Another section's duration.
+            (
+                format!("{GOOD}\n[service]\nread_timeout = \"1h\"\n"),
+                "service.read_timeout",
+                "to 10m",
+            ),
+        ];
+        for (text, key, message) in cases {
+            let e = error_of(&text);
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.line > 0 && e.column > 0, "no place: {e}");
+            let line = text.lines().nth(e.line - 1).unwrap_or("");
+            let leaf = key.rsplit('.').next().unwrap_or(key);
+            assert!(
+                line.contains(leaf),
+                "line {} is not the key's: {line:?} ({e})",
+                e.line
+            );
+            assert!(e.message.contains(message), "{e}");
         }
     }
 

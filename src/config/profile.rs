@@ -286,7 +286,7 @@ impl Profile {
         Ok(profile)
     }
 
-    fn check(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+    pub(super) fn check(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
         if self.points.is_empty() {
             return Err(ConfigError::at(
                 file,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::WireCounters;
 use crate::bus::observer::{AttemptReport, PollOutcome, PollResult};
-use crate::reading::rfc3339_millis;
+use crate::clock::rfc3339_millis;
 
 /// A meter's state: the one meaning, in `/api/status`, `/metrics` and the retained meter status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

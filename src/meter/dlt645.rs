@@ -1,12 +1,13 @@
 //! DL/T 645 reads: the request of one data identifier and the meaning of its reply.
 
 use meter_protocols::dlt645::catalog::{self, DiInfo};
+use meter_protocols::dlt645::format::Value;
 use meter_protocols::dlt645::{Address, DataIdentifier, Dlt645Frame, Request, Response};
 
 use super::contract::Framing;
 use super::{FollowUp, Step, Transaction, TxKind, bad_value};
-use crate::decode::value_json;
-use crate::reading::{Label, Quality, ReadingValue};
+use crate::hex_input::to_hex;
+use crate::reading::{ExactNumber, Label, Quality, ReadingValue, ValueData};
 
 /// A quantity a DL/T 645 read is expected to yield.
 #[derive(Debug, Clone)]
@@ -154,7 +155,7 @@ fn decode(di: DataIdentifier, payload: &[u8]) -> Vec<ReadingValue> {
         .map(|d| {
             let item_di = catalog::di_for_quantity(version, &d.quantity).unwrap_or(di);
             let source = format!("dlt645:{item_di}");
-            let (value, meter_time, reason) = value_json(&d.value);
+            let (value, meter_time, reason) = value_parts(&d.value);
             let quality = if value.is_some() {
                 Quality::Good
             } else {
@@ -172,6 +173,28 @@ fn decode(di: DataIdentifier, payload: &[u8]) -> Vec<ReadingValue> {
             }
         })
         .collect()
+}
+
+/// A DL/T 645 value as the parts of a reading value: (value, meter time, reason it is
+/// missing). The explanation of frames (`meterd decode`) shows values the same way.
+pub(super) fn value_parts(v: &Value) -> (Option<ValueData>, Option<String>, Option<String>) {
+    match v {
+        Value::Number(d) => (
+            Some(ValueData::Number(ExactNumber::from_decimal(*d))),
+            None,
+            None,
+        ),
+        Value::Demand { value, time } => (
+            Some(ValueData::Number(ExactNumber::from_decimal(*value))),
+            Some(time.to_string()),
+            None,
+        ),
+        Value::Time(t) => (Some(ValueData::Text(t.to_string())), None, None),
+        Value::Text(s) => (Some(ValueData::Text(s.clone())), None, None),
+        Value::Bits(b) => (Some(ValueData::Text(format!("0x{b:04X}"))), None, None),
+        Value::Raw(r) => (Some(ValueData::Text(to_hex(r))), None, None),
+        Value::Invalid { raw, reason } => (None, None, Some(format!("{reason} ({})", to_hex(raw)))),
+    }
 }
 
 /// Applies the profile's quantity name to a single-item read.

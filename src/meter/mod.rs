@@ -12,6 +12,7 @@
 
 pub mod contract;
 mod dlt645;
+pub mod explain;
 mod modbus;
 
 use std::collections::HashMap;

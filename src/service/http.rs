@@ -20,12 +20,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{broadcast, oneshot, watch};
 
+use super::Handles;
 use super::report::Snapshot;
-use super::{Handles, ServiceConfig};
 use crate::bus::task::BusCommand;
 use crate::bus::trace::{Direction, FrameEvent};
-use crate::decode::one_line;
+use crate::config::ServiceConfig;
 use crate::hex_input::to_hex;
+use crate::meter::explain::one_line;
 use crate::reading::rfc3339_millis;
 use crate::sync::lock;
 

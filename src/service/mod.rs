@@ -17,10 +17,8 @@
 
 pub mod client;
 mod http;
-mod last_batch;
 mod metrics;
 pub mod report;
-pub mod success;
 
 #[cfg(test)]
 mod tests;
@@ -30,71 +28,21 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::bus::task::BusCommand;
 use crate::bus::trace::FrameEvent;
+use crate::config::ServiceConfig;
 use crate::health::BusHealth;
 use crate::sync::lock;
-use crate::uplink::{SpoolStats, UplinkHandle};
+use crate::uplink::{SpoolSummary, UplinkHandle};
 
-pub use success::SuccessBook;
+pub use crate::health::SuccessBook;
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8745";
-
-/// `[service]`: the local diagnostics service.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
-    /// Run the service at all.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// TCP address to listen on. Anything but loopback needs `token_file` or `token_env`.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    /// Also listen on this Unix socket (replaced if a stale one is there).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unix_socket: Option<PathBuf>,
-    /// File holding the bearer token (first line, trimmed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_file: Option<PathBuf>,
-    /// Environment variable holding the bearer token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_env: Option<String>,
-    /// Longest wait for a one-shot read (`POST /api/read`), queueing behind the poll in
-    /// progress included.
-    #[serde(default = "default_read_timeout", with = "crate::config::duration")]
-    pub read_timeout: Duration,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8745))
-}
-
-fn default_read_timeout() -> Duration {
-    Duration::from_secs(20)
-}
-
-impl Default for ServiceConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: default_listen(),
-            unix_socket: None,
-            token_file: None,
-            token_env: None,
-            read_timeout: default_read_timeout(),
-        }
-    }
-}
 
 /// Why the service refuses to start (the daemon then refuses too).
 #[derive(Debug, Error)]
@@ -190,7 +138,7 @@ pub struct Handles {
     /// The uplink's snapshot.
     pub uplink: UplinkHandle,
     /// The spool's numbers (must be cheap).
-    pub spool: Arc<dyn Fn() -> SpoolStats + Send + Sync>,
+    pub spool: Arc<dyn Fn() -> SpoolSummary + Send + Sync>,
     /// The success book, fed by the daemon's pipeline.
     pub book: Arc<Mutex<SuccessBook>>,
     /// The bus tasks' frame channel.

@@ -9,11 +9,11 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::Handles;
-use super::success::{GroupSuccess, MeterSuccess, SuccessBook};
+use crate::health::success::{GroupSuccess, MeterSuccess};
 use crate::health::{BusHealth, LinkState, MeterState, WireCounters};
 use crate::reading::{ReadingBatch, rfc3339_millis};
 use crate::sync::lock;
-use crate::uplink::{SpoolStats, UplinkSnapshot};
+use crate::uplink::{SpoolSummary, UplinkSnapshot};
 
 /// The whole status document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ pub struct GatewayReport {
     /// The MQTT uplink.
     pub uplink: UplinkReport,
     /// The spool.
-    pub spool: SpoolStats,
+    pub spool: SpoolSummary,
     /// Reading success of all meters.
     pub success: GroupSuccess,
 }
@@ -180,7 +180,7 @@ pub struct Snapshot {
     /// Uplink.
     pub uplink: UplinkSnapshot,
     /// Spool.
-    pub spool: SpoolStats,
+    pub spool: SpoolSummary,
     /// Gateway success.
     pub gateway: GroupSuccess,
     /// Per bus success, in bus order.
@@ -328,18 +328,5 @@ fn bus_report(
                 }
             })
             .collect(),
-    }
-}
-
-/// The gateway's reading success, as published in the retained gateway status.
-pub fn gateway_success(book: &SuccessBook, now: SystemTime) -> crate::uplink::ReadingSuccess {
-    let g = book.group(None, now);
-    crate::uplink::ReadingSuccess {
-        day: g.day,
-        meters: g.meters,
-        meters_read_today: g.today.meters_read,
-        rate_today: g.today.rate,
-        meters_read_24h: g.last_24h.meters_read,
-        rate_24h: g.last_24h.rate,
     }
 }

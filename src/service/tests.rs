@@ -345,7 +345,7 @@ async fn the_client_says_when_no_daemon_runs() {
 
 #[test]
 fn the_gateway_status_with_success_rates_fits_its_schema() {
-    use crate::uplink::{GatewayState, GatewayStatus, SpoolStats};
+    use crate::uplink::{GatewayState, GatewayStatus, SpoolSummary};
     use std::time::{Duration, UNIX_EPOCH};
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/gateway-status.v1.json");
     let schema: serde_json::Value =
@@ -371,9 +371,9 @@ fn the_gateway_status_with_success_rates_fits_its_schema() {
         None,
         now,
         now,
-        SpoolStats::default(),
+        SpoolSummary::default(),
     );
-    s.reading_success = Some(super::report::gateway_success(&book, now));
+    s.reading_success = Some(crate::uplink::ReadingSuccess::from(&book.group(None, now)));
     let json = serde_json::to_value(&s).expect("JSON");
     let errors: Vec<String> = validator
         .iter_errors(&json)

@@ -34,8 +34,8 @@ use meter_protocols::dlt645::Address;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::clock::{UnixMillis, parse_rfc3339};
 use super::fault::{FaultKind, FaultsConfig};
+use crate::clock::{UnixMillis, parse_rfc3339};
 use crate::config::{ConfigError, Parity, ProfileSet, Protocol, parse_toml};
 
 /// The special `serial` value that makes the simulator create a pseudo-terminal pair.

@@ -21,10 +21,10 @@ use meter_protocols::modbus::rtu::{ExceptionCode, Request as RtuRequest, Respons
 use meter_protocols::modbus::values::{self, RegisterOrder, Scale, ValueType};
 use serde::Serialize;
 
-use super::clock::UnixMillis;
 use super::config::SimMeterConfig;
 use super::fault::FaultState;
 use super::model::MeterModel;
+use crate::clock::UnixMillis;
 use crate::config::profile::RegisterFunction;
 use crate::config::{Profile, Protocol};
 

@@ -20,10 +20,10 @@ use tokio_modbus::server::Service;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
-use super::clock::{rfc3339_ms, wall_clock_ms};
 use super::fault::FaultKind;
 use super::port::PortShared;
 use super::truth::TruthLine;
+use crate::clock::{rfc3339_ms, wall_clock_ms};
 
 /// The tokio-modbus service of one Modbus TCP port.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use meter_protocols::Decimal;
 use meter_protocols::dlt645::format::{Format, MeterTime, Value};
 use meter_protocols::modbus::values::{RawValue, ValueType};
 
-use super::clock::{UnixMillis, civil, days_from_civil, start_of_day, start_of_month};
+use crate::clock::{UnixMillis, civil, days_from_civil, start_of_day, start_of_month};
 
 /// Energy registers count from this instant (2024-01-01T00:00:00Z) at the meter's rate.
 pub fn energy_epoch() -> UnixMillis {
@@ -403,7 +403,7 @@ pub fn meter_time(t: UnixMillis) -> MeterTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::clock::parse_rfc3339;
+    use crate::clock::parse_rfc3339;
 
     fn t(s: &str) -> UnixMillis {
         parse_rfc3339(s).unwrap()

@@ -24,11 +24,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::clock::{SimClock, rfc3339_ms, wall_clock_ms};
+use super::clock::SimClock;
 use super::config::PortConfig;
 use super::fault::{FaultKind, FiredFaults};
 use super::meter::{SimMeter, TruthValue};
 use super::truth::{TruthLine, TruthLog};
+use crate::clock::{rfc3339_ms, wall_clock_ms};
 
 /// Partial input is dropped after this much silence (DL/T 645 allows Tb ≤ 500 ms between
 /// bytes; requests from a gateway arrive in one burst).

@@ -51,8 +51,8 @@
 //!
 //! # Validation state
 //!
-//! For each appended batch, every value whose quantity starts with `energy.`, whose quality is
-//! `good` and whose value is a number is remembered as that meter's last good value of that
+//! For each appended batch, every value of a cumulative register
+//! ([`crate::reading::is_cumulative`]) whose quality is `good` and whose value is a number is remembered as that meter's last good value of that
 //! quantity ([`Spool::last_good`]), in the same transaction as the batch. So after a restart the
 //! validator compares the next reading with the last one that was actually taken.
 //!
@@ -478,7 +478,7 @@ impl Spool {
     /// Stores one poll cycle's batches in one transaction, durable when this returns.
     ///
     /// Stamps each batch with `gateway`, its meter's next `seq` and `id` =
-    /// `{gateway}/{meter}/{seq}`, and remembers its good `energy.*` values (see the module doc).
+    /// `{gateway}/{meter}/{seq}`, and remembers its good cumulative register values (see the module doc).
     /// Drops the oldest stored batches first if the new ones would not fit in `max_bytes`.
     /// On any error nothing of this call is stored and no `seq` is used up.
     pub fn append(
@@ -663,9 +663,11 @@ impl Spool {
                 ])
                 .map_err(sql)?;
                 for v in &batch.values {
-                    if let (true, Quality::Good, Some(ValueData::Number(n))) =
-                        (v.quantity.starts_with("energy."), v.quality, &v.value)
-                    {
+                    if let (true, Quality::Good, Some(ValueData::Number(n))) = (
+                        crate::reading::is_cumulative(&v.quantity),
+                        v.quality,
+                        &v.value,
+                    ) {
                         good.execute(params![batch.meter, v.quantity, n.as_str(), batch.read_at])
                             .map_err(sql)?;
                     }
@@ -841,7 +843,7 @@ impl Spool {
         rows.collect::<Result<Vec<_>, _>>().map_err(sql)
     }
 
-    /// The last good value (exact decimal text) of an `energy.*` quantity of a meter, as taken
+    /// The last good value (exact decimal text) of a cumulative register of a meter, as taken
     /// by [`Spool::append`].
     pub fn last_good(&self, meter: &str, quantity: &str) -> Result<Option<String>, SpoolError> {
         let mut stmt = self

@@ -199,9 +199,11 @@ impl Model {
                 let mut out = Vec::new();
                 for (b, payload) in new {
                     for v in &b.values {
-                        if let (true, Quality::Good, Some(ValueData::Number(n))) =
-                            (v.quantity.starts_with("energy."), v.quality, &v.value)
-                        {
+                        if let (true, Quality::Good, Some(ValueData::Number(n))) = (
+                            crate::reading::is_cumulative(&v.quantity),
+                            v.quality,
+                            &v.value,
+                        ) {
                             self.last_good
                                 .insert((b.meter.clone(), v.quantity.to_string()), n.to_string());
                         }

@@ -8,7 +8,8 @@
 use rumqttc::v5;
 use rumqttc::{ConnectReturnCode, ConnectionError, Event, Outgoing, Packet, QoS};
 
-use super::config::{MqttProtocol, UplinkConfig, UplinkConfigError};
+use super::options::UplinkConfigError;
+use crate::config::{MqttConfig, MqttProtocol};
 
 /// The last will: the retained offline status.
 #[derive(Debug, Clone)]
@@ -72,7 +73,7 @@ pub(super) enum Events {
 /// A client for `config` and its event loop (not connected yet: the first [`Events::poll`]
 /// connects).
 pub(super) fn connect(
-    config: &UplinkConfig,
+    config: &MqttConfig,
     gateway: &str,
     will: Will,
 ) -> Result<(Client, Events), UplinkConfigError> {

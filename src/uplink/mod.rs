@@ -17,7 +17,7 @@
 //!
 //! **Never**: exits on a broker or network error (it reconnects with capped, jittered backoff
 //! forever, including after an authorisation refusal, which is logged as such); writes or reorders
-//! outbox rows; logs the password; starts the embedded broker (see [`crate::broker`]).
+//! outbox rows; logs the password; starts the embedded broker (see [`crate::uplink::embedded_broker`]).
 //!
 //! Wiring, in the daemon:
 //!
@@ -31,13 +31,14 @@
 //! // on SIGTERM:                   handle.shutdown(); task.await;
 //! ```
 //!
-//! With `url = "embedded"`, start [`crate::broker::EmbeddedBroker`] on
+//! With `url = "embedded"`, start [`crate::uplink::embedded_broker::EmbeddedBroker`] on
 //! `embedded_listen` first.
 
-mod config;
+#[cfg(feature = "embedded-broker")]
+pub mod embedded_broker;
 mod health_forwarder;
 mod link;
-mod outbox;
+mod options;
 mod status;
 
 #[cfg(test)]
@@ -45,9 +46,6 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-
-use crate::health::MeterHealth;
-use crate::sync::lock;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -55,13 +53,17 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-pub use config::{BrokerUrl, MqttProtocol, Secret, UplinkConfig, UplinkConfigError};
 pub use health_forwarder::forward_health;
 use link::{Client, Events, LinkError, LinkEvent, Will};
-pub use outbox::{MemoryOutbox, Outbox, Pending};
+pub use options::{Secret, UplinkConfigError};
+
+use crate::config::MqttConfig;
+use crate::health::MeterHealth;
+use crate::ingest::Outbox;
+use crate::sync::lock;
 pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
-    MeterStatusMessage, ReadingSuccess, SpoolStats,
+    MeterStatusMessage, ReadingSuccess, SpoolSummary,
 };
 
 /// The uplink's connection state.
@@ -225,13 +227,13 @@ impl UplinkHandle {
     }
 }
 
-type SpoolStatsFn = Box<dyn Fn() -> SpoolStats + Send + Sync>;
+type SpoolStatsFn = Box<dyn Fn() -> SpoolSummary + Send + Sync>;
 type ReadingSuccessFn = Box<dyn Fn() -> Option<ReadingSuccess> + Send + Sync>;
 
 /// The uplink task. Build with [`Uplink::new`], run with [`Uplink::run`] on one tokio task.
 pub struct Uplink<O: Outbox> {
     gateway: String,
-    config: UplinkConfig,
+    config: MqttConfig,
     outbox: O,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
@@ -326,7 +328,7 @@ impl<O: Outbox> Uplink<O> {
     /// path fails here rather than at the first connect.
     pub fn new(
         gateway: &str,
-        config: UplinkConfig,
+        config: MqttConfig,
         outbox: O,
     ) -> Result<(Self, UplinkHandle), UplinkConfigError> {
         if !valid_topic_level(gateway) {
@@ -364,7 +366,7 @@ impl<O: Outbox> Uplink<O> {
                 outbox,
                 shared,
                 shutdown: rx,
-                spool_stats: Box::new(SpoolStats::default),
+                spool_stats: Box::new(SpoolSummary::default),
                 reading_success: Box::new(|| None),
                 started: SystemTime::now(),
             },
@@ -375,7 +377,10 @@ impl<O: Outbox> Uplink<O> {
     /// Where the gateway status numbers for the spool come from. Called on the uplink task each
     /// time the gateway status or the last will is built (every `status_interval` and on every
     /// reconnect attempt), so it must be cheap (cached counters, not a `COUNT(*)`).
-    pub fn with_spool_stats(mut self, f: impl Fn() -> SpoolStats + Send + Sync + 'static) -> Self {
+    pub fn with_spool_stats(
+        mut self,
+        f: impl Fn() -> SpoolSummary + Send + Sync + 'static,
+    ) -> Self {
         self.spool_stats = Box::new(f);
         self
     }

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::success::GroupSuccess;
 use crate::health::{MeterHealth, MeterState};
 use crate::reading::rfc3339_millis;
 
@@ -16,15 +17,26 @@ pub const GATEWAY_STATUS_SCHEMA: &str = "meterd.gateway-status.v1";
 /// Schema name of a meter status.
 pub const METER_STATUS_SCHEMA: &str = "meterd.meter-status.v1";
 
-/// The spool's numbers, read by the uplink each time it publishes the gateway status.
+/// The spool's numbers as the gateway status publishes them (built from the spool's own
+/// [`crate::spool::SpoolStats`]), read by the uplink each time it publishes the gateway status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpoolStats {
+pub struct SpoolSummary {
     /// Readings waiting for the broker's acknowledgement.
     pub depth: u64,
     /// Bytes those readings take.
     pub bytes: u64,
     /// Readings dropped because the spool was full (since start).
     pub dropped: u64,
+}
+
+impl From<&crate::spool::SpoolStats> for SpoolSummary {
+    fn from(s: &crate::spool::SpoolStats) -> Self {
+        Self {
+            depth: s.depth,
+            bytes: s.bytes,
+            dropped: s.dropped_batches,
+        }
+    }
 }
 
 /// The reading success rate (the concentrator KPI) of all meters, in the gateway status: meters
@@ -43,6 +55,20 @@ pub struct ReadingSuccess {
     pub meters_read_24h: u64,
     /// meters_read_24h ÷ meters; null without meters.
     pub rate_24h: Option<f64>,
+}
+
+impl From<&GroupSuccess> for ReadingSuccess {
+    /// The gateway's reading success as published: the whole gateway's group of the book.
+    fn from(g: &GroupSuccess) -> Self {
+        Self {
+            day: g.day.clone(),
+            meters: g.meters,
+            meters_read_today: g.today.meters_read,
+            rate_today: g.today.rate,
+            meters_read_24h: g.last_24h.meters_read,
+            rate_24h: g.last_24h.rate,
+        }
+    }
 }
 
 /// Gateway online/offline.
@@ -77,7 +103,7 @@ pub struct GatewayStatus {
     /// Seconds since start, at `at`.
     pub uptime_s: u64,
     /// Spool numbers at `at`.
-    pub spool: SpoolStats,
+    pub spool: SpoolSummary,
     /// Reading success rates at `at` (absent when the daemon gives none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reading_success: Option<ReadingSuccess>,
@@ -91,7 +117,7 @@ impl GatewayStatus {
         reason: Option<&str>,
         started: SystemTime,
         now: SystemTime,
-        spool: SpoolStats,
+        spool: SpoolSummary,
     ) -> Self {
         Self {
             schema: GATEWAY_STATUS_SCHEMA.to_owned(),

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::*;
 use crate::health::MeterState;
+use crate::ingest::MemoryOutbox;
 use crate::reading::{ExactNumber, Quality, ReadingBatch, ReadingValue, ValueData};
 
 type SharedOutbox = Arc<Mutex<MemoryOutbox>>;
@@ -214,8 +215,8 @@ async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-fn config(port: u16) -> UplinkConfig {
-    UplinkConfig {
+fn config(port: u16) -> MqttConfig {
+    MqttConfig {
         url: format!("mqtt://127.0.0.1:{port}"),
         keepalive: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
@@ -223,7 +224,7 @@ fn config(port: u16) -> UplinkConfig {
         reconnect_min: Duration::from_millis(100),
         reconnect_max: Duration::from_millis(400),
         shutdown_timeout: Duration::from_secs(3),
-        ..UplinkConfig::default()
+        ..MqttConfig::default()
     }
 }
 
@@ -276,14 +277,14 @@ fn push(
 
 fn start_uplink(
     gw: &str,
-    cfg: UplinkConfig,
+    cfg: MqttConfig,
 ) -> (SharedOutbox, UplinkHandle, JoinHandle<SharedOutbox>) {
     let outbox: SharedOutbox = Arc::new(Mutex::new(MemoryOutbox::new()));
     let stats = outbox.clone();
     let (uplink, handle) = Uplink::new(gw, cfg, outbox.clone()).unwrap();
     let uplink = uplink.with_spool_stats(move || {
         let o = stats.lock().unwrap();
-        SpoolStats {
+        SpoolSummary {
             depth: o.len() as u64,
             bytes: o.bytes(),
             dropped: 0,
@@ -435,7 +436,7 @@ async fn an_oversized_reading_does_not_block_the_others() {
     let bin = need_mosquitto!();
     let broker = Mosquitto::start(&bin, "");
     let sub = Sub::start(broker.port, "meterd/gw-o/+/+/readings", "sub-o", true).await;
-    let cfg = UplinkConfig {
+    let cfg = MqttConfig {
         max_packet_size: 10 * 1024,
         ..config(broker.port)
     };
@@ -571,7 +572,7 @@ async fn wrong_password_is_a_clear_error_and_is_retried() {
     );
     let wrong = broker.dir().join("wrong");
     std::fs::write(&wrong, "hunter2\n").unwrap();
-    let cfg = UplinkConfig {
+    let cfg = MqttConfig {
         username: Some("meterd".into()),
         password_file: Some(wrong.clone()),
         ..config(broker.port)
@@ -775,7 +776,7 @@ async fn tls_with_ca_and_client_certificate() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let sub = Sub::start(broker.port, "meterd/gw-t/#", "sub-t", true).await;
-    let tls = UplinkConfig {
+    let tls = MqttConfig {
         url: format!("mqtts://127.0.0.1:{tls_port}"),
         ca_file: Some(p("ca.crt").into()),
         client_cert: Some(p("client.crt").into()),
@@ -783,7 +784,7 @@ async fn tls_with_ca_and_client_certificate() {
         ..config(broker.port)
     };
     // Without the client certificate the broker refuses the handshake.
-    let no_cert = UplinkConfig {
+    let no_cert = MqttConfig {
         client_cert: None,
         client_key: None,
         ..tls.clone()
@@ -828,7 +829,7 @@ async fn uplink_drain_rate() {
     let bin = need_mosquitto!();
     let broker = Mosquitto::start(&bin, &std::env::var("MOSQ_EXTRA").unwrap_or_default());
     for window in [1u16, 2, 5, 20, 100] {
-        let cfg = UplinkConfig {
+        let cfg = MqttConfig {
             max_inflight: window,
             ..config(broker.port)
         };

@@ -15,55 +15,9 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use meter_protocols::Decimal;
-use serde::{Deserialize, Serialize};
 
-use crate::reading::{Quality, ReadingBatch, ReadingValue, ValueData};
-
-/// Validation settings (`[validation]` in the configuration).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ValidationConfig {
-    /// Largest tolerated difference between the meter's clock and the gateway's.
-    #[serde(default = "default_clock_limit", with = "crate::config::duration")]
-    pub clock_limit: Duration,
-    /// Check that tariff registers add up to the total.
-    #[serde(default = "yes")]
-    pub tariff_sum: bool,
-    /// Physical ranges, by quantity prefix (`voltage` matches `voltage.l1`).
-    #[serde(default = "default_ranges")]
-    pub ranges: HashMap<String, [f64; 2]>,
-}
-
-fn default_clock_limit() -> Duration {
-    // Meters are kept within 10 s of the terminal (State Grid practice; notes/dlt645.md §5.3).
-    Duration::from_secs(10)
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_ranges() -> HashMap<String, [f64; 2]> {
-    [
-        ("voltage", [0.0, 1000.0]),
-        ("current", [-20_000.0, 20_000.0]),
-        ("frequency", [45.0, 65.0]),
-        ("power_factor", [-1.0, 1.0]),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
-impl Default for ValidationConfig {
-    fn default() -> Self {
-        Self {
-            clock_limit: default_clock_limit(),
-            tariff_sum: true,
-            ranges: default_ranges(),
-        }
-    }
-}
+pub use crate::config::ValidationConfig;
+use crate::reading::{Quality, ReadingBatch, ReadingValue, ValueData, is_cumulative};
 
 /// The number a value holds, if it is a good or suspect number.
 fn number(v: &ReadingValue) -> Option<Decimal> {
@@ -78,13 +32,6 @@ fn mark(v: &mut ReadingValue, reason: String) {
         v.quality = Quality::Suspect;
         v.reason = Some(reason);
     }
-}
-
-/// True for cumulative registers that must never decrease: import/export/quadrant energies,
-/// current values only. Combined registers are sums with signs chosen by the meter, so they
-/// may fall; snapshots (`@settlement-1`) move to another period and are not compared.
-pub fn is_monotonic(quantity: &str) -> bool {
-    quantity.starts_with("energy.") && !quantity.contains(".combined") && !quantity.contains('@')
 }
 
 impl ValidationConfig {
@@ -102,7 +49,7 @@ impl ValidationConfig {
             }
             // Only values with a check are parsed (most instantaneous values of a big profile
             // have none): the parse was a visible share of the pipeline's CPU.
-            let monotonic = is_monotonic(&v.quantity);
+            let monotonic = is_cumulative(&v.quantity);
             let family = v.quantity.split('.').next().unwrap_or("");
             let range = self
                 .ranges

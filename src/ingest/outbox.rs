@@ -1,6 +1,7 @@
 //! The outbox the uplink drains: durable readings waiting for their PUBACK.
 //!
-//! The spool (SQLite) implements [`Outbox`]; [`MemoryOutbox`] is the in-memory implementation
+//! Defined here, below the uplink, so that the uplink depends on ingest and never the other
+//! way. The spool (through [`super::SpoolOutbox`]) implements [`Outbox`]; [`MemoryOutbox`] is the in-memory implementation
 //! used by tests and by `meterd demo`. The uplink only ever reads rows in rowid order and deletes
 //! a row when the broker has acknowledged it; it never writes or reorders rows.
 

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 // A panic while holding the spool's lock cannot leave SQLite half-written (transactions), so
 // the spool is still usable after one: `lock` takes a poisoned lock as it is.
+use super::outbox::{Outbox, Pending};
 use crate::spool::{AppendedRows, Spool, SpoolError};
 use crate::sync::lock;
-use crate::uplink::{self, Outbox};
 
 /// Most rows kept for the handoff (their payloads are ~1–3 KB each). The uplink takes them a
 /// publish window at a time; when it falls further behind (a poll burst of hundreds of meters,
@@ -28,16 +28,16 @@ const ACK_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Rows just appended, shared by the spool writer (which adds) and the outbox (which takes).
 #[derive(Clone, Default)]
-pub(super) struct FreshRows(Arc<Mutex<VecDeque<uplink::Pending>>>);
+pub struct FreshRows(Arc<Mutex<VecDeque<Pending>>>);
 
 impl FreshRows {
-    fn rows(&self) -> MutexGuard<'_, VecDeque<uplink::Pending>> {
+    fn rows(&self) -> MutexGuard<'_, VecDeque<Pending>> {
         // Only plain pushes and pops happen under the lock: a poisoned queue is still whole.
         lock(&self.0)
     }
 
     /// Called after each successful append, with what it stored.
-    pub(super) fn add(&self, appended: AppendedRows) {
+    pub fn add(&self, appended: AppendedRows) {
         let mut rows = self.rows();
         if appended.dropped > 0 {
             // The overflow policy deleted older rows, perhaps some of these: from now on the
@@ -54,7 +54,7 @@ impl FreshRows {
 
     /// The rows after `after_rowid`, up to `limit`, if the queue holds exactly those; `None`
     /// when the file must be read. Rows at or before the cursor are discarded either way.
-    fn take(&self, after_rowid: Option<i64>, limit: usize) -> Option<Vec<uplink::Pending>> {
+    fn take(&self, after_rowid: Option<i64>, limit: usize) -> Option<Vec<Pending>> {
         let mut rows = self.rows();
         let Some(cursor) = after_rowid else {
             // A re-read from the start (after a CONNACK): the file, which has everything.
@@ -93,7 +93,7 @@ impl FreshRows {
 /// Acknowledged rows not deleted yet, shared by the outbox (which adds them and commits them
 /// when due) and the spool writer (which deletes them in its next append's transaction).
 #[derive(Clone, Default)]
-pub(super) struct HeldAcks(Arc<Mutex<AckGroup>>);
+pub struct HeldAcks(Arc<Mutex<AckGroup>>);
 
 #[derive(Default)]
 struct AckGroup {
@@ -117,7 +117,7 @@ impl HeldAcks {
     }
 
     /// Takes every ack held (to delete them).
-    pub(super) fn take(&self) -> Vec<i64> {
+    pub fn take(&self) -> Vec<i64> {
         let mut g = self.group();
         g.oldest = None;
         std::mem::take(&mut g.rowids)
@@ -125,7 +125,7 @@ impl HeldAcks {
 
     /// Gives back acks whose deletion failed (before newer ones: order does not matter to a
     /// delete, only that none is lost).
-    pub(super) fn put_back(&self, mut rowids: Vec<i64>) {
+    pub fn put_back(&self, mut rowids: Vec<i64>) {
         if rowids.is_empty() {
             return;
         }
@@ -155,19 +155,20 @@ impl HeldAcks {
 /// Committing on every read instead cost one fsync per reading (the uplink reads the outbox
 /// once per stored batch), and a transaction of their own each second was a tenth of the
 /// daemon's CPU at 10 readings/s (benches/pipeline.rs, docs/benchmarks.md).
-pub(super) struct SpoolOutbox {
+pub struct SpoolOutbox {
     spool: Arc<Mutex<Spool>>,
     fresh: FreshRows,
     acks: HeldAcks,
 }
 
 impl SpoolOutbox {
-    pub(super) fn new(spool: Arc<Mutex<Spool>>, fresh: FreshRows, acks: HeldAcks) -> Self {
+    /// The outbox over `spool`, serving `fresh` rows from memory and holding acks in `acks`.
+    pub fn new(spool: Arc<Mutex<Spool>>, fresh: FreshRows, acks: HeldAcks) -> Self {
         Self { spool, fresh, acks }
     }
 
     /// Commits the acks held (one transaction); on error they stay held.
-    pub(super) fn flush(&mut self) -> Result<(), SpoolError> {
+    pub fn flush(&mut self) -> Result<(), SpoolError> {
         // The spool first, then the acks: the writer takes them under the spool's lock, so a
         // flush never sees a group the writer is deleting half-way.
         let mut spool = lock(&self.spool);
@@ -197,7 +198,7 @@ impl Outbox for SpoolOutbox {
         &mut self,
         after_rowid: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<uplink::Pending>, SpoolError> {
+    ) -> Result<Vec<Pending>, SpoolError> {
         if self.flush_due(after_rowid) {
             self.flush()?;
         }
@@ -248,7 +249,7 @@ mod tests {
         fresh.add(rows);
     }
 
-    fn ids(rows: &[uplink::Pending]) -> Vec<String> {
+    fn ids(rows: &[Pending]) -> Vec<String> {
         rows.iter().map(|r| r.id.clone()).collect()
     }
 

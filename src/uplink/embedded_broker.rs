@@ -144,7 +144,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_uplink_drains_into_the_embedded_broker() {
-        use crate::uplink::{MemoryOutbox, Outbox, Uplink, UplinkConfig};
+        use crate::config::MqttConfig;
+        use crate::ingest::{MemoryOutbox, Outbox};
+        use crate::uplink::Uplink;
         use std::sync::{Arc, Mutex};
 
         let listen = TcpListener::bind("127.0.0.1:0")
@@ -159,10 +161,10 @@ mod tests {
                 .unwrap()
                 .push("m1", seq, &format!("gw/m1/{seq}"), vec![b'x'; 64 * 1024]);
         }
-        let cfg = UplinkConfig {
+        let cfg = MqttConfig {
             url: "embedded".into(),
             embedded_listen: listen,
-            ..UplinkConfig::default()
+            ..MqttConfig::default()
         };
         let (uplink, handle) = Uplink::new("gw", cfg, outbox.clone()).unwrap();
         let task = tokio::spawn(uplink.run());

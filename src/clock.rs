@@ -1,0 +1,183 @@
+//! Wall-clock time as meterd writes and reads it: RFC 3339 stamps, Unix milliseconds and UTC
+//! calendar arithmetic (days, months, weekdays), shared by the daemon, the CLI and the simulator.
+//!
+//! A leaf: it imports nothing of the crate and never sleeps. The calendar is written by hand
+//! (Howard Hinnant's `days_from_civil`) because what is needed is UTC only and a few lines,
+//! where chrono or time would be a new dependency tree for the gateway; formatting a
+//! `SystemTime` goes through humantime, which the configuration parser already uses.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since 1970-01-01T00:00:00Z (UTC, no leap seconds).
+pub type UnixMillis = i64;
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// UTC RFC 3339 with milliseconds: `2026-11-27T11:00:01.234Z`.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The host's wall clock in Unix milliseconds (0 if the clock is before 1970).
+pub fn wall_clock_ms() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number (days since 1970-01-01): (year, month 1..=12, day 1..=31).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A broken-down UTC time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    /// Year.
+    pub year: i64,
+    /// Month 1..=12.
+    pub month: u32,
+    /// Day 1..=31.
+    pub day: u32,
+    /// Weekday, 0 = Sunday.
+    pub weekday: u32,
+    /// Hour 0..=23.
+    pub hour: u32,
+    /// Minute 0..=59.
+    pub minute: u32,
+    /// Second 0..=59.
+    pub second: u32,
+    /// Millisecond 0..=999.
+    pub millis: u32,
+}
+
+/// Breaks a Unix time into its UTC calendar fields.
+pub fn civil(t: UnixMillis) -> Civil {
+    let days = t.div_euclid(MS_PER_DAY);
+    let ms = t.rem_euclid(MS_PER_DAY);
+    let (year, month, day) = civil_from_days(days);
+    let secs = ms / 1000;
+    Civil {
+        year,
+        month,
+        day,
+        weekday: (days + 4).rem_euclid(7) as u32,
+        hour: (secs / 3600) as u32,
+        minute: (secs / 60 % 60) as u32,
+        second: (secs % 60) as u32,
+        millis: (ms % 1000) as u32,
+    }
+}
+
+/// Midnight (00:00 UTC) of the day `t` falls in.
+pub fn start_of_day(t: UnixMillis) -> UnixMillis {
+    t.div_euclid(MS_PER_DAY) * MS_PER_DAY
+}
+
+/// Midnight of the first day of the month `months_back` months before the month of `t`.
+pub fn start_of_month(t: UnixMillis, months_back: u32) -> UnixMillis {
+    let c = civil(t);
+    let index = c.year * 12 + i64::from(c.month) - 1 - i64::from(months_back);
+    let (year, month) = (index.div_euclid(12), index.rem_euclid(12) as u32 + 1);
+    days_from_civil(year, month, 1) * MS_PER_DAY
+}
+
+/// RFC 3339 with milliseconds, UTC: `2026-11-27T11:00:01.234Z`.
+pub fn rfc3339_ms(t: UnixMillis) -> String {
+    let c = civil(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
+    )
+}
+
+/// Parses `YYYY-MM-DDThh:mm:ss[.fff]Z` (UTC only).
+pub fn parse_rfc3339(s: &str) -> Option<UnixMillis> {
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix('z'))?;
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: u32 = d.next()?.parse().ok()?;
+    let day: u32 = d.next()?.parse().ok()?;
+    if d.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (hms, frac) = match time.split_once('.') {
+        Some((hms, frac)) => (hms, Some(frac)),
+        None => (time, None),
+    };
+    let mut t = hms.split(':');
+    let hour: i64 = t.next()?.parse().ok()?;
+    let minute: i64 = t.next()?.parse().ok()?;
+    let second: i64 = t.next()?.parse().ok()?;
+    if t.next().is_some() || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let millis: i64 = match frac {
+        None => 0,
+        Some(f) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => {
+            let f3: String = f.chars().chain("000".chars()).take(3).collect();
+            f3.parse().ok()?
+        }
+        Some(_) => return None,
+    };
+    if civil_from_days(days_from_civil(year, month, day)) != (year, month, day) {
+        return None;
+    }
+    Some(
+        days_from_civil(year, month, day) * MS_PER_DAY
+            + ((hour * 60 + minute) * 60 + second) * 1000
+            + millis,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_round_trips() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+        let t = parse_rfc3339("2026-11-27T11:00:01.234Z").unwrap();
+        assert_eq!(rfc3339_ms(t), "2026-11-27T11:00:01.234Z");
+        let c = civil(t);
+        assert_eq!(c.weekday, 5, "2026-11-27 is a Friday");
+        assert_eq!(rfc3339_ms(start_of_month(t, 0)), "2026-11-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_ms(start_of_month(t, 11)),
+            "2025-12-01T00:00:00.000Z"
+        );
+        assert_eq!(rfc3339_ms(start_of_day(t)), "2026-11-27T00:00:00.000Z");
+        assert_eq!(parse_rfc3339("2026-02-30T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-01-01 00:00:00"), None);
+    }
+
+    #[test]
+    fn both_formatters_agree() {
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_795_777_201_234);
+        assert_eq!(rfc3339_millis(t), rfc3339_ms(1_795_777_201_234));
+    }
+}

@@ -1,0 +1,209 @@
+//! Frames explained for people: a DL/T 645 or Modbus RTU frame, field by field.
+//!
+//! This module owns the explanation of one frame's bytes: it detects the protocol (or takes
+//! the one asked for), names every field in the standard's terms, decodes values with their
+//! unit and format, and checks the checksum or CRC. The result is a field table as text, the
+//! JSON object of `meterd decode --json`, and what is wrong with the frame; [`one_line`] is the
+//! summary the live traces show. A broken frame still yields what could be read.
+//!
+//! It never prints and never does I/O: `meterd decode` (in the CLI) prints, `meterd trace` and
+//! the service's live trace put [`one_line`] next to the frames they carry. The per-protocol
+//! halves are `dlt645` and `modbus`.
+
+mod dlt645;
+mod modbus;
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Write as _;
+
+use meter_protocols::dlt645::Version;
+use meter_protocols::modbus::rtu;
+use serde::Serialize;
+
+use crate::reading::ValueData;
+
+/// Which protocol to read a frame as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameProtocol {
+    /// Detect from the bytes.
+    Auto,
+    /// DL/T 645-2007.
+    Dlt645_2007,
+    /// DL/T 645-1997.
+    Dlt645_1997,
+    /// Modbus RTU.
+    ModbusRtu,
+}
+
+/// A frame explained: a field table, a JSON object, and what is wrong with the frame.
+#[derive(Debug)]
+pub struct Explanation {
+    /// Human-readable explanation, one field per line.
+    pub text: String,
+    /// The JSON object.
+    pub json: FrameJson,
+    /// Why the frame is not valid (bad checksum, bad end byte), if it is not.
+    pub problem: Option<String>,
+}
+
+/// The `meterd decode --json` object.
+#[derive(Debug, Serialize)]
+pub struct FrameJson {
+    /// `dlt645-2007`, `dlt645-1997` or `modbus-rtu`.
+    pub protocol: &'static str,
+    /// `request`, `response` (or for Modbus, `request or its echo`).
+    pub direction: String,
+    /// DL/T 645 address (12 digits), or the Modbus unit id as text.
+    pub address: String,
+    /// Control / function.
+    pub control: ControlJson,
+    /// Data identifier (DL/T 645 reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub di: Option<String>,
+    /// Decoded values.
+    pub values: Vec<ValueJson>,
+    /// Other fields of the frame, by name (address/count for Modbus reads, time for time sync…).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldJson>,
+    /// Error reported by the meter (abnormal reply or Modbus exception).
+    pub error: Option<String>,
+    /// Checksum (DL/T 645) or CRC (Modbus) check.
+    pub checksum: ChecksumJson,
+    /// The unmasked data field in hex (DL/T 645).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+/// Control field in JSON.
+#[derive(Debug, Serialize)]
+pub struct ControlJson {
+    /// Function name in the standard's terms.
+    pub function: String,
+    /// Function code in hex.
+    pub code: String,
+    /// Direction bit set (a reply).
+    pub response: bool,
+    /// Abnormal (error) reply.
+    pub abnormal: bool,
+    /// More frames follow (DL/T 645 D5).
+    pub more_follows: bool,
+}
+
+/// One value in JSON.
+#[derive(Debug, Serialize)]
+pub struct ValueJson {
+    /// Quantity name.
+    pub quantity: String,
+    /// The value (exact), or null when invalid.
+    pub value: Option<ValueData>,
+    /// Unit.
+    pub unit: String,
+    /// OBIS code.
+    pub obis: Option<String>,
+    /// Format in the standard's notation (`XXXXXX.XX`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// The meter's time stamp for the value (max demand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meter_time: Option<String>,
+    /// Why the value is null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A named field in JSON.
+#[derive(Debug, Serialize)]
+pub struct FieldJson {
+    /// Field name.
+    pub name: String,
+    /// Field value as text.
+    pub value: String,
+}
+
+/// Checksum check in JSON.
+#[derive(Debug, Serialize)]
+pub struct ChecksumJson {
+    /// Computed equals carried.
+    pub ok: bool,
+    /// Computed over the received bytes (hex).
+    pub expected: String,
+    /// Carried by the frame (hex).
+    pub found: String,
+}
+
+/// Explains `bytes` as `protocol` (or detects it). `Err` is a one-line reason when nothing
+/// frame-like could be read at all.
+pub fn explain(bytes: &[u8], protocol: FrameProtocol) -> Result<Explanation, String> {
+    match protocol {
+        FrameProtocol::Dlt645_2007 => dlt645::explain(bytes, Some(Version::V2007)),
+        FrameProtocol::Dlt645_1997 => dlt645::explain(bytes, Some(Version::V1997)),
+        FrameProtocol::ModbusRtu => modbus::explain(bytes),
+        FrameProtocol::Auto => {
+            let first = bytes.iter().position(|b| *b != 0xFE);
+            let looks_dlt = first
+                .is_some_and(|i| bytes.get(i) == Some(&0x68) && bytes.get(i + 7) == Some(&0x68));
+            if looks_dlt {
+                return dlt645::explain(bytes, None);
+            }
+            match rtu::inspect(bytes) {
+                Ok(i) if i.crc.is_ok() => modbus::explain(bytes),
+                _ => match meter_protocols::dlt645::frame::inspect(bytes) {
+                    Ok(_) => dlt645::explain(bytes, None),
+                    Err(dlt_err) => match rtu::inspect(bytes) {
+                        Ok(_) => modbus::explain(bytes),
+                        Err(rtu_err) => Err(format!(
+                            "not a DL/T 645 frame ({dlt_err}) nor a Modbus RTU frame ({rtu_err})"
+                        )),
+                    },
+                },
+            }
+        }
+    }
+}
+
+/// A one-line summary of a frame for live traces: protocol, function, address or unit, DI,
+/// values or error, and a bad checksum; `?` plus the reason when the bytes are no frame.
+pub fn one_line(bytes: &[u8]) -> String {
+    let d = match explain(bytes, FrameProtocol::Auto) {
+        Ok(d) => d,
+        Err(reason) => return format!("? {reason}"),
+    };
+    let j = &d.json;
+    let mut out = format!("{} {} {}", j.protocol, j.control.function, j.address);
+    if let Some(di) = &j.di {
+        let _ = write!(out, " di={di}");
+    }
+    for v in j.values.iter().take(6) {
+        let shown = match &v.value {
+            Some(ValueData::Number(n)) => n.to_string(),
+            Some(ValueData::Text(t)) => t.clone(),
+            None => format!("null ({})", v.reason.as_deref().unwrap_or("invalid")),
+        };
+        let _ = write!(
+            out,
+            " {}={shown}{}",
+            v.quantity,
+            if v.unit.is_empty() { "" } else { " " }
+        );
+        out.push_str(&v.unit);
+    }
+    if j.values.len() > 6 {
+        let _ = write!(out, " (+{} more)", j.values.len() - 6);
+    }
+    for f in j.fields.iter().take(3) {
+        let _ = write!(out, " {}={}", f.name, f.value);
+    }
+    if let Some(e) = &j.error {
+        let _ = write!(out, " error: {e}");
+    }
+    if let Some(p) = &d.problem {
+        let _ = write!(out, " [{p}]");
+    }
+    out.trim_end().to_owned()
+}
+
+/// One row of the field table: name, the field's bytes, what they mean.
+fn line(out: &mut String, name: &str, bytes: &str, meaning: &str) {
+    let _ = writeln!(out, "  {name:<10} {bytes:<26} {meaning}");
+}
