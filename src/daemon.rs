@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::bus::task::{self as bus_task, BusCommand, BusOptions};
-use crate::config::{Config, ConfigError, ProfileSet};
+use crate::config::{BusConfig, Config, ConfigError, ProfileSet};
 use crate::health::{BusHealth, SuccessBook};
 use crate::ingest::{self, FreshRows, HeldAcks, SpoolOutbox, SpoolWriter};
 use crate::reading::ReadingBatch;
@@ -77,8 +77,9 @@ pub struct Daemon {
     config_path: Option<PathBuf>,
     options: RunOptions,
     buses: Vec<BusHandle>,
-    /// The pipeline's input; a clone goes to every bus started, also on reload.
-    batches: mpsc::Sender<ReadingBatch>,
+    /// Starts bus tasks; holds the ingest channel's sender that every bus gets a clone of,
+    /// also on reload.
+    starter: BusStarter,
     pipeline: JoinHandle<()>,
     status_task: JoinHandle<()>,
     uplink: UplinkHandle,
@@ -94,19 +95,77 @@ pub struct Daemon {
 /// The parts of the diagnostics service that outlive a reload.
 struct ServiceParts {
     started: SystemTime,
-    spool_stats: Arc<dyn Fn() -> uplink::SpoolSummary + Send + Sync>,
+    spool_stats: SpoolStatsFn,
     book: Arc<Mutex<SuccessBook>>,
     frames: broadcast::Sender<crate::bus::trace::FrameEvent>,
 }
 
-/// The service's view of the running buses.
-fn service_buses(buses: &[BusHandle]) -> Vec<crate::service::ServiceBus> {
+impl ServiceParts {
+    /// What the service reads: these parts and the running buses and uplink.
+    fn handles(
+        &self,
+        gateway: &str,
+        buses: &[BusHandle],
+        uplink: &UplinkHandle,
+    ) -> crate::service::Handles {
+        crate::service::Handles {
+            gateway: gateway.to_owned(),
+            started: self.started,
+            buses: buses
+                .iter()
+                .map(|b| crate::service::ServiceBus {
+                    name: b.name.clone(),
+                    commands: b.commands.clone(),
+                    status: b.status.clone(),
+                })
+                .collect(),
+            uplink: uplink.clone(),
+            spool: self.spool_stats.clone(),
+            book: self.book.clone(),
+            frames: self.frames.clone(),
+        }
+    }
+}
+
+/// Starts bus tasks wired to the daemon's ingest channel and frame trace (at start and on
+/// reload).
+pub(crate) struct BusStarter {
+    gateway: String,
+    evidence_frames: bool,
+    frames: broadcast::Sender<crate::bus::trace::FrameEvent>,
+    batches: mpsc::Sender<ReadingBatch>,
+}
+
+impl BusStarter {
+    /// The options every bus task of `config` gets.
+    pub(crate) fn options(&self) -> BusOptions {
+        let mut opts = BusOptions::new(&self.gateway);
+        opts.evidence_frames = self.evidence_frames;
+        opts.frames = Some(self.frames.clone());
+        opts
+    }
+
+    /// Starts the task of `bus`, with a fresh health record.
+    pub(crate) fn spawn(
+        &self,
+        bus: &BusConfig,
+        profiles: &ProfileSet,
+    ) -> Result<BusHandle, bus_task::BusError> {
+        let health = Arc::new(Mutex::new(BusHealth::for_bus(bus)));
+        bus_task::spawn(bus, profiles, self.options(), self.batches.clone(), health)
+    }
+}
+
+/// Every (bus, meter id) pair of the running buses, for the success book.
+fn meter_pairs(buses: &[BusHandle]) -> Vec<(String, String)> {
     buses
         .iter()
-        .map(|b| crate::service::ServiceBus {
-            name: b.name.clone(),
-            commands: b.commands.clone(),
-            status: b.status.clone(),
+        .flat_map(|b| {
+            lock(&b.status)
+                .meters
+                .iter()
+                .map(|m| (b.name.clone(), m.id.clone()))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -131,7 +190,9 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Starts a daemon from a checked configuration.
+    /// Starts a daemon from a checked configuration: the spool, the embedded broker if
+    /// configured, the uplink, one task per bus, the ingest task between them, the health
+    /// forwarder and the diagnostics service.
     pub async fn start_with(
         mut config: Config,
         profiles: ProfileSet,
@@ -148,105 +209,54 @@ impl Daemon {
             .map_err(uplink::UplinkConfigError::from)?;
         let service_setup = crate::service::prepare(&config.service)?;
         let started = SystemTime::now();
-        let spool_path = config.data_dir.join("spool.sqlite");
-        let spool = Spool::open(&spool_path, SpoolOptions::new(config.spool.max_bytes))?;
-        let spool = Arc::new(Mutex::new(spool));
-        tracing::info!(path = %spool_path.display(), "spool open");
-
+        let spool = open_spool(&config)?;
         #[cfg(feature = "embedded-broker")]
-        let broker = if config.mqtt.url == "embedded" {
-            let b = crate::uplink::embedded_broker::EmbeddedBroker::start(
-                config.mqtt.embedded_listen,
-                config.mqtt.max_packet_size,
-            )?;
-            tracing::info!(addr = %b.addr(), "embedded MQTT broker listening");
-            Some(b)
-        } else {
-            None
-        };
+        let broker = start_broker(&config)?;
 
-        // Fresh readings go from the spool writer to the uplink in memory as well as on disk.
-        // Acks travel back the same way: the writer deletes them in its next append.
-        let fresh = FreshRows::default();
-        let acks = HeldAcks::default();
-        let outbox = SpoolOutbox::new(spool.clone(), fresh.clone(), acks.clone());
-        let (up, uplink) = Uplink::new(&config.gateway, config.mqtt.clone(), outbox)?;
         let stats_spool = spool.clone();
-        let spool_stats: Arc<dyn Fn() -> uplink::SpoolSummary + Send + Sync> =
-            Arc::new(move || {
-                uplink::SpoolSummary::from(&lock(&stats_spool).stats().unwrap_or_default())
-            });
-        let up_stats = spool_stats.clone();
-        let up = up.with_spool_stats(move || up_stats());
+        let spool_stats: SpoolStatsFn = Arc::new(move || {
+            uplink::SpoolSummary::from(&lock(&stats_spool).stats().unwrap_or_default())
+        });
 
+        // Buses send to ingest. One sender stays in the Daemon so that a reload can start
+        // buses later. While a group is being committed, the next batches wait here; a full
+        // queue makes the buses wait (for an fsync) rather than the daemon hold more batches
+        // in memory.
+        let (bus_tx, rx) = mpsc::channel::<ReadingBatch>(32);
         // Frames for the service's live trace (nobody listening costs one atomic load). The
         // channel preallocates every slot (128 bytes each); 1,024 frames are seconds of
         // traffic even with 1,000 meters, and a trace that falls further behind reports the
         // frames it missed.
         let (frames, _) = broadcast::channel(1024);
-        // Buses send to the pipeline. One sender stays in the Daemon so that a reload can
-        // start buses later. While a group is being committed, the next batches wait here; a
-        // full queue makes the buses wait (for an fsync) rather than the daemon hold more
-        // batches in memory.
-        let (bus_tx, rx) = mpsc::channel::<ReadingBatch>(32);
-        let mut buses = Vec::new();
-        for bus in &config.buses {
-            let mut opts = BusOptions::new(&config.gateway);
-            opts.evidence_frames = config.evidence_frames;
-            opts.frames = Some(frames.clone());
-            buses.push(bus_task::spawn(
-                bus.get_ref(),
-                &profiles,
-                opts,
-                bus_tx.clone(),
-                Arc::new(Mutex::new(BusHealth::for_bus(bus.get_ref()))),
-            )?);
-        }
-        // The pipeline feeds the reading success book: poll outcomes as they arrive, each
-        // meter's last batch once stored.
-        let book = crate::service::book_for(&service_buses(&buses));
-        let rate_book = book.clone();
-        let up = up.with_reading_success(move || {
-            Some(ReadingSuccess::from(
-                &lock(&rate_book).group(None, SystemTime::now()),
-            ))
-        });
-        let uplink_task = tokio::spawn(up.run());
-        let stored = uplink.clone();
-        let pipeline = tokio::spawn(ingest::run(
-            rx,
-            SpoolWriter::new(
-                spool.clone(),
-                &config.gateway,
-                config.validation.clone(),
-                Some(book.clone()),
-                acks,
-            ),
-            fresh,
-            config.spool.commit_window,
-            Box::new(move || stored.readings_added()),
-        ));
-        let statuses: Vec<Arc<Mutex<BusHealth>>> = buses.iter().map(|b| b.status.clone()).collect();
-        let status_task = tokio::spawn(uplink::forward_health(statuses, uplink.clone()));
+        let starter = BusStarter {
+            gateway: config.gateway.clone(),
+            evidence_frames: config.evidence_frames,
+            frames: frames.clone(),
+            batches: bus_tx,
+        };
+        let buses = config
+            .buses
+            .iter()
+            .map(|bus| starter.spawn(bus.get_ref(), &profiles))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Ingest feeds the reading success book (poll outcomes as they arrive, each meter's
+        // last batch once stored); the uplink publishes its rate in the gateway status.
+        let book = Arc::new(Mutex::new(SuccessBook::new(
+            meter_pairs(&buses)
+                .iter()
+                .map(|(b, m)| (b.as_str(), m.as_str())),
+        )));
+        let (uplink, uplink_task, pipeline) =
+            start_uplink_and_ingest(&config, &spool, &spool_stats, &book, rx)?;
+        let status_task = spawn_health_forwarder(&buses, &uplink);
         let service_parts = ServiceParts {
             started,
             spool_stats,
             book,
             frames,
         };
-        let service = crate::service::Service::start(
-            service_setup,
-            crate::service::Handles {
-                gateway: config.gateway.clone(),
-                started,
-                buses: service_buses(&buses),
-                uplink: uplink.clone(),
-                spool: service_parts.spool_stats.clone(),
-                book: service_parts.book.clone(),
-                frames: service_parts.frames.clone(),
-            },
-        )
-        .await;
+        let handles = service_parts.handles(&config.gateway, &buses, &uplink);
+        let service = crate::service::Service::start(service_setup, handles).await;
         tracing::info!(gateway = %config.gateway, buses = buses.len(), "meterd running");
         Ok(Daemon {
             config,
@@ -254,7 +264,7 @@ impl Daemon {
             config_path: None,
             options,
             buses,
-            batches: bus_tx,
+            starter,
             pipeline,
             status_task,
             uplink,
@@ -277,25 +287,10 @@ impl Daemon {
         self.buses.iter().map(|b| lock(&b.status).clone()).collect()
     }
 
-    /// The frame channel every bus task traces to (buses started by a reload too).
-    pub(crate) fn frames(&self) -> broadcast::Sender<crate::bus::trace::FrameEvent> {
-        self.service_parts.frames.clone()
-    }
-
     /// After a reload changed buses: the success book covers the new meters and the service
     /// is restarted with the new bus list (live traces reconnect; the page refreshes itself).
     pub(crate) async fn refresh_service(&mut self) {
-        let pairs: Vec<(String, String)> = self
-            .buses
-            .iter()
-            .flat_map(|b| {
-                let st = lock(&b.status).clone();
-                st.meters
-                    .into_iter()
-                    .map(|m| (b.name.clone(), m.id))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let pairs = meter_pairs(&self.buses);
         lock(&self.service_parts.book)
             .set_meters(pairs.iter().map(|(b, m)| (b.as_str(), m.as_str())));
         if let Some(old) = self.service.take() {
@@ -308,22 +303,10 @@ impl Daemon {
                 return;
             }
         };
-        let parts = &self.service_parts;
-        self.service = Some(
-            crate::service::Service::start(
-                prepared,
-                crate::service::Handles {
-                    gateway: self.config.gateway.clone(),
-                    started: parts.started,
-                    buses: service_buses(&self.buses),
-                    uplink: self.uplink.clone(),
-                    spool: parts.spool_stats.clone(),
-                    book: parts.book.clone(),
-                    frames: parts.frames.clone(),
-                },
-            )
-            .await,
-        );
+        let handles = self
+            .service_parts
+            .handles(&self.config.gateway, &self.buses, &self.uplink);
+        self.service = Some(crate::service::Service::start(prepared, handles).await);
     }
 
     /// Where the diagnostics service listens (None when disabled or its address was taken).
@@ -350,8 +333,8 @@ impl Daemon {
         for b in &self.buses {
             let _ = b.commands.try_send(BusCommand::Stop);
         }
-        // The pipeline ends once every sender is gone: ours first, then the buses'.
-        drop(self.batches);
+        // Ingest ends once every sender is gone: ours (the starter's) first, then the buses'.
+        drop(self.starter);
         for b in self.buses {
             let abort = b.task.abort_handle();
             if tokio::time::timeout_at(bus_deadline, b.task).await.is_err() {
@@ -410,6 +393,77 @@ impl Daemon {
         tracing::info!("stopping");
         self.stop().await;
     }
+}
+
+/// Opens (or creates) the spool in the data directory.
+fn open_spool(config: &Config) -> Result<Arc<Mutex<Spool>>, SpoolError> {
+    let path = config.data_dir.join("spool.sqlite");
+    let spool = Spool::open(&path, SpoolOptions::new(config.spool.max_bytes))?;
+    tracing::info!(path = %path.display(), "spool open");
+    Ok(Arc::new(Mutex::new(spool)))
+}
+
+/// Starts the in-process broker when the configuration names it.
+#[cfg(feature = "embedded-broker")]
+fn start_broker(
+    config: &Config,
+) -> Result<Option<crate::uplink::embedded_broker::EmbeddedBroker>, DaemonError> {
+    if config.mqtt.url != "embedded" {
+        return Ok(None);
+    }
+    let b = crate::uplink::embedded_broker::EmbeddedBroker::start(
+        config.mqtt.embedded_listen,
+        config.mqtt.max_packet_size,
+    )?;
+    tracing::info!(addr = %b.addr(), "embedded MQTT broker listening");
+    Ok(Some(b))
+}
+
+/// What the uplink and the service read of the spool.
+type SpoolStatsFn = Arc<dyn Fn() -> uplink::SpoolSummary + Send + Sync>;
+
+/// Starts the uplink and the ingest task between the buses (`rx`) and it. Fresh readings go
+/// from the spool writer to the uplink in memory as well as on disk; acks travel back the
+/// same way, deleted by the writer in its next append.
+fn start_uplink_and_ingest(
+    config: &Config,
+    spool: &Arc<Mutex<Spool>>,
+    spool_stats: &SpoolStatsFn,
+    book: &Arc<Mutex<SuccessBook>>,
+    rx: mpsc::Receiver<ReadingBatch>,
+) -> Result<(UplinkHandle, JoinHandle<SpoolOutbox>, JoinHandle<()>), DaemonError> {
+    let fresh = FreshRows::default();
+    let acks = HeldAcks::default();
+    let outbox = SpoolOutbox::new(spool.clone(), fresh.clone(), acks.clone());
+    let (up, uplink) = Uplink::new(&config.gateway, config.mqtt.clone(), outbox)?;
+    let stats = spool_stats.clone();
+    let rate_book = book.clone();
+    let uplink_task = tokio::spawn(
+        up.with_spool_stats(move || stats())
+            .with_reading_success(move || {
+                let now = SystemTime::now();
+                Some(ReadingSuccess::from(&lock(&rate_book).group(None, now)))
+            })
+            .run(),
+    );
+    let writer = SpoolWriter::new(
+        spool.clone(),
+        &config.gateway,
+        config.validation.clone(),
+        Some(book.clone()),
+        acks,
+    );
+    let stored = uplink.clone();
+    let on_stored = Box::new(move || stored.readings_added());
+    let window = config.spool.commit_window;
+    let pipeline = tokio::spawn(ingest::run(rx, writer, fresh, window, on_stored));
+    Ok((uplink, uplink_task, pipeline))
+}
+
+/// Forwards the buses' health to the uplink's retained status topics.
+fn spawn_health_forwarder(buses: &[BusHandle], uplink: &UplinkHandle) -> JoinHandle<()> {
+    let statuses = buses.iter().map(|b| b.status.clone()).collect();
+    tokio::spawn(uplink::forward_health(statuses, uplink.clone()))
 }
 
 /// Waits for SIGTERM, SIGINT (Ctrl-C) or SIGHUP, for the foreground commands (`meterd demo`):

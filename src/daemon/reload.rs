@@ -15,17 +15,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use thiserror::Error;
 
 use super::{BusHandle, Daemon};
-use crate::bus::task::{self as bus_task, Bus, BusCommand, BusOptions};
+use crate::bus::task::{self as bus_task, Bus, BusCommand};
 use crate::config::{BusConfig, Config, ConfigError, Profile, ProfileSet};
-use crate::health::BusHealth;
-use crate::uplink;
 
 /// How long stopping the removed and changed buses may take before their polls in progress
 /// are abandoned (a DL/T 645 poll at 2400 baud with retries can take seconds).
@@ -218,13 +215,7 @@ impl Daemon {
 
         // Build every new bus before touching a running one: a bus that cannot be built
         // rejects the whole file.
-        let frames = self.frames();
-        let options = |config: &Config| {
-            let mut opts = BusOptions::new(&config.gateway);
-            opts.evidence_frames = config.evidence_frames;
-            opts.frames = Some(frames.clone());
-            opts
-        };
+        self.starter.evidence_frames = new.evidence_frames;
         let starting: Vec<&BusConfig> = new
             .buses
             .iter()
@@ -232,52 +223,28 @@ impl Daemon {
             .filter(|b| plan.added.contains(&b.name) || plan.restarted.contains(&b.name))
             .collect();
         for bus in &starting {
-            Bus::new(bus, &new_profiles, options(&new))?;
+            Bus::new(bus, &new_profiles, self.starter.options())?;
         }
 
         // Stop the removed and changed buses first (after their polls in progress), so that a
         // restarted bus never has its port open twice.
-        let mut running: Vec<BusHandle> = std::mem::take(&mut self.buses);
-        let (stopping, keep): (Vec<BusHandle>, Vec<BusHandle>) = running
-            .drain(..)
+        let (stopping, keep): (Vec<BusHandle>, Vec<BusHandle>) = std::mem::take(&mut self.buses)
+            .into_iter()
             .partition(|b| plan.removed.contains(&b.name) || plan.restarted.contains(&b.name));
-        self.buses = keep;
         stop_buses(stopping).await;
 
-        let mut started: HashMap<String, BusHandle> = HashMap::new();
+        let mut started: Vec<BusHandle> = Vec::new();
         for bus in starting {
-            let health = Arc::new(Mutex::new(BusHealth::for_bus(bus)));
-            match bus_task::spawn(
-                bus,
-                &new_profiles,
-                options(&new),
-                self.batches.clone(),
-                health,
-            ) {
-                Ok(h) => {
-                    started.insert(bus.name.clone(), h);
-                }
+            match self.starter.spawn(bus, &new_profiles) {
+                Ok(h) => started.push(h),
                 // Checked above with the same inputs; kept for robustness.
                 Err(e) => tracing::error!(error = %e, "reload: bus not started"),
             }
         }
-        // The new file's order.
-        let mut kept: HashMap<String, BusHandle> = std::mem::take(&mut self.buses)
-            .into_iter()
-            .map(|b| (b.name.clone(), b))
-            .collect();
-        for bus in &new.buses {
-            let name = &bus.get_ref().name;
-            if let Some(h) = kept.remove(name).or_else(|| started.remove(name)) {
-                self.buses.push(h);
-            }
-        }
-        // Nothing should be left; never drop a running task silently.
-        self.buses.extend(kept.into_values());
+        self.buses = in_file_order(&new, keep, started);
 
         self.status_task.abort();
-        let statuses = self.buses.iter().map(|b| b.status.clone()).collect();
-        self.status_task = tokio::spawn(uplink::forward_health(statuses, self.uplink.clone()));
+        self.status_task = super::spawn_health_forwarder(&self.buses, &self.uplink);
         self.config = new;
         self.profiles = new_profiles;
         if !(plan.added.is_empty() && plan.removed.is_empty() && plan.restarted.is_empty()) {
@@ -285,6 +252,24 @@ impl Daemon {
         }
         Ok(plan)
     }
+}
+
+/// The running buses in the order of the new file's `[[bus]]` tables (the status page and
+/// `meterd status` list them so); a handle the file does not name is kept at the end, never
+/// dropped with its task still running.
+fn in_file_order(new: &Config, kept: Vec<BusHandle>, started: Vec<BusHandle>) -> Vec<BusHandle> {
+    let mut by_name: HashMap<String, BusHandle> = kept
+        .into_iter()
+        .chain(started)
+        .map(|b| (b.name.clone(), b))
+        .collect();
+    let mut ordered: Vec<BusHandle> = new
+        .buses
+        .iter()
+        .filter_map(|b| by_name.remove(&b.get_ref().name))
+        .collect();
+    ordered.extend(by_name.into_values());
+    ordered
 }
 
 /// Loads a configuration file off the async threads (it reads files).

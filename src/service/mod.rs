@@ -36,7 +36,6 @@ use crate::bus::task::BusCommand;
 use crate::bus::trace::FrameEvent;
 use crate::config::ServiceConfig;
 use crate::health::BusHealth;
-use crate::sync::lock;
 use crate::uplink::{SpoolSummary, UplinkHandle};
 
 pub use crate::health::SuccessBook;
@@ -152,23 +151,6 @@ impl std::fmt::Debug for Handles {
             .field("buses", &self.buses.len())
             .finish()
     }
-}
-
-/// A new success book for the meters of `buses`.
-pub fn book_for(buses: &[ServiceBus]) -> Arc<Mutex<SuccessBook>> {
-    let pairs: Vec<(String, String)> = buses
-        .iter()
-        .flat_map(|b| {
-            lock(&b.status)
-                .meters
-                .iter()
-                .map(|m| (b.name.clone(), m.id.clone()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    Arc::new(Mutex::new(SuccessBook::new(
-        pairs.iter().map(|(b, m)| (b.as_str(), m.as_str())),
-    )))
 }
 
 /// The running service.
