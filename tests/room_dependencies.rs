@@ -48,7 +48,7 @@ const ROOMS: &[(&str, &str)] = &[
     ("serial_port",  "opening a serial port with errors a technician understands"),
     ("hex_input",    "hex text -> bytes"),
     ("reading",      "reading batch types, quantities"),
-    ("clock",        "wall and monotonic time, RFC 3339 formatting"),
+    ("clock",        "wall-clock time: RFC 3339, Unix milliseconds, UTC calendar"),
     ("sync",         "the one poison-tolerant lock helper"),
 ];
 
@@ -333,6 +333,26 @@ fn table_names_each_room_once() {
     let names: BTreeSet<&str> = ROOMS.iter().map(|(name, _)| *name).collect();
     assert_eq!(names.len(), ROOMS.len(), "a room listed twice");
     assert!(rank(FIRST_LEAF).is_some(), "FIRST_LEAF is in the table");
+}
+
+/// ARCHITECTURE.md states the same order in its code map ("The order is `cli`, … then the
+/// leaves `config`, …"): the document and the enforced table cannot drift apart.
+#[test]
+fn architecture_md_states_the_same_order() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md");
+    let text = std::fs::read_to_string(&path).expect("reading ARCHITECTURE.md");
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let start = flat
+        .find("The order is ")
+        .expect("ARCHITECTURE.md says \"The order is …\" in its code map");
+    let sentence = &flat[start..];
+    let end = sentence.find(". ").unwrap_or(sentence.len());
+    let named: Vec<&str> = sentence[..end].split('`').skip(1).step_by(2).collect();
+    let table: Vec<&str> = ROOMS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        named, table,
+        "ARCHITECTURE.md's room order differs from ROOMS"
+    );
 }
 
 /// The extracted edges of `source`, as `line:room` words.
