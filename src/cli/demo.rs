@@ -57,33 +57,29 @@ pub fn run(args: &DemoArgs) -> ExitCode {
 }
 
 async fn demo(args: &DemoArgs) -> Result<(), String> {
-    // 1. Simulated meters, every port on an ephemeral loopback port.
-    let mut sim_text = SIM_DEMO.to_owned();
-    let originals: Vec<String> = ["127.0.0.1:10645", "127.0.0.1:10502", "127.0.0.1:1502"]
-        .map(String::from)
-        .to_vec();
-    for o in &originals {
-        sim_text = sim_text.replace(&format!("\"{o}\""), "\"127.0.0.1:0\"");
-    }
-    let sim_config = SimConfig::from_text(Path::new("<built-in>/sim-demo.toml"), &sim_text)
+    // 1. Simulated meters, every TCP port of the shipped file on an ephemeral loopback port.
+    let mut sim_config = SimConfig::from_text(Path::new("<built-in>/sim-demo.toml"), SIM_DEMO)
         .map_err(|e| e.to_string())?;
+    for port in &mut sim_config.ports {
+        for listen in [&mut port.tcp, &mut port.modbus_tcp].into_iter().flatten() {
+            *listen = "127.0.0.1:0".to_owned();
+        }
+    }
     let sim = Simulator::start(sim_config)
         .await
         .map_err(|e| e.to_string())?;
 
-    // 2. The daemon's configuration, pointed at where the simulator listens.
-    let mut text = DEMO.to_owned();
-    for (original, name) in originals
-        .iter()
-        .zip(["dlt645-lan", "rtu-lan", "modbus-tcp"])
-    {
-        let actual = sim
-            .local_addr(name)
-            .ok_or_else(|| format!("simulator port {name} did not start"))?;
-        text = text.replace(&format!("\"{original}\""), &format!("\"{actual}\""));
-    }
+    // 2. The daemon's configuration, each bus pointed at where its simulator port listens
+    //    (the demo's buses are named after the simulator's ports).
     let (mut config, profiles) =
-        Config::from_text(Path::new("<built-in>/demo.toml"), &text).map_err(|e| e.to_string())?;
+        Config::from_text(Path::new("<built-in>/demo.toml"), DEMO).map_err(|e| e.to_string())?;
+    for bus in &mut config.buses {
+        let bus = bus.get_mut();
+        let actual = sim
+            .local_addr(&bus.name)
+            .ok_or_else(|| format!("simulator port {} did not start", bus.name))?;
+        bus.host = Some(actual.to_string());
+    }
     let broker_port = free_port()?;
     config.mqtt.embedded_listen = SocketAddr::from(([127, 0, 0, 1], broker_port));
     let data_dir: PathBuf =
