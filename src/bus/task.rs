@@ -661,6 +661,7 @@ impl Bus {
                 .filter(|_| good < result.values.len());
             let bad = result.values.len() - good;
             batch.values = result.values;
+            batch.tariff_blocks = result.tariff_blocks;
             let answered = result.answered > 0;
             let degrade_after = self.degrade_after;
             let changed = self.with_status(|s| {

@@ -25,7 +25,7 @@ use thiserror::Error;
 use crate::bus::exchange::{Framing, Reply};
 use crate::config::profile::ProfileProtocol;
 use crate::config::{MeterConfig, Profile, Protocol};
-use crate::reading::{Label, Quality, ReadingValue};
+use crate::reading::{Label, Quality, ReadingValue, TariffBlock};
 
 pub use modbus::ModbusPoint;
 
@@ -257,6 +257,7 @@ impl MeterDriver {
             failed: 0,
             registers: HashMap::new(),
             read_failures: vec![None; self.transactions.len()],
+            tariff_blocks: Vec::new(),
         }
     }
 }
@@ -284,6 +285,8 @@ pub struct Poll<'d> {
     registers: HashMap<(u8, u16), u16>,
     /// Why each Modbus read failed, when it did.
     read_failures: Vec<Option<String>>,
+    /// Register groups read whole in one block reply.
+    tariff_blocks: Vec<TariffBlock>,
 }
 
 /// The result of one poll.
@@ -297,6 +300,9 @@ pub struct PollResult {
     pub answered: usize,
     /// Transactions that got no valid reply.
     pub failed: usize,
+    /// Register groups whose total and every tariff came in one block reply (for the
+    /// tariff-sum check; see [`TariffBlock`]).
+    pub tariff_blocks: Vec<TariffBlock>,
 }
 
 impl PollResult {
@@ -354,6 +360,9 @@ impl Poll<'_> {
                         }
                     }
                     dlt645::Outcome::Values(vals) => {
+                        if let Some(block) = dlt645::tariff_block(*di, &vals) {
+                            self.tariff_blocks.push(block);
+                        }
                         self.values
                             .extend(dlt645::rename(vals, quantity_override.as_deref()));
                         self.finish_tx(true);
@@ -491,6 +500,7 @@ impl Poll<'_> {
             frames: self.frames,
             answered: self.answered,
             failed: self.failed,
+            tariff_blocks: self.tariff_blocks,
         }
     }
 }

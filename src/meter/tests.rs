@@ -447,3 +447,47 @@ fn meters_of_one_profile_share_points_and_plan() {
         first.plan.as_ref().unwrap()
     ));
 }
+
+#[test]
+fn a_total_and_tariffs_block_says_the_group_was_read_whole() {
+    let p = profile(
+        r#"
+name = "t"
+description = "t"
+source = "t"
+protocol = "dlt645-2007"
+[[point]]
+di = "0001FF00"
+[[point]]
+di = "00020000"
+[[point]]
+di = "00020100"
+"#,
+    );
+    let d = MeterDriver::new(&dlt_meter("t"), &p, "bus").unwrap();
+    let mut poll = d.poll();
+    // total 10.00, t1..t4 = 1.00, 2.00, 3.00, 4.00 kWh in one reply.
+    let block: Vec<u8> = [0x1000u32, 0x0100, 0x0200, 0x0300, 0x0400]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    poll.on_reply(&read_reply("0001FF00", &block, false), b"f1");
+    poll.on_reply(
+        &read_reply("00020000", &[0x00, 0x05, 0x00, 0x00], false),
+        b"f2",
+    );
+    poll.on_reply(
+        &read_reply("00020100", &[0x00, 0x01, 0x00, 0x00], false),
+        b"f3",
+    );
+    let r = poll.finish();
+    assert_eq!(r.values.len(), 7);
+    assert_eq!(
+        r.tariff_blocks,
+        vec![TariffBlock {
+            group: "energy.active.import".into(),
+            tariffs: 4
+        }],
+        "the export total and t1 came one by one: not whole"
+    );
+}
