@@ -189,13 +189,13 @@ pub static FIXED: &[Fixed] = &[
     n7(0x0206_0100, "power_factor.l1", "", Some("1-0:33.7.0"), PF_S, "phase A power factor"),
     n7(0x0206_0200, "power_factor.l2", "", Some("1-0:53.7.0"), PF_S, "phase B power factor"),
     n7(0x0206_0300, "power_factor.l3", "", Some("1-0:73.7.0"), PF_S, "phase C power factor"),
-    n7(0x0207_0100, "phase_angle.l1", "°", None, VOLT, "phase A angle"),
-    n7(0x0207_0200, "phase_angle.l2", "°", None, VOLT, "phase B angle"),
-    n7(0x0207_0300, "phase_angle.l3", "°", None, VOLT, "phase C angle"),
+    n7(0x0207_0100, "phase_angle.l1", "°", Some("1-0:81.7.4"), VOLT, "phase A angle"),
+    n7(0x0207_0200, "phase_angle.l2", "°", Some("1-0:81.7.15"), VOLT, "phase B angle"),
+    n7(0x0207_0300, "phase_angle.l3", "°", Some("1-0:81.7.26"), VOLT, "phase C angle"),
     n7(0x0280_0001, "current.neutral", "A", Some("1-0:91.7.0"), AMP, "neutral current"),
     n7(0x0280_0002, "frequency", "Hz", Some("1-0:14.7.0"), Format::bcd(4, 2, false), "grid frequency"),
     n7(0x0280_0003, "power.active.total.avg_1min", "kW", None, POWER_S, "one-minute average total active power"),
-    n7(0x0280_0004, "demand.active.current", "kW", None, POWER_S, "current active demand"),
+    n7(0x0280_0004, "demand.active.current", "kW", Some("1-0:1.4.0"), POWER_S, "current active demand"),
     n7(0x0280_0007, "meter.temperature", "°C", None, Format::bcd(4, 1, true), "meter internal temperature"),
     n7(0x0280_0008, "meter.clock_battery.voltage", "V", None, Format::bcd(4, 2, false), "clock battery voltage"),
     // ---- events (DI3 = 03): counts
@@ -1603,6 +1603,18 @@ mod tests {
             };
             assert_eq!(spec.di, d);
             assert_eq!(
+                crate::quantity::canonical_unit(&spec.quantity),
+                Some(spec.unit),
+                "{d} {}: unit",
+                spec.quantity
+            );
+            assert_ne!(
+                spec.obis.is_some(),
+                crate::quantity::no_obis_reason(&spec.quantity).is_some(),
+                "{d} {}: an OBIS code, or a reason in quantity::NO_OBIS",
+                spec.quantity
+            );
+            assert_eq!(
                 di_for_quantity(d.version(), &spec.quantity),
                 Some(d),
                 "{d} {}",
@@ -1660,6 +1672,16 @@ mod tests {
                     .find(|s| s.quantity == *quantity)
                     .unwrap_or_else(|| panic!("{quantity}: not read by {d}"));
                 assert_eq!(spec.unit, *unit, "{quantity} unit");
+                assert_eq!(
+                    crate::quantity::canonical_unit(quantity),
+                    Some(spec.unit),
+                    "{quantity}: the catalogue's unit is not the published one (quantity::UNITS)"
+                );
+                assert_ne!(
+                    spec.obis.is_some(),
+                    crate::quantity::no_obis_reason(quantity).is_some(),
+                    "{quantity}: an OBIS code, or a reason in quantity::NO_OBIS, not both"
+                );
                 assert_eq!(spec.obis.as_deref().unwrap_or(""), *obis, "{quantity} OBIS");
                 assert_eq!(spec.format.to_string(), *f, "{quantity} format ({d})");
             }
