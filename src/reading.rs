@@ -60,6 +60,17 @@ impl ExactNumber {
         v.is_finite().then(|| Self(v.to_string()))
     }
 
+    /// This number times `10^places`, exactly, by moving the point in its text (a unit
+    /// conversion: W → kW is -3). `trim` drops trailing zeros of the fraction: for a float's
+    /// shortest text (1200 W → 1.2 kW), not for an exact decimal whose digits are its
+    /// resolution (1200.0 W → 1.2000 kW). `None` only for text that is not a plain decimal.
+    pub fn shifted(&self, places: i8, trim: bool) -> Option<Self> {
+        if places == 0 {
+            return Some(self.clone());
+        }
+        meter_protocols::decimal::shift_decimal_text(&self.0, places, trim).map(Self)
+    }
+
     /// Again from the text of an `ExactNumber` (kept by the status page's last batches).
     pub(crate) fn from_kept_text(text: &str) -> Self {
         Self(text.to_owned())

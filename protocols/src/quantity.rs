@@ -94,6 +94,29 @@ pub fn unit_shift(from: &str, to: &str) -> Option<i8> {
     (base_a == base_b).then(|| a - b)
 }
 
+/// How a value of `quantity` reported in `unit` (a profile's unit; `None` when it names none) is
+/// published: `Ok(Some((unit, shift)))` in the family's unit after multiplying by `10^shift`;
+/// `Ok(None)` for a quantity outside every family (published in its own unit, unconverted);
+/// `Err` with the reason when the unit cannot be converted.
+pub fn published_unit(
+    quantity: &str,
+    unit: Option<&str>,
+) -> Result<Option<(&'static str, i8)>, String> {
+    let Some(canonical) = canonical_unit(quantity) else {
+        return Ok(None);
+    };
+    let given = unit.unwrap_or_default();
+    match unit_shift(given, canonical) {
+        Some(shift) => Ok(Some((canonical, shift))),
+        None if unit.is_none() => Err(format!(
+            "{quantity} is published in {canonical}: give `unit`, the unit the meter reports ({canonical} or an SI-prefixed form of it)"
+        )),
+        None => Err(format!(
+            "{quantity} is published in {canonical}; unit {given:?} is not {canonical} nor an SI-prefixed form of it"
+        )),
+    }
+}
+
 /// A family of quantities that has no OBIS code, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoObis {
@@ -174,6 +197,21 @@ mod tests {
         assert_eq!(unit_shift("VA", "kvar"), None);
         assert_eq!(unit_shift("", "kW"), None);
         assert_eq!(unit_shift("min", "kW"), None);
+    }
+
+    #[test]
+    fn published_units_and_refusals() {
+        assert_eq!(
+            published_unit("power.active.total", Some("W")),
+            Ok(Some(("kW", -3)))
+        );
+        assert_eq!(
+            published_unit("power_factor.total", None),
+            Ok(Some(("", 0)))
+        );
+        assert_eq!(published_unit("voltage_thd.l1", Some("%")), Ok(None));
+        assert!(published_unit("voltage.l1", None).is_err());
+        assert!(published_unit("power.active.total", Some("kWh")).is_err());
     }
 
     #[test]

@@ -810,6 +810,21 @@ pub fn di_for_quantity(version: Version, quantity: &str) -> Option<DataIdentifie
     }
 }
 
+/// The OBIS code the catalogue gives `quantity` (as a DL/T 645-2007 item, else as a 1997 one),
+/// for quantities read by other protocols under the same name (Modbus profiles). `None` when the
+/// catalogue does not know the name or the quantity has no code.
+pub fn obis_for_quantity(quantity: &str) -> Option<Cow<'static, str>> {
+    [Version::V2007, Version::V1997]
+        .into_iter()
+        .find_map(|version| {
+            let items = match lookup(di_for_quantity(version, quantity)?)? {
+                DiInfo::Item(spec) => vec![spec],
+                DiInfo::Block { items, .. } => items,
+            };
+            items.into_iter().find(|s| s.quantity == quantity)?.obis
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1581,6 +1596,32 @@ mod tests {
 
     /// Every single item the catalogue holds reads back through `di_for_quantity`, and every
     /// name it hands out decodes under that name.
+    #[test]
+    fn obis_by_name() {
+        assert_eq!(
+            obis_for_quantity("power.apparent.total").as_deref(),
+            Some("1-0:9.7.0")
+        );
+        assert_eq!(
+            obis_for_quantity("power.reactive.total").as_deref(),
+            Some("1-0:3.7.0")
+        );
+        assert_eq!(
+            obis_for_quantity("energy.reactive.import.total").as_deref(),
+            Some("1-0:3.8.0")
+        );
+        assert_eq!(
+            obis_for_quantity("energy.active.import.t2").as_deref(),
+            Some("1-0:1.8.2")
+        );
+        assert_eq!(obis_for_quantity("energy.active.combined.total"), None);
+        assert_eq!(
+            obis_for_quantity("energy.active.import.total@daily-1"),
+            None
+        );
+        assert_eq!(obis_for_quantity("nonsense"), None);
+    }
+
     #[test]
     fn forward_and_reverse_agree() {
         let mut dis: Vec<DataIdentifier> = FIXED.iter().map(|f| f.di).collect();
