@@ -386,14 +386,43 @@ def check_against_truth(readings, truth, extra_payloads=()):
                 want, when = want.split(" @ ")
                 assert str(v.get("meter_time", "")).startswith(when), (
                     f"{doc['id']}: {v['quantity']} meter_time {v.get('meter_time')!r}, the meter sent {when!r}")
+            # The simulator logs the meter's unit (an SDM's W); meterd publishes the quantity's
+            # unit (kW, docs/quantities.md): the same digits with the point moved.
+            want = in_unit(want, t.get("unit", ""), v["unit"], v["source"])
             assert text == want, (
-                f"{doc['id']}: {v['quantity']} published {got!r}, the meter sent {t['value']!r} ({v['source']})")
+                f"{doc['id']}: {v['quantity']} published {got!r}, the meter sent {t['value']!r} {t.get('unit', '')} ({v['source']})")
             if isinstance(got, str):
                 # Text items (status words, dates) are strings; numbers are never sent as strings.
                 assert not _is_number(want), f"{doc['id']}: {v['quantity']} published as a string"
             compared += 1
     missing = [t for t in truth if t.get("valid", True) and t["response"].upper() not in seen_frames]
     return compared, missing
+
+
+_SI = {"": 0, "m": -3, "k": 3, "M": 6, "G": 9}
+_BASES = ("W", "var", "VA", "Wh", "varh", "VAh", "V", "A", "Hz")
+
+
+def _unit_power(unit: str):
+    for prefix, power in _SI.items():
+        base = unit[len(prefix):] if unit.startswith(prefix) else None
+        if base in _BASES:
+            return power, base
+    return None
+
+
+def in_unit(text: str, meter_unit: str, published_unit: str, source: str) -> str:
+    """`text` (a value in the meter's unit) in the published unit, computed exactly with
+    Decimal: the point moves by the SI prefixes' difference; a float's trailing zeros are
+    dropped (its shortest digits stay the shortest), an exact decimal keeps them."""
+    if meter_unit == published_unit or not _is_number(text):
+        return text
+    a, b = _unit_power(meter_unit), _unit_power(published_unit)
+    assert a and b and a[1] == b[1], f"{meter_unit} cannot be published as {published_unit}"
+    out = format(decimal.Decimal(text).scaleb(a[0] - b[0]), "f")
+    if (":f32:" in source or ":f64:" in source) and "." in out:
+        out = out.rstrip("0").rstrip(".")
+    return out
 
 
 def _is_number(text: str) -> bool:

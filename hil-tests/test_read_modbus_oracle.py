@@ -50,6 +50,13 @@ def scaled(raw, scale):
     return str(Decimal(raw) * Decimal(scale))
 
 
+def in_kilo(text):
+    """A float32's shortest text in W (var, VA) as published in kW: the point moved three places
+    in the decimal text, exactly, trailing zeros of the fraction dropped (docs/quantities.md)."""
+    out = format(Decimal(text).scaleb(-3), "f")
+    return out.rstrip("0").rstrip(".") if "." in out else out
+
+
 # generic-modbus (config/profiles/generic-modbus.toml): holding registers, integers, exact scale.
 GENERIC_RAW = {
     "energy.active.import.total": (0, "u32", 123456789, "0.01"),
@@ -71,7 +78,15 @@ def generic_words():
 
 GENERIC_EXPECTED = {q: scaled(raw, scale) for q, (_, _, raw, scale) in GENERIC_RAW.items()}
 
-# eastron-sdm630: input registers, float32 ABCD. The server holds 0x00..0x11 (nine values);
+# The published unit of each quantity read here (docs/quantities.md, one unit per quantity).
+UNITS = {"energy": "kWh", "voltage": "V", "current": "A", "power.active": "kW", "frequency": "Hz"}
+
+
+def unit_of(quantity):
+    return next(u for family, u in UNITS.items() if quantity.startswith(family))
+
+
+# eastron-sdm630: input registers, float32 ABCD, power in W. The server holds 0x00..0x11 (nine values);
 # the planner's second read (0x34.., totals and energies) hits registers it does not hold.
 SDM_VALUES = {
     "voltage.l1": 230.1,
@@ -169,6 +184,7 @@ def check_generic(meterd, target):
     for quantity, text in GENERIC_EXPECTED.items():
         assert values[quantity]["quality"] == "good", values[quantity]
         assert texts[quantity] == text, f"{quantity}: {texts[quantity]} != {text}"
+        assert values[quantity]["unit"] == unit_of(quantity), values[quantity]
 
 
 def check_unmapped(meterd, target):
@@ -185,7 +201,10 @@ def check_sdm630(meterd, target):
     texts = value_texts(stdout)
     for quantity, x in SDM_VALUES.items():
         assert values[quantity]["quality"] == "good", values[quantity]
-        assert texts[quantity] == f32_text(x), f"{quantity}: {texts[quantity]} != {f32_text(x)}"
+        # The meter reports W; meterd publishes kW, the float's digits with the point moved.
+        want = in_kilo(f32_text(x)) if quantity.startswith("power.") else f32_text(x)
+        assert texts[quantity] == want, f"{quantity}: {texts[quantity]} != {want}"
+        assert values[quantity]["unit"] == unit_of(quantity), values[quantity]
     for quantity in SDM_MISSING:
         assert values[quantity]["quality"] == "bad", values[quantity]
         assert values[quantity]["reason"] == "exception 02 illegal data address", values[quantity]
@@ -196,6 +215,9 @@ def test_f32_text_is_the_shortest_form():
     assert f32_text(231.0) == "231"
     assert f32_text(98765.43) == "98765.43"
     assert GENERIC_EXPECTED["power.active.total"] == "-1.500"
+    assert in_kilo(f32_text(1178.86)) == "1.17886"
+    assert in_kilo(f32_text(-3.25)) == "-0.00325"
+    assert in_kilo("1200") == "1.2"
 
 
 def test_modbus_tcp_integer_map_reads_exactly(meterd, tcp_server):

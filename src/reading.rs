@@ -60,6 +60,17 @@ impl ExactNumber {
         v.is_finite().then(|| Self(v.to_string()))
     }
 
+    /// This number times `10^places`, exactly, by moving the point in its text (a unit
+    /// conversion: W → kW is -3). `trim` drops trailing zeros of the fraction: for a float's
+    /// shortest text (1200 W → 1.2 kW), not for an exact decimal whose digits are its
+    /// resolution (1200.0 W → 1.2000 kW). `None` only for text that is not a plain decimal.
+    pub fn shifted(&self, places: i8, trim: bool) -> Option<Self> {
+        if places == 0 {
+            return Some(self.clone());
+        }
+        meter_protocols::decimal::shift_decimal_text(&self.0, places, trim).map(Self)
+    }
+
     /// Again from the text of an `ExactNumber` (kept by the status page's last batches).
     pub(crate) fn from_kept_text(text: &str) -> Self {
         Self(text.to_owned())
@@ -178,6 +189,24 @@ pub struct ReadingBatch {
     /// Raw response frames in hex, the evidence behind the values (empty when disabled).
     #[serde(default)]
     pub frames: Vec<String>,
+    /// Register groups whose total and every tariff register came in one block reply of this
+    /// poll (see [`TariffBlock`]). Known to the gateway only: not published, not stored.
+    #[serde(skip)]
+    pub tariff_blocks: Vec<TariffBlock>,
+}
+
+/// A register group (`energy.active.import`) read whole in one reply: a DL/T 645
+/// "total + tariffs" block (`0001FF00`, `901F`…) holds the total and as many tariff registers as
+/// the meter has, so the reply's length says the meter's tariff count. Only then (or when the
+/// batch holds the meter's `meter.tariff_count`) can validation compare the sum of the
+/// tariffs with the total: a profile that reads some tariffs one by one does not say how many
+/// the meter has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TariffBlock {
+    /// The quantity name of the total without `.total` (`energy.active.import`).
+    pub group: Label,
+    /// How many tariff registers the reply held (t1..tN).
+    pub tariffs: u8,
 }
 
 impl ReadingBatch {
@@ -193,6 +222,7 @@ impl ReadingBatch {
             read_at: rfc3339_millis(read_at),
             values: Vec::new(),
             frames: Vec::new(),
+            tariff_blocks: Vec::new(),
         }
     }
 }

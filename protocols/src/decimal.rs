@@ -148,6 +148,51 @@ impl FromStr for Decimal {
     }
 }
 
+/// `text` (a plain decimal: `-`?digits[`.`digits], no exponent) multiplied by `10^places`,
+/// exactly, by moving the decimal point in the text: `shift_decimal_text("1234.5", -3, _)` is
+/// `1.2345`. No digit is lost or invented; with `trim` the trailing zeros of the fraction (and
+/// a bare point) are dropped, so the shortest text of a float stays the shortest
+/// (`"1200"` W → `"1.2"` kW, where without `trim` it is `"1.200"`, keeping an exact
+/// decimal's resolution). `None` when `text` is not such a decimal.
+pub fn shift_decimal_text(text: &str, places: i8, trim: bool) -> Option<String> {
+    let (sign, body) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || (body.contains('.') && frac.is_empty())
+    {
+        return None;
+    }
+    let digits = format!("{int}{frac}");
+    // Position of the point in `digits`, counted from the left, after the shift.
+    let point = i64::try_from(int.len()).ok()? + i64::from(places);
+    let len = i64::try_from(digits.len()).ok()?;
+    let (mut int, mut frac) = if point <= 0 {
+        let zeros = usize::try_from(-point).ok()?;
+        ("0".to_owned(), format!("{}{digits}", "0".repeat(zeros)))
+    } else if point >= len {
+        let zeros = usize::try_from(point - len).ok()?;
+        (format!("{digits}{}", "0".repeat(zeros)), String::new())
+    } else {
+        let at = usize::try_from(point).ok()?;
+        (digits[..at].to_owned(), digits[at..].to_owned())
+    };
+    let leading = int.len() - int.trim_start_matches('0').len();
+    int.drain(..leading.min(int.len().saturating_sub(1)));
+    if trim {
+        frac.truncate(frac.trim_end_matches('0').len());
+    }
+    Some(if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +238,45 @@ mod tests {
         assert_eq!(d(31776, 2).cmp_value(d(31775, 2)), Some(Greater));
     }
 
+    #[test]
+    fn shifts_the_point_in_the_text() {
+        let s = |t, p, trim| shift_decimal_text(t, p, trim).unwrap();
+        assert_eq!(s("1234.5", -3, true), "1.2345");
+        assert_eq!(s("1234.5", -3, false), "1.2345");
+        assert_eq!(s("1200", -3, true), "1.2");
+        assert_eq!(s("1200", -3, false), "1.200");
+        assert_eq!(s("0.5", -3, true), "0.0005");
+        assert_eq!(s("-12.25", -3, true), "-0.01225");
+        assert_eq!(s("0", -3, true), "0");
+        assert_eq!(s("-0", -3, true), "-0");
+        assert_eq!(s("0.00", -3, false), "0.00000");
+        assert_eq!(s("1.5", 3, true), "1500");
+        assert_eq!(s("0.0012", 3, true), "1.2");
+        assert_eq!(s("229.8", 0, true), "229.8");
+        for bad in ["", "-", "1.", ".5", "1e3", "+1", "1.2.3", "NaN"] {
+            assert_eq!(shift_decimal_text(bad, -3, true), None, "{bad:?}");
+        }
+    }
+
     proptest! {
+        /// The shifted text is the same number as the decimal multiplied by 10^places.
+        #[test]
+        fn shifting_is_exact(m in -1_000_000_000i64..1_000_000_000, s in 0u8..=6, places in -6i8..=6) {
+            let x = d(m, s);
+            let shifted: Decimal = shift_decimal_text(&x.to_string(), places, false).unwrap().parse().unwrap();
+            let (a, b) = if places >= 0 {
+                (i128::from(x.mantissa()) * 10i128.pow(u32::from(places.unsigned_abs())), i128::from(shifted.mantissa()))
+            } else {
+                (i128::from(x.mantissa()), i128::from(shifted.mantissa()) * 10i128.pow(u32::from(places.unsigned_abs())))
+            };
+            // Same scale on both sides: x·10^p has scale s − p.
+            let lhs = a * 10i128.pow(u32::from(shifted.scale()));
+            let rhs = b * 10i128.pow(u32::from(s));
+            prop_assert_eq!(lhs, rhs, "{} shifted {} is {}", x, places, shifted);
+            let trimmed: Decimal = shift_decimal_text(&x.to_string(), places, true).unwrap().parse().unwrap();
+            prop_assert_eq!(trimmed.cmp_value(shifted), Some(std::cmp::Ordering::Equal));
+        }
+
         #[test]
         fn display_parse_round_trip(m in any::<i64>().prop_filter("min has no positive twin", |m| *m != i64::MIN), s in 0u8..=MAX_SCALE) {
             let x = d(m, s);

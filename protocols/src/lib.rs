@@ -9,6 +9,7 @@
 //!   identifier catalogue.
 //! - [`modbus`]: the Modbus RTU ADU (framing, CRC, requests, responses) and register values.
 //! - [`decimal`]: exact decimal numbers, so that a BCD reading is never changed by a binary float.
+//! - [`quantity`]: the published unit of every quantity, and the quantities without an OBIS code.
 //! - [`scan`]: the streaming outcome every frame scanner returns.
 //!
 //! Panic freedom: no parser in this crate panics on any input. The fuzz targets under
@@ -20,6 +21,7 @@
 pub mod decimal;
 pub mod dlt645;
 pub mod modbus;
+pub mod quantity;
 pub mod scan;
 
 pub use decimal::Decimal;

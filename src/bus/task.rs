@@ -483,6 +483,7 @@ impl Bus {
                 .filter(|_| good < result.values.len());
             let bad = result.values.len() - good;
             batch.values = result.values;
+            batch.tariff_blocks = result.tariff_blocks;
             let answered = result.answered > 0;
             let degrade_after = self.degrade_after;
             let degradation = &mut self.meters.get_mut(m)?.degradation;

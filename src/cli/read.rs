@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use meter_protocols::dlt645::catalog::di_for_quantity;
@@ -14,6 +14,7 @@ use crate::bus::task::{Bus, BusOptions};
 use crate::config::profile::{Point, ProfileProtocol};
 use crate::config::{BusConfig, MeterConfig, Profile, ProfileSet, Protocol, Timing};
 use crate::health::{BusHealth, LinkState};
+use crate::ingest::validation::ValidationConfig;
 use crate::reading::{Quality, ReadingBatch, ValueData};
 
 /// Arguments of `meterd read`.
@@ -89,10 +90,13 @@ pub fn run(args: &ReadArgs) -> ExitCode {
         let Some(id) = bus.drivers().next().map(|d| d.id().to_owned()) else {
             return fail("read", "no meter to read", 2);
         };
-        let batch = match bus.read_now(&id).await {
+        let mut batch = match bus.read_now(&id).await {
             Ok(b) => b,
             Err(e) => return fail("read", &e, 2),
         };
+        // The daemon's plausibility checks (range, tariff sum, meter clock), so a technician
+        // sees what the billing core would; "went backwards" needs the spool's history.
+        ValidationConfig::default().validate(&mut batch, |_| None, SystemTime::now());
         let (link, answered, last_error) = {
             let s = crate::sync::lock(&status);
             let m = s.meters.first();

@@ -225,10 +225,14 @@ pub struct Point {
     /// Register holding a power-of-ten exponent applied to the value (e.g. Acrel meters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exponent_register: Option<u16>,
-    /// Unit (Modbus points; DL/T 645 units come from the catalogue).
+    /// The unit the meter reports (Modbus points; DL/T 645 units come from the catalogue). A
+    /// quantity of docs/quantities.md is published in its family's unit, converted exactly by
+    /// the SI prefix (an SDM630's `W` is published as kW); a unit that cannot be converted is
+    /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
-    /// OBIS code, where one exists.
+    /// OBIS code, where one exists; defaults to the catalogue's code for the quantity
+    /// (docs/quantities.md), and must equal it when the catalogue has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub obis: Option<String>,
 }
@@ -364,6 +368,20 @@ impl Profile {
                             "register",
                             format!("register {register} + {} runs past 65535", ty.registers()),
                         ));
+                    }
+                    if let Some(q) = &p.quantity {
+                        meter_protocols::quantity::published_unit(q, p.unit.as_deref())
+                            .map_err(|e| fail("unit", e))?;
+                        if let (Some(given), Some(code)) = (
+                            &p.obis,
+                            meter_protocols::dlt645::catalog::obis_for_quantity(q),
+                        ) && *given != code
+                        {
+                            return Err(fail(
+                                "obis",
+                                format!("{q} is {code} (docs/quantities.md), not {given:?}"),
+                            ));
+                        }
                     }
                     if let Some(s) = p
                         .scale

@@ -307,6 +307,7 @@ impl LastBatch {
             read_at: k.read_at.to_string(),
             values,
             frames: k.frames.iter().map(KeptFrame::text).collect(),
+            tariff_blocks: Vec::new(),
         })
     }
 }

@@ -6,12 +6,13 @@
 //! - a cumulative energy register lower than the meter's last good value (state kept across
 //!   restarts by the spool), because a meter's import or export counter never runs backwards;
 //! - a value outside its physical range (voltage, current, frequency, power factor);
-//! - tariff registers whose sum disagrees with the total by more than rounding allows;
+//! - tariff registers whose sum disagrees with the total by more than rounding allows, when the
+//!   batch holds every tariff register of the meter (one block reply, or `meter.tariff_count`);
 //! - a meter clock off the gateway's clock by more than the configured limit.
 //!
 //! It never drops a value, never changes a number, and never turns `bad` into anything else.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use meter_protocols::Decimal;
@@ -90,55 +91,93 @@ impl ValidationConfig {
 /// Total vs the sum of its tariffs: each tariff register is rounded down to the format's last
 /// digit, so the sum may fall short of the total by up to one step per tariff, never exceed it
 /// by more than one step.
+///
+/// The sum is compared only when the batch holds **every** tariff register of the meter, which
+/// it knows in one of two ways: the total and tariffs came in one block reply (the reply's
+/// length is the meter's tariff count; [`crate::reading::TariffBlock`]), or the batch holds the
+/// meter's own `meter.tariff_count` N and tariffs t1..tN. A profile that reads t1 and t2 of a
+/// four-tariff meter must not make the total suspect.
 fn check_tariffs(batch: &mut ReadingBatch) {
-    let mut groups: HashMap<String, (Option<usize>, Vec<Decimal>)> = HashMap::new();
+    // group → (index of the total, tariff number → value; `None` when read twice with two values)
+    type Group = (Option<usize>, BTreeMap<u8, Option<Decimal>>);
+    let mut groups: HashMap<&str, Group> = HashMap::new();
+    let mut tariff_count: Option<u8> = None;
     for (i, v) in batch.values.iter().enumerate() {
         if v.quality != Quality::Good {
+            continue;
+        }
+        if &*v.quantity == "meter.tariff_count" {
+            tariff_count = number(v).and_then(|d| {
+                (d.scale() == 0)
+                    .then(|| u8::try_from(d.mantissa()).ok())
+                    .flatten()
+            });
+            continue;
+        }
+        if !v.quantity.starts_with("energy.") || v.quantity.contains('@') {
             continue;
         }
         let Some((base, last)) = v.quantity.rsplit_once('.') else {
             continue;
         };
-        if !v.quantity.starts_with("energy.") || v.quantity.contains('@') {
-            continue;
-        }
         let Some(x) = number(v) else { continue };
-        let entry = groups.entry(base.to_owned()).or_default();
+        let entry = groups.entry(base).or_default();
         if last == "total" {
             entry.0 = Some(i);
-        } else if last.len() > 1
-            && last.starts_with('t')
-            && last[1..].bytes().all(|b| b.is_ascii_digit())
+        } else if let Some(t) = last
+            .strip_prefix('t')
+            .filter(|n| {
+                !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit())
+            })
+            .and_then(|n| n.parse::<u8>().ok())
         {
-            entry.1.push(x);
+            let slot = entry.1.entry(t).or_insert(Some(x));
+            if *slot != Some(x) {
+                *slot = None;
+            }
         }
     }
-    for (_, (total, tariffs)) in groups {
-        let (Some(ti), false) = (total, tariffs.is_empty()) else {
+    let mut suspect = Vec::new();
+    for (base, (total, tariffs)) in &groups {
+        let Some(ti) = *total else { continue };
+        let from_block = batch
+            .tariff_blocks
+            .iter()
+            .find(|b| &*b.group == *base)
+            .map(|b| b.tariffs);
+        // Every tariff the meter has, 1..=n, each once: else the sum says nothing.
+        let complete = |n: u8| n >= 1 && tariffs.keys().copied().eq(1..=n);
+        if !(from_block.is_some_and(complete) || tariff_count.is_some_and(complete)) {
+            continue;
+        }
+        let Some(values) = tariffs.values().copied().collect::<Option<Vec<Decimal>>>() else {
             continue;
         };
         let Some(total_v) = batch.values.get(ti).and_then(number) else {
             continue;
         };
-        let scale = tariffs
+        let scale = values
             .iter()
             .map(|d| d.scale())
             .chain([total_v.scale()])
             .max()
             .unwrap_or(0);
         let to = |d: Decimal| i128::from(d.mantissa()) * 10i128.pow(u32::from(scale - d.scale()));
-        let sum: i128 = tariffs.iter().map(|d| to(*d)).sum();
+        let sum: i128 = values.iter().map(|d| to(*d)).sum();
         let total = to(total_v);
-        let steps = tariffs.len() as i128 + 1;
+        let steps = values.len() as i128 + 1;
         if (total - sum).abs() > steps {
             let sum_d = Decimal::new(i64::try_from(sum).unwrap_or(i64::MAX), scale);
-            if let Some(v) = batch.values.get_mut(ti) {
-                let s = sum_d.map(|d| d.to_string()).unwrap_or_default();
-                mark(
-                    v,
-                    format!("tariff registers sum to {s}, total says {total_v}"),
-                );
-            }
+            let s = sum_d.map(|d| d.to_string()).unwrap_or_default();
+            suspect.push((
+                ti,
+                format!("tariff registers sum to {s}, total says {total_v}"),
+            ));
+        }
+    }
+    for (ti, reason) in suspect {
+        if let Some(v) = batch.values.get_mut(ti) {
+            mark(v, reason);
         }
     }
 }
@@ -185,7 +224,7 @@ fn check_clock(batch: &mut ReadingBatch, now: SystemTime, limit: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::ExactNumber;
+    use crate::reading::{ExactNumber, TariffBlock};
     use std::time::UNIX_EPOCH;
 
     fn val(q: &str, x: &str, unit: &str) -> ReadingValue {
@@ -263,17 +302,29 @@ mod tests {
         assert_eq!(qs, [Good, Suspect, Good, Suspect, Good, Suspect]);
     }
 
+    fn four_tariffs(total: &str) -> Vec<ReadingValue> {
+        vec![
+            val("energy.active.import.total", total, "kWh"),
+            val("energy.active.import.t1", "100.01", "kWh"),
+            val("energy.active.import.t2", "200.02", "kWh"),
+            val("energy.active.import.t3", "300.03", "kWh"),
+            val("energy.active.import.t4", "400.04", "kWh"),
+        ]
+    }
+
+    fn block(group: &str, tariffs: u8) -> TariffBlock {
+        TariffBlock {
+            group: group.into(),
+            tariffs,
+        }
+    }
+
     #[test]
-    fn tariffs_must_add_up_to_the_total_within_rounding() {
+    fn tariffs_of_one_block_reply_must_add_up_to_the_total_within_rounding() {
         let cfg = ValidationConfig::default();
         let ok = |total: &str| {
-            let mut b = batch(vec![
-                val("energy.active.import.total", total, "kWh"),
-                val("energy.active.import.t1", "100.01", "kWh"),
-                val("energy.active.import.t2", "200.02", "kWh"),
-                val("energy.active.import.t3", "300.03", "kWh"),
-                val("energy.active.import.t4", "400.04", "kWh"),
-            ]);
+            let mut b = batch(four_tariffs(total));
+            b.tariff_blocks = vec![block("energy.active.import", 4)];
             cfg.validate(&mut b, |_| None, UNIX_EPOCH);
             quality(&b, "energy.active.import.total")
         };
@@ -285,6 +336,65 @@ mod tests {
             r.unwrap(),
             "tariff registers sum to 1000.10, total says 1001.10"
         );
+    }
+
+    #[test]
+    fn some_tariffs_of_a_meter_say_nothing_about_its_total() {
+        // A four-tariff meter (total = t1 + t2 + t3 + t4 = 1000.10) read by a profile that
+        // asks for t1 and t2 only, one DI each: the total is not suspect.
+        let cfg = ValidationConfig::default();
+        let mut b = batch(four_tariffs("1000.10"));
+        b.values.truncate(3);
+        cfg.validate(&mut b, |_| None, UNIX_EPOCH);
+        assert_eq!(
+            quality(&b, "energy.active.import.total"),
+            (Quality::Good, None)
+        );
+        // All four read one by one, but nothing says the meter has four (it may have eight).
+        let mut b = batch(four_tariffs("1234.56"));
+        cfg.validate(&mut b, |_| None, UNIX_EPOCH);
+        assert_eq!(quality(&b, "energy.active.import.total").0, Quality::Good);
+        // A block of another register group says nothing about this one.
+        let mut b = batch(four_tariffs("1234.56"));
+        b.tariff_blocks = vec![block("energy.active.export", 4)];
+        cfg.validate(&mut b, |_| None, UNIX_EPOCH);
+        assert_eq!(quality(&b, "energy.active.import.total").0, Quality::Good);
+        // The block held 8 tariffs but only 4 are in the batch (a bad value, say).
+        let mut b = batch(four_tariffs("1234.56"));
+        b.tariff_blocks = vec![block("energy.active.import", 8)];
+        cfg.validate(&mut b, |_| None, UNIX_EPOCH);
+        assert_eq!(quality(&b, "energy.active.import.total").0, Quality::Good);
+        // A bad tariff of the block: the sum is incomplete.
+        let mut b = batch(four_tariffs("1234.56"));
+        b.tariff_blocks = vec![block("energy.active.import", 4)];
+        b.values[2].quality = Quality::Bad;
+        b.values[2].value = None;
+        cfg.validate(&mut b, |_| None, UNIX_EPOCH);
+        assert_eq!(quality(&b, "energy.active.import.total").0, Quality::Good);
+    }
+
+    #[test]
+    fn the_meters_tariff_count_makes_single_reads_comparable() {
+        let cfg = ValidationConfig::default();
+        let with_count = |total: &str, count: &str, tariffs: usize| {
+            let mut values = four_tariffs(total);
+            values.truncate(1 + tariffs);
+            values.push(val("meter.tariff_count", count, ""));
+            let mut b = batch(values);
+            cfg.validate(&mut b, |_| None, UNIX_EPOCH);
+            quality(&b, "energy.active.import.total").0
+        };
+        assert_eq!(with_count("1000.10", "4", 4), Quality::Good);
+        assert_eq!(with_count("1001.10", "4", 4), Quality::Suspect);
+        assert_eq!(with_count("1001.10", "8", 4), Quality::Good, "4 of 8 read");
+        assert_eq!(with_count("1001.10", "4", 2), Quality::Good, "2 of 4 read");
+        // The same tariff read twice with two values: which one counts is unknown.
+        let mut values = four_tariffs("1001.10");
+        values.push(val("energy.active.import.t4", "400.05", "kWh"));
+        values.push(val("meter.tariff_count", "4", ""));
+        let mut b = batch(values);
+        cfg.validate(&mut b, |_| None, UNIX_EPOCH);
+        assert_eq!(quality(&b, "energy.active.import.total").0, Quality::Good);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use meter_protocols::dlt645::{Address, DataIdentifier, Dlt645Frame, Request, Res
 use super::contract::Framing;
 use super::{FollowUp, Step, Transaction, TxKind, bad_value};
 use crate::hex_input::to_hex;
-use crate::reading::{ExactNumber, Label, Quality, ReadingValue, ValueData};
+use crate::reading::{ExactNumber, Label, Quality, ReadingValue, TariffBlock, ValueData};
 
 /// A quantity a DL/T 645 read is expected to yield.
 #[derive(Debug, Clone)]
@@ -145,6 +145,31 @@ pub(super) fn interpret(
         return Outcome::More(acc);
     }
     Outcome::Values(decode(di, &acc.payload))
+}
+
+/// The register group a "total + tariffs" block reply held whole (total, t1..tN with N ≥ 1, as
+/// the catalogue split it by the payload's length), or `None` for any other reply.
+pub(super) fn tariff_block(di: DataIdentifier, values: &[ReadingValue]) -> Option<TariffBlock> {
+    let Some(DiInfo::Block {
+        tariffs_by_length: true,
+        ..
+    }) = catalog::lookup(di)
+    else {
+        return None;
+    };
+    let (total, tariffs) = values.split_first()?;
+    let group = total.quantity.strip_suffix(".total")?;
+    let whole = !tariffs.is_empty()
+        && tariffs.iter().zip(1u8..).all(|(v, t)| {
+            v.quantity
+                .strip_prefix(group)
+                .and_then(|rest| rest.strip_prefix(".t"))
+                .is_some_and(|n| n == t.to_string())
+        });
+    whole.then(|| TariffBlock {
+        group: group.into(),
+        tariffs: u8::try_from(tariffs.len()).unwrap_or(u8::MAX),
+    })
 }
 
 /// The values of a complete payload.

@@ -25,7 +25,7 @@ use thiserror::Error;
 
 use crate::config::profile::ProfileProtocol;
 use crate::config::{MeterConfig, Profile, Protocol};
-use crate::reading::{Label, Quality, ReadingValue};
+use crate::reading::{Label, Quality, ReadingValue, TariffBlock};
 
 pub use contract::{Framing, Reply, Step};
 pub use modbus::ModbusPoint;
@@ -244,6 +244,7 @@ impl MeterDriver {
             failed: 0,
             registers: HashMap::new(),
             read_failures: vec![None; self.transactions.len()],
+            tariff_blocks: Vec::new(),
         }
     }
 }
@@ -271,6 +272,8 @@ pub struct Poll<'d> {
     registers: HashMap<(u8, u16), u16>,
     /// Why each Modbus read failed, when it did.
     read_failures: Vec<Option<String>>,
+    /// Register groups read whole in one block reply.
+    tariff_blocks: Vec<TariffBlock>,
 }
 
 /// The result of one poll.
@@ -284,6 +287,9 @@ pub struct PollResult {
     pub answered: usize,
     /// Transactions that got no valid reply.
     pub failed: usize,
+    /// Register groups whose total and every tariff came in one block reply (for the
+    /// tariff-sum check; see [`TariffBlock`]).
+    pub tariff_blocks: Vec<TariffBlock>,
 }
 
 impl PollResult {
@@ -341,6 +347,9 @@ impl Poll<'_> {
                         }
                     }
                     dlt645::Outcome::Values(vals) => {
+                        if let Some(block) = dlt645::tariff_block(*di, &vals) {
+                            self.tariff_blocks.push(block);
+                        }
                         self.values
                             .extend(dlt645::rename(vals, quantity_override.as_deref()));
                         self.finish_tx(true);
@@ -478,6 +487,7 @@ impl Poll<'_> {
             frames: self.frames,
             answered: self.answered,
             failed: self.failed,
+            tariff_blocks: self.tariff_blocks,
         }
     }
 }

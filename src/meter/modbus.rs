@@ -3,9 +3,11 @@
 use std::collections::HashMap;
 
 use meter_protocols::Decimal;
+use meter_protocols::dlt645::catalog;
 use meter_protocols::modbus::plan::{PlanOptions, PlannedRead, PointRange, PollPlan, plan};
 use meter_protocols::modbus::rtu::{self, ReadFunction};
 use meter_protocols::modbus::values::{ModbusValue, RegisterOrder, Scale, ValueType, read_value};
+use meter_protocols::quantity;
 
 use super::contract::Framing;
 use super::{Step, Transaction, TxKind, bad_value};
@@ -36,6 +38,9 @@ pub struct ModbusPoint {
     pub exponent_register: Option<u16>,
     /// `modbus:fc04:0x0048:f32:abcd`.
     pub source: Label,
+    /// Power of ten from the meter's unit (the profile's) to the published one (`unit`,
+    /// docs/quantities.md): -3 for an SDM630's W published as kW.
+    pub unit_shift: i8,
 }
 
 impl ModbusPoint {
@@ -107,10 +112,24 @@ pub(super) fn plan_points(
                 ty.name()
             )
         };
+        let quantity = p.quantity.as_deref().unwrap_or(&source);
+        // The published unit (docs/quantities.md) and the shift from the meter's; a name
+        // outside every family keeps its profile's unit.
+        let (unit, unit_shift) = match quantity::published_unit(quantity, p.unit.as_deref())
+            .map_err(|e| format!("point {i}: {e}"))?
+        {
+            Some((unit, shift)) => (Label::from(unit), shift),
+            None => (Label::from(p.unit.as_deref().unwrap_or_default()), 0),
+        };
+        // The catalogue's code when the profile names none: one quantity, one OBIS code.
+        let obis = match &p.obis {
+            Some(o) => Some(Label::from(o.as_str())),
+            None => catalog::obis_for_quantity(quantity).map(|o| Label::from(o.as_ref())),
+        };
         points.push(ModbusPoint {
-            quantity: p.quantity.as_deref().unwrap_or(&source).into(),
-            unit: p.unit.as_deref().unwrap_or_default().into(),
-            obis: p.obis.as_deref().map(Label::from),
+            quantity: quantity.into(),
+            unit,
+            obis,
             function,
             register,
             value_type,
@@ -118,6 +137,7 @@ pub(super) fn plan_points(
             scale,
             exponent_register: p.exponent_register,
             source: source.into(),
+            unit_shift,
         });
     }
     let mut ranges: Vec<PointRange> = points
@@ -224,10 +244,17 @@ pub(super) fn value(
     };
     match read_value(&regs, point.value_type, point.order, point.scale, exponent) {
         Ok(v) => {
+            // In the published unit: the point moves in the decimal text, exactly; a float's
+            // shortest digits stay the shortest (trailing zeros trimmed).
+            let shift = point.unit_shift;
             let number = match v {
-                ModbusValue::Exact(d) => Some(ExactNumber::from_decimal(d)),
-                ModbusValue::Float32(f) => ExactNumber::from_f32(f),
-                ModbusValue::Float64(f) => ExactNumber::from_f64(f),
+                ModbusValue::Exact(d) => ExactNumber::from_decimal(d).shifted(shift, false),
+                ModbusValue::Float32(f) => {
+                    ExactNumber::from_f32(f).and_then(|n| n.shifted(shift, true))
+                }
+                ModbusValue::Float64(f) => {
+                    ExactNumber::from_f64(f).and_then(|n| n.shifted(shift, true))
+                }
             };
             match number {
                 Some(n) => ReadingValue {

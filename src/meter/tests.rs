@@ -1,5 +1,6 @@
 //! Driver tests with canned frames: no I/O.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use meter_protocols::dlt645::{
@@ -357,7 +358,9 @@ fn modbus_poll_follows_the_plan_and_scales_exactly() {
     );
     assert_eq!(&*r.values[1].source, "modbus:fc04:0x0048:f32:abcd");
     assert_eq!(shown[2].1, "123456.78");
-    assert_eq!(shown[3].1, "-123.4");
+    // -123.4 W, published in kW: the point moved three places in the exact decimal.
+    assert_eq!(shown[3].1, "-0.1234");
+    assert_eq!(&*r.values[3].unit, "kW");
 }
 
 #[test]
@@ -446,4 +449,201 @@ fn meters_of_one_profile_share_points_and_plan() {
         capped.plan.as_ref().unwrap(),
         first.plan.as_ref().unwrap()
     ));
+}
+
+#[test]
+fn a_total_and_tariffs_block_says_the_group_was_read_whole() {
+    let p = profile(
+        r#"
+name = "t"
+description = "t"
+source = "t"
+protocol = "dlt645-2007"
+[[point]]
+di = "0001FF00"
+[[point]]
+di = "00020000"
+[[point]]
+di = "00020100"
+"#,
+    );
+    let d = MeterDriver::new(&dlt_meter("t"), &p, "bus").unwrap();
+    let mut poll = d.poll();
+    // total 10.00, t1..t4 = 1.00, 2.00, 3.00, 4.00 kWh in one reply.
+    let block: Vec<u8> = [0x1000u32, 0x0100, 0x0200, 0x0300, 0x0400]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    poll.on_reply(&read_reply("0001FF00", &block, false), b"f1");
+    poll.on_reply(
+        &read_reply("00020000", &[0x00, 0x05, 0x00, 0x00], false),
+        b"f2",
+    );
+    poll.on_reply(
+        &read_reply("00020100", &[0x00, 0x01, 0x00, 0x00], false),
+        b"f3",
+    );
+    let r = poll.finish();
+    assert_eq!(r.values.len(), 7);
+    assert_eq!(
+        r.tariff_blocks,
+        vec![TariffBlock {
+            group: "energy.active.import".into(),
+            tariffs: 4
+        }],
+        "the export total and t1 came one by one: not whole"
+    );
+}
+
+/// Answers every planned read of a Modbus driver from `registers` (0 where not given).
+fn answer_modbus(d: &MeterDriver, registers: &HashMap<u16, u16>) -> PollResult {
+    let mut poll = d.poll();
+    for read in &d.plan().unwrap().requests {
+        let words: Vec<u16> = (0..read.count)
+            .map(|k| {
+                registers
+                    .get(&read.address.wrapping_add(k))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let reply = match read.function {
+            rtu::ReadFunction::InputRegisters => rtu::Response::InputRegisters(words),
+            _ => rtu::Response::HoldingRegisters(words),
+        };
+        poll.on_reply(&Reply::ModbusRtu(reply), b"r");
+    }
+    assert!(poll.next_step().is_none());
+    poll.finish()
+}
+
+fn builtin_driver(set: &ProfileSet, name: &str) -> MeterDriver {
+    let p = set.get(name).unwrap();
+    let m = match p.protocol {
+        crate::config::profile::ProfileProtocol::Dlt645_2007 => dlt_meter(name),
+        crate::config::profile::ProfileProtocol::Dlt645_1997 => meter(&format!(
+            "protocol = \"dlt645-1997\"\naddress = \"{ADDR}\"\nprofile = \"{name}\"\n"
+        )),
+        crate::config::profile::ProfileProtocol::Modbus => meter(&format!(
+            "protocol = \"modbus-rtu\"\nunit = 1\nprofile = \"{name}\"\n"
+        )),
+    };
+    MeterDriver::new(&m, p, "bus").unwrap()
+}
+
+/// docs/quantities.md: one unit per quantity in everything published, and an OBIS code for
+/// every quantity that has one (the catalogue's), or a documented reason for none.
+#[test]
+fn every_builtin_profile_publishes_canonical_units_and_obis_codes() {
+    use meter_protocols::dlt645::catalog::obis_for_quantity;
+    use meter_protocols::quantity::{canonical_unit, no_obis_reason};
+    let set = ProfileSet::builtin().unwrap();
+    let mut checked = 0;
+    for name in set.names() {
+        let d = builtin_driver(&set, name);
+        // Modbus: every read answered (zeros), so the values are good numbers; DL/T 645:
+        // unanswered, so the values carry the unit and code of the items they stand for.
+        let r = if d.plan().is_some() {
+            answer_modbus(&d, &HashMap::new())
+        } else {
+            let mut poll = d.poll();
+            while poll.next_step().is_some() {
+                poll.on_failure("no reply");
+            }
+            poll.finish()
+        };
+        for v in &r.values {
+            let q = &*v.quantity;
+            assert_eq!(
+                canonical_unit(q),
+                Some(&*v.unit),
+                "{name}: {q} published in {:?}, docs/quantities.md says {:?}",
+                v.unit,
+                canonical_unit(q)
+            );
+            match &v.obis {
+                Some(code) => {
+                    if let Some(want) = obis_for_quantity(q) {
+                        assert_eq!(&**code, &*want, "{name}: {q}");
+                    }
+                }
+                None => assert!(
+                    no_obis_reason(q).is_some(),
+                    "{name}: {q} has no OBIS code and is not in quantity::NO_OBIS"
+                ),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "{checked}");
+}
+
+#[test]
+fn an_sdm630_power_in_watts_is_published_as_the_exact_kilowatt_decimal() {
+    let set = ProfileSet::builtin().unwrap();
+    let d = builtin_driver(&set, "eastron-sdm630");
+    let f32_at = |regs: &mut HashMap<u16, u16>, address: u16, v: f32| {
+        let bits = v.to_bits();
+        regs.insert(address, (bits >> 16) as u16);
+        regs.insert(address + 1, (bits & 0xFFFF) as u16);
+    };
+    let mut regs = HashMap::new();
+    f32_at(&mut regs, 0x0034, 1234.5); // total W
+    f32_at(&mut regs, 0x000C, 0.1); // L1 W: float32 0.1 is 0.100000001490116…, shortest "0.1"
+    f32_at(&mut regs, 0x000E, 1200.0); // L2 W
+    f32_at(&mut regs, 0x0010, -230.7); // L3 W (exporting)
+    f32_at(&mut regs, 0x0038, 3.5e6); // total VA
+    f32_at(&mut regs, 0x003C, -987.654); // total var
+    f32_at(&mut regs, 0x0000, 229.8); // V: no conversion
+    let r = answer_modbus(&d, &regs);
+    let got = |q: &str| {
+        let v = r.values.iter().find(|v| &*v.quantity == q).unwrap();
+        assert_eq!(v.quality, Quality::Good, "{v:?}");
+        // The JSON text is the number's text.
+        let json = serde_json::to_value(v).unwrap();
+        (json["value"].to_string(), v.unit.to_string())
+    };
+    assert_eq!(got("power.active.total"), ("1.2345".into(), "kW".into()));
+    assert_eq!(got("power.active.l1"), ("0.0001".into(), "kW".into()));
+    assert_eq!(got("power.active.l2"), ("1.2".into(), "kW".into()));
+    assert_eq!(got("power.active.l3"), ("-0.2307".into(), "kW".into()));
+    assert_eq!(got("power.apparent.total"), ("3500".into(), "kVA".into()));
+    assert_eq!(
+        got("power.reactive.total"),
+        ("-0.987654".into(), "kvar".into())
+    );
+    assert_eq!(got("voltage.l1"), ("229.8".into(), "V".into()));
+    let obis = |q: &str| {
+        r.values
+            .iter()
+            .find(|v| &*v.quantity == q)
+            .and_then(|v| v.obis.as_deref().map(str::to_owned))
+    };
+    assert_eq!(obis("power.apparent.total").as_deref(), Some("1-0:9.7.0"));
+    assert_eq!(obis("power.reactive.total").as_deref(), Some("1-0:3.7.0"));
+}
+
+#[test]
+fn a_profile_unit_that_cannot_be_converted_is_refused() {
+    for (unit, want) in [
+        ("unit = \"kWh\"\n", "unit \"kWh\" is not kW"),
+        ("", "give `unit`"),
+    ] {
+        let text = format!(
+            "name = \"m\"\ndescription = \"m\"\nsource = \"m\"\nprotocol = \"modbus\"\n\
+             [[point]]\nquantity = \"power.active.total\"\nfunction = \"input\"\n\
+             register = 0\ntype = \"f32\"\n{unit}"
+        );
+        let e = Profile::parse(Path::new("p.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want) && e.contains("point[0].unit"), "{e}");
+    }
+    let wrong_obis = "name = \"m\"\ndescription = \"m\"\nsource = \"m\"\nprotocol = \"modbus\"\n\
+         [[point]]\nquantity = \"voltage.l1\"\nfunction = \"input\"\nregister = 0\n\
+         type = \"f32\"\nunit = \"V\"\nobis = \"1-0:31.7.0\"\n";
+    let e = Profile::parse(Path::new("p.toml"), wrong_obis)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("voltage.l1 is 1-0:32.7.0"), "{e}");
 }

@@ -189,13 +189,13 @@ pub static FIXED: &[Fixed] = &[
     n7(0x0206_0100, "power_factor.l1", "", Some("1-0:33.7.0"), PF_S, "phase A power factor"),
     n7(0x0206_0200, "power_factor.l2", "", Some("1-0:53.7.0"), PF_S, "phase B power factor"),
     n7(0x0206_0300, "power_factor.l3", "", Some("1-0:73.7.0"), PF_S, "phase C power factor"),
-    n7(0x0207_0100, "phase_angle.l1", "°", None, VOLT, "phase A angle"),
-    n7(0x0207_0200, "phase_angle.l2", "°", None, VOLT, "phase B angle"),
-    n7(0x0207_0300, "phase_angle.l3", "°", None, VOLT, "phase C angle"),
+    n7(0x0207_0100, "phase_angle.l1", "°", Some("1-0:81.7.4"), VOLT, "phase A angle"),
+    n7(0x0207_0200, "phase_angle.l2", "°", Some("1-0:81.7.15"), VOLT, "phase B angle"),
+    n7(0x0207_0300, "phase_angle.l3", "°", Some("1-0:81.7.26"), VOLT, "phase C angle"),
     n7(0x0280_0001, "current.neutral", "A", Some("1-0:91.7.0"), AMP, "neutral current"),
     n7(0x0280_0002, "frequency", "Hz", Some("1-0:14.7.0"), Format::bcd(4, 2, false), "grid frequency"),
     n7(0x0280_0003, "power.active.total.avg_1min", "kW", None, POWER_S, "one-minute average total active power"),
-    n7(0x0280_0004, "demand.active.current", "kW", None, POWER_S, "current active demand"),
+    n7(0x0280_0004, "demand.active.current", "kW", Some("1-0:1.4.0"), POWER_S, "current active demand"),
     n7(0x0280_0007, "meter.temperature", "°C", None, Format::bcd(4, 1, true), "meter internal temperature"),
     n7(0x0280_0008, "meter.clock_battery.voltage", "V", None, Format::bcd(4, 2, false), "clock battery voltage"),
     // ---- events (DI3 = 03): counts
@@ -808,6 +808,21 @@ pub fn di_for_quantity(version: Version, quantity: &str) -> Option<DataIdentifie
             ))
         }
     }
+}
+
+/// The OBIS code the catalogue gives `quantity` (as a DL/T 645-2007 item, else as a 1997 one),
+/// for quantities read by other protocols under the same name (Modbus profiles). `None` when the
+/// catalogue does not know the name or the quantity has no code.
+pub fn obis_for_quantity(quantity: &str) -> Option<Cow<'static, str>> {
+    [Version::V2007, Version::V1997]
+        .into_iter()
+        .find_map(|version| {
+            let items = match lookup(di_for_quantity(version, quantity)?)? {
+                DiInfo::Item(spec) => vec![spec],
+                DiInfo::Block { items, .. } => items,
+            };
+            items.into_iter().find(|s| s.quantity == quantity)?.obis
+        })
 }
 
 #[cfg(test)]
@@ -1582,6 +1597,32 @@ mod tests {
     /// Every single item the catalogue holds reads back through `di_for_quantity`, and every
     /// name it hands out decodes under that name.
     #[test]
+    fn obis_by_name() {
+        assert_eq!(
+            obis_for_quantity("power.apparent.total").as_deref(),
+            Some("1-0:9.7.0")
+        );
+        assert_eq!(
+            obis_for_quantity("power.reactive.total").as_deref(),
+            Some("1-0:3.7.0")
+        );
+        assert_eq!(
+            obis_for_quantity("energy.reactive.import.total").as_deref(),
+            Some("1-0:3.8.0")
+        );
+        assert_eq!(
+            obis_for_quantity("energy.active.import.t2").as_deref(),
+            Some("1-0:1.8.2")
+        );
+        assert_eq!(obis_for_quantity("energy.active.combined.total"), None);
+        assert_eq!(
+            obis_for_quantity("energy.active.import.total@daily-1"),
+            None
+        );
+        assert_eq!(obis_for_quantity("nonsense"), None);
+    }
+
+    #[test]
     fn forward_and_reverse_agree() {
         let mut dis: Vec<DataIdentifier> = FIXED.iter().map(|f| f.di).collect();
         for d3 in [0x00u32, 0x01] {
@@ -1602,6 +1643,18 @@ mod tests {
                 continue;
             };
             assert_eq!(spec.di, d);
+            assert_eq!(
+                crate::quantity::canonical_unit(&spec.quantity),
+                Some(spec.unit),
+                "{d} {}: unit",
+                spec.quantity
+            );
+            assert_ne!(
+                spec.obis.is_some(),
+                crate::quantity::no_obis_reason(&spec.quantity).is_some(),
+                "{d} {}: an OBIS code, or a reason in quantity::NO_OBIS",
+                spec.quantity
+            );
             assert_eq!(
                 di_for_quantity(d.version(), &spec.quantity),
                 Some(d),
@@ -1660,6 +1713,16 @@ mod tests {
                     .find(|s| s.quantity == *quantity)
                     .unwrap_or_else(|| panic!("{quantity}: not read by {d}"));
                 assert_eq!(spec.unit, *unit, "{quantity} unit");
+                assert_eq!(
+                    crate::quantity::canonical_unit(quantity),
+                    Some(spec.unit),
+                    "{quantity}: the catalogue's unit is not the published one (quantity::UNITS)"
+                );
+                assert_ne!(
+                    spec.obis.is_some(),
+                    crate::quantity::no_obis_reason(quantity).is_some(),
+                    "{quantity}: an OBIS code, or a reason in quantity::NO_OBIS, not both"
+                );
                 assert_eq!(spec.obis.as_deref().unwrap_or(""), *obis, "{quantity} OBIS");
                 assert_eq!(spec.format.to_string(), *f, "{quantity} format ({d})");
             }

@@ -47,7 +47,9 @@ pub struct Explanation {
     pub problem: Option<String>,
 }
 
-/// The `meterd decode --json` object.
+/// The `meterd decode --json` object. Every key is always present (`null`, `[]` or `""` when it
+/// does not apply), so a consumer can index it without testing for keys; README.md
+/// ("`meterd decode --json`") lists the keys and what each means.
 #[derive(Debug, Serialize)]
 pub struct FrameJson {
     /// `dlt645-2007`, `dlt645-1997` or `modbus-rtu`.
@@ -58,20 +60,19 @@ pub struct FrameJson {
     pub address: String,
     /// Control / function.
     pub control: ControlJson,
-    /// Data identifier (DL/T 645 reads).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Data identifier (DL/T 645 reads and their replies); null for a frame without one
+    /// (read-address, error replies, Modbus).
     pub di: Option<String>,
     /// Decoded values.
     pub values: Vec<ValueJson>,
-    /// Other fields of the frame, by name (address/count for Modbus reads, time for time sync…).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Other fields of the frame, by name (address/count for Modbus reads, time for time sync…);
+    /// `[]` when there are none.
     pub fields: Vec<FieldJson>,
     /// Error reported by the meter (abnormal reply or Modbus exception).
     pub error: Option<String>,
     /// Checksum (DL/T 645) or CRC (Modbus) check.
     pub checksum: ChecksumJson,
-    /// The unmasked data field in hex (DL/T 645).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The unmasked data field in hex (DL/T 645; `""` when L = 0); null for Modbus.
     pub data: Option<String>,
 }
 
@@ -101,14 +102,11 @@ pub struct ValueJson {
     pub unit: String,
     /// OBIS code.
     pub obis: Option<String>,
-    /// Format in the standard's notation (`XXXXXX.XX`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Format in the standard's notation (`XXXXXX.XX`); null when the item is not catalogued.
     pub format: Option<String>,
-    /// The meter's time stamp for the value (max demand).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The meter's time stamp for the value (max demand); null otherwise.
     pub meter_time: Option<String>,
-    /// Why the value is null.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why the value is null; null when there is a value.
     pub reason: Option<String>,
 }
 

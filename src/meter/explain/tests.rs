@@ -84,3 +84,107 @@ fn garbage_is_a_one_line_reason() {
     .unwrap_err();
     assert!(t.contains("truncated"), "{t}");
 }
+
+/// The keys of the `meterd decode --json` table in README.md, flattened like [`keys_of`].
+fn documented_keys() -> std::collections::BTreeSet<String> {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split("### `meterd decode --json`")
+        .nth(1)
+        .expect("README has a `meterd decode --json` section");
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with("| key |"))
+        .skip(2)
+        .take_while(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split('`').nth(1).map(str::to_owned))
+        .collect()
+}
+
+/// Every key of a JSON object, nested ones as `a.b`, keys of objects in arrays as `a[].b`.
+fn keys_of(json: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    out.insert(key.clone());
+                    walk(&key, v, out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    walk(&format!("{prefix}[]"), item, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk("", json, &mut out);
+    out
+}
+
+#[test]
+fn decode_json_has_every_documented_key() {
+    let documented = documented_keys();
+    assert!(documented.len() >= 20, "{documented:?}");
+    // Keys of list items appear only when the list has an item: those are compared with the
+    // frames below that have values and fields.
+    let top: std::collections::BTreeSet<String> = documented
+        .iter()
+        .filter(|k| !k.contains("[]"))
+        .cloned()
+        .collect();
+    for hex in [
+        // read-address reply: no DI, a field, no values
+        "68 29 25 07 07 21 20 68 93 06 5C 58 3A 3A 54 53 D5 16",
+        // error reply: no DI, no values, an error
+        "68 12 34 56 78 90 12 68 D1 01 35 74 16",
+        // read request, data reply, Modbus request, Modbus exception
+        "68 25 04 03 02 01 00 68 11 04 33 33 34 33 E1 16",
+        "68 29 25 07 07 21 20 68 91 08 33 33 33 33 A9 4A 36 33 2E 16",
+        "01 03 00 00 00 0A C5 CD",
+        "01 83 02 C0 F1",
+    ] {
+        let json = serde_json::to_value(&dec(hex).json).unwrap();
+        let keys = keys_of(&json);
+        let plain: std::collections::BTreeSet<String> =
+            keys.iter().filter(|k| !k.contains("[]")).cloned().collect();
+        assert_eq!(plain, top, "{hex}: {json}");
+        assert!(keys.is_subset(&documented), "{hex}: {json}");
+    }
+    let address =
+        serde_json::to_value(&dec("68 29 25 07 07 21 20 68 93 06 5C 58 3A 3A 54 53 D5 16").json)
+            .unwrap();
+    assert_eq!(address["di"], serde_json::Value::Null, "{address}");
+    assert_eq!(address["fields"][0]["value"], "202107072529", "{address}");
+    let error = serde_json::to_value(&dec("68 12 34 56 78 90 12 68 D1 01 35 74 16").json).unwrap();
+    assert_eq!(error["di"], serde_json::Value::Null, "{error}");
+    assert_eq!(error["values"], serde_json::json!([]), "{error}");
+    assert_eq!(error["fields"], serde_json::json!([]), "{error}");
+    // A value with every key: quantity, value, unit, obis, format, meter_time, reason.
+    let reply = serde_json::to_value(
+        &dec("68 29 25 07 07 21 20 68 91 08 33 33 33 33 A9 4A 36 33 2E 16").json,
+    )
+    .unwrap();
+    let value_keys: std::collections::BTreeSet<String> = keys_of(&reply)
+        .into_iter()
+        .filter(|k| k.starts_with("values[]."))
+        .collect();
+    let documented_value_keys: std::collections::BTreeSet<String> = documented
+        .iter()
+        .filter(|k| k.starts_with("values[]."))
+        .cloned()
+        .collect();
+    assert_eq!(value_keys, documented_value_keys, "{reply}");
+    let fields = serde_json::to_value(&dec("01 03 00 00 00 0A C5 CD").json).unwrap();
+    assert!(
+        keys_of(&fields).contains("fields[].name") && keys_of(&fields).contains("fields[].value"),
+        "{fields}"
+    );
+}
