@@ -11,6 +11,16 @@
 //! (`clean_session = true`) so the broker never re-sends on our behalf, and rumqttc's own
 //! `pending` queue (dropped when the broker has no session) is never relied on.
 //!
+//! **Refused publishes (MQTT 5)**: a PUBACK with a failure reason code (e.g. `0x87` not
+//! authorised by the broker's ACL) deletes nothing. The reading is published again on its own
+//! backoff (`reconnect_min` doubling to `reconnect_max`, jittered; at once after a CONNACK), on
+//! the same connection, while the rest of the outbox — later readings of the same meter
+//! included — keeps flowing (see `refusals`). So per meter, first deliveries are in `seq` order
+//! except refused readings, which arrive late: the consumer deduplicates by `id` and finds gaps
+//! by `seq` (docs/mqtt.md §4). Counted in [`UplinkSnapshot::publishes_refused`] and
+//! [`UplinkSnapshot::refused_waiting`] (also in the gateway status's `uplink`), logged with the
+//! reason code.
+//!
 //! **Flow control**: at most `max_inflight` publishes are unacknowledged at a time, so a backlog
 //! after an outage drains at the broker's pace. New readings are signalled with
 //! [`UplinkHandle::readings_added`]; the outbox is not polled in a loop.
