@@ -1093,3 +1093,28 @@ fn a_missing_client_certificate_is_named() {
         "{text}"
     );
 }
+
+#[test]
+fn a_refused_puback_is_described_with_its_reason_code() {
+    use rumqttc::v5::mqttbytes::v5::{PubAck, PubAckProperties, PubAckReason};
+    let ack = |reason, why: Option<&str>| PubAck {
+        pkid: 1,
+        reason,
+        properties: why.map(|w| PubAckProperties {
+            reason_string: Some(w.into()),
+            user_properties: Vec::new(),
+        }),
+    };
+    let refusal = |reason, why| super::link::puback_refusal(&ack(reason, why));
+    assert_eq!(refusal(PubAckReason::Success, None), None);
+    // No subscriber yet: the broker took it.
+    assert_eq!(refusal(PubAckReason::NoMatchingSubscribers, None), None);
+    assert_eq!(
+        refusal(PubAckReason::NotAuthorized, None).as_deref(),
+        Some("0x87 NotAuthorized")
+    );
+    assert_eq!(
+        refusal(PubAckReason::QuotaExceeded, Some("slow down")).as_deref(),
+        Some("0x97 QuotaExceeded: slow down")
+    );
+}
