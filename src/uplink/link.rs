@@ -170,15 +170,9 @@ impl Events {
                         }
                     }
                     v5::Event::Incoming(v5::mqttbytes::v5::Packet::PubAck(p)) => {
-                        use v5::mqttbytes::v5::PubAckReason;
-                        let rejected = match p.reason {
-                            // No subscriber yet is not a refusal: the broker took it.
-                            PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
-                            other => Some(format!("{other:?}")),
-                        };
                         LinkEvent::PubAck {
                             pkid: p.pkid,
-                            rejected,
+                            rejected: puback_refusal(&p),
                         }
                     }
                     v5::Event::Outgoing(o) => outgoing(o),
@@ -217,6 +211,31 @@ impl Events {
             }
         }
     }
+}
+
+/// Why an MQTT 5 broker refused a publish, with the reason code as on the wire (e.g.
+/// `0x87 NotAuthorized`) and the broker's reason string if it sent one; `None` when it took it.
+pub(super) fn puback_refusal(p: &v5::mqttbytes::v5::PubAck) -> Option<String> {
+    use v5::mqttbytes::v5::PubAckReason as R;
+    let code: u8 = match p.reason {
+        // No subscriber yet is not a refusal: the broker took it.
+        R::Success | R::NoMatchingSubscribers => return None,
+        R::UnspecifiedError => 0x80,
+        R::ImplementationSpecificError => 0x83,
+        R::NotAuthorized => 0x87,
+        R::TopicNameInvalid => 0x90,
+        R::PacketIdentifierInUse => 0x91,
+        R::QuotaExceeded => 0x97,
+        R::PayloadFormatInvalid => 0x99,
+    };
+    let why = p
+        .properties
+        .as_ref()
+        .and_then(|props| props.reason_string.as_deref());
+    Some(match why {
+        Some(why) => format!("{code:#04x} {:?}: {why}", p.reason),
+        None => format!("{code:#04x} {:?}", p.reason),
+    })
 }
 
 fn outgoing(o: Outgoing) -> LinkEvent {

@@ -11,6 +11,16 @@
 //! (`clean_session = true`) so the broker never re-sends on our behalf, and rumqttc's own
 //! `pending` queue (dropped when the broker has no session) is never relied on.
 //!
+//! **Refused publishes (MQTT 5)**: a PUBACK with a failure reason code (e.g. `0x87` not
+//! authorised by the broker's ACL) deletes nothing. The reading is published again on its own
+//! backoff (`reconnect_min` doubling to `reconnect_max`, jittered; at once after a CONNACK), on
+//! the same connection, while the rest of the outbox — later readings of the same meter
+//! included — keeps flowing (see `refusals`). So per meter, first deliveries are in `seq` order
+//! except refused readings, which arrive late: the consumer deduplicates by `id` and finds gaps
+//! by `seq` (docs/mqtt.md §4). Counted in [`UplinkSnapshot::publishes_refused`] and
+//! [`UplinkSnapshot::refused_waiting`] (also in the gateway status's `uplink`), logged with the
+//! reason code.
+//!
 //! **Flow control**: at most `max_inflight` publishes are unacknowledged at a time, so a backlog
 //! after an outage drains at the broker's pace. New readings are signalled with
 //! [`UplinkHandle::readings_added`]; the outbox is not polled in a loop.
@@ -39,6 +49,7 @@ pub mod embedded_broker;
 mod health_forwarder;
 mod link;
 mod options;
+mod refusals;
 mod status;
 
 #[cfg(test)]
@@ -56,6 +67,7 @@ use tracing::{debug, error, info, warn};
 pub use health_forwarder::forward_health;
 use link::{Client, Events, LinkError, LinkEvent, Will};
 pub use options::{Secret, UplinkConfigError};
+use refusals::Refusals;
 
 use crate::config::MqttConfig;
 use crate::health::MeterHealth;
@@ -63,7 +75,7 @@ use crate::ingest::Outbox;
 use crate::sync::lock;
 pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
-    MeterStatusMessage, ReadingSuccess, SpoolSummary,
+    MeterStatusMessage, ReadingSuccess, SpoolSummary, UplinkSummary,
 };
 
 /// The uplink's connection state.
@@ -105,9 +117,16 @@ pub struct UplinkSnapshot {
     /// Readings skipped because they exceed `max_packet_size` (they stay in the outbox;
     /// publishing one would break the connection on every attempt and block all others).
     pub oversized: u64,
-    /// Readings an MQTT 5 broker refused with a PUBACK reason code (they stay in the outbox
-    /// and are sent again after the next reconnect).
+    /// Reading publishes an MQTT 5 broker refused with a PUBACK failure reason code, every
+    /// attempt counted (the readings stay in the outbox and are sent again with backoff).
     pub publishes_refused: u64,
+    /// Readings refused and not accepted since: in the outbox, waiting for their next attempt.
+    pub refused_waiting: u64,
+    /// The last refusal: which reading, and the broker's reason code.
+    pub last_refusal: Option<String>,
+    /// Status publishes (retained gateway or meter status) an MQTT 5 broker refused; not
+    /// retried on their own (the next status replaces them).
+    pub statuses_refused: u64,
 }
 
 impl Default for UplinkSnapshot {
@@ -124,6 +143,9 @@ impl Default for UplinkSnapshot {
             outbox_errors: 0,
             oversized: 0,
             publishes_refused: 0,
+            refused_waiting: 0,
+            last_refusal: None,
+            statuses_refused: 0,
         }
     }
 }
@@ -240,6 +262,11 @@ pub struct Uplink<O: Outbox> {
     spool_stats: SpoolStatsFn,
     reading_success: ReadingSuccessFn,
     started: SystemTime,
+    /// Readings the broker refused, and when each goes out again.
+    refusals: Refusals,
+    /// The delays between attempts of a refused reading (its jitter; the attempt is the
+    /// reading's own count).
+    refusal_delays: Backoff,
 }
 
 /// What a packet id stands for.
@@ -304,11 +331,18 @@ impl Backoff {
     }
 
     fn next_delay(&mut self) -> Duration {
+        let d = self.delay(self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        d
+    }
+
+    /// The delay before attempt `attempt + 1` (0: the first retry): `min` doubled `attempt`
+    /// times, capped at `max`, drawn from [d/2, d].
+    fn delay(&mut self, attempt: u32) -> Duration {
         let full = self
             .min
-            .saturating_mul(1u32 << self.attempt.min(20))
+            .saturating_mul(1u32 << attempt.min(20))
             .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
         // xorshift64
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -359,6 +393,7 @@ impl<O: Outbox> Uplink<O> {
             shared: shared.clone(),
             shutdown: Arc::new(tx),
         };
+        let refusal_delays = Backoff::new(config.reconnect_min, config.reconnect_max);
         Ok((
             Self {
                 gateway: gateway.to_owned(),
@@ -369,6 +404,8 @@ impl<O: Outbox> Uplink<O> {
                 spool_stats: Box::new(SpoolSummary::default),
                 reading_success: Box::new(|| None),
                 started: SystemTime::now(),
+                refusals: Refusals::default(),
+                refusal_delays,
             },
             handle,
         ))
@@ -426,6 +463,13 @@ impl<O: Outbox> Uplink<O> {
             (self.spool_stats)(),
         );
         s.reading_success = (self.reading_success)();
+        s.uplink = Some({
+            let snap = self.shared.snap();
+            UplinkSummary {
+                publishes_refused: snap.publishes_refused,
+                refused_waiting: snap.refused_waiting,
+            }
+        });
         serde_json::to_vec(&s).unwrap_or_default()
     }
 
@@ -473,6 +517,12 @@ impl<O: Outbox> Uplink<O> {
                         self.fill(&client, &mut s);
                     }
                     let retry = s.outbox_retry_at;
+                    // A refused reading's next attempt. Only a time still to come: one already
+                    // due waits for room in the window, which a PUBACK makes (no hot loop).
+                    let refused_due = self
+                        .refusals
+                        .next_due()
+                        .filter(|t| s.connected && *t > Instant::now());
                     tokio::select! {
                         ev = &mut poll => break ev,
                         _ = self.shutdown.changed() => {}
@@ -482,6 +532,7 @@ impl<O: Outbox> Uplink<O> {
                             s.outbox_retry_at = None;
                             s.maybe_more = true;
                         }
+                        _ = async { if let Some(t) = refused_due { tokio::time::sleep_until(t).await } }, if refused_due.is_some() => {}
                     }
                 }
             };
@@ -535,11 +586,11 @@ impl<O: Outbox> Uplink<O> {
             ),
             LinkEvent::PubAck { pkid, rejected } => match (s.in_flight.remove(&pkid), rejected) {
                 (Some(sent), None) => self.on_acked(sent),
+                (Some(Sent::Reading(rowid)), Some(why)) => self.on_refused(rowid, &why),
                 (Some(sent), Some(why)) => {
-                    // MQTT 5: the broker refused it. The row stays in the outbox and goes out
-                    // again after the next reconnect, under the same id.
-                    error!(pkid, ?sent, reason = %why, "the broker refused a publish; kept");
-                    self.shared.snap().publishes_refused += 1;
+                    // A status: the next one (status_interval, a change, a reconnect) replaces it.
+                    warn!(?sent, reason = %why, "the broker refused a status publish");
+                    self.shared.snap().statuses_refused += 1;
                 }
                 (None, _) => warn!(pkid, "PUBACK for a packet id not in flight; ignored"),
             },
@@ -572,10 +623,69 @@ impl<O: Outbox> Uplink<O> {
         self.shared.snap().in_flight = s.outstanding();
     }
 
+    /// MQTT 5: the broker refused reading `rowid` (PUBACK reason `why`). The row stays in the
+    /// outbox and goes out again, under the same id, after its own backoff (see [`Refusals`]);
+    /// the rest of the outbox keeps flowing meanwhile.
+    fn on_refused(&mut self, rowid: i64, why: &str) {
+        let delays = &mut self.refusal_delays;
+        let mut delay = Duration::ZERO;
+        let attempt = self.refusals.refused(rowid, |n| {
+            delay = delays.delay(n.saturating_sub(1));
+            Instant::now() + delay
+        });
+        // Which reading: looked up only now (refusals are rare; publishes are not).
+        let what = match self.row(rowid) {
+            Ok(Some(row)) => format!(
+                "reading {} (seq {} of meter {})",
+                row.id, row.seq, row.meter
+            ),
+            _ => format!("outbox row {rowid}"),
+        };
+        if attempt == 1 {
+            error!(
+                "the broker refused {what}: PUBACK reason {why}; kept in the outbox, \
+                 published again in {delay:?} (later readings go on)"
+            );
+        } else if attempt.is_multiple_of(10) {
+            warn!(
+                "the broker still refuses {what} after {attempt} attempts: PUBACK reason {why}; next in {delay:?}"
+            );
+        } else {
+            debug!(
+                attempt,
+                "the broker refused {what} again: {why}; next in {delay:?}"
+            );
+        }
+        let mut snap = self.shared.snap();
+        snap.publishes_refused += 1;
+        snap.refused_waiting = self.refusals.len() as u64;
+        snap.last_refusal = Some(format!("{what}: {why}"));
+    }
+
+    /// Outbox row `rowid` if it is still there.
+    fn row(&mut self, rowid: i64) -> Result<Option<crate::ingest::Pending>, O::Error> {
+        Ok(self
+            .outbox
+            .pending(Some(rowid.saturating_sub(1)), 1)?
+            .into_iter()
+            .find(|row| row.rowid == rowid))
+    }
+
     fn on_acked(&mut self, sent: Sent) {
         match sent {
             Sent::Reading(rowid) => match self.outbox.ack(rowid) {
-                Ok(_) => self.shared.snap().acked += 1,
+                Ok(_) => {
+                    if let Some(n) = self.refusals.accepted(rowid) {
+                        info!(
+                            rowid,
+                            refusals = n,
+                            "the broker accepted a reading it had refused"
+                        );
+                    }
+                    let mut snap = self.shared.snap();
+                    snap.acked += 1;
+                    snap.refused_waiting = self.refusals.len() as u64;
+                }
                 Err(e) => {
                     // The row stays; it is sent again after the next reconnect (same id).
                     error!(rowid, "outbox ack failed: {e}");
@@ -615,6 +725,9 @@ impl<O: Outbox> Uplink<O> {
             ..Session::default()
         };
         self.shared.meters().resend_all();
+        // Refused readings are due at once on a new connection (the broker may have changed);
+        // the resend pass skips them and leaves them to their own schedule.
+        self.refusals.reconnected(Instant::now());
         backoff.reset();
         if *failures > 0 {
             info!(
@@ -700,14 +813,63 @@ impl<O: Outbox> Uplink<O> {
                 }
             }
         }
-        let room = window.saturating_sub(s.outstanding());
+        // Refused readings whose time has come, before newer rows (they are older).
+        if s.outbox_retry_at.is_none() {
+            self.retry_refused(client, s, window);
+        }
         // Refill on every PUBACK, not in bigger pages: a broker that does not set TCP_NODELAY
         // (mosquitto's default) holds back further PUBACKs until our ACK, which the kernel
         // delays up to 40 ms unless we send data. Waiting for a quarter window to free up cut
         // the drain rate from ~30k/s to ~800/s in a measurement.
-        if room == 0 || !s.maybe_more || s.outbox_retry_at.is_some() {
-            return;
+        while s.maybe_more && s.outbox_retry_at.is_none() && s.outstanding() < window {
+            // A page can be all skipped rows (refused, oversized): then read on.
+            let before = s.cursor;
+            self.fill_page(client, s, window);
+            if s.cursor == before {
+                break;
+            }
         }
+        self.shared.snap().in_flight = s.outstanding();
+    }
+
+    /// Publishes the refused readings that are due, as far as the window allows.
+    fn retry_refused(&mut self, client: &Client, s: &mut Session, window: usize) {
+        let now = Instant::now();
+        while s.outstanding() < window {
+            let Some(rowid) = self.refusals.take_due(now) else {
+                break;
+            };
+            let row = match self.row(rowid) {
+                Ok(Some(row)) => row,
+                Ok(None) => {
+                    // Acknowledged through an earlier copy, or dropped by the spool.
+                    self.refusals.forget(rowid);
+                    self.shared.snap().refused_waiting = self.refusals.len() as u64;
+                    continue;
+                }
+                Err(e) => {
+                    error!("outbox read failed: {e}; retrying in 1s");
+                    self.shared.snap().outbox_errors += 1;
+                    self.refusals.put_back(rowid, now + Duration::from_secs(1));
+                    break;
+                }
+            };
+            let topic = self.readings_topic(&row.meter);
+            match client.try_publish(topic, false, row.payload) {
+                Ok(()) => s.queued.push_back(Sent::Reading(rowid)),
+                Err(e) => {
+                    warn!("cannot queue reading {}: {e}", row.id);
+                    self.refusals
+                        .put_back(rowid, now + Duration::from_millis(100));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One page of outbox rows after the cursor, up to the room in the window.
+    fn fill_page(&mut self, client: &Client, s: &mut Session, window: usize) {
+        let room = window.saturating_sub(s.outstanding());
         let rows = match self.outbox.pending(s.cursor, room) {
             Ok(rows) => rows,
             Err(e) => {
@@ -719,6 +881,11 @@ impl<O: Outbox> Uplink<O> {
         };
         s.maybe_more = rows.len() >= room;
         for row in rows {
+            if self.refusals.holds(row.rowid) {
+                // Refused before: it goes out on its own schedule (retry_refused).
+                s.cursor = Some(row.rowid);
+                continue;
+            }
             if !valid_topic_level(&row.meter) {
                 error!(rowid = row.rowid, meter = %row.meter, "meter id cannot be a topic level; reading left in the outbox");
                 s.cursor = Some(row.rowid);
@@ -749,7 +916,6 @@ impl<O: Outbox> Uplink<O> {
                 }
             }
         }
-        self.shared.snap().in_flight = s.outstanding();
     }
 
     async fn shutdown_gracefully(

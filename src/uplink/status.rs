@@ -71,6 +71,17 @@ impl From<&GroupSuccess> for ReadingSuccess {
     }
 }
 
+/// The uplink's refusal numbers in the gateway status. Optional within v1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkSummary {
+    /// Reading publishes an MQTT 5 broker refused with a PUBACK failure reason code since start,
+    /// every attempt counted.
+    pub publishes_refused: u64,
+    /// Readings refused and not accepted since: still in the spool (part of `spool.depth`),
+    /// published again with backoff. Their `seq`s are the gaps a consumer sees.
+    pub refused_waiting: u64,
+}
+
 /// Gateway online/offline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -107,6 +118,9 @@ pub struct GatewayStatus {
     /// Reading success rates at `at` (absent when the daemon gives none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reading_success: Option<ReadingSuccess>,
+    /// The uplink's refusal numbers at `at` (absent from older gateways).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkSummary>,
 }
 
 impl GatewayStatus {
@@ -130,6 +144,7 @@ impl GatewayStatus {
             uptime_s: now.duration_since(started).map_or(0, |d| d.as_secs()),
             spool,
             reading_success: None,
+            uplink: None,
         }
     }
 }

@@ -116,6 +116,14 @@ impl Mosquitto {
         panic!("mosquitto did not listen on {}", self.port);
     }
 
+    /// Sends `sig` and leaves the process running (SIGHUP: mosquitto reloads its config, ACL
+    /// and password files).
+    fn notify(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
     fn signal(&mut self, sig: i32) {
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, sig) };
@@ -551,6 +559,216 @@ async fn broker_restarts_lose_nothing_and_keep_order_per_meter() {
     assert_eq!(snap.acked as usize, total);
 }
 
+/// What docs/mqtt.md §4 tells a consumer to do with reading batches, per meter: a batch whose
+/// `id` it has seen is a duplicate (dropped); any other is new, even with a `seq` below the
+/// highest seen (a late fill of a gap); the gaps are the `seq`s below the highest not seen yet.
+#[derive(Default)]
+struct Consumer {
+    ids: std::collections::HashSet<String>,
+    /// meter → seqs accepted.
+    seqs: BTreeMap<String, std::collections::BTreeSet<u64>>,
+    duplicates: usize,
+    /// Accepted with a seq below the highest accepted before for its meter.
+    late_fills: usize,
+    /// What the old rule ("`seq` ≤ last → drop") would have kept.
+    old_rule_kept: usize,
+    old_rule_last: HashMap<String, u64>,
+}
+
+impl Consumer {
+    fn take(&mut self, b: &ReadingBatch) {
+        let last = self.old_rule_last.entry(b.meter.clone()).or_insert(0);
+        if b.seq > *last {
+            *last = b.seq;
+            self.old_rule_kept += 1;
+        }
+        if !self.ids.insert(b.id.clone()) {
+            self.duplicates += 1;
+            return;
+        }
+        let seqs = self.seqs.entry(b.meter.clone()).or_default();
+        if seqs.last().is_some_and(|max| b.seq < *max) {
+            self.late_fills += 1;
+        }
+        assert!(
+            seqs.insert(b.seq),
+            "a new id with a seq seen before: {}",
+            b.id
+        );
+    }
+
+    /// Seqs missing below the highest one seen, per meter.
+    fn gaps(&self) -> BTreeMap<String, Vec<u64>> {
+        self.seqs
+            .iter()
+            .map(|(m, seqs)| {
+                let max = seqs.last().copied().unwrap_or(0);
+                (m.clone(), (1..max).filter(|q| !seqs.contains(q)).collect())
+            })
+            .collect()
+    }
+}
+
+/// MQTT 5, a broker whose ACL refuses one meter's readings topic, so it answers PUBACK 0x87
+/// (not authorised): the other meter's readings all arrive; the refused ones stay in the
+/// outbox, are published again with backoff on the same connection (no reconnect, no hot loop)
+/// and counted; once the ACL allows the topic (rewritten, SIGHUP) they arrive — after later
+/// `seq`s of their meter — and a consumer following docs/mqtt.md (deduplicate by `id`, gaps by
+/// `seq`) ends with every reading exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_refused_readings_are_retried_counted_and_arrive_once_allowed() {
+    let bin = need_mosquitto!();
+    let dir = tempfile::tempdir().unwrap();
+    let (acl, log) = (dir.path().join("acl"), dir.path().join("log"));
+    // Anonymous clients: everyone reads; the gateway may write its status (and will), m1's
+    // topics and m2's status, but not m2's readings.
+    let deny = "topic read meterd/#\ntopic write meterd/gw-v/status\n\
+                topic write meterd/gw-v/meters/m1/#\ntopic write meterd/gw-v/meters/m2/status\n";
+    std::fs::write(&acl, deny).unwrap();
+    let broker = Mosquitto::start(
+        &bin,
+        &format!(
+            "acl_file {}\nlog_dest file {}\nlog_type all",
+            acl.display(),
+            log.display()
+        ),
+    );
+    let sub = Sub::start(broker.port, "meterd/gw-v/meters/+/readings", "sub-v", true).await;
+    let status = Sub::start(broker.port, "meterd/gw-v/status", "sub-v-status", true).await;
+    let cfg = MqttConfig {
+        protocol: crate::config::MqttProtocol::V5,
+        // The refused readings' retry schedule: 0.5-1 s, then 1-2 s.
+        reconnect_min: Duration::from_secs(1),
+        reconnect_max: Duration::from_secs(2),
+        status_interval: Duration::from_millis(200),
+        ..config(broker.port)
+    };
+    let t0 = std::time::Instant::now();
+    let (outbox, handle, task) = start_uplink("gw-v", cfg);
+    for seq in 1..=5 {
+        for m in ["m1", "m2"] {
+            push(&outbox, &handle, "gw-v", m, seq, 0);
+        }
+    }
+    // m1 flows; m2 is refused and stays.
+    assert!(
+        wait_until(Duration::from_secs(5), || sub.on("/m1/readings").len() == 5
+            && outbox.lock().unwrap().len() == 5
+            && handle.snapshot().refused_waiting == 5)
+        .await,
+        "received {:?}, outbox {}, {:?}",
+        sub.on("/readings").len(),
+        outbox.lock().unwrap().len(),
+        handle.snapshot()
+    );
+    let kept = outbox.lock().unwrap().pending(None, 100).unwrap();
+    assert!(kept.iter().all(|r| r.meter == "m2"), "{kept:?}");
+    let first = handle.snapshot().publishes_refused;
+    assert!(first >= 5, "{first}");
+    // Retried with backoff on this connection.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let snap = handle.snapshot();
+    let elapsed = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "refused: {} refusals of 5 readings in {elapsed:.1} s; last: {:?}",
+        snap.publishes_refused, snap.last_refusal
+    );
+    assert!(snap.publishes_refused > first, "retried: {snap:?}");
+    // At most one attempt per 0.5 s per reading, plus the first: no hot loop.
+    let bound = 5 * (2 + (elapsed / 0.5) as u64);
+    assert!(snap.publishes_refused <= bound, "{snap:?} > {bound}");
+    assert_eq!((snap.connects, snap.state), (1, ConnectionState::Connected));
+    assert_eq!((snap.refused_waiting, snap.acked), (5, 5));
+    let last = snap.last_refusal.clone().unwrap_or_default();
+    assert!(last.contains("0x87") && last.contains("gw-v/m2/"), "{last}");
+    assert!(sub.on("/m2/readings").is_empty());
+    assert_eq!(
+        outbox.lock().unwrap().len(),
+        5,
+        "nothing deleted without a PUBACK"
+    );
+    // The gateway status says so too.
+    let gw_schema = schema("gateway-status.v1.json");
+    assert!(
+        wait_until(Duration::from_secs(3), || status.on("status").iter().any(
+            |m| {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                v["uplink"]["refused_waiting"] == 5
+            }
+        ))
+        .await,
+        "{:?}",
+        status.on("status").last()
+    );
+    for m in status.on("status") {
+        assert_valid(&gw_schema, &m.payload);
+    }
+    // Fix the ACL; mosquitto reloads it on SIGHUP.
+    std::fs::write(&acl, format!("{deny}topic write meterd/gw-v/meters/m2/#\n")).unwrap();
+    broker.notify(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("Reloading config")))
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Later readings go out at once; the refused ones on their schedule, so after them.
+    for seq in 6..=8 {
+        for m in ["m1", "m2"] {
+            push(&outbox, &handle, "gw-v", m, seq, 0);
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || outbox
+            .lock()
+            .unwrap()
+            .is_empty())
+        .await,
+        "outbox left {}, {:?}",
+        outbox.lock().unwrap().len(),
+        handle.snapshot()
+    );
+    assert!(wait_until(Duration::from_secs(5), || sub.on("/readings").len() >= 16).await);
+    tokio::time::sleep(Duration::from_millis(200)).await; // any stray duplicate
+    let snap = handle.snapshot();
+    assert_eq!(
+        (snap.connects, snap.refused_waiting, snap.acked),
+        (1, 0, 16),
+        "{snap:?}"
+    );
+    let mut consumer = Consumer::default();
+    for m in sub.on("/readings") {
+        let b: ReadingBatch = serde_json::from_slice(&m.payload).unwrap();
+        consumer.take(&b);
+    }
+    let expected: BTreeMap<String, std::collections::BTreeSet<u64>> = ["m1", "m2"]
+        .iter()
+        .map(|m| (m.to_string(), (1..=8).collect()))
+        .collect();
+    assert_eq!(consumer.seqs, expected, "every reading exactly once");
+    assert!(
+        consumer.gaps().values().all(Vec::is_empty),
+        "{:?}",
+        consumer.gaps()
+    );
+    eprintln!(
+        "consumer: {} readings, {} duplicates, {} late fills; the old rule (seq <= last: drop) \
+         would have kept {}",
+        consumer.ids.len(),
+        consumer.duplicates,
+        consumer.late_fills,
+        consumer.old_rule_kept
+    );
+    // The case the old rule got wrong did happen: m2's refused readings came after m2/6.
+    assert!(consumer.late_fills > 0);
+    assert!(consumer.old_rule_kept < 16);
+    handle.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_a_clear_error_and_is_retried() {
     let bin = need_mosquitto!();
@@ -873,5 +1091,30 @@ fn a_missing_client_certificate_is_named() {
     assert!(
         text.starts_with("the broker requires a client certificate (set mqtt.client_cert"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_refused_puback_is_described_with_its_reason_code() {
+    use rumqttc::v5::mqttbytes::v5::{PubAck, PubAckProperties, PubAckReason};
+    let ack = |reason, why: Option<&str>| PubAck {
+        pkid: 1,
+        reason,
+        properties: why.map(|w| PubAckProperties {
+            reason_string: Some(w.into()),
+            user_properties: Vec::new(),
+        }),
+    };
+    let refusal = |reason, why| super::link::puback_refusal(&ack(reason, why));
+    assert_eq!(refusal(PubAckReason::Success, None), None);
+    // No subscriber yet: the broker took it.
+    assert_eq!(refusal(PubAckReason::NoMatchingSubscribers, None), None);
+    assert_eq!(
+        refusal(PubAckReason::NotAuthorized, None).as_deref(),
+        Some("0x87 NotAuthorized")
+    );
+    assert_eq!(
+        refusal(PubAckReason::QuotaExceeded, Some("slow down")).as_deref(),
+        Some("0x97 QuotaExceeded: slow down")
     );
 }
