@@ -62,8 +62,9 @@ pub struct UplinkReport {
     pub acked: u64,
     /// Readings too large to publish.
     pub oversized: u64,
-    /// Readings an MQTT 5 broker refused with a PUBACK reason code (kept, sent again after the
-    /// next reconnect). Defaulted when reading a report from an older daemon.
+    /// Refused publish attempts of readings (an MQTT 5 PUBACK with a failure reason code): the
+    /// reading is kept and sent again with backoff (docs/mqtt.md §4.1). Defaulted when reading a
+    /// report from an older daemon.
     #[serde(default)]
     pub publishes_refused: u64,
     /// Outbox errors.
