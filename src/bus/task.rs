@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::exchange::{ExchangeStats, ExchangeTiming};
+use super::exchange::{ExchangeStats, ExchangeTiming, char_time};
 use super::observer::{AttemptReport, BusObserver, PollOutcome, PollResult, Unobserved};
 use super::pacing::Pacing;
 use super::schedule::{Cadence, Degradation, Due, Millis, PollScheduler};
@@ -178,6 +178,9 @@ pub struct Bus {
     reopen_at: Option<Instant>,
     backoff: Duration,
     last_link_error: Option<String>,
+    /// Wire time of one character at the bus's baud rate (a serial device server's too): the
+    /// exchange's absolute deadline allows the longest legal reply at this rate.
+    char_time: Duration,
 }
 
 impl std::fmt::Debug for Bus {
@@ -252,6 +255,12 @@ impl Bus {
             pacing: Pacing::default(),
             reopen_at: None,
             last_link_error: None,
+            char_time: char_time(
+                bus.baud,
+                bus.data_bits,
+                bus.parity != crate::config::Parity::None,
+                bus.stop_bits,
+            ),
         })
     }
 
@@ -366,7 +375,7 @@ impl Bus {
             let report = AttemptReport {
                 retry,
                 busy: started.elapsed(),
-                timed_out: matches!(outcome, Err(Attempt::Timeout(_))),
+                timed_out: matches!(outcome, Err(Attempt::Timeout(_) | Attempt::CutOff(_))),
                 wire,
             };
             self.observer.attempt(m, &report, self.uptime());
@@ -375,20 +384,23 @@ impl Bus {
                     self.pacing.answered(modbus);
                     return Ok(r);
                 }
-                Err(Attempt::Timeout(note)) => {
+                Err(timeout @ (Attempt::Timeout(_) | Attempt::CutOff(_))) => {
                     // Modbus TCP replaces its connection after a timeout instead of a guard.
                     let guard = self.transport.keeps_late_replies();
                     self.pacing
                         .timed_out(&request, guard.then_some(timing.late_reply_guard));
-                    last = format!(
-                        "no reply within {}{}{note}",
-                        humantime::format_duration(timing.response_timeout),
-                        if attempts > 1 {
-                            format!(" ({attempts} attempts)")
-                        } else {
-                            String::new()
-                        }
-                    );
+                    let tries = if attempts > 1 {
+                        format!(" ({attempts} attempts)")
+                    } else {
+                        String::new()
+                    };
+                    last = match timeout {
+                        Attempt::CutOff(reason) => format!("{reason}{tries}"),
+                        Attempt::Timeout(note) | Attempt::Link(note) => format!(
+                            "no reply within {}{tries}{note}",
+                            humantime::format_duration(timing.response_timeout),
+                        ),
+                    };
                 }
                 Err(Attempt::Link(reason)) => {
                     self.link_down(&reason);
@@ -417,6 +429,7 @@ impl Bus {
             response_timeout: timing.response_timeout,
             inter_byte_timeout: timing.inter_byte_timeout,
             echo: timing.echo,
+            char_time: self.char_time,
         };
         let attempted = self.transport.transact(step, request, ex_timing, tap).await;
         let result = match attempted.result {
@@ -426,6 +439,7 @@ impl Bus {
             }
             // The caller keeps the time of a timeout (turnaround counts from it).
             Err(TransactError::Timeout(note)) => Err(Attempt::Timeout(note)),
+            Err(TransactError::CutOff(reason)) => Err(Attempt::CutOff(reason)),
             Err(TransactError::Link(reason)) => Err(Attempt::Link(reason)),
         };
         (result, attempted.stats)
@@ -625,5 +639,7 @@ impl Bus {
 
 enum Attempt {
     Timeout(String),
+    /// Bytes kept coming until the exchange's absolute deadline: counted as a timeout.
+    CutOff(String),
     Link(String),
 }
