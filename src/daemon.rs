@@ -25,7 +25,8 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::bus::task::{self as bus_task, BusCommand, BusOptions};
+use crate::bus::clock_steps::ClockSteps;
+use crate::bus::task::{self as bus_task, BusOptions};
 use crate::config::{Config, ConfigError, ProfileSet};
 use crate::health::{BusHealth, SuccessBook};
 use crate::ingest::{self, FreshRows, HeldAcks, SpoolOutbox, SpoolWriter};
@@ -97,6 +98,8 @@ struct ServiceParts {
     spool_stats: Arc<dyn Fn() -> uplink::SpoolSummary + Send + Sync>,
     book: Arc<Mutex<SuccessBook>>,
     frames: broadcast::Sender<crate::bus::trace::FrameEvent>,
+    /// The gateway's wall-clock step count, shared by every bus (also those a reload starts).
+    clock_steps: Arc<ClockSteps>,
 }
 
 /// The service's view of the running buses.
@@ -189,11 +192,15 @@ impl Daemon {
         // full queue makes the buses wait (for an fsync) rather than the daemon hold more
         // batches in memory.
         let (bus_tx, rx) = mpsc::channel::<ReadingBatch>(32);
+        let clock_steps = Arc::new(ClockSteps::new());
+        let steps = clock_steps.clone();
+        let up = up.with_clock_steps(move || steps.count());
         let mut buses = Vec::new();
         for bus in &config.buses {
             let mut opts = BusOptions::new(&config.gateway);
             opts.evidence_frames = config.evidence_frames;
             opts.frames = Some(frames.clone());
+            opts.clock_steps = clock_steps.clone();
             buses.push(bus_task::spawn(
                 bus.get_ref(),
                 &profiles,
@@ -233,6 +240,7 @@ impl Daemon {
             spool_stats,
             book,
             frames,
+            clock_steps,
         };
         let service = crate::service::Service::start(
             service_setup,
@@ -280,6 +288,11 @@ impl Daemon {
     /// The frame channel every bus task traces to (buses started by a reload too).
     pub(crate) fn frames(&self) -> broadcast::Sender<crate::bus::trace::FrameEvent> {
         self.service_parts.frames.clone()
+    }
+
+    /// The gateway's wall-clock step count, for buses started by a reload.
+    pub(crate) fn clock_steps(&self) -> Arc<ClockSteps> {
+        self.service_parts.clock_steps.clone()
     }
 
     /// After a reload changed buses: the success book covers the new meters and the service
@@ -348,7 +361,7 @@ impl Daemon {
         // uplink needs little (the offline status is one small publish).
         let bus_deadline = tokio::time::Instant::now() + Duration::from_millis(3300);
         for b in &self.buses {
-            let _ = b.commands.try_send(BusCommand::Stop);
+            b.stop();
         }
         // The pipeline ends once every sender is gone: ours first, then the buses'.
         drop(self.batches);

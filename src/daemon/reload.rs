@@ -22,7 +22,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::{BusHandle, Daemon};
-use crate::bus::task::{self as bus_task, Bus, BusCommand, BusOptions};
+use crate::bus::task::{self as bus_task, Bus, BusOptions};
 use crate::config::{BusConfig, Config, ConfigError, Profile, ProfileSet};
 use crate::health::BusHealth;
 use crate::uplink;
@@ -219,10 +219,12 @@ impl Daemon {
         // Build every new bus before touching a running one: a bus that cannot be built
         // rejects the whole file.
         let frames = self.frames();
+        let clock_steps = self.clock_steps();
         let options = |config: &Config| {
             let mut opts = BusOptions::new(&config.gateway);
             opts.evidence_frames = config.evidence_frames;
             opts.frames = Some(frames.clone());
+            opts.clock_steps = clock_steps.clone();
             opts
         };
         let starting: Vec<&BusConfig> = new
@@ -304,7 +306,7 @@ async fn load_blocking(path: PathBuf) -> Result<(Config, ProfileSet), ConfigErro
 async fn stop_buses(buses: Vec<BusHandle>) {
     let deadline = tokio::time::Instant::now() + BUS_STOP_BUDGET;
     for b in &buses {
-        let _ = b.commands.try_send(BusCommand::Stop);
+        b.stop();
     }
     for b in buses {
         let abort = b.task.abort_handle();

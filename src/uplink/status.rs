@@ -107,6 +107,10 @@ pub struct GatewayStatus {
     /// Reading success rates at `at` (absent when the daemon gives none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reading_success: Option<ReadingSuccess>,
+    /// Steps of the gateway's wall clock seen since start (more than 1 s against the monotonic
+    /// clock; the buses kept their pace and realigned their slots to the new time).
+    #[serde(default)]
+    pub clock_steps: u64,
 }
 
 impl GatewayStatus {
@@ -130,6 +134,7 @@ impl GatewayStatus {
             uptime_s: now.duration_since(started).map_or(0, |d| d.as_secs()),
             spool,
             reading_success: None,
+            clock_steps: 0,
         }
     }
 }
