@@ -83,16 +83,16 @@ def test_wall_clock_steps_neither_stall_nor_burst_nor_lose(rig):
         time.sleep(PHASE)
         assert d.alive(), d.text()[-3000:]
     status_topic = f"{PREFIX}/{GATEWAY}/status"
-    wait_for(lambda: (sub.last_retained(status_topic) or {}).get("clock_steps") == 3, 15,
-             "clock_steps = 3 in the gateway status")
+    try:
+        wait_for(lambda: (sub.last_retained(status_topic) or {}).get("clock_steps") == 3, 15,
+                 "clock_steps = 3 in the gateway status")
+    except TimeoutError:
+        pass  # asserted below, after what the readings say
+
     d.signal(signal.SIGTERM)
     assert d.wait(10) == 0, d.text()[-3000:]
     rig.sim.stop()
     time.sleep(1)
-
-    logs = d.text()
-    assert "wall clock stepped back by 1h" in logs, logs[-3000:]
-    assert logs.count("wall clock stepped forward by 1h") >= 2, logs[-3000:]
 
     readings = sub.readings()
     check_schemas(sub)
@@ -155,6 +155,9 @@ def test_wall_clock_steps_neither_stall_nor_burst_nor_lose(rig):
         assert all(0.5 * INTERVAL <= g <= 1.5 * INTERVAL for g in gaps), (
             f"{meter}: gaps between polls {['%.2f' % g for g in gaps]}")
         report.append(f"{meter}: {len(polls)} polls, gaps {min(gaps):.2f}..{max(gaps):.2f} s")
+    logs = d.text()
+    assert "wall clock stepped back by 1h" in logs, logs[-3000:]
+    assert logs.count("wall clock stepped forward by 1h") >= 2, logs[-3000:]
     status = sub.last_retained(status_topic)
-    assert status["clock_steps"] == 3, status
+    assert status.get("clock_steps") == 3, status
     print(f"\n{compared} values compared with the truth; " + "; ".join(report))
