@@ -1,4 +1,5 @@
-//! When each meter on a bus is due: wall-clock aligned slots, overrun skipping, degraded probing.
+//! When each meter on a bus is due: wall-clock aligned slots kept on the monotonic clock,
+//! overrun skipping, degraded probing.
 //!
 //! A meter with a 15-minute interval is read in the slots starting at :00, :15, :30 and :45 of
 //! wall-clock time (UTC, plus an optional offset), whatever time the daemon started. When the

@@ -419,6 +419,7 @@ impl Bus {
                     };
                     last = match timeout {
                         Attempt::CutOff(reason) => format!("{reason}{tries}"),
+                        // (`Link` cannot be here; the pattern above took only timeouts.)
                         Attempt::Timeout(note) | Attempt::Link(note) => format!(
                             "no reply within {}{tries}{note}",
                             humantime::format_duration(timing.response_timeout),
