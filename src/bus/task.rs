@@ -598,8 +598,9 @@ impl Bus {
             }
             self.tap.note(&format!("wall clock stepped {by} by {size}"));
             self.observer.clock_step(step.by_ms, self.uptime());
-        } else {
-            steps.observe(wall.saturating_sub(mono));
+        } else if steps.observe(wall.saturating_sub(mono)) {
+            // Another bus has not looked since the step, and this one only just started.
+            tracing::warn!("the wall clock stepped by more than 1 s (seen as this bus started)");
         }
         now
     }
