@@ -25,7 +25,8 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::bus::task::{self as bus_task, BusCommand, BusOptions};
+use crate::bus::clock_steps::ClockSteps;
+use crate::bus::task::{self as bus_task, BusOptions};
 use crate::config::{BusConfig, Config, ConfigError, ProfileSet};
 use crate::health::{BusHealth, SuccessBook};
 use crate::ingest::{self, FreshRows, HeldAcks, SpoolOutbox, SpoolWriter};
@@ -134,6 +135,8 @@ pub(crate) struct BusStarter {
     evidence_frames: bool,
     frames: broadcast::Sender<crate::bus::trace::FrameEvent>,
     batches: mpsc::Sender<ReadingBatch>,
+    /// The gateway's wall-clock step count, shared by every bus (also those a reload starts).
+    clock_steps: Arc<ClockSteps>,
 }
 
 impl BusStarter {
@@ -142,6 +145,7 @@ impl BusStarter {
         let mut opts = BusOptions::new(&self.gateway);
         opts.evidence_frames = self.evidence_frames;
         opts.frames = Some(self.frames.clone());
+        opts.clock_steps = self.clock_steps.clone();
         opts
     }
 
@@ -233,6 +237,7 @@ impl Daemon {
             evidence_frames: config.evidence_frames,
             frames: frames.clone(),
             batches: bus_tx,
+            clock_steps: Arc::new(ClockSteps::new()),
         };
         let buses = config
             .buses
@@ -247,7 +252,7 @@ impl Daemon {
                 .map(|(b, m)| (b.as_str(), m.as_str())),
         )));
         let (uplink, uplink_task, pipeline) =
-            start_uplink_and_ingest(&config, &spool, &spool_stats, &book, rx)?;
+            start_uplink_and_ingest(&config, &spool, &spool_stats, &book, &starter, rx)?;
         let status_task = spawn_health_forwarder(&buses, &uplink);
         let service_parts = ServiceParts {
             started,
@@ -331,7 +336,7 @@ impl Daemon {
         // uplink needs little (the offline status is one small publish).
         let bus_deadline = tokio::time::Instant::now() + Duration::from_millis(3300);
         for b in &self.buses {
-            let _ = b.commands.try_send(BusCommand::Stop);
+            b.stop();
         }
         // Ingest ends once every sender is gone: ours (the starter's) first, then the buses'.
         drop(self.starter);
@@ -430,6 +435,7 @@ fn start_uplink_and_ingest(
     spool: &Arc<Mutex<Spool>>,
     spool_stats: &SpoolStatsFn,
     book: &Arc<Mutex<SuccessBook>>,
+    buses: &BusStarter,
     rx: mpsc::Receiver<ReadingBatch>,
 ) -> Result<(UplinkHandle, JoinHandle<SpoolOutbox>, JoinHandle<()>), DaemonError> {
     let fresh = FreshRows::default();
@@ -438,8 +444,10 @@ fn start_uplink_and_ingest(
     let (up, uplink) = Uplink::new(&config.gateway, config.mqtt.clone(), outbox)?;
     let stats = spool_stats.clone();
     let rate_book = book.clone();
+    let steps = buses.clock_steps.clone();
     let uplink_task = tokio::spawn(
         up.with_spool_stats(move || stats())
+            .with_clock_steps(move || steps.count())
             .with_reading_success(move || {
                 let now = SystemTime::now();
                 Some(ReadingSuccess::from(&lock(&rate_book).group(None, now)))

@@ -543,3 +543,191 @@ async fn gateway_turnaround_beyond_the_required_silence_is_small() {
     // only gets a loose check of the median. Run with --nocapture to see the figures.
     assert!(p50 < 10.0, "p50 {p50:.3} ms (p99 {p99:.3} ms)");
 }
+
+/// A one-shot read: queues it (waiting while the queue is full) and waits for its batch.
+async fn read_once(commands: &mpsc::Sender<BusCommand>, meter: &str) -> Option<()> {
+    let (tx, rx) = oneshot::channel();
+    commands
+        .send(BusCommand::ReadNow {
+            meter: meter.into(),
+            reply: tx,
+        })
+        .await
+        .ok()?;
+    rx.await.ok()?.ok().map(|_| ())
+}
+
+/// Issue "no lock-up", item 8: clients reading in a loop used to be drained before any
+/// scheduled poll, and scheduled polling stopped. Now a due poll goes first and at most one
+/// one-shot read is served between two turns of the schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_reads_in_a_loop_do_not_starve_scheduled_polls() {
+    // Each reply takes 5 ms, so a one-shot read costs the bus about as much as a poll.
+    let script: Script = Arc::new(|req, _, _| {
+        let reply = model_reply(req, &[3, 4, 5]).unwrap_or_default();
+        vec![Act::Wait(Duration::from_millis(5)), Act::Send(reply)]
+    });
+    let host = tcp_fake(script, new_log()).await;
+    let meters = format!(
+        "{}{}{}",
+        mb_meter(3, "100ms"),
+        mb_meter(4, "100ms"),
+        mb_meter(5, "100ms")
+    );
+    // A bus with room for its polls (a transaction takes about 7 ms; 30 polls a second).
+    let timing = format!("{FAST}, modbus_silence = \"1ms\"");
+    let c = config(&[("a", &host, &timing, &meters)]);
+    let (tx, mut rx) = mpsc::channel(64);
+    let h = spawn(
+        c.0.buses[0].get_ref(),
+        &c.1,
+        BusOptions::new("gw"),
+        tx,
+        health_of(&c, 0),
+    )
+    .unwrap();
+    // Let the first slot pass, then four clients read as fast as they are answered.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let start_overruns = h.status.lock().unwrap().overruns;
+    while rx.try_recv().is_ok() {}
+    let flood = Duration::from_secs(3);
+    let until = tokio::time::Instant::now() + flood;
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let commands = h.commands.clone();
+        let meter = format!("a-unit{}", 3 + i % 3);
+        clients.push(tokio::spawn(async move {
+            let mut served = 0u32;
+            while tokio::time::Instant::now() < until {
+                if read_once(&commands, &meter).await.is_some() {
+                    served += 1;
+                }
+            }
+            served
+        }));
+    }
+    let mut polls = 0u64;
+    while let Ok(Some(_)) = tokio::time::timeout_at(until, rx.recv()).await {
+        polls += 1;
+    }
+    let mut one_shots = 0;
+    for c in clients {
+        one_shots += c.await.unwrap();
+    }
+    let overruns = h.status.lock().unwrap().overruns - start_overruns;
+    // 3 meters × 30 slots of 100 ms.
+    let slots = 3 * flood.as_millis() as u64 / 100;
+    println!(
+        "{polls} scheduled polls in {slots} slots, {overruns} skipped; {one_shots} one-shot reads"
+    );
+    assert!(
+        overruns * 100 <= polls + overruns,
+        "≥ 99 % of scheduled polls in their slot: {overruns} slots skipped, {polls} polled"
+    );
+    assert!(polls + 3 >= slots, "{polls} polls in {slots} slots");
+    assert!(one_shots >= 20, "the clients are served too: {one_shots}");
+    h.task.abort();
+}
+
+/// A one-shot read whose client has gone (the HTTP request timed out, the CLI was stopped) is
+/// skipped: it never reaches the wire.
+#[tokio::test]
+async fn abandoned_one_shot_reads_are_skipped() {
+    let log = new_log();
+    // The bus is busy: every reply takes 200 ms.
+    let script: Script = Arc::new(|req, _, _| {
+        let reply = model_reply(req, &[3]).unwrap_or_default();
+        vec![Act::Wait(Duration::from_millis(200)), Act::Send(reply)]
+    });
+    let host = tcp_fake(script, log.clone()).await;
+    let timing = "response_timeout = \"500ms\", retries = 0, turnaround = \"1ms\"";
+    let c = config(&[("a", &host, timing, &mb_meter(3, "1h"))]);
+    let (tx, _rx) = mpsc::channel(64);
+    let h = spawn(
+        c.0.buses[0].get_ref(),
+        &c.1,
+        BusOptions::new("gw"),
+        tx,
+        health_of(&c, 0),
+    )
+    .unwrap();
+    // While the first scheduled poll runs, five clients queue a read and give up.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..5 {
+        let (rtx, rrx) = oneshot::channel();
+        h.commands
+            .send(BusCommand::ReadNow {
+                meter: "a-unit3".into(),
+                reply: rtx,
+            })
+            .await
+            .unwrap();
+        drop(rrx);
+    }
+    // One client waits.
+    tokio::time::timeout(Duration::from_secs(3), read_once(&h.commands, "a-unit3"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        log.lock().unwrap().len(),
+        2,
+        "the scheduled poll and the one read still wanted; none of the abandoned ones"
+    );
+    h.task.abort();
+}
+
+/// Stop used to be a command: with the queue full of one-shot reads `try_send(Stop)` failed,
+/// and the daemon aborted the bus in the middle of a poll. Now it is a flag of its own.
+#[tokio::test]
+async fn stop_arrives_while_the_command_queue_is_full() {
+    let log = new_log();
+    let script: Script = Arc::new(|req, _, _| {
+        let reply = model_reply(req, &[3]).unwrap_or_default();
+        vec![Act::Wait(Duration::from_millis(300)), Act::Send(reply)]
+    });
+    let host = tcp_fake(script, log.clone()).await;
+    let timing = "response_timeout = \"1s\", retries = 0, turnaround = \"1ms\"";
+    let c = config(&[("a", &host, timing, &mb_meter(3, "1h"))]);
+    let (tx, mut rx) = mpsc::channel(64);
+    let h = spawn(
+        c.0.buses[0].get_ref(),
+        &c.1,
+        BusOptions::new("gw"),
+        tx,
+        health_of(&c, 0),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The first poll is on the wire; fill the queue with reads whose clients wait.
+    let mut waiting = Vec::new();
+    loop {
+        let (rtx, rrx) = oneshot::channel();
+        match h.commands.try_send(BusCommand::ReadNow {
+            meter: "a-unit3".into(),
+            reply: rtx,
+        }) {
+            Ok(()) => waiting.push(rrx),
+            Err(mpsc::error::TrySendError::Full(_)) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(waiting.len(), 8, "the queue is full");
+    let asked = tokio::time::Instant::now();
+    h.stop();
+    tokio::time::timeout(Duration::from_secs(2), h.task)
+        .await
+        .expect("the bus stopped after its poll in progress")
+        .unwrap();
+    assert!(asked.elapsed() < Duration::from_millis(600));
+    // The poll in progress was finished and delivered; nothing queued ran.
+    let b = rx.try_recv().expect("the poll in progress was delivered");
+    assert_eq!(values(&b)["voltage.l1"].0, "1.0");
+    assert_eq!(log.lock().unwrap().len(), 1);
+    for w in waiting {
+        assert!(
+            w.await.is_err(),
+            "a queued read is dropped, its client told"
+        );
+    }
+}

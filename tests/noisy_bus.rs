@@ -256,3 +256,99 @@ async fn noisy_bus_yields_99_percent_good_values_and_never_a_wrong_one() {
         share * 100.0
     );
 }
+
+/// Issue "no lock-up", item 4: a babbling meter (noise without end while its request is
+/// pending, every byte well inside the inter-byte timeout) used to hold the bus task forever,
+/// because each byte pushed the deadline out again. The exchange now ends at its absolute
+/// deadline (response timeout + the longest legal reply's wire time + inter-byte slack), as
+/// a timeout with a reason, and the next meter on the bus is polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_babbling_meter_ends_its_exchange_by_the_deadline_and_the_next_meter_is_polled() {
+    use meterd::bus::task::spawn;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("two.toml"),
+        "name = \"two\"\ndescription = \"two DIs\"\nsource = \"test\"\nprotocol = \"dlt645-2007\"\n\
+         [[point]]\ndi = \"00010000\"\n[[point]]\ndi = \"02010100\"\n",
+    )
+    .unwrap();
+    let dir = d.path().display().to_string();
+    let sim_text = format!(
+        "profile_dirs = [{dir:?}]\n[[port]]\nname = \"b\"\ntcp = \"127.0.0.1:0\"\n\
+         [[port.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{}\"\nprofile = \"two\"\n\
+         faults = {{ babble = {{ every = 1 }} }}\n\
+         [[port.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{}\"\nprofile = \"two\"\n",
+        address(1),
+        address(2)
+    );
+    let sim = Simulator::start(
+        SimConfig::from_text(Path::new("/tmp/babble-sim.toml"), &sim_text).unwrap(),
+    )
+    .await
+    .unwrap();
+    let host = sim.local_addr("b").unwrap().to_string();
+    // 9600 8E1: 1.15 ms a character; the limit is 100 ms + 271 × 1.15 ms + 30 ms ≈ 440 ms.
+    let gw_text = format!(
+        "gateway = \"gw\"\nprofile_dirs = [{dir:?}]\n[[bus]]\nname = \"b\"\ntransport = \"tcp\"\nhost = \"{host}\"\nbaud = 9600\n\
+         timing = {{ response_timeout = \"100ms\", inter_byte_timeout = \"30ms\", retries = 0, turnaround = \"1ms\", late_reply_guard = \"0ms\" }}\n\
+         [[bus.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{}\"\nprofile = \"two\"\ninterval = \"1h\"\n\
+         [[bus.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{}\"\nprofile = \"two\"\ninterval = \"1h\"\n",
+        address(1),
+        address(2)
+    );
+    let cfg = Config::from_text(Path::new("/tmp/babble-gw.toml"), &gw_text).unwrap();
+    let health = Arc::new(Mutex::new(BusHealth::for_bus(cfg.0.buses[0].get_ref())));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let started = Instant::now();
+    let h = spawn(
+        cfg.0.buses[0].get_ref(),
+        &cfg.1,
+        BusOptions::new("gw"),
+        tx,
+        health.clone(),
+    )
+    .unwrap();
+    // Both meters are due at once: the babbler first, then the healthy one.
+    let first = tokio::time::timeout(Duration::from_secs(4), rx.recv())
+        .await
+        .expect("the babbling meter's poll ended")
+        .unwrap();
+    let babbler_took = started.elapsed();
+    let second = tokio::time::timeout(Duration::from_secs(4), rx.recv())
+        .await
+        .expect("the next meter on the bus was polled")
+        .unwrap();
+    assert_eq!(first.meter, address(1));
+    assert_eq!(second.meter, address(2));
+    for v in &first.values {
+        assert_eq!(v.quality, Quality::Bad);
+        let reason = v.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.starts_with("reply not complete within 4")
+                && reason.contains("noise on the bus?"),
+            "{reason}"
+        );
+    }
+    assert!(
+        second.values.iter().all(|v| v.quality == Quality::Good),
+        "{:?}",
+        second.values
+    );
+    // Two exchanges of ≈ 440 ms each (plus the connect), not more.
+    assert!(
+        babbler_took < Duration::from_millis(1500),
+        "{babbler_took:?}"
+    );
+    let s = health.lock().unwrap().clone();
+    assert_eq!(
+        s.timeouts, 2,
+        "each cut-off exchange counts as a timeout: {s:?}"
+    );
+    assert!(
+        s.wire.noise_bytes > 100,
+        "the babble was received: {:?}",
+        s.wire
+    );
+    h.task.abort();
+    sim.shutdown().await;
+}

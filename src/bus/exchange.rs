@@ -10,6 +10,11 @@
 //! - With half-duplex adapters that echo what is sent, the echo is removed first.
 //! - The first byte must come within the response timeout, and each further byte within the
 //!   inter-byte timeout; a reply that stalls is abandoned.
+//! - Every exchange also has an absolute deadline ([`ExchangeTiming::reply_limit`]): the
+//!   response timeout, plus the wire time of the longest frame the framing allows at the bus's
+//!   character time (and of the echo), plus one inter-byte timeout of slack. A babbling bus
+//!   (noise that never stops, each byte arriving within the inter-byte timeout) ends the
+//!   exchange there as a timeout, so it cannot hold the bus task.
 //!
 //! It never retries (the bus task decides that) and never sleeps before sending (the bus task
 //! keeps turnaround and Modbus silence).
@@ -84,10 +89,13 @@ pub struct Exchanged {
 #[derive(Debug, Error)]
 pub enum ExchangeError {
     /// No reply (or no complete, matching reply) in time.
-    #[error("no reply within {waited:?}{}", partial_note(.partial))]
+    #[error("{}{}", timeout_what(*.waited, *.cut_off), partial_note(.partial))]
     Timeout {
         /// How long we waited.
         waited: Duration,
+        /// Bytes were still coming when the exchange's absolute deadline
+        /// ([`ExchangeTiming::reply_limit`]) passed: noise on the bus, not silence.
+        cut_off: bool,
         /// Bytes received that did not make a matching frame (hex in the message).
         partial: Vec<u8>,
         /// Counters so far.
@@ -102,6 +110,22 @@ pub enum ExchangeError {
         /// Counters so far.
         stats: ExchangeStats,
     },
+}
+
+fn timeout_what(waited: Duration, cut_off: bool) -> String {
+    if cut_off {
+        format!(
+            "reply not complete within {}: noise on the bus?",
+            humantime::format_duration(round_ms(waited))
+        )
+    } else {
+        format!("no reply within {waited:?}")
+    }
+}
+
+/// `d` rounded down to whole milliseconds (for messages).
+pub fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn partial_note(partial: &[u8]) -> String {
@@ -134,6 +158,43 @@ pub struct ExchangeTiming {
     pub inter_byte_timeout: Duration,
     /// The adapter echoes what we send.
     pub echo: bool,
+    /// Wire time of one character at the bus's baud rate and framing ([`char_time`]); zero
+    /// when unknown (then the absolute deadline allows no wire time).
+    pub char_time: Duration,
+}
+
+/// The longest reply `framing` allows, in bytes: a DL/T 645 frame with the most data its
+/// one-byte `L` can give, after the longest wake-up preamble; a Modbus RTU ADU of 256 bytes.
+pub fn longest_reply(framing: &Framing) -> usize {
+    use meter_protocols::dlt645::frame::{MAX_DATA, OVERHEAD};
+    match framing {
+        Framing::Dlt645 { .. } => 4 + OVERHEAD + MAX_DATA,
+        Framing::ModbusRtu(_) => rtu::MAX_ADU_LEN,
+        Framing::None => 0,
+    }
+}
+
+/// Wire time of one character: start bit, data bits, parity bit, stop bits at `baud`.
+pub fn char_time(baud: u32, data_bits: u8, parity: bool, stop_bits: u8) -> Duration {
+    if baud == 0 {
+        return Duration::ZERO;
+    }
+    let bits = 1 + u64::from(data_bits) + u64::from(parity) + u64::from(stop_bits);
+    Duration::from_nanos(bits * 1_000_000_000 / u64::from(baud))
+}
+
+impl ExchangeTiming {
+    /// The absolute deadline of one exchange, from the last request byte written: the response
+    /// timeout, plus the wire time of the longest legal reply (and of the echo of `request_len`
+    /// bytes on an echoing adapter), plus one inter-byte timeout of slack. However the bytes
+    /// trickle in, an exchange never lasts longer.
+    pub fn reply_limit(&self, framing: &Framing, request_len: usize) -> Duration {
+        let echo = if self.echo { request_len } else { 0 };
+        let chars = u32::try_from(longest_reply(framing) + echo).unwrap_or(u32::MAX);
+        self.response_timeout
+            .saturating_add(self.char_time.saturating_mul(chars))
+            .saturating_add(self.inter_byte_timeout)
+    }
 }
 
 /// Sends `request` and waits for the reply `framing` describes.
@@ -172,6 +233,8 @@ pub async fn exchange(
     let mut buf: Vec<u8> = Vec::with_capacity(64);
     let mut echo_left = if timing.echo { request } else { &[][..] };
     let mut deadline = sent + timing.response_timeout;
+    // However the bytes trickle in (a babbling transceiver), the exchange ends here.
+    let limit = sent + timing.reply_limit(framing, request.len());
     let mut chunk = [0u8; 256];
     loop {
         // Take what the buffer holds before reading more.
@@ -195,6 +258,7 @@ pub async fn exchange(
                 }
                 return Err(ExchangeError::Timeout {
                     waited: Instant::now() - sent,
+                    cut_off: deadline == limit && stats.rx_bytes > 0,
                     partial: buf,
                     stats,
                 });
@@ -212,7 +276,7 @@ pub async fn exchange(
             Ok(Ok(n)) => {
                 stats.rx_bytes += n as u64;
                 buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
-                deadline = Instant::now() + timing.inter_byte_timeout;
+                deadline = (Instant::now() + timing.inter_byte_timeout).min(limit);
             }
         }
     }
@@ -333,4 +397,39 @@ enum Scanned {
 
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meter_protocols::dlt645::{Address, Function};
+
+    #[test]
+    fn the_absolute_deadline_allows_the_longest_reply_at_the_bus_rate() {
+        // 2400 baud 8E1: 11 bits, 4.583 ms a character.
+        let t = ExchangeTiming {
+            response_timeout: Duration::from_millis(1000),
+            inter_byte_timeout: Duration::from_millis(500),
+            echo: false,
+            char_time: char_time(2400, 8, true, 1),
+        };
+        assert_eq!(t.char_time, Duration::from_nanos(4_583_333));
+        let dlt = Framing::Dlt645 {
+            address: Address::BROADCAST,
+            function: Function::ReadData,
+            di: None,
+        };
+        // 4 FE + 12 + 255 = 271 characters: 1.242 s on the wire.
+        assert_eq!(
+            round_ms(t.reply_limit(&dlt, 16)),
+            Duration::from_millis(1000 + 1242 + 500)
+        );
+        // The echo of a 16-byte request comes first on an echoing adapter.
+        let echo = ExchangeTiming { echo: true, ..t };
+        assert_eq!(
+            round_ms(echo.reply_limit(&dlt, 16)),
+            Duration::from_millis(1000 + 1315 + 500)
+        );
+        assert_eq!(longest_reply(&Framing::None), 0);
+    }
 }

@@ -4,6 +4,7 @@
 //! sees through [`observer::BusObserver`]; the health room above it keeps the numbers. Nothing
 //! here imports the rooms above.
 
+pub mod clock_steps;
 pub mod exchange;
 pub mod observer;
 mod pacing;

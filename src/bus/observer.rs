@@ -30,6 +30,12 @@ pub trait BusObserver: Send + Sync {
 
     /// `meter` has had `overruns` slots skipped so far (the bus could not reach it in time).
     fn overruns(&self, meter: usize, overruns: u64, uptime: Duration);
+
+    /// The wall clock stepped by `by_ms` milliseconds (negative: backward) against the
+    /// monotonic clock; the bus moved its slots with it.
+    fn clock_step(&self, by_ms: i64, uptime: Duration) {
+        let _ = (by_ms, uptime);
+    }
 }
 
 /// One attempt on the wire.

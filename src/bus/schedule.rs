@@ -1,4 +1,5 @@
-//! When each meter on a bus is due: wall-clock aligned slots, overrun skipping, degraded probing.
+//! When each meter on a bus is due: wall-clock aligned slots kept on the monotonic clock,
+//! overrun skipping, degraded probing.
 //!
 //! A meter with a 15-minute interval is read in the slots starting at :00, :15, :30 and :45 of
 //! wall-clock time (UTC, plus an optional offset), whatever time the daemon started. When the
@@ -11,11 +12,37 @@
 //! unanswered polls in a row. The bus task applies it and reports the result; nothing else
 //! decides it.
 //!
-//! This module owns no clock and does no I/O: `now` (milliseconds since the Unix epoch) is
-//! passed in by the bus task, so slot logic is tested on simulated time.
+//! Slots are kept on the monotonic clock and aligned to the wall clock
+//! ([`PollScheduler::clock`]). The bus task passes both clocks in; the scheduler keeps their
+//! difference. While the wall clock runs steady (small NTP slews included, under
+//! [`CLOCK_STEP_THRESHOLD_MS`] between two looks), the scheduling time is the wall time and
+//! slots land on wall-clock boundaries. When the wall clock *steps* (an RTC set wrong, a bad
+//! NTP or GPS fix), every meter keeps its place on the monotonic clock: the next read comes
+//! when it would have come without the step (no pause after a backward step, no catch-up
+//! burst and no overruns after a forward one), its slot key is the new wall time's slot, and
+//! the reads after it are on the new wall clock's boundaries again. The step is reported
+//! ([`ClockStep`]) for the bus to log and count.
+//!
+//! This module owns no clock and does no I/O: the times (milliseconds) are passed in by the
+//! bus task, so slot logic is tested on simulated time.
 
-/// Milliseconds since the Unix epoch (UTC).
+/// Milliseconds since the Unix epoch (UTC); also milliseconds on a monotonic clock.
 pub type Millis = i64;
+
+/// How far the wall clock may move against the monotonic clock between two looks before it
+/// is a step rather than a slew: 1 s.
+pub const CLOCK_STEP_THRESHOLD_MS: Millis = 1_000;
+
+/// The wall clock stepped against the monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockStep {
+    /// How far, in milliseconds: positive forward, negative backward.
+    pub by_ms: Millis,
+    /// The wall time the monotonic clock predicted.
+    pub expected: Millis,
+    /// The wall time observed.
+    pub observed: Millis,
+}
 
 /// The timing of one meter's polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +94,8 @@ pub struct PollScheduler {
     entries: Vec<Entry>,
     /// Reads completed so far; stamps [`Entry::last_read`].
     reads: u64,
+    /// Wall time minus monotonic time at the last look ([`PollScheduler::clock`]).
+    offset: Option<Millis>,
 }
 
 /// The meter the bus should read now, with the slot the read belongs to.
@@ -97,6 +126,35 @@ impl PollScheduler {
         self.entries.len() - 1
     }
 
+    /// Looks at both clocks: `wall` (ms since the epoch) and `mono` (ms on a monotonic clock),
+    /// read together. Returns the scheduling time to pass to [`PollScheduler::next_due`] (the
+    /// wall time) and the step, when the wall clock moved more than
+    /// [`CLOCK_STEP_THRESHOLD_MS`] against the monotonic clock since the last look. On a step,
+    /// every meter's due time moves with the wall clock, so that it stays where it was on the
+    /// monotonic clock: the bus neither pauses for a backward step nor bursts after a forward
+    /// one. Smaller differences (a slewing clock) are followed silently.
+    pub fn clock(&mut self, wall: Millis, mono: Millis) -> (Millis, Option<ClockStep>) {
+        let observed = wall.saturating_sub(mono);
+        let step = match self.offset {
+            Some(before) => {
+                let by = observed.saturating_sub(before);
+                (by.abs() > CLOCK_STEP_THRESHOLD_MS).then_some(ClockStep {
+                    by_ms: by,
+                    expected: mono.saturating_add(before),
+                    observed: wall,
+                })
+            }
+            None => None,
+        };
+        self.offset = Some(observed);
+        if let Some(step) = step {
+            for e in &mut self.entries {
+                e.due = e.due.saturating_add(step.by_ms);
+            }
+        }
+        (wall, step)
+    }
+
     /// Number of meters.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -115,8 +173,11 @@ impl PollScheduler {
     pub fn next_due(&mut self, now: Millis) -> Option<Due> {
         for e in &mut self.entries {
             let current = e.cadence.slot_start(now);
-            if e.due < current {
-                let missed = (current - e.due) / e.cadence.interval_ms;
+            // After a clock step a due time may lie between two boundaries: its slot is the
+            // one that contains it.
+            let due_slot = e.cadence.slot_start(e.due);
+            if due_slot < current {
+                let missed = (current - due_slot) / e.cadence.interval_ms;
                 e.overruns += u64::try_from(missed).unwrap_or(0);
                 e.due = current;
             }
@@ -126,7 +187,10 @@ impl PollScheduler {
             .enumerate()
             .filter(|(_, e)| e.due <= now)
             .min_by_key(|(i, e)| (e.due, e.last_read, *i))
-            .map(|(meter, e)| Due { meter, slot: e.due })
+            .map(|(meter, e)| Due {
+                meter,
+                slot: e.cadence.slot_start(e.due),
+            })
     }
 
     /// Records that the read of `due` finished (successfully or not); the meter is next due
@@ -300,6 +364,130 @@ mod tests {
             reads.iter().all(|&n| n == 10),
             "each meter gets a third of the reads: {reads:?}"
         );
+    }
+
+    /// A read in [`run_on`]: meter, monotonic time, slot key, wall time.
+    type Read = (usize, Millis, Millis, Millis);
+
+    /// Runs a bus of `meters` meters (every minute, each read taking 2 s) for `minutes` on
+    /// simulated time, the way the bus task does: look at both clocks, read what is due, else
+    /// sleep (on the monotonic clock) until the next wake-up. The wall clock is the monotonic
+    /// one plus `wall_at(mono)`'s offset. Returns each read as (meter, monotonic time, slot
+    /// key, wall time) and the steps seen.
+    fn run_on(
+        meters: usize,
+        minutes: i64,
+        wall_at: impl Fn(Millis) -> Millis,
+    ) -> (PollScheduler, Vec<Read>, Vec<ClockStep>) {
+        let mut s = PollScheduler::new();
+        let mut mono: Millis = 5_000;
+        let (now, _) = s.clock(wall_at(mono), mono);
+        for _ in 0..meters {
+            s.add(Cadence::every(MIN), now);
+        }
+        let (mut reads, mut steps) = (Vec::new(), Vec::new());
+        while mono < minutes * MIN {
+            let (now, step) = s.clock(wall_at(mono), mono);
+            steps.extend(step);
+            match s.next_due(now) {
+                Some(d) => {
+                    reads.push((d.meter, mono, d.slot, now));
+                    mono += 2_000;
+                    s.complete(d);
+                }
+                // The task sleeps at most a minute at a time, on the monotonic clock.
+                None => mono += (s.next_wakeup().unwrap() - now).clamp(1, MIN),
+            }
+        }
+        (s, reads, steps)
+    }
+
+    const DAY: i64 = 24 * 60 * MIN;
+
+    #[test]
+    fn a_backward_step_of_the_wall_clock_neither_stalls_nor_repeats() {
+        // At 10:30:30 monotonic the wall clock goes back one hour (an RTC that was ahead).
+        let base = 400 * DAY + 10 * 60 * MIN;
+        let at = 30 * MIN + 30_000;
+        let wall = |mono: Millis| base + mono - if mono >= at { 60 * MIN } else { 0 };
+        let (s, reads, steps) = run_on(2, 60, wall);
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert_eq!(steps[0].by_ms, -60 * MIN);
+        for m in 0..2 {
+            let mine: Vec<_> = reads.iter().filter(|r| r.0 == m).collect();
+            // One read a minute on the monotonic clock, before, across and after the step.
+            assert_eq!(mine.len(), 60, "meter {m}: {} reads", mine.len());
+            // (The first read comes at once on start, mid-slot: gaps count from the second.)
+            for w in mine[1..].windows(2) {
+                let gap = w[1].1 - w[0].1;
+                assert!(
+                    (MIN - 2_000..=MIN + 2_000).contains(&gap),
+                    "gap {gap} at {w:?}"
+                );
+            }
+            // Slot keys are on wall-clock minute boundaries, and read_at follows the new
+            // wall time: after the step, slots are an hour earlier.
+            for r in &mine {
+                assert_eq!(r.2 % MIN, 0);
+                assert_eq!(r.2, Cadence::every(MIN).slot_start(r.3), "{r:?}");
+            }
+            assert_eq!(s.overruns(m), 0);
+        }
+    }
+
+    #[test]
+    fn a_forward_step_of_the_wall_clock_neither_bursts_nor_counts_overruns() {
+        // At 10:30:30 the wall clock jumps one hour ahead: 60 slots pass in no time.
+        let base = 400 * DAY + 10 * 60 * MIN;
+        let at = 30 * MIN + 30_000;
+        let wall = |mono: Millis| base + mono + if mono >= at { 60 * MIN } else { 0 };
+        let (s, reads, steps) = run_on(2, 60, wall);
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert_eq!(steps[0].by_ms, 60 * MIN);
+        for m in 0..2 {
+            let mine: Vec<_> = reads.iter().filter(|r| r.0 == m).collect();
+            assert_eq!(mine.len(), 60, "meter {m}: no catch-up burst");
+            // (The first read comes at once on start, mid-slot: gaps count from the second.)
+            for w in mine[1..].windows(2) {
+                let gap = w[1].1 - w[0].1;
+                assert!(
+                    (MIN - 2_000..=MIN + 2_000).contains(&gap),
+                    "gap {gap} at {w:?}"
+                );
+            }
+            for r in &mine {
+                assert_eq!(r.2, Cadence::every(MIN).slot_start(r.3), "{r:?}");
+            }
+            assert_eq!(s.overruns(m), 0, "a step is not an overrun");
+        }
+    }
+
+    #[test]
+    fn an_uneven_step_realigns_to_the_new_wall_clock_boundaries() {
+        // 15-minute slots, read at 10:00; the wall clock goes back 7 minutes at 10:10.
+        let q = 15 * MIN;
+        let mut s = PollScheduler::new();
+        let t0 = 400 * DAY + 10 * 60 * MIN;
+        s.clock(t0, 0);
+        let m = s.add(Cadence::every(q), t0);
+        let d = s.next_due(t0).unwrap();
+        s.complete(d);
+        // 10:10 monotonic = 10:03 on the wall; the next read stays at 10:15 monotonic
+        // (10:08 on the new wall clock), not at 10:15 on it.
+        let (now, step) = s.clock(t0 + 3 * MIN, 10 * MIN);
+        assert_eq!(step.map(|s| s.by_ms), Some(-7 * MIN));
+        assert_eq!(s.next_due(now), None);
+        assert_eq!(s.next_wakeup(), Some(t0 + 8 * MIN), "no pause");
+        let (now, _) = s.clock(t0 + 8 * MIN, 15 * MIN);
+        let d = s.next_due(now).unwrap();
+        assert_eq!(d.slot, t0, "the slot of the new wall time");
+        s.complete(d);
+        // Then the new wall clock's boundaries: 10:15 on it.
+        assert_eq!(s.next_wakeup(), Some(t0 + q));
+        assert_eq!(s.overruns(m), 0);
+        // A slewing clock (0.5 s between looks) is followed without a step.
+        assert_eq!(s.clock(t0 + 9 * MIN + 500, 16 * MIN).1, None);
+        assert_eq!(s.next_wakeup(), Some(t0 + q));
     }
 
     #[test]

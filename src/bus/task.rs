@@ -2,10 +2,17 @@
 //! endpoint) and interleaves all its meters, one transaction on the wire at a time.
 //!
 //! It owns: the link's life (opened once, reopened with backoff after a failure; a dead port
-//! is reported, never fatal), the wall-clock poll schedule ([`PollScheduler`]), bounded
+//! is reported, never fatal), the poll schedule ([`PollScheduler`]: monotonic, aligned to
+//! the wall clock, steps of the wall clock logged and counted in [`ClockSteps`]), bounded
 //! retries, dead-meter degradation (the rule is [`super::schedule::Degradation`]), and one-shot
 //! reads for technicians ([`BusCommand::ReadNow`], served between polls so the port is never
-//! opened twice). The link itself is a [`Transport`]; the timing between transactions
+//! opened twice).
+//!
+//! Fairness and stopping: a scheduled poll that is due always goes first; between two turns
+//! of the schedule at most one one-shot read is served, so clients in a loop cannot starve
+//! billing polls. A one-shot read whose client has gone (its reply channel closed) is skipped
+//! unread. Stop comes through its own `watch` flag ([`BusHandle::stop`]), never through the
+//! command queue, so a full queue cannot lose it; the task stops after the poll in progress. The link itself is a [`Transport`]; the timing between transactions
 //! (turnaround, Modbus t3.5 silence, the late-reply guard) is kept by `super::pacing`. What a
 //! meter is asked and what its replies mean belongs to the sans-IO drivers in
 //! [`crate::meter`]; frame verification to [`super::exchange`].
@@ -21,12 +28,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::exchange::{ExchangeStats, ExchangeTiming};
+use super::clock_steps::ClockSteps;
+use super::exchange::{ExchangeStats, ExchangeTiming, char_time};
 use super::observer::{AttemptReport, BusObserver, PollOutcome, PollResult, Unobserved};
 use super::pacing::Pacing;
 use super::schedule::{Cadence, Degradation, Due, Millis, PollScheduler};
@@ -53,6 +61,9 @@ pub struct BusOptions {
     pub reopen_min: Duration,
     /// Longest delay between reopen attempts.
     pub reopen_max: Duration,
+    /// The gateway's count of wall-clock steps (one for all buses, so that a step is counted
+    /// once, by the first bus that sees it).
+    pub clock_steps: Arc<ClockSteps>,
 }
 
 impl BusOptions {
@@ -65,6 +76,7 @@ impl BusOptions {
             connect_timeout: Duration::from_secs(3),
             reopen_min: Duration::from_secs(1),
             reopen_max: Duration::from_secs(60),
+            clock_steps: Arc::new(ClockSteps::new()),
         }
     }
 }
@@ -79,8 +91,6 @@ pub enum BusCommand {
         /// Where the batch goes; an error says why there is none (unknown meter).
         reply: oneshot::Sender<Result<ReadingBatch, String>>,
     },
-    /// Stop after the poll in progress (its batch is still delivered); the task then returns.
-    Stop,
 }
 
 /// Why a bus task cannot be built.
@@ -112,13 +122,24 @@ pub enum BusError {
 pub struct BusHandle<O: ?Sized> {
     /// Bus name.
     pub name: String,
-    /// Commands to the task.
+    /// Commands to the task (one-shot reads; a full queue refuses more).
     pub commands: mpsc::Sender<BusCommand>,
+    /// The stop flag: separate from the commands, so that a full queue never drops a stop.
+    stop: watch::Sender<bool>,
     /// What the task reports to, after every transaction and poll (the bus's health, for
     /// those who read it).
     pub status: Arc<O>,
     /// The task.
     pub task: JoinHandle<()>,
+}
+
+impl<O: ?Sized> BusHandle<O> {
+    /// Asks the task to stop after the poll in progress (its batch is still delivered). Never
+    /// fails and never waits, however full the command queue is; one-shot reads still queued
+    /// are dropped (their clients see the bus stopping).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
 }
 
 /// Starts the task of `bus`, reporting to `observer`; polled batches go to `out` (with `seq`
@@ -133,11 +154,13 @@ pub fn spawn<O: BusObserver + 'static>(
     let status = observer.clone();
     let runner = Bus::new(bus, profiles, options)?.with_observer(observer);
     let (tx, rx) = mpsc::channel(8);
+    let (stop, stop_rx) = watch::channel(false);
     let span = tracing::info_span!("bus", name = %bus.name);
-    let task = tokio::spawn(runner.run(out, rx).instrument(span));
+    let task = tokio::spawn(runner.run(out, rx, stop_rx).instrument(span));
     Ok(BusHandle {
         name: bus.name.clone(),
         commands: tx,
+        stop,
         status,
         task,
     })
@@ -178,6 +201,9 @@ pub struct Bus {
     reopen_at: Option<Instant>,
     backoff: Duration,
     last_link_error: Option<String>,
+    /// Wire time of one character at the bus's baud rate (a serial device server's too): the
+    /// exchange's absolute deadline allows the longest legal reply at this rate.
+    char_time: Duration,
 }
 
 impl std::fmt::Debug for Bus {
@@ -252,6 +278,12 @@ impl Bus {
             pacing: Pacing::default(),
             reopen_at: None,
             last_link_error: None,
+            char_time: char_time(
+                bus.baud,
+                bus.data_bits,
+                bus.parity != crate::config::Parity::None,
+                bus.stop_bits,
+            ),
         })
     }
 
@@ -366,7 +398,7 @@ impl Bus {
             let report = AttemptReport {
                 retry,
                 busy: started.elapsed(),
-                timed_out: matches!(outcome, Err(Attempt::Timeout(_))),
+                timed_out: matches!(outcome, Err(Attempt::Timeout(_) | Attempt::CutOff(_))),
                 wire,
             };
             self.observer.attempt(m, &report, self.uptime());
@@ -375,20 +407,24 @@ impl Bus {
                     self.pacing.answered(modbus);
                     return Ok(r);
                 }
-                Err(Attempt::Timeout(note)) => {
+                Err(timeout @ (Attempt::Timeout(_) | Attempt::CutOff(_))) => {
                     // Modbus TCP replaces its connection after a timeout instead of a guard.
                     let guard = self.transport.keeps_late_replies();
                     self.pacing
                         .timed_out(&request, guard.then_some(timing.late_reply_guard));
-                    last = format!(
-                        "no reply within {}{}{note}",
-                        humantime::format_duration(timing.response_timeout),
-                        if attempts > 1 {
-                            format!(" ({attempts} attempts)")
-                        } else {
-                            String::new()
-                        }
-                    );
+                    let tries = if attempts > 1 {
+                        format!(" ({attempts} attempts)")
+                    } else {
+                        String::new()
+                    };
+                    last = match timeout {
+                        Attempt::CutOff(reason) => format!("{reason}{tries}"),
+                        // (`Link` cannot be here; the pattern above took only timeouts.)
+                        Attempt::Timeout(note) | Attempt::Link(note) => format!(
+                            "no reply within {}{tries}{note}",
+                            humantime::format_duration(timing.response_timeout),
+                        ),
+                    };
                 }
                 Err(Attempt::Link(reason)) => {
                     self.link_down(&reason);
@@ -417,6 +453,7 @@ impl Bus {
             response_timeout: timing.response_timeout,
             inter_byte_timeout: timing.inter_byte_timeout,
             echo: timing.echo,
+            char_time: self.char_time,
         };
         let attempted = self.transport.transact(step, request, ex_timing, tap).await;
         let result = match attempted.result {
@@ -426,6 +463,7 @@ impl Bus {
             }
             // The caller keeps the time of a timeout (turnaround counts from it).
             Err(TransactError::Timeout(note)) => Err(Attempt::Timeout(note)),
+            Err(TransactError::CutOff(reason)) => Err(Attempt::CutOff(reason)),
             Err(TransactError::Link(reason)) => Err(Attempt::Link(reason)),
         };
         (result, attempted.stats)
@@ -537,56 +575,101 @@ impl Bus {
             .ok_or_else(|| format!("no meter {id:?} on bus {}", self.name))
     }
 
-    /// The task body: poll on schedule, serve commands between polls, until `out` closes.
+    /// Looks at the wall and the monotonic clock for the scheduler; logs and reports a step
+    /// of the wall clock. Returns the scheduling time.
+    fn clock_now(&self, scheduler: &mut PollScheduler) -> Millis {
+        let steps = &self.options.clock_steps;
+        let mono = steps.mono_ms(Instant::now());
+        let wall = wall_ms(SystemTime::now());
+        let (now, step) = scheduler.clock(wall, mono);
+        if let Some(step) = step {
+            let by = if step.by_ms < 0 { "back" } else { "forward" };
+            let size = humantime::format_duration(Duration::from_millis(step.by_ms.unsigned_abs()));
+            let first = steps.observe(wall.saturating_sub(mono));
+            if first {
+                tracing::warn!(
+                    expected = %crate::clock::rfc3339_ms(step.expected),
+                    observed = %crate::clock::rfc3339_ms(step.observed),
+                    "the wall clock stepped {by} by {size}; polls keep their pace and realign to the new time"
+                );
+            } else {
+                tracing::info!(
+                    "the wall clock stepped {by} by {size} (already counted); slots realigned"
+                );
+            }
+            self.tap.note(&format!("wall clock stepped {by} by {size}"));
+            self.observer.clock_step(step.by_ms, self.uptime());
+        } else if steps.observe(wall.saturating_sub(mono)) {
+            // Another bus has not looked since the step, and this one only just started.
+            tracing::warn!("the wall clock stepped by more than 1 s (seen as this bus started)");
+        }
+        now
+    }
+
+    /// The task body: poll on schedule, serve one-shot reads between polls, until `out`
+    /// closes or `stop` is set.
     pub async fn run(
         mut self,
         out: mpsc::Sender<ReadingBatch>,
         mut commands: mpsc::Receiver<BusCommand>,
+        mut stop: watch::Receiver<bool>,
     ) {
         let mut scheduler = PollScheduler::new();
-        let now = wall_ms(SystemTime::now());
+        let now = self.clock_now(&mut scheduler);
         for slot in &self.meters {
             let ms = i64::try_from(slot.interval.as_millis()).unwrap_or(i64::MAX);
             scheduler.add(Cadence::every(ms), now);
         }
         let mut commands_open = true;
+        let mut stop_open = true;
+        // A one-shot read taken off the queue while idle, served at the next turn.
+        let mut held: Option<BusCommand> = None;
         // Open at once so that a dead port shows in the status before the first poll.
         let _ = self.ensure_open().await;
         loop {
-            // One-shot reads first: they are technicians waiting.
-            while commands_open {
-                match commands.try_recv() {
-                    Ok(cmd) => {
-                        if !self.serve(cmd).await {
-                            return;
-                        }
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => commands_open = false,
-                }
+            if *stop.borrow() {
+                return;
             }
-            let now = wall_ms(SystemTime::now());
+            let now = self.clock_now(&mut scheduler);
+            let mut busy = false;
+            // A scheduled poll that is due goes first.
             if let Some(due) = scheduler.next_due(now) {
                 self.poll_due(&mut scheduler, due, &out).await;
-                if out.is_closed() {
+                if out.is_closed() || *stop.borrow() {
                     return;
                 }
+                busy = true;
+            }
+            // Then at most one one-shot read whose client still waits.
+            while let Some(cmd) = held
+                .take()
+                .or_else(|| next_command(&mut commands, &mut commands_open))
+            {
+                if self.serve(cmd).await {
+                    busy = true;
+                    break;
+                }
+            }
+            if busy {
                 continue;
             }
             let wake = scheduler.next_wakeup().unwrap_or(now + 60_000);
             let wait = Duration::from_millis(u64::try_from((wake - now).max(1)).unwrap_or(1))
                 .min(Duration::from_secs(60));
             tokio::select! {
+                biased;
+                changed = stop.changed(), if stop_open => {
+                    // The handle gone without a stop: run on until `out` closes.
+                    if changed.is_err() {
+                        stop_open = false;
+                    }
+                }
+                _ = out.closed() => return,
                 _ = tokio::time::sleep(wait) => {}
                 cmd = commands.recv(), if commands_open => match cmd {
-                    Some(cmd) => {
-                        if !self.serve(cmd).await {
-                            return;
-                        }
-                    }
+                    Some(cmd) => held = Some(cmd),
                     None => commands_open = false,
                 },
-                _ = out.closed() => return,
             }
         }
     }
@@ -611,20 +694,40 @@ impl Bus {
         }
     }
 
-    /// Serves a command; false when the task must stop.
+    /// Serves a command; false when there was nothing to do (its client had gone).
     async fn serve(&mut self, cmd: BusCommand) -> bool {
         match cmd {
             BusCommand::ReadNow { meter, reply } => {
+                if reply.is_closed() {
+                    tracing::debug!(%meter, "one-shot read skipped: its client has gone");
+                    return false;
+                }
                 let r = self.read_now(&meter).await;
                 let _ = reply.send(r);
                 true
             }
-            BusCommand::Stop => false,
+        }
+    }
+}
+
+/// The next queued command, without waiting.
+fn next_command(commands: &mut mpsc::Receiver<BusCommand>, open: &mut bool) -> Option<BusCommand> {
+    if !*open {
+        return None;
+    }
+    match commands.try_recv() {
+        Ok(cmd) => Some(cmd),
+        Err(mpsc::error::TryRecvError::Empty) => None,
+        Err(mpsc::error::TryRecvError::Disconnected) => {
+            *open = false;
+            None
         }
     }
 }
 
 enum Attempt {
     Timeout(String),
+    /// Bytes kept coming until the exchange's absolute deadline: counted as a timeout.
+    CutOff(String),
     Link(String),
 }

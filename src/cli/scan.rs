@@ -96,13 +96,14 @@ pub fn run(args: &ScanArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail("scan", &e, 2),
     };
+    let line_baud = args
+        .line
+        .baud
+        .unwrap_or(if protocol.is_dlt645() { 2400 } else { 9600 });
     let settings = match (&args.target.port, &args.target.tcp) {
         (Some(path), _) => LinkSettings::Serial(SerialSettings {
             path: path.clone(),
-            baud: args
-                .line
-                .baud
-                .unwrap_or(if protocol.is_dlt645() { 2400 } else { 9600 }),
+            baud: line_baud,
             parity: crate::config::Parity::from(args.line.parity).into(),
             data_bits: args.line.data_bits,
             stop_bits: args.line.stop_bits,
@@ -132,6 +133,12 @@ pub fn run(args: &ScanArgs) -> ExitCode {
             response_timeout: timeout,
             inter_byte_timeout: timeout.min(Duration::from_millis(500)),
             echo: false,
+            char_time: crate::bus::exchange::char_time(
+                line_baud,
+                args.line.data_bits,
+                crate::config::Parity::from(args.line.parity) != crate::config::Parity::None,
+                args.line.stop_bits,
+            ),
         };
         let mut found = Vec::new();
         for (label, bytes, framing) in &probes {

@@ -21,7 +21,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::{BusHandle, Daemon};
-use crate::bus::task::{self as bus_task, Bus, BusCommand};
+use crate::bus::task::{self as bus_task, Bus};
 use crate::config::{BusConfig, Config, ConfigError, Profile, ProfileSet};
 
 /// How long stopping the removed and changed buses may take before their polls in progress
@@ -289,7 +289,7 @@ async fn load_blocking(path: PathBuf) -> Result<(Config, ProfileSet), ConfigErro
 async fn stop_buses(buses: Vec<BusHandle>) {
     let deadline = tokio::time::Instant::now() + BUS_STOP_BUDGET;
     for b in &buses {
-        let _ = b.commands.try_send(BusCommand::Stop);
+        b.stop();
     }
     for b in buses {
         let abort = b.task.abort_handle();

@@ -52,6 +52,8 @@ pub struct BusHealth {
     pub wire: WireCounters,
     /// Slots skipped on this bus, all meters.
     pub overruns: u64,
+    /// Steps of the wall clock this bus saw (and moved its slots for).
+    pub clock_steps: u64,
     /// Time spent in transactions.
     #[serde(serialize_with = "millis")]
     pub busy: Duration,
@@ -81,6 +83,7 @@ impl BusHealth {
             reopens: 0,
             wire: WireCounters::default(),
             overruns: 0,
+            clock_steps: 0,
             busy: Duration::ZERO,
             uptime: Duration::ZERO,
             utilisation: 0.0,
@@ -179,5 +182,9 @@ impl BusObserver for Mutex<BusHealth> {
             }
             s.overruns = s.meters.iter().map(|m| m.overruns).sum();
         });
+    }
+
+    fn clock_step(&self, _by_ms: i64, uptime: Duration) {
+        lock(self).record(uptime, |s| s.clock_steps += 1);
     }
 }

@@ -24,7 +24,8 @@ pub struct FaultRule {
     /// Fire on every Nth reply of this meter (N ≥ 1; 1 = always).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub every: Option<u64>,
-    /// `late`: how much later than normal the reply leaves (default 2 s).
+    /// `late`: how much later than normal the reply leaves (default 2 s). `babble`: how long
+    /// the noise lasts (default: until the next request arrives).
     #[serde(
         default,
         with = "crate::config::opt_duration",
@@ -68,6 +69,10 @@ pub struct FaultsConfig {
     /// Answer with an abnormal reply (DL/T 645 ERR `code`, Modbus exception `code`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abnormal: Option<FaultRule>,
+    /// Instead of the reply, stream random bytes without pause (a babbling transceiver) until
+    /// the next request arrives, or for `delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub babble: Option<FaultRule>,
 }
 
 /// One kind of fault.
@@ -88,11 +93,13 @@ pub enum FaultKind {
     Echo,
     /// Abnormal reply.
     Abnormal,
+    /// Endless noise instead of the reply.
+    Babble,
 }
 
 impl FaultKind {
     /// Every kind, in the order they are drawn and applied.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::NoReply,
         FaultKind::Late,
         FaultKind::Corrupt,
@@ -100,6 +107,7 @@ impl FaultKind {
         FaultKind::Noise,
         FaultKind::Echo,
         FaultKind::Abnormal,
+        FaultKind::Babble,
     ];
 
     /// The configuration key.
@@ -112,6 +120,7 @@ impl FaultKind {
             FaultKind::Noise => "noise",
             FaultKind::Echo => "echo",
             FaultKind::Abnormal => "abnormal",
+            FaultKind::Babble => "babble",
         }
     }
 
@@ -120,7 +129,11 @@ impl FaultKind {
     pub const fn is_byte_level(self) -> bool {
         matches!(
             self,
-            FaultKind::Corrupt | FaultKind::BadChecksum | FaultKind::Noise | FaultKind::Echo
+            FaultKind::Corrupt
+                | FaultKind::BadChecksum
+                | FaultKind::Noise
+                | FaultKind::Echo
+                | FaultKind::Babble
         )
     }
 }
@@ -136,6 +149,7 @@ impl FaultsConfig {
             FaultKind::Noise => self.noise.as_ref(),
             FaultKind::Echo => self.echo.as_ref(),
             FaultKind::Abnormal => self.abnormal.as_ref(),
+            FaultKind::Babble => self.babble.as_ref(),
         }
     }
 
@@ -160,8 +174,8 @@ impl FaultsConfig {
                     ));
                 }
             }
-            if rule.delay.is_some() && kind != FaultKind::Late {
-                return Err((key, "`delay` applies to `late` only".into()));
+            if rule.delay.is_some() && !matches!(kind, FaultKind::Late | FaultKind::Babble) {
+                return Err((key, "`delay` applies to `late` and `babble` only".into()));
             }
             if rule.bytes.is_some() && kind != FaultKind::Noise {
                 return Err((key, "`bytes` applies to `noise` only".into()));
@@ -205,6 +219,17 @@ impl SplitMix64 {
     }
 }
 
+/// A random noise byte; on a DL/T 645 line never `68` or `FE` (they would start a frame or a
+/// preamble, and the noise is meant to be skipped byte by byte).
+pub fn noise_byte(rng: &mut SplitMix64, dlt645: bool) -> u8 {
+    loop {
+        let b = (rng.next_u64() & 0xFF) as u8;
+        if !dlt645 || (b != 0x68 && b != 0xFE) {
+            return b;
+        }
+    }
+}
+
 /// What fires on one reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FiredFaults {
@@ -216,6 +241,8 @@ pub struct FiredFaults {
     pub noise: Vec<u8>,
     /// Abnormal code, when `abnormal` fired.
     pub abnormal_code: Option<u8>,
+    /// How long the noise lasts when `babble` fired (`None`: until the next request).
+    pub babble_for: Option<Duration>,
 }
 
 impl FiredFaults {
@@ -265,6 +292,7 @@ impl FaultState {
             fired.kinds.push(kind);
             match kind {
                 FaultKind::Late => fired.delay = rule.delay.unwrap_or(Duration::from_secs(2)),
+                FaultKind::Babble => fired.babble_for = rule.delay,
                 FaultKind::Noise => {
                     let count = rule.bytes.unwrap_or(3);
                     fired.noise = (0..count).map(|_| self.noise_byte(dlt645)).collect();
@@ -282,12 +310,7 @@ impl FaultState {
     /// A noise byte that cannot start a DL/T 645 frame or preamble (`68`, `FE`), so the
     /// valid frame after it is still the first frame on the wire.
     fn noise_byte(&mut self, dlt645: bool) -> u8 {
-        loop {
-            let b = (self.rng.next_u64() & 0xFF) as u8;
-            if !dlt645 || (b != 0x68 && b != 0xFE) {
-                return b;
-            }
-        }
+        noise_byte(&mut self.rng, dlt645)
     }
 
     /// A position in `range` for a byte to flip.

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::clock::SimClock;
 use super::config::PortConfig;
-use super::fault::{FaultKind, FiredFaults};
+use super::fault::{FaultKind, FiredFaults, SplitMix64, noise_byte};
 use super::meter::{SimMeter, TruthValue};
 use super::truth::{TruthLine, TruthLog};
 use crate::clock::{rfc3339_ms, wall_clock_ms};
@@ -222,7 +222,9 @@ impl PortShared {
         let Some(truth) = &self.truth else {
             return;
         };
-        let broken = out.fired.has(FaultKind::Corrupt) || out.fired.has(FaultKind::BadChecksum);
+        let broken = out.fired.has(FaultKind::Corrupt)
+            || out.fired.has(FaultKind::BadChecksum)
+            || out.fired.has(FaultKind::Babble);
         let line = TruthLine {
             time: rfc3339_ms(wall_clock_ms()),
             sim_time: rfc3339_ms(sim_time),
@@ -262,6 +264,28 @@ async fn sleep_until(at: Instant, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
+/// A meter babbling (the `babble` fault): random bytes without pause instead of its reply.
+struct Babble {
+    /// Noise that cannot start a DL/T 645 frame.
+    dlt645: bool,
+    /// When it stops by itself (`None`: when the next request arrives).
+    until: Option<Instant>,
+    rng: SplitMix64,
+}
+
+/// Bytes of noise per write while babbling.
+const BABBLE_CHUNK: usize = 8;
+
+/// What became of a request.
+enum Replied {
+    /// Answered (or silent); go on.
+    Done,
+    /// The meter babbles instead.
+    Babble(Babble),
+    /// The stream broke or the simulator stops.
+    Stop,
+}
+
 /// Serves one byte stream until it closes or the simulator stops.
 pub async fn serve_stream<S>(mut stream: S, port: Arc<PortShared>, mut stop: watch::Receiver<bool>)
 where
@@ -270,6 +294,15 @@ where
     let mut buf: Vec<u8> = Vec::new();
     let mut first_at = Instant::now();
     let mut scratch = [0u8; 512];
+    let mut babble: Option<Babble> = None;
+    // Noise is sent at the line's rate when wire time is emulated, else a chunk every 5 ms.
+    let babble_every = if port.config.wire_time {
+        port.config
+            .wire_time_of(BABBLE_CHUNK)
+            .max(Duration::from_millis(1))
+    } else {
+        Duration::from_millis(5)
+    };
     loop {
         if *stop.borrow() {
             return;
@@ -284,15 +317,19 @@ where
                 Found::Dlt645(frame, consumed) => {
                     let request: Vec<u8> = buf.drain(..consumed.min(buf.len())).collect();
                     let out = port.answer_dlt645(&frame);
-                    if !reply(&mut stream, &port, out, &request, first_at, &mut stop).await {
-                        return;
+                    match reply(&mut stream, &port, out, &request, first_at, &mut stop).await {
+                        Replied::Done => {}
+                        Replied::Babble(b) => babble = Some(b),
+                        Replied::Stop => return,
                     }
                 }
                 Found::Rtu(unit, req, consumed) => {
                     let request: Vec<u8> = buf.drain(..consumed.min(buf.len())).collect();
                     let out = port.answer_rtu(unit, &req);
-                    if !reply(&mut stream, &port, out, &request, first_at, &mut stop).await {
-                        return;
+                    match reply(&mut stream, &port, out, &request, first_at, &mut stop).await {
+                        Replied::Done => {}
+                        Replied::Babble(b) => babble = Some(b),
+                        Replied::Stop => return,
                     }
                 }
             }
@@ -300,14 +337,33 @@ where
                 break;
             }
         }
+        if babble
+            .as_ref()
+            .is_some_and(|b| b.until.is_some_and(|t| Instant::now() >= t))
+        {
+            babble = None;
+        }
         let read = tokio::select! {
             r = tokio::time::timeout(IDLE_DROP, stream.read(&mut scratch)) => r,
+            () = tokio::time::sleep(babble_every), if babble.is_some() => {
+                if let Some(b) = babble.as_mut() {
+                    let noise: Vec<u8> =
+                        (0..BABBLE_CHUNK).map(|_| noise_byte(&mut b.rng, b.dlt645)).collect();
+                    if write(&mut stream, &noise).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
             _ = stop.changed() => return,
         };
         match read {
             Err(_) => buf.clear(), // idle: drop a partial frame
             Ok(Ok(0)) => return,
             Ok(Ok(n)) => {
+                // The gateway moved on: a babbling meter falls quiet when the next request
+                // comes (so the other meters on the line can be heard).
+                babble = None;
                 if buf.is_empty() {
                     first_at = Instant::now();
                 }
@@ -333,17 +389,32 @@ async fn reply<S>(
     request: &[u8],
     received_at: Instant,
     stop: &mut watch::Receiver<bool>,
-) -> bool
+) -> Replied
 where
     S: AsyncWrite + Unpin,
 {
-    let Some(out) = out else {
-        return true;
+    let Some(mut out) = out else {
+        return Replied::Done;
     };
     let sim_time = port.clock.now();
     let cfg = &port.config;
+    if out.fired.has(FaultKind::Babble) {
+        // No reply at all: noise, from now on, instead of it.
+        let seed = out
+            .bytes
+            .iter()
+            .fold(0u64, |a, b| a.rotate_left(8) ^ u64::from(*b));
+        let babble = Babble {
+            dlt645: out.framing == "dlt645",
+            until: out.fired.babble_for.map(|d| Instant::now() + d),
+            rng: SplitMix64::new(seed ^ sim_time.unsigned_abs()),
+        };
+        out.values.clear();
+        port.log(&out, request, &[], sim_time);
+        return Replied::Babble(babble);
+    }
     if out.fired.has(FaultKind::Echo) && write(stream, request).await.is_err() {
-        return false;
+        return Replied::Stop;
     }
     let mut ready = received_at;
     if cfg.wire_time {
@@ -355,10 +426,10 @@ where
     if cfg.wire_time && cfg.pace {
         for (i, b) in sent.iter().enumerate() {
             if !sleep_until(ready + cfg.wire_time_of(i + 1), stop).await {
-                return false;
+                return Replied::Stop;
             }
             if write(stream, &[*b]).await.is_err() {
-                return false;
+                return Replied::Stop;
             }
         }
     } else {
@@ -368,11 +439,11 @@ where
             ready
         };
         if !sleep_until(at, stop).await || write(stream, &sent).await.is_err() {
-            return false;
+            return Replied::Stop;
         }
     }
     port.log(&out, request, &sent, sim_time);
-    true
+    Replied::Done
 }
 
 async fn write<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {

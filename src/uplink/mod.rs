@@ -261,6 +261,7 @@ pub struct Uplink<O: Outbox> {
     shutdown: watch::Receiver<bool>,
     spool_stats: SpoolStatsFn,
     reading_success: ReadingSuccessFn,
+    clock_steps: Box<dyn Fn() -> u64 + Send + Sync>,
     started: SystemTime,
     /// Readings the broker refused, and when each goes out again.
     refusals: Refusals,
@@ -403,6 +404,7 @@ impl<O: Outbox> Uplink<O> {
                 shutdown: rx,
                 spool_stats: Box::new(SpoolSummary::default),
                 reading_success: Box::new(|| None),
+                clock_steps: Box::new(|| 0),
                 started: SystemTime::now(),
                 refusals: Refusals::default(),
                 refusal_delays,
@@ -429,6 +431,13 @@ impl<O: Outbox> Uplink<O> {
         f: impl Fn() -> Option<ReadingSuccess> + Send + Sync + 'static,
     ) -> Self {
         self.reading_success = Box::new(f);
+        self
+    }
+
+    /// Where the gateway status's `clock_steps` comes from (the buses' shared count of
+    /// wall-clock steps; called like [`Uplink::with_spool_stats`], so it must be cheap too).
+    pub fn with_clock_steps(mut self, f: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock_steps = Box::new(f);
         self
     }
 
@@ -470,6 +479,7 @@ impl<O: Outbox> Uplink<O> {
                 refused_waiting: snap.refused_waiting,
             }
         });
+        s.clock_steps = (self.clock_steps)();
         serde_json::to_vec(&s).unwrap_or_default()
     }
 

@@ -121,6 +121,10 @@ pub struct GatewayStatus {
     /// The uplink's refusal numbers at `at` (absent from older gateways).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkSummary>,
+    /// Steps of the gateway's wall clock seen since start (more than 1 s against the monotonic
+    /// clock; the buses kept their pace and realigned their slots to the new time).
+    #[serde(default)]
+    pub clock_steps: u64,
 }
 
 impl GatewayStatus {
@@ -145,6 +149,7 @@ impl GatewayStatus {
             spool,
             reading_success: None,
             uplink: None,
+            clock_steps: 0,
         }
     }
 }

@@ -187,6 +187,9 @@ pub struct Transacted {
 pub enum TransactError {
     /// No reply in time; the note says what came instead (may be empty).
     Timeout(String),
+    /// Bytes kept coming until the exchange's absolute deadline (noise on the bus); the
+    /// message says so, with the deadline.
+    CutOff(String),
     /// The link failed or is not open; the bus closes it and reopens with backoff.
     Link(String),
 }
@@ -294,6 +297,16 @@ impl Transport {
                         raw: x.raw,
                         finished: x.finished,
                     }),
+                    Err(ExchangeError::Timeout {
+                        cut_off: true,
+                        waited,
+                        stats,
+                        ..
+                    }) => Err(TransactError::CutOff(format!(
+                        "reply not complete within {}: noise on the bus? ({} bytes received)",
+                        humantime::format_duration(super::exchange::round_ms(waited)),
+                        stats.rx_bytes
+                    ))),
                     Err(ExchangeError::Timeout { partial, .. }) => {
                         Err(TransactError::Timeout(if partial.is_empty() {
                             String::new()
