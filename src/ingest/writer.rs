@@ -223,7 +223,7 @@ impl SpoolWriter {
                     // The estimate was off (text needing escapes): one at a time from here.
                     one_at_a_time = true;
                 }
-                Err(SpoolError::TooLarge { bytes, max_bytes }) => {
+                Err(SpoolError::TooLarge { bytes, max_bytes }) if n == 1 => {
                     let meter = self.unstored[0].meter.clone();
                     match s.drop_unstorable(&meter, bytes) {
                         Ok(seq) => {
