@@ -149,6 +149,8 @@ impl Daemon {
         let service_setup = crate::service::prepare(&config.service)?;
         let started = SystemTime::now();
         let spool_path = config.data_dir.join("spool.sqlite");
+        // A spool that cannot hold one reading would drop every one of them.
+        ingest::check_spool_room(&config, &profiles)?;
         let spool = Spool::open(&spool_path, SpoolOptions::new(config.spool.max_bytes))?;
         let spool = Arc::new(Mutex::new(spool));
         tracing::info!(path = %spool_path.display(), "spool open");

@@ -18,6 +18,7 @@
 
 pub mod outbox;
 mod register_memory;
+mod sizing;
 mod spool_outbox;
 pub mod validation;
 mod writer;
@@ -29,6 +30,7 @@ use tokio::sync::mpsc;
 
 pub use outbox::{MemoryOutbox, Outbox, Pending};
 pub use register_memory::{MeterRegisters, RegisterMemory, RegisterStore};
+pub use sizing::{check_spool_room, largest_reading};
 pub use spool_outbox::{FreshRows, HeldAcks, SpoolOutbox};
 pub use writer::{SpoolWriter, estimated_json_bytes};
 
