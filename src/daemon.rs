@@ -180,6 +180,14 @@ impl Daemon {
             });
         let up_stats = spool_stats.clone();
         let up = up.with_spool_stats(move || up_stats());
+        let drops_spool = spool.clone();
+        let up = up.with_meter_drops(move |meter| {
+            let (dropped, dropped_in_memory) = lock(&drops_spool).meter_drops(meter).ok()?;
+            Some(uplink::MeterDrops {
+                dropped,
+                dropped_in_memory,
+            })
+        });
 
         // Frames for the service's live trace (nobody listening costs one atomic load). The
         // channel preallocates every slot (128 bytes each); 1,024 frames are seconds of

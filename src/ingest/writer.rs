@@ -181,7 +181,7 @@ impl SpoolWriter {
         }
         self.unstored.extend(new);
         let spool = self.spool.clone();
-        let mut s = lock(&spool);
+        let s = lock(&spool);
         let now = SystemTime::now();
         while self.validated < self.unstored.len() {
             let batch = &mut self.unstored[self.validated];
@@ -192,21 +192,27 @@ impl SpoolWriter {
             known.remember(batch);
             self.validated += 1;
         }
-        // Taken under the spool's lock (see `SpoolOutbox::flush`), given back if the append
-        // fails: its transaction deleted nothing then.
-        let mut acks = self.acks.take();
         let chunk_bytes = (s.options().max_bytes / CHUNK_FRACTION).max(1);
+        drop(s);
+        let mut acks: Option<Vec<i64>> = None;
         let mut out = AppendedRows::default();
         let mut handing_back = true;
         let mut one_at_a_time = false;
         while !self.unstored.is_empty() {
+            // The lock is taken per chunk (one transaction, one fsync), so that the uplink's
+            // outbox is not kept waiting while a long backlog is written.
+            let mut s = lock(&spool);
+            // Taken under the spool's lock (see `SpoolOutbox::flush`) for the first chunk,
+            // given back if its append fails: its transaction deleted nothing then.
+            let acks = acks.get_or_insert_with(|| self.acks.take());
             let n = if one_at_a_time {
                 1
             } else {
                 chunk_len(&self.unstored, super::MAX_GROUP, chunk_bytes)
             };
-            match s.append_rows_acking(&self.gateway, &mut self.unstored[..n], &acks) {
+            match s.append_rows_acking(&self.gateway, &mut self.unstored[..n], acks) {
                 Ok(rows) => {
+                    drop(s);
                     acks.clear();
                     out.acked += rows.acked;
                     out.dropped += rows.dropped;
@@ -239,20 +245,19 @@ impl SpoolWriter {
                             drop(self.take_oldest(1));
                         }
                         Err(e) => {
-                            self.acks.put_back(acks);
+                            self.acks.put_back(std::mem::take(acks));
                             return Err(e);
                         }
                     }
                 }
                 Err(e) => {
-                    self.acks.put_back(acks);
+                    self.acks.put_back(std::mem::take(acks));
                     return Err(e);
                 }
             }
         }
-        drop(s);
-        // Every ack went with the first chunk; with nothing to store they go alone.
-        if !acks.is_empty() {
+        if let Some(acks) = acks.filter(|a| !a.is_empty()) {
+            // Nothing was stored to carry them (cannot happen: `store` always has batches).
             self.acks.put_back(acks);
         }
         Ok(out)

@@ -28,7 +28,14 @@
 //!   oldest batches, whatever their meter, in the same transaction, and counts each drop
 //!   durably (totals in [`SpoolStats`], per meter in [`Spool::meters`]); a consumer sees the
 //!   drop as a `seq` gap. One call larger than `max_bytes` is refused with
-//!   [`SpoolError::TooLarge`], never dropped silently. The file holds the payloads compressed
+//!   [`SpoolError::TooLarge`], never dropped silently; a caller with a single batch larger
+//!   than `max_bytes` (which can never be stored) gives it up with [`Spool::drop_unstorable`]:
+//!   it takes its `seq` and is counted as dropped, a gap like an overflow drop.
+//! - **Drops before a `seq`.** Readings the daemon had to drop from memory before they reached
+//!   the spool (the disk could not be written for too long) are noted with
+//!   [`Spool::note_memory_drops`]: counted at once in memory (no I/O, so it works while the
+//!   disk fails) and written per meter (`meters.dropped_in_memory`) by the next transaction
+//!   that commits. They are not `seq` gaps; these counters are their only trace. The file holds the payloads compressed
 //!   (a reading's JSON takes ~40 % of its size), in SQLite's 4 KiB pages with their indexes;
 //!   the WAL grows to about 4 MiB between checkpoints (1000 pages) and is truncated to 4 MiB
 //!   after one; freed pages are reused, the file does not shrink. Size the file system for
@@ -928,6 +935,24 @@ impl Spool {
         if let Err(e) = self.conn.execute_batch(sql) {
             panic!("test hook fail_writes({fail}): {e}");
         }
+    }
+
+    /// One meter's drop counters: (dropped with a `seq`, dropped from memory without one),
+    /// ever, the noted in-memory drops included; zeros for a meter never seen. One lookup.
+    pub fn meter_drops(&self, meter: &str) -> Result<(u64, u64), SpoolError> {
+        let sql = |e: rusqlite::Error| SpoolError::sqlite(&self.path, e);
+        let (dropped, in_memory): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT dropped_batches, dropped_in_memory FROM meters WHERE meter = ?1",
+            )
+            .map_err(sql)?
+            .query_row([meter], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(sql)?
+            .unwrap_or((0, 0));
+        let noted = self.memory_drops.get(meter).copied().unwrap_or(0);
+        Ok((to_u64(dropped), to_u64(in_memory).saturating_add(noted)))
     }
 
     /// Notes `n` readings of `meter` dropped from memory before they could be stored (they

@@ -63,7 +63,7 @@ use crate::ingest::Outbox;
 use crate::sync::lock;
 pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
-    MeterStatusMessage, ReadingSuccess, SpoolSummary,
+    MeterDrops, MeterStatusMessage, ReadingSuccess, SpoolSummary,
 };
 
 /// The uplink's connection state.
@@ -229,6 +229,7 @@ impl UplinkHandle {
 
 type SpoolStatsFn = Box<dyn Fn() -> SpoolSummary + Send + Sync>;
 type ReadingSuccessFn = Box<dyn Fn() -> Option<ReadingSuccess> + Send + Sync>;
+type MeterDropsFn = Box<dyn Fn(&str) -> Option<MeterDrops> + Send + Sync>;
 
 /// The uplink task. Build with [`Uplink::new`], run with [`Uplink::run`] on one tokio task.
 pub struct Uplink<O: Outbox> {
@@ -239,6 +240,7 @@ pub struct Uplink<O: Outbox> {
     shutdown: watch::Receiver<bool>,
     spool_stats: SpoolStatsFn,
     reading_success: ReadingSuccessFn,
+    meter_drops: MeterDropsFn,
     started: SystemTime,
 }
 
@@ -368,6 +370,7 @@ impl<O: Outbox> Uplink<O> {
                 shutdown: rx,
                 spool_stats: Box::new(SpoolSummary::default),
                 reading_success: Box::new(|| None),
+                meter_drops: Box::new(|_| None),
                 started: SystemTime::now(),
             },
             handle,
@@ -392,6 +395,16 @@ impl<O: Outbox> Uplink<O> {
         f: impl Fn() -> Option<ReadingSuccess> + Send + Sync + 'static,
     ) -> Self {
         self.reading_success = Box::new(f);
+        self
+    }
+
+    /// Where a meter status's drop counters come from (the spool's per-meter counts); called
+    /// for each meter status published, on the uplink task, so it must be cheap.
+    pub fn with_meter_drops(
+        mut self,
+        f: impl Fn(&str) -> Option<MeterDrops> + Send + Sync + 'static,
+    ) -> Self {
+        self.meter_drops = Box::new(f);
         self
     }
 
@@ -689,8 +702,10 @@ impl<O: Outbox> Uplink<O> {
                 error!(meter = %health.id, "meter id cannot be a topic level; status not published");
                 continue;
             }
-            let payload = serde_json::to_vec(&MeterStatusMessage::new(&self.gateway, &health, at))
-                .unwrap_or_default();
+            let mut message = MeterStatusMessage::new(&self.gateway, &health, at);
+            message.counters = message.counters.with_drops((self.meter_drops)(&health.id));
+
+            let payload = serde_json::to_vec(&message).unwrap_or_default();
             match client.try_publish(self.meter_status_topic(&health.id), true, payload) {
                 Ok(()) => s.queued.push_back(Sent::Status),
                 Err(e) => {
