@@ -85,6 +85,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -342,6 +343,48 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// Mode of the spool files (`spool.sqlite`, `-wal`, `-shm`): the owner only.
+const FILE_MODE: u32 = 0o600;
+/// Mode of a data directory meterd creates: the owner only.
+const DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` with mode [`DIR_MODE`] (its missing parents with the default mode).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        // Made by someone else meanwhile: theirs, left as it is.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// Sets an existing spool file to [`FILE_MODE`] if its mode gives group or others anything.
+fn narrow_file_mode(file: &Path) -> std::io::Result<()> {
+    match fs::metadata(file) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            fs::set_permissions(file, fs::Permissions::from_mode(FILE_MODE))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A warning when an existing data directory lets group or others in (the operator made it,
+/// so meterd does not change it; the spool files in it are 0600 either way).
+pub(crate) fn data_dir_warning(dir: &Path) -> Option<String> {
+    let mode = fs::metadata(dir).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "data directory {} has mode {mode:04o}: group or others can list it (meterd \
+             creates it 0700; consider chmod 700)",
+            dir.display()
+        )
+    })
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -364,7 +407,13 @@ impl Spool {
                 detail: "not a directory (data_dir must name a directory)".into(),
             });
         }
-        fs::create_dir_all(&dir).map_err(|e| SpoolError::io(&dir, e))?;
+        if dir.is_dir() {
+            if let Some(warning) = data_dir_warning(&dir) {
+                tracing::warn!("{warning}");
+            }
+        } else {
+            create_private_dir(&dir).map_err(|e| SpoolError::io(&dir, e))?;
+        }
         let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
 
         let wal = with_suffix(&path, "-wal");
@@ -382,13 +431,23 @@ impl Spool {
         // fails to create one with "unable to open database file": ask the OS first (creating
         // the empty file SQLite would create), so that a read-only file system or a missing
         // permission is named as such.
+        // Readable by meterd's user only (the readings are billing data): created 0600, and an
+        // older file set of ours with wider permissions is narrowed. SQLite creates the WAL
+        // (and a -shm, which exclusive locking does not use) with the database file's mode.
         fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(&path)
             .map_err(|e| SpoolError::io(&path, e))?;
+        for file in [path.clone(), wal.clone(), with_suffix(&path, "-shm")] {
+            if let Err(e) = narrow_file_mode(&file) {
+                // Not ours to change (another owner): said, not fatal.
+                tracing::warn!(path = %file.display(), error = %e, "cannot set the spool file to mode 0600");
+            }
+        }
 
         let mut conn = Connection::open_with_flags(
             &path,

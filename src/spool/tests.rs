@@ -826,3 +826,56 @@ fn memory_drops_of_a_meter_never_stored_are_kept_and_do_not_move_its_first_seq()
     assert_eq!(a[0].seq, 3, "the consumer sees seq 2 as a gap");
     assert_eq!(s.stats().unwrap().dropped_batches, 1);
 }
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn the_data_dir_is_created_0700_and_the_spool_files_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("var").join("meterd");
+    let path = data.join("spool.sqlite");
+    let mut s = open(&path);
+    s.append("gw", vec![batch("m1", 3, "1")]).unwrap();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&path), 0o600);
+    let wal = with_suffix(&path, "-wal");
+    assert!(wal.exists());
+    assert_eq!(
+        mode(&wal),
+        0o600,
+        "SQLite gives the WAL the database's mode"
+    );
+    assert!(data_dir_warning(&data).is_none());
+}
+
+#[test]
+fn an_older_spool_readable_by_others_is_narrowed_and_a_wide_data_dir_only_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = data.join("spool.sqlite");
+    let mut s = open(&path);
+    s.append("gw", vec![batch("m1", 3, "1")]).unwrap();
+    drop(s);
+    let wal = with_suffix(&path, "-wal");
+    let wide = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    wide(&data, 0o755).unwrap();
+    wide(&path, 0o644).unwrap();
+    if wal.exists() {
+        wide(&wal, 0o644).unwrap();
+    }
+    let mut s = open(&path);
+    s.append("gw", vec![batch("m1", 3, "2")]).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&wal), 0o600);
+    // The operator's directory is theirs: left as it is, with a warning.
+    assert_eq!(mode(&data), 0o755);
+    let warning = data_dir_warning(&data).expect("a warning");
+    assert!(
+        warning.contains("0755") && warning.contains("data"),
+        "{warning}"
+    );
+}
