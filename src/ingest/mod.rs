@@ -48,10 +48,11 @@ pub const MEMORY_BACKLOG: usize = 20_000;
 pub const MEMORY_BACKLOG_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Keeping more in memory than the spool can hold only makes the spool drop it once written
-/// (oldest first): the in-memory bound is the spool's `max_bytes`, but never below 1 MiB (a
-/// group of [`MAX_GROUP`] large batches) nor above [`MEMORY_BACKLOG_BYTES`].
+/// (oldest first): the in-memory bound is the spool's `max_bytes`, but never below 2 MiB (two
+/// groups of [`MAX_GROUP`] of the largest readings the start check allows, ~32 KB each) nor
+/// above [`MEMORY_BACKLOG_BYTES`].
 pub fn memory_backlog_bytes(spool_max_bytes: u64) -> u64 {
-    spool_max_bytes.clamp(1024 * 1024, MEMORY_BACKLOG_BYTES)
+    spool_max_bytes.clamp(2 * 1024 * 1024, MEMORY_BACKLOG_BYTES)
 }
 
 /// Most batches in one spool transaction. Past a few dozen, a bigger group saves little
@@ -192,7 +193,7 @@ impl Pipeline {
     /// each counted for its meter (see [`SpoolWriter::bound_backlog`]).
     fn bound_backlog(&mut self) {
         let mut w = lock(&self.writer);
-        let max_bytes = memory_backlog_bytes(lock(&w.spool).options().max_bytes);
+        let max_bytes = memory_backlog_bytes(w.spool_max_bytes);
         let dropped = w.bound_backlog(&mut self.arrived, MEMORY_BACKLOG, max_bytes);
         drop(w);
         if dropped > 0 {

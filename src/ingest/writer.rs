@@ -79,6 +79,8 @@ pub struct SpoolWriter {
     pub(super) validated: usize,
     /// [`estimated_json_bytes`] of `unstored`.
     pub(super) unstored_bytes: u64,
+    /// The spool's `max_bytes`.
+    pub(super) spool_max_bytes: u64,
     /// Where each meter's last stored batch is kept for the diagnostics service.
     pub(super) book: Option<Arc<Mutex<SuccessBook>>>,
     /// The uplink's acks, deleted in each append's transaction.
@@ -95,7 +97,9 @@ impl SpoolWriter {
         book: Option<Arc<Mutex<SuccessBook>>>,
         acks: HeldAcks,
     ) -> Self {
+        let spool_max_bytes = lock(&spool).options().max_bytes;
         Self {
+            spool_max_bytes,
             spool,
             gateway: gateway.to_owned(),
             validation,
@@ -124,13 +128,17 @@ impl SpoolWriter {
     /// estimated JSON more than `max_bytes`, the oldest go (unstored first, then the oldest of
     /// `arrived`). Each drop is counted for its meter in the spool
     /// ([`Spool::note_memory_drops`]: in memory until the file can be written, then durable).
-    /// Returns how many were dropped.
+    /// Returns how many were dropped. Without a backlog (the last store succeeded) nothing is
+    /// dropped: `arrived` is then a group about to be stored, not readings kept waiting.
     pub(super) fn bound_backlog(
         &mut self,
         arrived: &mut Vec<ReadingBatch>,
         max_batches: usize,
         max_bytes: u64,
     ) -> u64 {
+        if self.unstored.is_empty() {
+            return 0;
+        }
         let mut arrived_bytes: u64 = arrived.iter().map(estimated_json_bytes).sum();
         let mut count = self.unstored.len() + arrived.len();
         let mut bytes = self.unstored_bytes.saturating_add(arrived_bytes);
@@ -192,7 +200,7 @@ impl SpoolWriter {
             known.remember(batch);
             self.validated += 1;
         }
-        let chunk_bytes = (s.options().max_bytes / CHUNK_FRACTION).max(1);
+        let chunk_bytes = (self.spool_max_bytes / CHUNK_FRACTION).max(1);
         drop(s);
         let mut acks: Option<Vec<i64>> = None;
         let mut out = AppendedRows::default();
@@ -562,6 +570,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = writer(dir.path(), 1 << 20);
         w.store(vec![batch("a", "1.00")]).unwrap();
+        // No backlog (the spool is fine): a group about to be stored is never dropped.
+        let mut group = vec![padded("a", "1.00", 1_000), padded("a", "1.00", 1_000)];
+        assert_eq!(w.bound_backlog(&mut group, 1, 1), 0);
+        assert_eq!(group.len(), 2);
+        assert_eq!(
+            (
+                crate::ingest::memory_backlog_bytes(64 << 10),
+                crate::ingest::memory_backlog_bytes(1 << 30)
+            ),
+            (2 << 20, crate::ingest::MEMORY_BACKLOG_BYTES)
+        );
         lock(&w.spool).fail_writes(true);
         let one = estimated_json_bytes(&padded("a", "2.00", 1_000));
         assert!(
