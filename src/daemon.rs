@@ -97,6 +97,7 @@ struct ServiceParts {
     spool_stats: Arc<dyn Fn() -> uplink::SpoolSummary + Send + Sync>,
     book: Arc<Mutex<SuccessBook>>,
     frames: broadcast::Sender<crate::bus::trace::FrameEvent>,
+    meter_drops: crate::service::MeterDropsFn,
 }
 
 /// The service's view of the running buses.
@@ -181,13 +182,15 @@ impl Daemon {
         let up_stats = spool_stats.clone();
         let up = up.with_spool_stats(move || up_stats());
         let drops_spool = spool.clone();
-        let up = up.with_meter_drops(move |meter| {
+        let meter_drops: crate::service::MeterDropsFn = Arc::new(move |meter| {
             let (dropped, dropped_in_memory) = lock(&drops_spool).meter_drops(meter).ok()?;
             Some(uplink::MeterDrops {
                 dropped,
                 dropped_in_memory,
             })
         });
+        let up_drops = meter_drops.clone();
+        let up = up.with_meter_drops(move |meter| up_drops(meter));
 
         // Frames for the service's live trace (nobody listening costs one atomic load). The
         // channel preallocates every slot (128 bytes each); 1,024 frames are seconds of
@@ -243,6 +246,7 @@ impl Daemon {
             spool_stats,
             book,
             frames,
+            meter_drops,
         };
         let service = crate::service::Service::start(
             service_setup,
@@ -254,6 +258,7 @@ impl Daemon {
                 spool: service_parts.spool_stats.clone(),
                 book: service_parts.book.clone(),
                 frames: service_parts.frames.clone(),
+                meter_drops: service_parts.meter_drops.clone(),
             },
         )
         .await;
@@ -330,6 +335,7 @@ impl Daemon {
                     spool: parts.spool_stats.clone(),
                     book: parts.book.clone(),
                     frames: parts.frames.clone(),
+                    meter_drops: parts.meter_drops.clone(),
                 },
             )
             .await,

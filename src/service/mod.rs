@@ -37,7 +37,10 @@ use crate::bus::trace::FrameEvent;
 use crate::config::ServiceConfig;
 use crate::health::BusHealth;
 use crate::sync::lock;
-use crate::uplink::{SpoolSummary, UplinkHandle};
+use crate::uplink::{MeterDrops, SpoolSummary, UplinkHandle};
+
+/// A meter's drop counters from the spool (one lookup, cheap).
+pub type MeterDropsFn = Arc<dyn Fn(&str) -> Option<MeterDrops> + Send + Sync>;
 
 pub use crate::health::SuccessBook;
 
@@ -143,6 +146,8 @@ pub struct Handles {
     pub book: Arc<Mutex<SuccessBook>>,
     /// The bus tasks' frame channel.
     pub frames: broadcast::Sender<FrameEvent>,
+    /// Each meter's drop counters, from the spool.
+    pub meter_drops: MeterDropsFn,
 }
 
 impl std::fmt::Debug for Handles {
