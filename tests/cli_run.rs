@@ -132,4 +132,13 @@ fn run_refuses_a_spool_too_small_for_one_reading() {
         "{err}"
     );
     assert!(!data.join("spool.sqlite").exists());
+    // check-config says the same.
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("running meterd check-config");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("raise spool max_bytes"), "{err}");
 }
