@@ -99,6 +99,7 @@ struct ServiceParts {
     spool_stats: SpoolStatsFn,
     book: Arc<Mutex<SuccessBook>>,
     frames: broadcast::Sender<crate::bus::trace::FrameEvent>,
+    meter_drops: crate::service::MeterDropsFn,
 }
 
 impl ServiceParts {
@@ -124,6 +125,7 @@ impl ServiceParts {
             spool: self.spool_stats.clone(),
             book: self.book.clone(),
             frames: self.frames.clone(),
+            meter_drops: self.meter_drops.clone(),
         }
     }
 }
@@ -213,6 +215,8 @@ impl Daemon {
             .map_err(uplink::UplinkConfigError::from)?;
         let service_setup = crate::service::prepare(&config.service)?;
         let started = SystemTime::now();
+        // A spool that cannot hold one reading would drop every one of them.
+        ingest::check_spool_room(&config, &profiles)?;
         let spool = open_spool(&config)?;
         #[cfg(feature = "embedded-broker")]
         let broker = start_broker(&config)?;
@@ -220,6 +224,14 @@ impl Daemon {
         let stats_spool = spool.clone();
         let spool_stats: SpoolStatsFn = Arc::new(move || {
             uplink::SpoolSummary::from(&lock(&stats_spool).stats().unwrap_or_default())
+        });
+        let drops_spool = spool.clone();
+        let meter_drops: crate::service::MeterDropsFn = Arc::new(move |meter| {
+            let (dropped, dropped_in_memory) = lock(&drops_spool).meter_drops(meter).ok()?;
+            Some(uplink::MeterDrops {
+                dropped,
+                dropped_in_memory,
+            })
         });
 
         // Buses send to ingest. One sender stays in the Daemon so that a reload can start
@@ -251,14 +263,22 @@ impl Daemon {
                 .iter()
                 .map(|(b, m)| (b.as_str(), m.as_str())),
         )));
-        let (uplink, uplink_task, pipeline) =
-            start_uplink_and_ingest(&config, &spool, &spool_stats, &book, &starter, rx)?;
+        let (uplink, uplink_task, pipeline) = start_uplink_and_ingest(
+            &config,
+            &spool,
+            &spool_stats,
+            &meter_drops,
+            &book,
+            &starter,
+            rx,
+        )?;
         let status_task = spawn_health_forwarder(&buses, &uplink);
         let service_parts = ServiceParts {
             started,
             spool_stats,
             book,
             frames,
+            meter_drops,
         };
         let handles = service_parts.handles(&config.gateway, &buses, &uplink);
         let service = crate::service::Service::start(service_setup, handles).await;
@@ -434,6 +454,7 @@ fn start_uplink_and_ingest(
     config: &Config,
     spool: &Arc<Mutex<Spool>>,
     spool_stats: &SpoolStatsFn,
+    meter_drops: &crate::service::MeterDropsFn,
     book: &Arc<Mutex<SuccessBook>>,
     buses: &BusStarter,
     rx: mpsc::Receiver<ReadingBatch>,
@@ -445,9 +466,11 @@ fn start_uplink_and_ingest(
     let stats = spool_stats.clone();
     let rate_book = book.clone();
     let steps = buses.clock_steps.clone();
+    let drops = meter_drops.clone();
     let uplink_task = tokio::spawn(
         up.with_spool_stats(move || stats())
             .with_clock_steps(move || steps.count())
+            .with_meter_drops(move |meter| drops(meter))
             .with_reading_success(move || {
                 let now = SystemTime::now();
                 Some(ReadingSuccess::from(&lock(&rate_book).group(None, now)))

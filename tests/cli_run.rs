@@ -25,9 +25,14 @@ fn run_with(config: &str) -> std::process::Output {
     let path = dir.path().join("meterd.toml");
     let text = format!("data_dir = {:?}\n{config}", dir.path().join("data"));
     std::fs::write(&path, text).expect("writing the configuration");
+    run_file(&path)
+}
+
+/// `meterd run --config path`, which must refuse to start within 10 s.
+fn run_file(path: &std::path::Path) -> std::process::Output {
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
-        .arg(&path)
+        .arg(path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -85,4 +90,55 @@ fn check_config_accepts_a_bus_file_without_a_broker() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A spool too small for one reading of a configured meter would drop every reading: refused
+/// before anything starts (no spool file is made).
+#[test]
+fn run_refuses_a_spool_too_small_for_one_reading() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir_all(&profiles).expect("profiles directory");
+    let points: String = (0..200)
+        .map(|i| {
+            format!(
+                "[[point]]\nquantity = \"voltage.l{i}\"\nfunction = \"input\"\nregister = {}\n\
+                 type = \"f32\"\nunit = \"V\"\n",
+                i * 2
+            )
+        })
+        .collect();
+    std::fs::write(
+        profiles.join("big.toml"),
+        format!(
+            "name = \"big\"\ndescription = \"d\"\nsource = \"s\"\nprotocol = \"modbus\"\n{points}"
+        ),
+    )
+    .expect("writing the profile");
+    let data = dir.path().join("data");
+    let config = format!(
+        "gateway = \"gw-test\"\ndata_dir = {data:?}\nprofile_dirs = [\"profiles\"]\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[spool]\nmax_bytes = \"64KiB\"\n\
+         [[bus]]\nname = \"lan\"\ntransport = \"modbus-tcp\"\nhost = \"127.0.0.1:1\"\n\
+         [[bus.meter]]\nprotocol = \"modbus-tcp\"\nunit = 1\nprofile = \"big\"\n"
+    );
+    let path = dir.path().join("meterd.toml");
+    std::fs::write(&path, config).expect("writing the configuration");
+    let out = run_file(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("max_bytes") && err.contains("lan-unit1"),
+        "{err}"
+    );
+    assert!(!data.join("spool.sqlite").exists());
+    // check-config says the same.
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("running meterd check-config");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("raise spool max_bytes"), "{err}");
 }

@@ -25,6 +25,14 @@ pub fn run(args: &CheckConfigArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail("check-config", &e.to_string(), 2),
     };
+    // What `meterd run` refuses before it starts.
+    if let Err(e) = crate::ingest::check_spool_room(&config, &profiles) {
+        return fail(
+            "check-config",
+            &format!("{}: {e}", args.config.display()),
+            2,
+        );
+    }
     match describe(&config, &profiles) {
         Ok(text) => {
             print!("{text}");

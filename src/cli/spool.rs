@@ -50,13 +50,14 @@ fn print(args: &SpoolArgs) -> Result<(), String> {
     let stats = spool.stats().map_err(|e| e.to_string())?;
     eprintln!(
         "{}: {} readings not yet acknowledged ({} bytes of JSON), oldest read at {}; \
-         {} dropped on overflow ({} bytes)",
+         {} dropped on overflow ({} bytes), {} dropped from memory before they had a seq",
         args.path.display(),
         stats.depth,
         stats.bytes,
         stats.oldest_read_at.as_deref().unwrap_or("-"),
         stats.dropped_batches,
-        stats.dropped_bytes
+        stats.dropped_bytes,
+        stats.dropped_in_memory
     );
     let mut left = args.limit.unwrap_or(usize::MAX);
     let mut cursor = None;

@@ -77,7 +77,7 @@ fn pct(r: Option<f64>) -> String {
 pub fn table(r: &StatusReport) -> String {
     let g = &r.gateway;
     let mut out = format!(
-        "gateway {} (meterd {}), up {}s; uplink {}{}; spool {} readings, {} dropped\n",
+        "gateway {} (meterd {}), up {}s; uplink {}{}; spool {} readings, {} dropped, {} dropped in memory\n",
         g.id,
         g.version,
         g.uptime_s,
@@ -88,7 +88,8 @@ pub fn table(r: &StatusReport) -> String {
             .map(|e| format!(" ({e})"))
             .unwrap_or_default(),
         g.spool.depth,
-        g.spool.dropped
+        g.spool.dropped,
+        g.spool.dropped_in_memory
     );
     out.push_str(&format!(
         "reading success {}: {} ({} of {} meters read); last 24 h {}\n",

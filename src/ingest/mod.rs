@@ -12,10 +12,13 @@
 //! through a callback and reads rows through the [`Outbox`] trait defined here.
 //!
 //! A spool write that fails (full disk, read-only file system) never drops a batch at once: it
-//! stays in memory, bounded by [`MEMORY_BACKLOG`] (the oldest go first, counted), and is retried.
+//! stays in memory, bounded by [`MEMORY_BACKLOG`] batches and [`MEMORY_BACKLOG_BYTES`] (the
+//! oldest go first, counted per meter in the spool, durably once it can be written), and is
+//! retried in chunks the spool can take ([`writer`]).
 
 pub mod outbox;
 mod register_memory;
+mod sizing;
 mod spool_outbox;
 pub mod validation;
 mod writer;
@@ -27,8 +30,9 @@ use tokio::sync::mpsc;
 
 pub use outbox::{MemoryOutbox, Outbox, Pending};
 pub use register_memory::{MeterRegisters, RegisterMemory, RegisterStore};
+pub use sizing::{check_spool_room, largest_reading};
 pub use spool_outbox::{FreshRows, HeldAcks, SpoolOutbox};
-pub use writer::SpoolWriter;
+pub use writer::{SpoolWriter, estimated_json_bytes};
 
 use crate::health::SuccessBook;
 use crate::reading::ReadingBatch;
@@ -36,6 +40,20 @@ use crate::sync::lock;
 
 /// Most batches kept in memory while the spool cannot be written.
 pub const MEMORY_BACKLOG: usize = 20_000;
+
+/// Most estimated JSON bytes ([`estimated_json_bytes`]) of the batches kept in memory while the
+/// spool cannot be written; lower when the spool is smaller (see [`memory_backlog_bytes`]).
+/// 16 MiB is ~5,000 batches of a 25-value reading with its frames: a few poll cycles of 1,000
+/// meters, or hours of a few dozen; the structs take about as much again.
+pub const MEMORY_BACKLOG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Keeping more in memory than the spool can hold only makes the spool drop it once written
+/// (oldest first): the in-memory bound is the spool's `max_bytes`, but never below 2 MiB (two
+/// groups of [`MAX_GROUP`] of the largest readings the start check allows, ~32 KB each) nor
+/// above [`MEMORY_BACKLOG_BYTES`].
+pub fn memory_backlog_bytes(spool_max_bytes: u64) -> u64 {
+    spool_max_bytes.clamp(2 * 1024 * 1024, MEMORY_BACKLOG_BYTES)
+}
 
 /// Most batches in one spool transaction. Past a few dozen, a bigger group saves little
 /// CPU (the commit is already shared) but every batch of it is in memory at once, twice
@@ -92,7 +110,7 @@ pub async fn run(
             }
             continue;
         }
-        p.bound_backlog(unstored);
+        p.bound_backlog();
         let new = std::mem::take(&mut p.arrived);
         let w = p.writer.clone();
         match tokio::task::spawn_blocking(move || lock(&w).store(new)).await {
@@ -171,17 +189,20 @@ impl Pipeline {
         }
     }
 
-    /// Bounds what waits in memory while the spool cannot be written: the oldest go first.
-    fn bound_backlog(&mut self, unstored: usize) {
-        let excess = (unstored + self.arrived.len()).saturating_sub(MEMORY_BACKLOG);
-        if excess > 0 {
-            self.dropped_in_memory += excess as u64;
-            let from_writer = excess.min(unstored);
-            lock(&self.writer).drop_oldest(from_writer);
-            self.arrived.drain(..excess - from_writer);
+    /// Bounds what waits in memory while the spool cannot be written: the oldest go first,
+    /// each counted for its meter (see [`SpoolWriter::bound_backlog`]).
+    fn bound_backlog(&mut self) {
+        let mut w = lock(&self.writer);
+        let max_bytes = memory_backlog_bytes(w.spool_max_bytes);
+        let dropped = w.bound_backlog(&mut self.arrived, MEMORY_BACKLOG, max_bytes);
+        drop(w);
+        if dropped > 0 {
+            self.dropped_in_memory += dropped;
             tracing::error!(
+                dropped,
                 dropped_in_memory = self.dropped_in_memory,
-                "spool unwritable for too long: oldest in-memory readings dropped"
+                "spool unwritable for too long: oldest in-memory readings dropped (counted per \
+                 meter; they never had a seq, so consumers see no gap)"
             );
         }
     }

@@ -116,6 +116,11 @@ pub fn render(snap: &Snapshot, h: &Handles) -> Result<String, std::fmt::Error> {
         "Readings dropped because the spool was full",
         vec![(none(), snap.spool.dropped)],
     );
+    b.counter(
+        "meterd_spool_dropped_in_memory",
+        "Readings dropped from memory before they had a seq (spool unwritable for too long)",
+        vec![(none(), snap.spool.dropped_in_memory)],
+    );
     b.gauge(
         "meterd_meters",
         "Meters that should be read",

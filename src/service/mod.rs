@@ -36,7 +36,10 @@ use crate::bus::task::BusCommand;
 use crate::bus::trace::FrameEvent;
 use crate::config::ServiceConfig;
 use crate::health::BusHealth;
-use crate::uplink::{SpoolSummary, UplinkHandle};
+use crate::uplink::{MeterDrops, SpoolSummary, UplinkHandle};
+
+/// A meter's drop counters from the spool (one lookup, cheap).
+pub type MeterDropsFn = Arc<dyn Fn(&str) -> Option<MeterDrops> + Send + Sync>;
 
 pub use crate::health::SuccessBook;
 
@@ -142,6 +145,8 @@ pub struct Handles {
     pub book: Arc<Mutex<SuccessBook>>,
     /// The bus tasks' frame channel.
     pub frames: broadcast::Sender<FrameEvent>,
+    /// Each meter's drop counters, from the spool.
+    pub meter_drops: MeterDropsFn,
 }
 
 impl std::fmt::Debug for Handles {

@@ -13,7 +13,7 @@ use crate::health::success::{GroupSuccess, MeterSuccess};
 use crate::health::{BusHealth, LinkState, MeterState, WireCounters};
 use crate::reading::{ReadingBatch, rfc3339_millis};
 use crate::sync::lock;
-use crate::uplink::{SpoolSummary, UplinkSnapshot};
+use crate::uplink::{MeterDrops, SpoolSummary, UplinkSnapshot};
 
 /// The whole status document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +158,14 @@ pub struct MeterReport {
     /// The last batch (a scheduled poll once validated and stored, or a one-shot read), values
     /// with their quality.
     pub last_reading: Option<ReadingBatch>,
+    /// Readings of this meter the spool dropped (full, or one larger than it), ever: `seq`
+    /// gaps. Absent without spool numbers, or from an older daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+    /// Readings of this meter dropped from memory before they had a `seq` (the spool could not
+    /// be written for too long), ever: not gaps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_in_memory: Option<u64>,
 }
 
 fn state_name(s: MeterState) -> &'static str {
@@ -188,6 +196,8 @@ pub struct Snapshot {
     pub bus_success: Vec<GroupSuccess>,
     /// Per meter success and last batch, in bus then meter order.
     pub meters: Vec<Vec<(MeterSuccess, Option<ReadingBatch>)>>,
+    /// Per meter drop counters from the spool, in bus then meter order.
+    pub drops: Vec<Vec<Option<MeterDrops>>>,
 }
 
 impl Snapshot {
@@ -213,6 +223,10 @@ impl Snapshot {
             })
             .collect();
         drop(book);
+        let drops = buses
+            .iter()
+            .map(|b| b.meters.iter().map(|m| (h.meter_drops)(&m.id)).collect())
+            .collect();
         Snapshot {
             now,
             buses,
@@ -221,6 +235,7 @@ impl Snapshot {
             gateway,
             bus_success,
             meters,
+            drops,
         }
     }
 
@@ -255,7 +270,14 @@ impl Snapshot {
             .buses
             .iter()
             .enumerate()
-            .map(|(i, b)| bus_report(b, self.bus_success.get(i), self.meters.get(i)))
+            .map(|(i, b)| {
+                bus_report(
+                    b,
+                    self.bus_success.get(i),
+                    self.meters.get(i),
+                    self.drops.get(i),
+                )
+            })
             .collect();
         StatusReport { gateway, buses }
     }
@@ -265,6 +287,7 @@ fn bus_report(
     b: &BusHealth,
     success: Option<&GroupSuccess>,
     meters: Option<&Vec<(MeterSuccess, Option<ReadingBatch>)>>,
+    drops: Option<&Vec<Option<MeterDrops>>>,
 ) -> BusReport {
     let (link, link_error) = match &b.link {
         LinkState::Starting => ("starting", None),
@@ -305,6 +328,7 @@ fn bus_report(
             .enumerate()
             .map(|(j, m)| {
                 let (s, last) = meters.and_then(|v| v.get(j)).cloned().unwrap_or_default();
+                let d = drops.and_then(|v| v.get(j)).copied().flatten();
                 MeterReport {
                     id: m.id.clone(),
                     bus: b.name.clone(),
@@ -326,6 +350,8 @@ fn bus_report(
                     foreign_frames: m.wire.foreign_frames,
                     success: s,
                     last_reading: last,
+                    dropped: d.map(|d| d.dropped),
+                    dropped_in_memory: d.map(|d| d.dropped_in_memory),
                 }
             })
             .collect(),

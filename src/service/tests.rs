@@ -414,3 +414,60 @@ async fn the_unix_socket_serves_the_same_status() {
     daemon.stop().await;
     sim.shutdown().await;
 }
+
+/// The spool's drop counters, kept across restarts, reach `/api/status` (gateway and meter),
+/// `/metrics` and `meterd status`: those with a seq (gaps) and those from memory (no seq).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drops_kept_in_the_spool_are_shown_per_gateway_and_per_meter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let path = dir.path().join("spool.sqlite");
+        let mut spool =
+            crate::spool::Spool::open(&path, crate::spool::SpoolOptions::default()).expect("spool");
+        spool.note_memory_drops("m1", 3);
+        // Commits the noted drops too.
+        spool.drop_unstorable("m2", 1 << 30).expect("drop");
+    }
+    // No meters answer here (nothing listens on port 9): only the counters matter.
+    let text = daemon_toml(
+        "127.0.0.1:9".parse().expect("addr"),
+        dir.path(),
+        r#"listen = "127.0.0.1:0""#,
+    );
+    let (config, profiles) = Config::from_text(Path::new("<test>"), &text).expect("config");
+    let daemon = Daemon::start_with(config, profiles, RunOptions::default())
+        .await
+        .expect("daemon");
+    let ep = endpoint(&daemon);
+    let report = status(&ep).await;
+    assert_eq!(
+        (
+            report.gateway.spool.dropped,
+            report.gateway.spool.dropped_in_memory
+        ),
+        (1, 3)
+    );
+    let meter = |id: &str| {
+        let m = report.buses[0]
+            .meters
+            .iter()
+            .find(|m| m.id == id)
+            .expect("meter");
+        (m.dropped, m.dropped_in_memory)
+    };
+    assert_eq!(meter("m1"), (Some(0), Some(3)));
+    assert_eq!(meter("m2"), (Some(1), Some(0)));
+    assert_eq!(meter("m3"), (Some(0), Some(0)));
+    let table = crate::cli::status::table(&report);
+    assert!(table.contains("1 dropped, 3 dropped in memory"), "{table}");
+    let metrics = client::get_as(&ep, "/metrics", None)
+        .await
+        .expect("metrics");
+    let s = samples(&metrics);
+    assert_eq!(
+        s.get("meterd_spool_dropped_in_memory_total"),
+        Some(&3.0),
+        "{metrics}"
+    );
+    daemon.stop().await;
+}

@@ -67,6 +67,20 @@ pub enum SpoolError {
         /// The configured limit.
         max_bytes: u64,
     },
+    /// The configured `max_bytes` cannot hold one reading of a configured meter (checked at
+    /// start): every such reading would be dropped.
+    #[error(
+        "spool max_bytes = {max_bytes} cannot hold one reading of meter {meter} (up to \
+         {needed} bytes of JSON with its frames); raise spool max_bytes to at least {needed}"
+    )]
+    TooSmall {
+        /// The configured limit.
+        max_bytes: u64,
+        /// The largest reading estimated for `meter`.
+        needed: u64,
+        /// The meter whose readings are largest.
+        meter: String,
+    },
     /// The file is a database but not a spool this version understands.
     #[error("spool {path}: {detail}")]
     Schema {

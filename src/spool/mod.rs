@@ -28,7 +28,14 @@
 //!   oldest batches, whatever their meter, in the same transaction, and counts each drop
 //!   durably (totals in [`SpoolStats`], per meter in [`Spool::meters`]); a consumer sees the
 //!   drop as a `seq` gap. One call larger than `max_bytes` is refused with
-//!   [`SpoolError::TooLarge`], never dropped silently. The file holds the payloads compressed
+//!   [`SpoolError::TooLarge`], never dropped silently; a caller with a single batch larger
+//!   than `max_bytes` (which can never be stored) gives it up with [`Spool::drop_unstorable`]:
+//!   it takes its `seq` and is counted as dropped, a gap like an overflow drop.
+//! - **Drops before a `seq`.** Readings the daemon had to drop from memory before they reached
+//!   the spool (the disk could not be written for too long) are noted with
+//!   [`Spool::note_memory_drops`]: counted at once in memory (no I/O, so it works while the
+//!   disk fails) and written per meter (`meters.dropped_in_memory`) by the next transaction
+//!   that commits. They are not `seq` gaps; these counters are their only trace. The file holds the payloads compressed
 //!   (a reading's JSON takes ~40 % of its size), in SQLite's 4 KiB pages with their indexes;
 //!   the WAL grows to about 4 MiB between checkpoints (1000 pages) and is truncated to 4 MiB
 //!   after one; freed pages are reused, the file does not shrink. Size the file system for
@@ -76,8 +83,9 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -221,6 +229,10 @@ pub struct SpoolStats {
     pub dropped_bytes: u64,
     /// `read_at` of the oldest stored batch.
     pub oldest_read_at: Option<String>,
+    /// Readings dropped from the daemon's memory before they had a `seq` (the spool could not
+    /// be written for too long), ever: those recorded in the file plus those noted since and
+    /// not recorded yet ([`Spool::note_memory_drops`]).
+    pub dropped_in_memory: u64,
 }
 
 /// One meter's durable counters.
@@ -234,6 +246,9 @@ pub struct MeterSpoolRecord {
     pub dropped_batches: u64,
     /// Their payload bytes.
     pub dropped_bytes: u64,
+    /// This meter's readings dropped from memory before they had a `seq`, ever (recorded in
+    /// the file or noted and not recorded yet).
+    pub dropped_in_memory: u64,
 }
 
 /// The durable spool (see the module doc for the guarantee).
@@ -246,6 +261,11 @@ pub struct Spool {
     bytes: u64,
     dropped_batches: u64,
     dropped_bytes: u64,
+    /// In-memory drops recorded in the file (sum of `meters.dropped_in_memory`).
+    dropped_in_memory: u64,
+    /// In-memory drops noted and not recorded in the file yet, per meter: written by the next
+    /// transaction that commits (an append, or [`Spool::drop_unstorable`]).
+    memory_drops: BTreeMap<String, u64>,
     next_rowid: i64,
     /// `synchronous` is NORMAL for an ack transaction and must be FULL again before an append.
     relaxed: bool,
@@ -288,6 +308,29 @@ fn delete_rows(
     Ok((n, freed))
 }
 
+/// Adds the noted in-memory drops to `meters` within `tx` (a meter not numbered yet gets the
+/// row it would get at its first append, `last_seq` = `first_seq` - 1); returns their sum.
+fn record_memory_drops(
+    tx: &rusqlite::Transaction<'_>,
+    drops: &BTreeMap<String, u64>,
+    first_seq: i64,
+) -> Result<u64, rusqlite::Error> {
+    if drops.is_empty() {
+        return Ok(0);
+    }
+    let mut add = tx.prepare_cached(
+        "INSERT INTO meters (meter, last_seq, dropped_in_memory) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (meter) DO UPDATE SET \
+         dropped_in_memory = dropped_in_memory + excluded.dropped_in_memory",
+    )?;
+    let mut total: u64 = 0;
+    for (meter, n) in drops {
+        add.execute(params![meter, first_seq.saturating_sub(1), to_i64(*n)])?;
+        total = total.saturating_add(*n);
+    }
+    Ok(total)
+}
+
 /// `path` with `suffix` appended to its file name (`spool.db` + `-wal`).
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -298,6 +341,48 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// fsync a directory so that a created or renamed entry in it survives power loss.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
+}
+
+/// Mode of the spool files (`spool.sqlite`, `-wal`, `-shm`): the owner only.
+const FILE_MODE: u32 = 0o600;
+/// Mode of a data directory meterd creates: the owner only.
+const DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` with mode [`DIR_MODE`] (its missing parents with the default mode).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        // Made by someone else meanwhile: theirs, left as it is.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// Sets an existing spool file to [`FILE_MODE`] if its mode gives group or others anything.
+fn narrow_file_mode(file: &Path) -> std::io::Result<()> {
+    match fs::metadata(file) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            fs::set_permissions(file, fs::Permissions::from_mode(FILE_MODE))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A warning when an existing data directory lets group or others in (the operator made it,
+/// so meterd does not change it; the spool files in it are 0600 either way).
+pub(crate) fn data_dir_warning(dir: &Path) -> Option<String> {
+    let mode = fs::metadata(dir).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "data directory {} has mode {mode:04o}: group or others can list it (meterd \
+             creates it 0700; consider chmod 700)",
+            dir.display()
+        )
+    })
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -322,7 +407,13 @@ impl Spool {
                 detail: "not a directory (data_dir must name a directory)".into(),
             });
         }
-        fs::create_dir_all(&dir).map_err(|e| SpoolError::io(&dir, e))?;
+        if dir.is_dir() {
+            if let Some(warning) = data_dir_warning(&dir) {
+                tracing::warn!("{warning}");
+            }
+        } else {
+            create_private_dir(&dir).map_err(|e| SpoolError::io(&dir, e))?;
+        }
         let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
 
         let wal = with_suffix(&path, "-wal");
@@ -340,13 +431,23 @@ impl Spool {
         // fails to create one with "unable to open database file": ask the OS first (creating
         // the empty file SQLite would create), so that a read-only file system or a missing
         // permission is named as such.
+        // Readable by meterd's user only (the readings are billing data): created 0600, and an
+        // older file set of ours with wider permissions is narrowed. SQLite creates the WAL
+        // (and a -shm, which exclusive locking does not use) with the database file's mode.
         fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(&path)
             .map_err(|e| SpoolError::io(&path, e))?;
+        for file in [path.clone(), wal.clone(), with_suffix(&path, "-shm")] {
+            if let Err(e) = narrow_file_mode(&file) {
+                // Not ours to change (another owner): said, not fatal.
+                tracing::warn!(path = %file.display(), error = %e, "cannot set the spool file to mode 0600");
+            }
+        }
 
         let mut conn = Connection::open_with_flags(
             &path,
@@ -410,12 +511,12 @@ impl Spool {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(sql)?;
-        let (dropped_batches, dropped_bytes): (i64, i64) = conn
+        let (dropped_batches, dropped_bytes, dropped_in_memory): (i64, i64, i64) = conn
             .query_row(
-                "SELECT coalesce(sum(dropped_batches), 0), coalesce(sum(dropped_bytes), 0) \
-                 FROM meters",
+                "SELECT coalesce(sum(dropped_batches), 0), coalesce(sum(dropped_bytes), 0), \
+                 coalesce(sum(dropped_in_memory), 0) FROM meters",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(sql)?;
         Ok(Spool {
@@ -426,6 +527,8 @@ impl Spool {
             bytes: to_u64(bytes),
             dropped_batches: to_u64(dropped_batches),
             dropped_bytes: to_u64(dropped_bytes),
+            dropped_in_memory: to_u64(dropped_in_memory),
+            memory_drops: BTreeMap::new(),
             next_rowid: max_rowid.saturating_add(1),
             relaxed: false,
             scratch: Vec::new(),
@@ -518,7 +621,7 @@ impl Spool {
         batches: &mut [ReadingBatch],
         acks: &[i64],
     ) -> Result<AppendedRows, SpoolError> {
-        if batches.is_empty() && acks.is_empty() {
+        if batches.is_empty() && acks.is_empty() && self.memory_drops.is_empty() {
             return Ok(AppendedRows::default());
         }
         self.restore_synchronous()?;
@@ -529,8 +632,13 @@ impl Spool {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
 
-        // 1. seq numbers and payloads.
+        // 0. In-memory drops noted since the last commit (before numbering: a meter first
+        // seen here starts its seq where it would have).
         let first_seq = self.opts.first_seq_value();
+        let memory_dropped =
+            record_memory_drops(&tx, &self.memory_drops, first_seq).map_err(sql)?;
+
+        // 1. seq numbers and payloads.
         let mut rows = Vec::with_capacity(batches.len());
         let mut new_bytes: u64 = 0;
         {
@@ -694,6 +802,8 @@ impl Spool {
         self.bytes = need.saturating_sub(freed_bytes);
         self.dropped_batches += freed_batches;
         self.dropped_bytes += freed_bytes;
+        self.dropped_in_memory += memory_dropped;
+        self.memory_drops.clear();
         Ok(AppendedRows {
             rows: appended,
             dropped: freed_batches,
@@ -818,6 +928,9 @@ impl Spool {
             dropped_batches: self.dropped_batches,
             dropped_bytes: self.dropped_bytes,
             oldest_read_at,
+            dropped_in_memory: self
+                .dropped_in_memory
+                .saturating_add(self.memory_drops.values().sum()),
         })
     }
 
@@ -827,7 +940,8 @@ impl Spool {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT meter, last_seq, dropped_batches, dropped_bytes FROM meters ORDER BY meter",
+                "SELECT meter, last_seq, dropped_batches, dropped_bytes, dropped_in_memory \
+                 FROM meters ORDER BY meter",
             )
             .map_err(sql)?;
         let rows = stmt
@@ -837,10 +951,124 @@ impl Spool {
                     last_seq: to_u64(r.get(1)?),
                     dropped_batches: to_u64(r.get(2)?),
                     dropped_bytes: to_u64(r.get(3)?),
+                    dropped_in_memory: to_u64(r.get(4)?),
                 })
             })
             .map_err(sql)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+        let mut records = rows.collect::<Result<Vec<_>, _>>().map_err(sql)?;
+        // Drops noted and not recorded yet count as well (a meter may not be in the file yet).
+        for (meter, n) in &self.memory_drops {
+            match records.binary_search_by(|r| r.meter.as_str().cmp(meter)) {
+                Ok(i) => records[i].dropped_in_memory += n,
+                Err(i) => records.insert(
+                    i,
+                    MeterSpoolRecord {
+                        meter: meter.clone(),
+                        last_seq: 0,
+                        dropped_batches: 0,
+                        dropped_bytes: 0,
+                        dropped_in_memory: *n,
+                    },
+                ),
+            }
+        }
+        Ok(records)
+    }
+
+    /// Test hook: while `fail` is on, every transaction that writes `outbox` or `meters`
+    /// fails inside SQLite (as an unwritable disk would) and is rolled back. Temporary
+    /// triggers: nothing of this reaches the file.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&mut self, fail: bool) {
+        let sql = if fail {
+            "CREATE TEMP TRIGGER IF NOT EXISTS fail_outbox BEFORE INSERT ON main.outbox \
+               BEGIN SELECT RAISE(ABORT, 'test: storage unwritable'); END; \
+             CREATE TEMP TRIGGER IF NOT EXISTS fail_meters_in BEFORE INSERT ON main.meters \
+               BEGIN SELECT RAISE(ABORT, 'test: storage unwritable'); END; \
+             CREATE TEMP TRIGGER IF NOT EXISTS fail_meters_up BEFORE UPDATE ON main.meters \
+               BEGIN SELECT RAISE(ABORT, 'test: storage unwritable'); END;"
+        } else {
+            "DROP TRIGGER IF EXISTS temp.fail_outbox; DROP TRIGGER IF EXISTS temp.fail_meters_in; \
+             DROP TRIGGER IF EXISTS temp.fail_meters_up;"
+        };
+        if let Err(e) = self.conn.execute_batch(sql) {
+            panic!("test hook fail_writes({fail}): {e}");
+        }
+    }
+
+    /// One meter's drop counters: (dropped with a `seq`, dropped from memory without one),
+    /// ever, the noted in-memory drops included; zeros for a meter never seen. One lookup.
+    pub fn meter_drops(&self, meter: &str) -> Result<(u64, u64), SpoolError> {
+        let sql = |e: rusqlite::Error| SpoolError::sqlite(&self.path, e);
+        let (dropped, in_memory): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT dropped_batches, dropped_in_memory FROM meters WHERE meter = ?1",
+            )
+            .map_err(sql)?
+            .query_row([meter], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(sql)?
+            .unwrap_or((0, 0));
+        let noted = self.memory_drops.get(meter).copied().unwrap_or(0);
+        Ok((to_u64(dropped), to_u64(in_memory).saturating_add(noted)))
+    }
+
+    /// Notes `n` readings of `meter` dropped from memory before they could be stored (they
+    /// have no `seq`). Kept in memory (no I/O here, so it works while the disk fails) and
+    /// recorded in the file by the next transaction that commits; counted in
+    /// [`SpoolStats::dropped_in_memory`] and [`Spool::meters`] at once. Lost only if the
+    /// process ends before the spool can be written again.
+    pub fn note_memory_drops(&mut self, meter: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match self.memory_drops.get_mut(meter) {
+            Some(c) => *c = c.saturating_add(n),
+            None => {
+                self.memory_drops.insert(meter.to_owned(), n);
+            }
+        }
+    }
+
+    /// Gives a batch that can never be stored (its JSON alone, `bytes`, is larger than
+    /// `max_bytes`) its `seq` and counts it as dropped, like an overflow drop, in one
+    /// transaction (with any in-memory drops noted): the consumer sees the gap, the
+    /// counters say why. Returns the `seq` it had. Nothing of the batch is kept.
+    pub fn drop_unstorable(&mut self, meter: &str, bytes: u64) -> Result<u64, SpoolError> {
+        self.restore_synchronous()?;
+        let path = self.path.clone();
+        let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let first_seq = self.opts.first_seq_value();
+        let memory_dropped =
+            record_memory_drops(&tx, &self.memory_drops, first_seq).map_err(sql)?;
+        let last: Option<i64> = tx
+            .query_row(
+                "SELECT last_seq FROM meters WHERE meter = ?1",
+                [meter],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
+        let seq = last.map_or(first_seq, |l| l.saturating_add(1));
+        tx.execute(
+            "INSERT INTO meters (meter, last_seq, dropped_batches, dropped_bytes) \
+             VALUES (?1, ?2, 1, ?3) ON CONFLICT (meter) DO UPDATE SET \
+             last_seq = excluded.last_seq, dropped_batches = dropped_batches + 1, \
+             dropped_bytes = dropped_bytes + excluded.dropped_bytes",
+            params![meter, seq, to_i64(bytes)],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        self.dropped_batches += 1;
+        self.dropped_bytes = self.dropped_bytes.saturating_add(bytes);
+        self.dropped_in_memory += memory_dropped;
+        self.memory_drops.clear();
+        Ok(to_u64(seq))
     }
 
     /// The last good value (exact decimal text) of a cumulative register of a meter, as taken

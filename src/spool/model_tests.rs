@@ -288,6 +288,7 @@ impl Model {
                 dropped_batches: self.meters.values().map(|m| m.1).sum(),
                 dropped_bytes: self.meters.values().map(|m| m.2).sum(),
                 oldest_read_at: self.rows.front().map(|r| r.read_at.clone()),
+                dropped_in_memory: 0,
             },
             meters: self
                 .meters
@@ -298,6 +299,7 @@ impl Model {
                         last_seq,
                         dropped_batches,
                         dropped_bytes,
+                        dropped_in_memory: 0,
                     },
                 )
                 .collect(),

@@ -16,7 +16,7 @@ use super::SpoolError;
 pub const APPLICATION_ID: i32 = 0x6d74_7264;
 
 /// The schema version this code writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Version 1. `outbox.row_id` is a plain rowid alias (no AUTOINCREMENT: that rewrites
 /// `sqlite_sequence`, one more page per commit); `Spool` keeps row ids increasing for its
@@ -51,6 +51,13 @@ CREATE TABLE last_good (
 /// row, so the migration takes the same time for an empty spool and a full one.
 const MIGRATE_V1_TO_V2: &str = "
 ALTER TABLE outbox ADD COLUMN encoding INTEGER NOT NULL DEFAULT 0;  -- 0: JSON, 1: LZ4 block
+";
+
+/// Version 3: readings dropped from the daemon's memory before they could be stored (the disk
+/// failed for too long), counted per meter. They never had a `seq`, so they are not `seq` gaps;
+/// this counter is how they are seen. A constant default again rewrites no row.
+const MIGRATE_V2_TO_V3: &str = "
+ALTER TABLE meters ADD COLUMN dropped_in_memory INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Checks the identity and version of an opened database, creates the schema in an empty one
@@ -112,6 +119,7 @@ fn migrate(conn: &mut Connection, path: &Path, mut version: i32) -> Result<(), S
     while version < SCHEMA_VERSION {
         let step = match version {
             1 => MIGRATE_V1_TO_V2,
+            2 => MIGRATE_V2_TO_V3,
             _ => {
                 return Err(SpoolError::Schema {
                     path: path.to_path_buf(),

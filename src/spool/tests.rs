@@ -763,3 +763,119 @@ fn a_version_1_spool_is_migrated_and_its_rows_are_sent_as_they_were() {
     let s = open(&path);
     assert_eq!(s.pending(None, 10).unwrap(), p);
 }
+
+#[test]
+fn a_version_2_spool_gets_an_in_memory_drop_counter_and_keeps_its_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    {
+        let mut s = open(&path);
+        s.append("gw", vec![batch("m1", 3, "1")]).unwrap();
+        drop(s);
+        // Back to what meterd with schema version 2 left: no dropped_in_memory column.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "ALTER TABLE meters DROP COLUMN dropped_in_memory; \
+             UPDATE meters SET dropped_batches = 4, dropped_bytes = 400; \
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let mut s = open(&path);
+    let m = &s.meters().unwrap()[0];
+    assert_eq!(
+        (m.last_seq, m.dropped_batches, m.dropped_in_memory),
+        (1, 4, 0)
+    );
+    s.note_memory_drops("m1", 2);
+    s.append("gw", vec![batch("m1", 3, "2")]).unwrap();
+    drop(s);
+    let s = open(&path);
+    assert_eq!(s.meter_drops("m1").unwrap(), (4, 2));
+    assert_eq!(s.stats().unwrap().dropped_in_memory, 2);
+    assert_eq!(
+        s.meters().unwrap()[0].last_seq,
+        2,
+        "memory drops use no seq"
+    );
+}
+
+#[test]
+fn memory_drops_of_a_meter_never_stored_are_kept_and_do_not_move_its_first_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let mut s = open(&path);
+    s.note_memory_drops("new", 3);
+    s.note_memory_drops("new", 0);
+    // Seen at once, before anything is written.
+    assert_eq!(s.meter_drops("new").unwrap(), (0, 3));
+    assert_eq!(s.meter_drops("other").unwrap(), (0, 0));
+    assert_eq!(s.stats().unwrap().dropped_in_memory, 3);
+    // Written by the next transaction that commits, even one that stores another meter only.
+    s.append("gw", vec![batch("m1", 3, "1")]).unwrap();
+    drop(s);
+    let mut s = open(&path);
+    assert_eq!(s.meter_drops("new").unwrap(), (0, 3));
+    let a = s.append("gw", vec![batch("new", 3, "1")]).unwrap();
+    assert_eq!(a[0].seq, 1, "the meter starts where it would have");
+    // A reading larger than the whole spool: numbered, counted, gone.
+    let seq = s.drop_unstorable("new", 1 << 30).unwrap();
+    assert_eq!(seq, 2);
+    assert_eq!(s.meter_drops("new").unwrap(), (1, 3));
+    let a = s.append("gw", vec![batch("new", 3, "2")]).unwrap();
+    assert_eq!(a[0].seq, 3, "the consumer sees seq 2 as a gap");
+    assert_eq!(s.stats().unwrap().dropped_batches, 1);
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn the_data_dir_is_created_0700_and_the_spool_files_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("var").join("meterd");
+    let path = data.join("spool.sqlite");
+    let mut s = open(&path);
+    s.append("gw", vec![batch("m1", 3, "1")]).unwrap();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&path), 0o600);
+    let wal = with_suffix(&path, "-wal");
+    assert!(wal.exists());
+    assert_eq!(
+        mode(&wal),
+        0o600,
+        "SQLite gives the WAL the database's mode"
+    );
+    assert!(data_dir_warning(&data).is_none());
+}
+
+#[test]
+fn an_older_spool_readable_by_others_is_narrowed_and_a_wide_data_dir_only_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = data.join("spool.sqlite");
+    let mut s = open(&path);
+    s.append("gw", vec![batch("m1", 3, "1")]).unwrap();
+    drop(s);
+    let wal = with_suffix(&path, "-wal");
+    let wide = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    wide(&data, 0o755).unwrap();
+    wide(&path, 0o644).unwrap();
+    if wal.exists() {
+        wide(&wal, 0o644).unwrap();
+    }
+    let mut s = open(&path);
+    s.append("gw", vec![batch("m1", 3, "2")]).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&wal), 0o600);
+    // The operator's directory is theirs: left as it is, with a warning.
+    assert_eq!(mode(&data), 0o755);
+    let warning = data_dir_warning(&data).expect("a warning");
+    assert!(
+        warning.contains("0755") && warning.contains("data"),
+        "{warning}"
+    );
+}

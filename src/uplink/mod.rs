@@ -75,7 +75,7 @@ use crate::ingest::Outbox;
 use crate::sync::lock;
 pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
-    MeterStatusMessage, ReadingSuccess, SpoolSummary, UplinkSummary,
+    MeterDrops, MeterStatusMessage, ReadingSuccess, SpoolSummary, UplinkSummary,
 };
 
 /// The uplink's connection state.
@@ -251,6 +251,7 @@ impl UplinkHandle {
 
 type SpoolStatsFn = Box<dyn Fn() -> SpoolSummary + Send + Sync>;
 type ReadingSuccessFn = Box<dyn Fn() -> Option<ReadingSuccess> + Send + Sync>;
+type MeterDropsFn = Box<dyn Fn(&str) -> Option<MeterDrops> + Send + Sync>;
 
 /// The uplink task. Build with [`Uplink::new`], run with [`Uplink::run`] on one tokio task.
 pub struct Uplink<O: Outbox> {
@@ -262,6 +263,7 @@ pub struct Uplink<O: Outbox> {
     spool_stats: SpoolStatsFn,
     reading_success: ReadingSuccessFn,
     clock_steps: Box<dyn Fn() -> u64 + Send + Sync>,
+    meter_drops: MeterDropsFn,
     started: SystemTime,
     /// Readings the broker refused, and when each goes out again.
     refusals: Refusals,
@@ -405,6 +407,7 @@ impl<O: Outbox> Uplink<O> {
                 spool_stats: Box::new(SpoolSummary::default),
                 reading_success: Box::new(|| None),
                 clock_steps: Box::new(|| 0),
+                meter_drops: Box::new(|_| None),
                 started: SystemTime::now(),
                 refusals: Refusals::default(),
                 refusal_delays,
@@ -438,6 +441,16 @@ impl<O: Outbox> Uplink<O> {
     /// wall-clock steps; called like [`Uplink::with_spool_stats`], so it must be cheap too).
     pub fn with_clock_steps(mut self, f: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
         self.clock_steps = Box::new(f);
+        self
+    }
+
+    /// Where a meter status's drop counters come from (the spool's per-meter counts); called
+    /// for each meter status published, on the uplink task, so it must be cheap.
+    pub fn with_meter_drops(
+        mut self,
+        f: impl Fn(&str) -> Option<MeterDrops> + Send + Sync + 'static,
+    ) -> Self {
+        self.meter_drops = Box::new(f);
         self
     }
 
@@ -812,8 +825,10 @@ impl<O: Outbox> Uplink<O> {
                 error!(meter = %health.id, "meter id cannot be a topic level; status not published");
                 continue;
             }
-            let payload = serde_json::to_vec(&MeterStatusMessage::new(&self.gateway, &health, at))
-                .unwrap_or_default();
+            let mut message = MeterStatusMessage::new(&self.gateway, &health, at);
+            message.counters = message.counters.with_drops((self.meter_drops)(&health.id));
+
+            let payload = serde_json::to_vec(&message).unwrap_or_default();
             match client.try_publish(self.meter_status_topic(&health.id), true, payload) {
                 Ok(()) => s.queued.push_back(Sent::Status),
                 Err(e) => {

@@ -25,8 +25,14 @@ pub struct SpoolSummary {
     pub depth: u64,
     /// Bytes those readings take.
     pub bytes: u64,
-    /// Readings dropped because the spool was full (since start).
+    /// Readings dropped because the spool was full, or alone larger than the whole spool
+    /// (ever: the count is kept in the spool). Each had a `seq`: a consumer sees a gap.
     pub dropped: u64,
+    /// Readings dropped from memory before they had a `seq`, because the spool could not be
+    /// written for too long (ever, kept in the spool once it can be written). Not seen as
+    /// gaps: this counter is the only trace. Defaulted when read from an older daemon.
+    #[serde(default)]
+    pub dropped_in_memory: u64,
 }
 
 impl From<&crate::spool::SpoolStats> for SpoolSummary {
@@ -35,6 +41,7 @@ impl From<&crate::spool::SpoolStats> for SpoolSummary {
             depth: s.depth,
             bytes: s.bytes,
             dropped: s.dropped_batches,
+            dropped_in_memory: s.dropped_in_memory,
         }
     }
 }
@@ -169,6 +176,34 @@ pub struct MeterCounters {
     pub bad_frames: u64,
     /// Failures since the last success.
     pub consecutive_failures: u64,
+    /// This meter's readings dropped by the spool (full, or one reading larger than it), ever:
+    /// each is a `seq` gap. Absent when the daemon gives no spool numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+    /// This meter's readings dropped from memory before they had a `seq` (the spool could not
+    /// be written for too long), ever: not gaps, seen only here. Absent like `dropped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_in_memory: Option<u64>,
+}
+
+/// A meter's drop counters as the spool keeps them, for [`MeterCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeterDrops {
+    /// Dropped with a `seq` (gaps).
+    pub dropped: u64,
+    /// Dropped from memory, without a `seq`.
+    pub dropped_in_memory: u64,
+}
+
+impl MeterCounters {
+    /// With the spool's drop counters of the meter.
+    pub fn with_drops(mut self, drops: Option<MeterDrops>) -> Self {
+        if let Some(d) = drops {
+            self.dropped = Some(d.dropped);
+            self.dropped_in_memory = Some(d.dropped_in_memory);
+        }
+        self
+    }
 }
 
 /// The retained `{prefix}/{gateway}/meters/{meter}/status` payload.
@@ -218,6 +253,8 @@ impl From<&MeterHealth> for MeterCounters {
             // Frames refused: checksum/CRC failures and valid frames that were not the answer.
             bad_frames: m.wire.checksum_errors + m.wire.foreign_frames,
             consecutive_failures: u64::from(m.consecutive_failures),
+            dropped: None,
+            dropped_in_memory: None,
         }
     }
 }

@@ -296,7 +296,15 @@ fn start_uplink(
             depth: o.len() as u64,
             bytes: o.bytes(),
             dropped: 0,
+            dropped_in_memory: 7,
         }
+    });
+    // m2's readings: 2 dropped by the spool (seq gaps), 5 dropped from memory (no seq).
+    let uplink = uplink.with_meter_drops(|meter| {
+        (meter == "m2").then_some(MeterDrops {
+            dropped: 2,
+            dropped_in_memory: 5,
+        })
     });
     (outbox, handle, tokio::spawn(uplink.run()))
 }
@@ -410,6 +418,12 @@ async fn publishes_deletes_on_puback_retains_statuses_and_matches_the_schemas() 
     assert_valid(&gw_schema, &late.on("gw-a/status")[0].payload);
     let m2: serde_json::Value = serde_json::from_slice(&late.on("/m2/status")[0].payload).unwrap();
     assert_eq!(m2["state"], "unreachable");
+    // The drop counters: the gateway's totals, and a meter's own when the spool has them.
+    assert_eq!(gw["spool"]["dropped_in_memory"], 7);
+    assert_eq!(m2["counters"]["dropped"], 2);
+    assert_eq!(m2["counters"]["dropped_in_memory"], 5);
+    let m1: serde_json::Value = serde_json::from_slice(&late.on("/m1/status")[0].payload).unwrap();
+    assert!(m1["counters"].get("dropped_in_memory").is_none(), "{m1}");
     assert!(
         late.on("/readings").is_empty(),
         "readings must not be retained"
