@@ -231,6 +231,10 @@ impl Daemon {
         let (stopping, keep): (Vec<BusHandle>, Vec<BusHandle>) = std::mem::take(&mut self.buses)
             .into_iter()
             .partition(|b| plan.removed.contains(&b.name) || plan.restarted.contains(&b.name));
+        // Their ends are expected: they must not stop the daemon.
+        for b in &stopping {
+            self.supervisor.retire(b.task.id());
+        }
         stop_buses(stopping).await;
 
         let mut started: Vec<BusHandle> = Vec::new();
@@ -244,7 +248,8 @@ impl Daemon {
         self.buses = in_file_order(&new, keep, started);
 
         self.status_task.abort();
-        self.status_task = super::spawn_health_forwarder(&self.buses, &self.uplink);
+        self.status_task =
+            super::spawn_health_forwarder(&self.buses, &self.uplink, &self.supervisor);
         self.config = new;
         self.profiles = new_profiles;
         if !(plan.added.is_empty() && plan.removed.is_empty() && plan.restarted.is_empty()) {
