@@ -93,6 +93,8 @@ pub struct Daemon {
     supervisor: Supervisor,
     spool: Arc<Mutex<Spool>>,
     service: Option<crate::service::Service>,
+    /// The checked `[service]` settings and token the running service was started with.
+    service_prepared: crate::service::Prepared,
     /// What the service is built from; kept so that a reload can rebuild it.
     service_parts: ServiceParts,
     #[cfg(feature = "embedded-broker")]
@@ -279,7 +281,7 @@ impl Daemon {
             frames,
         };
         let handles = service_parts.handles(&config.gateway, &buses, &uplink);
-        let service = crate::service::Service::start(service_setup, handles).await;
+        let service = crate::service::Service::start(service_setup.clone(), handles).await;
         tracing::info!(gateway = %config.gateway, buses = buses.len(), "meterd running");
         Ok(Daemon {
             config,
@@ -295,6 +297,7 @@ impl Daemon {
             supervisor,
             spool,
             service: Some(service),
+            service_prepared: service_setup,
             service_parts,
             #[cfg(feature = "embedded-broker")]
             _broker: broker,
@@ -311,25 +314,20 @@ impl Daemon {
         self.buses.iter().map(|b| lock(&b.status).clone()).collect()
     }
 
-    /// After a reload changed buses: the success book covers the new meters and the service
-    /// is restarted with the new bus list (live traces reconnect; the page refreshes itself).
-    pub(crate) async fn refresh_service(&mut self) {
+    /// After a reload changed buses or `[service]` (settings or token): the success book
+    /// covers the new meters and the service is restarted with `prepared` and the new bus list
+    /// (live traces reconnect; the page refreshes itself).
+    pub(crate) async fn refresh_service(&mut self, prepared: crate::service::Prepared) {
         let pairs = meter_pairs(&self.buses);
         lock(&self.service_parts.book)
             .set_meters(pairs.iter().map(|(b, m)| (b.as_str(), m.as_str())));
         if let Some(old) = self.service.take() {
             old.stop(Duration::from_millis(200)).await;
         }
-        let prepared = match crate::service::prepare(&self.config.service) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "diagnostics service not restarted after reload");
-                return;
-            }
-        };
         let handles = self
             .service_parts
             .handles(&self.config.gateway, &self.buses, &self.uplink);
+        self.service_prepared = prepared.clone();
         self.service = Some(crate::service::Service::start(prepared, handles).await);
     }
 

@@ -120,3 +120,63 @@ fn keep_mqtt(old: &str, new: &str) -> String {
     };
     new.replace(&line(new), &line(old))
 }
+
+#[test]
+fn removed_meters_are_those_on_no_bus_any_more() {
+    let pairs = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(b, m)| (b.to_string(), m.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let before = pairs(&[("a", "m1"), ("a", "m2"), ("b", "m3"), ("b", "m4")]);
+    // m2 dropped from bus a, bus b removed with m3, m4 moved to bus c.
+    let after = pairs(&[("a", "m1"), ("c", "m4")]);
+    assert_eq!(
+        super::reload::removed_meters(&before, &after),
+        vec!["m2".to_string(), "m3".to_string()]
+    );
+    assert!(super::reload::removed_meters(&before, &before).is_empty());
+}
+
+/// A token rotation (the token file rewritten, then SIGHUP) used to change nothing: the old
+/// token kept working and the new one was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_a_new_service_token() {
+    use crate::service::client::{self, Endpoint};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "old-token\n").expect("token");
+    let path = dir.path().join("meterd.toml");
+    let text = config_text(dir.path(), &["a"]).replace(
+        "[service]\n",
+        &format!(
+            "[service]\ntoken_file = {:?}\n",
+            token.display().to_string()
+        ),
+    );
+    std::fs::write(&path, &text).expect("write");
+    let mut daemon = Daemon::start(&path, RunOptions::default())
+        .await
+        .expect("daemon");
+    let ep = |d: &Daemon| Endpoint::Tcp(d.service_addr().expect("service").to_string());
+    let get = |ep: Endpoint, t: &'static str| async move {
+        client::get_as(&ep, "/api/status", Some(t.into())).await
+    };
+    assert!(get(ep(&daemon), "old-token").await.is_ok());
+    assert!(get(ep(&daemon), "new-token").await.is_err());
+
+    std::fs::write(&token, "new-token\n").expect("token");
+    daemon.reload().await.expect("reload");
+    assert!(
+        get(ep(&daemon), "new-token").await.is_ok(),
+        "the new token is refused after the reload"
+    );
+    let old = get(ep(&daemon), "old-token").await;
+    assert!(old.is_err(), "the old token still works: {old:?}");
+
+    // A token file that is gone rejects the reload and keeps the service as it was.
+    std::fs::remove_file(&token).expect("rm");
+    assert!(daemon.reload().await.is_err());
+    assert!(get(ep(&daemon), "new-token").await.is_ok());
+    daemon.stop().await;
+}

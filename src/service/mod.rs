@@ -80,6 +80,19 @@ impl Prepared {
     pub fn config(&self) -> &ServiceConfig {
         &self.config
     }
+
+    /// Whether a service started from `other` would be the same: the same settings and the
+    /// same token (a rotated token file changes the second, not the first).
+    pub fn same_as(&self, other: &Prepared) -> bool {
+        let settings = match (
+            serde_json::to_value(&self.config),
+            serde_json::to_value(&other.config),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        settings && self.token == other.token
+    }
 }
 
 /// Checks `config` and reads its token.
