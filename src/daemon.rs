@@ -38,6 +38,7 @@ pub mod reload;
 pub mod supervise;
 #[cfg(test)]
 mod tests;
+pub mod warnings;
 
 use supervise::{Notifier, Supervisor, TaskEnded};
 
@@ -231,6 +232,7 @@ impl Daemon {
             .validate()
             .map_err(uplink::UplinkConfigError::from)?;
         let service_setup = crate::service::prepare(&config.service)?;
+        warnings::log_start_warnings(&config);
         let started = SystemTime::now();
         let spool = open_spool(&config)?;
         #[cfg(feature = "embedded-broker")]
