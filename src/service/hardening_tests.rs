@@ -239,3 +239,74 @@ async fn one_shot_reads_beyond_the_burst_get_429_with_retry_after() {
     assert_eq!(code, 404, "a token came back after a second");
     daemon.stop().await;
 }
+
+/// A one-shot read whose client disconnects is cancelled on the service's side: the handler
+/// future is dropped with the connection, and with it the reply's receiver, so the bus task
+/// sees `reply.is_closed()` and can skip the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_client_went_away_is_seen_closed_by_the_bus() {
+    use std::sync::{Arc, Mutex};
+
+    use crate::bus::task::BusCommand;
+    use crate::config::ServiceConfig;
+    use crate::service::{Handles, Service, ServiceBus, SuccessBook, prepare};
+
+    // A real daemon lends its uplink handle and a bus health listing meter m1; the bus's
+    // command channel is ours, so that the test plays the bus task.
+    let (_sim, daemon, _dir) = start(r#"enabled = false"#).await;
+    let health = daemon.bus_statuses().into_iter().next().expect("a bus");
+    let (commands, mut bus_rx) = tokio::sync::mpsc::channel(8);
+    let (frames, _) = tokio::sync::broadcast::channel(16);
+    let handles = Handles {
+        gateway: "gw-diag".into(),
+        started: std::time::SystemTime::now(),
+        buses: vec![ServiceBus {
+            name: "rtu".into(),
+            commands,
+            status: Arc::new(Mutex::new(health)),
+        }],
+        uplink: daemon.uplink().clone(),
+        spool: Arc::new(Default::default),
+        book: Arc::new(Mutex::new(SuccessBook::new(std::iter::empty()))),
+        frames,
+    };
+    let config = ServiceConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..ServiceConfig::default()
+    };
+    let service = Service::start(prepare(&config).expect("prepare"), handles).await;
+    let addr = service.addr().expect("bound");
+
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let body = r#"{"meter": "m1"}"#;
+    s.write_all(
+        post(
+            &format!("127.0.0.1:{}", addr.port()),
+            "Content-Type: application/json\r\n",
+            body,
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let cmd = tokio::time::timeout(Duration::from_secs(5), bus_rx.recv())
+        .await
+        .expect("the read reached the bus")
+        .expect("a command");
+    let BusCommand::ReadNow { meter, reply } = cmd else {
+        panic!("not a read");
+    };
+    assert_eq!(meter, "m1");
+    assert!(!reply.is_closed(), "the client is still waiting");
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !reply.is_closed() {
+        assert!(
+            Instant::now() < deadline,
+            "the reply channel stayed open after the client went away"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    service.stop(Duration::from_millis(200)).await;
+    daemon.stop().await;
+}

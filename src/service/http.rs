@@ -161,7 +161,9 @@ async fn connection<IO>(
     let service = TowerToHyperService::new(app.layer(Extension(client)));
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The header-read timer starts when the connection waits for a request's first byte, so it
-    // also closes idle keep-alive connections.
+    // also closes idle keep-alive connections. Half-close stays off: a client's EOF while its
+    // request is being handled ends the connection and drops the handler (a one-shot read's
+    // reply receiver with it, which the bus task sees as closed).
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
