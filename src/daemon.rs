@@ -36,6 +36,12 @@ use crate::sync::lock;
 use crate::uplink::{self, ReadingSuccess, Uplink, UplinkHandle};
 
 pub mod reload;
+pub mod supervise;
+#[cfg(test)]
+mod tests;
+pub mod warnings;
+
+use supervise::{Notifier, Supervisor, TaskEnded};
 
 /// A running bus task reporting into its shared health.
 type BusHandle = bus_task::BusHandle<Mutex<BusHealth>>;
@@ -84,9 +90,13 @@ pub struct Daemon {
     pipeline: JoinHandle<()>,
     status_task: JoinHandle<()>,
     uplink: UplinkHandle,
-    uplink_task: JoinHandle<SpoolOutbox>,
+    uplink_task: UplinkTask,
+    /// Reports of tasks that ended on their own, and the buses stopped on purpose.
+    supervisor: Supervisor,
     spool: Arc<Mutex<Spool>>,
     service: Option<crate::service::Service>,
+    /// The checked `[service]` settings and token the running service was started with.
+    service_prepared: crate::service::Prepared,
     /// What the service is built from; kept so that a reload can rebuild it.
     service_parts: ServiceParts,
     #[cfg(feature = "embedded-broker")]
@@ -139,6 +149,8 @@ pub(crate) struct BusStarter {
     batches: mpsc::Sender<ReadingBatch>,
     /// The gateway's wall-clock step count, shared by every bus (also those a reload starts).
     clock_steps: Arc<ClockSteps>,
+    /// Where the bus tasks' supervising wrappers report an end.
+    ended: mpsc::UnboundedSender<supervise::Ended>,
 }
 
 impl BusStarter {
@@ -158,7 +170,9 @@ impl BusStarter {
         profiles: &ProfileSet,
     ) -> Result<BusHandle, bus_task::BusError> {
         let health = Arc::new(Mutex::new(BusHealth::for_bus(bus)));
-        bus_task::spawn(bus, profiles, self.options(), self.batches.clone(), health)
+        let handle = bus_task::spawn(bus, profiles, self.options(), self.batches.clone(), health)?;
+        let what = format!("bus {}", handle.name);
+        Ok(handle.map_task(|task| supervise::supervise(what, task, &self.ended, |_| ())))
     }
 }
 
@@ -214,6 +228,7 @@ impl Daemon {
             .validate()
             .map_err(uplink::UplinkConfigError::from)?;
         let service_setup = crate::service::prepare(&config.service)?;
+        warnings::log_start_warnings(&config);
         let started = SystemTime::now();
         // A spool that cannot hold one reading would drop every one of them.
         ingest::check_spool_room(&config, &profiles)?;
@@ -244,7 +259,9 @@ impl Daemon {
         // traffic even with 1,000 meters, and a trace that falls further behind reports the
         // frames it missed.
         let (frames, _) = broadcast::channel(1024);
+        let supervisor = Supervisor::default();
         let starter = BusStarter {
+            ended: supervisor.sender().clone(),
             gateway: config.gateway.clone(),
             evidence_frames: config.evidence_frames,
             frames: frames.clone(),
@@ -271,8 +288,9 @@ impl Daemon {
             &book,
             &starter,
             rx,
+            &supervisor,
         )?;
-        let status_task = spawn_health_forwarder(&buses, &uplink);
+        let status_task = spawn_health_forwarder(&buses, &uplink, &supervisor);
         let service_parts = ServiceParts {
             started,
             spool_stats,
@@ -281,7 +299,7 @@ impl Daemon {
             meter_drops,
         };
         let handles = service_parts.handles(&config.gateway, &buses, &uplink);
-        let service = crate::service::Service::start(service_setup, handles).await;
+        let service = crate::service::Service::start(service_setup.clone(), handles).await;
         tracing::info!(gateway = %config.gateway, buses = buses.len(), "meterd running");
         Ok(Daemon {
             config,
@@ -294,8 +312,10 @@ impl Daemon {
             status_task,
             uplink,
             uplink_task,
+            supervisor,
             spool,
             service: Some(service),
+            service_prepared: service_setup,
             service_parts,
             #[cfg(feature = "embedded-broker")]
             _broker: broker,
@@ -312,25 +332,20 @@ impl Daemon {
         self.buses.iter().map(|b| lock(&b.status).clone()).collect()
     }
 
-    /// After a reload changed buses: the success book covers the new meters and the service
-    /// is restarted with the new bus list (live traces reconnect; the page refreshes itself).
-    pub(crate) async fn refresh_service(&mut self) {
+    /// After a reload changed buses or `[service]` (settings or token): the success book
+    /// covers the new meters and the service is restarted with `prepared` and the new bus list
+    /// (live traces reconnect; the page refreshes itself).
+    pub(crate) async fn refresh_service(&mut self, prepared: crate::service::Prepared) {
         let pairs = meter_pairs(&self.buses);
         lock(&self.service_parts.book)
             .set_meters(pairs.iter().map(|(b, m)| (b.as_str(), m.as_str())));
         if let Some(old) = self.service.take() {
             old.stop(Duration::from_millis(200)).await;
         }
-        let prepared = match crate::service::prepare(&self.config.service) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "diagnostics service not restarted after reload");
-                return;
-            }
-        };
         let handles = self
             .service_parts
             .handles(&self.config.gateway, &self.buses, &self.uplink);
+        self.service_prepared = prepared.clone();
         self.service = Some(crate::service::Service::start(prepared, handles).await);
     }
 
@@ -379,7 +394,7 @@ impl Daemon {
         self.uplink.shutdown();
         let up_abort = self.uplink_task.abort_handle();
         match tokio::time::timeout_at(deadline, self.uplink_task).await {
-            Ok(Ok(mut outbox)) => {
+            Ok(Ok(Some(mut outbox))) => {
                 if let Err(e) = outbox.flush() {
                     tracing::warn!(error = %e, "could not commit the last acknowledgements (they will be re-sent)");
                 }
@@ -392,8 +407,9 @@ impl Daemon {
 
     /// Runs until SIGTERM or SIGINT, then stops cleanly; reloads the configuration on each
     /// SIGHUP (a signal arriving during a reload is handled right after it).
-    pub async fn run_until_signal(self) {
-        self.run_until(reload::Signals::new()).await;
+    /// Returns an error when a critical task ended on its own (see [`Daemon::run_until`]).
+    pub async fn run_until_signal(self) -> Result<(), TaskEnded> {
+        self.run_until(reload::Signals::new()).await
     }
 
     /// Start-up (or a reload) is over: its code need not stay resident (see
@@ -407,16 +423,79 @@ impl Daemon {
 
     /// [`Daemon::run_until_signal`] with signal handlers installed earlier (before the start,
     /// so that a SIGHUP or SIGTERM during it is handled once running instead of killing).
-    pub async fn run_until(mut self, mut signals: reload::Signals) {
-        while signals.next().await == reload::SignalEvent::Reload {
-            tracing::info!("SIGHUP: reloading the configuration");
-            // The outcome is logged by `reload`; a rejected file changes nothing.
-            let _ = self.reload().await;
-            // Either way the parser and the profile loader ran again.
-            self.release_startup_code();
+    ///
+    /// Supervises the critical tasks meanwhile: when a bus (other than one a reload stops),
+    /// the ingest pipeline, the uplink or the health forwarder ends on its own — it returned
+    /// or panicked — the daemon logs which and why, stops the rest cleanly and returns
+    /// [`TaskEnded`] (`meterd run` exits 1, and systemd restarts it). Under systemd
+    /// (`Type=notify`) it sends `READY=1` and `STATUS=` lines, and `WATCHDOG=1` at half the
+    /// interval systemd asks for, only while every critical task is alive.
+    pub async fn run_until(mut self, mut signals: reload::Signals) -> Result<(), TaskEnded> {
+        let notifier = Notifier::from_env();
+        notifier.ready(&self.status_line());
+        let mut watchdog = notifier.watchdog_interval().map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        let outcome = loop {
+            tokio::select! {
+                event = signals.next() => match event {
+                    reload::SignalEvent::Reload => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        notifier.status("reloading the configuration");
+                        // The outcome is logged by `reload`; a rejected file changes nothing.
+                        let _ = self.reload().await;
+                        // Either way the parser and the profile loader ran again.
+                        self.release_startup_code();
+                        notifier.status(&self.status_line());
+                    }
+                    reload::SignalEvent::Stop => break Ok(()),
+                },
+                ended = self.supervisor.next_unexpected() => {
+                    tracing::error!(
+                        task = %ended.task,
+                        why = %ended.why,
+                        "a critical task ended unexpectedly; stopping the daemon (exit 1)"
+                    );
+                    break Err(TaskEnded::from(ended));
+                }
+                Some(_) = async {
+                    match watchdog.as_mut() {
+                        Some(t) => Some(t.tick().await),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if self.all_alive() {
+                        notifier.watchdog();
+                    }
+                }
+            }
+        };
+        match &outcome {
+            Ok(()) => notifier.stopping("stopping"),
+            Err(e) => notifier.stopping(&e.to_string()),
         }
         tracing::info!("stopping");
         self.stop().await;
+        outcome
+    }
+
+    /// The `STATUS=` line systemd shows.
+    fn status_line(&self) -> String {
+        format!(
+            "running: {} buses, gateway {}",
+            self.buses.len(),
+            self.config.gateway
+        )
+    }
+
+    /// Whether every critical task is still running (the watchdog is fed only then).
+    fn all_alive(&self) -> bool {
+        !self.pipeline.is_finished()
+            && !self.uplink_task.is_finished()
+            && !self.status_task.is_finished()
+            && self.buses.iter().all(|b| !b.task.is_finished())
     }
 }
 
@@ -444,6 +523,9 @@ fn start_broker(
     Ok(Some(b))
 }
 
+/// The uplink's (supervised) task: hands the outbox back when it returned.
+type UplinkTask = JoinHandle<Option<SpoolOutbox>>;
+
 /// What the uplink and the service read of the spool.
 type SpoolStatsFn = Arc<dyn Fn() -> uplink::SpoolSummary + Send + Sync>;
 
@@ -458,7 +540,8 @@ fn start_uplink_and_ingest(
     book: &Arc<Mutex<SuccessBook>>,
     buses: &BusStarter,
     rx: mpsc::Receiver<ReadingBatch>,
-) -> Result<(UplinkHandle, JoinHandle<SpoolOutbox>, JoinHandle<()>), DaemonError> {
+    supervisor: &Supervisor,
+) -> Result<(UplinkHandle, UplinkTask, JoinHandle<()>), DaemonError> {
     let fresh = FreshRows::default();
     let acks = HeldAcks::default();
     let outbox = SpoolOutbox::new(spool.clone(), fresh.clone(), acks.clone());
@@ -477,6 +560,7 @@ fn start_uplink_and_ingest(
             })
             .run(),
     );
+    let uplink_task = supervise::supervise("uplink", uplink_task, supervisor.sender(), |r| r.ok());
     let writer = SpoolWriter::new(
         spool.clone(),
         &config.gateway,
@@ -488,13 +572,19 @@ fn start_uplink_and_ingest(
     let on_stored = Box::new(move || stored.readings_added());
     let window = config.spool.commit_window;
     let pipeline = tokio::spawn(ingest::run(rx, writer, fresh, window, on_stored));
+    let pipeline = supervise::supervise("ingest", pipeline, supervisor.sender(), |_| ());
     Ok((uplink, uplink_task, pipeline))
 }
 
 /// Forwards the buses' health to the uplink's retained status topics.
-fn spawn_health_forwarder(buses: &[BusHandle], uplink: &UplinkHandle) -> JoinHandle<()> {
+fn spawn_health_forwarder(
+    buses: &[BusHandle],
+    uplink: &UplinkHandle,
+    supervisor: &Supervisor,
+) -> JoinHandle<()> {
     let statuses = buses.iter().map(|b| b.status.clone()).collect();
-    tokio::spawn(uplink::forward_health(statuses, uplink.clone()))
+    let task = tokio::spawn(uplink::forward_health(statuses, uplink.clone()));
+    supervise::supervise("health forwarder", task, supervisor.sender(), |_| ())
 }
 
 /// Waits for SIGTERM, SIGINT (Ctrl-C) or SIGHUP, for the foreground commands (`meterd demo`):

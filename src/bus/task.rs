@@ -140,6 +140,24 @@ impl<O: ?Sized> BusHandle<O> {
     pub fn stop(&self) {
         self.stop.send_replace(true);
     }
+
+    /// The same handle with its task replaced by `f(task)` (a supervisor's wrapper around it).
+    pub fn map_task(self, f: impl FnOnce(JoinHandle<()>) -> JoinHandle<()>) -> Self {
+        let BusHandle {
+            name,
+            commands,
+            stop,
+            status,
+            task,
+        } = self;
+        BusHandle {
+            name,
+            commands,
+            stop,
+            status,
+            task: f(task),
+        }
+    }
 }
 
 /// Starts the task of `bus`, reporting to `observer`; polled batches go to `out` (with `seq`

@@ -28,7 +28,9 @@ pub(crate) fn daemon_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-/// Runs the daemon; exit 0 after a clean stop, 2 for a configuration error, 1 otherwise.
+/// Runs the daemon; exit 0 after a clean stop (SIGTERM/SIGINT), 2 for a configuration error, 1
+/// when it cannot start otherwise or when a critical task (a bus, ingest, the uplink, the
+/// health forwarder) ended on its own — the rest is stopped cleanly first.
 pub fn run(args: &RunArgs) -> ExitCode {
     logging::init(args.log_format, "info");
     let rt = match daemon_runtime() {
@@ -43,10 +45,11 @@ pub fn run(args: &RunArgs) -> ExitCode {
             ..RunOptions::default()
         };
         match Daemon::start(&args.config, options).await {
-            Ok(d) => {
-                d.run_until(signals).await;
-                ExitCode::SUCCESS
-            }
+            Ok(d) => match d.run_until(signals).await {
+                Ok(()) => ExitCode::SUCCESS,
+                // A critical task ended on its own: exit 1 so that systemd restarts us.
+                Err(e) => super::fail("run", &e.to_string(), 1),
+            },
             // A configuration the daemon cannot run with: exit 2, like a parse error.
             Err(
                 e @ (DaemonError::Config(_) | DaemonError::Uplink(UplinkConfigError::Setting(_))),

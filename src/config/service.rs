@@ -35,6 +35,12 @@ pub struct ServiceConfig {
         deserialize_with = "super::range::duration::<_, 100, 600_000>"
     )]
     pub read_timeout: Duration,
+    /// Further names (with or without `:port`) the service answers to in the `Host` header and
+    /// accepts in the `Origin` of a POST, besides the listen address, `localhost`,
+    /// `127.0.0.1` and `[::1]` on the listen port (a guard against DNS rebinding and CSRF).
+    /// Name the gateway's address here when listening on a non-loopback address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -58,6 +64,7 @@ impl Default for ServiceConfig {
             token_file: None,
             token_env: None,
             read_timeout: default_read_timeout(),
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -8,7 +8,10 @@
 //! progress (whose batch is still stored); a changed bus is stopped that way and started
 //! again with its new configuration. Settings the running pipeline and uplink were built from
 //! (`gateway`, `data_dir`, `[mqtt]`, `[spool]`, `[validation]`) cannot change live: a warning
-//! names them and their running values stay in force until the next restart.
+//! names them and their running values stay in force until the next restart. `[service]` is
+//! applied: when its settings or its token changed, the diagnostics service restarts with them.
+//! Every other section (`profile_dirs`, `evidence_frames`, the buses) acts through the buses.
+//! Meters on no bus any more get their retained MQTT status deleted.
 //!
 //! This module owns the diff, the swap of bus tasks and the signal loop of `meterd run`; the
 //! daemon's wiring stays in [`super`].
@@ -158,6 +161,9 @@ pub enum ReloadError {
     /// A bus of the new file cannot be built.
     #[error("{0}")]
     Bus(#[from] bus_task::BusError),
+    /// The new `[service]` section is unsafe or its token cannot be read.
+    #[error("{0}")]
+    Service(#[from] crate::service::ServiceError),
 }
 
 impl ReloadError {
@@ -213,6 +219,11 @@ impl Daemon {
         new.spool = self.config.spool.clone();
         new.validation = self.config.validation.clone();
 
+        // The new `[service]` (and the token its file or variable holds now) is checked
+        // before anything changes: a missing token rejects the whole file.
+        let service = crate::service::prepare(&new.service)?;
+        let service_changed = !service.same_as(&self.service_prepared);
+
         // Build every new bus before touching a running one: a bus that cannot be built
         // rejects the whole file.
         self.starter.evidence_frames = new.evidence_frames;
@@ -231,6 +242,11 @@ impl Daemon {
         let (stopping, keep): (Vec<BusHandle>, Vec<BusHandle>) = std::mem::take(&mut self.buses)
             .into_iter()
             .partition(|b| plan.removed.contains(&b.name) || plan.restarted.contains(&b.name));
+        // Their ends are expected: they must not stop the daemon.
+        for b in &stopping {
+            self.supervisor.retire(b.task.id());
+        }
+        let before = super::meter_pairs(&stopping);
         stop_buses(stopping).await;
 
         let mut started: Vec<BusHandle> = Vec::new();
@@ -242,13 +258,28 @@ impl Daemon {
             }
         }
         self.buses = in_file_order(&new, keep, started);
+        // Meters no longer configured on any bus: their retained statuses would otherwise
+        // tell the billing core about meters that are gone.
+        let removed = removed_meters(&before, &super::meter_pairs(&self.buses));
+        for meter in &removed {
+            self.uplink.clear_meter_status(meter);
+        }
+        if !removed.is_empty() {
+            tracing::info!(meters = ?removed, "reload: retained statuses of removed meters cleared");
+        }
 
         self.status_task.abort();
-        self.status_task = super::spawn_health_forwarder(&self.buses, &self.uplink);
+        self.status_task =
+            super::spawn_health_forwarder(&self.buses, &self.uplink, &self.supervisor);
         self.config = new;
         self.profiles = new_profiles;
-        if !(plan.added.is_empty() && plan.removed.is_empty() && plan.restarted.is_empty()) {
-            self.refresh_service().await;
+        if service_changed {
+            tracing::info!("reload: [service] changed; the diagnostics service restarts with it");
+        }
+        if service_changed
+            || !(plan.added.is_empty() && plan.removed.is_empty() && plan.restarted.is_empty())
+        {
+            self.refresh_service(service).await;
         }
         Ok(plan)
     }
@@ -270,6 +301,21 @@ fn in_file_order(new: &Config, kept: Vec<BusHandle>, started: Vec<BusHandle>) ->
         .collect();
     ordered.extend(by_name.into_values());
     ordered
+}
+
+/// The meter ids among `before` (bus, meter) that are in no bus of `after` (a meter moved to
+/// another bus keeps its id and its status topic), each once, in `before`'s order.
+pub(crate) fn removed_meters(
+    before: &[(String, String)],
+    after: &[(String, String)],
+) -> Vec<String> {
+    let mut removed: Vec<String> = Vec::new();
+    for (_, meter) in before {
+        if !after.iter().any(|(_, m)| m == meter) && !removed.contains(meter) {
+            removed.push(meter.clone());
+        }
+    }
+    removed
 }
 
 /// Loads a configuration file off the async threads (it reads files).

@@ -7,20 +7,25 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::Json;
-use axum::Router;
 use axum::extract::{Query, Request, State as AxState};
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use futures_util::Stream;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, oneshot, watch};
+use tokio::task::JoinSet;
 
 use super::Handles;
+use super::guard::{AllowedHosts, Client, Limits, ReadLimiter, is_json};
 use super::report::Snapshot;
 use crate::bus::task::BusCommand;
 use crate::bus::trace::{Direction, FrameEvent};
@@ -39,6 +44,15 @@ pub(super) struct State {
     token: Option<Arc<str>>,
     read_timeout: Duration,
     stop: watch::Receiver<bool>,
+    /// The names the TCP listener answers to (`None` on the Unix socket: no browser there).
+    hosts: Option<Arc<AllowedHosts>>,
+    limits: Limits,
+    /// Connections open, over all listeners.
+    connections: Arc<Semaphore>,
+    /// Live traces open.
+    traces: Arc<Semaphore>,
+    /// One-shot reads per client.
+    reads: Arc<std::sync::Mutex<ReadLimiter>>,
 }
 
 impl State {
@@ -47,13 +61,26 @@ impl State {
         token: Option<Arc<str>>,
         config: &ServiceConfig,
         stop: watch::Receiver<bool>,
+        limits: Limits,
     ) -> Self {
         Self {
             handles,
             token,
             read_timeout: config.read_timeout,
             stop,
+            hosts: None,
+            limits,
+            connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            traces: Arc::new(Semaphore::new(limits.max_traces)),
+            reads: Arc::new(std::sync::Mutex::new(ReadLimiter::new(&limits))),
         }
+    }
+
+    /// This state for the TCP listener bound to `bound`: `Host` and `Origin` are checked.
+    pub(super) fn for_tcp(&self, bound: std::net::SocketAddr, config: &ServiceConfig) -> Self {
+        let mut s = self.clone();
+        s.hosts = Some(Arc::new(AllowedHosts::new(bound, &config.allowed_hosts)));
+        s
     }
 }
 
@@ -65,6 +92,8 @@ fn router(state: State) -> Router {
         .route("/api/trace", get(trace))
         .route("/api/read", post(read))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        // Outermost: a misdirected or cross-site request is refused before the token check.
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
@@ -72,25 +101,140 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-pub(super) async fn serve_tcp(listener: tokio::net::TcpListener, state: State) {
-    let stop = state.stop.clone();
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stopped(stop))
-        .await
-    {
-        tracing::error!(error = %e, "diagnostics service stopped");
+/// A listener of the service.
+pub(super) enum Listener {
+    Tcp(tokio::net::TcpListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener),
+}
+
+/// Accepts connections until the service stops, at most `max_connections` at once (more wait
+/// in the listen backlog), and serves each with the header-read/idle timeout; on stop, open
+/// connections finish their request in progress (live traces end) and close.
+pub(super) async fn serve(listener: Listener, state: State) {
+    let app = router(state.clone());
+    let mut conns = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = state.connections.clone().acquire_owned() => p,
+            _ = stopped(state.stop.clone()) => break,
+        };
+        let Ok(permit) = permit else { break };
+        let stop = state.stop.clone();
+        let limits = state.limits;
+        let accepted = match &listener {
+            Listener::Tcp(l) => tokio::select! {
+                a = l.accept() => a.map(|(s, peer)| {
+                    conns.spawn(connection(s, Client::Ip(peer.ip()), app.clone(), limits, stop, permit));
+                }),
+                _ = stopped(state.stop.clone()) => break,
+            },
+            #[cfg(unix)]
+            Listener::Unix(l) => tokio::select! {
+                a = l.accept() => a.map(|(s, _)| {
+                    conns.spawn(connection(s, Client::Unix, app.clone(), limits, stop, permit));
+                }),
+                _ = stopped(state.stop.clone()) => break,
+            },
+        };
+        if let Err(e) = accepted {
+            // Out of file descriptors and the like: do not spin.
+            tracing::warn!(error = %e, "diagnostics service: accept failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        while conns.try_join_next().is_some() {}
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+/// One HTTP/1.1 connection from `client`.
+async fn connection<IO>(
+    io: IO,
+    client: Client,
+    app: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app.layer(Extension(client)));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // The header-read timer starts when the connection waits for a request's first byte, so it
+    // also closes idle keep-alive connections. Half-close stays off: a client's EOF while its
+    // request is being handled ends the connection and drops the handler (a one-shot read's
+    // reply receiver with it, which the bus task sees as closed).
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "diagnostics connection closed");
+                }
+                return;
+            }
+            _ = stop.wait_for(|s| *s), if !stopping => {
+                conn.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+        }
     }
 }
 
-#[cfg(unix)]
-pub(super) async fn serve_unix(listener: tokio::net::UnixListener, state: State) {
-    let stop = state.stop.clone();
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stopped(stop))
-        .await
-    {
-        tracing::error!(error = %e, "diagnostics service (Unix socket) stopped");
+/// A header as text (a non-text value as U+FFFD, which no check accepts).
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
+}
+
+/// Refuses misdirected (`Host`), cross-site (`Origin`) and non-JSON POST requests; see
+/// [`super::guard`].
+async fn guard(AxState(state): AxState<State>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let (host, origin, content_type) = (
+        header_text(headers, header::HOST),
+        header_text(headers, header::ORIGIN),
+        header_text(headers, header::CONTENT_TYPE),
+    );
+    let method = req.method().clone();
+    if let Some(hosts) = &state.hosts {
+        match host {
+            Some(h) if hosts.allows_host(&h) => {}
+            Some(h) => {
+                return error(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!(
+                        "this service does not answer to Host {h:?} (see [service] allowed_hosts)"
+                    ),
+                );
+            }
+            None => return error(StatusCode::BAD_REQUEST, "a Host header is required"),
+        }
+        let safe = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !safe
+            && let Some(origin) = origin
+            && !hosts.allows_origin(&origin)
+        {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("cross-site request from Origin {origin:?} refused"),
+            );
+        }
     }
+    if method == Method::POST && !content_type.is_some_and(|c| is_json(&c)) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "POST needs Content-Type: application/json",
+        );
+    }
+    next.run(req).await
 }
 
 /// Compares without an early exit on the first differing byte.
@@ -212,9 +356,27 @@ pub fn frame_json(e: &FrameEvent) -> serde_json::Value {
     })
 }
 
-async fn trace(
-    AxState(state): AxState<State>,
-    Query(q): Query<TraceQuery>,
+async fn trace(AxState(state): AxState<State>, Query(q): Query<TraceQuery>) -> Response {
+    let Ok(permit) = state.traces.clone().try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} live traces are open already; close one",
+                state.limits.max_traces
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    };
+    trace_stream(state, q, permit).into_response()
+}
+
+/// The trace's event stream; holds `permit` (one of the live traces) until it ends.
+fn trace_stream(
+    state: State,
+    q: TraceQuery,
+    permit: OwnedSemaphorePermit,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.handles.frames.subscribe();
     let stop = state.stop.clone();
@@ -223,10 +385,10 @@ async fn trace(
             .to_string(),
     );
     let stream = futures_util::stream::unfold(
-        (rx, stop, q, Some(hello)),
-        |(mut rx, mut stop, q, hello)| async move {
+        (rx, stop, q, Some(hello), permit),
+        |(mut rx, mut stop, q, hello, permit)| async move {
             if let Some(h) = hello {
-                return Some((Ok(h), (rx, stop, q, None)));
+                return Some((Ok(h), (rx, stop, q, None, permit)));
             }
             loop {
                 if *stop.borrow() {
@@ -248,13 +410,13 @@ async fn trace(
                         let ev = Event::default()
                             .event("frame")
                             .data(frame_json(&e).to_string());
-                        return Some((Ok(ev), (rx, stop, q, None)));
+                        return Some((Ok(ev), (rx, stop, q, None, permit)));
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         let ev = Event::default()
                             .event("lagged")
                             .data(json!({"missed": n}).to_string());
-                        return Some((Ok(ev), (rx, stop, q, None)));
+                        return Some((Ok(ev), (rx, stop, q, None, permit)));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
@@ -270,7 +432,26 @@ struct ReadRequest {
     meter: String,
 }
 
-async fn read(AxState(state): AxState<State>, body: axum::body::Bytes) -> Response {
+/// A one-shot read. Rate-limited per client ([`ReadLimiter`]). A client that goes away drops
+/// this future, and with it the reply's receiver: the bus task sees the request closed.
+async fn read(
+    AxState(state): AxState<State>,
+    client: Option<Extension<Client>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let client = client.map_or(Client::Unix, |Extension(c)| c);
+    let allowed = lock(&state.reads).take(client, std::time::Instant::now());
+    if let Err(wait) = allowed {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("one-shot reads are limited; retry in {secs} s"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let req: ReadRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

@@ -16,10 +16,13 @@
 //! never publishes over MQTT: it only reads snapshots the other parts already keep.
 
 pub mod client;
+pub mod guard;
 mod http;
 mod metrics;
 pub mod report;
 
+#[cfg(test)]
+mod hardening_tests;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +82,19 @@ impl Prepared {
     /// The configuration.
     pub fn config(&self) -> &ServiceConfig {
         &self.config
+    }
+
+    /// Whether a service started from `other` would be the same: the same settings and the
+    /// same token (a rotated token file changes the second, not the first).
+    pub fn same_as(&self, other: &Prepared) -> bool {
+        let settings = match (
+            serde_json::to_value(&self.config),
+            serde_json::to_value(&other.config),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        settings && self.token == other.token
     }
 }
 
@@ -170,8 +186,15 @@ impl Service {
     /// Binds and serves. A listener that cannot be bound (address in use) is logged and
     /// skipped: polling and billing go on without diagnostics.
     pub async fn start(prepared: Prepared, handles: Handles) -> Service {
+        let limits = guard::Limits::default();
         let (stop, stop_rx) = watch::channel(false);
-        let state = http::State::new(handles, prepared.token.clone(), &prepared.config, stop_rx);
+        let state = http::State::new(
+            handles,
+            prepared.token.clone(),
+            &prepared.config,
+            stop_rx,
+            limits,
+        );
         let mut tasks = Vec::new();
         let mut addr = None;
         if prepared.config.enabled {
@@ -179,7 +202,9 @@ impl Service {
                 Ok(l) => {
                     addr = l.local_addr().ok();
                     tracing::info!(addr = ?addr, "diagnostics service listening");
-                    tasks.push(tokio::spawn(http::serve_tcp(l, state.clone())));
+                    let bound = addr.unwrap_or(prepared.config.listen);
+                    let tcp_state = state.for_tcp(bound, &prepared.config);
+                    tasks.push(tokio::spawn(http::serve(http::Listener::Tcp(l), tcp_state)));
                 }
                 Err(e) => tracing::error!(
                     listen = %prepared.config.listen,
@@ -193,7 +218,10 @@ impl Service {
                 match tokio::net::UnixListener::bind(path) {
                     Ok(l) => {
                         tracing::info!(path = %path.display(), "diagnostics service on a Unix socket");
-                        tasks.push(tokio::spawn(http::serve_unix(l, state.clone())));
+                        tasks.push(tokio::spawn(http::serve(
+                            http::Listener::Unix(l),
+                            state.clone(),
+                        )));
                     }
                     Err(e) => tracing::error!(
                         path = %path.display(),

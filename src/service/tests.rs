@@ -86,7 +86,7 @@ timing = {{ response_timeout = "150ms", retries = 1, turnaround = "5ms" }}
     t
 }
 
-async fn start(service: &str) -> (SimHandle, Daemon, tempfile::TempDir) {
+pub(super) async fn start(service: &str) -> (SimHandle, Daemon, tempfile::TempDir) {
     let sim_config = SimConfig::from_text(Path::new("<test>"), SIM).expect("sim config");
     let sim = Simulator::start(sim_config).await.expect("simulator");
     let addr = sim.local_addr("rtu").expect("sim port");

@@ -165,6 +165,9 @@ struct MeterStatuses {
     /// than only a flag per meter: the uplink looks for work on every event, and scanning
     /// 1,000 meters for a flag each time was a visible share of its CPU.
     unsent: VecDeque<String>,
+    /// Meters no longer configured whose retained status is to be deleted (an empty retained
+    /// publish), in the order they were removed.
+    cleared: VecDeque<String>,
 }
 
 impl MeterStatuses {
@@ -175,6 +178,16 @@ impl MeterStatuses {
         self.latest.insert(meter.clone(), (health, at, true));
         if !queued {
             self.unsent.push_back(meter);
+        }
+    }
+
+    /// Forgets `meter`'s status (it is not published again, also after a reconnect) and
+    /// queues the deletion of its retained message.
+    fn clear(&mut self, meter: &str) {
+        self.latest.remove(meter);
+        self.unsent.retain(|m| m != meter);
+        if !self.cleared.iter().any(|m| m == meter) {
+            self.cleared.push_back(meter.to_owned());
         }
     }
 
@@ -235,6 +248,14 @@ impl UplinkHandle {
     /// until sent.
     pub fn set_meter_status(&self, health: MeterHealth, at: SystemTime) {
         self.shared.meters().set(health, at);
+        self.shared.wake.notify_one();
+    }
+
+    /// `meter` is no longer configured: delete its retained status on the broker (an empty
+    /// retained publish, once connected) and never publish it again. A meter configured again
+    /// later gets its status back with its next [`UplinkHandle::set_meter_status`].
+    pub fn clear_meter_status(&self, meter: &str) {
+        self.shared.meters().clear(meter);
         self.shared.wake.notify_one();
     }
 
@@ -816,6 +837,22 @@ impl<O: Outbox> Uplink<O> {
                     s.gateway_status_due = false;
                 }
                 Err(e) => warn!("cannot queue the gateway status: {e}"),
+            }
+        }
+        while s.outstanding() < window {
+            let next = self.shared.meters().cleared.pop_front();
+            let Some(meter) = next else { break };
+            if !valid_topic_level(&meter) {
+                continue;
+            }
+            // A zero-length retained message deletes the retained message of the topic.
+            match client.try_publish(self.meter_status_topic(&meter), true, Vec::new()) {
+                Ok(()) => s.queued.push_back(Sent::Status),
+                Err(e) => {
+                    warn!("cannot queue the deletion of a meter status: {e}");
+                    self.shared.meters().cleared.push_front(meter);
+                    break;
+                }
             }
         }
         while s.outstanding() < window {

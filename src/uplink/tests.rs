@@ -1132,3 +1132,44 @@ fn a_refused_puback_is_described_with_its_reason_code() {
         Some("0x97 QuotaExceeded: slow down")
     );
 }
+
+/// A meter removed from the configuration: its retained status is deleted on the broker (an
+/// empty retained publish) and not published again after a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleared_meter_status_is_deleted_on_the_broker() {
+    let bin = need_mosquitto!();
+    let broker = Mosquitto::start(&bin, "");
+    let sub = Sub::start(broker.port, "meterd/gw-c/#", "sub-c", true).await;
+    let (_outbox, handle, task) = start_uplink("gw-c", config(broker.port));
+    handle.set_meter_status(meter_status("m1", MeterState::Ok), SystemTime::now());
+    handle.set_meter_status(meter_status("m2", MeterState::Ok), SystemTime::now());
+    assert!(
+        wait_until(Duration::from_secs(5), || sub.on("/m1/status").len() == 1
+            && sub.on("/m2/status").len() == 1)
+        .await
+    );
+    handle.clear_meter_status("m2");
+    assert!(
+        wait_until(Duration::from_secs(5), || sub
+            .on("/m2/status")
+            .iter()
+            .any(|m| m.payload.is_empty()))
+        .await,
+        "no deletion published: {:?}",
+        sub.on("/m2/status")
+    );
+    handle.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    // A new subscriber gets m1's retained status, none for m2.
+    let late = Sub::start(broker.port, "meterd/gw-c/#", "sub-c2", true).await;
+    assert!(wait_until(Duration::from_secs(3), || late.on("/m1/status").len() == 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        late.on("/m2/status").is_empty(),
+        "m2's status is still retained: {:?}",
+        late.on("/m2/status")
+    );
+}
