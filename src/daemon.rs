@@ -236,18 +236,7 @@ impl Daemon {
         #[cfg(feature = "embedded-broker")]
         let broker = start_broker(&config)?;
 
-        let stats_spool = spool.clone();
-        let spool_stats: SpoolStatsFn = Arc::new(move || {
-            uplink::SpoolSummary::from(&lock(&stats_spool).stats().unwrap_or_default())
-        });
-        let drops_spool = spool.clone();
-        let meter_drops: crate::service::MeterDropsFn = Arc::new(move |meter| {
-            let (dropped, dropped_in_memory) = lock(&drops_spool).meter_drops(meter).ok()?;
-            Some(uplink::MeterDrops {
-                dropped,
-                dropped_in_memory,
-            })
-        });
+        let views = SpoolViews::of(&spool);
 
         // Buses send to ingest. One sender stays in the Daemon so that a reload can start
         // buses later. While a group is being committed, the next batches wait here; a full
@@ -280,23 +269,15 @@ impl Daemon {
                 .iter()
                 .map(|(b, m)| (b.as_str(), m.as_str())),
         )));
-        let (uplink, uplink_task, pipeline) = start_uplink_and_ingest(
-            &config,
-            &spool,
-            &spool_stats,
-            &meter_drops,
-            &book,
-            &starter,
-            rx,
-            &supervisor,
-        )?;
+        let (uplink, uplink_task, pipeline) =
+            start_uplink_and_ingest(&config, &spool, &views, &book, &starter, rx, &supervisor)?;
         let status_task = spawn_health_forwarder(&buses, &uplink, &supervisor);
         let service_parts = ServiceParts {
             started,
-            spool_stats,
+            spool_stats: views.stats,
             book,
             frames,
-            meter_drops,
+            meter_drops: views.meter_drops,
         };
         let handles = service_parts.handles(&config.gateway, &buses, &uplink);
         let service = crate::service::Service::start(service_setup.clone(), handles).await;
@@ -529,14 +510,39 @@ type UplinkTask = JoinHandle<Option<SpoolOutbox>>;
 /// What the uplink and the service read of the spool.
 type SpoolStatsFn = Arc<dyn Fn() -> uplink::SpoolSummary + Send + Sync>;
 
+/// The spool's figures as the uplink and the service read them (each call locks the spool
+/// briefly).
+struct SpoolViews {
+    stats: SpoolStatsFn,
+    meter_drops: crate::service::MeterDropsFn,
+}
+
+impl SpoolViews {
+    fn of(spool: &Arc<Mutex<Spool>>) -> Self {
+        let stats_spool = spool.clone();
+        let drops_spool = spool.clone();
+        Self {
+            stats: Arc::new(move || {
+                uplink::SpoolSummary::from(&lock(&stats_spool).stats().unwrap_or_default())
+            }),
+            meter_drops: Arc::new(move |meter| {
+                let (dropped, dropped_in_memory) = lock(&drops_spool).meter_drops(meter).ok()?;
+                Some(uplink::MeterDrops {
+                    dropped,
+                    dropped_in_memory,
+                })
+            }),
+        }
+    }
+}
+
 /// Starts the uplink and the ingest task between the buses (`rx`) and it. Fresh readings go
 /// from the spool writer to the uplink in memory as well as on disk; acks travel back the
 /// same way, deleted by the writer in its next append.
 fn start_uplink_and_ingest(
     config: &Config,
     spool: &Arc<Mutex<Spool>>,
-    spool_stats: &SpoolStatsFn,
-    meter_drops: &crate::service::MeterDropsFn,
+    views: &SpoolViews,
     book: &Arc<Mutex<SuccessBook>>,
     buses: &BusStarter,
     rx: mpsc::Receiver<ReadingBatch>,
@@ -546,10 +552,10 @@ fn start_uplink_and_ingest(
     let acks = HeldAcks::default();
     let outbox = SpoolOutbox::new(spool.clone(), fresh.clone(), acks.clone());
     let (up, uplink) = Uplink::new(&config.gateway, config.mqtt.clone(), outbox)?;
-    let stats = spool_stats.clone();
+    let stats = views.stats.clone();
     let rate_book = book.clone();
     let steps = buses.clock_steps.clone();
-    let drops = meter_drops.clone();
+    let drops = views.meter_drops.clone();
     let uplink_task = tokio::spawn(
         up.with_spool_stats(move || stats())
             .with_clock_steps(move || steps.count())
