@@ -221,32 +221,19 @@ impl Daemon {
         if let Some(dir) = &options.data_dir {
             config.data_dir = dir.clone();
         }
-        // Before anything starts: a broker must be named, and a service on a non-loopback
-        // address needs a token.
-        config
-            .mqtt
-            .validate()
-            .map_err(uplink::UplinkConfigError::from)?;
-        let service_setup = crate::service::prepare(&config.service)?;
-        warnings::log_start_warnings(&config);
+        let service_setup = check_before_start(&config, &profiles)?;
         let started = SystemTime::now();
-        // A spool that cannot hold one reading would drop every one of them.
-        ingest::check_spool_room(&config, &profiles)?;
         let spool = open_spool(&config)?;
         #[cfg(feature = "embedded-broker")]
         let broker = start_broker(&config)?;
 
         let views = SpoolViews::of(&spool);
 
-        // Buses send to ingest. One sender stays in the Daemon so that a reload can start
-        // buses later. While a group is being committed, the next batches wait here; a full
-        // queue makes the buses wait (for an fsync) rather than the daemon hold more batches
-        // in memory.
+        // Buses send to ingest (one sender stays in the starter, for reloads): while a group
+        // is committed the next batches wait here, and a full queue makes the buses wait for
+        // the fsync rather than the daemon hold more in memory. Frames go to the live trace:
+        // 1,024 preallocated slots of 128 bytes are seconds of traffic with 1,000 meters.
         let (bus_tx, rx) = mpsc::channel::<ReadingBatch>(32);
-        // Frames for the service's live trace (nobody listening costs one atomic load). The
-        // channel preallocates every slot (128 bytes each); 1,024 frames are seconds of
-        // traffic even with 1,000 meters, and a trace that falls further behind reports the
-        // frames it missed.
         let (frames, _) = broadcast::channel(1024);
         let supervisor = Supervisor::default();
         let starter = BusStarter {
@@ -478,6 +465,23 @@ impl Daemon {
             && !self.status_task.is_finished()
             && self.buses.iter().all(|b| !b.task.is_finished())
     }
+}
+
+/// What is checked before anything starts: a broker must be named, a service on a
+/// non-loopback address needs a token, a spool must hold one reading (or it would drop every
+/// one); risky settings are named in the log.
+fn check_before_start(
+    config: &Config,
+    profiles: &ProfileSet,
+) -> Result<crate::service::Prepared, DaemonError> {
+    config
+        .mqtt
+        .validate()
+        .map_err(uplink::UplinkConfigError::from)?;
+    let service_setup = crate::service::prepare(&config.service)?;
+    warnings::log_start_warnings(config);
+    ingest::check_spool_room(config, profiles)?;
+    Ok(service_setup)
 }
 
 /// Opens (or creates) the spool in the data directory.
