@@ -602,7 +602,10 @@ impl Bus {
         let (now, step) = scheduler.clock(wall, mono);
         if let Some(step) = step {
             let by = if step.by_ms < 0 { "back" } else { "forward" };
-            let size = humantime::format_duration(Duration::from_millis(step.by_ms.unsigned_abs()));
+            // Whole seconds: a step is over 1 s by definition, and "1h" reads better than the
+            // "59m 59s 999ms" the two clocks' sampling gives.
+            let secs = step.by_ms.unsigned_abs().saturating_add(500) / 1000;
+            let size = humantime::format_duration(Duration::from_secs(secs));
             let first = steps.observe(wall.saturating_sub(mono));
             if first {
                 tracing::warn!(
