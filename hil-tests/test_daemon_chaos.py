@@ -295,6 +295,34 @@ def dropped_fields(doc, prefix="") -> dict:
     return out
 
 
+def poll_until(predicate, timeout, what, every=0.5):
+    """conftest.wait_for at a slower pace: these predicates look at every reading so far."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class ParsedReadings:
+    """The subscriber's reading messages, each parsed once (the hour's ~20,000 would otherwise
+    be parsed again on every look during the drain)."""
+
+    def __init__(self, sub):
+        self.sub = sub
+        self.seen = 0
+        self.docs: list[dict] = []
+
+    def update(self) -> list[dict]:
+        messages = self.sub.snapshot()
+        for topic, payload, _ in messages[self.seen:]:
+            if topic.endswith("/readings"):
+                self.docs.append(json.loads(payload))
+        self.seen = len(messages)
+        return self.docs
+
+
 @dataclass
 class Window:
     start: float
@@ -349,6 +377,7 @@ class ChaosRun:
         self.broker = self.rig.broker(BROKER, port=quiet_port())
         self.tap = MqttTap(self.broker.port, quiet_port())
         self.sub = self.rig.collector(self.broker.port)
+        self.parsed = ParsedReadings(self.sub)
         time.sleep(3)  # the subscriber's session is on disk before the first broker kill
         ports = {"dlt": free_port(), "rtu": free_port(), "mtcp": free_port()}
         (self.d / "sim.toml").write_text(SIM.format(noise=NOISE_BYTES, **ports))
@@ -554,10 +583,10 @@ class ChaosRun:
         since = self.clock.timeline[-1][1] + resumed
 
         def fresh():
-            seen = {doc["meter"] for _, doc in self.sub.readings() if ts(doc["read_at"]) > since}
+            seen = {doc["meter"] for doc in self.parsed.update() if ts(doc["read_at"]) > since}
             return seen >= set(GOOD)
         try:
-            wait_for(fresh, BUS_SLEEP_CAP_S + 30, "a reading of every good meter after the faults")
+            poll_until(fresh, BUS_SLEEP_CAP_S + 30, "a reading of every good meter after the faults")
         except TimeoutError:
             self.note("not every good meter was read again after the faults")
         self.resume_s = time.time() - resumed
@@ -570,11 +599,11 @@ class ChaosRun:
 
     def drained(self):
         acked = self.tap.acked_ids()
-        docs = self.sub.readings()
-        if acked - {doc["id"] for _, doc in docs} - self.acked_at_kills:
+        docs = self.parsed.update()
+        if acked - {doc["id"] for doc in docs} - self.acked_at_kills:
             return False
         seqs = defaultdict(set)
-        for _, doc in docs:
+        for doc in docs:
             seqs[doc["meter"]].add(doc["seq"])
         for m, have_ in seqs.items():
             gaps = set(range(min(have_), max(have_) + 1)) - have_
@@ -590,13 +619,14 @@ class ChaosRun:
     def finish(self):
         drain_start = time.time()
         try:
-            wait_for(self.drained, 240, "the backlog to drain")
+            poll_until(self.drained, 240, "the backlog to drain")
         except TimeoutError:
             self.note("backlog did not drain within 240 s (the checks say what is missing)")
         self.drain_s = time.time() - drain_start
         time.sleep(2 * INTERVAL_S)
         self.final_rss = vm_rss_kib(self.daemon.pid)
         self.final_status = self.status()
+        (self.d / "chaos-final-status.json").write_text(json.dumps(self.final_status, indent=1))
         self.stop_sampler.set()
         self.daemon.signal(signal.SIGTERM)
         self.exit_code = self.daemon.wait(15)
@@ -810,6 +840,10 @@ def analyse(run: ChaosRun):
         "seq": seq_problems, "dup": duplicate_mismatch, "truth": unexplained, "gaps": gap_problems,
         "stalls": stall_checks, "samples": samples, "warm": warm,
     }
+    with open(run.d / "chaos-gateway-status.jsonl", "w") as f:  # for a look at uptime_s, at, …
+        for topic, payload, _ in run.sub.snapshot():
+            if topic == f"{PREFIX}/{GATEWAY}/status":
+                f.write(payload.decode(errors="replace") + "\n")
     text = json.dumps(run.report, indent=1, default=str)
     (run.d / "chaos-report.json").write_text(text)
     if os.environ.get("METERD_CHAOS_REPORT"):
