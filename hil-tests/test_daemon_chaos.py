@@ -756,6 +756,7 @@ def analyse(run: ChaosRun):
     gap_problems = []
     max_gap = {}
     unknown = 0
+    checked = excluded = 0
     for meter in GOOD:
         seqs = by_meter.get(meter, {})
         worst = 0.0
@@ -768,7 +769,9 @@ def analyse(run: ChaosRun):
                 unknown += 1
                 continue
             if any(w.start < b and a < w.end for w in windows):
+                excluded += 1
                 continue
+            checked += 1
             gap = b - a
             worst = max(worst, gap)
             if gap > 1.5 * INTERVAL_S:
@@ -826,6 +829,8 @@ def analyse(run: ChaosRun):
         "truth_missing_unexplained": len(unexplained),
         "oneshot": dict(run.oneshot),
         "max_poll_gap_s": max_gap,
+        "gap_pairs_checked": checked,
+        "gap_pairs_in_fault_windows": excluded,
         "gap_pairs_unmapped": unknown,
         "backward_step_first_reading_s": [(round(a - run.t0, 1), d, m, None if f is None else round(f, 2))
                                           for a, d, m, f in stall_checks],
