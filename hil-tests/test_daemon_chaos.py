@@ -63,6 +63,10 @@ from mqtt_tap import MqttTap
 SECONDS = int(os.environ.get("METERD_CHAOS_SECONDS", "300"))
 LONG = SECONDS > 900
 SEED = int(os.environ.get("METERD_CHAOS_SEED") or random.randrange(1 << 31))
+# What tightens when the scheduler drives slots by monotonic time (another branch): with
+# METERD_CHAOS_STRICT_CLOCK=1 a backward step's window in check 3 shrinks from "until the
+# stepped clock is back where it was, plus the bus task's 60 s sleep" to 2 intervals, and check
+# 3b stops being xfail. It XPASSes once the fix is in: then make this the default.
 STRICT_CLOCK = os.environ.get("METERD_CHAOS_STRICT_CLOCK") == "1"
 # 3 s slots: long enough that a noisy meter's corrupt replies (each costs a response timeout)
 # plus a one-shot read fit in a slot on a loaded CI machine, short enough for ~100 polls per
