@@ -213,21 +213,6 @@ class FakeClock:
                 off = o
         return off
 
-    def real_time(self, faked: float, slack: float = 1.0) -> float | None:
-        """The host time at which meterd read `faked` on its stepped clock, or None when that
-        cannot be told (a reading taken within `slack` of a step, under either offset)."""
-        found = []
-        for i, (at, o) in enumerate(self.timeline):
-            end = self.timeline[i + 1][0] if i + 1 < len(self.timeline) else float("inf")
-            real = faked - o
-            if at - slack <= real < end + slack:
-                found.append(real)
-        if len(found) == 1:
-            return found[0]
-        if found and max(found) - min(found) < slack:
-            return found[0]
-        return None
-
 
 def vm_rss_kib(pid: int) -> int | None:
     try:
