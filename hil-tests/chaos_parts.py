@@ -146,7 +146,7 @@ class PtyBridge:
 
     def restore(self):
         if self.link.is_symlink() or self.link.exists():
-            self.link.unlink()  # a SIGKILLed socat leaves its link dangling
+            self.link.unlink()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 ["socat", "-d", "-d", f"pty,raw,echo=0,link={self.link}", f"tcp:127.0.0.1:{self.upstream}"],
@@ -165,6 +165,11 @@ class PtyBridge:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
             self.proc = None
+        # At once, as udev removes an unplugged adapter's /dev/serial/by-id link: a dangling
+        # link to /dev/pts/N becomes live again when another process gets pty N, and meterd
+        # then opened a stranger's pty (seen: two chaos runs polling each other's simulators).
+        if self.link.is_symlink() or self.link.exists():
+            self.link.unlink()
 
     def close(self):
         if self.proc is not None:
