@@ -733,12 +733,15 @@ def analyse(run: ChaosRun):
         if last.get(meter) is not None and hi != last[meter]:
             seq_problems.append(f"{meter}: last seq delivered {hi}, the spool handed out {last[meter]}")
 
-    # 2. truth replies delivered.
+    # 2. truth replies delivered, and nothing delivered that the simulator did not send.
     delivered_frames = set(run.oneshot_frames)
     for doc in docs.values():
         for f in doc["frames"]:
             delivered_frames.add(frame_key(f, doc["protocol"]))
     truth = run.rig.truth_lines()
+    sent_frames = {truth_key(t) for t in truth}
+    foreign = sorted(f"{doc['id']}: {f[:48]}" for doc in docs.values() for f in doc["frames"]
+                     if frame_key(f, doc["protocol"]) not in sent_frames)
     missing_by_kind = Counter()
     unexplained = []
     kill_times = [k for k, _ in run.kills]
@@ -774,10 +777,12 @@ def analyse(run: ChaosRun):
         if new >= old or STRICT_CLOCK:
             windows.append(Window(at - INTERVAL_S, at + 2 * INTERVAL_S, f"clock step {new - old:+d}"))
         else:
-            # The bus task's last sleep of the stall (at most 60 s, and never longer than the
-            # stall) may run past the moment the clock is back.
-            end = stall_end(run, at)
-            windows.append(Window(at - INTERVAL_S, end + min(BUS_SLEEP_CAP_S, end - at) + 2 * INTERVAL_S,
+            # A stall ended by a forward step (or a restart) is noticed only when the bus task's
+            # sleep ends (at most 60 s, never longer than the stall); one that ends because the
+            # stepped clock caught up ends with that sleep.
+            end, by_step = stall_end(run, at)
+            extra = min(BUS_SLEEP_CAP_S, end - at) if by_step else 0.0
+            windows.append(Window(at - INTERVAL_S, end + extra + 2 * INTERVAL_S,
                                   f"backward step {new - old:+d} (wall-clock scheduler stall)"))
     gap_problems = []
     max_gap = {}
@@ -855,6 +860,7 @@ def analyse(run: ChaosRun):
         "truth_valid_replies": len(valid),
         "truth_missing_explained": dict(missing_by_kind),
         "truth_missing_unexplained": len(unexplained),
+        "evidence_frames_not_sent_by_the_simulator": len(foreign),
         "oneshot": dict(run.oneshot),
         "max_poll_gap_s": max_gap,
         "gap_pairs_checked": checked,
@@ -871,6 +877,7 @@ def analyse(run: ChaosRun):
     }
     run.problems = {
         "seq": seq_problems, "dup": duplicate_mismatch, "truth": unexplained, "gaps": gap_problems,
+        "foreign": foreign,
         "stalls": stall_checks, "samples": samples, "warm": warm,
     }
     with open(run.d / "chaos-gateway-status.jsonl", "w") as f:  # for a look at uptime_s, at, …
@@ -903,16 +910,17 @@ def host_times(clock: FakeClock, seqs: dict) -> dict:
     return out
 
 
-def stall_end(run: ChaosRun, at: float) -> float:
+def stall_end(run: ChaosRun, at: float) -> tuple[float, bool]:
     """When today's wall-clock scheduler polls again after a backward step at `at`: when the
     stepped clock reaches the highest wall time it had scheduled from (since the last restart),
-    or at the next restart, whichever comes first."""
+    or at the next restart, whichever comes first; and whether a later step or restart (not the
+    clock catching up by itself) ended it."""
     last_restart = max((r for _, r in run.kills if r <= at), default=run.t0)
     line = run.clock.timeline
     high = max(min(t_end, at) + o for (t, o), t_end in zip(line, [x for x, _ in line[1:]] + [at])
                if t_end >= last_restart and t <= at)
     target = high + INTERVAL_S
-    end = float("inf")
+    end, by_step = float("inf"), True
     points = [t for t, _ in line if t > at] + [float("inf")]
     seg_start = at
     for p in points:
@@ -921,11 +929,15 @@ def stall_end(run: ChaosRun, at: float) -> float:
             end = seg_start
             break
         if p + o >= target:
-            end = target - o
+            end, by_step = target - o, False
             break
         seg_start = p
     nxt = min((r for _, r in run.kills if r > at), default=float("inf"))
-    return min(end, nxt, run.chaos_end + 60)
+    if nxt < end:
+        end, by_step = nxt, True
+    if run.chaos_end + 60 < end:
+        end, by_step = run.chaos_end + 60, True
+    return end, by_step
 
 
 # -- the invariants -----------------------------------------------------------------------------
@@ -959,6 +971,11 @@ def test_every_answered_poll_delivered(chaos):
         f"{len(missing)} replies the simulator sent are in no batch and no kill or link cut "
         f"interrupted them (drop counters seen: {drops}); e.g. "
         + "; ".join(f"{t['time']} {t['meter']} {t['response'][:40]}…" for t in missing[:5]))
+
+
+def test_every_evidence_frame_was_sent_by_the_simulator(chaos):
+    foreign = chaos.problems["foreign"]
+    assert not foreign, f"{len(foreign)} evidence frames the simulator never sent, e.g. {foreign[:5]}"
 
 
 def test_polls_on_time_outside_fault_windows(chaos):
