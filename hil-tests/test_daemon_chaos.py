@@ -30,10 +30,9 @@ one test each, on that one run:
 3. per good meter, consecutive scheduled readings at most 1.5 intervals apart (host time,
    `read_at` corrected by the offset in force) outside the windows where meterd was dead or its
    clock had just been stepped,
-3b. polls continue after a backward clock step (first reading within 2 intervals): today's
-   scheduler runs on the wall clock and waits for the stepped-back clock to reach its next slot,
-   so this is xfail until the monotonic-slot fix lands; `METERD_CHAOS_STRICT_CLOCK=1` makes it
-   (and the narrow windows of check 3) strict,
+3b. polls continue after a backward clock step (first reading within 2 intervals): the
+   scheduler drives slots by monotonic time, so this and the narrow windows of check 3 are
+   strict (`METERD_CHAOS_STRICT_CLOCK=0` relaxes both, to compare a build from before that fix),
 4. VmRSS of the last meterd process at the end within 10 % of its RSS after warm-up.
 """
 from __future__ import annotations
@@ -63,11 +62,11 @@ from mqtt_tap import MqttTap
 SECONDS = int(os.environ.get("METERD_CHAOS_SECONDS", "300"))
 LONG = SECONDS > 900
 SEED = int(os.environ.get("METERD_CHAOS_SEED") or random.randrange(1 << 31))
-# What tightens when the scheduler drives slots by monotonic time (another branch): with
-# METERD_CHAOS_STRICT_CLOCK=1 a backward step's window in check 3 shrinks from "until the
-# stepped clock is back where it was, plus the bus task's 60 s sleep" to 2 intervals, and check
-# 3b stops being xfail. It XPASSes once the fix is in: then make this the default.
-STRICT_CLOCK = os.environ.get("METERD_CHAOS_STRICT_CLOCK") == "1"
+# Strict (the default, since the scheduler drives slots by monotonic time): a backward step's
+# window in check 3 is 2 intervals, and check 3b must pass. METERD_CHAOS_STRICT_CLOCK=0 gives
+# the old leniency ("until the stepped clock is back where it was, plus the bus task's 60 s
+# sleep", 3b xfail) for comparing a build from before that fix.
+STRICT_CLOCK = os.environ.get("METERD_CHAOS_STRICT_CLOCK", "1") == "1"
 # 3 s slots: long enough that a noisy meter's corrupt replies (each costs a response timeout)
 # plus a one-shot read fit in a slot on a loaded CI machine, short enough for ~100 polls per
 # meter in 5 minutes.
