@@ -286,6 +286,8 @@ pub struct Uplink<O: Outbox> {
     clock_steps: Box<dyn Fn() -> u64 + Send + Sync>,
     meter_drops: MeterDropsFn,
     started: SystemTime,
+    /// The same moment on the monotonic clock: `uptime_s` does not jump with the wall clock.
+    started_mono: Instant,
     /// Readings the broker refused, and when each goes out again.
     refusals: Refusals,
     /// The delays between attempts of a refused reading (its jitter; the attempt is the
@@ -430,6 +432,7 @@ impl<O: Outbox> Uplink<O> {
                 clock_steps: Box::new(|| 0),
                 meter_drops: Box::new(|_| None),
                 started: SystemTime::now(),
+                started_mono: Instant::now(),
                 refusals: Refusals::default(),
                 refusal_delays,
             },
@@ -505,6 +508,9 @@ impl<O: Outbox> Uplink<O> {
             SystemTime::now(),
             (self.spool_stats)(),
         );
+        // A step of the wall clock (chaos soak: +1 h made uptime jump by an hour) must not
+        // change the uptime.
+        s.uptime_s = self.started_mono.elapsed().as_secs();
         s.reading_success = (self.reading_success)();
         s.uplink = Some({
             let snap = self.shared.snap();

@@ -118,7 +118,8 @@ pub struct GatewayStatus {
     pub at: String,
     /// When the daemon started.
     pub started_at: String,
-    /// Seconds since start, at `at`.
+    /// Seconds since start, at `at`, by the monotonic clock (a step of the wall clock does not
+    /// change it).
     pub uptime_s: u64,
     /// Spool numbers at `at`.
     pub spool: SpoolSummary,
