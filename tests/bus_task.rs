@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use meterd::bus::task::{Bus, BusCommand, BusOptions, spawn};
+use meterd::bus::task::{Bus, BusCommand, BusHandle, BusOptions, spawn};
 use meterd::config::{Config, ProfileSet};
 use meterd::health::{BusHealth, LinkState, MeterState};
 use tokio::sync::{mpsc, oneshot};
@@ -97,6 +97,21 @@ fn health_of(c: &(Config, ProfileSet), i: usize) -> Arc<Mutex<BusHealth>> {
     Arc::new(Mutex::new(BusHealth::for_bus(c.0.buses[i].get_ref())))
 }
 
+/// The task of the first bus of `c`, sending its batches to `tx`.
+fn spawn_first(
+    c: &(Config, ProfileSet),
+    tx: mpsc::Sender<meterd::reading::ReadingBatch>,
+) -> BusHandle<Mutex<BusHealth>> {
+    spawn(
+        c.0.buses[0].get_ref(),
+        &c.1,
+        BusOptions::new("gw"),
+        tx,
+        health_of(c, 0),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn dlt645_and_modbus_meters_share_one_bus() {
     let log = new_log();
@@ -145,14 +160,7 @@ async fn a_dead_meter_gives_bad_values_degrades_and_is_probed_less_often() {
     let meters = format!("{}{}", mb_meter(9, "200ms"), mb_meter(3, "200ms"));
     let c = config(&[("a", &host, FAST, &meters)]);
     let (tx, mut rx) = mpsc::channel(64);
-    let h = spawn(
-        c.0.buses[0].get_ref(),
-        &c.1,
-        BusOptions::new("gw"),
-        tx,
-        health_of(&c, 0),
-    )
-    .unwrap();
+    let h = spawn_first(&c, tx);
 
     let mut dead = Vec::new();
     let mut live = 0;
@@ -578,14 +586,7 @@ async fn one_shot_reads_in_a_loop_do_not_starve_scheduled_polls() {
     let timing = format!("{FAST}, modbus_silence = \"1ms\"");
     let c = config(&[("a", &host, &timing, &meters)]);
     let (tx, mut rx) = mpsc::channel(64);
-    let h = spawn(
-        c.0.buses[0].get_ref(),
-        &c.1,
-        BusOptions::new("gw"),
-        tx,
-        health_of(&c, 0),
-    )
-    .unwrap();
+    let h = spawn_first(&c, tx);
     // Let the first slot pass, then four clients read as fast as they are answered.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let start_overruns = h.status.lock().unwrap().overruns;
@@ -644,14 +645,7 @@ async fn abandoned_one_shot_reads_are_skipped() {
     let timing = "response_timeout = \"500ms\", retries = 0, turnaround = \"1ms\"";
     let c = config(&[("a", &host, timing, &mb_meter(3, "1h"))]);
     let (tx, _rx) = mpsc::channel(64);
-    let h = spawn(
-        c.0.buses[0].get_ref(),
-        &c.1,
-        BusOptions::new("gw"),
-        tx,
-        health_of(&c, 0),
-    )
-    .unwrap();
+    let h = spawn_first(&c, tx);
     // While the first scheduled poll runs, five clients queue a read and give up.
     tokio::time::sleep(Duration::from_millis(50)).await;
     for _ in 0..5 {
@@ -691,14 +685,7 @@ async fn stop_arrives_while_the_command_queue_is_full() {
     let timing = "response_timeout = \"1s\", retries = 0, turnaround = \"1ms\"";
     let c = config(&[("a", &host, timing, &mb_meter(3, "1h"))]);
     let (tx, mut rx) = mpsc::channel(64);
-    let h = spawn(
-        c.0.buses[0].get_ref(),
-        &c.1,
-        BusOptions::new("gw"),
-        tx,
-        health_of(&c, 0),
-    )
-    .unwrap();
+    let h = spawn_first(&c, tx);
     tokio::time::sleep(Duration::from_millis(50)).await;
     // The first poll is on the wire; fill the queue with reads whose clients wait.
     let mut waiting = Vec::new();
