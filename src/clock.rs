@@ -1,10 +1,10 @@
 //! Wall-clock time as meterd writes and reads it: RFC 3339 stamps, Unix milliseconds and UTC
 //! calendar arithmetic (days, months, weekdays), shared by the daemon, the CLI and the simulator.
 //!
-//! A leaf: it imports nothing of the crate and never sleeps. The calendar is written by hand
-//! (Howard Hinnant's `days_from_civil`) because what is needed is UTC only and a few lines,
-//! where chrono or time would be a new dependency tree for the gateway; formatting a
-//! `SystemTime` goes through humantime, which the configuration parser already uses.
+//! A leaf: it imports nothing of the crate and never sleeps. Day numbers come from
+//! `meter_protocols::calendar` (the codecs need the same arithmetic for freeze stamps), where
+//! chrono or time would be a new dependency tree for the gateway; formatting a `SystemTime`
+//! goes through humantime, which the configuration parser already uses.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,31 +26,7 @@ pub fn wall_clock_ms() -> UnixMillis {
         .unwrap_or(0)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day number (days since 1970-01-01): (year, month 1..=12, day 1..=31).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+pub use meter_protocols::calendar::{civil_from_days, days_from_civil};
 
 /// A broken-down UTC time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

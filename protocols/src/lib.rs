@@ -5,6 +5,7 @@
 //! hot path where it can avoid it, so that the daemon, the simulator, the CLI, the fuzzers and
 //! the benchmarks all share one implementation.
 //!
+//! - [`calendar`]: proleptic Gregorian day numbers (freeze stamps, the daemon's UTC clock).
 //! - [`dlt645`]: DL/T 645-2007 and DL/T 645-1997 frames, requests, responses and the data
 //!   identifier catalogue.
 //! - [`modbus`]: the Modbus RTU ADU (framing, CRC, requests, responses) and register values.
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod calendar;
 pub mod decimal;
 pub mod dlt645;
 pub mod modbus;

@@ -10,12 +10,12 @@
 //!
 //! The catalogue is one static table of fixed items ([`FIXED`]) plus a few parametric
 //! families computed by function rather than listed: energy and max demand (DI3 `00`/`01`,
-//! kind × tariff 0..63 × settlement 0..12), daily freeze (`0506xxnn`) and the 1997 energy
-//! registers (`90xx`, `91xx`, `94xx`).
+//! kind × tariff 0..63 × settlement 0..12), daily freeze (`0506xxnn`), hourly freeze
+//! (`0504xxnn`) and the 1997 energy registers (`90xx`, `91xx`, `94xx`).
 //!
 //! Quantity names: `energy.<kind>.<total|tN>`, `demand.<kind>.<total|tN>.max`, with
-//! `@settlement-N` for the N-th last monthly settlement snapshot and `@daily-N` for the N-th
-//! last daily freeze. OBIS codes are given only for current values; a snapshot has none.
+//! `@settlement-N` for the N-th last monthly settlement snapshot, `@daily-N` for the N-th
+//! last daily freeze and `@hourly-N` for the N-th last whole-hour freeze. OBIS codes are given only for current values; a snapshot has none.
 
 use std::borrow::Cow;
 
@@ -336,7 +336,11 @@ const MAX_TARIFF_1997: u8 = 14;
 /// Tariffs listed by [`lookup`] for a "total + tariffs" block.
 const NOMINAL_TARIFFS: u8 = 4;
 /// Daily freezes a meter keeps (DI0 `01..3E`).
-const MAX_DAILY: u8 = 62;
+pub const MAX_DAILY: u8 = 62;
+/// Hourly (whole-hour) freezes a meter keeps (DI0 `01..FE`).
+pub const MAX_HOURLY: u8 = 254;
+/// Monthly settlements a meter keeps (DI0 `01..0C`).
+pub const MAX_SETTLEMENT: u8 = 12;
 
 /// Which snapshot a value belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,6 +350,8 @@ enum Period {
     Settlement(u8),
     /// N-th last daily freeze, 1..=62.
     Daily(u8),
+    /// N-th last hourly (whole-hour) freeze, 1..=254.
+    Hourly(u8),
 }
 
 impl Period {
@@ -354,6 +360,7 @@ impl Period {
             Period::Current => String::new(),
             Period::Settlement(n) => format!("@settlement-{n}"),
             Period::Daily(n) => format!("@daily-{n}"),
+            Period::Hourly(n) => format!("@hourly-{n}"),
         }
     }
 
@@ -377,6 +384,11 @@ impl Period {
             (1..=MAX_DAILY)
                 .contains(&n)
                 .then_some((base, Period::Daily(n)))
+        } else if let Some(n) = suffix.strip_prefix("hourly-") {
+            let n = number(n)?;
+            (1..=MAX_HOURLY)
+                .contains(&n)
+                .then_some((base, Period::Hourly(n)))
         } else {
             None
         }
@@ -404,7 +416,7 @@ fn kind_spec(kind: &Kind, demand: bool, tariff: u8, period: Period, di: DataIden
         Period::Current => kind
             .obis_c
             .map(|c| Cow::Owned(format!("1-0:{c}.{obis_d}.{tariff}"))),
-        Period::Settlement(_) | Period::Daily(_) => None,
+        Period::Settlement(_) | Period::Daily(_) | Period::Hourly(_) => None,
     };
     DiSpec {
         di,
@@ -577,6 +589,7 @@ fn resolve_2007(v: u32) -> Option<Entry> {
             }
         }
         0x05 if d2 == 0x06 => resolve_daily(v, d1, d0),
+        0x05 if d2 == 0x04 => resolve_hourly(v, d1, d0),
         _ => None,
     }
 }
@@ -618,6 +631,34 @@ fn resolve_daily(v: u32, d1: u8, d0: u8) -> Option<Entry> {
         0x01..=0x08 => block(KINDS_2007.get(usize::from(d1))?, false),
         0x09 => block(KINDS_2007.get(1)?, true),
         0x0A => block(KINDS_2007.get(2)?, true),
+        _ => None,
+    }
+}
+
+/// `0504 DI1 DI0`: hourly (whole-hour) freeze, DI0 = occurrence (1 = last). Each record
+/// holds its stamp and the forward and reverse active totals, one item each (no tariffs).
+fn resolve_hourly(v: u32, d1: u8, d0: u8) -> Option<Entry> {
+    if !(1..=MAX_HOURLY).contains(&d0) {
+        return None;
+    }
+    let period = Period::Hourly(d0);
+    let di = DataIdentifier::V2007(v);
+    match d1 {
+        0x00 => Some(Entry::Item(DiSpec {
+            di,
+            quantity: Cow::Owned(format!("freeze.hourly.time{}", period.suffix())),
+            unit: "",
+            obis: None,
+            format: Format::Yymmddhhmm,
+            description: "hourly freeze time stamp",
+        })),
+        0x01 | 0x02 => Some(Entry::Item(kind_spec(
+            KINDS_2007.get(usize::from(d1))?,
+            false,
+            0,
+            period,
+            di,
+        ))),
         _ => None,
     }
 }
@@ -752,6 +793,14 @@ pub fn di_for_quantity(version: Version, quantity: &str) -> Option<DataIdentifie
             _ => None,
         };
     }
+    if base == "freeze.hourly.time" {
+        return match (version, period) {
+            (Version::V2007, Period::Hourly(n)) => {
+                Some(DataIdentifier::V2007(0x0504_0000 | u32::from(n)))
+            }
+            _ => None,
+        };
+    }
     let (demand, rest) = if let Some(rest) = base.strip_prefix("energy.") {
         (false, rest)
     } else {
@@ -794,6 +843,13 @@ pub fn di_for_quantity(version: Version, quantity: &str) -> Option<DataIdentifie
                     };
                     Some(DataIdentifier::V2007(0x0506_0000 | di1 << 8 | u32::from(n)))
                 }
+                // Hourly records hold the forward and reverse active totals only.
+                Period::Hourly(n) => match (demand, di2, tariff) {
+                    (false, 1 | 2, 0) => Some(DataIdentifier::V2007(
+                        0x0504_0000 | u32::from(di2) << 8 | u32::from(n),
+                    )),
+                    _ => None,
+                },
             }
         }
         Version::V1997 => {
@@ -1379,6 +1435,45 @@ mod tests {
     }
 
     #[test]
+    fn hourly_freeze() {
+        let v = decode_payload(di("05040001"), &[0x00, 0x13, 0x07, 0x12, 0x26]);
+        assert_eq!(
+            one(&v),
+            q("freeze.hourly.time@hourly-1", "2026-12-07T13:00", "")
+        );
+        let v = decode_payload(di("050401FE"), &[0x67, 0x45, 0x23, 0x01]);
+        assert_eq!(
+            one(&v),
+            q("energy.active.import.total@hourly-254", "12345.67", "kWh")
+        );
+        let v = decode_payload(di("05040203"), &[0x00, 0x01, 0x00, 0x00]);
+        assert_eq!(one(&v).0, "energy.active.export.total@hourly-3");
+        assert!(lookup(di("050400FF")).is_none());
+        assert!(lookup(di("05040100")).is_none());
+        assert!(lookup(di("05040301")).is_none());
+        assert_eq!(
+            di_for_quantity(Version::V2007, "energy.active.import.total@hourly-2"),
+            Some(di("05040102"))
+        );
+        assert_eq!(
+            di_for_quantity(Version::V2007, "freeze.hourly.time@hourly-254"),
+            Some(di("050400FE"))
+        );
+        assert_eq!(
+            di_for_quantity(Version::V2007, "energy.active.import.t1@hourly-2"),
+            None
+        );
+        assert_eq!(
+            di_for_quantity(Version::V2007, "energy.active.import.total@hourly-255"),
+            None
+        );
+        assert_eq!(
+            di_for_quantity(Version::V1997, "energy.active.import.total@hourly-1"),
+            None
+        );
+    }
+
+    #[test]
     fn daily_freeze() {
         let v = decode_payload(di("05060001"), &[0x00, 0x00, 0x27, 0x11, 0x26]);
         assert_eq!(
@@ -1580,7 +1675,8 @@ mod tests {
             "energy.active.import.t01",
             "energy.active.import.total@settlement-13",
             "energy.active.import.total@settlement-0",
-            "energy.active.import.total@hourly-1",
+            "energy.active.import.total@hourly-255",
+            "energy.active.import.t1@hourly-1",
             "energy.active.combined.total@daily-1",
             "demand.active.combined.total.max",
             "voltage.l1@settlement-1",

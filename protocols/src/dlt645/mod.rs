@@ -11,12 +11,14 @@
 //! - [`frame`]: framing — scan a receive buffer, verify, encode; never delimits by `0x16`.
 //! - [`request`] / [`response`]: typed commands and replies on top of frames.
 //! - [`catalog`] / [`format`]: which quantity a data identifier holds and how its bytes decode.
+//! - [`freeze`]: settlement freezes: the identifiers of the n-th record, stamps, the stamp search.
 
 pub mod address;
 pub mod catalog;
 pub mod control;
 pub mod format;
 pub mod frame;
+pub mod freeze;
 pub mod request;
 pub mod response;
 
