@@ -129,8 +129,98 @@ pub fn parse_rfc3339(s: &str) -> Option<UnixMillis> {
     )
 }
 
+/// A fixed offset from UTC, as a meter's local time keeps it (`+08:00` for China Standard
+/// Time, where DL/T 645 meters live). Meters have no daylight-saving rules; neither has this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UtcOffset {
+    /// Minutes east of UTC, −14 h..=+14 h.
+    minutes: i16,
+}
+
+impl UtcOffset {
+    /// UTC itself.
+    pub const UTC: UtcOffset = UtcOffset { minutes: 0 };
+    /// China Standard Time, the zone DL/T 645 meters keep.
+    pub const CHINA: UtcOffset = UtcOffset { minutes: 480 };
+
+    /// Minutes east of UTC.
+    pub fn minutes(self) -> i64 {
+        i64::from(self.minutes)
+    }
+}
+
+impl std::str::FromStr for UtcOffset {
+    type Err = String;
+
+    /// `+08:00`, `-05:30`, `Z`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is no UTC offset (write e.g. \"+08:00\" or \"Z\")");
+        if s == "Z" || s == "z" {
+            return Ok(UtcOffset::UTC);
+        }
+        let (sign, rest) = match s.as_bytes().first() {
+            Some(b'+') => (1, &s[1..]),
+            Some(b'-') => (-1, &s[1..]),
+            _ => return Err(bad()),
+        };
+        let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+        if h.len() != 2 || m.len() != 2 {
+            return Err(bad());
+        }
+        let h: i16 = h.parse().map_err(|_| bad())?;
+        let m: i16 = m.parse().map_err(|_| bad())?;
+        if h > 14 || m > 59 || (h == 14 && m > 0) {
+            return Err(bad());
+        }
+        Ok(UtcOffset {
+            minutes: sign * (h * 60 + m),
+        })
+    }
+}
+
+impl std::fmt::Display for UtcOffset {
+    /// `+08:00` (UTC is `+00:00`, as RFC 3339 allows and the freeze ids need a fixed width).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.minutes < 0 { '-' } else { '+' };
+        let m = self.minutes.unsigned_abs();
+        write!(f, "{sign}{:02}:{:02}", m / 60, m % 60)
+    }
+}
+
+impl serde::Serialize for UtcOffset {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for UtcOffset {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn utc_offsets_parse_and_print() {
+        for (text, minutes, shown) in [
+            ("+08:00", 480, "+08:00"),
+            ("-05:30", -330, "-05:30"),
+            ("Z", 0, "+00:00"),
+            ("+14:00", 840, "+14:00"),
+        ] {
+            let o: UtcOffset = text.parse().unwrap();
+            assert_eq!(o.minutes(), minutes, "{text}");
+            assert_eq!(o.to_string(), shown);
+        }
+        for bad in [
+            "08:00", "+8:00", "+08", "+15:00", "+14:30", "+08:60", "", "+aa:bb",
+        ] {
+            assert!(bad.parse::<UtcOffset>().is_err(), "{bad}");
+        }
+    }
     use super::*;
 
     #[test]

@@ -13,6 +13,8 @@ use meter_protocols::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub mod freeze;
+
 /// Schema name of a reading batch.
 pub const READING_SCHEMA: &str = "meterd.reading.v1";
 

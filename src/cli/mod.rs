@@ -10,6 +10,7 @@ pub mod check_config;
 pub mod decode;
 pub mod demo;
 pub mod read;
+pub mod read_freeze;
 pub mod run;
 pub mod scan;
 pub mod spool;

@@ -7,10 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use meter_protocols::dlt645::catalog::di_for_quantity;
+use meter_protocols::dlt645::freeze::FreezeKind;
 use meter_protocols::dlt645::{Address, Version};
 
 use super::{LineArgs, ProtocolArg, Target, bus_config, fail, parse_duration, runtime};
 use crate::bus::task::{Bus, BusOptions};
+use crate::clock::UtcOffset;
 use crate::config::profile::{Point, ProfileProtocol};
 use crate::config::{BusConfig, MeterConfig, Profile, ProfileSet, Protocol, Timing};
 use crate::health::{BusHealth, LinkState};
@@ -60,6 +62,42 @@ pub struct ReadArgs {
     /// Print the reading batch as JSON (with the raw frames).
     #[arg(long)]
     pub json: bool,
+    /// Read the meter's own settlement records instead (DL/T 645-2007), newest first, each
+    /// under its stamp: `daily` (62 kept), `monthly` (12), `hourly` (254).
+    #[arg(long, value_enum, value_name = "KIND", conflicts_with_all = ["daemon", "profile", "quantity"])]
+    pub freeze: Option<FreezeArg>,
+    /// With --freeze: how many of the newest records.
+    #[arg(long, requires = "freeze", default_value_t = 1, value_name = "N")]
+    pub last: u8,
+    /// With --freeze: the meter's time zone, which its stamps are in (DL/T 645 meters keep
+    /// China Standard Time).
+    #[arg(long, requires = "freeze", default_value = "+08:00", value_parser = parse_offset, value_name = "±HH:MM")]
+    pub utc_offset: UtcOffset,
+}
+
+/// A freeze kind on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FreezeArg {
+    /// The daily freeze (made at midnight, holding the day before).
+    Daily,
+    /// The monthly settlement-day registers.
+    Monthly,
+    /// The whole-hour freeze.
+    Hourly,
+}
+
+impl From<FreezeArg> for FreezeKind {
+    fn from(k: FreezeArg) -> Self {
+        match k {
+            FreezeArg::Daily => FreezeKind::Daily,
+            FreezeArg::Monthly => FreezeKind::Monthly,
+            FreezeArg::Hourly => FreezeKind::Hourly,
+        }
+    }
+}
+
+fn parse_offset(s: &str) -> Result<UtcOffset, String> {
+    s.parse()
 }
 
 /// Runs `meterd read`: 0 when the meter answered, 1 when it did not, 2 for a bad request or a
@@ -68,32 +106,48 @@ pub fn run(args: &ReadArgs) -> ExitCode {
     if args.daemon {
         return run_daemon(args);
     }
+    if let Some(kind) = args.freeze {
+        return super::read_freeze::run(args, kind.into(), args.last, args.utc_offset);
+    }
     let (bus, profiles) = match build(args) {
         Ok(x) => x,
         Err(e) => return fail("read", &e, 2),
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail("read", &e, 2),
+    let batch = match read_once(&bus, &profiles) {
+        Ok(b) => b,
+        Err((reason, code)) => return fail("read", &reason, code),
     };
+    if args.json {
+        match serde_json::to_string_pretty(&batch) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return fail("read", &format!("cannot print JSON: {e}"), 2),
+        }
+    } else {
+        print!("{}", table(&batch));
+    }
+    ExitCode::SUCCESS
+}
+
+/// Reads the one meter of `bus` once, through the daemon's bus and driver code, and checks
+/// the values as the daemon would: the batch, or why not as (reason, exit code): 2 for a
+/// dead or busy port, 1 when the meter did not answer.
+pub(super) fn read_once(
+    bus: &BusConfig,
+    profiles: &ProfileSet,
+) -> Result<ReadingBatch, (String, u8)> {
+    let rt = runtime().map_err(|e| (e, 2))?;
     rt.block_on(async {
         let mut options = BusOptions::new("local");
         options.evidence_frames = true;
-        let status = std::sync::Arc::new(std::sync::Mutex::new(BusHealth::for_bus(&bus)));
-        let mut bus = match Bus::new(&bus, &profiles, options) {
-            Ok(b) => b.with_observer(status.clone()),
-            Err(e) => return fail("read", &e.to_string(), 2),
-        };
-        if let Err(e) = bus.connect().await {
-            return fail("read", &e, 2);
-        }
+        let status = std::sync::Arc::new(std::sync::Mutex::new(BusHealth::for_bus(bus)));
+        let mut bus = Bus::new(bus, profiles, options)
+            .map_err(|e| (e.to_string(), 2))?
+            .with_observer(status.clone());
+        bus.connect().await.map_err(|e| (e, 2))?;
         let Some(id) = bus.drivers().next().map(|d| d.id().to_owned()) else {
-            return fail("read", "no meter to read", 2);
+            return Err(("no meter to read".into(), 2));
         };
-        let mut batch = match bus.read_now(&id).await {
-            Ok(b) => b,
-            Err(e) => return fail("read", &e, 2),
-        };
+        let mut batch = bus.read_now(&id).await.map_err(|e| (e, 2))?;
         // The daemon's plausibility checks (range, tariff sum, meter clock), so a technician
         // sees what the billing core would; "went backwards" needs the spool's history.
         ValidationConfig::default().validate(&mut batch, |_| None, SystemTime::now());
@@ -107,27 +161,13 @@ pub fn run(args: &ReadArgs) -> ExitCode {
             )
         };
         if let LinkState::Down(reason) = link {
-            return fail("read", &reason, 2);
+            return Err((reason, 2));
         }
         if !answered {
-            return fail(
-                "read",
-                &format!(
-                    "no answer from meter {id}: {}",
-                    last_error.unwrap_or_else(|| "no reply".into())
-                ),
-                1,
-            );
+            let reason = last_error.unwrap_or_else(|| "no reply".into());
+            return Err((format!("no answer from meter {id}: {reason}"), 1));
         }
-        if args.json {
-            match serde_json::to_string_pretty(&batch) {
-                Ok(s) => println!("{s}"),
-                Err(e) => return fail("read", &format!("cannot print JSON: {e}"), 2),
-            }
-        } else {
-            print!("{}", table(&batch));
-        }
-        ExitCode::SUCCESS
+        Ok(batch)
     })
 }
 
@@ -193,17 +233,6 @@ fn run_daemon(args: &ReadArgs) -> ExitCode {
 fn build(args: &ReadArgs) -> Result<(BusConfig, ProfileSet), String> {
     let protocol: Protocol = args.protocol.ok_or("give --protocol")?.into();
     let mut profiles = ProfileSet::builtin().map_err(|e| e.to_string())?;
-    let (address, unit) = if protocol.is_dlt645() {
-        let a = args
-            .address
-            .as_deref()
-            .ok_or("a DL/T 645 read needs --address (12 digits)")?;
-        let parsed: Address = a.parse().map_err(|e| format!("--address: {e}"))?;
-        (Some(parsed.to_string()), None)
-    } else {
-        let unit = args.unit.ok_or("a Modbus read needs --unit N")?;
-        (None, Some(unit))
-    };
     let profile = match (&args.profile, args.quantity.is_empty()) {
         (Some(p), _) => {
             let prof = profiles.get(p).ok_or_else(|| {
@@ -241,6 +270,27 @@ fn build(args: &ReadArgs) -> Result<(BusConfig, ProfileSet), String> {
         }
         (None, true) => return Err("give --profile NAME or --quantity Q...".into()),
     };
+    Ok((one_meter_bus(args, protocol, profile)?, profiles))
+}
+
+/// The bus of a one-shot read: the target and line of `args`, with its one meter (address or
+/// unit from `args`) read by `profile`.
+pub(super) fn one_meter_bus(
+    args: &ReadArgs,
+    protocol: Protocol,
+    profile: String,
+) -> Result<BusConfig, String> {
+    let (address, unit) = if protocol.is_dlt645() {
+        let a = args
+            .address
+            .as_deref()
+            .ok_or("a DL/T 645 read needs --address (12 digits)")?;
+        let parsed: Address = a.parse().map_err(|e| format!("--address: {e}"))?;
+        (Some(parsed.to_string()), None)
+    } else {
+        let unit = args.unit.ok_or("a Modbus read needs --unit N")?;
+        (None, Some(unit))
+    };
     let timing = Timing {
         response_timeout: Some(args.timeout),
         retries: Some(args.retries),
@@ -251,10 +301,9 @@ fn build(args: &ReadArgs) -> Result<(BusConfig, ProfileSet), String> {
         unit,
         ..MeterConfig::new(protocol, profile)
     };
-    let bus = bus_config("cli", &args.target, &args.line, protocol)?
+    Ok(bus_config("cli", &args.target, &args.line, protocol)?
         .with_timing(timing)
-        .with_meter(meter);
-    Ok((bus, profiles))
+        .with_meter(meter))
 }
 
 /// The reading as a table: quantity, value, unit, quality, reason.

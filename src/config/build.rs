@@ -174,6 +174,7 @@ impl Profile {
             protocol,
             max_registers: None,
             gap_fill: None,
+            freezes: Vec::new(),
             points: points.into_iter().map(|p| Spanned::new(0..0, p)).collect(),
         }
     }

@@ -776,6 +776,7 @@ pub mod opt_duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meter_protocols::dlt645::freeze::FreezeKind;
 
     fn load(text: &str) -> Result<(Config, ProfileSet), ConfigError> {
         Config::from_text(Path::new("test.toml"), text)
@@ -886,6 +887,51 @@ profile = "eastron-sdm630"
     fn every_builtin_profile_parses() {
         let set = ProfileSet::builtin().unwrap();
         assert_eq!(set.names().len(), profile::BUILTIN.len());
+    }
+
+    #[test]
+    fn freeze_kinds_are_checked_with_their_place() {
+        let set = ProfileSet::builtin().unwrap();
+        let three = set.get("dlt645-three-phase").unwrap();
+        assert_eq!(
+            three.freeze_kinds(),
+            [FreezeKind::Daily, FreezeKind::Monthly, FreezeKind::Hourly]
+        );
+        let file = Path::new("p.toml");
+        let text = |protocol: &str, kinds: &str, point: &str| {
+            format!(
+                "name = \"x\"\ndescription = \"\"\nsource = \"\"\nprotocol = \"{protocol}\"\n\
+                 freezes = {kinds}\n[[point]]\n{point}\n"
+            )
+        };
+        let e = Profile::parse(
+            file,
+            &text(
+                "dlt645-2007",
+                "[\"daily\", \"weekly\"]",
+                "di = \"00010000\"",
+            ),
+        )
+        .unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("freezes[1]", 5), "{e}");
+        assert!(
+            e.to_string()
+                .contains("unknown freeze kind \"weekly\"; known: daily, monthly, hourly"),
+            "{e}"
+        );
+        let e =
+            Profile::parse(file, &text("dlt645-1997", "[\"daily\"]", "di = \"9010\"")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("freezes are DL/T 645-2007 records; a dlt645-1997 profile has none"),
+            "{e}"
+        );
+        let ok = Profile::parse(
+            file,
+            &text("dlt645-2007", "[\"monthly\"]", "di = \"00010000\""),
+        )
+        .unwrap();
+        assert_eq!(ok.freeze_kinds(), [FreezeKind::Monthly]);
     }
 
     fn error_of(text: &str) -> ConfigError {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use meter_protocols::dlt645::DataIdentifier;
+use meter_protocols::dlt645::freeze::FreezeKind;
 use meter_protocols::modbus::rtu::ReadFunction;
 use meter_protocols::modbus::values::{RegisterOrder, ValueType};
 use serde::{Deserialize, Serialize};
@@ -255,6 +256,11 @@ pub struct Profile {
     /// Unused registers that may be read to merge two reads (Modbus).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap_fill: Option<u16>,
+    /// The frozen histories the meter keeps (DL/T 645-2007 only): `daily` (62 days),
+    /// `monthly` (12 settlement days), `hourly` (254 whole hours). Read as freeze records,
+    /// never as poll values; the simulator serves the kinds listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freezes: Vec<Spanned<String>>,
     /// The points.
     #[serde(rename = "point")]
     pub points: Vec<Spanned<Point>>,
@@ -290,7 +296,39 @@ impl Profile {
         Ok(profile)
     }
 
+    /// The freeze kinds of [`Profile::freezes`] (unknown names were refused by the checks).
+    pub fn freeze_kinds(&self) -> Vec<FreezeKind> {
+        self.freezes
+            .iter()
+            .filter_map(|k| FreezeKind::parse(k.get_ref()))
+            .collect()
+    }
+
+    fn check_freezes(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        for (i, kind) in self.freezes.iter().enumerate() {
+            let fail = |msg: String| {
+                ConfigError::at(file, text, Some(kind.span()), format!("freezes[{i}]"), msg)
+            };
+            if FreezeKind::parse(kind.get_ref()).is_none() {
+                let known: Vec<&str> = FreezeKind::ALL.iter().map(|k| k.name()).collect();
+                return Err(fail(format!(
+                    "unknown freeze kind {:?}; known: {}",
+                    kind.get_ref(),
+                    known.join(", ")
+                )));
+            }
+            if self.protocol != ProfileProtocol::Dlt645_2007 {
+                return Err(fail(format!(
+                    "freezes are DL/T 645-2007 records; a {} profile has none",
+                    self.protocol_name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn check(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        self.check_freezes(file, text)?;
         if self.points.is_empty() {
             return Err(ConfigError::at(
                 file,

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use meter_protocols::Decimal;
 use meter_protocols::dlt645::catalog::{DiInfo, DiSpec, decode_payload, lookup};
+use meter_protocols::dlt645::freeze::{FreezeKind, record_of};
 use meter_protocols::dlt645::{
     Address, DataIdentifier, ErrorWord, Function, Request as DltRequest, Response as DltResponse,
     Version,
@@ -56,6 +57,9 @@ enum Kind {
     Dlt645 {
         version: Version,
         served: BTreeSet<DataIdentifier>,
+        /// The frozen histories it keeps (its profile's `freezes`): every record of these
+        /// kinds is served, 1..=depth.
+        freezes: Vec<FreezeKind>,
     },
     Modbus {
         points: Vec<ModbusPoint>,
@@ -125,7 +129,7 @@ impl SimMeter {
             };
             let mut served = BTreeSet::new();
             let always: &[&str] = match version {
-                Version::V2007 => &["04000101", "04000102", "04000401"],
+                Version::V2007 => &["04000101", "04000102", "04000401", "04000B01"],
                 Version::V1997 => &["C010", "C011"],
             };
             let dis = profile
@@ -139,7 +143,11 @@ impl SimMeter {
                     served.extend(items(info).into_iter().map(|s| s.di));
                 }
             }
-            Kind::Dlt645 { version, served }
+            Kind::Dlt645 {
+                version,
+                served,
+                freezes: profile.freeze_kinds(),
+            }
         } else {
             let points = profile
                 .points
@@ -199,10 +207,14 @@ impl SimMeter {
         di: DataIdentifier,
         t: UnixMillis,
     ) -> Option<(Vec<u8>, Vec<TruthValue>)> {
-        let Kind::Dlt645 { served, .. } = &self.kind else {
+        let Kind::Dlt645 {
+            served, freezes, ..
+        } = &self.kind
+        else {
             return None;
         };
-        if !served.contains(&di) {
+        let frozen = record_of(di).is_some_and(|(kind, _)| freezes.contains(&kind));
+        if !served.contains(&di) && !frozen {
             return None;
         }
         let mut payload = Vec::new();

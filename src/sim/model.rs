@@ -85,7 +85,8 @@ fn energy_parts(base: &str) -> Option<(&str, u8)> {
     Some((kind, t))
 }
 
-/// The instant a quantity's `@settlement-N` / `@daily-N` suffix refers to, and the base name.
+/// The instant a quantity's `@settlement-N` / `@daily-N` / `@hourly-N` suffix refers to, and
+/// the base name: the meter froze its registers at that instant.
 fn period(quantity: &str, t: UnixMillis) -> (&str, UnixMillis) {
     let Some((base, suffix)) = quantity.split_once('@') else {
         return (quantity, t);
@@ -95,6 +96,11 @@ fn period(quantity: &str, t: UnixMillis) -> (&str, UnixMillis) {
         (base, start_of_month(t, n - 1))
     } else if let Some(n) = suffix.strip_prefix("daily-").and_then(n) {
         (base, start_of_day(t) - i64::from(n - 1) * MS_PER_DAY)
+    } else if let Some(n) = suffix.strip_prefix("hourly-").and_then(n) {
+        (
+            base,
+            t.div_euclid(MS_PER_HOUR) * MS_PER_HOUR - i64::from(n - 1) * MS_PER_HOUR,
+        )
     } else {
         (base, t)
     }

@@ -108,6 +108,22 @@ impl fmt::Display for FreezeKind {
     }
 }
 
+/// Which record an identifier of [`FreezeKind::stamp_di`] or [`FreezeKind::value_dis`]
+/// reads: (kind, n); `None` for any other identifier.
+pub fn record_of(di: DataIdentifier) -> Option<(FreezeKind, u8)> {
+    let DataIdentifier::V2007(v) = di else {
+        return None;
+    };
+    let kind = match v & 0xFFFF_FF00 {
+        0x0506_0000 | 0x0506_0100 | 0x0506_0200 => FreezeKind::Daily,
+        0x0504_0000 | 0x0504_0100 | 0x0504_0200 => FreezeKind::Hourly,
+        0x0001_FF00 | 0x0002_FF00 => FreezeKind::Monthly,
+        _ => return None,
+    };
+    let n = (v & 0xFF) as u8;
+    (1..=kind.depth()).contains(&n).then_some((kind, n))
+}
+
 /// A quantity name without its snapshot suffix: `energy.active.import.total@daily-3` →
 /// `energy.active.import.total`. A freeze record names its values plainly; the record's kind
 /// and stamp say which snapshot they are.

@@ -70,6 +70,22 @@ fn identifiers_of_the_nth_record() {
 }
 
 #[test]
+fn record_of_inverts_the_identifiers() {
+    for kind in FreezeKind::ALL {
+        for n in 1..=kind.depth() {
+            for di in kind.stamp_di(n).into_iter().chain(kind.value_dis(n)) {
+                assert_eq!(record_of(di), Some((kind, n)), "{di:?}");
+            }
+        }
+    }
+    assert_eq!(record_of(DataIdentifier::V2007(0x0506_0000)), None);
+    assert_eq!(record_of(DataIdentifier::V2007(0x0506_003F)), None);
+    assert_eq!(record_of(DataIdentifier::V2007(0x0001_FF00)), None);
+    assert_eq!(record_of(DataIdentifier::V2007(0x0001_0000)), None);
+    assert_eq!(record_of(DataIdentifier::V1997(0x9010)), None);
+}
+
+#[test]
 fn every_record_identifier_is_in_the_catalogue() {
     use crate::dlt645::catalog::lookup;
     for kind in FreezeKind::ALL {

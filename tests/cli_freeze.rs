@@ -1,0 +1,243 @@
+//! `meterd read --freeze`: the built binary reads the simulator's frozen records (on a
+//! simulated clock pinned to a known instant) and prints them as `meterd.freeze.v1` records,
+//! each under the meter's own stamp, each value exactly the simulator's frozen register.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use meterd::clock::{days_from_civil, parse_rfc3339};
+use meterd::sim::model::MeterModel;
+use meterd::sim::{SimConfig, SimHandle, Simulator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meterd");
+const ADDR: &str = "000000000001";
+const SEED: u64 = 7;
+const MS_PER_DAY: i64 = 86_400_000;
+
+async fn sim(profile: &str) -> SimHandle {
+    let text = format!(
+        r#"
+[clock]
+start = "2026-12-07T08:00:00Z"
+speed = 1.0
+[[port]]
+name = "dlt"
+tcp = "127.0.0.1:0"
+[[port.meter]]
+protocol = "dlt645-2007"
+address = "{ADDR}"
+profile = "{profile}"
+seed = {SEED}
+"#
+    );
+    let config = SimConfig::from_text(Path::new("test.toml"), &text).unwrap();
+    Simulator::start(config).await.unwrap()
+}
+
+async fn meterd(args: &[&str]) -> Output {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("meterd hung")
+        .expect("meterd did not start")
+}
+
+fn read_args<'a>(tcp: &'a str, kind: &'a str, last: &'a str) -> Vec<&'a str> {
+    vec![
+        "read",
+        "--tcp",
+        tcp,
+        "--protocol",
+        "dlt645-2007",
+        "--address",
+        ADDR,
+        "--freeze",
+        kind,
+        "--last",
+        last,
+        "--utc-offset",
+        "+00:00",
+        "--json",
+    ]
+}
+
+/// The value of `quantity` in record `v` as the JSON number's f64 (serde_json::Value parses
+/// numbers as f64; the exact digits are checked in the raw text by [`exact`]).
+fn number(v: &serde_json::Value, quantity: &str) -> f64 {
+    let value = v["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["quantity"] == quantity)
+        .unwrap_or_else(|| panic!("{quantity} missing in {v}"));
+    assert_eq!(value["quality"], "good", "{value}");
+    value["value"].as_f64().unwrap()
+}
+
+/// Checks `quantity` against the model's register `want` (exact text): the f64 agrees and
+/// the output holds the meter's digits (`6459.50`, not `6459.5`).
+fn exact(stdout: &[u8], record: &serde_json::Value, quantity: &str, want: String) {
+    assert_eq!(
+        number(record, quantity),
+        want.parse::<f64>().unwrap(),
+        "{quantity}"
+    );
+    let text = String::from_utf8_lossy(stdout);
+    assert!(
+        text.contains(&format!("\"value\": {want}")),
+        "{want} not verbatim in the output"
+    );
+}
+
+#[tokio::test]
+async fn daily_records_carry_their_stamps_and_the_frozen_registers() {
+    let sim = sim("dlt645-three-phase").await;
+    let tcp = sim.local_addr("dlt").unwrap().to_string();
+    let out = meterd(&read_args(&tcp, "daily", "3")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records.len(), 3);
+    let model = MeterModel::new(SEED, ADDR.into());
+    let today = days_from_civil(2026, 12, 7) * MS_PER_DAY;
+    for (i, r) in records.iter().enumerate() {
+        let day = 7 - i;
+        assert_eq!(r["schema"], "meterd.freeze.v1");
+        assert_eq!(r["kind"], "daily");
+        assert_eq!(r["backfill"], false);
+        assert_eq!(r["frozen_at"], format!("2026-12-0{day}T00:00:00+00:00"));
+        assert_eq!(
+            r["id"],
+            format!("local/{ADDR}/daily/2026-12-0{day}T00:00+00:00")
+        );
+        // The stamp and the two energy blocks, each the evidence of this record only.
+        assert_eq!(r["frames"].as_array().unwrap().len(), 3, "{r}");
+        let frozen = today - i as i64 * MS_PER_DAY;
+        for (kind, name) in [("active.import", "import"), ("active.export", "export")] {
+            for (t, tariff) in [(0u8, "total"), (1, "t1"), (4, "t4")] {
+                let want = model.energy(kind, t, 2, frozen).to_string();
+                exact(
+                    &out.stdout,
+                    r,
+                    &format!("energy.active.{name}.{tariff}"),
+                    want,
+                );
+            }
+        }
+        // No snapshot suffix and no stamp item among the values.
+        for v in r["values"].as_array().unwrap() {
+            let q = v["quantity"].as_str().unwrap();
+            assert!(!q.contains('@') && !q.starts_with("freeze."), "{q}");
+        }
+    }
+    assert!(parse_rfc3339(records[0]["read_at"].as_str().unwrap()).is_some());
+    let schema = freeze_schema();
+    for r in &records {
+        let errors: Vec<String> = schema.iter_errors(r).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{r}");
+    }
+}
+
+/// docs/schema/freeze.v1.json, the contract's schema of a freeze record.
+fn freeze_schema() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/freeze.v1.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+#[tokio::test]
+async fn hourly_and_monthly_records() {
+    let sim = sim("dlt645-three-phase").await;
+    let tcp = sim.local_addr("dlt").unwrap().to_string();
+    let out = meterd(&read_args(&tcp, "hourly", "2")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records[0]["frozen_at"], "2026-12-07T08:00:00+00:00");
+    assert_eq!(records[1]["frozen_at"], "2026-12-07T07:00:00+00:00");
+    let model = MeterModel::new(SEED, ADDR.into());
+    let eight = days_from_civil(2026, 12, 7) * MS_PER_DAY + 8 * 3_600_000;
+    let want = model
+        .energy("active.import", 0, 2, eight - 3_600_000)
+        .to_string();
+    exact(&out.stdout, &records[1], "energy.active.import.total", want);
+
+    // Monthly: the simulator settles on the 1st at 00:00 (04000B01 = 0100).
+    let out = meterd(&read_args(&tcp, "monthly", "2")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records[0]["frozen_at"], "2026-12-01T00:00:00+00:00");
+    assert_eq!(records[1]["frozen_at"], "2026-11-01T00:00:00+00:00");
+    assert_eq!(
+        records[1]["id"],
+        format!("local/{ADDR}/monthly/2026-11-01T00:00+00:00")
+    );
+    let nov = days_from_civil(2026, 11, 1) * MS_PER_DAY;
+    let want = model.energy("active.import", 2, 2, nov).to_string();
+    exact(&out.stdout, &records[1], "energy.active.import.t2", want);
+}
+
+#[tokio::test]
+async fn a_meter_without_the_records_fails_and_bad_requests_are_refused() {
+    // The single-phase profile keeps no hourly records: every value is bad, exit 1.
+    let sim = sim("dlt645-single-phase").await;
+    let tcp = sim.local_addr("dlt").unwrap().to_string();
+    let out = meterd(&read_args(&tcp, "hourly", "1")).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = meterd(&read_args(&tcp, "daily", "63")).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("keeps 1..=62 daily records"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut args = read_args(&tcp, "daily", "1");
+    args[4] = "dlt645-1997";
+    let out = meterd(&args).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1997 meters keep no freeze records"));
+    // The table names the kind, the meter and the stamp.
+    let out = meterd(&[
+        "read",
+        "--tcp",
+        &tcp,
+        "--protocol",
+        "dlt645-2007",
+        "--address",
+        ADDR,
+        "--freeze",
+        "daily",
+        "--utc-offset",
+        "+08:00",
+    ])
+    .await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.starts_with(&format!(
+            "daily freeze of meter {ADDR}, frozen at 2026-12-07T00:00:00+08:00"
+        )),
+        "{table}"
+    );
+}
