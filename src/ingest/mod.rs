@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
-pub use outbox::{MemoryOutbox, Outbox, Pending};
+pub use outbox::{MemoryOutbox, MessageKind, Outbox, Pending};
 pub use register_memory::{MeterRegisters, RegisterMemory, RegisterStore};
 pub use sizing::{check_spool_room, largest_reading};
 pub use spool_outbox::{FreshRows, HeldAcks, SpoolOutbox};

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 
 /// One reading waiting in the outbox: the spool's own row type, so rows pass from the spool
 /// to the uplink unchanged.
-pub use crate::spool::Pending;
+pub use crate::spool::{MessageKind, Pending};
 
 /// A store of readings not yet acknowledged by the broker.
 ///
@@ -56,8 +56,18 @@ impl MemoryOutbox {
                 seq,
                 id: id.to_owned(),
                 payload,
+                kind: MessageKind::Reading,
             },
         );
+        rowid
+    }
+
+    /// Append a freeze record (`meterd.freeze.v1` JSON, keyed by `id`); returns its rowid.
+    pub fn push_freeze(&mut self, meter: &str, id: &str, payload: Vec<u8>) -> i64 {
+        let rowid = self.push(meter, 0, id, payload);
+        if let Some(row) = self.rows.get_mut(&rowid) {
+            row.kind = MessageKind::Freeze;
+        }
         rowid
     }
 

@@ -73,6 +73,7 @@
 //! The on-disk schema is in [`schema`].
 
 mod error;
+pub mod freezes;
 mod packing;
 pub mod schema;
 
@@ -93,6 +94,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 pub use error::SpoolError;
 
+use crate::clock::rfc3339_millis;
 use crate::reading::{Quality, ReadingBatch, ValueData};
 
 /// SQLite's page cache per spool, in KiB (SQLite's default is 2,000 KiB). The spool is written
@@ -201,19 +203,41 @@ pub struct AppendedRows {
     pub acked: usize,
 }
 
-/// A stored batch not yet acknowledged.
+/// What a stored message is (the uplink publishes each kind on its own topic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageKind {
+    /// A reading batch (`meterd.reading.v1`), numbered by `seq`.
+    #[default]
+    Reading,
+    /// A freeze record (`meterd.freeze.v1`), keyed by its stamp; `seq` is 0.
+    Freeze,
+}
+
+impl MessageKind {
+    fn from_column(v: i64) -> MessageKind {
+        if v == 1 {
+            MessageKind::Freeze
+        } else {
+            MessageKind::Reading
+        }
+    }
+}
+
+/// A stored message not yet acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     /// Position in the outbox: the key for [`Spool::ack`].
     pub rowid: i64,
     /// Meter id (for the topic).
     pub meter: String,
-    /// The batch's `seq`.
+    /// The batch's `seq` (0 for a freeze record).
     pub seq: u64,
-    /// The batch's `id`.
+    /// The message's `id`.
     pub id: String,
-    /// The `meterd.reading.v1` JSON to publish.
+    /// The JSON to publish.
     pub payload: Vec<u8>,
+    /// Reading or freeze record.
+    pub kind: MessageKind,
 }
 
 /// Spool totals.
@@ -295,17 +319,103 @@ fn delete_rows(
     let mut freed: u64 = 0;
     // A lookup and a plain delete rather than `DELETE … RETURNING`: RETURNING builds and
     // drops a temporary table per statement (see `append_rows_acking`).
-    let mut size = tx.prepare_cached("SELECT bytes FROM outbox WHERE row_id = ?1")?;
+    let mut size = tx.prepare_cached("SELECT bytes, kind, id FROM outbox WHERE row_id = ?1")?;
     let mut del = tx.prepare_cached("DELETE FROM outbox WHERE row_id = ?1")?;
+    let mut delivered: Option<String> = None;
     for rowid in rowids {
-        let Some(b) = size.query_row([rowid], |r| r.get::<_, i64>(0)).optional()? else {
+        let Some((b, kind, id)) = size
+            .query_row([rowid], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?
+        else {
             continue;
         };
+        if MessageKind::from_column(kind) == MessageKind::Freeze {
+            let at = delivered.get_or_insert_with(|| rfc3339_millis(SystemTime::now()));
+            freezes::mark_delivered(tx, &id, at)?;
+        }
         del.execute([rowid])?;
         freed += to_u64(b);
         n += 1;
     }
     Ok((n, freed))
+}
+
+/// What [`drop_oldest`] deleted.
+#[derive(Debug, Default)]
+struct Freed {
+    /// Rows of any kind, and their bytes.
+    rows: u64,
+    bytes: u64,
+    /// Reading batches among them (counted as drops per meter), and their bytes.
+    batches: u64,
+    batch_bytes: u64,
+}
+
+/// The overflow policy within `tx`: deletes the oldest rows until `need` bytes fit in
+/// `max_bytes`. A dropped reading is counted per meter (a `seq` gap); a dropped freeze record
+/// goes back to "not delivered" in the ledger, so back-fill reads it from the meter again.
+fn drop_oldest(
+    tx: &rusqlite::Transaction<'_>,
+    need: u64,
+    max_bytes: u64,
+) -> Result<Freed, rusqlite::Error> {
+    let mut freed = Freed::default();
+    if need <= max_bytes {
+        return Ok(freed);
+    }
+    let mut per_meter: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut victims = Vec::new();
+    let mut requeued: Vec<String> = Vec::new();
+    {
+        let mut oldest =
+            tx.prepare_cached("SELECT row_id, meter, bytes, kind, id FROM outbox ORDER BY row_id")?;
+        let mut it = oldest.query([])?;
+        while need.saturating_sub(freed.bytes) > max_bytes {
+            let Some(r) = it.next()? else {
+                break;
+            };
+            let bytes = to_u64(r.get(2)?);
+            victims.push(r.get::<_, i64>(0)?);
+            freed.rows += 1;
+            freed.bytes += bytes;
+            if MessageKind::from_column(r.get(3)?) == MessageKind::Freeze {
+                requeued.push(r.get(4)?);
+                continue;
+            }
+            freed.batches += 1;
+            freed.batch_bytes += bytes;
+            let e = per_meter.entry(r.get(1)?).or_default();
+            e.0 += 1;
+            e.1 += bytes;
+        }
+    }
+    let mut del = tx.prepare_cached("DELETE FROM outbox WHERE row_id = ?1")?;
+    for rowid in victims {
+        del.execute([rowid])?;
+    }
+    for id in &requeued {
+        freezes::forget_stored(tx, id)?;
+    }
+    if !requeued.is_empty() {
+        tracing::warn!(
+            records = requeued.len(),
+            "spool full: the oldest freeze records were dropped unsent; back-fill reads them again"
+        );
+    }
+    let mut count = tx.prepare_cached(
+        "UPDATE meters SET dropped_batches = dropped_batches + ?2, \
+         dropped_bytes = dropped_bytes + ?3 WHERE meter = ?1",
+    )?;
+    for (meter, (n, b)) in &per_meter {
+        count.execute(params![meter, to_i64(*n), to_i64(*b)])?;
+    }
+    Ok(freed)
 }
 
 /// Adds the noted in-memory drops to `meters` within `tx` (a meter not numbered yet gets the
@@ -691,53 +801,11 @@ impl Spool {
 
         // 2. Acknowledged rows go, then overflow: drop the oldest until the new batches fit.
         let (acked, acked_bytes) = delete_rows(&tx, acks).map_err(sql)?;
-        let mut freed_batches: u64 = 0;
-        let mut freed_bytes: u64 = 0;
         let need = self
             .bytes
             .saturating_sub(acked_bytes)
             .saturating_add(new_bytes);
-        if need > self.opts.max_bytes {
-            let mut per_meter: HashMap<String, (u64, u64)> = HashMap::new();
-            let mut oldest = tx
-                .prepare_cached("SELECT row_id, meter, bytes FROM outbox ORDER BY row_id")
-                .map_err(sql)?;
-            let mut victims = Vec::new();
-            let mut it = oldest.query([]).map_err(sql)?;
-            while need.saturating_sub(freed_bytes) > self.opts.max_bytes {
-                let Some(r) = it.next().map_err(sql)? else {
-                    break;
-                };
-                let rowid: i64 = r.get(0).map_err(sql)?;
-                let meter: String = r.get(1).map_err(sql)?;
-                let bytes = to_u64(r.get(2).map_err(sql)?);
-                victims.push(rowid);
-                freed_batches += 1;
-                freed_bytes += bytes;
-                let e = per_meter.entry(meter).or_default();
-                e.0 += 1;
-                e.1 += bytes;
-            }
-            drop(it);
-            drop(oldest);
-            let mut del = tx
-                .prepare_cached("DELETE FROM outbox WHERE row_id = ?1")
-                .map_err(sql)?;
-            for rowid in victims {
-                del.execute([rowid]).map_err(sql)?;
-            }
-            let mut count = tx
-                .prepare_cached(
-                    "UPDATE meters SET dropped_batches = dropped_batches + ?2, \
-                     dropped_bytes = dropped_bytes + ?3 WHERE meter = ?1",
-                )
-                .map_err(sql)?;
-            for (meter, (n, b)) in &per_meter {
-                count
-                    .execute(params![meter, to_i64(*n), to_i64(*b)])
-                    .map_err(sql)?;
-            }
-        }
+        let freed = drop_oldest(&tx, need, self.opts.max_bytes).map_err(sql)?;
 
         // 3. Insert, and remember good energy registers.
         let mut appended = Vec::with_capacity(rows.len());
@@ -786,6 +854,7 @@ impl Spool {
                     seq: batch.seq,
                     id: batch.id.clone(),
                     payload,
+                    kind: MessageKind::Reading,
                 });
                 rowid += 1;
             }
@@ -797,16 +866,16 @@ impl Spool {
         self.depth = self
             .depth
             .saturating_sub(acked as u64)
-            .saturating_sub(freed_batches)
+            .saturating_sub(freed.rows)
             + appended.len() as u64;
-        self.bytes = need.saturating_sub(freed_bytes);
-        self.dropped_batches += freed_batches;
-        self.dropped_bytes += freed_bytes;
+        self.bytes = need.saturating_sub(freed.bytes);
+        self.dropped_batches += freed.batches;
+        self.dropped_bytes += freed.batch_bytes;
         self.dropped_in_memory += memory_dropped;
         self.memory_drops.clear();
         Ok(AppendedRows {
             rows: appended,
-            dropped: freed_batches,
+            dropped: freed.batches,
             acked,
         })
     }
@@ -821,7 +890,7 @@ impl Spool {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT row_id, meter, seq, id, bytes, encoding, payload FROM outbox \
+                "SELECT row_id, meter, seq, id, bytes, encoding, payload, kind FROM outbox \
                  WHERE row_id > ?1 ORDER BY row_id LIMIT ?2",
             )
             .map_err(sql)?;
@@ -842,6 +911,7 @@ impl Spool {
                     seq: to_u64(r.get(2)?),
                     id,
                     payload,
+                    kind: MessageKind::from_column(r.get(7)?),
                 }))
             })
             .map_err(sql)?;

@@ -257,6 +257,7 @@ impl Model {
                         seq: r.seq,
                         id: r.id.clone(),
                         payload: r.payload.clone(),
+                        kind: MessageKind::Reading,
                     })
                     .collect(),
             ),

@@ -16,7 +16,7 @@ use super::SpoolError;
 pub const APPLICATION_ID: i32 = 0x6d74_7264;
 
 /// The schema version this code writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Version 1. `outbox.row_id` is a plain rowid alias (no AUTOINCREMENT: that rewrites
 /// `sqlite_sequence`, one more page per commit); `Spool` keeps row ids increasing for its
@@ -58,6 +58,26 @@ ALTER TABLE outbox ADD COLUMN encoding INTEGER NOT NULL DEFAULT 0;  -- 0: JSON, 
 /// this counter is how they are seen. A constant default again rewrites no row.
 const MIGRATE_V2_TO_V3: &str = "
 ALTER TABLE meters ADD COLUMN dropped_in_memory INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Version 4: the outbox carries freeze records (`meterd.freeze.v1`) beside readings, told
+/// apart by `kind` (their `seq` is 0: a freeze is keyed by its stamp, not numbered), and the
+/// completeness ledger says, per meter and freeze kind and stamp, whether the record is stored
+/// (waiting for its PUBACK), delivered, or lost (fell out of the meter's history unread).
+/// Rows of a version 3 spool are readings (`kind` 0).
+const MIGRATE_V3_TO_V4: &str = "
+ALTER TABLE outbox ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;  -- 0: reading, 1: freeze record
+CREATE TABLE ledger (
+    meter      TEXT    NOT NULL,
+    kind       TEXT    NOT NULL,   -- daily | monthly | hourly
+    stamp      TEXT    NOT NULL,   -- the meter's stamp as in the record id: 2026-12-07T00:00+08:00
+    state      INTEGER NOT NULL,   -- 1 stored, 2 delivered, 3 lost
+    id         TEXT    NOT NULL,   -- the record id (for a lost one: the id it would have had)
+    updated_at TEXT    NOT NULL,   -- RFC 3339, gateway time of the last change
+    detail     TEXT,               -- why lost
+    PRIMARY KEY (meter, kind, stamp)
+) WITHOUT ROWID;
+CREATE INDEX ledger_by_id ON ledger (id);
 ";
 
 /// Checks the identity and version of an opened database, creates the schema in an empty one
@@ -120,6 +140,7 @@ fn migrate(conn: &mut Connection, path: &Path, mut version: i32) -> Result<(), S
         let step = match version {
             1 => MIGRATE_V1_TO_V2,
             2 => MIGRATE_V2_TO_V3,
+            3 => MIGRATE_V3_TO_V4,
             _ => {
                 return Err(SpoolError::Schema {
                     path: path.to_path_buf(),

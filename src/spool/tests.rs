@@ -776,6 +776,7 @@ fn a_version_2_spool_gets_an_in_memory_drop_counter_and_keeps_its_counts() {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
             "ALTER TABLE meters DROP COLUMN dropped_in_memory; \
+             ALTER TABLE outbox DROP COLUMN kind; DROP TABLE ledger; \
              UPDATE meters SET dropped_batches = 4, dropped_bytes = 400; \
              PRAGMA user_version = 2;",
         )
@@ -878,4 +879,26 @@ fn an_older_spool_readable_by_others_is_narrowed_and_a_wide_data_dir_only_warned
         warning.contains("0755") && warning.contains("data"),
         "{warning}"
     );
+}
+
+#[test]
+fn a_version_3_spool_keeps_its_readings_and_gets_the_freeze_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    {
+        let mut s = open(&path);
+        s.append("gw", vec![batch("m1", 3, "1")]).unwrap();
+        drop(s);
+        // Back to what meterd with schema version 3 left: no kind column, no ledger.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "ALTER TABLE outbox DROP COLUMN kind; DROP TABLE ledger; PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let s = open(&path);
+    let pending = s.pending(None, 10).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].kind, MessageKind::Reading);
+    assert_eq!(s.ledger("daily", "").unwrap(), []);
 }

@@ -71,7 +71,7 @@ use refusals::Refusals;
 
 use crate::config::MqttConfig;
 use crate::health::MeterHealth;
-use crate::ingest::Outbox;
+use crate::ingest::{MessageKind, Outbox};
 use crate::sync::lock;
 pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
@@ -485,8 +485,17 @@ impl<O: Outbox> Uplink<O> {
 
     /// `{prefix}/{gateway}/meters/{meter}/readings`.
     pub fn readings_topic(&self, meter: &str) -> String {
+        self.outbox_topic(meter, MessageKind::Reading)
+    }
+
+    /// The topic of an outbox row: `{prefix}/{gateway}/meters/{meter}/readings` or `…/freezes`.
+    pub fn outbox_topic(&self, meter: &str, kind: MessageKind) -> String {
+        let leaf = match kind {
+            MessageKind::Reading => "readings",
+            MessageKind::Freeze => "freezes",
+        };
         format!(
-            "{}/{}/meters/{meter}/readings",
+            "{}/{}/meters/{meter}/{leaf}",
             self.config.topic_prefix, self.gateway
         )
     }
@@ -922,7 +931,7 @@ impl<O: Outbox> Uplink<O> {
                     break;
                 }
             };
-            let topic = self.readings_topic(&row.meter);
+            let topic = self.outbox_topic(&row.meter, row.kind);
             match client.try_publish(topic, false, row.payload) {
                 Ok(()) => s.queued.push_back(Sent::Reading(rowid)),
                 Err(e) => {
@@ -959,7 +968,7 @@ impl<O: Outbox> Uplink<O> {
                 s.cursor = Some(row.rowid);
                 continue;
             }
-            let topic = self.readings_topic(&row.meter);
+            let topic = self.outbox_topic(&row.meter, row.kind);
             // Fixed header (5) + topic length (2) + topic + packet id (2) + payload.
             if 9 + topic.len() + row.payload.len() > self.config.max_packet_size {
                 error!(

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use super::*;
 use crate::health::MeterState;
 use crate::ingest::MemoryOutbox;
+use crate::reading::freeze::FreezeRecord;
 use crate::reading::{ExactNumber, Quality, ReadingBatch, ReadingValue, ValueData};
 
 type SharedOutbox = Arc<Mutex<MemoryOutbox>>;
@@ -270,6 +271,23 @@ fn batch(gw: &str, meter: &str, seq: u64, frames: usize) -> (String, Vec<u8>) {
     (b.id.clone(), serde_json::to_vec(&b).unwrap())
 }
 
+/// A daily freeze record of `meter` as the collector builds it.
+fn freeze_record(gw: &str, meter: &str) -> FreezeRecord {
+    use crate::reading::freeze::FreezeOrigin;
+    use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute};
+    let (_, payload) = batch(gw, meter, 1, 1);
+    let b: ReadingBatch = serde_json::from_slice(&payload).unwrap();
+    let origin = FreezeOrigin {
+        gateway: gw,
+        meter,
+        protocol: "dlt645-2007",
+        offset: crate::clock::UtcOffset::CHINA,
+        read_at: &b.read_at,
+    };
+    let stamp = LocalMinute::from_civil(2026, 12, 7, 0, 0);
+    FreezeRecord::new(&origin, FreezeKind::Daily, stamp, true, b.values, b.frames)
+}
+
 fn push(
     outbox: &SharedOutbox,
     handle: &UplinkHandle,
@@ -354,12 +372,20 @@ async fn publishes_deletes_on_puback_retains_statuses_and_matches_the_schemas() 
             push(&outbox, &handle, "gw-a", m, seq, 0);
         }
     }
+    // A freeze record goes out on its own topic, from the same outbox.
+    let freeze = freeze_record("gw-a", "m1");
+    outbox
+        .lock()
+        .unwrap()
+        .push_freeze("m1", &freeze.id, serde_json::to_vec(&freeze).unwrap());
+    handle.readings_added();
     assert!(
         wait_until(Duration::from_secs(10), || outbox
             .lock()
             .unwrap()
             .is_empty()
-            && sub.on("/readings").len() >= 120)
+            && sub.on("/readings").len() >= 120
+            && sub.on("/freezes").len() == 1)
         .await,
         "outbox left {}, received {}",
         outbox.lock().unwrap().len(),
@@ -367,7 +393,13 @@ async fn publishes_deletes_on_puback_retains_statuses_and_matches_the_schemas() 
     );
     let snap = handle.snapshot();
     assert_eq!(snap.state, ConnectionState::Connected);
-    assert_eq!(snap.acked, 120);
+    assert_eq!(snap.acked, 121);
+    let freezes = sub.on("/freezes");
+    assert_eq!(freezes[0].topic, "meterd/gw-a/meters/m1/freezes");
+    assert!(!freezes[0].retain);
+    assert_valid(&schema("freeze.v1.json"), &freezes[0].payload);
+    let got: FreezeRecord = serde_json::from_slice(&freezes[0].payload).unwrap();
+    assert_eq!(got, freeze);
     assert_eq!(snap.in_flight, 0);
     // Order per meter, topic per meter, payload as stored.
     let reading_schema = schema("reading.v1.json");
