@@ -1,0 +1,270 @@
+//! Reading one settlement record of a DL/T 645-2007 meter: find it by its stamp, then read
+//! its values, as a sans-IO exchange the bus task drives like a poll.
+//!
+//! A meter keeps its records as "n-th most recent", so the record wanted (the daily freeze
+//! stamped 2026-12-07 00:00) is found by reading stamps (`050600nn`) and stepping `n` with
+//! [`StampSearch`] until the stamp matches; then its value blocks are read at that `n`.
+//! Monthly settlement records carry no stamp: the caller names `n` and the instant (from the
+//! meter's settlement day). A record is complete only when every value read came back good;
+//! otherwise the outcome is a failure and the record stays missing, to be read again.
+//!
+//! Like [`super::Poll`] it never does I/O, never sleeps and never reads a clock.
+
+use meter_protocols::dlt645::catalog::decode_payload;
+use meter_protocols::dlt645::format::Value;
+use meter_protocols::dlt645::freeze::{
+    FreezeKind, LocalMinute, SearchStep, StampSearch, plain_quantity,
+};
+use meter_protocols::dlt645::{Address, DataIdentifier, ErrorWord, Response};
+
+use super::contract::{Reply, Step};
+use super::dlt645::{self, Outcome};
+use crate::reading::ReadingValue;
+
+/// What became of the read of one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FreezeOutcome {
+    /// The record: its `n` at the time of reading, its stamp (meter local time), its values
+    /// (named without snapshot suffix, all good) and the reply frames they came from (stamp
+    /// replies included).
+    Record {
+        /// The record's position (1 = most recent) when it was read.
+        n: u8,
+        /// The meter's stamp.
+        stamp: LocalMinute,
+        /// The frozen values.
+        values: Vec<ReadingValue>,
+        /// Every reply frame of the read, in order.
+        frames: Vec<Vec<u8>>,
+    },
+    /// The meter has not made the record yet (its newest record is older): try later.
+    NotYetFrozen,
+    /// The meter holds no such record and never will: it fell out of its history, or the
+    /// meter skipped the freeze (unpowered at the freeze time). The reason says which.
+    Lost(String),
+    /// The read did not complete (no reply, an error reply, a bad value): the record stays
+    /// missing and is read again later.
+    Failed(String),
+}
+
+/// Where the read is.
+#[derive(Debug, Clone)]
+enum State {
+    /// Reading record `n`'s stamp.
+    Stamp { search: StampSearch, n: u8 },
+    /// Reading the values of record `n` (stamp known): `next` indexes `kind.value_dis(n)`.
+    Values {
+        n: u8,
+        stamp: LocalMinute,
+        next: usize,
+    },
+    /// Finished.
+    Done(FreezeOutcome),
+}
+
+/// The read of one record of one meter.
+#[derive(Debug, Clone)]
+pub struct FreezeRead {
+    address: Address,
+    kind: FreezeKind,
+    state: State,
+    values: Vec<ReadingValue>,
+    frames: Vec<Vec<u8>>,
+}
+
+impl FreezeRead {
+    /// Reads the daily or hourly record of `meter` stamped `wanted`; `latest` is the newest
+    /// instant the meter should have frozen by its clock ([`meter_protocols::dlt645::freeze::latest_due`]),
+    /// which gives the first `n` to try. Monthly records have no stamp: use
+    /// [`FreezeRead::monthly`].
+    pub fn by_stamp(
+        address: Address,
+        kind: FreezeKind,
+        wanted: LocalMinute,
+        latest: LocalMinute,
+    ) -> FreezeRead {
+        let (search, step) = StampSearch::start(kind, wanted, latest);
+        let mut read = FreezeRead {
+            address,
+            kind,
+            state: State::Done(FreezeOutcome::NotYetFrozen),
+            values: Vec::new(),
+            frames: Vec::new(),
+        };
+        read.state = read.after_search(search, step);
+        read
+    }
+
+    /// Reads monthly settlement record `n` (1..=12), whose instant is `stamp` (computed from
+    /// the meter's settlement day: [`meter_protocols::dlt645::freeze::monthly_stamp`]).
+    pub fn monthly(address: Address, n: u8, stamp: LocalMinute) -> FreezeRead {
+        let kind = FreezeKind::Monthly;
+        let state = if (1..=kind.depth()).contains(&n) {
+            State::Values { n, stamp, next: 0 }
+        } else {
+            State::Done(FreezeOutcome::Lost(format!(
+                "the meter keeps {} monthly settlements; record {n} is gone",
+                kind.depth()
+            )))
+        };
+        FreezeRead {
+            address,
+            kind,
+            state,
+            values: Vec::new(),
+            frames: Vec::new(),
+        }
+    }
+
+    /// The kind of record read.
+    pub fn kind(&self) -> FreezeKind {
+        self.kind
+    }
+
+    /// The state after a search step: the next stamp read, or the values, or the end.
+    fn after_search(&self, search: StampSearch, step: SearchStep) -> State {
+        let depth = self.kind.depth();
+        match step {
+            SearchStep::Read(n) => State::Stamp { search, n },
+            SearchStep::Found(n) => State::Values {
+                n,
+                stamp: search.wanted(),
+                next: 0,
+            },
+            SearchStep::NotYetFrozen => State::Done(FreezeOutcome::NotYetFrozen),
+            SearchStep::OutOfHistory => State::Done(FreezeOutcome::Lost(format!(
+                "no longer in the meter's history ({depth} {} records kept)",
+                self.kind
+            ))),
+            SearchStep::Gap { older_at, .. } if older_at > depth => State::Done(
+                FreezeOutcome::Lost("older than the meter's first record".into()),
+            ),
+            SearchStep::Gap { newer_at, older_at } => State::Done(FreezeOutcome::Lost(format!(
+                "the meter has no record with this stamp (records {newer_at} and {older_at} \
+                 bracket it: the meter did not freeze, e.g. unpowered at the freeze time)"
+            ))),
+        }
+    }
+
+    /// The identifier read now, if the read is not finished.
+    fn current_di(&self) -> Option<DataIdentifier> {
+        match &self.state {
+            State::Stamp { n, .. } => self.kind.stamp_di(*n),
+            State::Values { n, next, .. } => self.kind.value_dis(*n).get(*next).copied(),
+            State::Done(_) => None,
+        }
+    }
+
+    /// The next request, or `None` when the read is finished.
+    pub fn next_step(&self) -> Option<Step> {
+        let di = self.current_di()?;
+        Some(dlt645::transaction(self.address, di, None).step().clone())
+    }
+
+    /// Feeds the verified reply to the current request (`raw`: its bytes, kept as evidence).
+    pub fn on_reply(&mut self, reply: &Reply, raw: &[u8]) {
+        let Some(di) = self.current_di() else {
+            return;
+        };
+        let Reply::Dlt645(frame) = reply else {
+            self.fail(format!("read {di}: not a DL/T 645 reply"));
+            return;
+        };
+        self.frames.push(raw.to_vec());
+        let state = std::mem::replace(&mut self.state, State::Done(FreezeOutcome::NotYetFrozen));
+        self.state = match state {
+            State::Stamp { mut search, n } => match stamp_in(frame, di) {
+                Ok(stamp) => {
+                    let step = search.observe(n, stamp);
+                    self.after_search(search, step)
+                }
+                Err(reason) => State::Done(FreezeOutcome::Failed(format!("read {di}: {reason}"))),
+            },
+            State::Values { n, stamp, next } => match dlt645::interpret(di, frame, None) {
+                Outcome::Values(values) => {
+                    if let Some(bad) = values.iter().find(|v| v.value.is_none()) {
+                        let reason = bad.reason.clone().unwrap_or_else(|| "no value".into());
+                        State::Done(FreezeOutcome::Failed(format!(
+                            "read {di}: {}: {reason}",
+                            bad.quantity
+                        )))
+                    } else {
+                        self.values.extend(values.into_iter().map(|mut v| {
+                            v.quantity = plain_quantity(&v.quantity).into();
+                            v
+                        }));
+                        if next + 1 < self.kind.value_dis(n).len() {
+                            State::Values {
+                                n,
+                                stamp,
+                                next: next + 1,
+                            }
+                        } else {
+                            State::Done(FreezeOutcome::Record {
+                                n,
+                                stamp,
+                                values: std::mem::take(&mut self.values),
+                                frames: std::mem::take(&mut self.frames),
+                            })
+                        }
+                    }
+                }
+                Outcome::More(_) => State::Done(FreezeOutcome::Failed(format!(
+                    "read {di}: the meter announced follow-up frames for a freeze block"
+                ))),
+                Outcome::Bad(reason) | Outcome::Foreign(reason) => {
+                    State::Done(FreezeOutcome::Failed(format!("read {di}: {reason}")))
+                }
+            },
+            done @ State::Done(_) => done,
+        };
+    }
+
+    /// The current request got no usable reply after its retries.
+    pub fn on_failure(&mut self, reason: &str) {
+        if let Some(di) = self.current_di() {
+            self.fail(format!("no reply to read {di}: {reason}"));
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.state = State::Done(FreezeOutcome::Failed(reason));
+    }
+
+    /// The outcome; a read given up before it finished is a failure.
+    pub fn finish(self) -> FreezeOutcome {
+        match self.state {
+            State::Done(outcome) => outcome,
+            _ => FreezeOutcome::Failed("the read was abandoned before it finished".into()),
+        }
+    }
+}
+
+/// The stamp a reply to stamp identifier `di` carries: `Ok(None)` when the meter says it has
+/// no such record (error reply "no requested data": a history shorter than its depth).
+fn stamp_in(
+    frame: &meter_protocols::dlt645::Dlt645Frame,
+    di: DataIdentifier,
+) -> Result<Option<LocalMinute>, String> {
+    match Response::from_frame(frame, di.version()).map_err(|e| format!("unusable reply: {e}"))? {
+        Response::ReadData {
+            di: got, payload, ..
+        } if got == di => {
+            let decoded = decode_payload(di, &payload);
+            match decoded.first().map(|d| &d.value) {
+                Some(Value::Time(t)) => LocalMinute::from_meter_time(t)
+                    .map(Some)
+                    .ok_or_else(|| format!("stamp {t} lacks a field")),
+                Some(other) => Err(format!("not a time stamp: {other}")),
+                None => Err("empty reply".into()),
+            }
+        }
+        Response::ReadData { di: got, .. } => Err(format!("reply for another DI ({got})")),
+        Response::Abnormal { error, .. } if error.0 & ErrorWord::NO_DATA != 0 => Ok(None),
+        Response::Abnormal { error, .. } => Err(format!("meter error {:02X}", error.0)),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;
