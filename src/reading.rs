@@ -195,6 +195,10 @@ pub struct ReadingBatch {
     /// poll (see [`TariffBlock`]). Known to the gateway only: not published, not stored.
     #[serde(skip)]
     pub tariff_blocks: Vec<TariffBlock>,
+    /// The meter's time zone, for comparing its clock with the gateway's (DL/T 645 meters
+    /// keep local time); `None`: UTC. Known to the gateway only: not published, not stored.
+    #[serde(skip)]
+    pub utc_offset: Option<crate::clock::UtcOffset>,
 }
 
 /// A register group (`energy.active.import`) read whole in one reply: a DL/T 645
@@ -225,6 +229,7 @@ impl ReadingBatch {
             values: Vec::new(),
             frames: Vec::new(),
             tariff_blocks: Vec::new(),
+            utc_offset: None,
         }
     }
 }

@@ -1,12 +1,14 @@
 //! `meterd read --freeze`: the built binary reads the simulator's frozen records (on a
 //! simulated clock pinned to a known instant) and prints them as `meterd.freeze.v1` records,
-//! each under the meter's own stamp, each value exactly the simulator's frozen register.
+//! each under the meter's own stamp, each value exactly the simulator's frozen register. The
+//! simulated meters keep China Standard Time, as real DL/T 645 meters do: the simulated clock
+//! stands at 2026-12-07T08:00Z, 16:00 on the meters' clocks.
 
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use meterd::clock::{days_from_civil, parse_rfc3339};
+use meterd::clock::{UtcOffset, days_from_civil, parse_rfc3339};
 use meterd::sim::model::MeterModel;
 use meterd::sim::{SimConfig, SimHandle, Simulator};
 
@@ -14,6 +16,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_meterd");
 const ADDR: &str = "000000000001";
 const SEED: u64 = 7;
 const MS_PER_DAY: i64 = 86_400_000;
+const MS_PER_HOUR: i64 = 3_600_000;
+
+/// The UTC instant of a moment on the meters' clocks (UTC+8).
+fn cst(year: i64, month: u32, day: u32, hour: i64) -> i64 {
+    days_from_civil(year, month, day) * MS_PER_DAY + (hour - 8) * MS_PER_HOUR
+}
+
+fn model() -> MeterModel {
+    MeterModel::new(SEED, ADDR.into()).with_offset(UtcOffset::CHINA)
+}
 
 async fn sim(profile: &str) -> SimHandle {
     let text = format!(
@@ -59,8 +71,6 @@ fn read_args<'a>(tcp: &'a str, kind: &'a str, last: &'a str) -> Vec<&'a str> {
         kind,
         "--last",
         last,
-        "--utc-offset",
-        "+00:00",
         "--json",
     ]
 }
@@ -102,17 +112,17 @@ async fn daily_records_carry_their_stamps_and_the_frozen_registers() {
     assert!(out.status.success(), "{stderr}");
     let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(records.len(), 3);
-    let model = MeterModel::new(SEED, ADDR.into());
-    let today = days_from_civil(2026, 12, 7) * MS_PER_DAY;
+    let model = model();
+    let today = cst(2026, 12, 7, 0);
     for (i, r) in records.iter().enumerate() {
         let day = 7 - i;
         assert_eq!(r["schema"], "meterd.freeze.v1");
         assert_eq!(r["kind"], "daily");
         assert_eq!(r["backfill"], false);
-        assert_eq!(r["frozen_at"], format!("2026-12-0{day}T00:00:00+00:00"));
+        assert_eq!(r["frozen_at"], format!("2026-12-0{day}T00:00:00+08:00"));
         assert_eq!(
             r["id"],
-            format!("local/{ADDR}/daily/2026-12-0{day}T00:00+00:00")
+            format!("local/{ADDR}/daily/2026-12-0{day}T00:00+08:00")
         );
         // The stamp and the two energy blocks, each the evidence of this record only.
         assert_eq!(r["frames"].as_array().unwrap().len(), 3, "{r}");
@@ -161,12 +171,11 @@ async fn hourly_and_monthly_records() {
         String::from_utf8_lossy(&out.stderr)
     );
     let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(records[0]["frozen_at"], "2026-12-07T08:00:00+00:00");
-    assert_eq!(records[1]["frozen_at"], "2026-12-07T07:00:00+00:00");
-    let model = MeterModel::new(SEED, ADDR.into());
-    let eight = days_from_civil(2026, 12, 7) * MS_PER_DAY + 8 * 3_600_000;
+    assert_eq!(records[0]["frozen_at"], "2026-12-07T16:00:00+08:00");
+    assert_eq!(records[1]["frozen_at"], "2026-12-07T15:00:00+08:00");
+    let model = model();
     let want = model
-        .energy("active.import", 0, 2, eight - 3_600_000)
+        .energy("active.import", 0, 2, cst(2026, 12, 7, 15))
         .to_string();
     exact(&out.stdout, &records[1], "energy.active.import.total", want);
 
@@ -178,13 +187,13 @@ async fn hourly_and_monthly_records() {
         String::from_utf8_lossy(&out.stderr)
     );
     let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(records[0]["frozen_at"], "2026-12-01T00:00:00+00:00");
-    assert_eq!(records[1]["frozen_at"], "2026-11-01T00:00:00+00:00");
+    assert_eq!(records[0]["frozen_at"], "2026-12-01T00:00:00+08:00");
+    assert_eq!(records[1]["frozen_at"], "2026-11-01T00:00:00+08:00");
     assert_eq!(
         records[1]["id"],
-        format!("local/{ADDR}/monthly/2026-11-01T00:00+00:00")
+        format!("local/{ADDR}/monthly/2026-11-01T00:00+08:00")
     );
-    let nov = days_from_civil(2026, 11, 1) * MS_PER_DAY;
+    let nov = cst(2026, 11, 1, 0);
     let want = model.energy("active.import", 2, 2, nov).to_string();
     exact(&out.stdout, &records[1], "energy.active.import.t2", want);
 }
@@ -225,7 +234,7 @@ async fn a_meter_without_the_records_fails_and_bad_requests_are_refused() {
         "--freeze",
         "daily",
         "--utc-offset",
-        "+08:00",
+        "+09:00",
     ])
     .await;
     let table = String::from_utf8_lossy(&out.stdout);
@@ -236,7 +245,7 @@ async fn a_meter_without_the_records_fails_and_bad_requests_are_refused() {
     );
     assert!(
         table.starts_with(&format!(
-            "daily freeze of meter {ADDR}, frozen at 2026-12-07T00:00:00+08:00"
+            "daily freeze of meter {ADDR}, frozen at 2026-12-07T00:00:00+09:00"
         )),
         "{table}"
     );

@@ -6,6 +6,7 @@
 
 pub mod clock_steps;
 pub mod exchange;
+pub mod freeze_collect;
 pub mod observer;
 mod pacing;
 pub mod schedule;

@@ -35,6 +35,7 @@ use tracing::Instrument;
 
 use super::clock_steps::ClockSteps;
 use super::exchange::{ExchangeStats, ExchangeTiming, char_time};
+use super::freeze_collect::{FreezeCollector, FreezeJob, FreezeSink};
 use super::observer::{AttemptReport, BusObserver, PollOutcome, PollResult, Unobserved};
 use super::pacing::Pacing;
 use super::schedule::{Cadence, Degradation, Due, Millis, PollScheduler};
@@ -64,6 +65,8 @@ pub struct BusOptions {
     /// The gateway's count of wall-clock steps (one for all buses, so that a step is counted
     /// once, by the first bus that sees it).
     pub clock_steps: Arc<ClockSteps>,
+    /// Freeze collection (the ledger, where records go, `[freeze]`); `None`: none.
+    pub freezes: Option<FreezeSink>,
 }
 
 impl BusOptions {
@@ -77,6 +80,7 @@ impl BusOptions {
             reopen_min: Duration::from_secs(1),
             reopen_max: Duration::from_secs(60),
             clock_steps: Arc::new(ClockSteps::new()),
+            freezes: None,
         }
     }
 }
@@ -222,6 +226,8 @@ pub struct Bus {
     /// Wire time of one character at the bus's baud rate (a serial device server's too): the
     /// exchange's absolute deadline allows the longest legal reply at this rate.
     char_time: Duration,
+    /// The meters' settlement records to read between polls, if any meter has freezes.
+    freezes: Option<FreezeCollector>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -282,7 +288,15 @@ impl Bus {
             });
         }
         let transport = Transport::for_bus(bus);
+        let freezes = options.freezes.clone().and_then(|sink| {
+            FreezeCollector::new(
+                sink,
+                &options.gateway,
+                meters.iter().map(|m| m.driver.as_ref()),
+            )
+        });
         Ok(Self {
+            freezes,
             name: bus.name.clone(),
             transport,
             meters,
@@ -540,6 +554,7 @@ impl Bus {
             let bad = result.values.len() - good;
             batch.values = result.values;
             batch.tariff_blocks = result.tariff_blocks;
+            batch.utc_offset = Some(driver.utc_offset());
             let answered = result.answered > 0;
             let degrade_after = self.degrade_after;
             let degradation = &mut self.meters.get_mut(m)?.degradation;
@@ -675,6 +690,11 @@ impl Bus {
                 continue;
             }
             let wake = scheduler.next_wakeup().unwrap_or(now + 60_000);
+            // Then a settlement record, if one is wanted, the budget allows it and it fits
+            // before the next poll.
+            if self.collect_freeze(wake - now).await {
+                continue;
+            }
             let wait = Duration::from_millis(u64::try_from((wake - now).max(1)).unwrap_or(1))
                 .min(Duration::from_secs(60));
             tokio::select! {
@@ -693,6 +713,72 @@ impl Bus {
                 },
             }
         }
+    }
+
+    /// Reads one settlement record if one is wanted and `room_ms` (until the next poll) holds
+    /// it; true when it used the bus.
+    async fn collect_freeze(&mut self, room_ms: Millis) -> bool {
+        let Some(collector) = self.freezes.as_mut() else {
+            return false;
+        };
+        if !self.transport.is_open() {
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        let Some(FreezeJob { info, mut read }) = collector.next(wall_ms(SystemTime::now()), now)
+        else {
+            return false;
+        };
+        // A record takes a few exchanges: stamp(s) and two value blocks, each up to a
+        // response timeout per attempt. It waits for a longer gap rather than delay a poll.
+        let need = self
+            .meters
+            .get(info.meter)
+            .map_or(Duration::from_secs(3), |m| {
+                (m.timing.response_timeout + Duration::from_millis(300)) * 4
+            });
+        if Duration::from_millis(u64::try_from(room_ms.max(0)).unwrap_or(0)) < need {
+            return false;
+        }
+        let started = tokio::time::Instant::now();
+        let span = tracing::info_span!("freeze", kind = %info.kind, stamp = %info.stamp);
+        let mut link_failed = false;
+        async {
+            while let Some(step) = read.next_step() {
+                match self.transact(info.meter, &step).await {
+                    Ok((reply, raw)) => read.on_reply(&reply, &raw),
+                    Err(f) => {
+                        link_failed = f.link;
+                        read.on_failure(&f.reason);
+                        break;
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        let outcome = read.finish();
+        let spent = started.elapsed();
+        let read_at = crate::clock::rfc3339_millis(SystemTime::now());
+        let evidence = self.options.evidence_frames;
+        let Some(collector) = self.freezes.as_mut() else {
+            return true;
+        };
+        if link_failed {
+            tracing::debug!("freeze read cut short by the link");
+        }
+        if let Some(event) = collector.done(
+            info,
+            outcome,
+            spent,
+            &read_at,
+            evidence,
+            tokio::time::Instant::now(),
+        ) {
+            // The receiver gone means the daemon is stopping.
+            let _ = collector.out().send(event).await;
+        }
+        true
     }
 
     async fn poll_due(

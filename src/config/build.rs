@@ -12,6 +12,8 @@ use std::path::Path;
 use meter_protocols::dlt645::DataIdentifier;
 use toml::Spanned;
 
+use crate::clock::UtcOffset;
+
 use super::profile::{Point, ProfileProtocol, WordOrder};
 use super::{
     BusConfig, ConfigError, MeterConfig, Parity, Profile, Protocol, Timing, TransportKind,
@@ -134,6 +136,8 @@ impl MeterConfig {
             timing: Timing::default(),
             max_registers: None,
             gap_fill: None,
+            utc_offset: UtcOffset::CHINA,
+            freezes: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod build;
 mod error;
+mod freeze;
 mod mqtt;
 pub mod profile;
 mod range;
@@ -18,10 +19,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use meter_protocols::dlt645::Address;
+use meter_protocols::dlt645::freeze::FreezeKind;
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
+use crate::clock::UtcOffset;
+
 pub use error::{ConfigError, parse_toml};
+pub use freeze::FreezeConfig;
 pub use mqtt::{BrokerUrl, MqttConfig, MqttProtocol, MqttSettingError};
 pub use profile::{Profile, ProfileSet};
 pub use service::ServiceConfig;
@@ -54,6 +59,9 @@ pub struct Config {
     /// The local diagnostics service (`[service]`): status page, `/api/status`, `/metrics`.
     #[serde(default)]
     pub service: ServiceConfig,
+    /// Collection of the meters' own settlement records (`[freeze]`).
+    #[serde(default)]
+    pub freeze: FreezeConfig,
     /// The buses and their meters.
     #[serde(default, rename = "bus")]
     pub buses: Vec<Spanned<BusConfig>>,
@@ -501,13 +509,54 @@ pub struct MeterConfig {
         deserialize_with = "range::opt_number::<_, _, 0, 125>"
     )]
     pub gap_fill: Option<u16>,
+    /// The meter's time zone: DL/T 645 meters keep local time, and their clock and freeze
+    /// stamps are read in it. Default `+08:00`, China Standard Time.
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset: UtcOffset,
+    /// The freeze kinds to collect from this meter (`daily`, `monthly`, `hourly`); default:
+    /// those its profile lists. `[]` collects none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freezes: Option<Vec<String>>,
 }
 
 fn default_interval() -> Duration {
     Duration::from_secs(60)
 }
 
+fn default_utc_offset() -> UtcOffset {
+    UtcOffset::CHINA
+}
+
 impl MeterConfig {
+    /// The freeze kinds collected from this meter: its own `freezes`, else its profile's.
+    pub fn freeze_kinds(&self, profile: &Profile) -> Vec<FreezeKind> {
+        match &self.freezes {
+            Some(kinds) => kinds.iter().filter_map(|k| FreezeKind::parse(k)).collect(),
+            None => profile.freeze_kinds(),
+        }
+    }
+
+    /// Checks `freezes`: known kinds, on a DL/T 645-2007 meter only.
+    fn check_freezes(&self) -> Result<(), String> {
+        let Some(kinds) = &self.freezes else {
+            return Ok(());
+        };
+        if let Some(bad) = kinds.iter().find(|k| FreezeKind::parse(k).is_none()) {
+            let known: Vec<&str> = FreezeKind::ALL.iter().map(|k| k.name()).collect();
+            return Err(format!(
+                "unknown freeze kind {bad:?}; known: {}",
+                known.join(", ")
+            ));
+        }
+        if !kinds.is_empty() && self.protocol != Protocol::Dlt645_2007 {
+            return Err(format!(
+                "freezes are DL/T 645-2007 records; a {} meter has none",
+                self.protocol.name()
+            ));
+        }
+        Ok(())
+    }
+
     /// The meter's id as published.
     pub fn effective_id(&self, bus: &str) -> String {
         if let Some(id) = &self.id {
@@ -697,6 +746,9 @@ impl Config {
                 }
                 if let Err(why) = profiles.for_meter(&meter.profile, meter.protocol) {
                     return Err(err(mspan, mkey("profile"), why));
+                }
+                if let Err(why) = meter.check_freezes() {
+                    return Err(err(mspan, mkey("freezes"), why));
                 }
                 if meter.interval < Duration::from_millis(100) {
                     return Err(err(

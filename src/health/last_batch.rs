@@ -308,6 +308,7 @@ impl LastBatch {
             values,
             frames: k.frames.iter().map(KeptFrame::text).collect(),
             tariff_blocks: Vec::new(),
+            utc_offset: None,
         })
     }
 }

@@ -182,7 +182,8 @@ fn check_tariffs(batch: &mut ReadingBatch) {
     }
 }
 
-/// Meter clock (`meter.date` + `meter.time`, as decoded from DL/T 645) vs gateway time.
+/// Meter clock (`meter.date` + `meter.time`, as decoded from DL/T 645, local time in the
+/// meter's zone: [`ReadingBatch::utc_offset`]) vs gateway time.
 fn check_clock(batch: &mut ReadingBatch, now: SystemTime, limit: Duration) {
     let text = |q: &str| {
         batch
@@ -197,9 +198,19 @@ fn check_clock(batch: &mut ReadingBatch, now: SystemTime, limit: Duration) {
     let (Some(date), Some(time)) = (text("meter.date"), text("meter.time")) else {
         return;
     };
-    // date: "2024-05-06 Mon" (weekday optional), time: "12:34:56".
+    // date: "2024-05-06 Mon" (weekday optional), time: "12:34:56", in the meter's zone.
     let date = date.split_whitespace().next().unwrap_or("");
-    let Ok(meter) = humantime::parse_rfc3339(&format!("{date}T{time}Z")) else {
+    let Ok(local) = humantime::parse_rfc3339(&format!("{date}T{time}Z")) else {
+        return;
+    };
+    let east = batch.utc_offset.map_or(0, |o| o.minutes());
+    let shift = Duration::from_secs(east.unsigned_abs() * 60);
+    let meter = if east >= 0 {
+        local.checked_sub(shift)
+    } else {
+        local.checked_add(shift)
+    };
+    let Some(meter) = meter else {
         return;
     };
     let off = match now.duration_since(meter) {
@@ -415,6 +426,32 @@ mod tests {
         ]);
         cfg.validate(&mut fine, |_| None, now);
         assert_eq!(quality(&fine, "meter.time").0, Quality::Good);
+    }
+
+    #[test]
+    fn a_meter_clock_is_read_in_the_meters_time_zone() {
+        let cfg = ValidationConfig::default();
+        let now = humantime::parse_rfc3339("2024-05-06T12:35:30Z").unwrap();
+        let china = |t: &str, offset: Option<crate::clock::UtcOffset>| {
+            let mut b = batch(vec![
+                text("meter.date", "2024-05-06 Mon"),
+                text("meter.time", t),
+            ]);
+            b.utc_offset = offset;
+            cfg.validate(&mut b, |_| None, now);
+            quality(&b, "meter.time")
+        };
+        // 20:35:25 China Standard Time is 12:35:25 UTC: on time.
+        let cst = Some(crate::clock::UtcOffset::CHINA);
+        assert_eq!(china("20:35:25", cst).0, Quality::Good);
+        // The same clock read as UTC would be 8 h off.
+        assert_eq!(china("20:35:25", None).0, Quality::Suspect);
+        // And a Chinese meter showing UTC is 8 h behind its own zone.
+        let (q, r) = china("12:35:25", cst);
+        assert_eq!(q, Quality::Suspect);
+        assert_eq!(r.unwrap(), "meter clock off by 28805 s (limit 10 s)");
+        let west: crate::clock::UtcOffset = "-05:30".parse().unwrap();
+        assert_eq!(china("07:05:25", Some(west)).0, Quality::Good);
     }
 
     #[test]

@@ -19,11 +19,13 @@ mod modbus;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use meter_protocols::dlt645::freeze::FreezeKind;
 use meter_protocols::dlt645::{Address, DataIdentifier, Version};
 use meter_protocols::modbus::plan::PollPlan;
 use meter_protocols::modbus::rtu;
 use thiserror::Error;
 
+use crate::clock::UtcOffset;
 use crate::config::profile::ProfileProtocol;
 use crate::config::{MeterConfig, Profile, Protocol};
 use crate::reading::{Label, Quality, ReadingValue, TariffBlock};
@@ -87,6 +89,10 @@ pub struct MeterDriver {
     modbus_points: Arc<[ModbusPoint]>,
     /// Shared like `modbus_points` (it depends only on them and the meter's caps).
     plan: Option<Arc<PollPlan>>,
+    /// The meter's time zone (its clock and freeze stamps are local time).
+    utc_offset: UtcOffset,
+    /// The freeze kinds collected from it.
+    freezes: Vec<FreezeKind>,
 }
 
 impl MeterDriver {
@@ -113,6 +119,8 @@ impl MeterDriver {
             transactions: Vec::new(),
             modbus_points: Arc::from([]),
             plan: None,
+            utc_offset: meter.utc_offset,
+            freezes: meter.freeze_kinds(profile),
         };
         match profile.protocol {
             ProfileProtocol::Dlt645_2007 | ProfileProtocol::Dlt645_1997 => {
@@ -167,6 +175,16 @@ impl MeterDriver {
     /// The meter's protocol.
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// The meter's time zone.
+    pub fn utc_offset(&self) -> UtcOffset {
+        self.utc_offset
+    }
+
+    /// The freeze kinds collected from this meter (its `freezes`, else its profile's).
+    pub fn freezes(&self) -> &[FreezeKind] {
+        &self.freezes
     }
 
     /// The DL/T 645 address (DL/T 645 meters only).

@@ -26,6 +26,7 @@
 //! faults = { no_reply = { every = 10 } }
 //! ```
 
+use crate::clock::UtcOffset;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -99,6 +100,14 @@ pub struct SimMeterConfig {
     /// Fault injection.
     #[serde(default)]
     pub faults: FaultsConfig,
+    /// The meter's time zone: its clock (`04000101`/`04000102`) and freeze stamps are local
+    /// time in it, as on a real DL/T 645 meter. Default `+08:00`, China Standard Time.
+    #[serde(default = "china")]
+    pub utc_offset: UtcOffset,
+}
+
+fn china() -> UtcOffset {
+    UtcOffset::CHINA
 }
 
 impl SimMeterConfig {

@@ -178,7 +178,7 @@ impl SimMeter {
             profile: profile.name.clone(),
             seed,
             preamble: config.preamble.min(4),
-            model: MeterModel::new(seed, number),
+            model: MeterModel::new(seed, number).with_offset(config.utc_offset),
             kind,
             faults: Mutex::new(FaultState::new(config.faults.clone(), seed)),
         }

@@ -17,7 +17,7 @@ use meter_protocols::Decimal;
 use meter_protocols::dlt645::format::{Format, MeterTime, Value};
 use meter_protocols::modbus::values::{RawValue, ValueType};
 
-use crate::clock::{UnixMillis, civil, days_from_civil, start_of_day, start_of_month};
+use crate::clock::{UnixMillis, UtcOffset, civil, days_from_civil, start_of_day, start_of_month};
 
 /// Energy registers count from this instant (2024-01-01T00:00:00Z) at the meter's rate.
 pub fn energy_epoch() -> UnixMillis {
@@ -86,24 +86,24 @@ fn energy_parts(base: &str) -> Option<(&str, u8)> {
 }
 
 /// The instant a quantity's `@settlement-N` / `@daily-N` / `@hourly-N` suffix refers to, and
-/// the base name: the meter froze its registers at that instant.
-fn period(quantity: &str, t: UnixMillis) -> (&str, UnixMillis) {
+/// the base name: the meter froze its registers at that instant, on its own wall clock
+/// (`offset_ms` east of UTC): its midnight, its whole hour, its first of the month.
+fn period(quantity: &str, t: UnixMillis, offset_ms: i64) -> (&str, UnixMillis) {
     let Some((base, suffix)) = quantity.split_once('@') else {
         return (quantity, t);
     };
     let n = |s: &str| s.parse::<u32>().ok().filter(|n| *n >= 1);
-    if let Some(n) = suffix.strip_prefix("settlement-").and_then(n) {
-        (base, start_of_month(t, n - 1))
+    let local = t + offset_ms;
+    let at = if let Some(n) = suffix.strip_prefix("settlement-").and_then(n) {
+        start_of_month(local, n - 1)
     } else if let Some(n) = suffix.strip_prefix("daily-").and_then(n) {
-        (base, start_of_day(t) - i64::from(n - 1) * MS_PER_DAY)
+        start_of_day(local) - i64::from(n - 1) * MS_PER_DAY
     } else if let Some(n) = suffix.strip_prefix("hourly-").and_then(n) {
-        (
-            base,
-            t.div_euclid(MS_PER_HOUR) * MS_PER_HOUR - i64::from(n - 1) * MS_PER_HOUR,
-        )
+        local.div_euclid(MS_PER_HOUR) * MS_PER_HOUR - i64::from(n - 1) * MS_PER_HOUR
     } else {
-        (base, t)
-    }
+        return (base, t);
+    };
+    (base, at - offset_ms)
 }
 
 fn quantise_round(x: f64, decimals: u8) -> i64 {
@@ -116,12 +116,26 @@ pub struct MeterModel {
     seed: u64,
     /// The meter number as 12 digits (DL/T 645 address, or the unit id padded).
     number: String,
+    /// The meter's time zone, milliseconds east of UTC: its clock shows local time.
+    offset_ms: i64,
 }
 
 impl MeterModel {
     /// A model for the meter with `seed`; `number` is what its address/number DIs report.
     pub fn new(seed: u64, number: String) -> Self {
-        Self { seed, number }
+        Self {
+            seed,
+            number,
+            offset_ms: 0,
+        }
+    }
+
+    /// The same meter keeping local time `offset` east of UTC.
+    pub fn with_offset(self, offset: UtcOffset) -> Self {
+        Self {
+            offset_ms: offset.minutes() * 60_000,
+            ..self
+        }
     }
 
     /// Rated active power in mW: 0.2 to 3.0 kW, from the seed.
@@ -254,7 +268,7 @@ impl MeterModel {
     /// The value a DL/T 645 meter reports for catalogue item `quantity` of `format` at `t`,
     /// quantised to the format. Never fails: unknown quantities report zero of their format.
     pub fn dlt645_value(&self, quantity: &str, format: Format, t: UnixMillis) -> Value {
-        let (base, at) = period(quantity, t);
+        let (base, at) = period(quantity, t, self.offset_ms);
         match format {
             Format::Bcd {
                 digits,
@@ -275,7 +289,7 @@ impl MeterModel {
                 let (value, when) = self.max_demand(base, at);
                 Value::Demand {
                     value: fit_digits(value, 6, false),
-                    time: meter_time(when),
+                    time: meter_time(when + self.offset_ms),
                 }
             }
             Format::Number(n) => {
@@ -301,7 +315,7 @@ impl MeterModel {
             }),
             time_format => {
                 // Keep only the fields the format carries.
-                let full = Value::Time(meter_time(at));
+                let full = Value::Time(meter_time(at + self.offset_ms));
                 match time_format.encode(&full) {
                     Some(bytes) => time_format.decode(&bytes),
                     None => full,
@@ -323,7 +337,7 @@ impl MeterModel {
         scale: Option<Decimal>,
         t: UnixMillis,
     ) -> RawValue {
-        let (base, at) = period(quantity, t);
+        let (base, at) = period(quantity, t, self.offset_ms);
         let kilo = if matches!(unit, "W" | "VA" | "var" | "Wh" | "varh" | "VAh") {
             1000
         } else {

@@ -20,7 +20,7 @@ const DAY: i64 = 86_400_000;
 fn sim_meter(profile: &str) -> SimMeter {
     let text = format!(
         "[[port]]\nname = \"p\"\ntcp = \"127.0.0.1:0\"\n[[port.meter]]\nprotocol = \"dlt645-2007\"\n\
-         address = \"{ADDR}\"\nprofile = \"{profile}\"\nseed = {SEED}\n"
+         address = \"{ADDR}\"\nprofile = \"{profile}\"\nseed = {SEED}\nutc_offset = \"Z\"\n"
     );
     let config = SimConfig::from_text(Path::new("t.toml"), &text).unwrap();
     let meter = config.ports[0].meters[0].get_ref().clone();
@@ -66,7 +66,7 @@ fn at(day: u32, hour: u32) -> LocalMinute {
     LocalMinute::from_civil(2026, 12, day, hour, 0)
 }
 
-/// Simulated time 2026-12-07 08:30 UTC (the simulated meters keep UTC).
+/// Simulated time 2026-12-07 08:30 UTC (this simulated meter keeps UTC: `utc_offset = "Z"`).
 fn now() -> i64 {
     parse_rfc3339("2026-12-07T08:30:00Z").unwrap()
 }

@@ -1,0 +1,336 @@
+//! Freeze collection on one bus: which settlement record of which meter to read next, in the
+//! gaps between polls, at a bounded share of bus time.
+//!
+//! For every meter with freeze kinds (its profile's `freezes`), the collector knows which
+//! records are due at the meter's local time (daily: each midnight, plus `[freeze] delay`;
+//! hourly: each whole hour; monthly: each settlement day), how far back to look
+//! (`backfill_days` and friends, never deeper than the meter keeps), and asks the
+//! [`FreezeBook`] (the ledger, kept above the bus) which of them are already stored,
+//! delivered or lost. The newest due record goes first, the moment it is due; then the
+//! missing ones, oldest first (they fall out of the meter's history first), each marked as a
+//! back-fill. A failed read is tried again after [`RETRY_AFTER`]; a record the meter has not
+//! made yet, after [`NOT_YET_RETRY`].
+//!
+//! Bus time: the bus task asks only when no poll or one-shot read is waiting and the next poll
+//! is far enough away; a token bucket keeps freeze reads under `bus_share_percent` of the
+//! wall time (bursts up to [`BURST`] of it).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meter_protocols::dlt645::Address;
+use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute, latest_due, monthly_stamp};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::clock::UtcOffset;
+use crate::config::FreezeConfig;
+use crate::meter::MeterDriver;
+use crate::meter::freeze_read::{FreezeOutcome, FreezeRead};
+use crate::reading::freeze::{FreezeOrigin, FreezeRecord};
+
+/// A failed read (no reply, an error reply) is tried again after this long.
+pub const RETRY_AFTER: Duration = Duration::from_secs(10 * 60);
+/// A record the meter has not made yet (its clock is behind) is asked for again after this.
+pub const NOT_YET_RETRY: Duration = Duration::from_secs(60);
+/// The token bucket's size: how much freeze time may be spent in one go after a quiet spell.
+pub const BURST: Duration = Duration::from_secs(30);
+
+/// What the ledger knows of a record (implemented above the bus, by ingest).
+pub trait FreezeBook: Send + Sync {
+    /// Whether the record of `meter` of `kind` stamped `stamp` (as in its id:
+    /// `2026-12-07T00:00+08:00`) needs no reading: stored, delivered or lost.
+    fn settled(&self, meter: &str, kind: FreezeKind, stamp: &str) -> bool;
+}
+
+/// What the collector hands up.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FreezeEvent {
+    /// A complete record, to be stored and published.
+    Record(FreezeRecord),
+    /// A record that can never be read: it fell out of the meter's history, or the meter
+    /// skipped the freeze.
+    Lost {
+        /// Meter id.
+        meter: String,
+        /// Freeze kind.
+        kind: FreezeKind,
+        /// The id the record would have had.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where the bus's freeze work goes, and the ledger it consults.
+#[derive(Clone)]
+pub struct FreezeSink {
+    /// The ledger.
+    pub book: Arc<dyn FreezeBook>,
+    /// Records and losses, to ingest.
+    pub out: mpsc::Sender<FreezeEvent>,
+    /// `[freeze]`.
+    pub config: FreezeConfig,
+}
+
+impl std::fmt::Debug for FreezeSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FreezeSink")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which record of which meter a read is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobInfo {
+    /// The meter's index on the bus.
+    pub meter: usize,
+    /// Freeze kind.
+    pub kind: FreezeKind,
+    /// The stamp wanted (meter local time).
+    pub stamp: LocalMinute,
+    /// Read later than its normal collection.
+    pub backfill: bool,
+}
+
+/// One record to read: which one, and the read itself.
+#[derive(Debug)]
+pub struct FreezeJob {
+    /// Which record.
+    pub info: JobInfo,
+    /// The sans-IO read.
+    pub read: FreezeRead,
+}
+
+/// A meter's freeze plan.
+#[derive(Debug)]
+struct MeterPlan {
+    id: String,
+    protocol: &'static str,
+    address: Address,
+    offset: UtcOffset,
+    kinds: Vec<FreezeKind>,
+}
+
+/// The freeze collection state of one bus.
+pub struct FreezeCollector {
+    sink: FreezeSink,
+    gateway: String,
+    meters: Vec<Option<MeterPlan>>,
+    /// Records not to ask for before the given time (failed, not made yet, or handed up and
+    /// not in the ledger yet).
+    hold: HashMap<(usize, FreezeKind, LocalMinute), Instant>,
+    /// Bus time (ms) freeze reads may still spend now; negative after a read that took more
+    /// than was left (the debt is paid before the next read).
+    tokens_ms: i64,
+    refilled: Instant,
+}
+
+impl std::fmt::Debug for FreezeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FreezeCollector")
+            .field("meters", &self.meters.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FreezeCollector {
+    /// A collector for `drivers` (in bus order); `None` when no meter has freeze kinds.
+    pub fn new<'a>(
+        sink: FreezeSink,
+        gateway: &str,
+        drivers: impl Iterator<Item = &'a MeterDriver>,
+    ) -> Option<FreezeCollector> {
+        let meters: Vec<Option<MeterPlan>> = drivers
+            .map(|d| {
+                let address = d.address()?;
+                (!d.freezes().is_empty()).then(|| MeterPlan {
+                    id: d.id().to_owned(),
+                    protocol: d.protocol().name(),
+                    address,
+                    offset: d.utc_offset(),
+                    kinds: d.freezes().to_vec(),
+                })
+            })
+            .collect();
+        meters.iter().any(Option::is_some).then(|| FreezeCollector {
+            tokens_ms: 5_000,
+            refilled: Instant::now(),
+            sink,
+            gateway: gateway.to_owned(),
+            meters,
+            hold: HashMap::new(),
+        })
+    }
+
+    fn share(&self) -> f64 {
+        f64::from(self.sink.config.bus_share_percent.clamp(1, 100)) / 100.0
+    }
+
+    /// Adds the bus time earned since the last refill.
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled);
+        let earned = i64::try_from(elapsed.mul_f64(self.share()).as_millis()).unwrap_or(i64::MAX);
+        let cap = i64::try_from(BURST.as_millis()).unwrap_or(i64::MAX);
+        self.tokens_ms = self.tokens_ms.saturating_add(earned).min(cap);
+        self.refilled = now;
+    }
+
+    /// The record to read next at wall time `now_ms` (Unix milliseconds), if any is wanted
+    /// and the bus-time budget allows one now.
+    pub fn next(&mut self, now_ms: i64, now: Instant) -> Option<FreezeJob> {
+        self.refill(now);
+        if self.tokens_ms <= 0 {
+            return None;
+        }
+        self.hold.retain(|_, until| *until > now);
+        let cfg = self.sink.config.clone();
+        for (m, plan) in self.meters.iter().enumerate() {
+            let Some(plan) = plan else { continue };
+            let local = LocalMinute((now_ms.div_euclid(60_000)) + plan.offset.minutes());
+            for &kind in &plan.kinds {
+                let due = due_stamps(kind, local, &cfg);
+                let Some(&newest) = due.first() else { continue };
+                let wanted = |stamp: &LocalMinute| {
+                    !self.hold.contains_key(&(m, kind, *stamp))
+                        && !self.sink.book.settled(
+                            &plan.id,
+                            kind,
+                            &format!("{stamp}{}", plan.offset),
+                        )
+                };
+                // The newest on time; then the missing ones, oldest first.
+                let pick = if wanted(&newest) {
+                    Some((newest, false))
+                } else {
+                    due.iter().rev().find(|s| wanted(s)).map(|s| (*s, true))
+                };
+                let Some((stamp, backfill)) = pick else {
+                    continue;
+                };
+                let latest = latest_due(
+                    kind,
+                    local,
+                    cfg.daily_at_minute,
+                    (cfg.settlement_day, cfg.settlement_hour),
+                );
+                let read = match kind {
+                    FreezeKind::Monthly => {
+                        let n = due.iter().position(|s| *s == stamp).map_or(1, |i| i + 1);
+                        FreezeRead::monthly(plan.address, u8::try_from(n).unwrap_or(u8::MAX), stamp)
+                    }
+                    _ => FreezeRead::by_stamp(plan.address, kind, stamp, latest),
+                };
+                return Some(FreezeJob {
+                    info: JobInfo {
+                        meter: m,
+                        kind,
+                        stamp,
+                        backfill,
+                    },
+                    read,
+                });
+            }
+        }
+        None
+    }
+
+    /// Takes the outcome of the read of `job`, which took `spent` of bus time at wall time
+    /// `read_at` (RFC 3339); returns what to hand up, if anything.
+    pub fn done(
+        &mut self,
+        job: JobInfo,
+        outcome: FreezeOutcome,
+        spent: Duration,
+        read_at: &str,
+        evidence_frames: bool,
+        now: Instant,
+    ) -> Option<FreezeEvent> {
+        self.tokens_ms = self
+            .tokens_ms
+            .saturating_sub(i64::try_from(spent.as_millis()).unwrap_or(i64::MAX));
+        let plan = self.meters.get(job.meter)?.as_ref()?;
+        let key = (job.meter, job.kind, job.stamp);
+        let origin = FreezeOrigin {
+            gateway: &self.gateway,
+            meter: &plan.id,
+            protocol: plan.protocol,
+            offset: plan.offset,
+            read_at,
+        };
+        match outcome {
+            FreezeOutcome::Record {
+                stamp,
+                values,
+                frames,
+                ..
+            } => {
+                // Not asked for again while ingest stores it and the ledger learns it.
+                self.hold.insert(key, now + RETRY_AFTER);
+                let frames = if evidence_frames {
+                    frames.iter().map(|f| crate::hex_input::to_hex(f)).collect()
+                } else {
+                    Vec::new()
+                };
+                Some(FreezeEvent::Record(FreezeRecord::new(
+                    &origin,
+                    job.kind,
+                    stamp,
+                    job.backfill,
+                    values,
+                    frames,
+                )))
+            }
+            FreezeOutcome::Lost(reason) => {
+                self.hold.insert(key, now + RETRY_AFTER);
+                let id = FreezeRecord::new(&origin, job.kind, job.stamp, true, vec![], vec![]).id;
+                Some(FreezeEvent::Lost {
+                    meter: plan.id.clone(),
+                    kind: job.kind,
+                    id,
+                    reason,
+                })
+            }
+            FreezeOutcome::NotYetFrozen => {
+                self.hold.insert(key, now + NOT_YET_RETRY);
+                None
+            }
+            FreezeOutcome::Failed(reason) => {
+                tracing::debug!(meter = %plan.id, kind = %job.kind, stamp = %job.stamp, %reason, "freeze read failed; retried later");
+                self.hold.insert(key, now + RETRY_AFTER);
+                None
+            }
+        }
+    }
+
+    /// Where records and losses go.
+    pub fn out(&self) -> &mpsc::Sender<FreezeEvent> {
+        &self.sink.out
+    }
+}
+
+/// The stamps of `kind` due at the meter's local time `local`, newest first: every record the
+/// meter should have made by now (each freeze instant plus `delay`), back to the configured
+/// depth.
+pub fn due_stamps(kind: FreezeKind, local: LocalMinute, cfg: &FreezeConfig) -> Vec<LocalMinute> {
+    let delay = i64::try_from(cfg.delay.as_secs() / 60).unwrap_or(0);
+    let seen = LocalMinute(local.0 - delay);
+    let settlement = (cfg.settlement_day, cfg.settlement_hour);
+    let newest = latest_due(kind, seen, cfg.daily_at_minute, settlement);
+    match kind {
+        FreezeKind::Daily => (0..i64::from(cfg.backfill_days.min(kind.depth())))
+            .map(|k| LocalMinute(newest.0 - k * 1440))
+            .collect(),
+        FreezeKind::Hourly => (0..i64::from(cfg.backfill_hours.min(kind.depth())))
+            .map(|k| LocalMinute(newest.0 - k * 60))
+            .collect(),
+        FreezeKind::Monthly => (1..=cfg.backfill_months.min(kind.depth()))
+            .map(|n| monthly_stamp(seen, settlement, n))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
