@@ -39,9 +39,9 @@ pub const BURST: Duration = Duration::from_secs(30);
 
 /// What the ledger knows of a record (implemented above the bus, by ingest).
 pub trait FreezeBook: Send + Sync {
-    /// Whether the record of `meter` of `kind` stamped `stamp` (as in its id:
-    /// `2026-12-07T00:00+08:00`) needs no reading: stored, delivered or lost.
-    fn settled(&self, meter: &str, kind: FreezeKind, stamp: &str) -> bool;
+    /// Whether the record of `meter` of `kind` stamped `stamp` (the meter's local time)
+    /// needs no reading: stored, delivered or lost.
+    fn settled(&self, meter: &str, kind: FreezeKind, stamp: LocalMinute) -> bool;
 }
 
 /// What the collector hands up.
@@ -195,11 +195,7 @@ impl FreezeCollector {
                 let Some(&newest) = due.first() else { continue };
                 let wanted = |stamp: &LocalMinute| {
                     !self.hold.contains_key(&(m, kind, *stamp))
-                        && !self.sink.book.settled(
-                            &plan.id,
-                            kind,
-                            &format!("{stamp}{}", plan.offset),
-                        )
+                        && !self.sink.book.settled(&plan.id, kind, *stamp)
                 };
                 // The newest on time; then the missing ones, oldest first.
                 let pick = if wanted(&newest) {

@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{MessageKind, Pending, Spool, SpoolError, drop_oldest, to_i64};
+use super::{AppendedRows, MessageKind, Pending, Spool, SpoolError, drop_oldest, to_i64};
 use crate::clock::rfc3339_millis;
 use crate::reading::freeze::FreezeRecord;
 
@@ -98,9 +98,9 @@ impl Spool {
     /// stored in the ledger. A record the ledger already has as delivered is stored again all
     /// the same (its id is the same, the consumer keeps one) and stays delivered. Drops the
     /// oldest stored rows first if the records would not fit (see the module doc).
-    pub fn append_freezes(&mut self, records: &[FreezeRecord]) -> Result<Vec<Pending>, SpoolError> {
+    pub fn append_freezes(&mut self, records: &[FreezeRecord]) -> Result<AppendedRows, SpoolError> {
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Ok(AppendedRows::default());
         }
         self.restore_synchronous()?;
         let path = self.path.clone();
@@ -177,7 +177,12 @@ impl Spool {
         self.bytes = need.saturating_sub(freed.bytes);
         self.dropped_batches += freed.batches;
         self.dropped_bytes += freed.batch_bytes;
-        Ok(stored)
+        Ok(AppendedRows {
+            rows: stored,
+            // Any row deleted to make room: an in-memory queue of fresh rows must be dropped.
+            dropped: freed.rows,
+            acked: 0,
+        })
     }
 
     /// Notes that the record of `meter`, `kind`, `stamp` fell out of the meter's history

@@ -9,23 +9,23 @@ use crate::config::{MeterConfig, Profile, ProfileSet, Protocol};
 
 /// A ledger in memory: the stamps settled, per meter and kind.
 #[derive(Default)]
-struct Book(Mutex<HashSet<(String, FreezeKind, String)>>);
+struct Book(Mutex<HashSet<(String, FreezeKind, LocalMinute)>>);
 
 impl FreezeBook for Book {
-    fn settled(&self, meter: &str, kind: FreezeKind, stamp: &str) -> bool {
+    fn settled(&self, meter: &str, kind: FreezeKind, stamp: LocalMinute) -> bool {
         self.0
             .lock()
             .unwrap()
-            .contains(&(meter.to_owned(), kind, stamp.to_owned()))
+            .contains(&(meter.to_owned(), kind, stamp))
     }
 }
 
 impl Book {
-    fn settle(&self, meter: &str, kind: FreezeKind, stamp: &str) {
+    fn settle(&self, meter: &str, kind: FreezeKind, stamp: LocalMinute) {
         self.0
             .lock()
             .unwrap()
-            .insert((meter.to_owned(), kind, stamp.to_owned()));
+            .insert((meter.to_owned(), kind, stamp));
     }
 }
 
@@ -117,12 +117,12 @@ fn the_newest_goes_first_then_the_missing_oldest_first() {
         true,
         now,
     );
-    book.settle("000000000001", FreezeKind::Daily, "2026-12-07T00:00+08:00");
+    book.settle("000000000001", FreezeKind::Daily, day(7));
     let job = c.next(t, now).unwrap();
     assert_eq!((job.info.stamp, job.info.backfill), (day(4), true));
-    book.settle("000000000001", FreezeKind::Daily, "2026-12-04T00:00+08:00");
-    book.settle("000000000001", FreezeKind::Daily, "2026-12-05T00:00+08:00");
-    book.settle("000000000001", FreezeKind::Daily, "2026-12-06T00:00+08:00");
+    book.settle("000000000001", FreezeKind::Daily, day(4));
+    book.settle("000000000001", FreezeKind::Daily, day(5));
+    book.settle("000000000001", FreezeKind::Daily, day(6));
     assert!(c.next(t, now).is_none(), "everything settled");
 }
 

@@ -45,7 +45,7 @@ fn a_record_is_stored_published_as_a_freeze_and_delivered_on_ack() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir, 1 << 20);
     let r = record("m1", 7);
-    let stored = s.append_freezes(std::slice::from_ref(&r)).unwrap();
+    let stored = s.append_freezes(std::slice::from_ref(&r)).unwrap().rows;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].kind, MessageKind::Freeze);
     assert_eq!(stored[0].id, "gw/m1/daily/2026-12-07T00:00+08:00");
