@@ -20,7 +20,9 @@
 //! default baud (16 ms), cap each Modbus TCP bus at 50-57 polls/s), `--units-per-port N`
 //! (meters per simulator port and meterd bus; default 200, meters behind Modbus TCP gateways
 //! read one at a time; `1` gives each meter its own endpoint, like native Modbus TCP meters),
-//! `--evidence on|off` (meterd's `evidence_frames`; default on).
+//! `--evidence on|off` (meterd's `evidence_frames`; default on), `--trend QUANTITY` (meterd's
+//! `[service] trend_quantity`: `bench.q00` gives every meter a status-page sparkline, the most
+//! memory it can take; default unset: the bench profile has no `power.active.total`, so none).
 //! CPU is utime+stime from `/proc/PID/stat` (all threads, including exited ones), sampled
 //! after the warm-up and at the end; values are counted at the subscriber (QoS 1).
 //! `METERD_BIN=/path/to/meterd` runs another build of the daemon (and simulator) than this one.
@@ -64,6 +66,8 @@ struct Opts {
     units_per_port: usize,
     /// meterd's `evidence_frames` (default on: every reading carries its raw frames).
     evidence: bool,
+    /// meterd's `[service] trend_quantity`, when given.
+    trend: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -78,6 +82,7 @@ fn opts() -> Opts {
         turnaround: "0s".into(),
         units_per_port: 200,
         evidence: true,
+        trend: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -98,6 +103,7 @@ fn opts() -> Opts {
                     v => panic!("--evidence on|off, not {v:?}"),
                 }
             }
+            "--trend" => o.trend = Some(val()),
             "--units-per-port" => {
                 o.units_per_port = val().parse().expect("--units-per-port N");
                 assert!(o.units_per_port >= 1, "--units-per-port must be at least 1");
@@ -478,6 +484,9 @@ fn start_with(
         dir.join("data").display(),
         o.evidence
     );
+    if let Some(q) = &o.trend {
+        let _ = write!(cfg, "\n[service]\ntrend_quantity = \"{q}\"\n");
+    }
     for (b, port) in ports.iter().enumerate() {
         let n = (meters - b * o.units_per_port).min(o.units_per_port);
         let _ = write!(

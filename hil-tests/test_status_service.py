@@ -7,11 +7,8 @@ The tests read its service the way people do: `/api/status`, `meterd status` (ta
 --json), `/metrics` through the Python Prometheus parser, `POST /api/read` while polling,
 and the status page rendered by headless Chromium (DOM checked, screenshot saved).
 """
-import base64
 import json
 import os
-import select
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port, port_open, wait_for
+from headless import FLAGS, DevToolsPage, chromium
 
 INTERVAL_S = 2
 
@@ -359,72 +357,18 @@ def test_one_shot_read_during_polling_keeps_the_schedule(gateway, mosquitto):
     assert gateway.meters()["rtu-1"]["last_reading"]["values"]
 
 
-def chromium():
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("chromium missing: run hil-tests/setup")
-
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = FLAGS
 
 
 def live_page(url, wait_s):
-    """Opens `url` in headless Chromium driven over the DevTools pipe (fds 3/4, no network port),
-    lets the page run `wait_s` seconds (so its EventSource fills the live trace), and returns
-    the trace lines and a screenshot (PNG bytes)."""
-    to_chrome_r, to_chrome_w = os.pipe()
-    from_chrome_r, from_chrome_w = os.pipe()
-    profile = tempfile.mkdtemp(prefix="meterd-chromium-")
-    args = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
-            "--window-size=1280,900", url]
-    proc = subprocess.Popen(
-        ["bash", "-c", f"exec 3<&{to_chrome_r} 4>&{from_chrome_w}; exec {' '.join(map(shlex.quote, args))}"],
-        pass_fds=(to_chrome_r, from_chrome_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(to_chrome_r)
-    os.close(from_chrome_w)
-    state = {"buf": b"", "id": 0}
-
-    def call(method, params=None, session=None, timeout=30):
-        state["id"] += 1
-        msg = {"id": state["id"], "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        os.write(to_chrome_w, json.dumps(msg).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            while b"\0" in state["buf"]:
-                raw, state["buf"] = state["buf"].split(b"\0", 1)
-                reply = json.loads(raw)
-                if reply.get("id") == state["id"]:
-                    assert "error" not in reply, reply
-                    return reply["result"]
-            if select.select([from_chrome_r], [], [], 0.5)[0]:
-                state["buf"] += os.read(from_chrome_r, 1 << 20)
-        raise TimeoutError(method)
-
-    try:
-        targets = call("Target.getTargets")["targetInfos"]
-        page = next(t for t in targets if t["type"] == "page")
-        session = call("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True})["sessionId"]
+    """Opens `url` in headless Chromium driven over the DevTools pipe, lets the page run
+    `wait_s` seconds (so its EventSource fills the live trace), and returns the trace lines and
+    a screenshot (PNG bytes)."""
+    with DevToolsPage(url) as page:
         time.sleep(wait_s)
-        lines = call("Runtime.evaluate", {
-            "expression": "Array.from(document.getElementById('trace').childNodes).map(n => n.textContent)",
-            "returnByValue": True}, session)["result"]["value"]
-        call("Runtime.evaluate", {"expression": "document.getElementById('trace').scrollIntoView()"}, session)
-        png = base64.b64decode(call("Page.captureScreenshot", {"format": "png"}, session)["data"])
-        return lines, png
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        os.close(to_chrome_w)
-        os.close(from_chrome_r)
-        shutil.rmtree(profile, ignore_errors=True)
+        lines = page.evaluate("Array.from(document.getElementById('trace').childNodes).map(n => n.textContent)")
+        page.evaluate("document.getElementById('trace').scrollIntoView()")
+        return lines, page.screenshot()
 
 
 def test_status_page_in_headless_chromium(gateway, tmp_path):
@@ -463,7 +407,7 @@ def test_status_page_in_headless_chromium(gateway, tmp_path):
     assert any(" dlt dlt-1 rx " in line for line in lines), lines[:10]
     keep = os.environ.get("METERD_SCREENSHOT_DIR")
     if keep:
-        shutil.copy(shot, Path(keep) / "status-page.png")
+        # status-page.png is test_status_page.py's (the page's trouble at a glance).
         shutil.copy(live, Path(keep) / "status-page-live.png")
     print(f"status page screenshot: {shot}")
     print(f"status page with the live trace: {live} ({len(lines)} trace lines)")

@@ -251,11 +251,13 @@ impl Daemon {
             .collect::<Result<Vec<_>, _>>()?;
         // Ingest feeds the reading success book (poll outcomes as they arrive, each meter's
         // last batch once stored); the uplink publishes its rate in the gateway status.
-        let book = Arc::new(Mutex::new(SuccessBook::new(
+        let mut book = SuccessBook::new(
             meter_pairs(&buses)
                 .iter()
                 .map(|(b, m)| (b.as_str(), m.as_str())),
-        )));
+        );
+        book.set_trend_quantity(config.service.trend_quantity.as_deref());
+        let book = Arc::new(Mutex::new(book));
         let (uplink, uplink_task, pipeline) =
             start_uplink_and_ingest(&config, &spool, &views, &book, &starter, rx, &supervisor)?;
         let status_task = spawn_health_forwarder(&buses, &uplink, &supervisor);
@@ -305,8 +307,11 @@ impl Daemon {
     /// (live traces reconnect; the page refreshes itself).
     pub(crate) async fn refresh_service(&mut self, prepared: crate::service::Prepared) {
         let pairs = meter_pairs(&self.buses);
-        lock(&self.service_parts.book)
-            .set_meters(pairs.iter().map(|(b, m)| (b.as_str(), m.as_str())));
+        {
+            let mut book = lock(&self.service_parts.book);
+            book.set_meters(pairs.iter().map(|(b, m)| (b.as_str(), m.as_str())));
+            book.set_trend_quantity(self.config.service.trend_quantity.as_deref());
+        }
         if let Some(old) = self.service.take() {
             old.stop(Duration::from_millis(200)).await;
         }

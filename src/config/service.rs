@@ -41,6 +41,11 @@ pub struct ServiceConfig {
     /// Name the gateway's address here when listening on a non-loopback address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
+    /// The quantity whose last values the status page draws per meter as a sparkline (a
+    /// canonical name, docs/quantities.md); the service's default (`power.active.total`)
+    /// when not set. A meter whose profile lacks it draws none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend_quantity: Option<String>,
 }
 
 fn yes() -> bool {
@@ -65,6 +70,7 @@ impl Default for ServiceConfig {
             token_env: None,
             read_timeout: default_read_timeout(),
             allowed_hosts: Vec::new(),
+            trend_quantity: None,
         }
     }
 }

@@ -178,6 +178,7 @@ impl BusObserver for Mutex<BusHealth> {
     fn overruns(&self, meter: usize, overruns: u64, uptime: Duration) {
         lock(self).record(uptime, |s| {
             if let Some(m) = s.meters.get_mut(meter) {
+                m.recent.note_overruns(overruns.saturating_sub(m.overruns));
                 m.overruns = overruns;
             }
             s.overruns = s.meters.iter().map(|m| m.overruns).sum();

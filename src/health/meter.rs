@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::WireCounters;
+use super::recent::RecentTrouble;
 use crate::bus::observer::{AttemptReport, PollOutcome, PollResult};
 use crate::clock::rfc3339_millis;
 
@@ -57,6 +58,11 @@ pub struct MeterHealth {
     pub timeouts: u64,
     /// Wire counters of this meter's transactions (checksum errors, noise bytes, …).
     pub wire: WireCounters,
+    /// The last hour's polls, timeouts, checksum errors and skipped slots, with the time of
+    /// the last timeout and checksum error (116 bytes, fixed; not part of the published
+    /// shapes).
+    #[serde(skip)]
+    pub recent: RecentTrouble,
 }
 
 fn rfc3339_or_null<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
@@ -83,6 +89,7 @@ impl MeterHealth {
             overruns: 0,
             timeouts: 0,
             wire: WireCounters::default(),
+            recent: RecentTrouble::default(),
         }
     }
 
@@ -94,12 +101,17 @@ impl MeterHealth {
         if a.timed_out {
             self.timeouts += 1;
         }
+        self.recent.note_attempt(
+            a.timed_out,
+            a.wire.as_ref().map_or(0, |w| w.checksum_errors),
+        );
     }
 
     /// Records a poll as the bus reported it (state included: the bus decided it).
     pub fn record_poll(&mut self, o: &PollOutcome) {
         self.last_good_values = o.good_values;
         self.last_bad_values = o.bad_values;
+        self.recent.poll_ended(o.at);
         match &o.result {
             PollResult::LinkFailed(reason) => {
                 self.state = MeterState::Unreachable;
@@ -164,6 +176,33 @@ mod tests {
         m.record_poll(&outcome(PollResult::Answered, 0, false));
         assert_eq!((m.state, m.consecutive_failures), (MeterState::Ok, 0));
         assert_eq!((m.polls_ok, m.polls_failed), (1, 3));
+    }
+
+    #[test]
+    fn attempts_count_in_the_last_hour_at_their_polls_end() {
+        let mut m = MeterHealth::new("m", "dlt645-2007");
+        let o = outcome(PollResult::Answered, 0, false);
+        m.record_attempt(&AttemptReport {
+            retry: false,
+            busy: Duration::from_millis(40),
+            timed_out: false,
+            wire: Some(WireCounters {
+                checksum_errors: 1,
+                ..WireCounters::default()
+            }),
+        });
+        assert!(
+            !m.recent.had_errors_within_hour(o.at),
+            "placed at the poll's end"
+        );
+        m.record_poll(&o);
+        assert!(m.recent.had_errors_within_hour(o.at));
+        assert_eq!(
+            m.recent.last_checksum_error(),
+            Some(o.at - Duration::from_millis(234))
+        );
+        assert_eq!(m.recent.last_hour(o.at).checksum_errors, 1);
+        assert_eq!(m.recent.last_timeout(), None);
     }
 
     #[test]

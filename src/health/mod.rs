@@ -14,7 +14,9 @@
 mod bus;
 pub mod last_batch;
 mod meter;
+pub mod recent;
 pub mod success;
+pub mod trend;
 
 pub use bus::{BusHealth, LinkState, WireCounters};
 pub use meter::{MeterHealth, MeterState};

@@ -25,7 +25,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::last_batch::{LastBatch, Layouts};
-use crate::reading::{Quality, ReadingBatch};
+use super::trend::{DEFAULT_TREND_QUANTITY, Trend, TrendView};
+use crate::reading::{Label, Quality, ReadingBatch};
 
 /// Width of one bucket of the rolling window, in seconds.
 const BUCKET_S: u64 = 3_600;
@@ -130,6 +131,8 @@ struct MeterBook {
     ok: u64,
     last_ok: Option<u64>,
     last_batch: LastBatch,
+    /// The last values of the book's trend quantity (the page's sparkline).
+    trend: Trend,
 }
 
 /// `ring_last` of a ring that was never used.
@@ -153,6 +156,7 @@ impl MeterBook {
             ok: 0,
             last_ok: None,
             last_batch: LastBatch::default(),
+            trend: Trend::default(),
         }
     }
 
@@ -235,9 +239,39 @@ impl MeterBook {
         }
     }
 
+    /// The ring's buckets of the 24 hours up to `now`'s, oldest first (empty ones for hours
+    /// without polls).
+    fn hourly(&self, now: u64) -> [(u16, u16); BUCKETS] {
+        let current = u64::from(bucket_of(now));
+        let mut out = [(0, 0); BUCKETS];
+        if self.ring_last == NO_BUCKET {
+            return out;
+        }
+        let last = u64::from(self.ring_last);
+        let held = last.saturating_sub(BUCKETS as u64 - 1)..=last;
+        for (i, slot) in (0u64..).zip(out.iter_mut()) {
+            let Some(b) = (current + 1 + i).checked_sub(BUCKETS as u64) else {
+                continue;
+            };
+            if held.contains(&b) {
+                *slot = self.ring[b as usize % BUCKETS];
+            }
+        }
+        out
+    }
+
     fn read_within(&self, now: u64, window: u64) -> bool {
         self.last_ok.is_some_and(|t| now.saturating_sub(t) < window)
     }
+}
+
+/// One meter's polls of the last 24 hours, hour by hour (the page's success strip).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourlyStrip {
+    /// Start of the oldest hour (the strip's last hour is the current one).
+    pub from: SystemTime,
+    /// (polls, successful polls) of each hour, oldest first.
+    pub hours: [(u16, u16); BUCKETS],
 }
 
 /// Poll outcomes and last batches of every configured meter.
@@ -246,6 +280,8 @@ pub struct SuccessBook {
     meters: BTreeMap<String, MeterBook>,
     /// The label layouts the last batches share.
     layouts: Layouts,
+    /// The quantity each meter's trend follows; [`DEFAULT_TREND_QUANTITY`] when `None`.
+    trend_quantity: Option<Label>,
 }
 
 impl SuccessBook {
@@ -257,6 +293,27 @@ impl SuccessBook {
                 .map(|(bus, id)| (id.to_owned(), MeterBook::new(bus)))
                 .collect(),
             layouts: Layouts::default(),
+            trend_quantity: None,
+        }
+    }
+
+    /// The quantity the meters' trends follow.
+    pub fn trend_quantity(&self) -> &str {
+        self.trend_quantity
+            .as_deref()
+            .unwrap_or(DEFAULT_TREND_QUANTITY)
+    }
+
+    /// Makes the trends follow `quantity` (`None`: the default); a change starts every trend
+    /// over.
+    pub fn set_trend_quantity(&mut self, quantity: Option<&str>) {
+        let next = quantity.unwrap_or(DEFAULT_TREND_QUANTITY);
+        if next == self.trend_quantity() {
+            return;
+        }
+        self.trend_quantity = quantity.map(Label::from);
+        for m in self.meters.values_mut() {
+            m.trend.clear();
         }
     }
 
@@ -289,8 +346,13 @@ impl SuccessBook {
     /// Counts a scheduled poll's outcome (the daemon, as each batch arrives).
     pub fn count_poll(&mut self, batch: &ReadingBatch, now: SystemTime) {
         let ok = Self::is_success(batch);
+        let quantity = self
+            .trend_quantity
+            .as_deref()
+            .unwrap_or(DEFAULT_TREND_QUANTITY);
         if let Some(m) = self.meters.get_mut(&batch.meter) {
             m.record(ok, secs(now));
+            m.trend.add(batch, quantity, now);
         }
     }
 
@@ -318,6 +380,24 @@ impl SuccessBook {
     /// The last batch of `meter` (rebuilt from the compact copy the book keeps).
     pub fn last_batch(&self, meter: &str) -> Option<ReadingBatch> {
         self.meters.get(meter).and_then(|m| m.last_batch.get())
+    }
+
+    /// One meter's polls of the 24 hours up to `now`, hour by hour (`None` for an unknown
+    /// meter).
+    pub fn hourly(&self, meter: &str, now: SystemTime) -> Option<HourlyStrip> {
+        let m = self.meters.get(meter)?;
+        let t = secs(now);
+        let from = (t / BUCKET_S + 1).saturating_sub(BUCKETS as u64) * BUCKET_S;
+        Some(HourlyStrip {
+            from: UNIX_EPOCH + std::time::Duration::from_secs(from),
+            hours: m.hourly(t),
+        })
+    }
+
+    /// One meter's trend of [`SuccessBook::trend_quantity`] (`None` before its first batch
+    /// with it).
+    pub fn trend(&self, meter: &str) -> Option<TrendView> {
+        self.meters.get(meter)?.trend.view()
     }
 
     /// One meter's success at `now` (zeros for an unknown meter).
@@ -488,6 +568,46 @@ mod tests {
         // A read yesterday counts in the last 24 h, not today.
         let g = book.group(None, at(21 * DAY_S + 10));
         assert_eq!((g.today.meters_read, g.last_24h.meters_read), (0, 1));
+    }
+
+    #[test]
+    fn the_hourly_strip_ends_with_the_current_hour_and_rolls_over() {
+        let mut book = SuccessBook::new([("b", "m1")]);
+        let t = 40 * DAY_S + 10 * BUCKET_S;
+        book.record_poll(&batch("m1", true), at(t + 5));
+        book.record_poll(&batch("m1", false), at(t + 6));
+        book.record_poll(&batch("m1", true), at(t + 2 * BUCKET_S));
+        let s = book.hourly("m1", at(t + 2 * BUCKET_S + 30)).expect("m1");
+        assert_eq!(s.from, at(t + 2 * BUCKET_S - 23 * BUCKET_S));
+        assert_eq!(s.hours[23], (1, 1));
+        assert_eq!(s.hours[22], (0, 0));
+        assert_eq!(s.hours[21], (2, 1));
+        assert_eq!(s.hours.iter().filter(|h| h.0 > 0).count(), 2);
+        // 22 hours later the first hour is the strip's oldest; one more and it is gone.
+        let s = book.hourly("m1", at(t + 23 * BUCKET_S)).expect("m1");
+        assert_eq!((s.hours[0], s.hours[2]), ((2, 1), (1, 1)));
+        let s = book.hourly("m1", at(t + 24 * BUCKET_S)).expect("m1");
+        assert_eq!((s.hours[0], s.hours[1]), ((0, 0), (1, 1)));
+        // Two days without polls: an empty strip, still 24 hours wide.
+        let s = book.hourly("m1", at(t + 2 * DAY_S)).expect("m1");
+        assert_eq!(s.hours, [(0, 0); BUCKETS]);
+        assert!(book.hourly("zz", at(t)).is_none());
+    }
+
+    #[test]
+    fn the_trend_follows_the_chosen_quantity() {
+        let mut book = SuccessBook::new([("b", "m1")]);
+        assert_eq!(book.trend_quantity(), "power.active.total");
+        book.set_trend_quantity(Some("energy.active.import.total"));
+        book.record_poll(&batch("m1", true), at(5));
+        book.record_poll(&batch("m1", false), at(6));
+        let t = book.trend("m1").expect("a trend");
+        // The test batch's value is null: no good number, a gap each time.
+        assert_eq!((t.values.len(), t.unit.as_str()), (2, "kWh"));
+        book.set_trend_quantity(None);
+        assert_eq!(book.trend("m1"), None, "a new quantity starts over");
+        book.record_poll(&batch("m1", true), at(7));
+        assert_eq!(book.trend("m1"), None, "the batch has no power value");
     }
 
     #[test]

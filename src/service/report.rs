@@ -2,15 +2,20 @@
 //! and every meter with its success rates and last batch.
 //!
 //! This module owns the document's shape (also read back by `meterd status`, hence
-//! `Deserialize`). It takes numbers from the snapshots the daemon keeps and changes none.
+//! `Deserialize`). It takes numbers from the snapshots the daemon keeps and changes none. It
+//! also sorts them for the page's colours: each meter's `condition` ([`condition`]) and each
+//! bus's utilisation and overrun levels, against the thresholds below (docs/operations.md,
+//! "Reading the status page").
 
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use super::Handles;
-use crate::health::success::{GroupSuccess, MeterSuccess};
-use crate::health::{BusHealth, LinkState, MeterState, WireCounters};
+use crate::health::recent::HourCounts;
+use crate::health::success::{GroupSuccess, HourlyStrip, MeterSuccess};
+use crate::health::trend::TrendView;
+use crate::health::{BusHealth, LinkState, MeterHealth, MeterState, WireCounters};
 use crate::reading::{ReadingBatch, rfc3339_millis};
 use crate::sync::lock;
 use crate::uplink::{MeterDrops, SpoolSummary, UplinkSnapshot};
@@ -108,6 +113,15 @@ pub struct BusReport {
     pub overruns: u64,
     /// Share of time spent in transactions (0..1).
     pub utilisation: f64,
+    /// `utilisation` against [`UTILISATION_WARN`] and [`UTILISATION_BAD`].
+    #[serde(default)]
+    pub utilisation_level: Level,
+    /// Its meters' last hour, summed.
+    #[serde(default)]
+    pub last_hour: HourCounts,
+    /// The last hour's overruns against [`OVERRUN_SHARE_BAD`].
+    #[serde(default)]
+    pub overruns_level: Level,
     /// Reading success of its meters.
     pub success: GroupSuccess,
     /// Its meters.
@@ -125,6 +139,11 @@ pub struct MeterReport {
     pub protocol: String,
     /// ok, degraded or unreachable.
     pub state: String,
+    /// The page's reading of the meter at a glance (see [`condition`]): `ok`, `errors`
+    /// (timeouts or checksum errors in the last hour), `degraded`, `unreachable`,
+    /// `never_answered`, or `not_polled` (yet). Empty from an older daemon.
+    #[serde(default)]
+    pub condition: String,
     /// Last poll it answered (RFC 3339).
     pub last_success: Option<String>,
     /// The last failure's reason.
@@ -153,6 +172,21 @@ pub struct MeterReport {
     pub stale_bytes: u64,
     /// Valid frames that were not this meter's awaited reply.
     pub foreign_frames: u64,
+    /// Polls, timeouts, checksum errors and skipped slots of the last hour (to five minutes).
+    #[serde(default)]
+    pub last_hour: HourCounts,
+    /// When the last timeout was seen (the end of its poll).
+    #[serde(default)]
+    pub last_timeout_at: Option<String>,
+    /// When the last checksum error was seen (the end of its poll).
+    #[serde(default)]
+    pub last_checksum_error_at: Option<String>,
+    /// Scheduled polls of the last 24 hours, hour by hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hourly: Option<HourlyReport>,
+    /// The last values of the configured trend quantity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend: Option<TrendReport>,
     /// Reading success rates (scheduled polls only).
     pub success: MeterSuccess,
     /// The last batch (a scheduled poll once validated and stored, or a one-shot read), values
@@ -166,6 +200,90 @@ pub struct MeterReport {
     /// be written for too long), ever: not gaps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped_in_memory: Option<u64>,
+}
+
+/// 24 hourly buckets of one meter's scheduled polls, oldest first; the last is the current
+/// hour.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HourlyReport {
+    /// Start of the oldest hour (RFC 3339).
+    pub from: String,
+    /// Polls of each hour.
+    pub polls: Vec<u32>,
+    /// Polls with at least one good value, of each hour.
+    pub ok: Vec<u32>,
+}
+
+/// The last values of one quantity of one meter, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrendReport {
+    /// The quantity (`[service] trend_quantity`).
+    pub quantity: String,
+    /// Its unit.
+    pub unit: String,
+    /// When the newest value was taken (RFC 3339).
+    pub newest_at: String,
+    /// One a poll, at most 120; null for a poll without a good value.
+    pub values: Vec<Option<f32>>,
+}
+
+/// How a bus figure compares with its thresholds: green, amber, red on the page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Below the warning threshold.
+    #[default]
+    Ok,
+    /// At or above the warning threshold.
+    Warn,
+    /// At or above the alarm threshold.
+    Bad,
+}
+
+/// Bus utilisation from which the page shows amber: with more than 60 % of the time on the
+/// wire, a retry or a slow meter starts to push polls past their slots.
+pub const UTILISATION_WARN: f64 = 0.60;
+/// Bus utilisation from which the page shows red: the bus is nearly saturated, overruns are
+/// about to come (or have).
+pub const UTILISATION_BAD: f64 = 0.85;
+/// Share of the last hour's slots (polls + skipped) skipped from which the page shows overruns
+/// red; any skipped slot in the last hour shows amber.
+pub const OVERRUN_SHARE_BAD: f64 = 0.05;
+
+fn utilisation_level(u: f64) -> Level {
+    if u >= UTILISATION_BAD {
+        Level::Bad
+    } else if u >= UTILISATION_WARN {
+        Level::Warn
+    } else {
+        Level::Ok
+    }
+}
+
+fn overruns_level(h: &HourCounts) -> Level {
+    let slots = h.polls + h.overruns;
+    if h.overruns == 0 {
+        Level::Ok
+    } else if h.overruns as f64 >= OVERRUN_SHARE_BAD * slots as f64 {
+        Level::Bad
+    } else {
+        Level::Warn
+    }
+}
+
+/// A meter at a glance, worst first: `unreachable` (the link is down), `not_polled` (no poll
+/// ended yet), `never_answered` (polled, never answered: a wrong address or wiring, its own
+/// state rather than "ok, last success never"), `degraded` (the bus's rule), `errors` (it
+/// answers, but a timeout or a checksum error was seen in the last hour), `ok`.
+pub fn condition(m: &MeterHealth, now: SystemTime) -> &'static str {
+    match m.state {
+        MeterState::Unreachable => "unreachable",
+        _ if m.polls_ok == 0 && m.polls_failed == 0 => "not_polled",
+        _ if m.polls_ok == 0 => "never_answered",
+        MeterState::Degraded => "degraded",
+        MeterState::Ok if m.recent.had_errors_within_hour(now) => "errors",
+        MeterState::Ok => "ok",
+    }
 }
 
 fn state_name(s: MeterState) -> &'static str {
@@ -198,6 +316,19 @@ pub struct Snapshot {
     pub meters: Vec<Vec<(MeterSuccess, Option<ReadingBatch>)>>,
     /// Per meter drop counters from the spool, in bus then meter order.
     pub drops: Vec<Vec<Option<MeterDrops>>>,
+    /// Per meter hourly strip and trend, in bus then meter order.
+    pub views: Vec<Vec<MeterView>>,
+    /// The quantity the trends follow.
+    pub trend_quantity: String,
+}
+
+/// A meter's history for the page, from the success book.
+#[derive(Debug, Clone, Default)]
+pub struct MeterView {
+    /// The last 24 hours' polls, hour by hour.
+    pub hourly: Option<HourlyStrip>,
+    /// The last values of the trend quantity.
+    pub trend: Option<TrendView>,
 }
 
 impl Snapshot {
@@ -222,6 +353,19 @@ impl Snapshot {
                     .collect()
             })
             .collect();
+        let views = buses
+            .iter()
+            .map(|b| {
+                b.meters
+                    .iter()
+                    .map(|m| MeterView {
+                        hourly: book.hourly(&m.id, now),
+                        trend: book.trend(&m.id),
+                    })
+                    .collect()
+            })
+            .collect();
+        let trend_quantity = book.trend_quantity().to_owned();
         drop(book);
         let drops = buses
             .iter()
@@ -236,6 +380,8 @@ impl Snapshot {
             bus_success,
             meters,
             drops,
+            views,
+            trend_quantity,
         }
     }
 
@@ -276,10 +422,39 @@ impl Snapshot {
                     self.bus_success.get(i),
                     self.meters.get(i),
                     self.drops.get(i),
+                    &Extras {
+                        now: self.now,
+                        views: self.views.get(i),
+                        trend_quantity: &self.trend_quantity,
+                    },
                 )
             })
             .collect();
         StatusReport { gateway, buses }
+    }
+}
+
+/// What the page's additions need beside a bus's numbers.
+struct Extras<'a> {
+    now: SystemTime,
+    views: Option<&'a Vec<MeterView>>,
+    trend_quantity: &'a str,
+}
+
+fn hourly_report(s: &HourlyStrip) -> HourlyReport {
+    HourlyReport {
+        from: rfc3339_millis(s.from),
+        polls: s.hours.iter().map(|h| u32::from(h.0)).collect(),
+        ok: s.hours.iter().map(|h| u32::from(h.1)).collect(),
+    }
+}
+
+fn trend_report(t: &TrendView, quantity: &str) -> TrendReport {
+    TrendReport {
+        quantity: quantity.to_owned(),
+        unit: t.unit.clone(),
+        newest_at: rfc3339_millis(t.newest),
+        values: t.values.clone(),
     }
 }
 
@@ -288,7 +463,12 @@ fn bus_report(
     success: Option<&GroupSuccess>,
     meters: Option<&Vec<(MeterSuccess, Option<ReadingBatch>)>>,
     drops: Option<&Vec<Option<MeterDrops>>>,
+    extras: &Extras<'_>,
 ) -> BusReport {
+    let mut last_hour = HourCounts::default();
+    for m in &b.meters {
+        last_hour.add(&m.recent.last_hour(extras.now));
+    }
     let (link, link_error) = match &b.link {
         LinkState::Starting => ("starting", None),
         LinkState::Up => ("up", None),
@@ -321,6 +501,9 @@ fn bus_report(
         rx_bytes,
         overruns: b.overruns,
         utilisation: b.utilisation,
+        utilisation_level: utilisation_level(b.utilisation),
+        last_hour,
+        overruns_level: overruns_level(&last_hour),
         success: success.cloned().unwrap_or_default(),
         meters: b
             .meters
@@ -329,11 +512,13 @@ fn bus_report(
             .map(|(j, m)| {
                 let (s, last) = meters.and_then(|v| v.get(j)).cloned().unwrap_or_default();
                 let d = drops.and_then(|v| v.get(j)).copied().flatten();
+                let view = extras.views.and_then(|v| v.get(j));
                 MeterReport {
                     id: m.id.clone(),
                     bus: b.name.clone(),
                     protocol: m.protocol.to_owned(),
                     state: state_name(m.state).to_owned(),
+                    condition: condition(m, extras.now).to_owned(),
                     last_success: m.last_success.map(rfc3339_millis),
                     last_error: m.last_error.clone(),
                     consecutive_failures: m.consecutive_failures,
@@ -348,6 +533,13 @@ fn bus_report(
                     echo_bytes: m.wire.echo_bytes,
                     stale_bytes: m.wire.stale_bytes,
                     foreign_frames: m.wire.foreign_frames,
+                    last_hour: m.recent.last_hour(extras.now),
+                    last_timeout_at: m.recent.last_timeout().map(rfc3339_millis),
+                    last_checksum_error_at: m.recent.last_checksum_error().map(rfc3339_millis),
+                    hourly: view.and_then(|v| v.hourly.as_ref()).map(hourly_report),
+                    trend: view
+                        .and_then(|v| v.trend.as_ref())
+                        .map(|t| trend_report(t, extras.trend_quantity)),
                     success: s,
                     last_reading: last,
                     dropped: d.map(|d| d.dropped),
@@ -355,5 +547,70 @@ fn bus_report(
                 }
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::bus::observer::{AttemptReport, PollOutcome, PollResult};
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_795_777_200 + s)
+    }
+
+    fn poll(m: &mut MeterHealth, result: PollResult, s: u64, timed_out: bool) {
+        m.record_attempt(&AttemptReport {
+            retry: false,
+            busy: Duration::from_millis(50),
+            timed_out,
+            wire: None,
+        });
+        let failures = if result == PollResult::Answered { 0 } else { 1 };
+        m.record_poll(&PollOutcome {
+            at: at(s),
+            result,
+            error: None,
+            good_values: 1,
+            bad_values: 0,
+            consecutive_failures: failures,
+            degraded: false,
+        });
+    }
+
+    #[test]
+    fn a_meter_at_a_glance() {
+        let mut m = MeterHealth::new("m", "modbus-rtu");
+        assert_eq!(condition(&m, at(0)), "not_polled");
+        poll(&mut m, PollResult::Unanswered, 0, true);
+        assert_eq!(m.state, MeterState::Ok);
+        assert_eq!(condition(&m, at(1)), "never_answered");
+        // A timeout that a retry got over: the meter answers, amber for an hour.
+        poll(&mut m, PollResult::Answered, 10, true);
+        assert_eq!(condition(&m, at(11)), "errors");
+        assert_eq!(condition(&m, at(10 + 3_599)), "errors");
+        assert_eq!(condition(&m, at(10 + 3_600)), "ok");
+        m.state = MeterState::Degraded;
+        assert_eq!(condition(&m, at(10 + 3_600)), "degraded");
+        m.state = MeterState::Unreachable;
+        assert_eq!(condition(&m, at(10 + 3_600)), "unreachable");
+    }
+
+    #[test]
+    fn bus_levels_follow_the_thresholds() {
+        assert_eq!(utilisation_level(0.59), Level::Ok);
+        assert_eq!(utilisation_level(0.60), Level::Warn);
+        assert_eq!(utilisation_level(0.85), Level::Bad);
+        let hour = |polls, overruns| HourCounts {
+            polls,
+            overruns,
+            ..HourCounts::default()
+        };
+        assert_eq!(overruns_level(&hour(100, 0)), Level::Ok);
+        assert_eq!(overruns_level(&hour(100, 1)), Level::Warn);
+        assert_eq!(overruns_level(&hour(95, 5)), Level::Bad);
+        assert_eq!(overruns_level(&hour(0, 1)), Level::Bad);
     }
 }

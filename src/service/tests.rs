@@ -169,6 +169,37 @@ async fn status_metrics_read_and_trace_show_dead_noisy_and_good_meters() {
     assert_eq!(dead.success.today.ok, 0);
     assert_eq!(dead.success.today.rate, Some(0.0));
     assert!(dead.last_success.is_none());
+    // At a glance: the dead meter never answered, the noisy one answers with errors in the
+    // last hour; each has a 24-hour strip and a trend of its power.
+    assert_eq!(dead.condition, "never_answered");
+    assert_eq!(
+        (m("m1").condition.as_str(), noisy.condition.as_str()),
+        ("ok", "errors")
+    );
+    assert!(noisy.last_hour.checksum_errors > 0 && noisy.last_checksum_error_at.is_some());
+    assert!(dead.last_hour.timeouts >= 3 && dead.last_timeout_at.is_some());
+    for id in ["m1", "m3"] {
+        let hourly = m(id).hourly.as_ref().expect("24-hour strip");
+        assert_eq!((hourly.polls.len(), hourly.ok.len()), (24, 24));
+        let trend = m(id).trend.as_ref().expect("trend");
+        assert_eq!(trend.quantity, "power.active.total");
+    }
+    assert!(
+        m("m1")
+            .trend
+            .as_ref()
+            .is_some_and(|t| t.values.iter().all(Option::is_some))
+    );
+    assert!(
+        m("m3")
+            .trend
+            .as_ref()
+            .is_some_and(|t| t.values.iter().all(Option::is_none))
+    );
+    assert_eq!(
+        bus.last_hour.timeouts,
+        bus.meters.iter().map(|m| m.last_hour.timeouts).sum::<u64>()
+    );
     // Gateway KPI: meters read today / meters.
     let g = &report.gateway.success;
     assert_eq!(g.meters, 4);
