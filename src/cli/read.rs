@@ -113,8 +113,9 @@ pub fn run(args: &ReadArgs) -> ExitCode {
             return fail(
                 "read",
                 &format!(
-                    "no answer from meter {id}: {}",
-                    last_error.unwrap_or_else(|| "no reply".into())
+                    "no answer from meter {id}: {}; {}",
+                    last_error.unwrap_or_else(|| "no reply".into()),
+                    crate::meter::SILENT_METER_HINT
                 ),
                 1,
             );
