@@ -24,6 +24,7 @@ use crate::reading::ReadingBatch;
 
 /// Arguments of `meterd test`.
 #[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct TestArgs {
     /// Configuration file (its buses are opened here: stop the daemon first).
     #[arg(long)]
@@ -38,6 +39,22 @@ pub struct TestArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The verdicts and exit codes, under `meterd test --help`.
+const AFTER_HELP: &str = "\
+Each meter is read once through the daemon's own bus and driver code; every value is printed
+with its quality, then one verdict line per meter:
+  ok                      every value good
+  degraded                the meter answers; some values bad or suspect (the first reason shown)
+  wrong address           another DL/T 645 address answers read-address / a wildcard read, or
+                          another Modbus unit id answers (probed only after silence)
+  wrong protocol edition  a read of the other DL/T 645 edition (1997 <-> 2007) is answered
+  wrong word order        Modbus values absurd as configured, plausible with the words swapped
+  echo                    our own requests come back (set `echo = true` in the bus's timing)
+  no reply                nothing answers, not even the probes
+  link down               the port or device server cannot be opened
+Exit status: 0 when every meter is ok or degraded, 1 when one failed, 2 for a file that cannot
+be used or a selection with no meter.";
 
 /// One meter's result.
 #[derive(Debug, Serialize)]

@@ -4,7 +4,7 @@
 //! This module owns the rules, sans-IO like the drivers: the probes worth sending after a meter
 //! gave no reply at all ([`probes_after_silence`]: the other DL/T 645 edition at the configured
 //! address, read-address to `AAAAAAAAAAAA`, a wildcard DL/T 645-1997 read; for Modbus a few
-//! other unit ids), what a probe's reply means ([`Probe::judge`]), whether the adapter echoes
+//! other unit ids) or only error replies ([`probes_after_errors`]), what a probe's reply means ([`Probe::judge`]), whether the adapter echoes
 //! our requests ([`looks_like_echo`]), whether a Modbus meter's values only make sense with
 //! the words of each value swapped ([`word_order_finding`]), and the one verdict per meter
 //! ([`verdict`]). The bus task sends the probes; this module never does I/O.
@@ -89,6 +89,8 @@ impl Finding {
 enum ProbeKind {
     /// A read of the other DL/T 645 edition at the configured address.
     Edition(Version),
+    /// The same, after every read got an error reply: only data in reply tells.
+    EditionAfterErrors(Version),
     /// DL/T 645-2007 read-address (`13`) to `AAAAAAAAAAAA`.
     ReadAddress,
     /// A DL/T 645-1997 read (`01`) to `AAAAAAAAAAAA` (1997 has no read-address).
@@ -144,6 +146,36 @@ fn dlt645_probe(address: Address, request: Request, kind: ProbeKind, what: Strin
     }
 }
 
+/// The other DL/T 645 edition than `driver`'s.
+fn other_edition(driver: &MeterDriver) -> Version {
+    if driver.protocol() == Protocol::Dlt645_2007 {
+        Version::V1997
+    } else {
+        Version::V2007
+    }
+}
+
+/// The probe to send when a DL/T 645 meter answered every read of its poll with an error
+/// reply (some meters answer the other edition's reads with one): a read of the other edition
+/// at its address, whose data reply says which edition it speaks. Empty for Modbus.
+pub fn probes_after_errors(driver: &MeterDriver) -> Vec<Probe> {
+    let (Some(address), true) = (driver.address(), driver.protocol().is_dlt645()) else {
+        return Vec::new();
+    };
+    let other = other_edition(driver);
+    energy_di(other)
+        .map(|di| {
+            dlt645_probe(
+                address,
+                Request::ReadData { di, extra: vec![] },
+                ProbeKind::EditionAfterErrors(other),
+                format!("probe: {} read {di}", edition_name(other)),
+            )
+        })
+        .into_iter()
+        .collect()
+}
+
 /// The probes to send, in order, after `driver`'s meter answered nothing at all; the first
 /// whose reply [`Probe::judge`] explains gives the verdict. `taken` are the addresses and
 /// units of the other meters configured on the same bus: their answers say nothing about
@@ -155,11 +187,7 @@ pub fn probes_after_silence(driver: &MeterDriver, taken: &[&MeterDriver]) -> Vec
             let Some(address) = driver.address() else {
                 return probes;
             };
-            let other = if driver.protocol() == Protocol::Dlt645_2007 {
-                Version::V1997
-            } else {
-                Version::V2007
-            };
+            let other = other_edition(driver);
             if let Some(di) = energy_di(other) {
                 let request = Request::ReadData { di, extra: vec![] };
                 let what = format!("probe: {} read {di}", edition_name(other));
@@ -223,6 +251,23 @@ impl Probe {
     /// explains nothing (the meter answers read-address as itself, say).
     pub fn judge(&self, reply: &Reply, driver: &MeterDriver) -> Option<Finding> {
         match (self.kind, reply) {
+            (ProbeKind::EditionAfterErrors(v), Reply::Dlt645(frame))
+                if !frame.control.is_abnormal() =>
+            {
+                let asked = if v == Version::V1997 { "2007" } else { "1997" };
+                Some(Finding::new(
+                    Verdict::WrongProtocolEdition,
+                    format!(
+                        "every DL/T 645-{asked} read got an error reply; the meter at {} answers a {} read with data",
+                        frame.address,
+                        edition_name(v)
+                    ),
+                    format!(
+                        "set protocol = \"{}\" and a matching profile",
+                        edition_name(v)
+                    ),
+                ))
+            }
             (ProbeKind::Edition(v), Reply::Dlt645(frame)) => {
                 let asked = if v == Version::V1997 { "2007" } else { "1997" };
                 let (mine, theirs) = if v == Version::V1997 {
@@ -435,7 +480,8 @@ pub struct Evidence {
     pub echo_seen: bool,
     /// The word-order check's finding (Modbus).
     pub word_order: Option<Finding>,
-    /// The first probe's finding that explained the silence.
+    /// The first probe's finding that explained the silence (or, DL/T 645, that every read
+    /// got an error reply).
     pub probe: Option<Finding>,
 }
 
@@ -471,7 +517,7 @@ pub fn verdict(e: &Evidence, values: &[ReadingValue]) -> Finding {
             format!("{SILENT_METER_HINT}; check the wiring and that the meter is powered"),
         );
     }
-    if let Some(f) = &e.word_order {
+    if let Some(f) = e.word_order.as_ref().or(e.probe.as_ref()) {
         return f.clone();
     }
     let doubtful: Vec<&ReadingValue> = values

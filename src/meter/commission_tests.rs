@@ -254,3 +254,35 @@ fn the_verdict_names_the_first_problem() {
     };
     assert_eq!(verdict(&link, &silent).verdict, Verdict::LinkDown);
 }
+
+#[test]
+fn error_replies_to_every_read_are_probed_with_the_other_edition() {
+    let d = dlt2007("000000000002");
+    let probes = probes_after_errors(&d);
+    assert_eq!(probes.len(), 1);
+    assert_eq!(probes[0].step.bytes[8], 0x01, "a DL/T 645-1997 read");
+    let at: Address = "000000000002".parse().unwrap();
+    // An error reply to that too says nothing about the edition.
+    let abnormal = Response::Abnormal {
+        function: meter_protocols::dlt645::Function::ReadDataV1997,
+        error: meter_protocols::dlt645::ErrorWord(meter_protocols::dlt645::ErrorWord::NO_DATA),
+    }
+    .to_frame(at, Version::V1997);
+    assert_eq!(probes[0].judge(&Reply::Dlt645(abnormal), &d), None);
+    let data = Response::ReadData {
+        di: DataIdentifier::parse("9010").unwrap(),
+        payload: vec![0x00, 0x00, 0x00, 0x00],
+        more_follows: false,
+    }
+    .to_frame(at, Version::V1997);
+    let f = probes[0].judge(&Reply::Dlt645(data), &d).unwrap();
+    assert_eq!(f.verdict, Verdict::WrongProtocolEdition);
+    // The meter answered (errors), and the probe explains why nothing was good.
+    let e = Evidence {
+        answered: true,
+        probe: Some(f.clone()),
+        ..Evidence::default()
+    };
+    assert_eq!(verdict(&e, &[]), f);
+    assert!(probes_after_errors(&float_meter("abcd")).is_empty());
+}

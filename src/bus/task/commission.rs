@@ -1,10 +1,11 @@
 //! `meterd test`'s run of one meter: its poll through the daemon's own exchange and driver,
-//! then, only when the meter answered nothing at all, a few short probes (one attempt each).
+//! then, only when the meter answered nothing at all (or a DL/T 645 meter only with error
+//! replies), a few short probes (one attempt each).
 //!
 //! This module owns the I/O of commissioning and what it gathers ([`MeterCheck`]): the batch,
 //! whether our requests came back to us (an echoing adapter, seen on the frame tap), the same
 //! replies decoded with the words swapped (Modbus), and the first probe that explains a
-//! silence. What all that means is [`crate::meter::commission`]'s to say.
+//! silence (or a DL/T 645 meter's error replies to every read). What all that means is [`crate::meter::commission`]'s to say.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use crate::bus::trace::{Direction, FrameEvent};
 use crate::config::EffectiveTiming;
 use crate::meter::MeterDriver;
 use crate::meter::commission::{self, Evidence};
-use crate::reading::ReadingBatch;
+use crate::reading::{Quality, ReadingBatch};
 
 /// What the commissioning run of one meter gathered.
 #[derive(Debug, Clone)]
@@ -34,7 +35,8 @@ pub struct MeterCheck {
 impl Bus {
     /// Reads meter `m` once as the daemon would and gathers what commissioning needs; when
     /// the meter answered nothing, sends the probes of [`commission::probes_after_silence`]
-    /// (one attempt each, the meter's response timeout) until one explains the silence.
+    /// (one attempt each, the meter's response timeout) until one explains the silence, and
+    /// when it answered every read with an error reply, [`commission::probes_after_errors`].
     /// `ranges` are the physical ranges of `[validation]` (for the word-order check). Needs a
     /// frame channel in the bus's options to see echoes; without one, echoes go unnoticed.
     pub async fn check_meter(
@@ -74,8 +76,24 @@ impl Bus {
             evidence.word_order =
                 commission::word_order_finding(&driver, &result.values, &shadow.values, ranges);
         }
-        if evidence.link_failed.is_none() && !evidence.answered && !evidence.echo_seen {
-            evidence.probe = self.probe_silence(m, &driver, timing).await;
+        if evidence.link_failed.is_none() && !evidence.echo_seen {
+            let all_bad = result.values.iter().all(|v| v.quality == Quality::Bad);
+            let probes = if !evidence.answered {
+                let others: Vec<Arc<MeterDriver>> = self
+                    .meters
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != m)
+                    .map(|(_, s)| s.driver.clone())
+                    .collect();
+                let others: Vec<&MeterDriver> = others.iter().map(Arc::as_ref).collect();
+                commission::probes_after_silence(&driver, &others)
+            } else if all_bad {
+                commission::probes_after_errors(&driver)
+            } else {
+                Vec::new()
+            };
+            evidence.probe = self.probe(m, &driver, timing, &probes).await;
         }
         let mut batch = self.new_batch(&driver, &result, SystemTime::now());
         batch.values = result.values;
@@ -87,26 +105,20 @@ impl Bus {
         })
     }
 
-    /// Sends the probes after a silence; the first finding, if any probe's reply explains it.
-    async fn probe_silence(
+    /// Sends `probes` in order (one attempt each, the meter's response timeout); the first
+    /// finding, if any probe's reply explains what the poll saw.
+    async fn probe(
         &mut self,
         m: usize,
         driver: &MeterDriver,
         timing: EffectiveTiming,
+        probes: &[commission::Probe],
     ) -> Option<commission::Finding> {
-        let others: Vec<Arc<MeterDriver>> = self
-            .meters
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != m)
-            .map(|(_, s)| s.driver.clone())
-            .collect();
-        let others: Vec<&MeterDriver> = others.iter().map(Arc::as_ref).collect();
         let once = EffectiveTiming {
             retries: 0,
             ..timing
         };
-        for probe in commission::probes_after_silence(driver, &others) {
+        for probe in probes {
             match self.transact_with(m, &probe.step, once).await {
                 Ok((reply, _)) => {
                     if let Some(finding) = probe.judge(&reply, driver) {
