@@ -119,8 +119,8 @@ pub fn run(args: &TestArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail("test", &e, 2),
     };
-    // Echoes are seen on the frame tap; nobody prints the frames.
-    let (frames, _keep_open) = broadcast::channel::<FrameEvent>(1024);
+    // Echoes are seen on the frame tap (each meter's check subscribes while it runs).
+    let (frames, _) = broadcast::channel::<FrameEvent>(1024);
     let mut runs = Vec::new();
     for bus in config.buses.iter().map(|b| b.get_ref()) {
         if args.bus.as_ref().is_some_and(|n| *n != bus.name) {

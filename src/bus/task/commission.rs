@@ -69,7 +69,7 @@ impl Bus {
         if !timing.echo {
             evidence.echo_seen = frames
                 .as_mut()
-                .is_some_and(|rx| requests_came_back(rx, driver.id()));
+                .is_some_and(|rx| requests_came_back(rx, &self.name, driver.id()));
         }
         if let Some(shadow) = shadow {
             let shadow = shadow.finish();
@@ -133,9 +133,9 @@ impl Bus {
     }
 }
 
-/// Whether bytes received after one of `meter`'s requests began with that very request
-/// (drains what `rx` holds).
-fn requests_came_back(rx: &mut broadcast::Receiver<FrameEvent>, meter: &str) -> bool {
+/// Whether bytes received after one of `meter`'s requests on `bus` began with that very
+/// request (drains what `rx` holds; other buses' frames share the channel).
+fn requests_came_back(rx: &mut broadcast::Receiver<FrameEvent>, bus: &str, meter: &str) -> bool {
     let mut request: Option<Vec<u8>> = None;
     let mut after: Vec<u8> = Vec::new();
     let mut seen = false;
@@ -150,7 +150,7 @@ fn requests_came_back(rx: &mut broadcast::Receiver<FrameEvent>, meter: &str) -> 
             Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
             Err(_) => break,
         };
-        if event.meter.as_deref() != Some(meter) {
+        if &*event.bus != bus || event.meter.as_deref() != Some(meter) {
             continue;
         }
         match event.direction {
