@@ -100,7 +100,10 @@ def test_no_reply_is_one_line_and_exit_1(meterd, sim):
     out = read(meterd, sim, "--protocol", "dlt645-2007", "--address", "000000000001", "--quantity", "voltage.l1")
     assert out.returncode == 1
     assert out.stdout == ""
-    assert out.stderr == "meterd read: no answer from meter 000000000001: no reply within 300ms (2 attempts)\n"
+    assert out.stderr == (
+        "meterd read: no answer from meter 000000000001: no reply within 300ms (2 attempts); "
+        "check the meter's address, the protocol edition and the line settings (baud, parity)\n"
+    )
     assert truth(sim, "000000000001") == [], "a silent meter sends nothing"
 
 

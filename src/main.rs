@@ -28,6 +28,10 @@ enum Command {
     Scan(meterd::cli::scan::ScanArgs),
     /// Run the buses of a configuration and print every frame both ways, decoded.
     Trace(meterd::cli::trace::TraceArgs),
+    /// Commissioning: read every configured meter once and give each a verdict (ok, degraded,
+    /// wrong address, no reply, wrong protocol edition, wrong word order, echo); exit 1 if any
+    /// meter failed.
+    Test(meterd::cli::commission::TestArgs),
     /// Health of every bus and meter of the running daemon (its local diagnostics service).
     Status(meterd::cli::status::StatusArgs),
     /// Validate a configuration and print the effective settings and Modbus request plans.
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
             | Command::Read(_)
             | Command::Scan(_)
             | Command::Trace(_)
+            | Command::Test(_)
             | Command::CheckConfig(_)
             | Command::Spool(_)
     ) {
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
         Command::Read(args) => meterd::cli::read::run(&args),
         Command::Scan(args) => meterd::cli::scan::run(&args),
         Command::Trace(args) => meterd::cli::trace::run(&args),
+        Command::Test(args) => meterd::cli::commission::run(&args),
         Command::Status(args) => meterd::cli::status::run(&args),
         Command::CheckConfig(args) => meterd::cli::check_config::run(&args),
         Command::Spool(args) => meterd::cli::spool::run(&args),

@@ -195,11 +195,12 @@ async fn a_dead_meter_gives_bad_values_degrades_and_is_probed_less_often() {
 #[tokio::test]
 async fn a_late_reply_is_never_taken_as_the_next_answer() {
     let log = new_log();
-    // The first request (energy) is answered 180 ms late; the timeout is 100 ms. Without the
-    // guard, that reply (same meter, same function) would arrive while the voltage read waits.
+    // The second request (voltage) is answered 180 ms late; the timeout is 100 ms. Without the
+    // guard, that reply (same meter, same function) would arrive while the frequency read
+    // waits. (Not the first request: a meter silent to the first is not asked the rest.)
     let script: Script = Arc::new(|req, _, n| {
         let reply = model_reply(req, &[]).unwrap_or_default();
-        if n == 0 {
+        if n == 1 {
             vec![Act::Wait(Duration::from_millis(180)), Act::Send(reply)]
         } else {
             // Answer the later requests after 30 ms, so the late reply would come first.
@@ -213,8 +214,8 @@ async fn a_late_reply_is_never_taken_as_the_next_answer() {
     bus.connect().await.unwrap();
     let b = bus.read_now(DLT_ADDR).await.unwrap();
     let v = values(&b);
-    assert_eq!(v["energy.active.import.total"].1, "no reply within 100ms");
-    assert_eq!(v["voltage.l1"].0, "229.8", "{v:?}");
+    assert_eq!(v["energy.active.import.total"].0, "12345.67", "{v:?}");
+    assert_eq!(v["voltage.l1"].1, "no reply within 100ms");
     assert_eq!(v["frequency"].1, "meter error 02: no requested data");
     let s = health.lock().unwrap().clone();
     assert!(
@@ -225,11 +226,12 @@ async fn a_late_reply_is_never_taken_as_the_next_answer() {
 
 #[tokio::test]
 async fn without_the_guard_the_late_reply_is_skipped_by_its_di() {
-    // The guard set to zero: the late reply reaches the next exchange, which sees that it is
-    // about another DI, skips it as foreign and waits on for the real answer.
+    // The guard set to zero: the late reply (to the voltage read) reaches the next exchange,
+    // which sees that it is about another DI, skips it as foreign and waits on for the real
+    // answer (the meter's error reply about frequency).
     let script: Script = Arc::new(|req, _, n| {
         let reply = model_reply(req, &[]).unwrap_or_default();
-        if n == 0 {
+        if n == 1 {
             vec![Act::Wait(Duration::from_millis(130)), Act::Send(reply)]
         } else {
             vec![Act::Wait(Duration::from_millis(60)), Act::Send(reply)]
@@ -242,7 +244,8 @@ async fn without_the_guard_the_late_reply_is_skipped_by_its_di() {
     bus.connect().await.unwrap();
     let b = bus.read_now(DLT_ADDR).await.unwrap();
     let v = values(&b);
-    assert_eq!(v["voltage.l1"].0, "229.8", "{v:?}");
+    assert_eq!(v["voltage.l1"].1, "no reply within 100ms", "{v:?}");
+    assert_eq!(v["frequency"].1, "meter error 02: no requested data");
     let s = health.lock().unwrap().clone();
     assert!(
         s.wire.foreign_frames >= 1,

@@ -334,15 +334,16 @@ async fn a_babbling_meter_ends_its_exchange_by_the_deadline_and_the_next_meter_i
         "{:?}",
         second.values
     );
-    // Two exchanges of ≈ 440 ms each (plus the connect), not more.
+    // One exchange of ≈ 440 ms (plus the connect), not more: nothing usable came back to the
+    // poll's first request, so its second is not sent (both values bad with the first's reason).
     assert!(
         babbler_took < Duration::from_millis(1500),
         "{babbler_took:?}"
     );
     let s = health.lock().unwrap().clone();
     assert_eq!(
-        s.timeouts, 2,
-        "each cut-off exchange counts as a timeout: {s:?}"
+        s.timeouts, 1,
+        "the cut-off exchange counts as a timeout, the skipped one is not sent: {s:?}"
     );
     assert!(
         s.wire.noise_bytes > 100,

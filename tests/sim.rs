@@ -261,6 +261,54 @@ profile = "dlt645-single-phase"
     assert_eq!(r, Some(Response::Address("202107072529".parse().unwrap())));
 }
 
+/// An echoing adapter (`echo = true` on the port): every request comes back at once, before the
+/// reply, even a request no meter answers.
+#[tokio::test]
+async fn an_echoing_port_sends_each_request_back_before_the_reply() {
+    let sim = start(
+        r#"
+[[port]]
+name = "e"
+tcp = "127.0.0.1:0"
+echo = true
+reply_latency = "50ms"
+[[port.meter]]
+protocol = "dlt645-2007"
+address = "202107072529"
+profile = "dlt645-single-phase"
+"#,
+    )
+    .await;
+    let mut s = connect(&sim, "e").await;
+    let request = read("00010000")
+        .to_frame("202107072529".parse().unwrap())
+        .to_bytes(4);
+    s.write_all(&request).await.unwrap();
+    let got = read_until(&mut s, Duration::from_secs(2), |b| {
+        b.len() > request.len() && has_dlt_frame(&b[request.len()..])
+    })
+    .await;
+    assert!(got.starts_with(&request), "the echo first: {got:02X?}");
+    let (reply, _) = dlt_frames(&got[request.len()..]);
+    let reply = reply.expect("then the meter's reply");
+    assert!(reply.control.is_response());
+    // A request for nobody: the echo, then silence.
+    let nobody = read("00010000")
+        .to_frame("000000000099".parse().unwrap())
+        .to_bytes(0);
+    s.write_all(&nobody).await.unwrap();
+    let got = read_until(&mut s, SILENCE, |_| false).await;
+    assert_eq!(got, nobody);
+    // Modbus TCP has no echo to simulate: refused where it is configured.
+    let e = SimConfig::from_text(
+        Path::new("e.toml"),
+        "[[port]]\nmodbus_tcp = \"127.0.0.1:0\"\necho = true\n[[port.meter]]\nprotocol = \"modbus-tcp\"\nunit = 1\nprofile = \"generic-modbus\"\n",
+    )
+    .unwrap_err();
+    assert!(e.key.ends_with("echo"), "{e}");
+    sim.shutdown().await;
+}
+
 fn fault_port(faults: &str) -> String {
     format!(
         r#"

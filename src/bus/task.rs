@@ -36,7 +36,7 @@ use tracing::Instrument;
 use super::clock_steps::ClockSteps;
 use super::exchange::{ExchangeStats, ExchangeTiming, char_time};
 use super::freeze_collect::{FreezeCollector, FreezeJob, FreezeSink};
-use super::observer::{AttemptReport, BusObserver, PollOutcome, PollResult, Unobserved};
+use super::observer::{self, AttemptReport, BusObserver, PollOutcome, Unobserved};
 use super::pacing::Pacing;
 use super::schedule::{Cadence, Degradation, Due, Millis, PollScheduler};
 use super::trace::{FrameEvent, FrameTap};
@@ -44,8 +44,12 @@ use super::transport::{TransactError, Transport};
 use crate::config::{BusConfig, EffectiveTiming, ProfileSet};
 use crate::hex_input::to_hex;
 use crate::meter::contract::{Framing, Reply, Step};
-use crate::meter::{DriverError, MeterDriver};
+use crate::meter::{DriverError, MeterDriver, Poll, PollResult};
 use crate::reading::ReadingBatch;
+
+mod commission;
+
+pub use commission::MeterCheck;
 
 /// Options of a bus task that do not come from the bus's configuration.
 #[derive(Debug, Clone)]
@@ -398,13 +402,28 @@ impl Bus {
 
     /// One transaction of meter `m`: retries, the late-reply guard, turnaround and silence.
     async fn transact(&mut self, m: usize, step: &Step) -> Result<(Reply, Vec<u8>), Failure> {
+        let Some(timing) = self.meters.get(m).map(|s| s.timing) else {
+            return Err(Failure {
+                reason: "no such meter".into(),
+                link: false,
+            });
+        };
+        self.transact_with(m, step, timing).await
+    }
+
+    /// [`Bus::transact`] with `timing` instead of the meter's (a probe makes one attempt).
+    async fn transact_with(
+        &mut self,
+        m: usize,
+        step: &Step,
+        timing: EffectiveTiming,
+    ) -> Result<(Reply, Vec<u8>), Failure> {
         let Some(slot) = self.meters.get(m) else {
             return Err(Failure {
                 reason: "no such meter".into(),
                 link: false,
             });
         };
-        let timing = slot.timing;
         let tap = slot.tap.clone();
         let modbus = matches!(step.framing, Framing::ModbusRtu(_));
         let mut request = Vec::with_capacity(step.bytes.len() + 4);
@@ -512,35 +531,13 @@ impl Bus {
             .clone();
         async {
             let mut poll = driver.poll();
-            let mut link_failed = None;
-            while let Some(step) = poll.next_step() {
-                match self.transact(m, &step).await {
-                    Ok((reply, raw)) => poll.on_reply(&reply, &raw),
-                    Err(f) if f.link => {
-                        link_failed = Some(f.reason);
-                        break;
-                    }
-                    Err(f) => {
-                        tracing::debug!(what = %step.what, reason = %f.reason, "no reply");
-                        poll.on_failure(&f.reason);
-                    }
-                }
-            }
+            let link_failed = self.drive(m, &mut poll, None).await;
             let result = match &link_failed {
                 Some(reason) => poll.abandon(reason),
                 None => poll.finish(),
             };
             let now = SystemTime::now();
-            let mut batch = ReadingBatch::new(
-                &self.options.gateway,
-                driver.id(),
-                driver.protocol().name(),
-                0,
-                now,
-            );
-            if self.options.evidence_frames {
-                batch.frames = result.frames.iter().map(|f| to_hex(f)).collect();
-            }
+            let mut batch = self.new_batch(&driver, &result, now);
             let good = result
                 .values
                 .iter()
@@ -554,7 +551,6 @@ impl Bus {
             let bad = result.values.len() - good;
             batch.values = result.values;
             batch.tariff_blocks = result.tariff_blocks;
-            batch.utc_offset = Some(driver.utc_offset());
             let answered = result.answered > 0;
             let degrade_after = self.degrade_after;
             let degradation = &mut self.meters.get_mut(m)?.degradation;
@@ -562,7 +558,7 @@ impl Bus {
                 // Not the meter's fault: no degradation for a dead port.
                 Some(reason) => {
                     degradation.unreachable();
-                    PollResult::LinkFailed(reason)
+                    observer::PollResult::LinkFailed(reason)
                 }
                 None => {
                     if degradation.record(answered, degrade_after) {
@@ -575,9 +571,9 @@ impl Bus {
                         tap.note(&format!("meter state: {state}"));
                     }
                     if answered {
-                        PollResult::Answered
+                        observer::PollResult::Answered
                     } else {
-                        PollResult::Unanswered
+                        observer::PollResult::Unanswered
                     }
                 }
             };
@@ -596,6 +592,58 @@ impl Bus {
         }
         .instrument(span)
         .await
+    }
+
+    /// Sends the requests of `poll` (meter `m`) until it is complete, feeding every reply and
+    /// failure to it and to `shadow` (the same requests decoded another way, for
+    /// `meterd test`). Returns the link failure that cut the poll short, if one did.
+    async fn drive(
+        &mut self,
+        m: usize,
+        poll: &mut Poll<'_>,
+        mut shadow: Option<&mut Poll<'_>>,
+    ) -> Option<String> {
+        while let Some(step) = poll.next_step() {
+            match self.transact(m, &step).await {
+                Ok((reply, raw)) => {
+                    poll.on_reply(&reply, &raw);
+                    if let Some(s) = shadow.as_deref_mut() {
+                        s.on_reply(&reply, &raw);
+                    }
+                }
+                Err(f) if f.link => return Some(f.reason),
+                Err(f) => {
+                    tracing::debug!(what = %step.what, reason = %f.reason, "no reply");
+                    poll.on_failure(&f.reason);
+                    if let Some(s) = shadow.as_deref_mut() {
+                        s.on_failure(&f.reason);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// An empty batch of `driver`'s meter read at `now`, with the evidence frames of `result`
+    /// when the options ask for them (the values are the caller's to move in).
+    fn new_batch(
+        &self,
+        driver: &MeterDriver,
+        result: &PollResult,
+        now: SystemTime,
+    ) -> ReadingBatch {
+        let mut batch = ReadingBatch::new(
+            &self.options.gateway,
+            driver.id(),
+            driver.protocol().name(),
+            0,
+            now,
+        );
+        if self.options.evidence_frames {
+            batch.frames = result.frames.iter().map(|f| to_hex(f)).collect();
+        }
+        batch.utc_offset = Some(driver.utc_offset());
+        batch
     }
 
     /// Reads meter `id` once: the technician's one-shot read.

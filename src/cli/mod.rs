@@ -1,5 +1,5 @@
-//! The technician's commands: `meterd read`, `scan`, `trace`, `status`, `check-config` and
-//! `spool`.
+//! The technician's commands: `meterd read`, `scan`, `trace`, `test`, `status`,
+//! `check-config` and `spool`.
 //!
 //! Each command parses its arguments (clap), builds the same bus and driver objects the daemon
 //! uses, and reports every failure (dead port, busy port, no answer, bad configuration) as one
@@ -7,6 +7,7 @@
 //! only: talking to meters is [`crate::bus`] and [`crate::meter`].
 
 pub mod check_config;
+pub mod commission;
 pub mod decode;
 pub mod demo;
 pub mod read;

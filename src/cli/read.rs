@@ -165,7 +165,13 @@ pub(super) fn read_once(
         }
         if !answered {
             let reason = last_error.unwrap_or_else(|| "no reply".into());
-            return Err((format!("no answer from meter {id}: {reason}"), 1));
+            return Err((
+                format!(
+                    "no answer from meter {id}: {reason}; {}",
+                    crate::meter::SILENT_METER_HINT
+                ),
+                1,
+            ));
         }
         Ok(batch)
     })

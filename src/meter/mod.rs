@@ -10,6 +10,7 @@
 //! [`Step`] holds, keeps the timing, and feeds back what came (or did not). The same driver
 //! serves the daemon, `meterd read` and the tests.
 
+pub mod commission;
 pub mod contract;
 mod dlt645;
 pub mod explain;
@@ -35,6 +36,10 @@ pub use modbus::ModbusPoint;
 
 /// Most follow-up frames (`12`/`02`) fetched for one item before giving up.
 pub const MAX_FOLLOW_UPS: u8 = 16;
+
+/// What to check when a meter answers nothing at all (said by `meterd read` and `meterd test`).
+pub const SILENT_METER_HINT: &str =
+    "check the meter's address, the protocol edition and the line settings (baud, parity)";
 
 /// Why a driver cannot be built for a meter.
 #[derive(Debug, Error)]
@@ -229,6 +234,34 @@ impl MeterDriver {
         }
     }
 
+    /// The same meter with the words of every multi-register Modbus value the other way round
+    /// (`abcd` <-> `cdab`, `badc` <-> `dcba`): the same requests, the replies decoded as if
+    /// the profile named the other word order. `None` when no value spans two registers.
+    pub fn with_words_swapped(&self) -> Option<MeterDriver> {
+        if !self
+            .modbus_points
+            .iter()
+            .any(|p| p.value_type.registers() > 1)
+        {
+            return None;
+        }
+        let points: Vec<ModbusPoint> = self
+            .modbus_points
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                if p.value_type.registers() > 1 {
+                    p.order = commission::swap_words(p.order);
+                }
+                p
+            })
+            .collect();
+        Some(MeterDriver {
+            modbus_points: Arc::from(points),
+            ..self.clone()
+        })
+    }
+
     /// The quantities one poll yields, as named before any reply (blocks expanded nominally).
     pub fn quantities(&self) -> Vec<String> {
         if self.protocol.is_dlt645() {
@@ -261,11 +294,23 @@ impl MeterDriver {
             frames: Vec::new(),
             answered: 0,
             failed: 0,
+            skipped: 0,
             registers: HashMap::new(),
             read_failures: vec![None; self.transactions.len()],
             tariff_blocks: Vec::new(),
         }
     }
+}
+
+/// How a transaction of a poll ended, for the poll's counts.
+#[derive(Debug, Clone, Copy)]
+enum Ended {
+    /// A valid reply (an error reply included).
+    Answered,
+    /// No valid reply.
+    Failed,
+    /// Not asked: the meter did not answer the poll's first request.
+    Skipped,
 }
 
 /// A DL/T 645 item continued in follow-up frames.
@@ -287,6 +332,7 @@ pub struct Poll<'d> {
     frames: Vec<Vec<u8>>,
     answered: usize,
     failed: usize,
+    skipped: usize,
     /// Modbus registers and bits read so far, by (function code, address).
     registers: HashMap<(u8, u16), u16>,
     /// Why each Modbus read failed, when it did.
@@ -306,6 +352,9 @@ pub struct PollResult {
     pub answered: usize,
     /// Transactions that got no valid reply.
     pub failed: usize,
+    /// Transactions not asked at all: the meter did not answer the first one, so the rest of
+    /// the poll was skipped (their values are bad with the first one's reason).
+    pub skipped: usize,
     /// Register groups whose total and every tariff came in one block reply (for the
     /// tariff-sum check; see [`TariffBlock`]).
     pub tariff_blocks: Vec<TariffBlock>,
@@ -359,7 +408,7 @@ impl Poll<'_> {
                             let reason =
                                 format!("more than {MAX_FOLLOW_UPS} follow-up frames; gave up");
                             self.values.extend(dlt645::bad_items(items, &reason));
-                            self.finish_tx(true);
+                            self.finish_tx(Ended::Answered);
                         } else {
                             // Same transaction, next follow-up frame.
                             self.follow = Some(f);
@@ -371,22 +420,22 @@ impl Poll<'_> {
                         }
                         self.values
                             .extend(dlt645::rename(vals, quantity_override.as_deref()));
-                        self.finish_tx(true);
+                        self.finish_tx(Ended::Answered);
                     }
                     dlt645::Outcome::Bad(reason) => {
                         self.values.extend(dlt645::bad_items(items, &reason));
-                        self.finish_tx(true);
+                        self.finish_tx(Ended::Answered);
                     }
                     dlt645::Outcome::Foreign(reason) => {
                         evidence = false;
                         self.values.extend(dlt645::bad_items(items, &reason));
-                        self.finish_tx(true);
+                        self.finish_tx(Ended::Answered);
                     }
                 }
             }
             (TxKind::Modbus { read }, Reply::ModbusRtu(response)) => {
                 self.on_modbus(*read, response);
-                self.finish_tx(true);
+                self.finish_tx(Ended::Answered);
             }
             (_, other) => {
                 let reason = format!("unexpected kind of reply: {other:?}");
@@ -433,11 +482,36 @@ impl Poll<'_> {
 
     /// The current request got no valid reply (after the bus's retries): `reason` is what the
     /// values of this transaction will carry (`no reply within 1s`, `link failed: …`).
+    ///
+    /// When that request was the poll's first and nothing at all came back, the meter is away
+    /// (a wrong address, protocol edition or line setting, or a dead meter), not one register:
+    /// the rest of the poll is skipped, every value bad with the same `reason`, and
+    /// [`Poll::next_step`] says the poll is done. Asking every item would cost items × attempts
+    /// × timeout (27 s for a three-phase profile at the defaults) and hold the bus that long.
+    /// A meter that answered an earlier request (an error reply included) is asked everything.
     pub fn on_failure(&mut self, reason: &str) {
+        let meter_away = self.tx == 0 && self.answered == 0 && self.follow.is_none();
         self.fail_current(reason, false);
+        if meter_away {
+            while self.tx < self.driver.transactions.len() {
+                self.mark_current_bad(reason);
+                self.finish_tx(Ended::Skipped);
+            }
+        }
     }
 
     fn fail_current(&mut self, reason: &str, answered: bool) {
+        self.mark_current_bad(reason);
+        self.finish_tx(if answered {
+            Ended::Answered
+        } else {
+            Ended::Failed
+        });
+    }
+
+    /// Every value of the current transaction bad with `reason` (its accounting is the
+    /// caller's).
+    fn mark_current_bad(&mut self, reason: &str) {
         let Some(t) = self.driver.transactions.get(self.tx) else {
             return;
         };
@@ -452,14 +526,16 @@ impl Poll<'_> {
                 }
             }
         }
-        self.finish_tx(answered);
     }
 
-    fn finish_tx(&mut self, answered: bool) {
-        if answered {
-            self.answered += 1;
-        } else {
-            self.failed += 1;
+    fn finish_tx(&mut self, ended: Ended) {
+        if self.tx >= self.driver.transactions.len() {
+            return;
+        }
+        match ended {
+            Ended::Answered => self.answered += 1,
+            Ended::Failed => self.failed += 1,
+            Ended::Skipped => self.skipped += 1,
         }
         self.tx += 1;
     }
@@ -506,6 +582,7 @@ impl Poll<'_> {
             frames: self.frames,
             answered: self.answered,
             failed: self.failed,
+            skipped: self.skipped,
             tariff_blocks: self.tariff_blocks,
         }
     }

@@ -647,3 +647,67 @@ fn a_profile_unit_that_cannot_be_converted_is_refused() {
         .to_string();
     assert!(e.contains("voltage.l1 is 1-0:32.7.0"), "{e}");
 }
+
+/// A meter that does not answer the first request of a poll (retries included) is away: the
+/// rest of the poll is not asked, and every quantity is still in the batch, bad with the same
+/// reason.
+#[test]
+fn no_reply_to_the_first_request_skips_the_rest_of_the_poll() {
+    let p = profile(DLT_PROFILE);
+    let d = MeterDriver::new(&dlt_meter("t"), &p, "bus").unwrap();
+    let mut poll = d.poll();
+    assert!(poll.next_step().is_some());
+    poll.on_failure("no reply within 1s (2 attempts)");
+    assert!(
+        poll.next_step().is_none(),
+        "the other two reads are not sent"
+    );
+    let r = poll.finish();
+    assert_eq!((r.answered, r.failed, r.skipped), (0, 1, 2));
+    assert_eq!(
+        r.values.len(),
+        5,
+        "nothing silently dropped: {:?}",
+        r.values
+    );
+    assert!(r.values.iter().all(|v| v.quality == Quality::Bad
+        && v.reason.as_deref() == Some("no reply within 1s (2 attempts)")));
+
+    // Modbus: the first planned read unanswered skips the other three.
+    let p = profile(MB_PROFILE);
+    let d = MeterDriver::new(&mb_meter(), &p, "bus").unwrap();
+    let mut poll = d.poll();
+    poll.on_failure("no reply within 300ms");
+    assert!(poll.next_step().is_none());
+    let r = poll.finish();
+    assert_eq!((r.failed, r.skipped), (1, 3));
+    assert_eq!(r.values.len(), 4);
+    assert!(
+        r.values
+            .iter()
+            .all(|v| v.quality == Quality::Bad
+                && v.reason.as_deref() == Some("no reply within 300ms"))
+    );
+}
+
+/// Only silence to the first request skips: a meter that answered (an error reply counts) is
+/// asked everything, whatever fails later.
+#[test]
+fn a_meter_that_answered_first_is_asked_everything() {
+    let p = profile(DLT_PROFILE);
+    let d = MeterDriver::new(&dlt_meter("t"), &p, "bus").unwrap();
+    let mut poll = d.poll();
+    let abnormal = Response::Abnormal {
+        function: Function::ReadData,
+        error: ErrorWord(ErrorWord::NO_DATA),
+    }
+    .to_frame(addr(), Version::V2007);
+    poll.on_reply(&Reply::Dlt645(abnormal), b"x");
+    poll.on_failure("no reply within 1s");
+    let step = poll.next_step().expect("the third read is still sent");
+    assert_eq!(step.what, "read 02800002");
+    poll.on_reply(&read_reply("02800002", &[0x00, 0x50], false), b"z");
+    let r = poll.finish();
+    assert_eq!((r.answered, r.failed, r.skipped), (2, 1, 0));
+    assert_eq!(value_text(&r.values[4]), "50.00");
+}

@@ -17,6 +17,7 @@
 //! parity = "even"
 //! wire_time = true
 //! reply_latency = "20ms"
+//! echo = false                            # true: an adapter that echoes every request
 //!
 //! [[port.meter]]
 //! protocol = "dlt645-2007"
@@ -196,6 +197,10 @@ pub struct PortConfig {
     /// Send reply bytes one by one at line speed (with `wire_time`).
     #[serde(default)]
     pub pace: bool,
+    /// An echoing adapter: every byte the gateway sends comes back to it at once, before any
+    /// reply (half-duplex RS-485 converters without echo suppression). Byte-stream ports only.
+    #[serde(default)]
+    pub echo: bool,
     /// The meters on this port.
     #[serde(default, rename = "meter")]
     pub meters: Vec<Spanned<SimMeterConfig>>,
@@ -398,6 +403,13 @@ fn check(
             ));
         }
         let modbus_tcp = matches!(endpoint, Endpoint::ModbusTcp(_));
+        if modbus_tcp && port.echo {
+            return Err(err(
+                span,
+                key("echo"),
+                "`echo` needs a serial or raw tcp port (Modbus TCP has no echo)".into(),
+            ));
+        }
         let mut addresses = HashSet::new();
         let mut units = HashSet::new();
         for (mi, meter) in port.meters.iter().enumerate() {

@@ -361,13 +361,18 @@ where
             Err(_) => buf.clear(), // idle: drop a partial frame
             Ok(Ok(0)) => return,
             Ok(Ok(n)) => {
+                let received = scratch.get(..n).unwrap_or_default();
+                // An echoing adapter hands the gateway its own bytes back as they go out.
+                if port.config.echo && write(&mut stream, received).await.is_err() {
+                    return;
+                }
                 // The gateway moved on: a babbling meter falls quiet when the next request
                 // comes (so the other meters on the line can be heard).
                 babble = None;
                 if buf.is_empty() {
                     first_at = Instant::now();
                 }
-                buf.extend_from_slice(scratch.get(..n).unwrap_or_default());
+                buf.extend_from_slice(received);
             }
             // A pty master reads EIO while nobody holds the other end; wait for a reopen.
             Ok(Err(e)) if e.raw_os_error() == Some(5) || e.kind() == io::ErrorKind::WouldBlock => {

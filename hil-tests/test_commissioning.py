@@ -1,0 +1,137 @@
+"""HIL: commissioning with `meterd test --config FILE` against `meterd simulate` at 2400 baud.
+
+The simulator plays the meters a technician meets on the first day (raw-TCP "serial device
+servers" with wire time at 2400 baud): one good DL/T 645-2007 meter, one set up with another
+address than the gateway's file says, a DL/T 645-1997 meter the file calls 2007, a Modbus
+meter whose float words the file's (site) profile has the wrong way round, a good meter behind
+an adapter that echoes every request, and a Modbus port where the configured DL/T 645 meter
+does not exist at all. `meterd test` must name each problem (`--json` and the text verdict
+lines), in under 10 s per bad meter, and exit 1; a file of good meters exits 0.
+"""
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import port_open, wait_for
+from daemon_rig import Proc, quiet_port
+
+BAD_METER_BUDGET_S = 10.0
+
+# (bus, simulator meter, gateway meter, expected verdict)
+SCENARIO = {
+    "good": ('protocol = "dlt645-2007"\naddress = "000000000001"\nprofile = "dlt645-three-phase"',
+             'id = "good"\nprotocol = "dlt645-2007"\naddress = "000000000001"\nprofile = "dlt645-three-phase"',
+             "ok"),
+    "addr": ('protocol = "dlt645-2007"\naddress = "000000000009"\nprofile = "dlt645-single-phase"',
+             'id = "wrong-addr"\nprotocol = "dlt645-2007"\naddress = "000000000002"\nprofile = "dlt645-single-phase"',
+             "wrong address"),
+    "old": ('protocol = "dlt645-1997"\naddress = "000000000003"\nprofile = "dlt645-1997-basic"',
+            'id = "old-as-2007"\nprotocol = "dlt645-2007"\naddress = "000000000003"\nprofile = "dlt645-single-phase"',
+            "wrong protocol edition"),
+    "mb": ('protocol = "modbus-rtu"\nunit = 1\nprofile = "eastron-sdm120"',
+           'id = "mb-order"\nprotocol = "modbus-rtu"\nunit = 1\nprofile = "sdm120-cdab"',
+           "wrong word order"),
+    "echo": ('protocol = "dlt645-2007"\naddress = "000000000005"\nprofile = "dlt645-single-phase"',
+             'id = "echoing"\nprotocol = "dlt645-2007"\naddress = "000000000005"\nprofile = "dlt645-single-phase"',
+             "echo"),
+    "none": ('protocol = "modbus-rtu"\nunit = 7\nprofile = "generic-modbus"',
+             'id = "missing"\nprotocol = "dlt645-2007"\naddress = "000000000006"\nprofile = "dlt645-single-phase"',
+             "no reply"),
+}
+
+
+def site_profile(directory: Path) -> Path:
+    """The built-in SDM120 map with every float point's words the wrong way round (cdab)."""
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "config" / "profiles" / "eastron-sdm120.toml").read_text()
+    text = text.replace('name = "eastron-sdm120"', 'name = "sdm120-cdab"')
+    text = text.replace('type = "f32"', 'type = "f32"\norder = "cdab"')
+    directory.mkdir()
+    (directory / "sdm120-cdab.toml").write_text(text)
+    return directory
+
+
+@pytest.fixture
+def site(meterd, tmp_path):
+    ports = {bus: quiet_port() for bus in SCENARIO}
+    sim = ""
+    gw = f'gateway = "gw-commissioning"\nprofile_dirs = ["{site_profile(tmp_path / "profiles")}"]\n'
+    for bus, (sim_meter, gw_meter, _) in SCENARIO.items():
+        echo = "echo = true\n" if bus == "echo" else ""
+        sim += (f'[[port]]\nname = "{bus}"\ntcp = "127.0.0.1:{ports[bus]}"\nbaud = 2400\nparity = "even"\n'
+                f'wire_time = true\nreply_latency = "50ms"\n{echo}[[port.meter]]\n{sim_meter}\n\n')
+        gw += (f'\n[[bus]]\nname = "{bus}"\ntransport = "tcp"\nhost = "127.0.0.1:{ports[bus]}"\nbaud = 2400\n'
+               f'parity = "even"\n[[bus.meter]]\n{gw_meter}\n')
+    (tmp_path / "sim.toml").write_text(sim)
+    (tmp_path / "meterd.toml").write_text(gw)
+    proc = Proc([meterd, "simulate", "--config", tmp_path / "sim.toml"], tmp_path, "sim")
+    wait_for(lambda: all(port_open(p) for p in ports.values()) or not proc.alive(), 20, "simulator ports")
+    assert proc.alive(), proc.text()
+    yield tmp_path
+    proc.stop()
+
+
+def meterd_test(meterd, config: Path, *args):
+    started = time.monotonic()
+    out = subprocess.run([str(meterd), "test", "--config", str(config), *args],
+                         capture_output=True, text=True, timeout=120)
+    return out, time.monotonic() - started
+
+
+def test_each_commissioning_problem_is_named_within_10s(meterd, site):
+    out, wall = meterd_test(meterd, site / "meterd.toml", "--json")
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert report["passed"] is False
+    got = {m["meter"]: m for m in report["meters"]}
+    expected = {gw.split('"')[1]: verdict for _, gw, verdict in SCENARIO.values()}
+    assert {k: m["verdict"] for k, m in got.items()} == expected, json.dumps(report, indent=1)[:4000]
+    print(f"\n`meterd test` on {len(got)} meters at 2400 baud: {wall:.1f} s wall")
+    for m in report["meters"]:
+        print(f"  {m['meter']:<12} {m['verdict']:<24} {m['elapsed_ms'] / 1000:5.2f} s  {m['detail']}")
+        if m["verdict"] != "ok":
+            assert m["elapsed_ms"] < BAD_METER_BUDGET_S * 1000, m
+            assert m["passed"] is False or m["verdict"] == "degraded", m
+    # What each verdict says is what a technician needs to act on.
+    assert got["wrong-addr"]["advice"] == 'set address = "000000000009"'
+    assert 'protocol = "dlt645-1997"' in got["old-as-2007"]["advice"]
+    assert 'order = "abcd"' in got["mb-order"]["advice"]
+    # The swapped reading of the voltage is a mains voltage (the simulator's model: ~230 V).
+    assert re.search(r"voltage\.l1 \S+ V \(swapped: 2[0-4]\d\.\d+ V\)", got["mb-order"]["detail"]), got["mb-order"]
+    assert "echo = true" in got["echoing"]["advice"]
+    assert "address, the protocol edition and the line settings" in got["missing"]["advice"]
+    # Every configured quantity is reported, with its quality: nothing silently dropped.
+    for m in report["meters"]:
+        values = m["reading"]["values"]
+        assert values and all(v["quality"] in ("good", "suspect", "bad") for v in values)
+    assert all(v["quality"] == "good" for v in got["good"]["reading"]["values"])
+    assert all(v["quality"] == "bad" for v in got["wrong-addr"]["reading"]["values"])
+    # The buses run side by side: the whole run is bounded by one bad meter's budget too.
+    assert wall < BAD_METER_BUDGET_S + 5, wall
+
+
+def test_text_output_has_one_verdict_line_per_meter(meterd, site):
+    out, _ = meterd_test(meterd, site / "meterd.toml", "--bus", "addr")
+    assert out.returncode == 1, out.stderr
+    assert "quantity" in out.stdout and "bad" in out.stdout, out.stdout
+    lines = [l.strip() for l in out.stdout.splitlines()]
+    assert ('wrong-addr: wrong address: configured 000000000002, but the meter on the line answers '
+            'read-address (AAAAAAAAAAAA) as 000000000009; set address = "000000000009"') in lines, out.stdout
+    assert lines[-1] == "1 meters: 0 passed, 1 failed", out.stdout
+
+
+def test_good_meters_pass_with_exit_0(meterd, site):
+    out, _ = meterd_test(meterd, site / "meterd.toml", "--meter", "good")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "good: ok: 34 values good" in out.stdout, out.stdout
+
+
+def test_a_bad_file_or_selection_is_exit_2(meterd, site):
+    out, _ = meterd_test(meterd, site / "meterd.toml", "--meter", "nope")
+    assert out.returncode == 2 and out.stderr.startswith("meterd test: no meter selected"), out.stderr
+    out, _ = meterd_test(meterd, site / "missing.toml")
+    assert out.returncode == 2 and out.stderr.startswith("meterd test: "), out.stderr
