@@ -26,9 +26,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::bus::clock_steps::ClockSteps;
+use crate::bus::freeze_collect::{FreezeEvent, FreezeSink};
 use crate::bus::task::{self as bus_task, BusOptions};
 use crate::config::{BusConfig, Config, ConfigError, ProfileSet};
 use crate::health::{BusHealth, SuccessBook};
+use crate::ingest::freezes::LedgerView;
 use crate::ingest::{self, FreshRows, HeldAcks, SpoolOutbox, SpoolWriter};
 use crate::reading::ReadingBatch;
 use crate::spool::{Spool, SpoolError, SpoolOptions};
@@ -151,6 +153,8 @@ pub(crate) struct BusStarter {
     clock_steps: Arc<ClockSteps>,
     /// Where the bus tasks' supervising wrappers report an end.
     ended: mpsc::UnboundedSender<supervise::Ended>,
+    /// Freeze collection: the ledger the buses consult and where their records go.
+    freezes: FreezeSink,
 }
 
 impl BusStarter {
@@ -160,6 +164,7 @@ impl BusStarter {
         opts.evidence_frames = self.evidence_frames;
         opts.frames = Some(self.frames.clone());
         opts.clock_steps = self.clock_steps.clone();
+        opts.freezes = Some(self.freezes.clone());
         opts
     }
 
@@ -228,6 +233,9 @@ impl Daemon {
         let broker = start_broker(&config)?;
 
         let views = SpoolViews::of(&spool);
+        // The freeze ledger as the spool has it: which settlement records need no reading.
+        let ledger = Arc::new(LedgerView::load(&lock(&spool))?);
+        let (freeze_tx, freeze_rx) = mpsc::channel::<FreezeEvent>(64);
 
         // Buses send to ingest (one sender stays in the starter, for reloads): while a group
         // is committed the next batches wait here, and a full queue makes the buses wait for
@@ -243,6 +251,11 @@ impl Daemon {
             frames: frames.clone(),
             batches: bus_tx,
             clock_steps: Arc::new(ClockSteps::new()),
+            freezes: FreezeSink {
+                book: ledger.clone(),
+                out: freeze_tx,
+                config: config.freeze.clone(),
+            },
         };
         let buses = config
             .buses
@@ -258,8 +271,20 @@ impl Daemon {
         );
         book.set_trend_quantity(config.service.trend_quantity.as_deref());
         let book = Arc::new(Mutex::new(book));
-        let (uplink, uplink_task, pipeline) =
-            start_uplink_and_ingest(&config, &spool, &views, &book, &starter, rx, &supervisor)?;
+        let inputs = IngestInputs {
+            batches: rx,
+            freezes: freeze_rx,
+            ledger,
+        };
+        let (uplink, uplink_task, pipeline) = start_uplink_and_ingest(
+            &config,
+            &spool,
+            &views,
+            &book,
+            &starter,
+            inputs,
+            &supervisor,
+        )?;
         let status_task = spawn_health_forwarder(&buses, &uplink, &supervisor);
         let service_parts = ServiceParts {
             started,
@@ -545,16 +570,24 @@ impl SpoolViews {
     }
 }
 
-/// Starts the uplink and the ingest task between the buses (`rx`) and it. Fresh readings go
-/// from the spool writer to the uplink in memory as well as on disk; acks travel back the
-/// same way, deleted by the writer in its next append.
+/// What the buses send to ingest: reading batches, and freeze records with the ledger view
+/// they update.
+struct IngestInputs {
+    batches: mpsc::Receiver<ReadingBatch>,
+    freezes: mpsc::Receiver<FreezeEvent>,
+    ledger: Arc<LedgerView>,
+}
+
+/// Starts the uplink and the ingest tasks between the buses (`inputs`) and it. Fresh readings
+/// and freeze records go from the spool to the uplink in memory as well as on disk; acks travel
+/// back the same way, deleted by the writer in its next append.
 fn start_uplink_and_ingest(
     config: &Config,
     spool: &Arc<Mutex<Spool>>,
     views: &SpoolViews,
     book: &Arc<Mutex<SuccessBook>>,
     buses: &BusStarter,
-    rx: mpsc::Receiver<ReadingBatch>,
+    inputs: IngestInputs,
     supervisor: &Supervisor,
 ) -> Result<(UplinkHandle, UplinkTask, JoinHandle<()>), DaemonError> {
     let fresh = FreshRows::default();
@@ -585,8 +618,26 @@ fn start_uplink_and_ingest(
     );
     let stored = uplink.clone();
     let on_stored = Box::new(move || stored.readings_added());
+    let stored = uplink.clone();
+    let on_freezes_stored = Box::new(move || stored.readings_added());
+    let freezes = tokio::spawn(ingest::freezes::run(
+        inputs.freezes,
+        spool.clone(),
+        inputs.ledger,
+        fresh.clone(),
+        on_freezes_stored,
+    ));
+    // It ends only when every bus sender is gone, as the daemon stops; it is not awaited
+    // then: a record still in its queue is read again from the meter (the ledger lacks it).
+    let _ = supervise::supervise("freeze ingest", freezes, supervisor.sender(), |_| ());
     let window = config.spool.commit_window;
-    let pipeline = tokio::spawn(ingest::run(rx, writer, fresh, window, on_stored));
+    let pipeline = tokio::spawn(ingest::run(
+        inputs.batches,
+        writer,
+        fresh,
+        window,
+        on_stored,
+    ));
     let pipeline = supervise::supervise("ingest", pipeline, supervisor.sender(), |_| ());
     Ok((uplink, uplink_task, pipeline))
 }

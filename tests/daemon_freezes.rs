@@ -1,0 +1,153 @@
+//! The daemon collects the meters' own settlement records: a simulated DL/T 645 meter keeping
+//! China Standard Time, the daemon with the embedded broker, a subscriber as the billing core.
+//! Every daily record of the back-fill window and the last monthly settlement arrive on
+//! `…/freezes`, once each, stamped as the meter stamped them, each value exactly the
+//! simulator's frozen register; the ledger says delivered.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute, latest_due};
+use meterd::clock::{UtcOffset, wall_clock_ms};
+use meterd::config::Config;
+use meterd::daemon::{Daemon, RunOptions};
+use meterd::reading::freeze::FreezeRecord;
+use meterd::sim::model::MeterModel;
+use meterd::sim::{SimConfig, Simulator};
+use meterd::spool::freezes::LedgerState;
+use meterd::spool::{Spool, SpoolOptions};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+const ADDR: &str = "000000000007";
+const SEED: u64 = 77;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_and_monthly_records_are_collected_published_once_and_delivered() {
+    let sim_text = format!(
+        "[[port]]\nname = \"dlt\"\ntcp = \"127.0.0.1:0\"\n[[port.meter]]\nprotocol = \"dlt645-2007\"\n\
+         address = \"{ADDR}\"\nprofile = \"dlt645-three-phase\"\nseed = {SEED}\n"
+    );
+    let sim = Simulator::start(SimConfig::from_text(Path::new("sim.toml"), &sim_text).unwrap())
+        .await
+        .unwrap();
+    let sim_addr = sim.local_addr("dlt").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = free_port();
+    let text = format!(
+        r#"
+gateway = "gw-f"
+data_dir = "{}"
+[mqtt]
+url = "embedded"
+embedded_listen = "127.0.0.1:{broker}"
+[service]
+listen = "127.0.0.1:0"
+[freeze]
+delay = "0s"
+backfill_days = 3
+backfill_months = 1
+[[bus]]
+name = "dlt"
+transport = "tcp"
+host = "{sim_addr}"
+[[bus.meter]]
+protocol = "dlt645-2007"
+address = "{ADDR}"
+profile = "dlt645-three-phase"
+interval = "1h"
+freezes = ["daily", "monthly"]
+"#,
+        dir.path().display()
+    );
+    let (config, profiles) = Config::from_text(Path::new("<test>"), &text).unwrap();
+    let daemon = Daemon::start_with(config, profiles, RunOptions::default())
+        .await
+        .unwrap();
+
+    let mut opts = MqttOptions::new("billing-core", "127.0.0.1", broker);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client
+        .subscribe("meterd/gw-f/meters/+/freezes", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut got: BTreeMap<String, (FreezeRecord, String)> = BTreeMap::new();
+    let mut deliveries = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < 4 && tokio::time::Instant::now() < deadline {
+        let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(1), events.poll()).await
+        else {
+            continue;
+        };
+        if let Event::Incoming(Packet::Publish(p)) = event {
+            let text = String::from_utf8_lossy(&p.payload).into_owned();
+            let r: FreezeRecord = serde_json::from_str(&text).unwrap();
+            assert_eq!(p.topic, format!("meterd/gw-f/meters/{ADDR}/freezes"));
+            deliveries += 1;
+            got.insert(r.id.clone(), (r, text));
+        }
+    }
+    assert_eq!(
+        got.len(),
+        4,
+        "records: {:?}",
+        got.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(deliveries, 4, "each record once");
+
+    // The records the meter holds by its clock (CST) at the time of the test.
+    let now_local = LocalMinute(wall_clock_ms().div_euclid(60_000) + 480);
+    let newest = latest_due(FreezeKind::Daily, now_local, 0, (1, 0));
+    let model = MeterModel::new(SEED, ADDR.into()).with_offset(UtcOffset::CHINA);
+    for k in 0..3 {
+        let stamp = LocalMinute(newest.0 - k * 1440);
+        let id = format!("gw-f/{ADDR}/daily/{stamp}+08:00");
+        let (r, text) = got.get(&id).unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(r.frozen_at, format!("{stamp}:00+08:00"));
+        assert_eq!(r.backfill, k > 0, "{id}");
+        assert_eq!(r.frames.len(), 3, "one stamp read and two value blocks");
+        let at_utc = (stamp.0 - 480) * 60_000;
+        for (quantity, kind, tariff) in [
+            ("energy.active.import.total", "active.import", 0),
+            ("energy.active.import.t2", "active.import", 2),
+            ("energy.active.export.total", "active.export", 0),
+        ] {
+            let want = model.energy(kind, tariff, 2, at_utc).to_string();
+            let v = r.values.iter().find(|v| &*v.quantity == quantity).unwrap();
+            assert_eq!(v.quality.to_string(), "good");
+            assert!(
+                text.contains(&format!("\"quantity\":\"{quantity}\",\"value\":{want},")),
+                "{quantity} = {want} not in {text}"
+            );
+        }
+    }
+    assert!(
+        got.keys().any(|id| id.contains("/monthly/")),
+        "{:?}",
+        got.keys()
+    );
+
+    // Delivered in the ledger once the broker acknowledged them.
+    daemon.stop().await;
+    let spool = Spool::open(
+        dir.path().join("spool.sqlite"),
+        SpoolOptions::numbered_from_one(64 << 20),
+    )
+    .unwrap();
+    let daily = spool.ledger("daily", "").unwrap();
+    assert_eq!(daily.len(), 3);
+    assert!(
+        daily.iter().all(|e| e.state == LedgerState::Delivered),
+        "{daily:?}"
+    );
+    sim.shutdown().await;
+}
