@@ -629,7 +629,12 @@ fn start_uplink_and_ingest(
     ));
     // It ends only when every bus sender is gone, as the daemon stops; it is not awaited
     // then: a record still in its queue is read again from the meter (the ledger lacks it).
-    let _ = supervise::supervise("freeze ingest", freezes, supervisor.sender(), |_| ());
+    drop(supervise::supervise(
+        "freeze ingest",
+        freezes,
+        supervisor.sender(),
+        |_| (),
+    ));
     let window = config.spool.commit_window;
     let pipeline = tokio::spawn(ingest::run(
         inputs.batches,
