@@ -18,7 +18,7 @@ enum Command {
     Run(meterd::cli::run::RunArgs),
     /// The embedded default: simulated meters, embedded broker and the daemon, printing readings.
     Demo(meterd::cli::demo::DemoArgs),
-    /// Decode a DL/T 645 or Modbus RTU frame and explain it field by field.
+    /// Decode a DL/T 645, Modbus RTU or Modbus TCP frame and explain it field by field.
     Decode(meterd::cli::decode::DecodeArgs),
     /// Simulated meters on serial ports / TCP, with wire-time emulation and fault injection.
     Simulate(meterd::sim::cli::SimulateArgs),

@@ -37,21 +37,63 @@ pub struct Target {
     pub tcp: Option<String>,
 }
 
-/// Serial line settings.
+/// Serial line settings (a serial port, or the serial side of a device server with `--tcp`;
+/// refused with `--protocol modbus-tcp`, which has no serial line).
 #[derive(Debug, Clone, Args)]
 pub struct LineArgs {
     /// Baud rate (default 2400 for DL/T 645, 9600 for Modbus).
     #[arg(long)]
     pub baud: Option<u32>,
-    /// Parity.
-    #[arg(long, value_enum, default_value_t = ParityArg::Even)]
-    pub parity: ParityArg,
-    /// Data bits.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(5..=8))]
-    pub data_bits: u8,
-    /// Stop bits.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub stop_bits: u8,
+    /// Parity [default: even].
+    #[arg(long, value_enum)]
+    pub parity: Option<ParityArg>,
+    /// Data bits [default: 8].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(5..=8))]
+    pub data_bits: Option<u8>,
+    /// Stop bits [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub stop_bits: Option<u8>,
+}
+
+impl LineArgs {
+    /// The parity given, or even.
+    pub fn parity(&self) -> ParityArg {
+        self.parity.unwrap_or(ParityArg::Even)
+    }
+
+    /// The data bits given, or 8.
+    pub fn data_bits(&self) -> u8 {
+        self.data_bits.unwrap_or(8)
+    }
+
+    /// The stop bits given, or 1.
+    pub fn stop_bits(&self) -> u8 {
+        self.stop_bits.unwrap_or(1)
+    }
+
+    /// `Err` naming the serial flags given, for a target that has no serial line (Modbus TCP):
+    /// a technician who set them believes they matter, and they would be ignored.
+    pub fn refuse_for_modbus_tcp(&self) -> Result<(), String> {
+        let given: Vec<&str> = [
+            ("--baud", self.baud.is_some()),
+            ("--parity", self.parity.is_some()),
+            ("--data-bits", self.data_bits.is_some()),
+            ("--stop-bits", self.stop_bits.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if given.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{} would be ignored: modbus-tcp has no serial line here (the gateway's own \
+             settings decide its serial side); drop {}, or give --protocol modbus-rtu for a \
+             serial device server",
+            given.join(", "),
+            if given.len() == 1 { "it" } else { "them" }
+        ))
+    }
 }
 
 /// Parity on the command line.
@@ -120,9 +162,9 @@ pub(crate) fn bus_config(
         baud: line
             .baud
             .unwrap_or(if protocol.is_dlt645() { 2400 } else { 9600 }),
-        parity: line.parity.into(),
-        data_bits: line.data_bits,
-        stop_bits: line.stop_bits,
+        parity: line.parity().into(),
+        data_bits: line.data_bits(),
+        stop_bits: line.stop_bits(),
     };
     match (&target.port, &target.tcp) {
         (Some(port), _) => {
@@ -136,12 +178,37 @@ pub(crate) fn bus_config(
                 return Err(format!("--tcp: expected HOST:PORT, found {host:?}"));
             }
             if protocol == Protocol::ModbusTcp {
+                line.refuse_for_modbus_tcp()?;
                 Ok(BusConfig::modbus_tcp(name, host, serial))
             } else {
                 Ok(BusConfig::tcp(name, host, serial))
             }
         }
         (None, None) => Err("give --port PATH or --tcp HOST:PORT".into()),
+    }
+}
+
+/// Up to three of `known` closest to `given`, best first, for "did you mean" hints after a
+/// typo: normalised Damerau-Levenshtein similarity at least 0.6 (one slip in a short name such
+/// as a swapped pair `lna`/`lan` is 0.67; Jaro-Winkler misses those in short names).
+pub(crate) fn closest<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut scored: Vec<(f64, &str)> = known
+        .into_iter()
+        .map(|k| (strsim::normalized_damerau_levenshtein(given, k), k))
+        .filter(|(score, _)| *score >= 0.6)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    scored.into_iter().take(3).map(|(_, k)| k).collect()
+}
+
+/// `"; did you mean X?"` (or `X or Y`) when something in `known` is close to `given`, else
+/// `""`.
+pub(crate) fn did_you_mean<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    let near = closest(given, known);
+    if near.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean {}?", near.join(" or "))
     }
 }
 

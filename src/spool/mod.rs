@@ -93,6 +93,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 pub use error::SpoolError;
 
+/// The spool file's name in the daemon's `data_dir`.
+pub const FILE_NAME: &str = "spool.sqlite";
+
 use crate::reading::{Quality, ReadingBatch, ValueData};
 
 /// SQLite's page cache per spool, in KiB (SQLite's default is 2,000 KiB). The spool is written
