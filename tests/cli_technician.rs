@@ -697,7 +697,14 @@ interval = "1s"
     // One line per echo (the request's bytes, whole), naming the setting to change.
     assert_eq!(echoes.len(), tx.len(), "{t}");
     for (e, x) in echoes.iter().zip(&tx) {
-        let sent = x.split(" tx ").nth(1).unwrap().split("  |").next().unwrap().trim();
+        let sent = x
+            .split(" tx ")
+            .nth(1)
+            .unwrap()
+            .split("  |")
+            .next()
+            .unwrap()
+            .trim();
         assert!(
             e.contains(&format!(" rx? {sent}  | skipped: ")),
             "{e} vs {x}"
@@ -725,4 +732,16 @@ async fn demo_takes_a_free_port_when_the_status_page_port_is_taken() {
     assert!(line.starts_with("status page: http://127.0.0.1:"), "{line}");
     assert!(!line.contains(":8745/"), "{line}");
     assert!(line.ends_with("127.0.0.1:8745 was taken)"), "{line}");
+}
+
+#[tokio::test]
+async fn help_lists_the_exit_codes() {
+    for cmd in ["read", "scan", "trace"] {
+        let out = meterd(&[cmd, "--help"]).await;
+        assert!(out.status.success());
+        let t = text(&out.stdout);
+        assert!(t.contains("Exit codes:\n  0  done"), "{cmd}: {t}");
+        assert!(t.contains("  1  the meter failed the job"), "{cmd}: {t}");
+        assert!(t.contains("  2  the job could not start"), "{cmd}: {t}");
+    }
 }

@@ -454,6 +454,21 @@ mod tests {
     use meter_protocols::dlt645::{Address, Function};
 
     #[test]
+    fn an_echo_is_the_whole_request_coming_back_first() {
+        let request = [0x01, 0x04, 0x00, 0x00, 0x00, 0x12, 0x70, 0x07];
+        let reply = [0x01, 0x04, 0x24, 0x43, 0x66];
+        assert!(looks_like_echo(&request, &request));
+        assert!(looks_like_echo(
+            &request,
+            &[&request[..], &reply[..]].concat()
+        ));
+        // Part of it is not (yet) an echo; nor is the reply, nor an empty request.
+        assert!(!looks_like_echo(&request, &request[..5]));
+        assert!(!looks_like_echo(&request, &reply));
+        assert!(!looks_like_echo(&[], &reply));
+    }
+
+    #[test]
     fn the_absolute_deadline_allows_the_longest_reply_at_the_bus_rate() {
         // 2400 baud 8E1: 11 bits, 4.583 ms a character.
         let t = ExchangeTiming {

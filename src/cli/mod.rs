@@ -19,6 +19,18 @@ pub mod trace;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The exit codes of the technician's commands, for their `--help` (README.md, "Exit codes",
+/// has the same table). Every failure is also one line on stderr saying why.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  done (read: at least one value not bad; scan: something answered; trace: stopped by
+     --duration or Ctrl-C; decode: a valid frame)
+  1  the meter failed the job: no answer, or every value bad (read); nothing answered
+     (scan); the daemon refused or failed the request (--daemon)
+  2  the job could not start: bad arguments or configuration, an unknown --bus, --meter,
+     --profile or --quantity, a dead, busy or missing port or spool file, no daemon
+     answering; decode: not a valid frame";
+
 use clap::{Args, ValueEnum};
 
 use crate::config::build::SerialLine;
@@ -190,7 +202,8 @@ pub(crate) fn bus_config(
 
 /// Up to three of `known` closest to `given`, best first, for "did you mean" hints after a
 /// typo: normalised Damerau-Levenshtein similarity at least 0.6 (one slip in a short name such
-/// as a swapped pair `lna`/`lan` is 0.67; Jaro-Winkler misses those in short names).
+/// as a swapped pair `lna`/`lan` is 0.67; Jaro-Winkler misses those in short names), and
+/// within 0.1 of the best.
 pub(crate) fn closest<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     let mut scored: Vec<(f64, &str)> = known
         .into_iter()
@@ -198,7 +211,14 @@ pub(crate) fn closest<'a>(given: &str, known: impl IntoIterator<Item = &'a str>)
         .filter(|(score, _)| *score >= 0.6)
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    scored.into_iter().take(3).map(|(_, k)| k).collect()
+    // Only the names about as close as the closest: one slip beats two.
+    let best = scored.first().map_or(0.0, |(score, _)| *score);
+    scored
+        .into_iter()
+        .take_while(|(score, _)| *score >= best - 0.1)
+        .take(3)
+        .map(|(_, k)| k)
+        .collect()
 }
 
 /// `"; did you mean X?"` (or `X or Y`) when something in `known` is close to `given`, else
@@ -224,4 +244,38 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_get_the_closest_names() {
+        let buses = ["rs485-1", "rs485-2", "lan"];
+        assert_eq!(closest("lna", buses), ["lan"]);
+        assert_eq!(closest("rs485-3", buses), ["rs485-1", "rs485-2"]);
+        assert!(closest("modbus", buses).is_empty());
+        assert_eq!(did_you_mean("rs458-1", buses), "; did you mean rs485-1?");
+        assert_eq!(did_you_mean("zzz", buses), "");
+    }
+
+    #[test]
+    fn serial_flags_are_refused_only_when_given() {
+        let mut line = LineArgs {
+            baud: None,
+            parity: None,
+            data_bits: None,
+            stop_bits: None,
+        };
+        assert!(line.refuse_for_modbus_tcp().is_ok());
+        assert_eq!(
+            (line.parity(), line.data_bits(), line.stop_bits()),
+            (ParityArg::Even, 8, 1)
+        );
+        line.stop_bits = Some(2);
+        let e = line.refuse_for_modbus_tcp().unwrap_err();
+        assert!(e.starts_with("--stop-bits would be ignored"), "{e}");
+        assert!(e.contains("drop it,"), "{e}");
+    }
 }

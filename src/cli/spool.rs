@@ -54,8 +54,8 @@ fn spool_file(given: &Path) -> Result<PathBuf, String> {
         ));
     }
     Err(format!(
-        "{}: no such file or directory: give the daemon's data_dir (see `data_dir` in \
-         meterd.toml) or its {FILE_NAME}",
+        "{}: no spool file there (nothing at that path): give the daemon's data_dir (see \
+         `data_dir` in meterd.toml) or its {FILE_NAME}",
         given.display()
     ))
 }
