@@ -111,7 +111,10 @@ def test_a_wrong_address_is_not_read_as_the_oracles_values(meterd, oracle):
         meterd, "read", *line(oracle), "--address", "123456789011", "--timeout", "3s", "--json",
         "--quantity", "energy.active.combined.total",
     )
-    assert out.returncode == 0, out.stderr  # an error reply is an answer
+    # An error reply is an answer, but with every value bad the read failed: exit 1, the
+    # reading still printed.
+    assert out.returncode == 1, out.stderr
+    assert "every value is bad" in out.stderr, out.stderr
     (v,) = json.loads(out.stdout)["values"]
     assert v["quality"] == "bad", v
     assert v.get("value") is None, v

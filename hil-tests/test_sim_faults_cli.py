@@ -4,8 +4,9 @@ simulator makes (`serial = "pty"`), with the ground-truth log as the referee.
 The Rust tests cover the same faults against a scripted fake (tests/bus_task.rs) and on the
 simulator's wire (tests/sim.rs); here the real binary meets the real simulator: silence is a
 one-line error and exit 1, broken frames (corrupt byte, bad checksum, noise) are skipped,
-shown and retried and never published, an echoing adapter is handled with `timing.echo`, and
-abnormal replies are bad values with the meter's reason. Late replies are covered in process
+shown and retried and never published, an echoing adapter is handled with `timing.echo` (and
+named, with that hint, without it), and abnormal replies are bad values with the meter's reason
+(a read whose every value is bad exits 1). Late replies are covered in process
 by tests/noisy_bus.rs (every value checked against the truth log).
 """
 import json
@@ -134,12 +135,18 @@ def test_noise_before_each_reply_is_skipped(meterd, sim):
 
 
 def test_abnormal_replies_are_bad_with_the_meters_reason(meterd, sim):
-    _, batch = dlt_read_json(meterd, sim, "000000000006", "voltage.l1")
-    (v,) = batch["values"]
+    # Every value bad: the reading is still printed (the evidence), and the read failed: exit 1.
+    out = read(meterd, sim, "--protocol", "dlt645-2007", "--address", "000000000006", "--json",
+               "--quantity", "voltage.l1")
+    assert out.returncode == 1, out.stderr
+    assert out.stderr == ("meterd read: meter 000000000006 answered, but every value is bad "
+                          "(first: meter error 02: no requested data)\n"), out.stderr
+    (v,) = json.loads(out.stdout)["values"]
     assert v["quality"] == "bad" and v.get("value") is None, v
     assert v["reason"] == "meter error 02: no requested data", v
     out = read(meterd, sim, "--protocol", "modbus-rtu", "--unit", "7", "--profile", "generic-modbus", "--json")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr
+    assert "every value is bad" in out.stderr, out.stderr
     values = json.loads(out.stdout)["values"]
     assert len(values) == 6
     assert all(v["quality"] == "bad" and v["reason"] == "exception 06 server device busy" for v in values), values
@@ -183,6 +190,17 @@ def test_trace_shows_noise_skipped(meterd, sim):
     t = trace(meterd, sim, "000000000004", False)
     assert "skipped: noise" in t, t
     assert "== reading 000000000004: 13 values, 0 bad" in t, t
+
+
+def test_an_echoing_adapter_without_timing_echo_is_named(meterd, sim):
+    # The echo is one line naming the setting, not noise skipped byte by byte.
+    t = trace(meterd, sim, "000000000005", False)
+    echoes = [l for l in t.splitlines() if " rx? " in l and "our own request came back" in l]
+    sent = [l for l in t.splitlines() if " tx " in l]
+    assert echoes and len(echoes) == len(sent), t
+    assert all("set `echo = true`" in l for l in echoes), echoes
+    assert "skipped: noise" not in t, t
+    assert "== reading 000000000005: 13 values, 0 bad" in t, t
 
 
 def test_an_echoing_adapter_with_timing_echo(meterd, sim):

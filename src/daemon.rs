@@ -516,7 +516,7 @@ fn check_before_start(
 
 /// Opens (or creates) the spool in the data directory.
 fn open_spool(config: &Config) -> Result<Arc<Mutex<Spool>>, SpoolError> {
-    let path = config.data_dir.join("spool.sqlite");
+    let path = config.data_dir.join(crate::spool::FILE_NAME);
     let spool = Spool::open(&path, SpoolOptions::new(config.spool.max_bytes))?;
     tracing::info!(path = %path.display(), "spool open");
     Ok(Arc::new(Mutex::new(spool)))

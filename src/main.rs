@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 /// Smart-meter data acquisition gateway: DL/T 645 and Modbus meters to MQTT.
 #[derive(Debug, Parser)]
-#[command(name = "meterd", version, about, long_about = None)]
+#[command(name = "meterd", version, about, long_about = None, after_help = meterd::cli::EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,25 +18,32 @@ enum Command {
     Run(meterd::cli::run::RunArgs),
     /// The embedded default: simulated meters, embedded broker and the daemon, printing readings.
     Demo(meterd::cli::demo::DemoArgs),
-    /// Decode a DL/T 645 or Modbus RTU frame and explain it field by field.
+    /// Decode a DL/T 645, Modbus RTU or Modbus TCP frame and explain it field by field.
+    #[command(after_help = meterd::cli::EXIT_CODES)]
     Decode(meterd::cli::decode::DecodeArgs),
     /// Simulated meters on serial ports / TCP, with wire-time emulation and fault injection.
     Simulate(meterd::sim::cli::SimulateArgs),
     /// Read one meter once and print its values (a table, or the reading batch with --json).
+    #[command(after_help = meterd::cli::EXIT_CODES)]
     Read(meterd::cli::read::ReadArgs),
     /// Find the meters on a bus (DL/T 645 read-address or address probing; Modbus unit sweep).
+    #[command(after_help = meterd::cli::EXIT_CODES)]
     Scan(meterd::cli::scan::ScanArgs),
     /// Run the buses of a configuration and print every frame both ways, decoded.
+    #[command(after_help = meterd::cli::EXIT_CODES)]
     Trace(meterd::cli::trace::TraceArgs),
     /// Commissioning: read every configured meter once and give each a verdict (ok, degraded,
     /// wrong address, no reply, wrong protocol edition, wrong word order, echo); exit 1 if any
     /// meter failed.
     Test(meterd::cli::commission::TestArgs),
     /// Health of every bus and meter of the running daemon (its local diagnostics service).
+    #[command(after_help = meterd::cli::EXIT_CODES)]
     Status(meterd::cli::status::StatusArgs),
     /// Validate a configuration and print the effective settings and Modbus request plans.
+    #[command(after_help = meterd::cli::EXIT_CODES)]
     CheckConfig(meterd::cli::check_config::CheckConfigArgs),
     /// Print the readings a stopped daemon's spool still holds (JSON lines) and its counters.
+    #[command(after_help = meterd::cli::EXIT_CODES)]
     Spool(meterd::cli::spool::SpoolArgs),
 }
 

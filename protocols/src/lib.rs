@@ -8,7 +8,8 @@
 //! - [`calendar`]: proleptic Gregorian day numbers (freeze stamps, the daemon's UTC clock).
 //! - [`dlt645`]: DL/T 645-2007 and DL/T 645-1997 frames, requests, responses and the data
 //!   identifier catalogue.
-//! - [`modbus`]: the Modbus RTU ADU (framing, CRC, requests, responses) and register values.
+//! - [`modbus`]: the Modbus RTU ADU (framing, CRC, requests, responses), the Modbus TCP (MBAP)
+//!   header, and register values.
 //! - [`decimal`]: exact decimal numbers, so that a BCD reading is never changed by a binary float.
 //! - [`quantity`]: the published unit of every quantity, and the quantities without an OBIS code.
 //! - [`scan`]: the streaming outcome every frame scanner returns.

@@ -7,7 +7,10 @@
 //!   an end byte; noise and broken frames are skipped byte by byte and counted.
 //! - A frame that is not the answer (another meter's address, another unit id, another
 //!   function) is skipped whole and counted as foreign.
-//! - With half-duplex adapters that echo what is sent, the echo is removed first.
+//! - With half-duplex adapters that echo what is sent, the echo is removed first. On a bus
+//!   not configured for an echo (`echo = true`), our own request coming back whole is
+//!   recognised ([`looks_like_echo`]), removed, and named in the trace with that hint, rather
+//!   than skipped as noise byte by byte.
 //! - The first byte must come within the response timeout, and each further byte within the
 //!   inter-byte timeout; a reply that stalls is abandoned.
 //! - Every exchange also has an absolute deadline ([`ExchangeTiming::reply_limit`]): the
@@ -197,6 +200,14 @@ impl ExchangeTiming {
     }
 }
 
+/// What the trace says of an echo on a bus not configured for one.
+pub const UNEXPECTED_ECHO: &str = "our own request came back: the adapter echoes what it sends; \
+     set `echo = true` in this bus's timing (timing = { echo = true })";
+
+/// The one echo check, shared with `meterd test` (see its doc there): the exchange names an
+/// echo on a bus not configured with `echo = true` ([`UNEXPECTED_ECHO`]).
+pub use crate::meter::commission::looks_like_echo;
+
 /// Sends `request` and waits for the reply `framing` describes.
 pub async fn exchange(
     link: &mut Link,
@@ -232,13 +243,22 @@ pub async fn exchange(
 
     let mut buf: Vec<u8> = Vec::with_capacity(64);
     let mut echo_left = if timing.echo { request } else { &[][..] };
+    // On a bus not configured for an echo: the request, until it is seen coming back.
+    let mut unexpected_echo = (!timing.echo).then_some(request);
     let mut deadline = sent + timing.response_timeout;
     // However the bytes trickle in (a babbling transceiver), the exchange ends here.
     let limit = sent + timing.reply_limit(framing, request.len());
     let mut chunk = [0u8; 256];
     loop {
         // Take what the buffer holds before reading more.
-        if let Some(done) = take_reply(&mut buf, &mut echo_left, framing, &mut stats, tap) {
+        if let Some(done) = take_reply(
+            &mut buf,
+            &mut echo_left,
+            &mut unexpected_echo,
+            framing,
+            &mut stats,
+            tap,
+        ) {
             let (reply, raw) = done;
             let finished = Instant::now();
             tap.frame(Direction::Rx, &raw);
@@ -283,9 +303,11 @@ pub async fn exchange(
 }
 
 /// Looks for the reply in `buf`, draining echo, noise and foreign frames as it goes.
+/// `unexpected_echo` is the request on a bus not configured for an echo, until it is seen.
 fn take_reply(
     buf: &mut Vec<u8>,
     echo_left: &mut &[u8],
+    unexpected_echo: &mut Option<&[u8]>,
     framing: &Framing,
     stats: &mut ExchangeStats,
     tap: &FrameTap,
@@ -350,6 +372,24 @@ fn take_reply(
             },
             Framing::None => return None,
         };
+        // The scanner refused the bytes as the reply: are they our own request coming back?
+        let refused = matches!(
+            scanned,
+            Scanned::Skip { .. } | Scanned::Frame { reply: None, .. }
+        );
+        if let (true, Some(request)) = (refused, *unexpected_echo) {
+            if looks_like_echo(request, buf) {
+                buf.drain(..request.len());
+                stats.echo_bytes += request.len() as u64;
+                tap.skipped(request, UNEXPECTED_ECHO);
+                *unexpected_echo = None;
+                continue;
+            }
+            if buf.len() < request.len() && request.starts_with(buf) {
+                // Perhaps the echo, still arriving: wait for the rest before skipping any.
+                return None;
+            }
+        }
         match scanned {
             Scanned::Wait => return None,
             Scanned::Skip { count, reason } => {
@@ -403,6 +443,21 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
 mod tests {
     use super::*;
     use meter_protocols::dlt645::{Address, Function};
+
+    #[test]
+    fn an_echo_is_the_whole_request_coming_back_first() {
+        let request = [0x01, 0x04, 0x00, 0x00, 0x00, 0x12, 0x70, 0x07];
+        let reply = [0x01, 0x04, 0x24, 0x43, 0x66];
+        assert!(looks_like_echo(&request, &request));
+        assert!(looks_like_echo(
+            &request,
+            &[&request[..], &reply[..]].concat()
+        ));
+        // Part of it is not (yet) an echo; nor is the reply, nor an empty request.
+        assert!(!looks_like_echo(&request, &request[..5]));
+        assert!(!looks_like_echo(&request, &reply));
+        assert!(!looks_like_echo(&[], &reply));
+    }
 
     #[test]
     fn the_absolute_deadline_allows_the_longest_reply_at_the_bus_rate() {

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use tokio::sync::broadcast;
 
 use crate::hex_input::to_hex;
+use crate::meter::explain::FrameProtocol;
 
 /// Which way bytes went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,10 @@ pub struct FrameEvent {
     pub bytes: Vec<u8>,
     /// Why bytes were skipped, or the remark.
     pub note: String,
+    /// How to read the bytes: `Auto` (detect) for the byte-stream buses, whose frames carry
+    /// their own protocol's marks; `ModbusTcp` for a Modbus TCP connection, whose MBAP frames
+    /// would otherwise be taken for broken RTU frames.
+    pub protocol: FrameProtocol,
 }
 
 /// Where an exchange reports its frames.
@@ -88,6 +93,10 @@ impl FrameTap {
     }
 
     fn emit(&self, direction: Direction, bytes: &[u8], note: &str) {
+        self.emit_as(direction, bytes, note, FrameProtocol::Auto);
+    }
+
+    fn emit_as(&self, direction: Direction, bytes: &[u8], note: &str, protocol: FrameProtocol) {
         tracing::trace!(dir = direction.label(), hex = %to_hex(bytes), note, "frame");
         if let Some(tx) = self.sender.as_ref().filter(|tx| tx.receiver_count() > 0) {
             // A send error only means every watcher left meanwhile; the bus goes on.
@@ -98,6 +107,7 @@ impl FrameTap {
                 direction,
                 bytes: bytes.to_vec(),
                 note: note.to_owned(),
+                protocol,
             });
         }
     }
@@ -105,6 +115,11 @@ impl FrameTap {
     /// A frame sent or received.
     pub fn frame(&self, direction: Direction, bytes: &[u8]) {
         self.emit(direction, bytes, "");
+    }
+
+    /// A Modbus TCP frame (MBAP header, then the PDU) sent or received.
+    pub fn mbap_frame(&self, direction: Direction, bytes: &[u8]) {
+        self.emit_as(direction, bytes, "", FrameProtocol::ModbusTcp);
     }
 
     /// Bytes skipped on receive, with the reason.

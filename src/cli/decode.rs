@@ -1,4 +1,4 @@
-//! `meterd decode`: explain a DL/T 645 or Modbus RTU frame field by field.
+//! `meterd decode`: explain a DL/T 645, Modbus RTU or Modbus TCP frame field by field.
 //!
 //! For technicians holding a hex dump from a handheld, a log or a sniffer. The decoder detects
 //! the protocol (or takes `--protocol`), names every field in the standard's terms, decodes
@@ -29,6 +29,9 @@ pub enum DecodeProtocol {
     /// Modbus RTU.
     #[value(name = "modbus-rtu")]
     ModbusRtu,
+    /// Modbus TCP (MBAP header, then the PDU).
+    #[value(name = "modbus-tcp")]
+    ModbusTcp,
 }
 
 impl From<DecodeProtocol> for FrameProtocol {
@@ -38,6 +41,7 @@ impl From<DecodeProtocol> for FrameProtocol {
             DecodeProtocol::Dlt645_2007 => FrameProtocol::Dlt645_2007,
             DecodeProtocol::Dlt645_1997 => FrameProtocol::Dlt645_1997,
             DecodeProtocol::ModbusRtu => FrameProtocol::ModbusRtu,
+            DecodeProtocol::ModbusTcp => FrameProtocol::ModbusTcp,
         }
     }
 }

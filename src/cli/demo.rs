@@ -80,6 +80,12 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
             .ok_or_else(|| format!("simulator port {} did not start", bus.name))?;
         bus.host = Some(actual.to_string());
     }
+    // The status page's usual address may be held (another demo, a daemon): take a free
+    // loopback port then, and say so, rather than run without a status page.
+    let usual_listen = config.service.listen;
+    if TcpListener::bind(usual_listen).is_err() {
+        config.service.listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    }
     let broker_port = free_port()?;
     config.mqtt.embedded_listen = SocketAddr::from(([127, 0, 0, 1], broker_port));
     let data_dir: PathBuf =
@@ -103,8 +109,12 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         "meterd demo: {} simulated meters on loopback, embedded MQTT broker on 127.0.0.1:{broker_port}",
         sim.ports().iter().map(|p| p.meters.len()).sum::<usize>()
     );
-    if let Some(addr) = daemon.service_addr() {
-        println!("status page: http://{addr}/  (meterd status --url http://{addr})");
+    match daemon.service_addr() {
+        Some(addr) if addr != usual_listen => println!(
+            "status page: http://{addr}/  (meterd status --url http://{addr}; {usual_listen} was taken)"
+        ),
+        Some(addr) => println!("status page: http://{addr}/  (meterd status --url http://{addr})"),
+        None => println!("status page: none (its port could not be opened; see the log)"),
     }
     println!("subscribed to {topic}; readings follow (Ctrl-C stops)");
 

@@ -21,6 +21,18 @@ pub mod trace;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The exit codes of the technician's commands, for their `--help` (README.md, "Exit codes",
+/// has the same table). Every failure is also one line on stderr saying why.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  done (read: at least one value not bad; scan: something answered; trace: stopped by
+     --duration or Ctrl-C; decode: a valid frame)
+  1  the meter failed the job: no answer, or every value bad (read); nothing answered
+     (scan); the daemon refused or failed the request (--daemon)
+  2  the job could not start: bad arguments or configuration, an unknown --bus, --meter,
+     --profile or --quantity, a dead, busy or missing port or spool file, no daemon
+     answering; decode: not a valid frame";
+
 use clap::{Args, ValueEnum};
 
 use crate::config::build::SerialLine;
@@ -39,21 +51,63 @@ pub struct Target {
     pub tcp: Option<String>,
 }
 
-/// Serial line settings.
+/// Serial line settings (a serial port, or the serial side of a device server with `--tcp`;
+/// refused with `--protocol modbus-tcp`, which has no serial line).
 #[derive(Debug, Clone, Args)]
 pub struct LineArgs {
     /// Baud rate (default 2400 for DL/T 645, 9600 for Modbus).
     #[arg(long)]
     pub baud: Option<u32>,
-    /// Parity.
-    #[arg(long, value_enum, default_value_t = ParityArg::Even)]
-    pub parity: ParityArg,
-    /// Data bits.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(5..=8))]
-    pub data_bits: u8,
-    /// Stop bits.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub stop_bits: u8,
+    /// Parity [default: even].
+    #[arg(long, value_enum)]
+    pub parity: Option<ParityArg>,
+    /// Data bits [default: 8].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(5..=8))]
+    pub data_bits: Option<u8>,
+    /// Stop bits [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub stop_bits: Option<u8>,
+}
+
+impl LineArgs {
+    /// The parity given, or even.
+    pub fn parity(&self) -> ParityArg {
+        self.parity.unwrap_or(ParityArg::Even)
+    }
+
+    /// The data bits given, or 8.
+    pub fn data_bits(&self) -> u8 {
+        self.data_bits.unwrap_or(8)
+    }
+
+    /// The stop bits given, or 1.
+    pub fn stop_bits(&self) -> u8 {
+        self.stop_bits.unwrap_or(1)
+    }
+
+    /// `Err` naming the serial flags given, for a target that has no serial line (Modbus TCP):
+    /// a technician who set them believes they matter, and they would be ignored.
+    pub fn refuse_for_modbus_tcp(&self) -> Result<(), String> {
+        let given: Vec<&str> = [
+            ("--baud", self.baud.is_some()),
+            ("--parity", self.parity.is_some()),
+            ("--data-bits", self.data_bits.is_some()),
+            ("--stop-bits", self.stop_bits.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if given.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{} would be ignored: modbus-tcp has no serial line here (the gateway's own \
+             settings decide its serial side); drop {}, or give --protocol modbus-rtu for a \
+             serial device server",
+            given.join(", "),
+            if given.len() == 1 { "it" } else { "them" }
+        ))
+    }
 }
 
 /// Parity on the command line.
@@ -122,9 +176,9 @@ pub(crate) fn bus_config(
         baud: line
             .baud
             .unwrap_or(if protocol.is_dlt645() { 2400 } else { 9600 }),
-        parity: line.parity.into(),
-        data_bits: line.data_bits,
-        stop_bits: line.stop_bits,
+        parity: line.parity().into(),
+        data_bits: line.data_bits(),
+        stop_bits: line.stop_bits(),
     };
     match (&target.port, &target.tcp) {
         (Some(port), _) => {
@@ -138,12 +192,45 @@ pub(crate) fn bus_config(
                 return Err(format!("--tcp: expected HOST:PORT, found {host:?}"));
             }
             if protocol == Protocol::ModbusTcp {
+                line.refuse_for_modbus_tcp()?;
                 Ok(BusConfig::modbus_tcp(name, host, serial))
             } else {
                 Ok(BusConfig::tcp(name, host, serial))
             }
         }
         (None, None) => Err("give --port PATH or --tcp HOST:PORT".into()),
+    }
+}
+
+/// Up to three of `known` closest to `given`, best first, for "did you mean" hints after a
+/// typo: normalised Damerau-Levenshtein similarity at least 0.6 (one slip in a short name such
+/// as a swapped pair `lna`/`lan` is 0.67; Jaro-Winkler misses those in short names), and
+/// within 0.1 of the best.
+pub(crate) fn closest<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut scored: Vec<(f64, &str)> = known
+        .into_iter()
+        .map(|k| (strsim::normalized_damerau_levenshtein(given, k), k))
+        .filter(|(score, _)| *score >= 0.6)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    // Only the names about as close as the closest: one slip beats two.
+    let best = scored.first().map_or(0.0, |(score, _)| *score);
+    scored
+        .into_iter()
+        .take_while(|(score, _)| *score >= best - 0.1)
+        .take(3)
+        .map(|(_, k)| k)
+        .collect()
+}
+
+/// `"; did you mean X?"` (or `X or Y`) when something in `known` is close to `given`, else
+/// `""`.
+pub(crate) fn did_you_mean<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    let near = closest(given, known);
+    if near.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean {}?", near.join(" or "))
     }
 }
 
@@ -159,4 +246,38 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_get_the_closest_names() {
+        let buses = ["rs485-1", "rs485-2", "lan"];
+        assert_eq!(closest("lna", buses), ["lan"]);
+        assert_eq!(closest("rs485-3", buses), ["rs485-1", "rs485-2"]);
+        assert!(closest("modbus", buses).is_empty());
+        assert_eq!(did_you_mean("rs458-1", buses), "; did you mean rs485-1?");
+        assert_eq!(did_you_mean("zzz", buses), "");
+    }
+
+    #[test]
+    fn serial_flags_are_refused_only_when_given() {
+        let mut line = LineArgs {
+            baud: None,
+            parity: None,
+            data_bits: None,
+            stop_bits: None,
+        };
+        assert!(line.refuse_for_modbus_tcp().is_ok());
+        assert_eq!(
+            (line.parity(), line.data_bits(), line.stop_bits()),
+            (ParityArg::Even, 8, 1)
+        );
+        line.stop_bits = Some(2);
+        let e = line.refuse_for_modbus_tcp().unwrap_err();
+        assert!(e.starts_with("--stop-bits would be ignored"), "{e}");
+        assert!(e.contains("drop it,"), "{e}");
+    }
 }

@@ -100,8 +100,8 @@ fn parse_offset(s: &str) -> Result<UtcOffset, String> {
     s.parse()
 }
 
-/// Runs `meterd read`: 0 when the meter answered, 1 when it did not, 2 for a bad request or a
-/// dead/busy port.
+/// Runs `meterd read`: 0 when the meter answered with at least one value that is not bad, 1
+/// when it did not answer or every value is bad, 2 for a bad request or a dead/busy port.
 pub fn run(args: &ReadArgs) -> ExitCode {
     if args.daemon {
         return run_daemon(args);
@@ -124,6 +124,20 @@ pub fn run(args: &ReadArgs) -> ExitCode {
         }
     } else {
         print!("{}", table(&batch));
+    }
+    // The meter answered, but a reading with no usable value is a failed job (printed above
+    // as evidence): exit 1, as for a meter that does not answer.
+    if batch.values.iter().all(|v| v.quality == Quality::Bad) {
+        let reason = batch.values.iter().find_map(|v| v.reason.clone());
+        return fail(
+            "read",
+            &format!(
+                "meter {} answered, but every value is bad{}",
+                batch.meter,
+                reason.map(|r| format!(" (first: {r})")).unwrap_or_default()
+            ),
+            1,
+        );
     }
     ExitCode::SUCCESS
 }
@@ -243,7 +257,8 @@ fn build(args: &ReadArgs) -> Result<(BusConfig, ProfileSet), String> {
         (Some(p), _) => {
             let prof = profiles.get(p).ok_or_else(|| {
                 format!(
-                    "no profile named {p:?}; known: {}",
+                    "no profile named {p:?}{}; known: {}",
+                    super::did_you_mean(p, profiles.names()),
                     profiles.names().join(", ")
                 )
             })?;
@@ -264,8 +279,14 @@ fn build(args: &ReadArgs) -> Result<(BusConfig, ProfileSet), String> {
             };
             let mut points = Vec::new();
             for q in &args.quantity {
-                let di = di_for_quantity(version, q)
-                    .ok_or_else(|| format!("{q:?} is not a known {} quantity", protocol.name()))?;
+                let di = di_for_quantity(version, q).ok_or_else(|| {
+                    let known = profiles.quantity_names(protocol);
+                    format!(
+                        "{q:?} is not a known {} quantity{} (docs/quantities.md lists them all)",
+                        protocol.name(),
+                        super::did_you_mean(q, known.iter().map(String::as_str))
+                    )
+                })?;
                 points.push(Point::dlt645(q.as_str(), di));
             }
             let p = Profile::new("cli", "command line", "command line", family, points)
@@ -291,7 +312,7 @@ pub(super) fn one_meter_bus(
             .address
             .as_deref()
             .ok_or("a DL/T 645 read needs --address (12 digits)")?;
-        let parsed: Address = a.parse().map_err(|e| format!("--address: {e}"))?;
+        let parsed = Address::parse_full(a).map_err(|e| format!("--address: {e}"))?;
         (Some(parsed.to_string()), None)
     } else {
         let unit = args.unit.ok_or("a Modbus read needs --unit N")?;

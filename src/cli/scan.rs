@@ -49,8 +49,8 @@ pub struct ScanArgs {
     /// Modbus probe read: `fc03:0:1` (function, address, count).
     #[arg(long, default_value = "fc03:0:1")]
     pub register: String,
-    /// Per-probe timeout. Default: 1s for DL/T 645 (a meter may take 500 ms, plus the frame's
-    /// wire time at 1200-2400 baud), 200ms for Modbus.
+    /// Per-probe timeout [default: 1s for DL/T 645 (a meter may take 500 ms, plus the frame's
+    /// wire time at 1200-2400 baud), 200ms for Modbus].
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Print JSON.
@@ -104,9 +104,9 @@ pub fn run(args: &ScanArgs) -> ExitCode {
         (Some(path), _) => LinkSettings::Serial(SerialSettings {
             path: path.clone(),
             baud: line_baud,
-            parity: crate::config::Parity::from(args.line.parity).into(),
-            data_bits: args.line.data_bits,
-            stop_bits: args.line.stop_bits,
+            parity: crate::config::Parity::from(args.line.parity()).into(),
+            data_bits: args.line.data_bits(),
+            stop_bits: args.line.stop_bits(),
             rs485: None,
         }),
         (None, Some(host)) => LinkSettings::Tcp {
@@ -135,22 +135,28 @@ pub fn run(args: &ScanArgs) -> ExitCode {
             echo: false,
             char_time: crate::bus::exchange::char_time(
                 line_baud,
-                args.line.data_bits,
-                crate::config::Parity::from(args.line.parity) != crate::config::Parity::None,
-                args.line.stop_bits,
+                args.line.data_bits(),
+                crate::config::Parity::from(args.line.parity()) != crate::config::Parity::None,
+                args.line.stop_bits(),
             ),
         };
         let mut found = Vec::new();
+        let mut garbled = false;
         for (label, bytes, framing) in &probes {
             // Transceiver turnaround; also more than t3.5 at any Modbus baud rate.
             tokio::time::sleep(Duration::from_millis(20)).await;
             match exchange(&mut link, bytes, framing, timing, &tap).await {
                 Ok(x) => found.push(Found::new(label, &x.reply, &x.raw, args.json)),
-                Err(ExchangeError::Timeout { .. }) => {}
+                Err(ExchangeError::Timeout { partial, stats, .. }) => {
+                    garbled |= !partial.is_empty() || stats.rx_bytes > 0;
+                }
                 Err(ExchangeError::Link { source, .. }) => {
                     return fail("scan", &format!("link failed: {source}"), 2);
                 }
             }
+        }
+        if found.is_empty() && protocol.is_dlt645() && args.addresses.is_none() {
+            return fail("scan", &wildcard_unanswered(garbled, timeout), 1);
         }
         report(&found, probes.len(), args.json)
     })
@@ -163,6 +169,9 @@ fn scan_modbus_tcp(args: &ScanArgs) -> ExitCode {
     let Some(host) = &args.target.tcp else {
         return fail("scan", "modbus-tcp needs --tcp HOST:PORT", 2);
     };
+    if let Err(e) = args.line.refuse_for_modbus_tcp() {
+        return fail("scan", &e, 2);
+    }
     let request = match register(&args.register).and_then(|(function, address, count)| {
         let r = rtu::Request::read(function, address, count);
         r.validate().map_err(|e| format!("--register: {e}"))?;
@@ -223,6 +232,24 @@ fn report(found: &[Found], probes: usize, json: bool) -> ExitCode {
         println!("{} found", found.len());
     }
     ExitCode::SUCCESS
+}
+
+/// Why a read-address to `AAAAAAAAAAAA` can go unanswered, and what to do: every meter on
+/// the bus answers it at once, so with several meters the replies collide (garbage, or
+/// nothing the exchange can use).
+fn wildcard_unanswered(garbled: bool, timeout: Duration) -> String {
+    let what = if garbled {
+        "only garbled bytes came back"
+    } else {
+        "nothing came back"
+    };
+    format!(
+        "no answer to read-address (AAAAAAAAAAAA) within {}: {what}. Every meter on the bus \
+         answers this probe at once, so with several meters their replies collide; probe the \
+         addresses one by one with --addresses FROM-TO (e.g. 000000000001-000000000050), or \
+         check the wiring, baud rate and parity if only one meter is connected",
+        humantime::format_duration(timeout)
+    )
 }
 
 type Probe = (String, Vec<u8>, Framing);
@@ -333,10 +360,7 @@ fn addresses(list: &str) -> Result<Vec<Address>, String> {
                 );
             }
         } else {
-            out.push(
-                part.parse::<Address>()
-                    .map_err(|e| format!("--addresses {part:?}: {e}"))?,
-            );
+            out.push(Address::parse_full(part).map_err(|e| format!("--addresses: {e}"))?);
         }
     }
     if out.is_empty() {

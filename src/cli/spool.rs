@@ -1,23 +1,24 @@
-//! `meterd spool PATH`: what a stopped daemon's spool holds, for a technician or an operator.
+//! `meterd spool PATH`: what a stopped daemon's spool holds (PATH: the spool file or the
+//! daemon's data directory), for a technician or an operator.
 //!
 //! The payloads are compressed in the file (see [`crate::spool`]), so `sqlite3` shows the
 //! counters but not the readings; this prints the readings as they will be published, oldest
 //! first, one JSON document per line on stdout (for `jq`), and a summary on stderr.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 
 use super::fail;
-use crate::spool::{Spool, SpoolError, SpoolOptions};
+use crate::spool::{FILE_NAME, Spool, SpoolError, SpoolOptions};
 
 /// Arguments of `meterd spool`.
 #[derive(Debug, Args)]
 pub struct SpoolArgs {
-    /// The spool file (`spool.sqlite` in the daemon's `data_dir`). meterd must be stopped: it
-    /// holds the file exclusively while it runs.
+    /// The spool file, or the daemon's `data_dir` that holds it (`spool.sqlite`). meterd must
+    /// be stopped: it holds the file exclusively while it runs.
     pub path: PathBuf,
     /// Print at most this many readings (the oldest); 0 prints only the summary.
     #[arg(long)]
@@ -36,14 +37,35 @@ pub fn run(args: &SpoolArgs) -> ExitCode {
     }
 }
 
+/// The spool file `given` names: itself, or `spool.sqlite` in the data directory it names.
+fn spool_file(given: &Path) -> Result<PathBuf, String> {
+    if given.is_file() {
+        return Ok(given.to_owned());
+    }
+    if given.is_dir() {
+        let inside = given.join(FILE_NAME);
+        if inside.is_file() {
+            return Ok(inside);
+        }
+        return Err(format!(
+            "{}: a directory without a spool file ({FILE_NAME}): give the daemon's data_dir \
+             (see `data_dir` in meterd.toml) or the spool file itself",
+            given.display()
+        ));
+    }
+    Err(format!(
+        "{}: no spool file there (nothing at that path): give the daemon's data_dir (see \
+         `data_dir` in meterd.toml) or its {FILE_NAME}",
+        given.display()
+    ))
+}
+
 fn print(args: &SpoolArgs) -> Result<(), String> {
     // Opening creates a missing file; an inspection must not.
-    if !args.path.is_file() {
-        return Err(format!("{}: no spool file there", args.path.display()));
-    }
+    let path = spool_file(&args.path)?;
     // The bound only matters for appends, and this appends nothing. Opening an older spool
     // migrates it, as starting the daemon would.
-    let spool = Spool::open(&args.path, SpoolOptions::new(u64::MAX)).map_err(|e| match e {
+    let spool = Spool::open(&path, SpoolOptions::new(u64::MAX)).map_err(|e| match e {
         SpoolError::Locked { .. } => format!("{e}; stop meterd first (systemctl stop meterd)"),
         e => e.to_string(),
     })?;
@@ -51,7 +73,7 @@ fn print(args: &SpoolArgs) -> Result<(), String> {
     eprintln!(
         "{}: {} readings not yet acknowledged ({} bytes of JSON), oldest read at {}; \
          {} dropped on overflow ({} bytes), {} dropped from memory before they had a seq",
-        args.path.display(),
+        path.display(),
         stats.depth,
         stats.bytes,
         stats.oldest_read_at.as_deref().unwrap_or("-"),

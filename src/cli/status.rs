@@ -58,7 +58,8 @@ pub fn run(args: &StatusArgs) -> ExitCode {
     }
     match serde_json::from_str::<StatusReport>(&text) {
         Ok(r) => {
-            print!("{}", table(&r));
+            // Which daemon answered: several may run (a demo beside the real one).
+            print!("daemon at {}: {}", args.url, table(&r));
             ExitCode::SUCCESS
         }
         Err(e) => fail(

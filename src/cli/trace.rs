@@ -7,19 +7,21 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{fail, parse_duration, runtime};
-use crate::bus::observer::Unobserved;
+use crate::bus::observer::{AttemptReport, BusObserver, PollOutcome};
 use crate::bus::task::{BusOptions, spawn};
 use crate::bus::trace::{Direction, FrameEvent};
 use crate::config::Config;
 use crate::hex_input::to_hex;
-use crate::meter::explain::one_line;
+use crate::meter::explain::one_line_as;
 use crate::reading::{Quality, rfc3339_millis};
+use crate::service::report::{BusReport, StatusReport};
 
 /// Arguments of `meterd trace`.
 #[derive(Debug, Args)]
@@ -63,7 +65,7 @@ pub fn format_event(e: &FrameEvent) -> String {
             line.push(' ');
             line.push_str(&to_hex(&e.bytes));
             line.push_str("  | ");
-            line.push_str(&one_line(&e.bytes));
+            line.push_str(&one_line_as(&e.bytes, e.protocol));
         }
         Direction::RxUnusable => {
             line.push(' ');
@@ -91,7 +93,8 @@ pub fn format_json_event(v: &serde_json::Value) -> String {
 }
 
 /// `meterd trace --daemon`: follows `/api/trace` until Ctrl-C, `--duration`, or the daemon
-/// stops (exit 0), or says in one line why it cannot (exit 2 when no daemon answers).
+/// stops (exit 0), or says in one line why it cannot (exit 2 when no daemon answers, or the
+/// daemon has no such `--bus` or `--meter`).
 fn run_daemon(args: &TraceArgs) -> ExitCode {
     let ep = match super::status::endpoint("trace", &args.url) {
         Ok(e) => e,
@@ -101,6 +104,44 @@ fn run_daemon(args: &TraceArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail("trace", &e, 2),
     };
+    // A --bus or --meter the daemon does not have would show nothing, forever: check first.
+    if args.bus.is_some() || args.meter.is_some() {
+        let known = match rt.block_on(crate::service::client::get(&ep, "/api/status")) {
+            Ok(text) => serde_json::from_str::<StatusReport>(&text).map_err(|e| {
+                fail(
+                    "trace",
+                    &format!("the daemon's answer is not a status document: {e}"),
+                    1,
+                )
+            }),
+            Err(e) => Err(super::status::client_fail("trace", &e)),
+        };
+        let report = match known {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        let place = format!("the daemon at {} (gateway {})", args.url, report.gateway.id);
+        let buses: Vec<&BusReport> = report
+            .buses
+            .iter()
+            .filter(|b| args.bus.as_ref().is_none_or(|n| *n == b.name))
+            .collect();
+        if let Some(bus) = &args.bus
+            && buses.is_empty()
+        {
+            let names: Vec<&str> = report.buses.iter().map(|b| b.name.as_str()).collect();
+            return fail("trace", &unknown("bus", bus, &place, &names), 2);
+        }
+        if let Some(meter) = &args.meter {
+            let ids: Vec<&str> = buses
+                .iter()
+                .flat_map(|b| b.meters.iter().map(|m| m.id.as_str()))
+                .collect();
+            if !ids.contains(&meter.as_str()) {
+                return fail("trace", &unknown("meter", meter, &place, &ids), 2);
+            }
+        }
+    }
     let mut path = String::from("/api/trace");
     let mut sep = '?';
     for (k, v) in [("bus", &args.bus), ("meter", &args.meter)] {
@@ -157,7 +198,8 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-/// Runs `meterd trace`.
+/// Runs `meterd trace`: 0 when stopped by `--duration` or Ctrl-C; 2 for a bad configuration,
+/// an unknown `--bus` or `--meter`, or a bus whose port could not be opened (busy, missing).
 pub fn run(args: &TraceArgs) -> ExitCode {
     let Some(config_path) = args.config.as_ref() else {
         return run_daemon(args);
@@ -166,22 +208,38 @@ pub fn run(args: &TraceArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail("trace", &e.to_string(), 2),
     };
-    let buses: Vec<_> = config
-        .buses
+    let all: Vec<_> = config.buses.iter().map(|b| b.get_ref()).collect();
+    let buses: Vec<_> = all
         .iter()
-        .map(|b| b.get_ref())
+        .copied()
         .filter(|b| args.bus.as_ref().is_none_or(|n| *n == b.name))
         .collect();
     if buses.is_empty() {
+        let names: Vec<&str> = all.iter().map(|b| b.name.as_str()).collect();
         return fail(
             "trace",
-            &format!(
-                "no bus {:?} in {}",
+            &unknown(
+                "bus",
                 args.bus.as_deref().unwrap_or(""),
-                config_path.display()
+                &config_path.display().to_string(),
+                &names,
             ),
             2,
         );
+    }
+    if let Some(meter) = &args.meter {
+        let ids: Vec<String> = buses
+            .iter()
+            .flat_map(|b| b.meters.iter().map(|m| m.get_ref().effective_id(&b.name)))
+            .collect();
+        if !ids.contains(meter) {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let place = match &args.bus {
+                Some(b) => format!("bus {b} of {}", config_path.display()),
+                None => config_path.display().to_string(),
+            };
+            return fail("trace", &unknown("meter", meter, &place, &ids), 2);
+        }
     }
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -190,12 +248,14 @@ pub fn run(args: &TraceArgs) -> ExitCode {
     rt.block_on(async {
         let (ftx, mut frx) = broadcast::channel::<FrameEvent>(4096);
         let (out, mut readings) = mpsc::channel(64);
+        let (link_tx, mut link_failures) = mpsc::unbounded_channel();
         let mut handles = Vec::new();
         for bus in buses {
             let mut options = BusOptions::new(&config.gateway);
             options.frames = Some(ftx.clone());
             options.evidence_frames = false;
-            match spawn(bus, &profiles, options, out.clone(), Arc::new(Unobserved)) {
+            let watch = Arc::new(FirstOpen::new(&bus.name, link_tx.clone()));
+            match spawn(bus, &profiles, options, out.clone(), watch) {
                 Ok(h) => handles.push(h),
                 Err(e) => return fail("trace", &e.to_string(), 2),
             }
@@ -210,8 +270,16 @@ pub fn run(args: &TraceArgs) -> ExitCode {
             }
         };
         tokio::pin!(stop);
+        let mut code = ExitCode::SUCCESS;
         loop {
+            // Biased: a bus that could not open its port says so before the readings its
+            // failure produced (all bad), which would otherwise look like a meter's fault.
             tokio::select! {
+                biased;
+                Some((bus, reason)) = link_failures.recv() => {
+                    code = fail("trace", &format!("bus {bus}: {reason}"), 2);
+                    break;
+                }
                 _ = &mut stop => break,
                 ev = frx.recv() => match ev {
                     Ok(e) => {
@@ -246,6 +314,56 @@ pub fn run(args: &TraceArgs) -> ExitCode {
         for h in &handles {
             h.task.abort();
         }
-        ExitCode::SUCCESS
+        code
     })
+}
+
+/// `no bus "X" in FILE; did you mean Y?; known buses: …` for an unknown `--bus` or `--meter`.
+fn unknown(what: &str, given: &str, place: &str, known: &[&str]) -> String {
+    format!(
+        "no {what} {given:?} in {place}{}; known {what}{}: {}",
+        super::did_you_mean(given, known.iter().copied()),
+        if what == "bus" { "es" } else { "s" },
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
+/// Watches one bus of a trace until its link first opens: a failure before that (a busy or
+/// missing port, a device server that refuses) is sent to the trace, which stops with it. A
+/// failure after the first open is shown in the trace like any other, and the bus reopens.
+struct FirstOpen {
+    bus: String,
+    opened: AtomicBool,
+    failures: mpsc::UnboundedSender<(String, String)>,
+}
+
+impl FirstOpen {
+    fn new(bus: &str, failures: mpsc::UnboundedSender<(String, String)>) -> Self {
+        Self {
+            bus: bus.to_owned(),
+            opened: AtomicBool::new(false),
+            failures,
+        }
+    }
+}
+
+impl BusObserver for FirstOpen {
+    fn link_up(&self, _: bool, _: Duration) {
+        self.opened.store(true, Ordering::Relaxed);
+    }
+
+    fn link_down(&self, reason: &str, _: Duration) {
+        if !self.opened.load(Ordering::Relaxed) {
+            // The trace may have ended already; nobody is left to tell.
+            let _ = self.failures.send((self.bus.clone(), reason.to_owned()));
+        }
+    }
+
+    fn attempt(&self, _: usize, _: &AttemptReport, _: Duration) {}
+    fn polled(&self, _: usize, _: &PollOutcome, _: Duration) {}
+    fn overruns(&self, _: usize, _: u64, _: Duration) {}
 }

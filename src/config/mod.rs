@@ -986,6 +986,23 @@ profile = "eastron-sdm630"
         assert_eq!(ok.freeze_kinds(), [FreezeKind::Monthly]);
     }
 
+    #[test]
+    fn profiles_list_the_quantity_names_they_read() {
+        let set = ProfileSet::builtin().unwrap();
+        let dlt = set.quantity_names(Protocol::Dlt645_2007);
+        // Named by the catalogue for a DI, and every item of a block DI.
+        for q in ["energy.active.import.total", "voltage.l1", "frequency"] {
+            assert!(dlt.iter().any(|n| n == q), "{q}: {dlt:?}");
+        }
+        assert!(dlt.windows(2).all(|w| w[0] < w[1]), "sorted, once each");
+        let modbus = set.quantity_names(Protocol::ModbusTcp);
+        assert!(modbus.iter().any(|n| n == "voltage.l1"), "{modbus:?}");
+        assert!(
+            !modbus.iter().any(|n| n.starts_with("dlt645:")),
+            "{modbus:?}"
+        );
+    }
+
     fn error_of(text: &str) -> ConfigError {
         match load(text) {
             Ok(_) => panic!("accepted:\n{text}"),

@@ -515,4 +515,36 @@ impl ProfileSet {
     pub fn names(&self) -> Vec<&str> {
         self.by_name.keys().map(String::as_str).collect()
     }
+
+    /// Every quantity name the profiles for `protocol` read, sorted: a point's own name, or
+    /// (DL/T 645) the catalogue's names for its DI, every item of a block. These are the
+    /// names a technician can expect to work, for "did you mean" hints.
+    pub fn quantity_names(&self, protocol: Protocol) -> Vec<String> {
+        use meter_protocols::dlt645::catalog::{DiInfo, lookup};
+        let mut names = std::collections::BTreeSet::new();
+        for profile in self.by_name.values().filter(|p| p.supports(protocol)) {
+            for point in &profile.points {
+                let point = point.get_ref();
+                if let Some(q) = &point.quantity {
+                    names.insert(q.clone());
+                    continue;
+                }
+                match point
+                    .di
+                    .as_deref()
+                    .and_then(DataIdentifier::parse)
+                    .and_then(lookup)
+                {
+                    Some(DiInfo::Item(spec)) => {
+                        names.insert(spec.quantity.into_owned());
+                    }
+                    Some(DiInfo::Block { items, .. }) => {
+                        names.extend(items.into_iter().map(|i| i.quantity.into_owned()));
+                    }
+                    None => {}
+                }
+            }
+        }
+        names.into_iter().collect()
+    }
 }

@@ -334,7 +334,13 @@ fn wrong_address(driver: &MeterDriver, found: Address, how: &str) -> Option<Find
 }
 
 /// True when `received` starts with our own `request` (wake-up `FE`s aside on both): a
-/// half-duplex adapter that echoes what it sends.
+/// half-duplex adapter (or device server) without echo suppression sent it back.
+///
+/// A pure check on bytes, shared by the bus exchange (which names such an echo on a bus not
+/// configured with `echo = true`) and by `meterd test`. A reply never begins with its whole
+/// request on the reads meterd sends (a DL/T 645 reply sets the direction bit; a Modbus read
+/// reply has a byte count where the request has its address), so it cannot mistake a reply
+/// for an echo.
 pub fn looks_like_echo(request: &[u8], received: &[u8]) -> bool {
     let strip = |b: &[u8]| -> usize { b.iter().take_while(|x| **x == 0xFE).count() };
     let request = request.get(strip(request)..).unwrap_or_default();

@@ -31,7 +31,7 @@ use crate::bus::task::BusCommand;
 use crate::bus::trace::{Direction, FrameEvent};
 use crate::config::ServiceConfig;
 use crate::hex_input::to_hex;
-use crate::meter::explain::one_line;
+use crate::meter::explain::one_line_as;
 use crate::reading::rfc3339_millis;
 use crate::sync::lock;
 
@@ -342,7 +342,7 @@ struct TraceQuery {
 /// One frame as JSON for the trace stream.
 pub fn frame_json(e: &FrameEvent) -> serde_json::Value {
     let decode = match e.direction {
-        Direction::Tx | Direction::Rx => one_line(&e.bytes),
+        Direction::Tx | Direction::Rx => one_line_as(&e.bytes, e.protocol),
         Direction::RxUnusable => format!("skipped: {}", e.note),
         Direction::Note => e.note.clone(),
     };

@@ -94,6 +94,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 pub use error::SpoolError;
 
+/// The spool file's name in the daemon's `data_dir`.
+pub const FILE_NAME: &str = "spool.sqlite";
+
 use crate::clock::rfc3339_millis;
 use crate::reading::{Quality, ReadingBatch, ValueData};
 

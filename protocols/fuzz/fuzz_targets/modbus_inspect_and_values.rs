@@ -1,14 +1,17 @@
-//! The Modbus decoder path: `inspect` on arbitrary bytes, and register value decoding and
+//! The Modbus decoder path: `rtu::inspect` and `mbap::inspect` on arbitrary bytes, and register value decoding and
 //! scaling for every type and order on arbitrary registers. None may panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use meter_protocols::Decimal;
-use meter_protocols::modbus::rtu;
+use meter_protocols::modbus::{mbap, rtu};
 use meter_protocols::modbus::values::{self, RegisterOrder, Scale, ValueType};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(i) = rtu::inspect(data) {
+        let _ = i.to_string();
+    }
+    if let Ok(i) = mbap::inspect(data) {
         let _ = i.to_string();
     }
     let regs: Vec<u16> = data.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])).collect();

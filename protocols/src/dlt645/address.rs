@@ -13,6 +13,17 @@ use std::str::FromStr;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Address([u8; 6]);
 
+/// Why a string is not a full 12-digit DL/T 645 address ([`Address::parse_full`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a DL/T 645 address is exactly 12 BCD digits (or AA wildcard pairs), as printed on the meter's nameplate; found {} characters: {given:?}",
+    given.chars().count()
+)]
+pub struct FullAddressError {
+    /// What was given.
+    pub given: String,
+}
+
 /// Why a string is not a DL/T 645 address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a DL/T 645 address (want 1 to 12 decimal digits, or AA wildcard pairs): {0:?}")]
@@ -78,6 +89,22 @@ impl fmt::Debug for Address {
     }
 }
 
+impl Address {
+    /// Parses an address a person typed, which must be all 12 digits (or `AA` wildcard
+    /// pairs). Unlike [`FromStr`], which pads a short address with leading zeros (the
+    /// standard's rule, and what configuration files rely on), a digit left out here is an
+    /// error: padding `20210707252` gives `020210707252`, another meter's address.
+    pub fn parse_full(s: &str) -> Result<Self, FullAddressError> {
+        let err = || FullAddressError {
+            given: s.to_owned(),
+        };
+        if s.len() != 12 {
+            return Err(err());
+        }
+        s.parse().map_err(|_| err())
+    }
+}
+
 impl FromStr for Address {
     type Err = ParseAddressError;
 
@@ -113,6 +140,34 @@ impl FromStr for Address {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_address_has_twelve_digits() {
+        assert_eq!(
+            Address::parse_full("202107072529").unwrap().to_string(),
+            "202107072529"
+        );
+        assert_eq!(
+            Address::parse_full("AAAAAAAAAAAA").unwrap(),
+            Address::WILDCARD
+        );
+        for short_or_bad in [
+            "20210707252",
+            "2021070725290",
+            "20210707252X",
+            "",
+            "２０２１",
+        ] {
+            let e = Address::parse_full(short_or_bad).unwrap_err();
+            assert!(e.to_string().contains("exactly 12 BCD digits"), "{e}");
+        }
+        assert!(
+            Address::parse_full("20210707252")
+                .unwrap_err()
+                .to_string()
+                .ends_with("found 11 characters: \"20210707252\"")
+        );
+    }
 
     #[test]
     fn document_form_and_wire_order() {

@@ -22,7 +22,7 @@ pub mod freeze;
 pub mod request;
 pub mod response;
 
-pub use address::Address;
+pub use address::{Address, FullAddressError};
 pub use control::{ControlCode, Function};
 pub use frame::{Dlt645Frame, FrameInspection, InspectError};
 pub use request::{MeterDateTime, RelayCommand, Request, RequestError};

@@ -176,7 +176,7 @@ async fn modbus_tcp_call(
     let result = tokio::time::timeout(timeout, call).await;
     let (sent, received) = tapped.take();
     if !sent.is_empty() {
-        tap.frame(Direction::Tx, &sent);
+        tap.mbap_frame(Direction::Tx, &sent);
     }
     match result {
         Err(_) => {
@@ -187,7 +187,7 @@ async fn modbus_tcp_call(
         }
         Ok(Err(e)) => Err(TcpFailure::Link(e.to_string())),
         Ok(Ok(Ok(response))) => {
-            tap.frame(Direction::Rx, &received);
+            tap.mbap_frame(Direction::Rx, &received);
             let response = match response {
                 // tokio-modbus returns whole bytes of bits: keep only what was asked.
                 rtu::Response::Coils(mut b) | rtu::Response::DiscreteInputs(mut b)
@@ -213,7 +213,7 @@ async fn modbus_tcp_call(
             Ok((Reply::ModbusRtu(response), received))
         }
         Ok(Ok(Err(code))) => {
-            tap.frame(Direction::Rx, &received);
+            tap.mbap_frame(Direction::Rx, &received);
             Ok((
                 Reply::ModbusRtu(rtu::Response::Exception {
                     function: req.function() | 0x80,

@@ -313,12 +313,13 @@ pub(super) fn explain(bytes: &[u8], version: Option<Version>) -> Result<Explanat
         values,
         fields,
         error,
-        checksum: ChecksumJson {
+        checksum: Some(ChecksumJson {
             ok: cs.ok,
             expected: format!("{:02X}", cs.expected),
             found: format!("{:02X}", cs.found),
-        },
+        }),
         data: Some(to_hex(&fi.data)),
+        mbap: None,
     };
     Ok(Explanation {
         text,

@@ -1,10 +1,11 @@
-//! Frames explained for people: a DL/T 645 or Modbus RTU frame, field by field.
+//! Frames explained for people: a DL/T 645, Modbus RTU or Modbus TCP frame, field by field.
 //!
 //! This module owns the explanation of one frame's bytes: it detects the protocol (or takes
 //! the one asked for), names every field in the standard's terms, decodes values with their
-//! unit and format, and checks the checksum or CRC. The result is a field table as text, the
+//! unit and format, and checks the checksum, the CRC or the MBAP header. The result is a field table as text, the
 //! JSON object of `meterd decode --json`, and what is wrong with the frame; [`one_line`] is the
-//! summary the live traces show. A broken frame still yields what could be read.
+//! summary the live traces show ([`one_line_as`] when the trace knows the framing, as for
+//! Modbus TCP). A broken frame still yields what could be read.
 //!
 //! It never prints and never does I/O: `meterd decode` (in the CLI) prints, `meterd trace` and
 //! the service's live trace put [`one_line`] next to the frames they carry. The per-protocol
@@ -18,7 +19,7 @@ mod tests;
 use std::fmt::Write as _;
 
 use meter_protocols::dlt645::Version;
-use meter_protocols::modbus::rtu;
+use meter_protocols::modbus::{mbap, rtu};
 use serde::Serialize;
 
 use crate::reading::ValueData;
@@ -34,6 +35,8 @@ pub enum FrameProtocol {
     Dlt645_1997,
     /// Modbus RTU.
     ModbusRtu,
+    /// Modbus TCP: the MBAP header, then the PDU.
+    ModbusTcp,
 }
 
 /// A frame explained: a field table, a JSON object, and what is wrong with the frame.
@@ -52,7 +55,7 @@ pub struct Explanation {
 /// ("`meterd decode --json`") lists the keys and what each means.
 #[derive(Debug, Serialize)]
 pub struct FrameJson {
-    /// `dlt645-2007`, `dlt645-1997` or `modbus-rtu`.
+    /// `dlt645-2007`, `dlt645-1997`, `modbus-rtu` or `modbus-tcp`.
     pub protocol: &'static str,
     /// `request`, `response` (or for Modbus, `request or its echo`).
     pub direction: String,
@@ -70,10 +73,25 @@ pub struct FrameJson {
     pub fields: Vec<FieldJson>,
     /// Error reported by the meter (abnormal reply or Modbus exception).
     pub error: Option<String>,
-    /// Checksum (DL/T 645) or CRC (Modbus) check.
-    pub checksum: ChecksumJson,
+    /// Checksum (DL/T 645) or CRC (Modbus RTU) check; null for Modbus TCP, which has none.
+    pub checksum: Option<ChecksumJson>,
     /// The unmasked data field in hex (DL/T 645; `""` when L = 0); null for Modbus.
     pub data: Option<String>,
+    /// The MBAP header of a Modbus TCP frame; null for the other protocols.
+    pub mbap: Option<MbapJson>,
+}
+
+/// The MBAP header in JSON.
+#[derive(Debug, Serialize)]
+pub struct MbapJson {
+    /// Transaction id.
+    pub transaction: u16,
+    /// Protocol id (0 for Modbus).
+    pub protocol_id: u16,
+    /// The length field: the bytes that follow it (unit + PDU).
+    pub length: u16,
+    /// The protocol id is 0 and the length field fits the bytes.
+    pub ok: bool,
 }
 
 /// Control field in JSON.
@@ -137,6 +155,7 @@ pub fn explain(bytes: &[u8], protocol: FrameProtocol) -> Result<Explanation, Str
         FrameProtocol::Dlt645_2007 => dlt645::explain(bytes, Some(Version::V2007)),
         FrameProtocol::Dlt645_1997 => dlt645::explain(bytes, Some(Version::V1997)),
         FrameProtocol::ModbusRtu => modbus::explain(bytes),
+        FrameProtocol::ModbusTcp => modbus::explain_tcp(bytes),
         FrameProtocol::Auto => {
             let first = bytes.iter().position(|b| *b != 0xFE);
             let looks_dlt = first
@@ -144,16 +163,24 @@ pub fn explain(bytes: &[u8], protocol: FrameProtocol) -> Result<Explanation, Str
             if looks_dlt {
                 return dlt645::explain(bytes, None);
             }
-            match rtu::inspect(bytes) {
-                Ok(i) if i.crc.is_ok() => modbus::explain(bytes),
-                _ => match meter_protocols::dlt645::frame::inspect(bytes) {
-                    Ok(_) => dlt645::explain(bytes, None),
-                    Err(dlt_err) => match rtu::inspect(bytes) {
-                        Ok(_) => modbus::explain(bytes),
-                        Err(rtu_err) => Err(format!(
-                            "not a DL/T 645 frame ({dlt_err}) nor a Modbus RTU frame ({rtu_err})"
-                        )),
-                    },
+            if rtu::inspect(bytes).is_ok_and(|i| i.crc.is_ok()) {
+                return modbus::explain(bytes);
+            }
+            // No CRC to go by: only a header that checks out (protocol id 0, a length field
+            // that fits) and a function this decoder knows make the bytes Modbus TCP, so that a
+            // damaged RTU frame is not taken for one (`01 03 00 00 00 02` is also a header).
+            if mbap::inspect(bytes)
+                .is_ok_and(|i| i.is_valid() && i.direction != rtu::Direction::Unknown)
+            {
+                return modbus::explain_tcp(bytes);
+            }
+            match meter_protocols::dlt645::frame::inspect(bytes) {
+                Ok(_) => dlt645::explain(bytes, None),
+                Err(dlt_err) => match rtu::inspect(bytes) {
+                    Ok(_) => modbus::explain(bytes),
+                    Err(rtu_err) => Err(format!(
+                        "not a DL/T 645 frame ({dlt_err}) nor a Modbus RTU frame ({rtu_err}) nor a Modbus TCP frame"
+                    )),
                 },
             }
         }
@@ -161,14 +188,24 @@ pub fn explain(bytes: &[u8], protocol: FrameProtocol) -> Result<Explanation, Str
 }
 
 /// A one-line summary of a frame for live traces: protocol, function, address or unit, DI,
-/// values or error, and a bad checksum; `?` plus the reason when the bytes are no frame.
+/// values or error, and a bad checksum; `?` plus the reason when the bytes are no frame. The
+/// protocol is detected from the bytes: see [`one_line_as`] when the framing is known.
 pub fn one_line(bytes: &[u8]) -> String {
-    let d = match explain(bytes, FrameProtocol::Auto) {
+    one_line_as(bytes, FrameProtocol::Auto)
+}
+
+/// [`one_line`] for bytes whose framing the trace knows (a Modbus TCP connection's frames are
+/// MBAP, never RTU, whatever their bytes happen to look like).
+pub fn one_line_as(bytes: &[u8], protocol: FrameProtocol) -> String {
+    let d = match explain(bytes, protocol) {
         Ok(d) => d,
         Err(reason) => return format!("? {reason}"),
     };
     let j = &d.json;
     let mut out = format!("{} {} {}", j.protocol, j.control.function, j.address);
+    if let Some(m) = &j.mbap {
+        let _ = write!(out, " tid={}", m.transaction);
+    }
     if let Some(di) = &j.di {
         let _ = write!(out, " di={di}");
     }

@@ -1,12 +1,14 @@
-//! Modbus RTU frames explained: unit, function, the PDU of a read, write or exception (and,
-//! when the same bytes also read as a reply, that reading too), and the CRC. Text and JSON
-//! only; no printing, no I/O.
+//! Modbus frames explained: for RTU the unit, for Modbus TCP the MBAP header (transaction id,
+//! protocol id, length, unit); then the function, the PDU of a read, write or exception (and,
+//! when the same bytes also read as a reply, that reading too), and the CRC (RTU) or the
+//! header's checks (TCP). Text and JSON only; no printing, no I/O.
 
 use std::fmt::Write as _;
 
+use meter_protocols::modbus::mbap::{self, MbapInspection};
 use meter_protocols::modbus::rtu::{self, InspectedPdu, RtuInspection};
 
-use super::{ChecksumJson, ControlJson, Explanation, FieldJson, FrameJson, line};
+use super::{ChecksumJson, ControlJson, Explanation, FieldJson, FrameJson, MbapJson, line};
 use crate::hex_input::to_hex;
 
 /// Explains a Modbus RTU frame (a request, or a reply the same bytes also read as).
@@ -34,10 +36,170 @@ pub(super) fn explain(bytes: &[u8]) -> Result<Explanation, String> {
     );
     let mut fields = Vec::new();
     let mut error = None;
-    let describe = |pdu: &InspectedPdu,
-                    text: &mut String,
-                    fields: &mut Vec<FieldJson>,
-                    error: &mut Option<String>| match pdu {
+    describe(&i.pdu, &mut text, &mut fields, &mut error);
+    if let Some(alt) = &i.alternative {
+        let _ = writeln!(text, "  (the same bytes also read as a reply:)");
+        let mut alt_fields = Vec::new();
+        describe(alt, &mut text, &mut alt_fields, &mut error);
+    }
+    let crc_ok = i.crc.is_ok();
+    let crc_note = if crc_ok {
+        "ok (CRC-16/MODBUS)".to_owned()
+    } else {
+        format!(
+            "WRONG: expected {:04X}, found {:04X}",
+            i.crc.expected, i.crc.found
+        )
+    };
+    let crc_wire = i.crc.found.to_le_bytes();
+    line(&mut text, "crc", &to_hex(&crc_wire), &crc_note);
+    let problem = (!crc_ok).then(|| {
+        format!(
+            "CRC mismatch: expected {:04X}, found {:04X}",
+            i.crc.expected, i.crc.found
+        )
+    });
+    let json = FrameJson {
+        protocol: "modbus-rtu",
+        direction: i.direction.to_string(),
+        address: i.unit.to_string(),
+        control: ControlJson {
+            function: i.function_name.to_owned(),
+            code: format!("{:02X}", i.function),
+            response: matches!(i.direction, rtu::Direction::Response),
+            abnormal: i.function & 0x80 != 0,
+            more_follows: false,
+        },
+        di: None,
+        values: Vec::new(),
+        fields,
+        error,
+        checksum: Some(ChecksumJson {
+            ok: crc_ok,
+            expected: format!("{:04X}", i.crc.expected),
+            found: format!("{:04X}", i.crc.found),
+        }),
+        data: None,
+        mbap: None,
+    };
+    Ok(Explanation {
+        text,
+        json,
+        problem,
+    })
+}
+
+/// Explains a Modbus TCP ADU: the MBAP header, then the PDU as for RTU. There is no CRC; the
+/// header's protocol id and length field are checked instead.
+pub(super) fn explain_tcp(bytes: &[u8]) -> Result<Explanation, String> {
+    let i: MbapInspection =
+        mbap::inspect(bytes).map_err(|e| format!("not a Modbus TCP frame: {e}"))?;
+    let h = i.header;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "Modbus TCP {}: function {:02X} {}, unit {}, transaction {}",
+        i.direction, i.function, i.function_name, h.unit, h.transaction
+    );
+    let _ = writeln!(text, "  {:<10} {}", "bytes", to_hex(bytes));
+    line(
+        &mut text,
+        "trans id",
+        &format!("{:04X}", h.transaction),
+        &format!(
+            "transaction {} (a reply carries its request's)",
+            h.transaction
+        ),
+    );
+    let protocol_ok = h.protocol == mbap::MODBUS_PROTOCOL_ID;
+    line(
+        &mut text,
+        "protocol",
+        &format!("{:04X}", h.protocol),
+        if protocol_ok {
+            "Modbus"
+        } else {
+            "WRONG: not 0000 (Modbus)"
+        },
+    );
+    let follows = bytes.len().saturating_sub(mbap::HEADER_LEN - 1);
+    line(
+        &mut text,
+        "length",
+        &format!("{:04X}", h.length),
+        &if usize::from(h.length) == follows {
+            format!("{} bytes follow (unit + PDU): ok", h.length)
+        } else {
+            format!("WRONG: says {} bytes follow, found {follows}", h.length)
+        },
+    );
+    line(
+        &mut text,
+        "unit",
+        &format!("{:02X}", h.unit),
+        &format!("unit id {}", h.unit),
+    );
+    line(
+        &mut text,
+        "function",
+        &format!("{:02X}", i.function),
+        i.function_name,
+    );
+    let mut fields = Vec::new();
+    let mut error = None;
+    describe(&i.pdu, &mut text, &mut fields, &mut error);
+    if let Some(alt) = &i.alternative {
+        let _ = writeln!(text, "  (the same bytes also read as a reply:)");
+        let mut alt_fields = Vec::new();
+        describe(alt, &mut text, &mut alt_fields, &mut error);
+    }
+    let problem = (!i.is_valid()).then(|| {
+        i.problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    let json = FrameJson {
+        protocol: "modbus-tcp",
+        direction: i.direction.to_string(),
+        address: h.unit.to_string(),
+        control: ControlJson {
+            function: i.function_name.to_owned(),
+            code: format!("{:02X}", i.function),
+            response: matches!(i.direction, rtu::Direction::Response),
+            abnormal: i.function & 0x80 != 0,
+            more_follows: false,
+        },
+        di: None,
+        values: Vec::new(),
+        fields,
+        error,
+        checksum: None,
+        data: None,
+        mbap: Some(MbapJson {
+            transaction: h.transaction,
+            protocol_id: h.protocol,
+            length: h.length,
+            ok: i.is_valid(),
+        }),
+    };
+    Ok(Explanation {
+        text,
+        json,
+        problem,
+    })
+}
+
+/// The PDU's rows of the field table, its named fields and the exception it carries: the same
+/// for an RTU and a Modbus TCP ADU.
+fn describe(
+    pdu: &InspectedPdu,
+    text: &mut String,
+    fields: &mut Vec<FieldJson>,
+    error: &mut Option<String>,
+) {
+    match pdu {
         InspectedPdu::ReadRequest { address, count } => {
             line(
                 text,
@@ -172,55 +334,5 @@ pub(super) fn explain(bytes: &[u8]) -> Result<Explanation, String> {
             *error = Some(format!("exception {:02X}: {}", code.to_u8(), code.name()));
         }
         InspectedPdu::Unknown { data } => line(text, "data", &to_hex(data), "function not decoded"),
-    };
-    describe(&i.pdu, &mut text, &mut fields, &mut error);
-    if let Some(alt) = &i.alternative {
-        let _ = writeln!(text, "  (the same bytes also read as a reply:)");
-        let mut alt_fields = Vec::new();
-        describe(alt, &mut text, &mut alt_fields, &mut error);
     }
-    let crc_ok = i.crc.is_ok();
-    let crc_note = if crc_ok {
-        "ok (CRC-16/MODBUS)".to_owned()
-    } else {
-        format!(
-            "WRONG: expected {:04X}, found {:04X}",
-            i.crc.expected, i.crc.found
-        )
-    };
-    let crc_wire = i.crc.found.to_le_bytes();
-    line(&mut text, "crc", &to_hex(&crc_wire), &crc_note);
-    let problem = (!crc_ok).then(|| {
-        format!(
-            "CRC mismatch: expected {:04X}, found {:04X}",
-            i.crc.expected, i.crc.found
-        )
-    });
-    let json = FrameJson {
-        protocol: "modbus-rtu",
-        direction: i.direction.to_string(),
-        address: i.unit.to_string(),
-        control: ControlJson {
-            function: i.function_name.to_owned(),
-            code: format!("{:02X}", i.function),
-            response: matches!(i.direction, rtu::Direction::Response),
-            abnormal: i.function & 0x80 != 0,
-            more_follows: false,
-        },
-        di: None,
-        values: Vec::new(),
-        fields,
-        error,
-        checksum: ChecksumJson {
-            ok: crc_ok,
-            expected: format!("{:04X}", i.crc.expected),
-            found: format!("{:04X}", i.crc.found),
-        },
-        data: None,
-    };
-    Ok(Explanation {
-        text,
-        json,
-        problem,
-    })
 }

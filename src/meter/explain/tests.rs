@@ -31,7 +31,7 @@ fn a_bad_checksum_still_shows_fields() {
         d.problem.as_deref(),
         Some("checksum mismatch: expected 2E, found 2F")
     );
-    assert!(!d.json.checksum.ok);
+    assert!(!d.json.checksum.as_ref().unwrap().ok);
     assert_eq!(d.json.values.len(), 1);
 }
 
@@ -71,6 +71,54 @@ fn explains_modbus_rtu() {
     );
     let bad = dec("01 03 00 00 00 0A C5 CE");
     assert!(bad.problem.unwrap().contains("CRC mismatch"));
+}
+
+#[test]
+fn explains_modbus_tcp() {
+    let req = parse_hex(&["00 01 00 00 00 06 01 03 00 00 00 02"]).unwrap();
+    // Detected by its header, and explained as MBAP when asked.
+    for d in [
+        explain(&req, FrameProtocol::Auto).unwrap(),
+        explain(&req, FrameProtocol::ModbusTcp).unwrap(),
+    ] {
+        assert_eq!(d.json.protocol, "modbus-tcp");
+        assert!(d.problem.is_none(), "{:?}", d.problem);
+        assert_eq!(d.json.address, "1");
+        assert_eq!(d.json.control.function, "read holding registers");
+        assert!(d.json.checksum.is_none());
+        let m = d.json.mbap.as_ref().unwrap();
+        assert_eq!(
+            (m.transaction, m.protocol_id, m.length, m.ok),
+            (1, 0, 6, true)
+        );
+        assert!(d.text.contains("2 registers"), "{}", d.text);
+        assert!(
+            d.text.contains("6 bytes follow (unit + PDU): ok"),
+            "{}",
+            d.text
+        );
+    }
+    assert_eq!(
+        one_line_as(&req, FrameProtocol::ModbusTcp),
+        "modbus-tcp read holding registers 1 tid=1 address=0 count=2"
+    );
+    let exception = parse_hex(&["00 07 00 00 00 03 02 83 02"]).unwrap();
+    let d = explain(&exception, FrameProtocol::ModbusTcp).unwrap();
+    assert!(
+        d.json.error.as_deref().unwrap_or("").contains("02"),
+        "{:?}",
+        d.json.error
+    );
+    // A wrong length field is named, and the PDU still read.
+    let bad = parse_hex(&["00 01 00 00 00 09 01 03 00 00 00 02"]).unwrap();
+    let d = explain(&bad, FrameProtocol::ModbusTcp).unwrap();
+    assert_eq!(
+        d.problem.as_deref(),
+        Some("length field says 9 bytes follow (unit + PDU), found 6")
+    );
+    // A damaged RTU read is not taken for Modbus TCP, though its first six bytes fit a header.
+    let d = dec("01 03 00 00 00 02 C4 0C");
+    assert_eq!(d.json.protocol, "modbus-rtu");
 }
 
 #[test]
@@ -140,6 +188,17 @@ fn decode_json_has_every_documented_key() {
         .filter(|k| !k.contains("[]"))
         .cloned()
         .collect();
+    // An object key that is null in a frame (`checksum` of Modbus TCP, `mbap` of the others)
+    // has no nested keys there.
+    let expected_plain = |json: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        top.iter()
+            .filter(|k| match k.split_once('.') {
+                Some((parent, _)) => !json[parent].is_null(),
+                None => true,
+            })
+            .cloned()
+            .collect()
+    };
     for hex in [
         // read-address reply: no DI, a field, no values
         "68 29 25 07 07 21 20 68 93 06 5C 58 3A 3A 54 53 D5 16",
@@ -150,12 +209,15 @@ fn decode_json_has_every_documented_key() {
         "68 29 25 07 07 21 20 68 91 08 33 33 33 33 A9 4A 36 33 2E 16",
         "01 03 00 00 00 0A C5 CD",
         "01 83 02 C0 F1",
+        // Modbus TCP request and reply
+        "00 01 00 00 00 06 01 03 00 00 00 02",
+        "00 01 00 00 00 07 01 03 04 43 66 00 00",
     ] {
         let json = serde_json::to_value(&dec(hex).json).unwrap();
         let keys = keys_of(&json);
         let plain: std::collections::BTreeSet<String> =
             keys.iter().filter(|k| !k.contains("[]")).cloned().collect();
-        assert_eq!(plain, top, "{hex}: {json}");
+        assert_eq!(plain, expected_plain(&json), "{hex}: {json}");
         assert!(keys.is_subset(&documented), "{hex}: {json}");
     }
     let address =
@@ -182,6 +244,15 @@ fn decode_json_has_every_documented_key() {
         .cloned()
         .collect();
     assert_eq!(value_keys, documented_value_keys, "{reply}");
+    // Every documented key is seen in some frame.
+    let mut seen = std::collections::BTreeSet::new();
+    for hex in [
+        "01 03 00 00 00 0A C5 CD",
+        "00 01 00 00 00 06 01 03 00 00 00 02",
+    ] {
+        seen.extend(keys_of(&serde_json::to_value(&dec(hex).json).unwrap()));
+    }
+    assert!(top.iter().all(|k| seen.contains(k)), "{top:?} vs {seen:?}");
     let fields = serde_json::to_value(&dec("01 03 00 00 00 0A C5 CD").json).unwrap();
     assert!(
         keys_of(&fields).contains("fields[].name") && keys_of(&fields).contains("fields[].value"),

@@ -259,112 +259,9 @@ pub fn inspect(buf: &[u8]) -> Result<RtuInspection, InspectError> {
             buf.get(n - 1).copied().unwrap_or(0),
         ]),
     };
-    let length_error = |expected: String| InspectError::Length {
-        function,
-        name: function_name(function),
-        expected,
-        found: n,
-        hex: hex(buf),
-    };
-    let payload = buf.get(2..n - 2).unwrap_or_default();
-    let address = be16(buf, 2).unwrap_or(0);
-    let value = be16(buf, 4).unwrap_or(0);
-    let bc = buf.get(2).copied().unwrap_or(0);
-    let after_bc = buf.get(3..n - 2).unwrap_or_default().to_vec();
-
-    let (direction, pdu, alternative) = if function & EXCEPTION_FLAG != 0 {
-        if n != 5 {
-            return Err(length_error("5 bytes for an exception reply".into()));
-        }
-        let code = ExceptionCode::from_u8(bc);
-        (Direction::Response, InspectedPdu::Exception { code }, None)
-    } else {
-        match function {
-            READ_COILS..=READ_INPUT_REGISTERS => {
-                let bits = function <= READ_DISCRETE_INPUTS;
-                let as_request = n == 8;
-                let as_response = n == 5 + usize::from(bc) && (bits || bc % 2 == 0);
-                let response = || {
-                    if bits {
-                        InspectedPdu::BitsResponse {
-                            byte_count: bc,
-                            data: after_bc.clone(),
-                        }
-                    } else {
-                        InspectedPdu::RegistersResponse {
-                            byte_count: bc,
-                            registers: registers(&after_bc),
-                        }
-                    }
-                };
-                let request = InspectedPdu::ReadRequest {
-                    address,
-                    count: value,
-                };
-                match (as_request, as_response) {
-                    (true, true) => (Direction::Request, request, Some(response())),
-                    (true, false) => (Direction::Request, request, None),
-                    (false, true) => (Direction::Response, response(), None),
-                    (false, false) => {
-                        return Err(length_error(format!(
-                            "8 bytes for a request, or 5 + byte count {bc:02X} = {} for a response{}",
-                            5 + usize::from(bc),
-                            if bits { "" } else { " (byte count even)" }
-                        )));
-                    }
-                }
-            }
-            WRITE_SINGLE_COIL | WRITE_SINGLE_REGISTER => {
-                if n != 8 {
-                    return Err(length_error("8 bytes".into()));
-                }
-                (
-                    Direction::RequestOrEcho,
-                    InspectedPdu::WriteSingle { address, value },
-                    None,
-                )
-            }
-            WRITE_MULTIPLE_COILS | WRITE_MULTIPLE_REGISTERS => {
-                let request_bc = buf.get(6).copied();
-                if n == 8 {
-                    (
-                        Direction::Response,
-                        InspectedPdu::WriteMultipleResponse {
-                            address,
-                            count: value,
-                        },
-                        None,
-                    )
-                } else if let Some(rbc) = request_bc.filter(|&b| n == 9 + usize::from(b)) {
-                    (
-                        Direction::Request,
-                        InspectedPdu::WriteMultipleRequest {
-                            address,
-                            count: value,
-                            byte_count: rbc,
-                            data: buf.get(7..n - 2).unwrap_or_default().to_vec(),
-                        },
-                        None,
-                    )
-                } else {
-                    return Err(length_error(match request_bc {
-                        Some(b) => format!(
-                            "8 bytes for a reply, or 9 + byte count {b:02X} = {} for a request",
-                            9 + usize::from(b)
-                        ),
-                        None => "8 bytes for a reply, or 9 + byte count for a request".into(),
-                    }));
-                }
-            }
-            _ => (
-                Direction::Unknown,
-                InspectedPdu::Unknown {
-                    data: payload.to_vec(),
-                },
-                None,
-            ),
-        }
-    };
+    // Unit before the PDU, CRC after it.
+    let pdu = buf.get(1..n - 2).unwrap_or_default();
+    let (direction, pdu, alternative) = inspect_pdu(pdu, 3, buf)?;
     Ok(RtuInspection {
         unit,
         function,
@@ -373,6 +270,145 @@ pub fn inspect(buf: &[u8]) -> Result<RtuInspection, InspectError> {
         pdu,
         alternative,
         crc,
+    })
+}
+
+/// What [`inspect_pdu`] reads in a PDU: the direction, the fields under it, and the reply
+/// reading when the length fits both directions.
+pub(crate) type PduReading = (Direction, InspectedPdu, Option<InspectedPdu>);
+
+/// Reads a PDU (function code, then data) under the Modbus length rules, for any ADU that
+/// wraps it: `overhead` is the ADU's bytes around the PDU (RTU: unit and CRC, 3; MBAP: the
+/// 7-byte header), so the errors can give the lengths the technician holds, and `adu` is the
+/// whole ADU for their hex. An empty PDU is reported as too short.
+pub(crate) fn inspect_pdu(
+    pdu: &[u8],
+    overhead: usize,
+    adu: &[u8],
+) -> Result<PduReading, InspectError> {
+    let n = adu.len();
+    let p = pdu.len();
+    let Some(&function) = pdu.first() else {
+        return Err(InspectError::TooShort {
+            found: n,
+            hex: hex(adu),
+        });
+    };
+    let length_error = |expected: String| InspectError::Length {
+        function,
+        name: function_name(function),
+        expected,
+        found: n,
+        hex: hex(adu),
+    };
+    let payload = pdu.get(1..).unwrap_or_default();
+    let address = be16(pdu, 1).unwrap_or(0);
+    let value = be16(pdu, 3).unwrap_or(0);
+    let bc = pdu.get(1).copied().unwrap_or(0);
+    let after_bc = pdu.get(2..).unwrap_or_default().to_vec();
+
+    if function & EXCEPTION_FLAG != 0 {
+        if p != 2 {
+            return Err(length_error(format!(
+                "{} bytes for an exception reply",
+                overhead + 2
+            )));
+        }
+        let code = ExceptionCode::from_u8(bc);
+        return Ok((Direction::Response, InspectedPdu::Exception { code }, None));
+    }
+    Ok(match function {
+        READ_COILS..=READ_INPUT_REGISTERS => {
+            let bits = function <= READ_DISCRETE_INPUTS;
+            let as_request = p == 5;
+            let as_response = p == 2 + usize::from(bc) && (bits || bc % 2 == 0);
+            let response = || {
+                if bits {
+                    InspectedPdu::BitsResponse {
+                        byte_count: bc,
+                        data: after_bc.clone(),
+                    }
+                } else {
+                    InspectedPdu::RegistersResponse {
+                        byte_count: bc,
+                        registers: registers(&after_bc),
+                    }
+                }
+            };
+            let request = InspectedPdu::ReadRequest {
+                address,
+                count: value,
+            };
+            match (as_request, as_response) {
+                (true, true) => (Direction::Request, request, Some(response())),
+                (true, false) => (Direction::Request, request, None),
+                (false, true) => (Direction::Response, response(), None),
+                (false, false) => {
+                    return Err(length_error(format!(
+                        "{} bytes for a request, or {} + byte count {bc:02X} = {} for a response{}",
+                        overhead + 5,
+                        overhead + 2,
+                        overhead + 2 + usize::from(bc),
+                        if bits { "" } else { " (byte count even)" }
+                    )));
+                }
+            }
+        }
+        WRITE_SINGLE_COIL | WRITE_SINGLE_REGISTER => {
+            if p != 5 {
+                return Err(length_error(format!("{} bytes", overhead + 5)));
+            }
+            (
+                Direction::RequestOrEcho,
+                InspectedPdu::WriteSingle { address, value },
+                None,
+            )
+        }
+        WRITE_MULTIPLE_COILS | WRITE_MULTIPLE_REGISTERS => {
+            let request_bc = pdu.get(5).copied();
+            if p == 5 {
+                (
+                    Direction::Response,
+                    InspectedPdu::WriteMultipleResponse {
+                        address,
+                        count: value,
+                    },
+                    None,
+                )
+            } else if let Some(rbc) = request_bc.filter(|&b| p == 6 + usize::from(b)) {
+                (
+                    Direction::Request,
+                    InspectedPdu::WriteMultipleRequest {
+                        address,
+                        count: value,
+                        byte_count: rbc,
+                        data: pdu.get(6..).unwrap_or_default().to_vec(),
+                    },
+                    None,
+                )
+            } else {
+                return Err(length_error(match request_bc {
+                    Some(b) => format!(
+                        "{} bytes for a reply, or {} + byte count {b:02X} = {} for a request",
+                        overhead + 5,
+                        overhead + 6,
+                        overhead + 6 + usize::from(b)
+                    ),
+                    None => format!(
+                        "{} bytes for a reply, or {} + byte count for a request",
+                        overhead + 5,
+                        overhead + 6
+                    ),
+                }));
+            }
+        }
+        _ => (
+            Direction::Unknown,
+            InspectedPdu::Unknown {
+                data: payload.to_vec(),
+            },
+            None,
+        ),
     })
 }
 

@@ -58,6 +58,7 @@ mod timing;
 mod tests;
 
 pub use encode::{encode_request, encode_response};
+pub(crate) use explain::inspect_pdu;
 pub use explain::{CrcCheck, Direction, InspectError, InspectedPdu, RtuInspection, hex, inspect};
 pub use framing::{parse_request, scan_response};
 pub use pdu::{
