@@ -30,12 +30,14 @@ use crate::bus::freeze_collect::{FreezeEvent, FreezeSink};
 use crate::bus::task::{self as bus_task, BusOptions};
 use crate::config::{BusConfig, Config, ConfigError, ProfileSet};
 use crate::health::{BusHealth, SuccessBook};
+use crate::ingest::completeness::CompletenessMessage;
 use crate::ingest::freezes::LedgerView;
 use crate::ingest::{self, FreshRows, HeldAcks, SpoolOutbox, SpoolWriter};
 use crate::reading::ReadingBatch;
 use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::sync::lock;
 use crate::uplink::{self, ReadingSuccess, Uplink, UplinkHandle};
+use meter_protocols::dlt645::freeze::FreezeKind;
 
 pub mod reload;
 pub mod supervise;
@@ -91,6 +93,8 @@ pub struct Daemon {
     starter: BusStarter,
     pipeline: JoinHandle<()>,
     status_task: JoinHandle<()>,
+    /// Hands the uplink the completeness of daily records (and keeps it for the service).
+    completeness_task: JoinHandle<()>,
     uplink: UplinkHandle,
     uplink_task: UplinkTask,
     /// Reports of tasks that ended on their own, and the buses stopped on purpose.
@@ -112,6 +116,8 @@ struct ServiceParts {
     book: Arc<Mutex<SuccessBook>>,
     frames: broadcast::Sender<crate::bus::trace::FrameEvent>,
     meter_drops: crate::service::MeterDropsFn,
+    /// The latest completeness message, as the uplink was handed it.
+    completeness: Arc<Mutex<Option<CompletenessMessage>>>,
 }
 
 impl ServiceParts {
@@ -286,12 +292,20 @@ impl Daemon {
             &supervisor,
         )?;
         let status_task = spawn_health_forwarder(&buses, &uplink, &supervisor);
+        let completeness = Arc::new(Mutex::new(None));
+        let completeness_task = spawn_completeness_forwarder(
+            completeness_plan(&config, &profiles),
+            &spool,
+            &uplink,
+            &completeness,
+        );
         let service_parts = ServiceParts {
             started,
             spool_stats: views.stats,
             book,
             frames,
             meter_drops: views.meter_drops,
+            completeness,
         };
         let handles = service_parts.handles(&config.gateway, &buses, &uplink);
         let service = crate::service::Service::start(service_setup.clone(), handles).await;
@@ -305,6 +319,7 @@ impl Daemon {
             starter,
             pipeline,
             status_task,
+            completeness_task,
             uplink,
             uplink_task,
             supervisor,
@@ -389,6 +404,7 @@ impl Daemon {
             pipe_abort.abort();
         }
         self.status_task.abort();
+        self.completeness_task.abort();
         self.uplink.shutdown();
         let up_abort = self.uplink_task.abort_handle();
         match tokio::time::timeout_at(deadline, self.uplink_task).await {
@@ -493,6 +509,7 @@ impl Daemon {
         !self.pipeline.is_finished()
             && !self.uplink_task.is_finished()
             && !self.status_task.is_finished()
+            && !self.completeness_task.is_finished()
             && self.buses.iter().all(|b| !b.task.is_finished())
     }
 }
@@ -645,6 +662,44 @@ fn start_uplink_and_ingest(
     ));
     let pipeline = supervise::supervise("ingest", pipeline, supervisor.sender(), |_| ());
     Ok((uplink, uplink_task, pipeline))
+}
+
+/// Which meters collect daily records (with their zones): what the completeness counts.
+fn completeness_plan(config: &Config, profiles: &ProfileSet) -> uplink::CompletenessPlan {
+    let meters = config
+        .buses
+        .iter()
+        .flat_map(|b| {
+            let b = b.get_ref();
+            b.meters.iter().filter_map(|m| {
+                let m = m.get_ref();
+                let profile = profiles.get(&m.profile)?;
+                m.freeze_kinds(profile)
+                    .contains(&FreezeKind::Daily)
+                    .then(|| (m.effective_id(&b.name), m.utc_offset))
+            })
+        })
+        .collect();
+    uplink::CompletenessPlan {
+        gateway: config.gateway.clone(),
+        meters,
+        daily_at: config.freeze.daily_at_minute,
+    }
+}
+
+/// Starts the task that hands the uplink the completeness of daily records.
+fn spawn_completeness_forwarder(
+    plan: uplink::CompletenessPlan,
+    spool: &Arc<Mutex<Spool>>,
+    uplink: &UplinkHandle,
+    latest: &Arc<Mutex<Option<CompletenessMessage>>>,
+) -> JoinHandle<()> {
+    tokio::spawn(uplink::forward_completeness(
+        plan,
+        spool.clone(),
+        uplink.clone(),
+        latest.clone(),
+    ))
 }
 
 /// Forwards the buses' health to the uplink's retained status topics.

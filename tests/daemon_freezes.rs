@@ -80,15 +80,31 @@ freezes = ["daily", "monthly"]
         .subscribe("meterd/gw-f/meters/+/freezes", QoS::AtLeastOnce)
         .await
         .unwrap();
+    client
+        .subscribe("meterd/gw-f/completeness", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     let mut got: BTreeMap<String, (FreezeRecord, String)> = BTreeMap::new();
+    let mut completeness: Option<serde_json::Value> = None;
+    let delivered_3 = |c: &Option<serde_json::Value>| {
+        c.as_ref().is_some_and(|c| {
+            c["days"]
+                .as_array()
+                .is_some_and(|d| d.iter().take(3).all(|d| d["delivered"] == 1))
+        })
+    };
     let mut deliveries = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while got.len() < 4 && tokio::time::Instant::now() < deadline {
+    while (got.len() < 4 || !delivered_3(&completeness)) && tokio::time::Instant::now() < deadline {
         let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(1), events.poll()).await
         else {
             continue;
         };
         if let Event::Incoming(Packet::Publish(p)) = event {
+            if p.topic.ends_with("/completeness") {
+                completeness = Some(serde_json::from_slice(&p.payload).unwrap());
+                continue;
+            }
             let text = String::from_utf8_lossy(&p.payload).into_owned();
             let r: FreezeRecord = serde_json::from_str(&text).unwrap();
             assert_eq!(p.topic, format!("meterd/gw-f/meters/{ADDR}/freezes"));
@@ -134,6 +150,50 @@ freezes = ["daily", "monthly"]
         got.keys().any(|id| id.contains("/monthly/")),
         "{:?}",
         got.keys()
+    );
+
+    // The completeness: the three days back-filled are delivered, the four before missing.
+    let c = completeness.expect("no completeness message");
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/completeness.v1.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(validator.is_valid(&c), "{c}");
+    let days = c["days"].as_array().unwrap();
+    assert_eq!(days.len(), 7);
+    let yesterday = LocalMinute(newest.0 - 1440).to_string()[..10].to_owned();
+    assert_eq!(days[0]["day"], yesterday);
+    for (i, d) in days.iter().enumerate() {
+        assert_eq!(d["expected"], 1, "{c}");
+        let (delivered, missing) = if i < 3 { (1, 0) } else { (0, 1) };
+        assert_eq!(d["delivered"], delivered, "{c}");
+        assert_eq!(d["missing"].as_array().unwrap().len(), missing, "{c}");
+    }
+
+    // Retained: a consumer that subscribes later gets it at once.
+    let mut opts = MqttOptions::new("late-consumer", "127.0.0.1", broker);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (late, mut late_events) = AsyncClient::new(opts, 8);
+    late.subscribe("meterd/gw-f/completeness", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let retained = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::Publish(p))) = late_events.poll().await {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("no retained completeness");
+    assert!(retained.retain);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&retained.payload).unwrap()["days"],
+        c["days"]
     );
 
     // Delivered in the ledger once the broker acknowledged them.

@@ -271,6 +271,13 @@ impl Daemon {
         self.status_task.abort();
         self.status_task =
             super::spawn_health_forwarder(&self.buses, &self.uplink, &self.supervisor);
+        self.completeness_task.abort();
+        self.completeness_task = super::spawn_completeness_forwarder(
+            super::completeness_plan(&new, &new_profiles),
+            &self.spool,
+            &self.uplink,
+            &self.service_parts.completeness,
+        );
         self.config = new;
         self.profiles = new_profiles;
         if service_changed {

@@ -16,6 +16,7 @@
 //! oldest go first, counted per meter in the spool, durably once it can be written), and is
 //! retried in chunks the spool can take ([`writer`]).
 
+pub mod completeness;
 pub mod freezes;
 pub mod outbox;
 mod register_memory;

@@ -172,6 +172,7 @@ impl Spool {
             }
         }
         tx.commit().map_err(sql)?;
+        self.ledger_changed();
         self.next_rowid = rowid;
         self.depth = self.depth.saturating_sub(freed.rows) + stored.len() as u64;
         self.bytes = need.saturating_sub(freed.bytes);
@@ -204,6 +205,7 @@ impl Spool {
             )
             .and_then(|mut s| s.execute(params![meter, kind, stamp_of(id), id, now, detail]))
             .map_err(|e| SpoolError::sqlite(&self.path, e))?;
+        self.ledger_changed();
         Ok(())
     }
 

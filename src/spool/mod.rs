@@ -88,6 +88,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -300,6 +302,9 @@ pub struct Spool {
     scratch: Vec<u8>,
     /// Compresses payloads for the file.
     packer: packing::Packer,
+    /// Counts changes of the freeze ledger (stored, delivered, lost, sent back to missing),
+    /// so a reader can tell cheaply, without the spool's lock, whether to read it again.
+    ledger_changes: Arc<AtomicU64>,
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -314,9 +319,9 @@ fn to_i64(v: u64) -> i64 {
 fn delete_rows(
     tx: &rusqlite::Transaction<'_>,
     rowids: &[i64],
-) -> Result<(usize, u64), rusqlite::Error> {
+) -> Result<(usize, u64, usize), rusqlite::Error> {
     if rowids.is_empty() {
-        return Ok((0, 0));
+        return Ok((0, 0, 0));
     }
     let mut n = 0usize;
     let mut freed: u64 = 0;
@@ -325,6 +330,7 @@ fn delete_rows(
     let mut size = tx.prepare_cached("SELECT bytes, kind, id FROM outbox WHERE row_id = ?1")?;
     let mut del = tx.prepare_cached("DELETE FROM outbox WHERE row_id = ?1")?;
     let mut delivered: Option<String> = None;
+    let mut freezes_delivered = 0;
     for rowid in rowids {
         let Some((b, kind, id)) = size
             .query_row([rowid], |r| {
@@ -341,12 +347,13 @@ fn delete_rows(
         if MessageKind::from_column(kind) == MessageKind::Freeze {
             let at = delivered.get_or_insert_with(|| rfc3339_millis(SystemTime::now()));
             freezes::mark_delivered(tx, &id, at)?;
+            freezes_delivered += 1;
         }
         del.execute([rowid])?;
         freed += to_u64(b);
         n += 1;
     }
-    Ok((n, freed))
+    Ok((n, freed, freezes_delivered))
 }
 
 /// What [`drop_oldest`] deleted.
@@ -358,6 +365,8 @@ struct Freed {
     /// Reading batches among them (counted as drops per meter), and their bytes.
     batches: u64,
     batch_bytes: u64,
+    /// Freeze records among them (sent back to missing in the ledger).
+    requeued: usize,
 }
 
 /// The overflow policy within `tx`: deletes the oldest rows until `need` bytes fit in
@@ -405,6 +414,7 @@ fn drop_oldest(
     for id in &requeued {
         freezes::forget_stored(tx, id)?;
     }
+    freed.requeued = requeued.len();
     if !requeued.is_empty() {
         tracing::warn!(
             records = requeued.len(),
@@ -646,6 +656,7 @@ impl Spool {
             relaxed: false,
             scratch: Vec::new(),
             packer: packing::Packer::default(),
+            ledger_changes: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -803,7 +814,7 @@ impl Spool {
         }
 
         // 2. Acknowledged rows go, then overflow: drop the oldest until the new batches fit.
-        let (acked, acked_bytes) = delete_rows(&tx, acks).map_err(sql)?;
+        let (acked, acked_bytes, delivered) = delete_rows(&tx, acks).map_err(sql)?;
         let need = self
             .bytes
             .saturating_sub(acked_bytes)
@@ -865,6 +876,9 @@ impl Spool {
         tx.commit().map_err(sql)?;
 
         // Committed: now the in-memory mirror.
+        if delivered > 0 || freed.requeued > 0 {
+            self.ledger_changed();
+        }
         self.next_rowid = rowid;
         self.depth = self
             .depth
@@ -960,6 +974,15 @@ impl Spool {
 
     /// Back to `synchronous=FULL` after [`Spool::ack_many`]; every append checks it first, so
     /// an append is never committed without its fsync even if restoring failed here.
+    /// A counter that moves whenever the freeze ledger changes (see [`freezes`]).
+    pub fn ledger_changes(&self) -> Arc<AtomicU64> {
+        self.ledger_changes.clone()
+    }
+
+    fn ledger_changed(&self) {
+        self.ledger_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn restore_synchronous(&mut self) -> Result<(), SpoolError> {
         if self.relaxed {
             self.conn
@@ -978,8 +1001,11 @@ impl Spool {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
-        let (n, freed) = delete_rows(&tx, rowids).map_err(sql)?;
+        let (n, freed, delivered) = delete_rows(&tx, rowids).map_err(sql)?;
         tx.commit().map_err(sql)?;
+        if delivered > 0 {
+            self.ledger_changed();
+        }
         self.depth = self.depth.saturating_sub(n as u64);
         self.bytes = self.bytes.saturating_sub(freed);
         Ok(n)

@@ -45,6 +45,7 @@
 //! `embedded_listen` first.
 
 #[cfg(feature = "embedded-broker")]
+mod completeness_forwarder;
 pub mod embedded_broker;
 mod health_forwarder;
 mod link;
@@ -64,6 +65,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+pub use completeness_forwarder::{CompletenessPlan, forward_completeness};
 pub use health_forwarder::forward_health;
 use link::{Client, Events, LinkError, LinkEvent, Will};
 pub use options::{Secret, UplinkConfigError};
@@ -154,6 +156,8 @@ struct Shared {
     wake: Notify,
     meters: Mutex<MeterStatuses>,
     snapshot: Mutex<UplinkSnapshot>,
+    /// The latest completeness message (retained), and whether it is still to be published.
+    completeness: Mutex<Option<(Vec<u8>, bool)>>,
 }
 
 /// The latest status of each meter, and which are still to be published.
@@ -256,6 +260,13 @@ impl UplinkHandle {
     /// later gets its status back with its next [`UplinkHandle::set_meter_status`].
     pub fn clear_meter_status(&self, meter: &str) {
         self.shared.meters().clear(meter);
+        self.shared.wake.notify_one();
+    }
+
+    /// Publish (retained) this `meterd.completeness.v1` message on `{prefix}/{gateway}/completeness`;
+    /// only the latest is kept until sent, and it is sent again on every new connection.
+    pub fn set_completeness(&self, payload: Vec<u8>) {
+        *lock(&self.shared.completeness) = Some((payload, true));
         self.shared.wake.notify_one();
     }
 
@@ -414,6 +425,7 @@ impl<O: Outbox> Uplink<O> {
             wake: Notify::new(),
             meters: Mutex::new(MeterStatuses::default()),
             snapshot: Mutex::new(UplinkSnapshot::default()),
+            completeness: Mutex::new(None),
         });
         let handle = UplinkHandle {
             shared: shared.clone(),
@@ -498,6 +510,29 @@ impl<O: Outbox> Uplink<O> {
             "{}/{}/meters/{meter}/{leaf}",
             self.config.topic_prefix, self.gateway
         )
+    }
+
+    /// `{prefix}/{gateway}/completeness`.
+    pub fn completeness_topic(&self) -> String {
+        format!("{}/{}/completeness", self.config.topic_prefix, self.gateway)
+    }
+
+    /// Queues the completeness message if it changed since it was last queued.
+    fn fill_completeness(&mut self, client: &Client, s: &mut Session) {
+        let mut slot = lock(&self.shared.completeness);
+        let Some((payload, unsent)) = slot.as_mut() else {
+            return;
+        };
+        if !*unsent {
+            return;
+        }
+        match client.try_publish(self.completeness_topic(), true, payload.clone()) {
+            Ok(()) => {
+                s.queued.push_back(Sent::Status);
+                *unsent = false;
+            }
+            Err(e) => warn!("cannot queue the completeness message: {e}"),
+        }
     }
 
     /// `{prefix}/{gateway}/meters/{meter}/status`.
@@ -784,6 +819,9 @@ impl<O: Outbox> Uplink<O> {
             ..Session::default()
         };
         self.shared.meters().resend_all();
+        if let Some((_, unsent)) = lock(&self.shared.completeness).as_mut() {
+            *unsent = true;
+        }
         // Refused readings are due at once on a new connection (the broker may have changed);
         // the resend pass skips them and leaves them to their own schedule.
         self.refusals.reconnected(Instant::now());
@@ -853,6 +891,9 @@ impl<O: Outbox> Uplink<O> {
                 }
                 Err(e) => warn!("cannot queue the gateway status: {e}"),
             }
+        }
+        if s.outstanding() < window {
+            self.fill_completeness(client, s);
         }
         while s.outstanding() < window {
             let next = self.shared.meters().cleared.pop_front();
