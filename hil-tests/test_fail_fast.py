@@ -1,7 +1,7 @@
 """HIL: a dead or wrongly addressed meter costs one item's retries, not the whole profile's.
 
 `meterd simulate` serves one DL/T 645-2007 meter on a raw-TCP "serial device server" at 2400
-baud; the gateway also asks an address nobody has. With a three-phase profile (14 reads) and
+baud; the gateway also asks an address nobody has. With a three-phase profile (12 reads) and
 300 ms × 2 attempts per read, asking every read took ~10 s per poll; a meter that does not
 answer the first read is skipped for the rest of the poll, every quantity still reported,
 bad with that read's reason. Checked through `meterd read` and through the daemon
@@ -20,7 +20,7 @@ from daemon_rig import Proc, quiet_port
 DEAD = "000000000077"
 TIMEOUT_S = 0.3
 ATTEMPTS = 2
-# One read's attempts, its late-reply guard and start-up, generously: far below 14 reads.
+# One read's attempts, its late-reply guard and start-up, generously: far below 12 reads.
 BOUND_S = ATTEMPTS * TIMEOUT_S * 3 + 1.5
 REASON = "no reply within 300ms (2 attempts)"
 
@@ -121,7 +121,7 @@ def test_the_daemons_poll_of_a_dead_meter_is_bounded(meterd, sim, mosquitto):
                    for v in values), values
         # Waiting for the poll in progress (if any) plus the read itself: both short now.
         assert elapsed < 2 * BOUND_S, f"{elapsed:.2f} s"
-        # Health counts the attempts actually made: one read's two per poll, not 14 reads'.
+        # Health counts the attempts actually made: one read's two per poll, not 12 reads'.
         m = dead()
         print(f"dead meter: polls_failed {m['polls_failed']}, timeouts {m['timeouts']}")
         assert ATTEMPTS * m["polls_failed"] <= m["timeouts"] <= ATTEMPTS * (m["polls_failed"] + 1), m

@@ -328,5 +328,38 @@ pub fn due_stamps(kind: FreezeKind, local: LocalMinute, cfg: &FreezeConfig) -> V
     }
 }
 
+/// The wire time of reading one record of `kind` found at its first guess: its requests
+/// (16 bytes plus `preamble` wake-up bytes each) and replies (stamp `YYMMDDhhmm`; total and 4
+/// tariffs per daily or monthly block, a total per hourly one) at `char_time` per byte, plus
+/// `turnaround` per exchange. A bound for planning: a meter's own reply latency adds to it.
+pub fn record_wire_time(
+    kind: FreezeKind,
+    char_time: Duration,
+    preamble: u8,
+    turnaround: Duration,
+) -> Duration {
+    let request = 16 + u32::from(preamble);
+    // A reply is 12 bytes of frame plus L = 4 (DI) + the payload.
+    let reply = |payload: u32| 12 + 4 + payload;
+    let exchanges: &[u32] = match kind {
+        FreezeKind::Daily => &[5, 20, 20],
+        FreezeKind::Hourly => &[5, 4, 4],
+        FreezeKind::Monthly => &[20, 20],
+    };
+    exchanges
+        .iter()
+        .map(|&payload| char_time * (request + reply(payload)) + turnaround)
+        .sum()
+}
+
+/// How many records of `kind` a meter makes per day (monthly: one in 30 days).
+pub fn records_per_day(kind: FreezeKind) -> f64 {
+    match kind {
+        FreezeKind::Daily => 1.0,
+        FreezeKind::Hourly => 24.0,
+        FreezeKind::Monthly => 1.0 / 30.0,
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -3,13 +3,17 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
+use meter_protocols::dlt645::freeze::FreezeKind;
 
 use super::fail;
+use crate::bus::exchange::char_time;
+use crate::bus::freeze_collect::{record_wire_time, records_per_day};
 use crate::bus::task::{Bus, BusOptions};
 use crate::bus::transport::LinkSettings;
-use crate::config::{BusConfig, Config, ProfileSet};
+use crate::config::{BusConfig, Config, FreezeConfig, Parity, ProfileSet};
 
 /// Arguments of `meterd check-config`.
 #[derive(Debug, Args)]
@@ -110,7 +114,60 @@ pub fn describe(config: &Config, profiles: &ProfileSet) -> Result<String, String
             } else {
                 let _ = writeln!(out, "    reads: {}", driver.transactions().len());
             }
+            if !driver.freezes().is_empty() {
+                let char_time = char_time(
+                    bus.baud,
+                    bus.data_bits,
+                    bus.parity != Parity::None,
+                    bus.stop_bits,
+                );
+                let _ = writeln!(
+                    out,
+                    "    {}",
+                    freeze_plan(driver, &config.freeze, char_time, t.preamble, t.turnaround)
+                );
+            }
         }
     }
     Ok(out)
+}
+
+/// One line: the freeze kinds read from a meter, and their bus time in steady state and for
+/// the first back-fill, at the bus's wire speed.
+fn freeze_plan(
+    driver: &crate::meter::MeterDriver,
+    cfg: &FreezeConfig,
+    char_time: Duration,
+    preamble: u8,
+    turnaround: Duration,
+) -> String {
+    let mut per_day = 0.0;
+    let mut backfill = Duration::ZERO;
+    let mut kinds = Vec::new();
+    for &kind in driver.freezes() {
+        let one = record_wire_time(kind, char_time, preamble, turnaround);
+        per_day += one.as_secs_f64() * records_per_day(kind);
+        let depth = match kind {
+            FreezeKind::Daily => cfg.backfill_days,
+            FreezeKind::Monthly => cfg.backfill_months,
+            FreezeKind::Hourly => cfg.backfill_hours,
+        }
+        .min(kind.depth());
+        backfill += one * u32::from(depth);
+        kinds.push(format!(
+            "{kind} ({depth} back, {:.2} s each)",
+            one.as_secs_f64()
+        ));
+    }
+    let share = f64::from(cfg.bus_share_percent.max(1)) / 100.0;
+    format!(
+        "freezes in {}: {}; {:.1} s of wire time a day; first back-fill {:.0} s, over at least \
+         {:.0} s at {} % of the bus",
+        driver.utc_offset(),
+        kinds.join(", "),
+        per_day,
+        backfill.as_secs_f64(),
+        backfill.as_secs_f64() / share,
+        cfg.bus_share_percent
+    )
 }

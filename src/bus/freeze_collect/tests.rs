@@ -223,3 +223,13 @@ fn a_meter_without_freezes_needs_no_collector() {
     assert!(FreezeCollector::new(sink, "gw", drivers.iter()).is_none());
     let _ = Path::new("unused");
 }
+
+#[test]
+fn a_daily_record_at_2400_baud_takes_about_three_quarters_of_a_second() {
+    let c = crate::bus::exchange::char_time(2400, 8, true, 1);
+    let t = record_wire_time(FreezeKind::Daily, c, 4, Duration::from_millis(20));
+    // 3 requests of 20 bytes, replies of 21, 36 and 36 bytes: 153 bytes × 4.583 ms + 3 × 20 ms.
+    assert_eq!(t.as_millis(), 761);
+    assert!(record_wire_time(FreezeKind::Hourly, c, 4, Duration::ZERO) < t);
+    assert_eq!(records_per_day(FreezeKind::Hourly), 24.0);
+}
