@@ -27,7 +27,7 @@ from conftest import ROOT, Mosquitto, free_port, port_open, wait_for
 
 SCHEMAS = {
     name: json.loads((ROOT / "docs" / "schema" / f"{name}.v1.json").read_text())
-    for name in ("reading", "gateway-status", "meter-status")
+    for name in ("reading", "gateway-status", "meter-status", "freeze", "completeness")
 }
 GATEWAY = "hil-gw"
 PREFIX = "meterd"
@@ -139,6 +139,11 @@ class Collector:
             if topic.endswith("/readings"):
                 out.append((payload, json.loads(payload, parse_float=decimal.Decimal)))
         return out
+
+    def freezes(self):
+        """[(raw payload, parsed with exact decimals)] of every freeze record, in order."""
+        return [(payload, json.loads(payload, parse_float=decimal.Decimal))
+                for topic, payload, _ in self.snapshot() if topic.endswith("/freezes")]
 
     def last_retained(self, topic):
         for t, payload, _ in reversed(self.snapshot()):
@@ -287,16 +292,17 @@ def spool_payload(encoding: int, stored: bytes, size: int) -> bytes:
 
 
 def spool_state(data_dir: Path):
-    """(last seq per meter, {meter: [pending seqs]}, [pending payloads]) read from the spool
-    file after meterd stopped."""
+    """(last seq per meter, {meter: [pending reading seqs]}, [pending payloads: readings and
+    freeze records]) read from the spool file after meterd stopped."""
     con = sqlite3.connect(f"file:{data_dir / 'spool.sqlite'}?mode=ro", uri=True)
     try:
         last = dict(con.execute("SELECT meter, last_seq FROM meters"))
         pending = defaultdict(list)
         payloads = []
-        rows = con.execute("SELECT meter, seq, encoding, bytes, payload FROM outbox ORDER BY row_id")
-        for meter, seq, encoding, size, payload in rows:
-            pending[meter].append(seq)
+        rows = con.execute("SELECT meter, seq, encoding, bytes, payload, kind FROM outbox ORDER BY row_id")
+        for meter, seq, encoding, size, payload, kind in rows:
+            if kind == 0:
+                pending[meter].append(seq)
             payloads.append(spool_payload(encoding, bytes(payload), size))
         return last, dict(pending), payloads
     finally:
@@ -314,6 +320,10 @@ def check_schemas(collector: Collector):
             kind = "meter-status"
         elif topic == f"{PREFIX}/{GATEWAY}/status":
             kind = "gateway-status"
+        elif topic.endswith("/freezes"):
+            kind = "freeze"
+        elif topic == f"{PREFIX}/{GATEWAY}/completeness":
+            kind = "completeness"
         else:
             raise AssertionError(f"unexpected topic {topic}")
         jsonschema.validate(doc, SCHEMAS[kind])
@@ -350,8 +360,10 @@ def check_sequence(readings, first_seq=None, last_seq=None, tolerate=()):
 def check_against_truth(readings, truth, extra_payloads=()):
     """Every published value equals the simulator's truth for its exchange, exactly (values
     matched by the evidence frame ↔ the truth line's `response`); every valid truth reply
-    shows up as evidence in some batch (published, or still in the spool: `extra_payloads`).
-    Returns how many values were compared."""
+    shows up as evidence in some batch or freeze record (published, or still in the spool:
+    `extra_payloads`). A freeze record names its values without the snapshot suffix the truth
+    log gives them (`energy.active.import.total` for `…@daily-3`). Returns how many values
+    were compared."""
     by_response = {}
     for t in truth:
         by_response.setdefault(t["response"].upper(), t)
@@ -371,7 +383,10 @@ def check_against_truth(readings, truth, extra_payloads=()):
             assert t is not None, f"{doc['id']}: evidence frame {frame} is not a reply the simulator sent"
             seen_frames.add(frame)
             for v in t["values"]:
-                truth_values.setdefault(v["quantity"], v)
+                q = v["quantity"]
+                if doc.get("schema") == "meterd.freeze.v1":
+                    q = q.split("@")[0]
+                truth_values.setdefault(q, v)
         for v in doc["values"]:
             if v["quality"] == "bad":
                 continue

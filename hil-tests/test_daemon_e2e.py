@@ -58,7 +58,7 @@ def check_delivered(rig, sub, min_readings):
     seqs = check_sequence(readings)
     for meter in METERS:
         assert max(seqs[meter] + pending.get(meter, [])) == last[meter], (meter, last, pending)
-    compared, missing = check_against_truth(readings, rig.truth_lines(), payloads)
+    compared, missing = check_against_truth(readings + sub.freezes(), rig.truth_lines(), payloads)
     assert compared >= min_readings * 5, compared
     assert not missing, f"{len(missing)} replies of the simulator are in no batch, e.g. {missing[:2]}"
     status = sub.last_retained(f"{PREFIX}/{GATEWAY}/status")
