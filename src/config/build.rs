@@ -175,6 +175,7 @@ impl Profile {
             max_registers: None,
             gap_fill: None,
             points: points.into_iter().map(|p| Spanned::new(0..0, p)).collect(),
+            identify: None,
         }
     }
 

@@ -13,6 +13,7 @@
 pub mod contract;
 mod dlt645;
 pub mod explain;
+pub mod identify;
 mod modbus;
 
 use std::collections::HashMap;
