@@ -9,6 +9,7 @@
 pub mod check_config;
 pub mod decode;
 pub mod demo;
+mod identify;
 pub mod read;
 pub mod run;
 pub mod scan;

@@ -63,7 +63,7 @@ pub enum ProfileProtocol {
 }
 
 /// Modbus read function of a point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegisterFunction {
     /// Holding registers (FC03).

@@ -274,11 +274,16 @@ impl ModbusIdentifier {
                 Fit::RuledOut => {}
             }
         }
-        // Show the facts of the profile that matched; with none, every register that answered
-        // (they are what a technician compares with the manuals).
+        // Show the facts of the profile that matched; with none, those of the candidates
+        // (what a technician compares with the manuals).
+        let shown = if matched.is_empty() {
+            &candidates
+        } else {
+            &matched
+        };
         let mut facts: Vec<Fact> = Vec::new();
         for (profile, list) in facts_of {
-            if matched.is_empty() || matched.iter().any(|m| m == profile) {
+            if shown.iter().any(|m| m == profile) {
                 for f in list {
                     if !facts.contains(&f) {
                         facts.push(f);

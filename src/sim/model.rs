@@ -110,12 +110,25 @@ pub struct MeterModel {
     seed: u64,
     /// The meter number as 12 digits (DL/T 645 address, or the unit id padded).
     number: String,
+    /// Text items given by the configuration (quantity → text), ahead of the defaults.
+    texts: Vec<(String, String)>,
 }
 
 impl MeterModel {
     /// A model for the meter with `seed`; `number` is what its address/number DIs report.
     pub fn new(seed: u64, number: String) -> Self {
-        Self { seed, number }
+        Self {
+            seed,
+            number,
+            texts: Vec::new(),
+        }
+    }
+
+    /// The model with text items (`meter.asset_code` → `"A-17"`) that win over the defaults
+    /// of [`MeterModel::dlt645_value`].
+    pub fn with_texts(mut self, texts: Vec<(String, String)>) -> Self {
+        self.texts = texts;
+        self
     }
 
     /// Rated active power in mW: 0.2 to 3.0 kW, from the seed.
@@ -249,6 +262,11 @@ impl MeterModel {
     /// quantised to the format. Never fails: unknown quantities report zero of their format.
     pub fn dlt645_value(&self, quantity: &str, format: Format, t: UnixMillis) -> Value {
         let (base, at) = period(quantity, t);
+        if let Some((_, text)) = self.texts.iter().find(|(q, _)| q == quantity)
+            && matches!(format, Format::Number(_) | Format::Ascii(_))
+        {
+            return Value::Text(text.clone());
+        }
         match format {
             Format::Bcd {
                 digits,
