@@ -137,7 +137,11 @@ pub(crate) fn lines(identity: &Identity, modbus: bool) -> String {
     } else if rows.is_empty() {
         rows.push(("identity".into(), "none offered".into()));
     }
-    let w = rows.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0);
+    let w = rows
+        .iter()
+        .map(|(n, _)| n.chars().count())
+        .max()
+        .unwrap_or(0);
     rows.iter()
         .map(|(n, v)| format!("  {n:<w$}  {v}\n"))
         .collect()

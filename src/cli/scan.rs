@@ -16,16 +16,16 @@ use meter_protocols::dlt645::{Address, DataIdentifier, Request, Response, Versio
 use meter_protocols::modbus::rtu::{self, ReadFunction};
 use serde::Serialize;
 
+use super::identify::{Wire, identify, lines};
 use super::{LineArgs, ProtocolArg, Target, fail, parse_duration, runtime};
 use crate::bus::exchange::{ExchangeError, ExchangeTiming, exchange};
 use crate::bus::trace::FrameTap;
 use crate::bus::transport::modbus_tcp::{ModbusTcpClient, TcpFailure};
 use crate::bus::transport::{Link, LinkSettings};
-use super::identify::{Wire, identify, lines};
 use crate::config::{ProfileSet, Protocol};
-use crate::meter::identify::{Identity, ModbusIdentifier};
 use crate::hex_input::to_hex;
 use crate::meter::contract::{Framing, Reply};
+use crate::meter::identify::{Identity, ModbusIdentifier};
 use crate::serial_port::SerialSettings;
 
 /// Arguments of `meterd scan`.
@@ -129,17 +129,14 @@ pub fn run(args: &ScanArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail("scan", &e.to_string(), 2),
     };
-    let line_baud = args
-        .line
-        .baud
-        .unwrap_or(if protocol.is_dlt645() { 2400 } else { 9600 });
+    let line = args.line.serial(protocol);
     let settings = match (&args.target.port, &args.target.tcp) {
         (Some(path), _) => LinkSettings::Serial(SerialSettings {
             path: path.clone(),
-            baud: line_baud,
-            parity: crate::config::Parity::from(args.line.parity).into(),
-            data_bits: args.line.data_bits,
-            stop_bits: args.line.stop_bits,
+            baud: line.baud,
+            parity: line.parity.into(),
+            data_bits: line.data_bits,
+            stop_bits: line.stop_bits,
             rs485: None,
         }),
         (None, Some(host)) => LinkSettings::Tcp {
@@ -168,10 +165,10 @@ pub fn run(args: &ScanArgs) -> ExitCode {
             inter_byte_timeout: timeout.min(Duration::from_millis(500)),
             echo: false,
             char_time: crate::bus::exchange::char_time(
-                line_baud,
-                args.line.data_bits,
-                crate::config::Parity::from(args.line.parity) != crate::config::Parity::None,
-                args.line.stop_bits,
+                line.baud,
+                line.data_bits,
+                line.parity != crate::config::Parity::None,
+                line.stop_bits,
             ),
         };
         let mut found = Vec::new();

@@ -279,9 +279,7 @@ pub struct IdentifyRegister {
 impl IdentifyRegister {
     /// Registers read for the item: `width`, or the type's size.
     pub fn read_width(&self) -> u16 {
-        self.width
-            .unwrap_or(0)
-            .max(self.value_type.registers())
+        self.width.unwrap_or(0).max(self.value_type.registers())
     }
 }
 
@@ -320,7 +318,10 @@ impl Identify {
                 other => {
                     return Err(fail(
                         key("expect"),
-                        format!("`expect` needs an unsigned type (u16, u32, u64), not {}", other.name()),
+                        format!(
+                            "`expect` needs an unsigned type (u16, u32, u64), not {}",
+                            other.name()
+                        ),
                     ));
                 }
             };

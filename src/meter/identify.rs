@@ -313,7 +313,12 @@ struct RegisterValue {
 fn register_value(r: &IdentifyRegister, span: Span, regs: &[u16]) -> Option<RegisterValue> {
     let offset = usize::from(r.register.checked_sub(span.address)?);
     let words = regs.get(offset..)?;
-    let raw = values::decode(words, r.value_type.value_type(None), r.order.register_order()).ok()?;
+    let raw = values::decode(
+        words,
+        r.value_type.value_type(None),
+        r.order.register_order(),
+    )
+    .ok()?;
     Some(match raw {
         RawValue::Unsigned(v) => RegisterValue {
             text: format!("{v} ({v:#06x})"),

@@ -71,10 +71,19 @@ fn identity_texts(config: &SimMeterConfig, number: &str) -> Vec<(String, String)
     let or = |v: &Option<String>, d: String| v.clone().unwrap_or(d);
     vec![
         ("meter.number".into(), or(&id.number, number.to_owned())),
-        ("meter.asset_code".into(), or(&id.asset_code, format!("SIM-{number}"))),
+        (
+            "meter.asset_code".into(),
+            or(&id.asset_code, format!("SIM-{number}")),
+        ),
         ("meter.model".into(), or(&id.model, "MTRD-SIM".into())),
-        ("meter.production_date".into(), or(&id.production_date, "2024-01-01".into())),
-        ("meter.firmware_version".into(), or(&id.firmware, "meterd-sim".into())),
+        (
+            "meter.production_date".into(),
+            or(&id.production_date, "2024-01-01".into()),
+        ),
+        (
+            "meter.firmware_version".into(),
+            or(&id.firmware, "meterd-sim".into()),
+        ),
     ]
 }
 
@@ -93,7 +102,11 @@ fn identity_registers(
     for r in profile.identify.iter().flat_map(|i| i.registers.iter()) {
         let ty = r.value_type.value_type(None);
         let bits = ty.registers() * 16;
-        let mask = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        let mask = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
         let value = r.expect.first().copied().unwrap_or(serial & mask);
         let regs = values::encode(RawValue::Unsigned(value), ty, r.order.register_order())
             .unwrap_or_else(|_| vec![0; ty.registers()]);
@@ -218,7 +231,8 @@ impl SimMeter {
             profile: profile.name.clone(),
             seed,
             preamble: config.preamble.min(4),
-            model: MeterModel::new(seed, number.clone()).with_texts(identity_texts(config, &number)),
+            model: MeterModel::new(seed, number.clone())
+                .with_texts(identity_texts(config, &number)),
             kind,
             faults: Mutex::new(FaultState::new(config.faults.clone(), seed)),
         }
@@ -358,7 +372,8 @@ impl SimMeter {
     fn in_small_hole(&self, function: RegisterFunction, addr: u16) -> bool {
         let Kind::Modbus {
             points, gap_fill, ..
-        } = &self.kind else {
+        } = &self.kind
+        else {
             return false;
         };
         let same = || points.iter().filter(|p| p.function == function);
