@@ -11,6 +11,7 @@ pub mod decode;
 pub mod demo;
 mod identify;
 pub mod read;
+pub mod read_register;
 pub mod run;
 pub mod scan;
 pub mod spool;

@@ -51,6 +51,16 @@ pub struct ReadArgs {
     /// Quantities to read (DL/T 645 only), e.g. `energy.active.import.total voltage.l1`.
     #[arg(long, num_args = 1.., value_name = "Q")]
     pub quantity: Vec<String>,
+    /// Raw Modbus registers without a profile: `FUNCTION:ADDRESS:TYPE[:ORDER]`, e.g.
+    /// `fc04:0x0000:f32` or `fc03:40:u32:cdab` (fc01-fc04; u16 i16 u32 i32 u64 i64 f32 f64,
+    /// bit for fc01/fc02; order abcd (default), cdab, badc, dcba). May be given several times.
+    #[arg(
+        long = "register",
+        value_name = "FC:ADDR:TYPE[:ORDER]",
+        value_parser = super::read_register::parse_register,
+        conflicts_with_all = ["profile", "quantity", "daemon"]
+    )]
+    pub registers: Vec<super::read_register::RegisterSpec>,
     /// Response timeout.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub timeout: Duration,
@@ -67,6 +77,9 @@ pub struct ReadArgs {
 pub fn run(args: &ReadArgs) -> ExitCode {
     if args.daemon {
         return run_daemon(args);
+    }
+    if !args.registers.is_empty() {
+        return super::read_register::run(args);
     }
     let (bus, profiles) = match build(args) {
         Ok(x) => x,
