@@ -24,6 +24,7 @@
 //! profile = "dlt645-three-phase"
 //! seed = 1
 //! faults = { no_reply = { every = 10 } }
+//! identity = { asset_code = "A-0001", model = "DTZY-1" }   # optional; see `SimIdentity`
 //! ```
 
 use std::collections::HashSet;
