@@ -81,7 +81,7 @@ impl Wire<'_> {
 }
 
 /// Identifies the meter found at `address` (a DL/T 645 address or a Modbus unit id); `None`
-/// when the address is not one (nothing to ask).
+/// when there is nothing to ask (not an address; DL/T 645-1997, which has no identity items).
 pub(crate) async fn identify(
     wire: &mut Wire<'_>,
     protocol: Protocol,
@@ -98,8 +98,12 @@ pub(crate) async fn identify(
         } else {
             Version::V2007
         };
+        let steps = dlt645_steps(address, version);
+        if steps.is_empty() {
+            return Ok(None);
+        }
         let mut identity = Identity::default();
-        for step in dlt645_steps(address, version) {
+        for step in steps {
             let reply = wire.send(&step, tap).await?;
             identity.facts.extend(dlt645_fact(reply.as_ref(), version));
         }

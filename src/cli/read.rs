@@ -252,7 +252,9 @@ fn build(args: &ReadArgs) -> Result<(BusConfig, ProfileSet), String> {
             profiles = profiles.with(p);
             "cli".into()
         }
-        (None, true) => return Err("give --profile NAME or --quantity Q...".into()),
+        (None, true) => {
+            return Err("give --profile NAME, --quantity Q... or --register FC:ADDR:TYPE".into());
+        }
     };
     let timing = Timing {
         response_timeout: Some(args.timeout),
