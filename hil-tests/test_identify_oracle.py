@@ -128,7 +128,13 @@ def test_words_are_laid_out_as_named():
 @pytest.mark.parametrize("target", ["tcp_target", "rtu_target"])
 def test_read_register_gives_each_value_in_each_word_order(meterd, target, request):
     where = request.getfixturevalue(target)
-    wanted = specs() + [("fc03:90:i16", "-2"), ("fc03:0x005B:u16", str(0xBEEF))]
+    # The server's coils and discrete inputs hold one bit, off, at 60000.
+    wanted = specs() + [
+        ("fc03:90:i16", "-2"),
+        ("fc03:0x005B:u16", str(0xBEEF)),
+        ("fc01:60000:bit", "0"),
+        ("fc02:60000:bit", "0"),
+    ]
     args = [a for spec, _ in wanted for a in ("--register", spec)]
     out = run(meterd, "read", *where, "--unit", "3", "--timeout", "2s", *args, "--json")
     assert out.returncode == 0, out.stderr

@@ -592,3 +592,71 @@ impl ProfileSet {
         self.by_name.keys().map(String::as_str).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODBUS: &str = r#"
+name = "m"
+description = "d"
+source = "s"
+protocol = "modbus"
+[[point]]
+quantity = "voltage.l1"
+function = "holding"
+register = 0
+type = "u16"
+unit = "V"
+"#;
+
+    fn parse(text: &str) -> Result<Profile, ConfigError> {
+        Profile::parse(Path::new("p.toml"), text)
+    }
+
+    #[test]
+    fn identify_registers_are_checked() {
+        let ok = parse(&format!(
+            "{MODBUS}[identify]\n[[identify.register]]\nname = \"code\"\nfunction = \"holding\"\nregister = 0xFC02\ntype = \"u16\"\nwidth = 2\nexpect = [0x70]\n"
+        ))
+        .unwrap();
+        let identify = ok.identify.unwrap();
+        assert!(identify.can_match());
+        assert_eq!(identify.registers[0].read_width(), 2);
+        for (extra, key, says) in [
+            (
+                "function = \"coil\"\nregister = 0\ntype = \"u16\"",
+                "function",
+                "holding or input",
+            ),
+            (
+                "function = \"input\"\nregister = 0\ntype = \"bit\"",
+                "type",
+                "not bit",
+            ),
+            (
+                "function = \"input\"\nregister = 0xFFFF\ntype = \"u32\"",
+                "register",
+                "past 65535",
+            ),
+            (
+                "function = \"input\"\nregister = 0\ntype = \"f32\"\nexpect = [1]",
+                "expect",
+                "unsigned type",
+            ),
+            (
+                "function = \"input\"\nregister = 0\ntype = \"u16\"\nexpect = [70000]",
+                "expect",
+                "does not fit u16",
+            ),
+        ] {
+            let text =
+                format!("{MODBUS}[identify]\n[[identify.register]]\nname = \"x\"\n{extra}\n");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key, format!("identify.register[0].{key}"), "{extra}");
+            assert!(e.message.contains(says), "{extra}: {}", e.message);
+        }
+        let dlt = "name = \"d\"\ndescription = \"d\"\nsource = \"s\"\nprotocol = \"dlt645-2007\"\n[[point]]\ndi = \"00010000\"\n[identify]\n";
+        assert_eq!(parse(dlt).unwrap_err().key, "identify");
+    }
+}
