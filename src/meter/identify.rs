@@ -13,8 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use meter_protocols::dlt645::catalog::{decode_payload, lookup};
-use meter_protocols::dlt645::format::Value;
+use meter_protocols::dlt645::catalog::decode_payload;
 use meter_protocols::dlt645::{Address, DataIdentifier, Request, Response, Version};
 use meter_protocols::modbus::rtu::{self, ExceptionCode, ReadFunction};
 use meter_protocols::modbus::values::{self, RawValue};
@@ -90,18 +89,12 @@ pub fn dlt645_fact(reply: Option<&Reply>, version: Version) -> Option<Fact> {
     let Ok(Response::ReadData { di, payload, .. }) = Response::from_frame(frame, version) else {
         return None;
     };
+    // An item the catalogue does not know is named `dlt645:XXXXXXXX` and shown as hex.
     let value = decode_payload(di, &payload).into_iter().next()?;
-    let text = match value.value {
-        Value::Text(t) => t,
-        Value::Number(n) => n.to_string(),
-        Value::Invalid { reason, .. } => format!("({reason})"),
-        other => format!("{other:?}"),
-    };
-    let name = match lookup(di) {
-        Some(_) => value.quantity.into_owned(),
-        None => format!("dlt645:{di}"),
-    };
-    Some(Fact { name, value: text })
+    Some(Fact {
+        name: value.quantity.into_owned(),
+        value: value.value.to_string(),
+    })
 }
 
 /// The answer to one identification read.
