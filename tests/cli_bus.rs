@@ -207,6 +207,7 @@ async fn scan_finds_units_and_dlt645_addresses() {
         "1-5",
         "--timeout",
         "50ms",
+        "--no-identify",
         "--json",
     ])
     .await;

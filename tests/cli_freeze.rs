@@ -255,7 +255,11 @@ async fn a_meter_without_the_records_fails_and_bad_requests_are_refused() {
 async fn check_config_shows_the_freeze_plan_and_its_bus_time() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/meterd.toml");
     let out = meterd(&["check-config", "--config", example.to_str().unwrap()]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     // The three-phase meter at 2400 8E1 with 4 FE and 20 ms turnaround: 0.76 s a daily record.
     assert!(
@@ -268,5 +272,11 @@ async fn check_config_shows_the_freeze_plan_and_its_bus_time() {
     );
     // The Modbus meters have none.
     let sdm = text.split("meter feeder-3-sdm630").nth(1).unwrap_or("");
-    assert!(!sdm.split("\n  meter").next().unwrap_or("").contains("freezes"), "{text}");
+    assert!(
+        !sdm.split("\n  meter")
+            .next()
+            .unwrap_or("")
+            .contains("freezes"),
+        "{text}"
+    );
 }

@@ -224,7 +224,7 @@ async fn only_the_addressed_meter_answers() {
     }
 
     // Unknown DI → ERR 02; a write → ERR 04.
-    let (_, r) = dlt_exchange(&mut s, "000000000001", read("04000403"), Version::V2007).await;
+    let (_, r) = dlt_exchange(&mut s, "000000000001", read("04000404"), Version::V2007).await;
     assert!(
         matches!(r, Some(Response::Abnormal { error, .. }) if error.0 == 0x02),
         "{r:?}"

@@ -10,8 +10,10 @@ pub mod check_config;
 pub mod commission;
 pub mod decode;
 pub mod demo;
+mod identify;
 pub mod read;
 pub mod read_freeze;
+pub mod read_register;
 pub mod run;
 pub mod scan;
 pub mod spool;
@@ -55,6 +57,16 @@ pub struct Target {
 /// refused with `--protocol modbus-tcp`, which has no serial line).
 #[derive(Debug, Clone, Args)]
 pub struct LineArgs {
+    /// All four in one: `BAUD-DPS` such as `2400-8E1` or `9600-8N1` (data bits 5-8, parity
+    /// N/E/O, stop bits 1-2), instead of --baud, --parity, --data-bits and --stop-bits.
+    #[arg(
+        long = "line",
+        id = "line",
+        value_name = "BAUD-DPS",
+        value_parser = parse_line,
+        conflicts_with_all = ["baud", "parity", "data_bits", "stop_bits"]
+    )]
+    pub spec: Option<SerialLine>,
     /// Baud rate (default 2400 for DL/T 645, 9600 for Modbus).
     #[arg(long)]
     pub baud: Option<u32>,
@@ -89,6 +101,7 @@ impl LineArgs {
     /// a technician who set them believes they matter, and they would be ignored.
     pub fn refuse_for_modbus_tcp(&self) -> Result<(), String> {
         let given: Vec<&str> = [
+            ("--line", self.spec.is_some()),
             ("--baud", self.baud.is_some()),
             ("--parity", self.parity.is_some()),
             ("--data-bits", self.data_bits.is_some()),
@@ -108,6 +121,74 @@ impl LineArgs {
             if given.len() == 1 { "it" } else { "them" }
         ))
     }
+}
+
+impl LineArgs {
+    /// The line in force: `--line`, or the four flags (the baud rate defaults to 2400 for
+    /// DL/T 645, 9600 for Modbus).
+    pub fn serial(&self, protocol: Protocol) -> SerialLine {
+        self.spec.unwrap_or(SerialLine {
+            baud: self
+                .baud
+                .unwrap_or(if protocol.is_dlt645() { 2400 } else { 9600 }),
+            parity: self.parity().into(),
+            data_bits: self.data_bits(),
+            stop_bits: self.stop_bits(),
+        })
+    }
+}
+
+/// Parses `--line`: `2400-8E1` is 2400 baud, 8 data bits, even parity, 1 stop bit.
+pub fn parse_line(s: &str) -> Result<SerialLine, String> {
+    let expected = "expected BAUD-DPS such as 2400-8E1 or 9600-8N1";
+    let (baud, dps) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{expected}, found {s:?}"))?;
+    let baud: u32 = baud
+        .parse()
+        .ok()
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("{expected}: {baud:?} is not a baud rate"))?;
+    let [d, p, st] = dps.as_bytes() else {
+        return Err(format!(
+            "{expected}: {dps:?} is not data bits, parity and stop bits (three characters)"
+        ));
+    };
+    let data_bits = match d {
+        b'5'..=b'8' => d - b'0',
+        _ => {
+            return Err(format!(
+                "{expected}: data bits must be 5 to 8, found {:?}",
+                char::from(*d)
+            ));
+        }
+    };
+    let parity = match p.to_ascii_uppercase() {
+        b'N' => Parity::None,
+        b'E' => Parity::Even,
+        b'O' => Parity::Odd,
+        _ => {
+            return Err(format!(
+                "{expected}: parity must be N, E or O, found {:?}",
+                char::from(*p)
+            ));
+        }
+    };
+    let stop_bits = match st {
+        b'1' | b'2' => st - b'0',
+        _ => {
+            return Err(format!(
+                "{expected}: stop bits must be 1 or 2, found {:?}",
+                char::from(*st)
+            ));
+        }
+    };
+    Ok(SerialLine {
+        baud,
+        parity,
+        data_bits,
+        stop_bits,
+    })
 }
 
 /// Parity on the command line.
@@ -172,14 +253,7 @@ pub(crate) fn bus_config(
     line: &LineArgs,
     protocol: Protocol,
 ) -> Result<BusConfig, String> {
-    let serial = SerialLine {
-        baud: line
-            .baud
-            .unwrap_or(if protocol.is_dlt645() { 2400 } else { 9600 }),
-        parity: line.parity().into(),
-        data_bits: line.data_bits(),
-        stop_bits: line.stop_bits(),
-    };
+    let serial = line.serial(protocol);
     match (&target.port, &target.tcp) {
         (Some(port), _) => {
             if protocol == Protocol::ModbusTcp {
@@ -265,6 +339,7 @@ mod tests {
     #[test]
     fn serial_flags_are_refused_only_when_given() {
         let mut line = LineArgs {
+            spec: None,
             baud: None,
             parity: None,
             data_bits: None,
@@ -279,5 +354,53 @@ mod tests {
         let e = line.refuse_for_modbus_tcp().unwrap_err();
         assert!(e.starts_with("--stop-bits would be ignored"), "{e}");
         assert!(e.contains("drop it,"), "{e}");
+    }
+
+    #[test]
+    fn a_line_is_baud_then_data_bits_parity_stop_bits() {
+        let l = parse_line("2400-8E1").unwrap();
+        assert_eq!(
+            (l.baud, l.parity, l.data_bits, l.stop_bits),
+            (2400, Parity::Even, 8, 1)
+        );
+        let l = parse_line("9600-7n2").unwrap();
+        assert_eq!(
+            (l.baud, l.parity, l.data_bits, l.stop_bits),
+            (9600, Parity::None, 7, 2)
+        );
+        assert_eq!(parse_line("1200-8O1").unwrap().parity, Parity::Odd);
+        for (bad, says) in [
+            ("2400", "found \"2400\""),
+            ("fast-8E1", "\"fast\" is not a baud rate"),
+            ("0-8E1", "\"0\" is not a baud rate"),
+            ("2400-8E", "three characters"),
+            ("2400-9E1", "data bits must be 5 to 8"),
+            ("2400-8X1", "parity must be N, E or O"),
+            ("2400-8E3", "stop bits must be 1 or 2"),
+        ] {
+            let e = parse_line(bad).unwrap_err();
+            assert!(e.starts_with("expected BAUD-DPS such as 2400-8E1"), "{e}");
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_line_flag_wins_over_the_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            line: LineArgs,
+        }
+        let cli = Cli::try_parse_from(["t", "--line", "4800-8N2"]).unwrap();
+        let l = cli.line.serial(Protocol::Dlt645_2007);
+        assert_eq!((l.baud, l.parity, l.stop_bits), (4800, Parity::None, 2));
+        let cli = Cli::try_parse_from(["t"]).unwrap();
+        let l = cli.line.serial(Protocol::ModbusRtu);
+        assert_eq!((l.baud, l.parity, l.data_bits), (9600, Parity::Even, 8));
+        let e = Cli::try_parse_from(["t", "--line", "4800-8N2", "--parity", "odd"])
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }

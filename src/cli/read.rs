@@ -53,6 +53,16 @@ pub struct ReadArgs {
     /// Quantities to read (DL/T 645 only), e.g. `energy.active.import.total voltage.l1`.
     #[arg(long, num_args = 1.., value_name = "Q")]
     pub quantity: Vec<String>,
+    /// Raw Modbus registers without a profile: `FUNCTION:ADDRESS:TYPE[:ORDER]`, e.g.
+    /// `fc04:0x0000:f32` or `fc03:40:u32:cdab` (fc01-fc04; u16 i16 u32 i32 u64 i64 f32 f64,
+    /// bit for fc01/fc02; order abcd (default), cdab, badc, dcba). May be given several times.
+    #[arg(
+        long = "register",
+        value_name = "FC:ADDR:TYPE[:ORDER]",
+        value_parser = super::read_register::parse_register,
+        conflicts_with_all = ["profile", "quantity", "daemon"]
+    )]
+    pub registers: Vec<super::read_register::RegisterSpec>,
     /// Response timeout.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub timeout: Duration,
@@ -108,6 +118,9 @@ pub fn run(args: &ReadArgs) -> ExitCode {
     }
     if let Some(kind) = args.freeze {
         return super::read_freeze::run(args, kind.into(), args.last, args.utc_offset);
+    }
+    if !args.registers.is_empty() {
+        return super::read_register::run(args);
     }
     let (bus, profiles) = match build(args) {
         Ok(x) => x,
@@ -295,7 +308,9 @@ fn build(args: &ReadArgs) -> Result<(BusConfig, ProfileSet), String> {
             profiles = profiles.with(p);
             "cli".into()
         }
-        (None, true) => return Err("give --profile NAME or --quantity Q...".into()),
+        (None, true) => {
+            return Err("give --profile NAME, --quantity Q... or --register FC:ADDR:TYPE".into());
+        }
     };
     Ok((one_meter_bus(args, protocol, profile)?, profiles))
 }

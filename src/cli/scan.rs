@@ -16,14 +16,16 @@ use meter_protocols::dlt645::{Address, DataIdentifier, Request, Response, Versio
 use meter_protocols::modbus::rtu::{self, ReadFunction};
 use serde::Serialize;
 
+use super::identify::{Wire, identify, lines};
 use super::{LineArgs, ProtocolArg, Target, fail, parse_duration, runtime};
 use crate::bus::exchange::{ExchangeError, ExchangeTiming, exchange};
 use crate::bus::trace::FrameTap;
 use crate::bus::transport::modbus_tcp::{ModbusTcpClient, TcpFailure};
 use crate::bus::transport::{Link, LinkSettings};
-use crate::config::Protocol;
+use crate::config::{ProfileSet, Protocol};
 use crate::hex_input::to_hex;
 use crate::meter::contract::{Framing, Reply};
+use crate::meter::identify::{Identity, ModbusIdentifier};
 use crate::serial_port::SerialSettings;
 
 /// Arguments of `meterd scan`.
@@ -53,6 +55,10 @@ pub struct ScanArgs {
     /// wire time at 1200-2400 baud), 200ms for Modbus].
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Skip identification (by default every meter found is asked who it is: DL/T 645-2007
+    /// identity items; for Modbus, the profiles' `[identify]` registers and first points).
+    #[arg(long)]
+    pub no_identify: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -67,6 +73,9 @@ pub struct Found {
     pub answer: String,
     /// The reply frame (hex).
     pub frame: String,
+    /// What identification found (model, asset number, profile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
 }
 
 impl Found {
@@ -81,7 +90,27 @@ impl Found {
             address,
             answer,
             frame,
+            identity: None,
         }
+    }
+
+    /// Asks the meter who it is (unless `--no-identify`) and prints the answer under its line.
+    async fn identify(
+        &mut self,
+        args: &ScanArgs,
+        wire: &mut Wire<'_>,
+        modbus: &ModbusIdentifier,
+        tap: &FrameTap,
+    ) -> Result<(), String> {
+        if args.no_identify {
+            return Ok(());
+        }
+        let protocol: Protocol = args.protocol.into();
+        self.identity = identify(wire, protocol, &self.address, modbus, tap).await?;
+        if let (Some(identity), false) = (&self.identity, args.json) {
+            print!("{}", lines(identity, !protocol.is_dlt645()));
+        }
+        Ok(())
     }
 }
 
@@ -96,17 +125,18 @@ pub fn run(args: &ScanArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail("scan", &e, 2),
     };
-    let line_baud = args
-        .line
-        .baud
-        .unwrap_or(if protocol.is_dlt645() { 2400 } else { 9600 });
+    let profiles = match ProfileSet::builtin() {
+        Ok(p) => p,
+        Err(e) => return fail("scan", &e.to_string(), 2),
+    };
+    let line = args.line.serial(protocol);
     let settings = match (&args.target.port, &args.target.tcp) {
         (Some(path), _) => LinkSettings::Serial(SerialSettings {
             path: path.clone(),
-            baud: line_baud,
-            parity: crate::config::Parity::from(args.line.parity()).into(),
-            data_bits: args.line.data_bits(),
-            stop_bits: args.line.stop_bits(),
+            baud: line.baud,
+            parity: line.parity.into(),
+            data_bits: line.data_bits,
+            stop_bits: line.stop_bits,
             rs485: None,
         }),
         (None, Some(host)) => LinkSettings::Tcp {
@@ -118,6 +148,7 @@ pub fn run(args: &ScanArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail("scan", &e, 2),
     };
+    let identifier = ModbusIdentifier::new(&profiles);
     rt.block_on(async {
         let mut link = match Link::open(&settings, Duration::from_secs(3)).await {
             Ok(l) => l,
@@ -134,10 +165,10 @@ pub fn run(args: &ScanArgs) -> ExitCode {
             inter_byte_timeout: timeout.min(Duration::from_millis(500)),
             echo: false,
             char_time: crate::bus::exchange::char_time(
-                line_baud,
-                args.line.data_bits(),
-                crate::config::Parity::from(args.line.parity()) != crate::config::Parity::None,
-                args.line.stop_bits(),
+                line.baud,
+                line.data_bits,
+                line.parity != crate::config::Parity::None,
+                line.stop_bits,
             ),
         };
         let mut found = Vec::new();
@@ -146,7 +177,17 @@ pub fn run(args: &ScanArgs) -> ExitCode {
             // Transceiver turnaround; also more than t3.5 at any Modbus baud rate.
             tokio::time::sleep(Duration::from_millis(20)).await;
             match exchange(&mut link, bytes, framing, timing, &tap).await {
-                Ok(x) => found.push(Found::new(label, &x.reply, &x.raw, args.json)),
+                Ok(x) => {
+                    let mut f = Found::new(label, &x.reply, &x.raw, args.json);
+                    let mut wire = Wire::Link {
+                        link: &mut link,
+                        timing,
+                    };
+                    if let Err(e) = f.identify(args, &mut wire, &identifier, &tap).await {
+                        return fail("scan", &e, 2);
+                    }
+                    found.push(f);
+                }
                 Err(ExchangeError::Timeout { partial, stats, .. }) => {
                     garbled |= !partial.is_empty() || stats.rx_bytes > 0;
                 }
@@ -190,6 +231,10 @@ fn scan_modbus_tcp(args: &ScanArgs) -> ExitCode {
     };
     let timeout = args.timeout.unwrap_or(Duration::from_millis(200));
     let connect = Duration::from_secs(3);
+    let identifier = match ProfileSet::builtin() {
+        Ok(p) => ModbusIdentifier::new(&p),
+        Err(e) => return fail("scan", &e.to_string(), 2),
+    };
     rt.block_on(async {
         let tap = FrameTap::silent("scan");
         let mut client = match ModbusTcpClient::connect(host, connect).await {
@@ -200,7 +245,16 @@ fn scan_modbus_tcp(args: &ScanArgs) -> ExitCode {
         for unit in &units {
             match client.call(*unit, &request, timeout, &tap).await {
                 Ok((reply, raw)) => {
-                    found.push(Found::new(&unit.to_string(), &reply, &raw, args.json))
+                    let mut f = Found::new(&unit.to_string(), &reply, &raw, args.json);
+                    let mut wire = Wire::ModbusTcp {
+                        client: &mut client,
+                        host,
+                        timeout,
+                    };
+                    if let Err(e) = f.identify(args, &mut wire, &identifier, &tap).await {
+                        return fail("scan", &e, 2);
+                    }
+                    found.push(f);
                 }
                 Err(TcpFailure::Timeout) => {
                     client = match ModbusTcpClient::connect(host, connect).await {

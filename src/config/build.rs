@@ -180,6 +180,7 @@ impl Profile {
             gap_fill: None,
             freezes: Vec::new(),
             points: points.into_iter().map(|p| Spanned::new(0..0, p)).collect(),
+            identify: None,
         }
     }
 

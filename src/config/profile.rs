@@ -64,7 +64,7 @@ pub enum ProfileProtocol {
 }
 
 /// Modbus read function of a point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegisterFunction {
     /// Holding registers (FC03).
@@ -238,6 +238,105 @@ pub struct Point {
     pub obis: Option<String>,
 }
 
+/// How `meterd scan` tells a meter of this model from others (`[identify]`, Modbus only).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identify {
+    /// Where the identification registers are documented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The registers read.
+    #[serde(default, rename = "register")]
+    pub registers: Vec<IdentifyRegister>,
+}
+
+/// One identification register (`[[identify.register]]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifyRegister {
+    /// What the register holds, as printed (`meter code`, `serial number`).
+    pub name: String,
+    /// `holding` or `input`.
+    pub function: RegisterFunction,
+    /// Register (PDU address, 0-based).
+    pub register: u16,
+    /// Value type (an unsigned integer when `expect` is given).
+    #[serde(rename = "type")]
+    pub value_type: RegisterType,
+    /// Byte/word order.
+    #[serde(default)]
+    pub order: WordOrder,
+    /// Registers the item occupies when more than its type (Eastron's meter code is the
+    /// first register of a two-register item, and the meters refuse odd counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u16>,
+    /// The values that identify this model. Empty: the register is only shown (a serial
+    /// number); a meter matches the profile when every register with `expect` holds one of
+    /// its values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<u64>,
+}
+
+impl IdentifyRegister {
+    /// Registers read for the item: `width`, or the type's size.
+    pub fn read_width(&self) -> u16 {
+        self.width.unwrap_or(0).max(self.value_type.registers())
+    }
+}
+
+impl Identify {
+    /// True when some register names the values that identify the model.
+    pub fn can_match(&self) -> bool {
+        self.registers.iter().any(|r| !r.expect.is_empty())
+    }
+
+    fn check(&self, fail: impl Fn(String, String) -> ConfigError) -> Result<(), ConfigError> {
+        for (i, r) in self.registers.iter().enumerate() {
+            let key = |k: &str| format!("identify.register[{i}].{k}");
+            if !matches!(
+                r.function,
+                RegisterFunction::Holding | RegisterFunction::Input
+            ) {
+                return Err(fail(key("function"), "expected holding or input".into()));
+            }
+            if r.value_type == RegisterType::Bit {
+                return Err(fail(key("type"), "a whole register type, not bit".into()));
+            }
+            if r.width.is_some_and(|w| w > 125) {
+                return Err(fail(key("width"), "at most 125 registers".into()));
+            }
+            if u32::from(r.register) + u32::from(r.read_width()) > 65_536 {
+                return Err(fail(
+                    key("register"),
+                    format!("register {} runs past 65535", r.register),
+                ));
+            }
+            let max = match r.value_type {
+                RegisterType::U16 => u64::from(u16::MAX),
+                RegisterType::U32 => u64::from(u32::MAX),
+                RegisterType::U64 => u64::MAX,
+                _ if r.expect.is_empty() => continue,
+                other => {
+                    return Err(fail(
+                        key("expect"),
+                        format!(
+                            "`expect` needs an unsigned type (u16, u32, u64), not {}",
+                            other.name()
+                        ),
+                    ));
+                }
+            };
+            if let Some(v) = r.expect.iter().find(|v| **v > max) {
+                return Err(fail(
+                    key("expect"),
+                    format!("{v} does not fit {}", r.value_type.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A meter model.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -264,6 +363,9 @@ pub struct Profile {
     /// The points.
     #[serde(rename = "point")]
     pub points: Vec<Spanned<Point>>,
+    /// How `meterd scan` recognises the model (Modbus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identify: Option<Identify>,
 }
 
 impl Profile {
@@ -337,6 +439,18 @@ impl Profile {
                 "point",
                 "a profile needs at least one [[point]]",
             ));
+        }
+        if let Some(identify) = &self.identify {
+            if self.protocol != ProfileProtocol::Modbus {
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    None,
+                    "identify",
+                    "[identify] is for Modbus profiles (DL/T 645 meters are identified by their DIs)",
+                ));
+            }
+            identify.check(|key, msg| ConfigError::at(file, text, None, key, msg))?;
         }
         for (i, p) in self.points.iter().enumerate() {
             let span = Some(p.span());
@@ -546,5 +660,73 @@ impl ProfileSet {
             }
         }
         names.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODBUS: &str = r#"
+name = "m"
+description = "d"
+source = "s"
+protocol = "modbus"
+[[point]]
+quantity = "voltage.l1"
+function = "holding"
+register = 0
+type = "u16"
+unit = "V"
+"#;
+
+    fn parse(text: &str) -> Result<Profile, ConfigError> {
+        Profile::parse(Path::new("p.toml"), text)
+    }
+
+    #[test]
+    fn identify_registers_are_checked() {
+        let ok = parse(&format!(
+            "{MODBUS}[identify]\n[[identify.register]]\nname = \"code\"\nfunction = \"holding\"\nregister = 0xFC02\ntype = \"u16\"\nwidth = 2\nexpect = [0x70]\n"
+        ))
+        .unwrap();
+        let identify = ok.identify.unwrap();
+        assert!(identify.can_match());
+        assert_eq!(identify.registers[0].read_width(), 2);
+        for (extra, key, says) in [
+            (
+                "function = \"coil\"\nregister = 0\ntype = \"u16\"",
+                "function",
+                "holding or input",
+            ),
+            (
+                "function = \"input\"\nregister = 0\ntype = \"bit\"",
+                "type",
+                "not bit",
+            ),
+            (
+                "function = \"input\"\nregister = 0xFFFF\ntype = \"u32\"",
+                "register",
+                "past 65535",
+            ),
+            (
+                "function = \"input\"\nregister = 0\ntype = \"f32\"\nexpect = [1]",
+                "expect",
+                "unsigned type",
+            ),
+            (
+                "function = \"input\"\nregister = 0\ntype = \"u16\"\nexpect = [70000]",
+                "expect",
+                "does not fit u16",
+            ),
+        ] {
+            let text =
+                format!("{MODBUS}[identify]\n[[identify.register]]\nname = \"x\"\n{extra}\n");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key, format!("identify.register[0].{key}"), "{extra}");
+            assert!(e.message.contains(says), "{extra}: {}", e.message);
+        }
+        let dlt = "name = \"d\"\ndescription = \"d\"\nsource = \"s\"\nprotocol = \"dlt645-2007\"\n[[point]]\ndi = \"00010000\"\n[identify]\n";
+        assert_eq!(parse(dlt).unwrap_err().key, "identify");
     }
 }

@@ -15,6 +15,7 @@ pub mod contract;
 mod dlt645;
 pub mod explain;
 pub mod freeze_read;
+pub mod identify;
 mod modbus;
 
 use std::collections::HashMap;

@@ -25,6 +25,7 @@
 //! profile = "dlt645-three-phase"
 //! seed = 1
 //! faults = { no_reply = { every = 10 } }
+//! identity = { asset_code = "A-0001", model = "DTZY-1" }   # optional; see `SimIdentity`
 //! ```
 
 use crate::clock::UtcOffset;
@@ -105,10 +106,40 @@ pub struct SimMeterConfig {
     /// time in it, as on a real DL/T 645 meter. Default `+08:00`, China Standard Time.
     #[serde(default = "china")]
     pub utc_offset: UtcOffset,
+    /// What the meter says about itself (`meterd scan`'s identification).
+    #[serde(default)]
+    pub identity: SimIdentity,
 }
 
 fn china() -> UtcOffset {
     UtcOffset::CHINA
+}
+
+/// A simulated meter's identity (`identity = { … }`); every field defaults to a value derived
+/// from the address or unit, so that each meter differs and a test can predict it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SimIdentity {
+    /// DL/T 645 meter number, `04000402` (12 digits; default: the address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    /// DL/T 645 asset management code, `04000403` (default `SIM-{address}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_code: Option<String>,
+    /// DL/T 645 model, `0400040B` (default `MTRD-SIM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// DL/T 645 production date, `0400040C` (default `2024-01-01`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub production_date: Option<String>,
+    /// DL/T 645 firmware version, `04800001` (default `meterd-sim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// Modbus: the value of the profile's identification registers that have no `expect`
+    /// (a serial number; default `20240000 + unit`), cut to the register's type. Registers
+    /// with `expect` answer its first value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
 }
 
 impl SimMeterConfig {

@@ -19,7 +19,7 @@ use meter_protocols::dlt645::{
     Version,
 };
 use meter_protocols::modbus::rtu::{ExceptionCode, Request as RtuRequest, Response as RtuResponse};
-use meter_protocols::modbus::values::{self, RegisterOrder, Scale, ValueType};
+use meter_protocols::modbus::values::{self, RawValue, RegisterOrder, Scale, ValueType};
 use serde::Serialize;
 
 use super::config::SimMeterConfig;
@@ -64,7 +64,64 @@ enum Kind {
     Modbus {
         points: Vec<ModbusPoint>,
         gap_fill: u16,
+        /// The profile's identification registers: (function, register) → value.
+        identity: BTreeMap<(RegisterFunction, u16), u16>,
     },
+}
+
+/// The DL/T 645 identity items of a meter: configured, or derived from its number.
+fn identity_texts(config: &SimMeterConfig, number: &str) -> Vec<(String, String)> {
+    let id = &config.identity;
+    let or = |v: &Option<String>, d: String| v.clone().unwrap_or(d);
+    vec![
+        ("meter.number".into(), or(&id.number, number.to_owned())),
+        (
+            "meter.asset_code".into(),
+            or(&id.asset_code, format!("SIM-{number}")),
+        ),
+        ("meter.model".into(), or(&id.model, "MTRD-SIM".into())),
+        (
+            "meter.production_date".into(),
+            or(&id.production_date, "2024-01-01".into()),
+        ),
+        (
+            "meter.firmware_version".into(),
+            or(&id.firmware, "meterd-sim".into()),
+        ),
+    ]
+}
+
+/// The register image of a profile's `[identify]` registers: a register with `expect` holds
+/// its first value, any other the meter's serial number cut to its type; the rest of an item's
+/// `width` reads 0.
+fn identity_registers(
+    profile: &Profile,
+    config: &SimMeterConfig,
+) -> BTreeMap<(RegisterFunction, u16), u16> {
+    let serial = config
+        .identity
+        .serial
+        .unwrap_or(20_240_000 + u64::from(config.unit.unwrap_or(0)));
+    let mut image = BTreeMap::new();
+    for r in profile.identify.iter().flat_map(|i| i.registers.iter()) {
+        let ty = r.value_type.value_type(None);
+        let bits = ty.registers() * 16;
+        let mask = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        let value = r.expect.first().copied().unwrap_or(serial & mask);
+        let regs = values::encode(RawValue::Unsigned(value), ty, r.order.register_order())
+            .unwrap_or_else(|_| vec![0; ty.registers()]);
+        for i in 0..r.read_width() {
+            let word = regs.get(usize::from(i)).copied().unwrap_or(0);
+            if let Some(addr) = r.register.checked_add(i) {
+                image.insert((r.function, addr), word);
+            }
+        }
+    }
+    image
 }
 
 /// A simulated meter.
@@ -129,7 +186,10 @@ impl SimMeter {
             };
             let mut served = BTreeSet::new();
             let always: &[&str] = match version {
-                Version::V2007 => &["04000101", "04000102", "04000401", "04000B01"],
+                Version::V2007 => &[
+                    "04000101", "04000102", "04000401", "04000402", "04000403", "0400040B",
+                    "0400040C", "04800001", "04000B01",
+                ],
                 Version::V1997 => &["C010", "C011"],
             };
             let dis = profile
@@ -168,6 +228,7 @@ impl SimMeter {
             Kind::Modbus {
                 points,
                 gap_fill: profile.gap_fill.unwrap_or(0),
+                identity: identity_registers(profile, config),
             }
         };
         SimMeter {
@@ -178,7 +239,9 @@ impl SimMeter {
             profile: profile.name.clone(),
             seed,
             preamble: config.preamble.min(4),
-            model: MeterModel::new(seed, number).with_offset(config.utc_offset),
+            model: MeterModel::new(seed, number.clone())
+                .with_offset(config.utc_offset)
+                .with_texts(identity_texts(config, &number)),
             kind,
             faults: Mutex::new(FaultState::new(config.faults.clone(), seed)),
         }
@@ -287,10 +350,17 @@ impl SimMeter {
 
     /// The register image of `function` at `t`: register → value, for every point.
     fn image(&self, function: RegisterFunction, t: UnixMillis) -> BTreeMap<u16, u16> {
-        let mut image = BTreeMap::new();
-        let Kind::Modbus { points, .. } = &self.kind else {
-            return image;
+        let Kind::Modbus {
+            points, identity, ..
+        } = &self.kind
+        else {
+            return BTreeMap::new();
         };
+        let mut image: BTreeMap<u16, u16> = identity
+            .iter()
+            .filter(|((f, _), _)| *f == function)
+            .map(|((_, a), v)| (*a, *v))
+            .collect();
         for p in points.iter().filter(|p| p.function == function) {
             let raw = self
                 .model
@@ -313,7 +383,10 @@ impl SimMeter {
     /// Whether an unmapped register `addr` lies in a hole between two points of `function`
     /// no wider than the profile's `gap_fill` (such holes read as 0, as on real meters).
     fn in_small_hole(&self, function: RegisterFunction, addr: u16) -> bool {
-        let Kind::Modbus { points, gap_fill } = &self.kind else {
+        let Kind::Modbus {
+            points, gap_fill, ..
+        } = &self.kind
+        else {
             return false;
         };
         let same = || points.iter().filter(|p| p.function == function);

@@ -118,6 +118,8 @@ pub struct MeterModel {
     number: String,
     /// The meter's time zone, milliseconds east of UTC: its clock shows local time.
     offset_ms: i64,
+    /// Text items given by the configuration (quantity → text), ahead of the defaults.
+    texts: Vec<(String, String)>,
 }
 
 impl MeterModel {
@@ -127,7 +129,15 @@ impl MeterModel {
             seed,
             number,
             offset_ms: 0,
+            texts: Vec::new(),
         }
+    }
+
+    /// The model with text items (`meter.asset_code` → `"A-17"`) that win over the defaults
+    /// of [`MeterModel::dlt645_value`].
+    pub fn with_texts(mut self, texts: Vec<(String, String)>) -> Self {
+        self.texts = texts;
+        self
     }
 
     /// The same meter keeping local time `offset` east of UTC.
@@ -269,6 +279,11 @@ impl MeterModel {
     /// quantised to the format. Never fails: unknown quantities report zero of their format.
     pub fn dlt645_value(&self, quantity: &str, format: Format, t: UnixMillis) -> Value {
         let (base, at) = period(quantity, t, self.offset_ms);
+        if let Some((_, text)) = self.texts.iter().find(|(q, _)| q == quantity)
+            && matches!(format, Format::Number(_) | Format::Ascii(_))
+        {
+            return Value::Text(text.clone());
+        }
         match format {
             Format::Bcd {
                 digits,

@@ -214,6 +214,8 @@ pub static FIXED: &[Fixed] = &[
     n7(0x0400_0401, "meter.address", "", None, Format::Number(12), "communication address"),
     n7(0x0400_0402, "meter.number", "", None, Format::Number(12), "meter number"),
     n7(0x0400_0403, "meter.asset_code", "", None, Format::Ascii(32), "asset management code"),
+    n7(0x0400_040B, "meter.model", "", None, Format::Ascii(10), "meter model"),
+    n7(0x0400_040C, "meter.production_date", "", None, Format::Ascii(10), "production date"),
     n7(0x0400_0501, "meter.status_word1", "", None, Format::Bits(2), "meter running status word 1"),
     n7(0x0400_0502, "meter.status_word2", "", None, Format::Bits(2), "meter running status word 2"),
     n7(0x0400_0503, "meter.status_word3", "", None, Format::Bits(2), "meter running status word 3 (relay)"),
@@ -224,6 +226,7 @@ pub static FIXED: &[Fixed] = &[
     n7(0x0400_0B01, "meter.settlement_day1", "", None, Format::Ddhh, "monthly settlement day 1"),
     n7(0x0400_0B02, "meter.settlement_day2", "", None, Format::Ddhh, "monthly settlement day 2"),
     n7(0x0400_0B03, "meter.settlement_day3", "", None, Format::Ddhh, "monthly settlement day 3"),
+    n7(0x0480_0001, "meter.firmware_version", "", None, Format::Ascii(32), "manufacturer's software version"),
     // ---- DL/T 645-1997
     n97(0xB611, "voltage.l1", "V", Some("1-0:32.7.0"), Format::bcd(3, 0, false), "phase A voltage"),
     n97(0xB612, "voltage.l2", "V", Some("1-0:52.7.0"), Format::bcd(3, 0, false), "phase B voltage"),
