@@ -135,3 +135,59 @@ def test_a_bad_file_or_selection_is_exit_2(meterd, site):
     assert out.returncode == 2 and out.stderr.startswith("meterd test: no meter selected"), out.stderr
     out, _ = meterd_test(meterd, site / "missing.toml")
     assert out.returncode == 2 and out.stderr.startswith("meterd test: "), out.stderr
+
+
+def test_the_status_page_shows_the_commissioning_site(meterd, site):
+    """The same site run by the daemon: the status page (headless Chromium, 1280 px) shows the
+    good meter green and the meters that never answered (wrong address, nobody there) as such,
+    within the page width. Its screenshot is docs/commissioning-status-page.png
+    (METERD_SCREENSHOT_DIR=docs)."""
+    import os
+    import shutil
+    import urllib.request
+
+    from headless import DevToolsPage
+    from test_status_page import GREEN, GREY, SUMMARY
+
+    service, broker = quiet_port(), quiet_port()
+    (site / "data").mkdir()
+    text = (site / "meterd.toml").read_text()
+    text = text.replace("[[bus.meter]]\n", "[[bus.meter]]\ninterval = \"5s\"\n")
+    head = (f'data_dir = "{site / "data"}"\n[mqtt]\nurl = "embedded"\nembedded_listen = "127.0.0.1:{broker}"\n'
+            f'[service]\nlisten = "127.0.0.1:{service}"\n')
+    first_bus = text.index("\n[[bus]]")
+    (site / "run.toml").write_text(text[:first_bus] + "\n" + head + text[first_bus:])
+    daemon = Proc([meterd, "run", "--config", site / "run.toml"], site, "meterd")
+    try:
+        url = f"http://127.0.0.1:{service}"
+        wait_for(lambda: port_open(service) or not daemon.alive(), 20, "diagnostics service")
+        assert daemon.alive(), daemon.text()
+
+        def meters():
+            with urllib.request.urlopen(url + "/api/status", timeout=30) as r:
+                s = json.loads(r.read())
+            return {m["id"]: m for b in s["buses"] for m in b["meters"]}
+
+        wait_for(lambda: all(m["polls_ok"] + m["polls_failed"] >= 2 for m in meters().values()), 90,
+                 f"every meter polled twice: {daemon.text()[-2000:]}")
+        m = meters()
+        assert m["good"]["condition"] == "ok", m["good"]
+        for never in ("wrong-addr", "missing"):
+            assert m[never]["condition"] == "never_answered", m[never]
+        with DevToolsPage(url + "/") as page:
+            wait_for(lambda: page.evaluate("document.querySelectorAll('tr.meter').length") == 6, 20, "rows")
+            seen = page.evaluate(SUMMARY)
+            shot = page.screenshot()
+        rows = seen["rows"]
+        assert rows["good"]["badgeColour"] == GREEN, rows["good"]
+        for never in ("wrong-addr", "missing"):
+            assert (rows[never]["badge"], rows[never]["badgeColour"]) == ("never answered", GREY), rows[never]
+        assert seen["scrollWidth"] <= 1280, seen["scrollWidth"]
+        assert all(r["buttonVisible"] for r in rows.values()), {k: r["buttonRight"] for k, r in rows.items()}
+        out = site / "commissioning-status-page.png"
+        out.write_bytes(shot)
+        keep = os.environ.get("METERD_SCREENSHOT_DIR")
+        if keep:
+            shutil.copy(out, Path(keep) / "commissioning-status-page.png")
+    finally:
+        daemon.stop()
