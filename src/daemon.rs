@@ -144,6 +144,7 @@ impl ServiceParts {
             book: self.book.clone(),
             frames: self.frames.clone(),
             meter_drops: self.meter_drops.clone(),
+            completeness: self.completeness.clone(),
         }
     }
 }

@@ -196,6 +196,34 @@ freezes = ["daily", "monthly"]
         c["days"]
     );
 
+    // `meterd status` shows the last 7 days, and which of this meter's records are missing.
+    let url = format!("http://{}", daemon.service_addr().unwrap());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(["status", "--url", &url])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("daily settlement records (day: delivered/expected):"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("  {yesterday}: 1/1\n")), "{text}");
+    assert!(text.contains(&format!(": 0/1; missing {ADDR}")), "{text}");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(["status", "--url", &url, "--json"])
+        .output()
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["gateway"]["completeness"]["days"], c["days"]);
+    let meter = &report["buses"][0]["meters"][0];
+    assert_eq!(
+        meter["records_missing"].as_array().unwrap().len(),
+        4,
+        "{meter}"
+    );
+
     // Delivered in the ledger once the broker acknowledged them.
     daemon.stop().await;
     let spool = Spool::open(

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{fail, runtime};
+use crate::ingest::completeness::CompletenessMessage;
 use crate::service::DEFAULT_LISTEN;
 use crate::service::client::{self, ClientError, Endpoint};
 use crate::service::report::StatusReport;
@@ -74,6 +75,37 @@ fn pct(r: Option<f64>) -> String {
     r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
 }
 
+/// The daily settlement records of the last 7 days, a line each: delivered of expected, and
+/// which meters are missing (lost ones marked).
+fn completeness(c: &CompletenessMessage) -> String {
+    let mut out = String::from("daily settlement records (day: delivered/expected):\n");
+    for d in &c.days {
+        let missing: Vec<String> = d
+            .missing
+            .iter()
+            .map(|m| {
+                if d.lost.contains(m) {
+                    format!("{m} (lost)")
+                } else {
+                    m.clone()
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "  {}: {}/{}{}\n",
+            d.day,
+            d.delivered,
+            d.expected,
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!("; missing {}", missing.join(", "))
+            }
+        ));
+    }
+    out
+}
+
 /// The status as text: a summary, then one row per meter.
 pub fn table(r: &StatusReport) -> String {
     let g = &r.gateway;
@@ -100,6 +132,9 @@ pub fn table(r: &StatusReport) -> String {
         g.success.meters,
         pct(g.success.last_24h.rate)
     ));
+    if let Some(c) = &g.completeness {
+        out.push_str(&completeness(c));
+    }
     for b in &r.buses {
         out.push_str(&format!(
             "bus {}: link {}{}; {} transactions, {} timeouts, {} checksum errors, {} noise bytes, utilisation {}\n",

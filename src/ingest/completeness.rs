@@ -34,6 +34,33 @@ pub struct CompletenessMessage {
     pub days: Vec<DayCompleteness>,
     /// Gateway UTC time the figures were taken.
     pub updated_at: String,
+    /// The meters counted (collecting daily records). Known to the gateway only: not
+    /// published.
+    #[serde(skip)]
+    pub expected_meters: Vec<String>,
+}
+
+impl CompletenessMessage {
+    /// The days of the message whose record of `meter` is missing (`"2026-12-05 (lost)"` for
+    /// a lost one); `None` when the meter does not collect daily records.
+    pub fn missing_days(&self, meter: &str) -> Option<Vec<String>> {
+        if !self.expected_meters.iter().any(|m| m == meter) {
+            return None;
+        }
+        Some(
+            self.days
+                .iter()
+                .filter(|d| d.missing.iter().any(|m| m == meter))
+                .map(|d| {
+                    if d.lost.iter().any(|m| m == meter) {
+                        format!("{} (lost)", d.day)
+                    } else {
+                        d.day.clone()
+                    }
+                })
+                .collect(),
+        )
+    }
 }
 
 /// One day's figures.
@@ -124,6 +151,7 @@ pub fn build(
         kind: "daily".to_owned(),
         days,
         updated_at: updated_at.to_owned(),
+        expected_meters: meters.iter().map(|(m, _)| m.clone()).collect(),
     }
 }
 

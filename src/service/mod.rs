@@ -39,6 +39,7 @@ use crate::bus::task::BusCommand;
 use crate::bus::trace::FrameEvent;
 use crate::config::ServiceConfig;
 use crate::health::BusHealth;
+use crate::ingest::completeness::CompletenessMessage;
 use crate::uplink::{MeterDrops, SpoolSummary, UplinkHandle};
 
 /// A meter's drop counters from the spool (one lookup, cheap).
@@ -163,6 +164,8 @@ pub struct Handles {
     pub frames: broadcast::Sender<FrameEvent>,
     /// Each meter's drop counters, from the spool.
     pub meter_drops: MeterDropsFn,
+    /// The latest completeness of daily settlement records (what the uplink publishes).
+    pub completeness: Arc<Mutex<Option<CompletenessMessage>>>,
 }
 
 impl std::fmt::Debug for Handles {

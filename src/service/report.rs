@@ -16,6 +16,7 @@ use crate::health::recent::HourCounts;
 use crate::health::success::{GroupSuccess, HourlyStrip, MeterSuccess};
 use crate::health::trend::TrendView;
 use crate::health::{BusHealth, LinkState, MeterHealth, MeterState, WireCounters};
+use crate::ingest::completeness::CompletenessMessage;
 use crate::reading::{ReadingBatch, rfc3339_millis};
 use crate::sync::lock;
 use crate::uplink::{MeterDrops, SpoolSummary, UplinkSnapshot};
@@ -48,6 +49,10 @@ pub struct GatewayReport {
     pub spool: SpoolSummary,
     /// Reading success of all meters.
     pub success: GroupSuccess,
+    /// The completeness of daily settlement records, last 7 days (`meterd.completeness.v1`),
+    /// when meters collect them. Absent from an older daemon's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completeness: Option<CompletenessMessage>,
 }
 
 /// The uplink's state and counters.
@@ -200,6 +205,10 @@ pub struct MeterReport {
     /// be written for too long), ever: not gaps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped_in_memory: Option<u64>,
+    /// For a meter collecting daily settlement records: the days of the last 7 whose record
+    /// is not delivered (`"2026-12-05 (lost)"` when it never can be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_missing: Option<Vec<String>>,
 }
 
 /// 24 hourly buckets of one meter's scheduled polls, oldest first; the last is the current
@@ -411,7 +420,9 @@ impl Snapshot {
             },
             spool: self.spool,
             success: self.gateway.clone(),
+            completeness: lock(&h.completeness).clone(),
         };
+        let completeness = gateway.completeness.as_ref();
         let buses = self
             .buses
             .iter()
@@ -426,6 +437,7 @@ impl Snapshot {
                         now: self.now,
                         views: self.views.get(i),
                         trend_quantity: &self.trend_quantity,
+                        completeness,
                     },
                 )
             })
@@ -439,6 +451,7 @@ struct Extras<'a> {
     now: SystemTime,
     views: Option<&'a Vec<MeterView>>,
     trend_quantity: &'a str,
+    completeness: Option<&'a CompletenessMessage>,
 }
 
 fn hourly_report(s: &HourlyStrip) -> HourlyReport {
@@ -544,6 +557,7 @@ fn bus_report(
                     last_reading: last,
                     dropped: d.map(|d| d.dropped),
                     dropped_in_memory: d.map(|d| d.dropped_in_memory),
+                    records_missing: extras.completeness.and_then(|c| c.missing_days(&m.id)),
                 }
             })
             .collect(),

@@ -52,6 +52,17 @@ fn each_day_counts_expected_delivered_missing_and_lost() {
     );
     assert!(d.missing.is_empty());
     assert_eq!(m.days[6].day, "2026-11-30");
+    assert_eq!(
+        m.missing_days("m1").unwrap().len(),
+        5,
+        "days 1-5 of the window lack m1"
+    );
+    assert!(
+        m.missing_days("m3")
+            .unwrap()
+            .contains(&"2026-12-06 (lost)".to_owned())
+    );
+    assert_eq!(m.missing_days("modbus-meter"), None);
     assert_eq!(m.days[6].delivered, 0);
     // The same figures at another instant of the same day: same message but for updated_at.
     let later = build("gw", &meters, &ledger, now + 3_600_000, 0, "later");
