@@ -18,6 +18,12 @@
 //!   byte minus relay time of the previous reply's last byte, minus the configured turnaround;
 //! - the same with 4 buses of the same load in parallel.
 //!
+//! - back-fill: settlement records (issue "settlement-grade data"): 32 DL/T 645-2007 meters at
+//!   2400 baud 8E1 on one bus, each missing its last `METERD_BACKFILL_DAYS` daily records (4 by
+//!   default; 62 is the whole history), read by the bus task's freeze collector at 100 % bus
+//!   share with no poll due: elapsed time from the first request to the last record vs the same
+//!   wire-time bound Σ (request wire + latency + reply wire + turnaround) over the exchanges.
+//!
 //! `cargo bench --bench bus_cycle` runs the full setup (release); `cargo test --benches` or
 //! `cargo bench --bench bus_cycle -- --test` runs a small smoke setup that checks it works.
 
@@ -270,6 +276,89 @@ async fn run_bus(mut bus: Bus, status: Arc<Mutex<BusHealth>>, b: u32, setup: Set
     f
 }
 
+/// Back-fill at 2400 baud: `meters` meters each missing `days` daily records. Returns
+/// (records, exchanges, elapsed, bound).
+async fn backfill(meters: u32, days: u8) -> (usize, u64, Duration, Duration) {
+    use meterd::bus::freeze_collect::{FreezeEvent, FreezeSink};
+    use meterd::config::FreezeConfig;
+    use meterd::ingest::freezes::LedgerView;
+    const B: u32 = 2400;
+    let wire2400 = |bytes: u64| {
+        Duration::from_nanos(bytes * u64::from(BITS_PER_CHAR) * 1_000_000_000 / u64::from(B))
+    };
+    let mut sim = format!(
+        "[[port]]\nname = \"fill\"\ntcp = \"127.0.0.1:0\"\nbaud = {B}\nparity = \"even\"\n\
+         wire_time = true\npace = true\nreply_latency = \"{}ms\"\n",
+        LATENCY.as_millis()
+    );
+    let mut gw = String::new();
+    for i in 0..meters {
+        let a = address(9, i);
+        sim.push_str(&format!(
+            "[[port.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{a}\"\nprofile = \"dlt645-three-phase\"\nseed = {i}\n"
+        ));
+        gw.push_str(&format!(
+            "[[bus.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{a}\"\nprofile = \"dlt645-three-phase\"\n\
+             interval = \"24h\"\nfreezes = [\"daily\"]\n"
+        ));
+    }
+    let sim =
+        Simulator::start(SimConfig::from_text(Path::new("/tmp/bench-fill.toml"), &sim).unwrap())
+            .await
+            .unwrap();
+    let host = sim.local_addr("fill").unwrap();
+    let text = format!(
+        "gateway = \"bench\"\n[freeze]\ndelay = \"0s\"\nbus_share_percent = 100\nbackfill_days = {days}\n\
+         [[bus]]\nname = \"fill\"\ntransport = \"tcp\"\nhost = \"{host}\"\nbaud = {B}\nparity = \"even\"\n\
+         timing = {{ response_timeout = \"1s\", retries = 0, turnaround = \"{}ms\", preamble = {PREAMBLE} }}\n{gw}",
+        TURNAROUND.as_millis()
+    );
+    let (config, profiles) =
+        Config::from_text(Path::new("/tmp/bench-fill-gw.toml"), &text).unwrap();
+    let bus_cfg = config.buses[0].get_ref();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<FreezeEvent>(1024);
+    let mut options = BusOptions::new("bench");
+    options.freezes = Some(FreezeSink {
+        book: Arc::new(LedgerView::default()),
+        out: tx,
+        config: FreezeConfig {
+            delay: Duration::ZERO,
+            bus_share_percent: 100,
+            backfill_days: days,
+            ..config.freeze.clone()
+        },
+    });
+    let status = Arc::new(Mutex::new(BusHealth::for_bus(bus_cfg)));
+    let bus = Bus::new(bus_cfg, &profiles, options)
+        .unwrap()
+        .with_observer(status.clone());
+    let (out, _readings) = tokio::sync::mpsc::channel(16);
+    let (_commands_tx, commands) = tokio::sync::mpsc::channel(1);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let t0 = Instant::now();
+    let task = tokio::spawn(bus.run(out, commands, stop));
+    let want = meters as usize * usize::from(days);
+    let mut records = 0;
+    let mut last = t0;
+    while records < want {
+        match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await {
+            Ok(Some(FreezeEvent::Record(_))) => {
+                records += 1;
+                last = Instant::now();
+            }
+            Ok(Some(FreezeEvent::Lost { reason, .. })) => panic!("record lost: {reason}"),
+            _ => break,
+        }
+    }
+    let _ = stop_tx.send(true);
+    let s = status.lock().unwrap().clone();
+    let bytes = s.wire.tx_bytes + s.wire.rx_bytes;
+    let bound = wire2400(bytes) + (LATENCY + TURNAROUND) * u32::try_from(s.transactions).unwrap();
+    task.abort();
+    sim.shutdown().await;
+    (records, s.transactions, last.duration_since(t0), bound)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -398,6 +487,26 @@ fn main() {
         setup.cycles,
         load_average()
     );
+
+    let days: u8 = std::env::var("METERD_BACKFILL_DAYS")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(if full { 4 } else { 1 });
+    let fill_meters = if full { 32 } else { 2 };
+    let (records, exchanges, elapsed, bound) = rt.block_on(backfill(fill_meters, days));
+    println!(
+        "\nback-fill: {fill_meters} meters × {days} daily records at 2400 baud 8E1, 100 % bus share: \
+         {records} records, {exchanges} exchanges in {:.1} s; wire-time bound {:.1} s; ratio {:.3}",
+        elapsed.as_secs_f64(),
+        bound.as_secs_f64(),
+        elapsed.as_secs_f64() / bound.as_secs_f64()
+    );
+    assert_eq!(
+        records,
+        fill_meters as usize * usize::from(days),
+        "every record read"
+    );
+    assert!(elapsed >= bound.mul_f64(0.9), "faster than the wire?");
 
     // The smoke run checks the bench works, not the figures.
     for r in single.iter().chain(four.iter()) {
