@@ -30,11 +30,15 @@ fn free_port() -> u16 {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daily_and_monthly_records_are_collected_published_once_and_delivered() {
+/// The simulator (its meter with `sim_extra` lines) and the daemon with the embedded broker:
+/// (simulator, daemon, broker port, data directory).
+async fn start(
+    sim_extra: &str,
+    freezes: &str,
+) -> (meterd::sim::SimHandle, Daemon, u16, tempfile::TempDir) {
     let sim_text = format!(
         "[[port]]\nname = \"dlt\"\ntcp = \"127.0.0.1:0\"\n[[port.meter]]\nprotocol = \"dlt645-2007\"\n\
-         address = \"{ADDR}\"\nprofile = \"dlt645-three-phase\"\nseed = {SEED}\n"
+         address = \"{ADDR}\"\nprofile = \"dlt645-three-phase\"\nseed = {SEED}\n{sim_extra}"
     );
     let sim = Simulator::start(SimConfig::from_text(Path::new("sim.toml"), &sim_text).unwrap())
         .await
@@ -64,7 +68,7 @@ protocol = "dlt645-2007"
 address = "{ADDR}"
 profile = "dlt645-three-phase"
 interval = "1h"
-freezes = ["daily", "monthly"]
+freezes = {freezes}
 "#,
         dir.path().display()
     );
@@ -73,6 +77,12 @@ freezes = ["daily", "monthly"]
         .await
         .unwrap();
 
+    (sim, daemon, broker, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_and_monthly_records_are_collected_published_once_and_delivered() {
+    let (sim, daemon, broker, dir) = start("", r#"["daily", "monthly"]"#).await;
     let mut opts = MqttOptions::new("billing-core", "127.0.0.1", broker);
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = AsyncClient::new(opts, 64);
@@ -238,4 +248,84 @@ freezes = ["daily", "monthly"]
         "{daily:?}"
     );
     sim.shutdown().await;
+}
+
+/// A meter unpowered at a midnight made no record then: the daemon publishes the records it
+/// has, writes the missing one to the ledger as lost with why, and the completeness lists it
+/// as lost — never silently missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_the_meter_never_made_is_reported_lost() {
+    let now_local = LocalMinute(wall_clock_ms().div_euclid(60_000) + 480);
+    let newest = latest_due(FreezeKind::Daily, now_local, 0, (1, 0));
+    let gap = LocalMinute(newest.0 - 1440);
+    let gap_date = gap.to_string()[..10].to_owned();
+    let (sim, daemon, _broker, dir) =
+        start(&format!("freeze_gaps = [\"{gap_date}\"]\n"), r#"["daily"]"#).await;
+    let lost_id = format!("gw-f/{ADDR}/daily/{gap}+08:00");
+    let mut rows = Vec::new();
+    let lost_listed = |c: &Option<serde_json::Value>| {
+        c.as_ref().is_some_and(|c| {
+            c["days"].as_array().is_some_and(|days| {
+                days.iter()
+                    .any(|d| d["lost"].as_array().is_some_and(|l| !l.is_empty()))
+            })
+        })
+    };
+    for _ in 0..60 {
+        if lost_listed(&daemon_completeness(&daemon).await) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let c = daemon_completeness(&daemon).await.expect("no completeness");
+    let yesterday_of_gap = LocalMinute(gap.0 - 1440).to_string()[..10].to_owned();
+    let day = c["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["day"] == yesterday_of_gap.as_str())
+        .unwrap_or_else(|| panic!("{c}"))
+        .clone();
+    assert_eq!(day["lost"], serde_json::json!([ADDR]), "{c}");
+    assert_eq!(day["delivered"], 0, "{c}");
+    daemon.stop().await;
+    let spool = Spool::open(
+        dir.path().join("spool.sqlite"),
+        SpoolOptions::numbered_from_one(64 << 20),
+    )
+    .unwrap();
+    rows.extend(spool.ledger("daily", "").unwrap());
+    let lost = rows
+        .iter()
+        .find(|r| r.id == lost_id)
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(lost.state, LedgerState::Lost);
+    assert!(
+        lost.detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("did not freeze"),
+        "{lost:?}"
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.state == LedgerState::Delivered)
+            .count(),
+        2,
+        "the two records the meter has: {rows:?}"
+    );
+    sim.shutdown().await;
+}
+
+/// The completeness the daemon's service reports.
+async fn daemon_completeness(daemon: &Daemon) -> Option<serde_json::Value> {
+    let url = format!("http://{}", daemon.service_addr()?);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(["status", "--url", &url, "--json"])
+        .output()
+        .await
+        .ok()?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let c = report["gateway"]["completeness"].clone();
+    (!c.is_null()).then_some(c)
 }

@@ -106,6 +106,11 @@ pub struct SimMeterConfig {
     /// time in it, as on a real DL/T 645 meter. Default `+08:00`, China Standard Time.
     #[serde(default = "china")]
     pub utc_offset: UtcOffset,
+    /// Days (`"2026-12-05"`, the meter's own date) whose midnight daily freeze the meter did
+    /// not make (unpowered at midnight): its history skips them, so a gateway finds no record
+    /// with that stamp and must report it lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze_gaps: Vec<String>,
     /// What the meter says about itself (`meterd scan`'s identification).
     #[serde(default)]
     pub identity: SimIdentity,
@@ -142,7 +147,21 @@ pub struct SimIdentity {
     pub serial: Option<u64>,
 }
 
+/// `2026-12-05` as days since 1970-01-01.
+fn parse_day(text: &str) -> Option<i64> {
+    let ms = parse_rfc3339(&format!("{text}T00:00:00Z"))?;
+    Some(ms.div_euclid(86_400_000))
+}
+
 impl SimMeterConfig {
+    /// [`SimMeterConfig::freeze_gaps`] as days since 1970-01-01 (on the meter's clock).
+    pub fn freeze_gap_days(&self) -> Vec<i64> {
+        self.freeze_gaps
+            .iter()
+            .filter_map(|d| parse_day(d))
+            .collect()
+    }
+
     /// The meter's name.
     pub fn effective_id(&self, port: &str) -> String {
         if let Some(id) = &self.id {
@@ -447,6 +466,13 @@ fn check(
             let mspan = Some(meter.span());
             let meter = meter.get_ref();
             let mkey = |k: &str| format!("port[{pi}].meter[{mi}].{k}");
+            if let Some(bad) = meter.freeze_gaps.iter().find(|d| parse_day(d).is_none()) {
+                return Err(err(
+                    mspan,
+                    mkey("freeze_gaps"),
+                    format!("expected a date such as \"2026-12-05\", found {bad:?}"),
+                ));
+            }
             if (meter.protocol == Protocol::ModbusTcp) != modbus_tcp {
                 return Err(err(
                     mspan,

@@ -241,6 +241,7 @@ impl SimMeter {
             preamble: config.preamble.min(4),
             model: MeterModel::new(seed, number.clone())
                 .with_offset(config.utc_offset)
+                .with_freeze_gaps(&config.freeze_gap_days())
                 .with_texts(identity_texts(config, &number)),
             kind,
             faults: Mutex::new(FaultState::new(config.faults.clone(), seed)),

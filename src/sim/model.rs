@@ -88,7 +88,16 @@ fn energy_parts(base: &str) -> Option<(&str, u8)> {
 /// The instant a quantity's `@settlement-N` / `@daily-N` / `@hourly-N` suffix refers to, and
 /// the base name: the meter froze its registers at that instant, on its own wall clock
 /// (`offset_ms` east of UTC): its midnight, its whole hour, its first of the month.
-fn period(quantity: &str, t: UnixMillis, offset_ms: i64) -> (&str, UnixMillis) {
+///
+/// `gaps` are the local midnights (ms, local clock as if UTC) at which the meter made no daily
+/// freeze: its history skips them, so the n-th most recent record is the n-th midnight that is
+/// not a gap.
+fn period<'q>(
+    quantity: &'q str,
+    t: UnixMillis,
+    offset_ms: i64,
+    gaps: &[i64],
+) -> (&'q str, UnixMillis) {
     let Some((base, suffix)) = quantity.split_once('@') else {
         return (quantity, t);
     };
@@ -97,7 +106,17 @@ fn period(quantity: &str, t: UnixMillis, offset_ms: i64) -> (&str, UnixMillis) {
     let at = if let Some(n) = suffix.strip_prefix("settlement-").and_then(n) {
         start_of_month(local, n - 1)
     } else if let Some(n) = suffix.strip_prefix("daily-").and_then(n) {
-        start_of_day(local) - i64::from(n - 1) * MS_PER_DAY
+        let mut day = start_of_day(local);
+        let mut left = n;
+        loop {
+            if !gaps.contains(&day) {
+                left -= 1;
+                if left == 0 {
+                    break day;
+                }
+            }
+            day -= MS_PER_DAY;
+        }
     } else if let Some(n) = suffix.strip_prefix("hourly-").and_then(n) {
         local.div_euclid(MS_PER_HOUR) * MS_PER_HOUR - i64::from(n - 1) * MS_PER_HOUR
     } else {
@@ -118,6 +137,8 @@ pub struct MeterModel {
     number: String,
     /// The meter's time zone, milliseconds east of UTC: its clock shows local time.
     offset_ms: i64,
+    /// Local midnights (as local-clock ms) at which the meter made no daily freeze.
+    freeze_gaps: Vec<i64>,
     /// Text items given by the configuration (quantity → text), ahead of the defaults.
     texts: Vec<(String, String)>,
 }
@@ -129,6 +150,7 @@ impl MeterModel {
             seed,
             number,
             offset_ms: 0,
+            freeze_gaps: Vec::new(),
             texts: Vec::new(),
         }
     }
@@ -138,6 +160,15 @@ impl MeterModel {
     pub fn with_texts(mut self, texts: Vec<(String, String)>) -> Self {
         self.texts = texts;
         self
+    }
+
+    /// The same meter with no daily freeze at the local midnights of `days` (days since
+    /// 1970-01-01 on its own clock: it was unpowered then), as if those records never existed.
+    pub fn with_freeze_gaps(self, days: &[i64]) -> Self {
+        Self {
+            freeze_gaps: days.iter().map(|d| d * MS_PER_DAY).collect(),
+            ..self
+        }
     }
 
     /// The same meter keeping local time `offset` east of UTC.
@@ -278,7 +309,7 @@ impl MeterModel {
     /// The value a DL/T 645 meter reports for catalogue item `quantity` of `format` at `t`,
     /// quantised to the format. Never fails: unknown quantities report zero of their format.
     pub fn dlt645_value(&self, quantity: &str, format: Format, t: UnixMillis) -> Value {
-        let (base, at) = period(quantity, t, self.offset_ms);
+        let (base, at) = period(quantity, t, self.offset_ms, &self.freeze_gaps);
         if let Some((_, text)) = self.texts.iter().find(|(q, _)| q == quantity)
             && matches!(format, Format::Number(_) | Format::Ascii(_))
         {
@@ -352,7 +383,7 @@ impl MeterModel {
         scale: Option<Decimal>,
         t: UnixMillis,
     ) -> RawValue {
-        let (base, at) = period(quantity, t, self.offset_ms);
+        let (base, at) = period(quantity, t, self.offset_ms, &self.freeze_gaps);
         let kilo = if matches!(unit, "W" | "VA" | "var" | "Wh" | "varh" | "VAh") {
             1000
         } else {

@@ -18,9 +18,14 @@ const SEED: u64 = 3;
 const DAY: i64 = 86_400_000;
 
 fn sim_meter(profile: &str) -> SimMeter {
+    sim_meter_with(profile, "")
+}
+
+/// A simulated meter of `profile` with `extra` lines in its `[[port.meter]]`.
+fn sim_meter_with(profile: &str, extra: &str) -> SimMeter {
     let text = format!(
         "[[port]]\nname = \"p\"\ntcp = \"127.0.0.1:0\"\n[[port.meter]]\nprotocol = \"dlt645-2007\"\n\
-         address = \"{ADDR}\"\nprofile = \"{profile}\"\nseed = {SEED}\nutc_offset = \"Z\"\n"
+         address = \"{ADDR}\"\nprofile = \"{profile}\"\nseed = {SEED}\nutc_offset = \"Z\"\n{extra}"
     );
     let config = SimConfig::from_text(Path::new("t.toml"), &text).unwrap();
     let meter = config.ports[0].meters[0].get_ref().clone();
@@ -192,4 +197,24 @@ fn hourly_and_monthly_records() {
     );
     let read = FreezeRead::monthly(address(), 13, stamp);
     assert!(matches!(read.finish(), FreezeOutcome::Lost(_)));
+}
+
+#[test]
+fn a_freeze_the_meter_never_made_is_lost_and_the_next_record_still_found() {
+    // Unpowered at midnight of 12-05: no record stamped 12-05 00:00; the history skips it.
+    let meter = sim_meter_with("dlt645-three-phase", "freeze_gaps = [\"2026-12-05\"]\n");
+    let latest = at(7, 0);
+    let read = FreezeRead::by_stamp(address(), FreezeKind::Daily, at(5, 0), latest);
+    let (outcome, _) = drive(read, &meter, now(), &[]);
+    assert!(
+        matches!(&outcome, FreezeOutcome::Lost(r) if r.contains("did not freeze")),
+        "{outcome:?}"
+    );
+    // 12-04 is now the 4th most recent record (7, 6, 4): found by its stamp all the same.
+    let read = FreezeRead::by_stamp(address(), FreezeKind::Daily, at(4, 0), latest);
+    let (outcome, _) = drive(read, &meter, now(), &[]);
+    assert!(
+        matches!(outcome, FreezeOutcome::Record { n: 3, .. }),
+        "{outcome:?}"
+    );
 }
