@@ -297,8 +297,9 @@ async fn backfill(meters: u32, days: u8) -> (usize, u64, Duration, Duration) {
         sim.push_str(&format!(
             "[[port.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{a}\"\nprofile = \"dlt645-three-phase\"\nseed = {i}\n"
         ));
+        // One read per poll: the first polls (at start) take little of the bench's time.
         gw.push_str(&format!(
-            "[[bus.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{a}\"\nprofile = \"dlt645-three-phase\"\n\
+            "[[bus.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{a}\"\nprofile = \"bench-1\"\n\
              interval = \"24h\"\nfreezes = [\"daily\"]\n"
         ));
     }
@@ -307,10 +308,18 @@ async fn backfill(meters: u32, days: u8) -> (usize, u64, Duration, Duration) {
             .await
             .unwrap();
     let host = sim.local_addr("fill").unwrap();
+    let profiles_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles_dir.path().join("bench-1.toml"),
+        "name = \"bench-1\"\ndescription = \"one DI\"\nsource = \"benchmark\"\nprotocol = \"dlt645-2007\"\n\
+         [[point]]\ndi = \"00010000\"\n",
+    )
+    .unwrap();
     let text = format!(
-        "gateway = \"bench\"\n[freeze]\ndelay = \"0s\"\nbus_share_percent = 100\nbackfill_days = {days}\n\
+        "gateway = \"bench\"\nprofile_dirs = [{:?}]\n[freeze]\ndelay = \"0s\"\nbus_share_percent = 100\nbackfill_days = {days}\n\
          [[bus]]\nname = \"fill\"\ntransport = \"tcp\"\nhost = \"{host}\"\nbaud = {B}\nparity = \"even\"\n\
          timing = {{ response_timeout = \"1s\", retries = 0, turnaround = \"{}ms\", preamble = {PREAMBLE} }}\n{gw}",
+        profiles_dir.path().display().to_string(),
         TURNAROUND.as_millis()
     );
     let (config, profiles) =
@@ -341,7 +350,7 @@ async fn backfill(meters: u32, days: u8) -> (usize, u64, Duration, Duration) {
     let mut records = 0;
     let mut last = t0;
     while records < want {
-        match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(300), rx.recv()).await {
             Ok(Some(FreezeEvent::Record(_))) => {
                 records += 1;
                 last = Instant::now();
