@@ -38,6 +38,13 @@ impl Window {
         (0..Self::SPAN).contains(&k) && self.bits[(k / 64) as usize] & (1u64 << (k % 64)) != 0
     }
 
+    fn clear(&mut self, period: i64) {
+        let k = self.newest - period;
+        if (0..Self::SPAN).contains(&k) {
+            self.bits[(k / 64) as usize] &= !(1u64 << (k % 64));
+        }
+    }
+
     fn set(&mut self, period: i64) {
         if period > self.newest {
             self.shift(period - self.newest);
@@ -123,6 +130,26 @@ impl LedgerView {
         Ok(view)
     }
 
+    /// Notes the record as missing again (dropped unsent by the spool's overflow policy).
+    pub fn unsettle(&self, meter: &str, kind: FreezeKind, stamp: LocalMinute) {
+        if let Some(w) = lock(&self.windows).get_mut(&(meter.to_owned(), kind)) {
+            w.clear(period(kind, stamp));
+        }
+    }
+
+    /// Notes a record id (`{gateway}/{meter}/{kind}/{stamp}`) as missing again.
+    pub fn unsettle_id(&self, id: &str) {
+        let mut parts = id.rsplitn(3, '/');
+        let (Some(stamp), Some(kind), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        let meter = rest.rsplit_once('/').map_or(rest, |(_, m)| m);
+        if let (Some(kind), Some(stamp)) = (FreezeKind::parse(kind), parse_stamp(stamp)) {
+            self.unsettle(meter, kind, stamp);
+        }
+    }
+
     /// Notes the record as settled.
     pub fn settle(&self, meter: &str, kind: FreezeKind, stamp: LocalMinute) {
         lock(&self.windows)
@@ -152,11 +179,22 @@ pub async fn run(
     on_stored: OnStored,
 ) {
     let mut waiting: Vec<FreezeEvent> = Vec::new();
+    let mut forget = tokio::time::interval(FORGET_EVERY);
     loop {
         if waiting.is_empty() {
-            match rx.recv().await {
-                Some(e) => waiting.push(e),
-                None => return,
+            tokio::select! {
+                e = rx.recv() => match e {
+                    Some(e) => waiting.push(e),
+                    None => return,
+                },
+                _ = forget.tick() => {
+                    // Records the spool dropped unsent (full) are missing again: back-fill
+                    // reads them once the view forgets them.
+                    for id in lock(&spool).take_requeued() {
+                        view.unsettle_id(&id);
+                    }
+                    continue;
+                }
             }
         }
         while let Ok(e) = rx.try_recv() {
@@ -192,6 +230,9 @@ pub async fn run(
         }
     }
 }
+
+/// How often records the spool dropped unsent are forgotten by the view (made missing again).
+pub const FORGET_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Most freeze events kept in memory while the spool cannot be written.
 pub const MAX_WAITING: usize = 10_000;

@@ -173,6 +173,7 @@ impl Spool {
         }
         tx.commit().map_err(sql)?;
         self.ledger_changed();
+        self.requeued.extend(freed.requeued);
         self.next_rowid = rowid;
         self.depth = self.depth.saturating_sub(freed.rows) + stored.len() as u64;
         self.bytes = need.saturating_sub(freed.bytes);

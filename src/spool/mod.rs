@@ -305,6 +305,9 @@ pub struct Spool {
     /// Counts changes of the freeze ledger (stored, delivered, lost, sent back to missing),
     /// so a reader can tell cheaply, without the spool's lock, whether to read it again.
     ledger_changes: Arc<AtomicU64>,
+    /// Ids of freeze records the overflow policy dropped unsent since the last
+    /// [`Spool::take_requeued`]: missing again, for the ledger's in-memory mirrors to forget.
+    requeued: Vec<String>,
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -365,8 +368,8 @@ struct Freed {
     /// Reading batches among them (counted as drops per meter), and their bytes.
     batches: u64,
     batch_bytes: u64,
-    /// Freeze records among them (sent back to missing in the ledger).
-    requeued: usize,
+    /// Freeze records among them (sent back to missing in the ledger), by id.
+    requeued: Vec<String>,
 }
 
 /// The overflow policy within `tx`: deletes the oldest rows until `need` bytes fit in
@@ -414,7 +417,6 @@ fn drop_oldest(
     for id in &requeued {
         freezes::forget_stored(tx, id)?;
     }
-    freed.requeued = requeued.len();
     if !requeued.is_empty() {
         tracing::warn!(
             records = requeued.len(),
@@ -428,6 +430,7 @@ fn drop_oldest(
     for (meter, (n, b)) in &per_meter {
         count.execute(params![meter, to_i64(*n), to_i64(*b)])?;
     }
+    freed.requeued = requeued;
     Ok(freed)
 }
 
@@ -657,6 +660,7 @@ impl Spool {
             scratch: Vec::new(),
             packer: packing::Packer::default(),
             ledger_changes: Arc::new(AtomicU64::new(0)),
+            requeued: Vec::new(),
         })
     }
 
@@ -876,9 +880,10 @@ impl Spool {
         tx.commit().map_err(sql)?;
 
         // Committed: now the in-memory mirror.
-        if delivered > 0 || freed.requeued > 0 {
+        if delivered > 0 || !freed.requeued.is_empty() {
             self.ledger_changed();
         }
+        self.requeued.extend(freed.requeued);
         self.next_rowid = rowid;
         self.depth = self
             .depth
@@ -974,6 +979,11 @@ impl Spool {
 
     /// Back to `synchronous=FULL` after [`Spool::ack_many`]; every append checks it first, so
     /// an append is never committed without its fsync even if restoring failed here.
+    /// The freeze records dropped unsent (overflow) since the last call, by id: missing again.
+    pub fn take_requeued(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.requeued)
+    }
+
     /// A counter that moves whenever the freeze ledger changes (see [`freezes`]).
     pub fn ledger_changes(&self) -> Arc<AtomicU64> {
         self.ledger_changes.clone()

@@ -120,4 +120,12 @@ async fn records_and_losses_are_stored_settled_and_handed_to_the_uplink() {
         LocalMinute::from_civil(2026, 10, 1, 0, 0)
     ));
     assert!(!view.settled("m1", FreezeKind::Hourly, day(7)));
+    // A record the spool dropped unsent is missing again.
+    view.unsettle_id("gw/m1/daily/2026-12-07T00:00+08:00");
+    assert!(!view.settled("m1", FreezeKind::Daily, day(7)));
+    assert!(view.settled(
+        "m1",
+        FreezeKind::Daily,
+        LocalMinute::from_civil(2026, 10, 1, 0, 0)
+    ));
 }

@@ -103,6 +103,8 @@ fn overflow_sends_a_dropped_record_back_to_missing_and_counts_only_readings() {
     s.append_freezes(&[record("m1", 4)]).unwrap();
     // The oldest went unsent: missing again (no ledger row), not a reading drop.
     assert_eq!(state(&s, "m1", 1), None);
+    assert_eq!(s.take_requeued(), ["gw/m1/daily/2026-12-01T00:00+08:00"]);
+    assert!(s.take_requeued().is_empty());
     assert_eq!(state(&s, "m1", 4), Some(LedgerState::Stored));
     let stats = s.stats().unwrap();
     assert_eq!((stats.depth, stats.dropped_batches), (3, 0));
