@@ -16,6 +16,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use crate::config::Config;
 use crate::daemon::{Daemon, RunOptions, wait_for_signal};
 use crate::logging::{self, LogFormat};
+use crate::reading::freeze::FreezeRecord;
 use crate::reading::{ReadingBatch, ValueData};
 use crate::sim::{SimConfig, Simulator};
 
@@ -131,10 +132,19 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         .subscribe(topic.clone(), QoS::AtLeastOnce)
         .await
         .map_err(|e| e.to_string())?;
+    // The meters' own settlement records too, one line each (the first minutes back-fill the
+    // simulated meters' histories).
+    client
+        .subscribe(topic.replace("/readings", "/freezes"), QoS::AtLeastOnce)
+        .await
+        .map_err(|e| e.to_string())?;
     let json = args.json;
     let viewer = tokio::spawn(async move {
         loop {
             match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/freezes") => {
+                    print_freeze(&p.payload, json)
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => print_reading(&p.payload, json),
                 Ok(_) => {}
                 Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
@@ -157,6 +167,38 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
+}
+
+/// One line per settlement record: meter, kind, stamp, and its import total.
+fn print_freeze(payload: &[u8], json: bool) {
+    if json {
+        println!("{}", String::from_utf8_lossy(payload));
+        return;
+    }
+    let record: FreezeRecord = match serde_json::from_slice(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("(unreadable freeze record: {e})");
+            return;
+        }
+    };
+    let time = record.read_at.get(11..23).unwrap_or(&record.read_at);
+    let total = record
+        .values
+        .iter()
+        .find(|v| &*v.quantity == "energy.active.import.total")
+        .and_then(|v| match &v.value {
+            Some(ValueData::Number(n)) => Some(format!("{n} {}", v.unit)),
+            _ => None,
+        })
+        .unwrap_or_default();
+    println!(
+        "{time}  {:<14} {} freeze of {}{}: energy.active.import.total {total}",
+        record.meter,
+        record.kind,
+        record.frozen_at,
+        if record.backfill { " (back-fill)" } else { "" }
+    );
 }
 
 fn print_reading(payload: &[u8], json: bool) {
