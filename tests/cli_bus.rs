@@ -3,27 +3,8 @@
 
 mod common;
 
-use std::process::Output;
-use std::time::Duration;
-
+use common::binary::*;
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_meterd");
-
-async fn meterd(args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .expect("meterd hung")
-        .expect("meterd did not start")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// A fake serving the model meters (DL/T 645 `DLT_ADDR`, Modbus unit 3) on a pty.
 fn pty_fake() -> Option<(String, Log)> {

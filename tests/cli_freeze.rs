@@ -4,15 +4,15 @@
 //! simulated meters keep China Standard Time, as real DL/T 645 meters do: the simulated clock
 //! stands at 2026-12-07T08:00Z, 16:00 on the meters' clocks.
 
-use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
+mod common;
 
+use std::path::Path;
+
+use common::binary::meterd;
 use meterd::clock::{UtcOffset, days_from_civil, parse_rfc3339};
 use meterd::sim::model::MeterModel;
 use meterd::sim::{SimConfig, SimHandle, Simulator};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meterd");
 const ADDR: &str = "000000000001";
 const SEED: u64 = 7;
 const MS_PER_DAY: i64 = 86_400_000;
@@ -45,17 +45,6 @@ seed = {SEED}
     );
     let config = SimConfig::from_text(Path::new("test.toml"), &text).unwrap();
     Simulator::start(config).await.unwrap()
-}
-
-async fn meterd(args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .expect("meterd hung")
-        .expect("meterd did not start")
 }
 
 fn read_args<'a>(tcp: &'a str, kind: &'a str, last: &'a str) -> Vec<&'a str> {

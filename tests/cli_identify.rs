@@ -4,29 +4,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
 
+use common::binary::*;
 use common::*;
 use meterd::sim::{SimConfig, SimHandle, Simulator};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_meterd");
-
-async fn meterd(args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("meterd hung")
-        .expect("meterd did not start")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 async fn sim(config: &str) -> SimHandle {
     let config = SimConfig::from_text(Path::new("identify.toml"), config).unwrap();

@@ -5,28 +5,11 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::binary::*;
 use common::*;
 use meterd::sim::{SimConfig, SimHandle, Simulator};
-
-const BIN: &str = env!("CARGO_BIN_EXE_meterd");
-
-async fn meterd(args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("meterd hung")
-        .expect("meterd did not start")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// A free loopback port (bound, then released).
 fn free_port() -> u16 {

@@ -3,6 +3,8 @@
 //! simulator lives in `src/sim/`; this fake exists so bus tests can script faults exactly.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
