@@ -22,26 +22,13 @@ pub(super) fn explain(bytes: &[u8]) -> Result<Explanation, String> {
         i.direction, i.function, i.function_name, i.unit
     );
     let _ = writeln!(text, "  {:<10} {}", "bytes", to_hex(bytes));
-    line(
+    let (fields, error) = unit_and_pdu(
         &mut text,
-        "unit",
-        &format!("{:02X}", i.unit),
-        &format!("unit id {}", i.unit),
+        i.unit,
+        (i.function, i.function_name),
+        &i.pdu,
+        i.alternative.as_ref(),
     );
-    line(
-        &mut text,
-        "function",
-        &format!("{:02X}", i.function),
-        i.function_name,
-    );
-    let mut fields = Vec::new();
-    let mut error = None;
-    describe(&i.pdu, &mut text, &mut fields, &mut error);
-    if let Some(alt) = &i.alternative {
-        let _ = writeln!(text, "  (the same bytes also read as a reply:)");
-        let mut alt_fields = Vec::new();
-        describe(alt, &mut text, &mut alt_fields, &mut error);
-    }
     let crc_ok = i.crc.is_ok();
     let crc_note = if crc_ok {
         "ok (CRC-16/MODBUS)".to_owned()
@@ -133,26 +120,13 @@ pub(super) fn explain_tcp(bytes: &[u8]) -> Result<Explanation, String> {
             format!("WRONG: says {} bytes follow, found {follows}", h.length)
         },
     );
-    line(
+    let (fields, error) = unit_and_pdu(
         &mut text,
-        "unit",
-        &format!("{:02X}", h.unit),
-        &format!("unit id {}", h.unit),
+        h.unit,
+        (i.function, i.function_name),
+        &i.pdu,
+        i.alternative.as_ref(),
     );
-    line(
-        &mut text,
-        "function",
-        &format!("{:02X}", i.function),
-        i.function_name,
-    );
-    let mut fields = Vec::new();
-    let mut error = None;
-    describe(&i.pdu, &mut text, &mut fields, &mut error);
-    if let Some(alt) = &i.alternative {
-        let _ = writeln!(text, "  (the same bytes also read as a reply:)");
-        let mut alt_fields = Vec::new();
-        describe(alt, &mut text, &mut alt_fields, &mut error);
-    }
     let problem = (!i.is_valid()).then(|| {
         i.problems
             .iter()
@@ -189,6 +163,34 @@ pub(super) fn explain_tcp(bytes: &[u8]) -> Result<Explanation, String> {
         json,
         problem,
     })
+}
+
+/// The unit and function rows, then the PDU's (and, when the same bytes also read as a reply,
+/// that reading's): the same for an RTU frame and a Modbus TCP ADU. Returns the named fields
+/// and the exception carried.
+fn unit_and_pdu(
+    text: &mut String,
+    unit: u8,
+    (function, function_name): (u8, &str),
+    pdu: &InspectedPdu,
+    alternative: Option<&InspectedPdu>,
+) -> (Vec<FieldJson>, Option<String>) {
+    line(
+        text,
+        "unit",
+        &format!("{unit:02X}"),
+        &format!("unit id {unit}"),
+    );
+    line(text, "function", &format!("{function:02X}"), function_name);
+    let mut fields = Vec::new();
+    let mut error = None;
+    describe(pdu, text, &mut fields, &mut error);
+    if let Some(alt) = alternative {
+        let _ = writeln!(text, "  (the same bytes also read as a reply:)");
+        let mut alt_fields = Vec::new();
+        describe(alt, text, &mut alt_fields, &mut error);
+    }
+    (fields, error)
 }
 
 /// The PDU's rows of the field table, its named fields and the exception it carries: the same
