@@ -42,23 +42,28 @@ fn items(di: DataIdentifier, quantity: Option<&str>) -> Vec<Item> {
     list
 }
 
+/// The read of one data identifier: its frame and the reply it awaits.
+pub(super) fn read_step(address: Address, di: DataIdentifier) -> Step {
+    let request = Request::ReadData { di, extra: vec![] };
+    Step {
+        bytes: request.to_frame(address).to_bytes(0),
+        framing: Framing::Dlt645 {
+            address,
+            function: request.function(),
+            di: Some(di),
+        },
+        modbus: None,
+        what: format!("read {di}"),
+    }
+}
+
 pub(super) fn transaction(
     address: Address,
     di: DataIdentifier,
     quantity: Option<String>,
 ) -> Transaction {
-    let request = Request::ReadData { di, extra: vec![] };
     Transaction {
-        step: Step {
-            bytes: request.to_frame(address).to_bytes(0),
-            framing: Framing::Dlt645 {
-                address,
-                function: request.function(),
-                di: Some(di),
-            },
-            modbus: None,
-            what: format!("read {di}"),
-        },
+        step: read_step(address, di),
         kind: TxKind::Dlt645 {
             di,
             items: items(di, quantity.as_deref()),

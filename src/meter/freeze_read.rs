@@ -158,7 +158,7 @@ impl FreezeRead {
     /// The next request, or `None` when the read is finished.
     pub fn next_step(&self) -> Option<Step> {
         let di = self.current_di()?;
-        Some(dlt645::transaction(self.address, di, None).step().clone())
+        Some(dlt645::read_step(self.address, di))
     }
 
     /// Feeds the verified reply to the current request (`raw`: its bytes, kept as evidence).

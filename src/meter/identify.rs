@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use meter_protocols::dlt645::catalog::decode_payload;
-use meter_protocols::dlt645::{Address, DataIdentifier, Request, Response, Version};
+use meter_protocols::dlt645::{Address, DataIdentifier, Response, Version};
 use meter_protocols::modbus::rtu::{self, ExceptionCode, ReadFunction};
 use meter_protocols::modbus::values::{self, RawValue};
 use serde::Serialize;
@@ -63,20 +63,7 @@ pub fn dlt645_steps(address: Address, version: Version) -> Vec<Step> {
     }
     DLT645_2007_IDENTITY
         .iter()
-        .map(|&di| {
-            let di = DataIdentifier::V2007(di);
-            let request = Request::ReadData { di, extra: vec![] };
-            Step {
-                bytes: request.to_frame(address).to_bytes(0),
-                framing: Framing::Dlt645 {
-                    address,
-                    function: request.function(),
-                    di: Some(di),
-                },
-                modbus: None,
-                what: format!("read {di}"),
-            }
-        })
+        .map(|&di| super::dlt645::read_step(address, DataIdentifier::V2007(di)))
         .collect()
 }
 
