@@ -203,6 +203,8 @@ struct MeterSlot {
     /// by every poll after: a new span per poll cost a formatted field and a registry entry
     /// each time.
     span: Option<tracing::Span>,
+    /// How long its last poll took: what a one-shot read of it is expected to take.
+    last_poll: Duration,
 }
 
 /// Why one transaction produced no reply.
@@ -288,6 +290,7 @@ impl Bus {
                     .effective_on(bus.transport, bus.baud),
                 interval: m.interval,
                 degradation: Degradation::default(),
+                last_poll: Duration::ZERO,
                 span: None,
             });
         }
@@ -530,6 +533,7 @@ impl Bus {
             .get_or_insert_with(|| tracing::info_span!("meter", id = %driver.id()))
             .clone();
         async {
+            let started = Instant::now();
             let mut poll = driver.poll();
             let link_failed = self.drive(m, &mut poll, None).await;
             let result = match &link_failed {
@@ -588,6 +592,9 @@ impl Bus {
             };
             self.observer.polled(m, &outcome, self.uptime());
             tracing::debug!(answered, good, bad, "poll done");
+            if let Some(slot) = self.meters.get_mut(m) {
+                slot.last_poll = started.elapsed();
+            }
             Some(batch)
         }
         .instrument(span)
@@ -708,6 +715,8 @@ impl Bus {
         let mut stop_open = true;
         // A one-shot read taken off the queue while idle, served at the next turn.
         let mut held: Option<BusCommand> = None;
+        // The held read was put off until after the next poll.
+        let mut deferred = false;
         // Open at once so that a dead port shows in the status before the first poll.
         let _ = self.ensure_open().await;
         loop {
@@ -724,11 +733,20 @@ impl Bus {
                 }
                 busy = true;
             }
-            // Then at most one one-shot read whose client still waits.
+            // Then at most one one-shot read whose client still waits, if it fits before the
+            // next poll (a read of the meter takes about as long as its last poll); one put
+            // off is served after that poll, whether it fits or not, so it never waits longer.
             while let Some(cmd) = held
                 .take()
                 .or_else(|| next_command(&mut commands, &mut commands_open))
             {
+                let room = scheduler.next_wakeup().map(|next| next - now);
+                if !deferred && !self.fits(&cmd, room) {
+                    held = Some(cmd);
+                    deferred = true;
+                    break;
+                }
+                deferred = false;
                 if self.serve(cmd).await {
                     busy = true;
                     break;
@@ -755,7 +773,7 @@ impl Bus {
                 }
                 _ = out.closed() => return,
                 _ = tokio::time::sleep(wait) => {}
-                cmd = commands.recv(), if commands_open => match cmd {
+                cmd = commands.recv(), if commands_open && held.is_none() => match cmd {
                     Some(cmd) => held = Some(cmd),
                     None => commands_open = false,
                 },
@@ -847,6 +865,20 @@ impl Bus {
             // The receiver gone means the daemon is stopping; the loop sees it.
             let _ = out.send(batch).await;
         }
+    }
+
+    /// Whether a one-shot read fits in `room_ms` before the next poll (`None`: no poll due):
+    /// its meter's last poll took no longer.
+    fn fits(&self, cmd: &BusCommand, room_ms: Option<Millis>) -> bool {
+        let Some(room) = room_ms else {
+            return true;
+        };
+        let BusCommand::ReadNow { meter, .. } = cmd;
+        let need = self
+            .meter_index(meter)
+            .and_then(|m| self.meters.get(m))
+            .map_or(Duration::ZERO, |s| s.last_poll);
+        Duration::from_millis(u64::try_from(room.max(0)).unwrap_or(0)) >= need
     }
 
     /// Serves a command; false when there was nothing to do (its client had gone).
