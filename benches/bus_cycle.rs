@@ -341,7 +341,9 @@ async fn backfill(meters: u32, days: u8) -> (usize, u64, Duration, Duration) {
     let bus = Bus::new(bus_cfg, &profiles, options)
         .unwrap()
         .with_observer(status.clone());
-    let (out, _readings) = tokio::sync::mpsc::channel(16);
+    // The polls' batches are drained (a full channel would stop the bus).
+    let (out, mut readings) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move { while readings.recv().await.is_some() {} });
     let (_commands_tx, commands) = tokio::sync::mpsc::channel(1);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let t0 = Instant::now();
