@@ -57,7 +57,13 @@ def site_profile(directory: Path) -> Path:
 
 @pytest.fixture
 def site(meterd, tmp_path):
-    ports = {bus: quiet_port() for bus in SCENARIO}
+    ports = {}
+    for bus in SCENARIO:
+        # Distinct: quiet_port() can hand out the same free port twice.
+        port = quiet_port()
+        while port in ports.values():
+            port = quiet_port()
+        ports[bus] = port
     sim = ""
     gw = f'gateway = "gw-commissioning"\nprofile_dirs = ["{site_profile(tmp_path / "profiles")}"]\n'
     for bus, (sim_meter, gw_meter, _) in SCENARIO.items():
