@@ -156,6 +156,8 @@ def test_the_status_page_shows_the_commissioning_site(meterd, site):
     from test_status_page import GREEN, GREY, SUMMARY
 
     service, broker = quiet_port(), quiet_port()
+    while broker == service:
+        broker = quiet_port()
     (site / "data").mkdir()
     text = (site / "meterd.toml").read_text()
     text = text.replace("[[bus.meter]]\n", "[[bus.meter]]\ninterval = \"5s\"\n")
