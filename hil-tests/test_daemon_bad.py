@@ -94,11 +94,12 @@ def test_full_disk_keeps_readings_in_memory_and_stores_them_later(rig):
         # Fill the file system to the last byte, early: the WAL is still short, so the next
         # append needs new space.
         filler = mnt / "filler"
-        with open(filler, "wb") as f:
+        # Unbuffered: a buffered file's close would try to flush the bytes that did not fit and
+        # raise ENOSPC out of the `with` (it did, depending on how full the spool had left it).
+        with open(filler, "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 65536)
-                    f.flush()
             except OSError:
                 pass
         for i in range(64):  # the last partial blocks
