@@ -34,6 +34,9 @@ use crate::reading::freeze::{FreezeOrigin, FreezeRecord};
 pub const RETRY_AFTER: Duration = Duration::from_secs(10 * 60);
 /// A record the meter has not made yet (its clock is behind) is asked for again after this.
 pub const NOT_YET_RETRY: Duration = Duration::from_secs(60);
+/// After a look over every meter found nothing to read, the next look waits this long: the
+/// bus asks on every idle turn, and a look costs a ledger lookup per due record of every meter.
+pub const QUIET_LOOK: Duration = Duration::from_secs(30);
 /// The token bucket's size: how much freeze time may be spent in one go after a quiet spell.
 pub const BURST: Duration = Duration::from_secs(30);
 
@@ -126,6 +129,8 @@ pub struct FreezeCollector {
     /// than was left (the debt is paid before the next read).
     tokens_ms: i64,
     refilled: Instant,
+    /// No look over the meters before this (the last one found nothing).
+    quiet_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for FreezeCollector {
@@ -157,6 +162,7 @@ impl FreezeCollector {
             .collect();
         meters.iter().any(Option::is_some).then(|| FreezeCollector {
             tokens_ms: 5_000,
+            quiet_until: None,
             refilled: Instant::now(),
             sink,
             gateway: gateway.to_owned(),
@@ -182,7 +188,7 @@ impl FreezeCollector {
     /// and the bus-time budget allows one now.
     pub fn next(&mut self, now_ms: i64, now: Instant) -> Option<FreezeJob> {
         self.refill(now);
-        if self.tokens_ms <= 0 {
+        if self.tokens_ms <= 0 || self.quiet_until.is_some_and(|q| now < q) {
             return None;
         }
         self.hold.retain(|_, until| *until > now);
@@ -230,6 +236,7 @@ impl FreezeCollector {
                 });
             }
         }
+        self.quiet_until = Some(now + QUIET_LOOK);
         None
     }
 

@@ -82,6 +82,11 @@ impl Window {
     }
 }
 
+/// The position of `kind` in a meter's windows.
+fn kind_index(kind: FreezeKind) -> usize {
+    FreezeKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
 /// The period index of a stamp of `kind`.
 fn period(kind: FreezeKind, stamp: LocalMinute) -> i64 {
     match kind {
@@ -113,7 +118,9 @@ pub fn parse_stamp(stamp: &str) -> Option<LocalMinute> {
 /// Which records are settled (stored, delivered or lost), per meter and kind, in memory.
 #[derive(Debug, Default)]
 pub struct LedgerView {
-    windows: Mutex<HashMap<(String, FreezeKind), Window>>,
+    /// Per meter, one window per kind (in [`FreezeKind::ALL`] order): keyed by the id alone so
+    /// that a lookup by `&str` allocates nothing (the buses ask for every due record).
+    windows: Mutex<HashMap<String, [Window; 3]>>,
 }
 
 impl LedgerView {
@@ -132,8 +139,8 @@ impl LedgerView {
 
     /// Notes the record as missing again (dropped unsent by the spool's overflow policy).
     pub fn unsettle(&self, meter: &str, kind: FreezeKind, stamp: LocalMinute) {
-        if let Some(w) = lock(&self.windows).get_mut(&(meter.to_owned(), kind)) {
-            w.clear(period(kind, stamp));
+        if let Some(w) = lock(&self.windows).get_mut(meter) {
+            w[kind_index(kind)].clear(period(kind, stamp));
         }
     }
 
@@ -152,18 +159,20 @@ impl LedgerView {
 
     /// Notes the record as settled.
     pub fn settle(&self, meter: &str, kind: FreezeKind, stamp: LocalMinute) {
-        lock(&self.windows)
-            .entry((meter.to_owned(), kind))
-            .or_default()
-            .set(period(kind, stamp));
+        let mut windows = lock(&self.windows);
+        let w = match windows.get_mut(meter) {
+            Some(w) => w,
+            None => windows.entry(meter.to_owned()).or_default(),
+        };
+        w[kind_index(kind)].set(period(kind, stamp));
     }
 }
 
 impl FreezeBook for LedgerView {
     fn settled(&self, meter: &str, kind: FreezeKind, stamp: LocalMinute) -> bool {
         lock(&self.windows)
-            .get(&(meter.to_owned(), kind))
-            .is_some_and(|w| w.get(period(kind, stamp)))
+            .get(meter)
+            .is_some_and(|w| w[kind_index(kind)].get(period(kind, stamp)))
     }
 }
 

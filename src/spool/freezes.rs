@@ -71,14 +71,18 @@ fn stamp_of(id: &str) -> &str {
     id.rsplit_once('/').map_or(id, |(_, stamp)| stamp)
 }
 
-/// Marks the record `id` delivered within `tx` (its PUBACK arrived; the row is being deleted).
+/// Marks the record of outbox row `rowid` delivered within `tx` (its PUBACK arrived; the row
+/// is deleted next).
 pub(super) fn mark_delivered(
     tx: &rusqlite::Transaction<'_>,
-    id: &str,
+    rowid: i64,
     at: &str,
 ) -> Result<(), rusqlite::Error> {
-    tx.prepare_cached("UPDATE ledger SET state = 2, updated_at = ?2 WHERE id = ?1 AND state = 1")?
-        .execute(params![id, at])?;
+    tx.prepare_cached(
+        "UPDATE ledger SET state = 2, updated_at = ?2 \
+         WHERE id = (SELECT id FROM outbox WHERE row_id = ?1) AND state = 1",
+    )?
+    .execute(params![rowid, at])?;
     Ok(())
 }
 

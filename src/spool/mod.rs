@@ -330,26 +330,22 @@ fn delete_rows(
     let mut freed: u64 = 0;
     // A lookup and a plain delete rather than `DELETE … RETURNING`: RETURNING builds and
     // drops a temporary table per statement (see `append_rows_acking`).
-    let mut size = tx.prepare_cached("SELECT bytes, kind, id FROM outbox WHERE row_id = ?1")?;
+    // The id is looked up only for a freeze row (by its row id, in SQL): a reading's ack, the
+    // hot path, allocates nothing more than before freeze records existed.
+    let mut size = tx.prepare_cached("SELECT bytes, kind FROM outbox WHERE row_id = ?1")?;
     let mut del = tx.prepare_cached("DELETE FROM outbox WHERE row_id = ?1")?;
     let mut delivered: Option<String> = None;
     let mut freezes_delivered = 0;
     for rowid in rowids {
-        let Some((b, kind, id)) = size
-            .query_row([rowid], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
+        let Some((b, kind)) = size
+            .query_row([rowid], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
             .optional()?
         else {
             continue;
         };
         if MessageKind::from_column(kind) == MessageKind::Freeze {
             let at = delivered.get_or_insert_with(|| rfc3339_millis(SystemTime::now()));
-            freezes::mark_delivered(tx, &id, at)?;
+            freezes::mark_delivered(tx, *rowid, at)?;
             freezes_delivered += 1;
         }
         del.execute([rowid])?;
