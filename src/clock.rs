@@ -6,6 +6,8 @@
 //! chrono or time would be a new dependency tree for the gateway; formatting a `SystemTime`
 //! goes through humantime, which the configuration parser already uses.
 
+pub mod gateway;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since 1970-01-01T00:00:00Z (UTC, no leap seconds).

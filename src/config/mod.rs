@@ -62,9 +62,23 @@ pub struct Config {
     /// Collection of the meters' own settlement records (`[freeze]`).
     #[serde(default)]
     pub freeze: FreezeConfig,
+    /// Whether the gateway's own clock counts as synchronised (`[gateway_clock]`): meter clocks
+    /// are compared and set, and fee commands accepted, only while it does.
+    #[serde(default)]
+    pub gateway_clock: GatewayClockConfig,
     /// The buses and their meters.
     #[serde(default, rename = "bus")]
     pub buses: Vec<Spanned<BusConfig>>,
+}
+
+/// `[gateway_clock]`: where the gateway's trust in its own time comes from.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayClockConfig {
+    /// `"kernel"` (default: the kernel's NTP state), `"trusted"` (GPS/BeiDou or master-station
+    /// time the kernel cannot see) or `"never"`. See docs/operations.md for what each risks.
+    #[serde(default)]
+    pub synchronised: crate::clock::gateway::ClockTrust,
 }
 
 /// Spool settings (`[spool]`).
