@@ -12,6 +12,7 @@
 
 pub mod commission;
 pub mod contract;
+pub mod control;
 mod dlt645;
 pub mod explain;
 pub mod freeze_read;
