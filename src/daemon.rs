@@ -26,14 +26,17 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::bus::clock_steps::ClockSteps;
+use crate::bus::event_collect::EventSink;
 use crate::bus::freeze_collect::{FreezeEvent, FreezeSink};
 use crate::bus::task::{self as bus_task, BusOptions};
 use crate::config::{BusConfig, Config, ConfigError, ProfileSet};
 use crate::health::{BusHealth, SuccessBook};
 use crate::ingest::completeness::CompletenessMessage;
+use crate::ingest::events::CounterView;
 use crate::ingest::freezes::LedgerView;
 use crate::ingest::{self, FreshRows, HeldAcks, SpoolOutbox, SpoolWriter};
 use crate::reading::ReadingBatch;
+use crate::reading::event::EventNote;
 use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::sync::lock;
 use crate::uplink::{self, ReadingSuccess, Uplink, UplinkHandle};
@@ -162,6 +165,8 @@ pub(crate) struct BusStarter {
     ended: mpsc::UnboundedSender<supervise::Ended>,
     /// Freeze collection: the ledger the buses consult and where their records go.
     freezes: FreezeSink,
+    /// Event and clock work: the counters the buses consult and where their events go.
+    events: EventSink,
 }
 
 impl BusStarter {
@@ -172,6 +177,7 @@ impl BusStarter {
         opts.frames = Some(self.frames.clone());
         opts.clock_steps = self.clock_steps.clone();
         opts.freezes = Some(self.freezes.clone());
+        opts.events = Some(self.events.clone());
         opts
     }
 
@@ -243,6 +249,9 @@ impl Daemon {
         // The freeze ledger as the spool has it: which settlement records need no reading.
         let ledger = Arc::new(LedgerView::load(&lock(&spool))?);
         let (freeze_tx, freeze_rx) = mpsc::channel::<FreezeEvent>(64);
+        // The event counters as the spool has them: which occurrences are stored.
+        let counters = Arc::new(CounterView::load(&lock(&spool))?);
+        let (event_tx, event_rx) = mpsc::channel::<EventNote>(64);
 
         // Buses send to ingest (one sender stays in the starter, for reloads): while a group
         // is committed the next batches wait here, and a full queue makes the buses wait for
@@ -263,6 +272,18 @@ impl Daemon {
                 out: freeze_tx,
                 config: config.freeze.clone(),
             },
+            events: EventSink {
+                book: counters.clone(),
+                out: event_tx,
+                events: config.events.clone(),
+                clock: config.meter_clock.clone(),
+                drift_limit: config
+                    .meter_clock
+                    .drift_limit
+                    .unwrap_or(config.validation.clock_limit),
+                freeze: config.freeze.clone(),
+                trust: config.gateway_clock.synchronised,
+            },
         };
         let buses = config
             .buses
@@ -282,6 +303,8 @@ impl Daemon {
             batches: rx,
             freezes: freeze_rx,
             ledger,
+            events: event_rx,
+            counters,
         };
         let (uplink, uplink_task, pipeline) = start_uplink_and_ingest(
             &config,
@@ -594,6 +617,8 @@ struct IngestInputs {
     batches: mpsc::Receiver<ReadingBatch>,
     freezes: mpsc::Receiver<FreezeEvent>,
     ledger: Arc<LedgerView>,
+    events: mpsc::Receiver<EventNote>,
+    counters: Arc<CounterView>,
 }
 
 /// Starts the uplink and the ingest tasks between the buses (`inputs`) and it. Fresh readings
@@ -650,6 +675,23 @@ fn start_uplink_and_ingest(
     drop(supervise::supervise(
         "freeze ingest",
         freezes,
+        supervisor.sender(),
+        |_| (),
+    ));
+    let stored = uplink.clone();
+    let on_events_stored = Box::new(move || stored.readings_added());
+    let events = tokio::spawn(ingest::events::run(
+        inputs.events,
+        spool.clone(),
+        inputs.counters,
+        fresh.clone(),
+        on_events_stored,
+    ));
+    // Like freeze ingest, it ends when every bus sender is gone; an event still in its queue
+    // then is read again from the meter (its counter was not stored).
+    drop(supervise::supervise(
+        "event ingest",
+        events,
         supervisor.sender(),
         |_| (),
     ));

@@ -13,6 +13,7 @@ use meter_protocols::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub mod event;
 pub mod freeze;
 
 /// Schema name of a reading batch.

@@ -24,6 +24,7 @@ use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute, latest_due, month
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::budget::Budget;
 use crate::clock::UtcOffset;
 use crate::config::FreezeConfig;
 use crate::meter::MeterDriver;
@@ -37,8 +38,7 @@ pub const NOT_YET_RETRY: Duration = Duration::from_secs(60);
 /// After a look over every meter found nothing to read, the next look waits this long: the
 /// bus asks on every idle turn, and a look costs a ledger lookup per due record of every meter.
 pub const QUIET_LOOK: Duration = Duration::from_secs(30);
-/// The token bucket's size: how much freeze time may be spent in one go after a quiet spell.
-pub const BURST: Duration = Duration::from_secs(30);
+pub use super::budget::BURST;
 
 /// What the ledger knows of a record (implemented above the bus, by ingest).
 pub trait FreezeBook: Send + Sync {
@@ -125,12 +125,9 @@ pub struct FreezeCollector {
     /// Records not to ask for before the given time (failed, not made yet, or handed up and
     /// not in the ledger yet).
     hold: HashMap<(usize, FreezeKind, LocalMinute), Instant>,
-    /// Bus time (ms) freeze reads may still spend now; negative after a read that took more
-    /// than was left (the debt is paid before the next read).
-    tokens_ms: i64,
-    refilled: Instant,
-    /// No look over the meters before this (the last one found nothing).
-    quiet_until: Option<Instant>,
+    /// Bus time freeze reads may spend (`bus_share_percent`), and the quiet period after a
+    /// look that found nothing.
+    budget: Budget,
 }
 
 impl std::fmt::Debug for FreezeCollector {
@@ -161,9 +158,7 @@ impl FreezeCollector {
             })
             .collect();
         meters.iter().any(Option::is_some).then(|| FreezeCollector {
-            tokens_ms: 5_000,
-            quiet_until: None,
-            refilled: Instant::now(),
+            budget: Budget::new(sink.config.bus_share_percent, 5_000, Instant::now()),
             sink,
             gateway: gateway.to_owned(),
             meters,
@@ -171,24 +166,10 @@ impl FreezeCollector {
         })
     }
 
-    fn share(&self) -> f64 {
-        f64::from(self.sink.config.bus_share_percent.clamp(1, 100)) / 100.0
-    }
-
-    /// Adds the bus time earned since the last refill.
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.refilled);
-        let earned = i64::try_from(elapsed.mul_f64(self.share()).as_millis()).unwrap_or(i64::MAX);
-        let cap = i64::try_from(BURST.as_millis()).unwrap_or(i64::MAX);
-        self.tokens_ms = self.tokens_ms.saturating_add(earned).min(cap);
-        self.refilled = now;
-    }
-
     /// The record to read next at wall time `now_ms` (Unix milliseconds), if any is wanted
     /// and the bus-time budget allows one now.
     pub fn next(&mut self, now_ms: i64, now: Instant) -> Option<FreezeJob> {
-        self.refill(now);
-        if self.tokens_ms <= 0 || self.quiet_until.is_some_and(|q| now < q) {
+        if !self.budget.allows(now) {
             return None;
         }
         self.hold.retain(|_, until| *until > now);
@@ -236,7 +217,7 @@ impl FreezeCollector {
                 });
             }
         }
-        self.quiet_until = Some(now + QUIET_LOOK);
+        self.budget.quiet(now + QUIET_LOOK);
         None
     }
 
@@ -251,9 +232,7 @@ impl FreezeCollector {
         evidence_frames: bool,
         now: Instant,
     ) -> Option<FreezeEvent> {
-        self.tokens_ms = self
-            .tokens_ms
-            .saturating_sub(i64::try_from(spent.as_millis()).unwrap_or(i64::MAX));
+        self.budget.spend(spent);
         let plan = self.meters.get(job.meter)?.as_ref()?;
         let key = (job.meter, job.kind, job.stamp);
         let origin = FreezeOrigin {

@@ -4,7 +4,9 @@
 //! sees through [`observer::BusObserver`]; the health room above it keeps the numbers. Nothing
 //! here imports the rooms above.
 
+pub mod budget;
 pub mod clock_steps;
+pub mod event_collect;
 pub mod exchange;
 pub mod freeze_collect;
 pub mod observer;

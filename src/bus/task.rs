@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::clock_steps::ClockSteps;
+use super::event_collect::{EventCollector, EventJob, EventSink};
 use super::exchange::{ExchangeStats, ExchangeTiming, char_time};
 use super::freeze_collect::{FreezeCollector, FreezeJob, FreezeSink};
 use super::observer::{self, AttemptReport, BusObserver, PollOutcome, Unobserved};
@@ -71,6 +72,9 @@ pub struct BusOptions {
     pub clock_steps: Arc<ClockSteps>,
     /// Freeze collection (the ledger, where records go, `[freeze]`); `None`: none.
     pub freezes: Option<FreezeSink>,
+    /// Event counters and meter clocks (the stored counters, where events go, `[events]`,
+    /// `[meter_clock]`); `None`: none.
+    pub events: Option<EventSink>,
 }
 
 impl BusOptions {
@@ -85,6 +89,7 @@ impl BusOptions {
             reopen_max: Duration::from_secs(60),
             clock_steps: Arc::new(ClockSteps::new()),
             freezes: None,
+            events: None,
         }
     }
 }
@@ -234,6 +239,8 @@ pub struct Bus {
     char_time: Duration,
     /// The meters' settlement records to read between polls, if any meter has freezes.
     freezes: Option<FreezeCollector>,
+    /// The meters' event counters and clocks to read between polls, if any.
+    events: Option<EventCollector>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -302,8 +309,17 @@ impl Bus {
                 meters.iter().map(|m| m.driver.as_ref()),
             )
         });
+        let events = options.events.clone().and_then(|sink| {
+            EventCollector::new(
+                sink,
+                &options.gateway,
+                meters.iter().map(|m| m.driver.as_ref()),
+                Instant::now(),
+            )
+        });
         Ok(Self {
             freezes,
+            events,
             name: bus.name.clone(),
             transport,
             meters,
@@ -430,7 +446,10 @@ impl Bus {
         let tap = slot.tap.clone();
         let modbus = matches!(step.framing, Framing::ModbusRtu(_));
         let mut request = Vec::with_capacity(step.bytes.len() + 4);
-        if matches!(step.framing, Framing::Dlt645 { .. }) {
+        // A DL/T 645 broadcast (no reply) needs the wake-up preamble as much as a read.
+        let dlt645_broadcast =
+            matches!(step.framing, Framing::None) && step.bytes.first() == Some(&0x68);
+        if matches!(step.framing, Framing::Dlt645 { .. }) || dlt645_broadcast {
             request.resize(usize::from(timing.preamble), 0xFE);
         }
         request.extend_from_slice(&step.bytes);
@@ -761,6 +780,10 @@ impl Bus {
             if self.collect_freeze(wake - now).await {
                 continue;
             }
+            // Then an event counter, record or meter clock, on the same terms.
+            if self.collect_event(wake - now).await {
+                continue;
+            }
             let wait = Duration::from_millis(u64::try_from((wake - now).max(1)).unwrap_or(1))
                 .min(Duration::from_secs(60));
             tokio::select! {
@@ -843,6 +866,70 @@ impl Bus {
         ) {
             // The receiver gone means the daemon is stopping.
             let _ = collector.out().send(event).await;
+        }
+        true
+    }
+
+    /// Runs one event or clock job if one is wanted and `room_ms` (until the next poll) holds
+    /// it; true when it used the bus.
+    async fn collect_event(&mut self, room_ms: Millis) -> bool {
+        let Some(collector) = self.events.as_mut() else {
+            return false;
+        };
+        if !self.transport.is_open() {
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        let Some(job) = collector.next(wall_ms(SystemTime::now()), now) else {
+            return false;
+        };
+        let EventJob { meter, steps, .. } = &job;
+        let per_step = self.meters.get(*meter).map_or(Duration::from_secs(3), |m| {
+            m.timing.response_timeout + Duration::from_millis(300)
+        });
+        let need = per_step * u32::try_from(steps.len()).unwrap_or(1).max(1) * 2;
+        if Duration::from_millis(u64::try_from(room_ms.max(0)).unwrap_or(0)) < need {
+            // Not now: asked again at the next idle turn (the job is rebuilt then).
+            return false;
+        }
+        let started = tokio::time::Instant::now();
+        let span = tracing::info_span!("event", job = ?job.kind);
+        let mut replies = Vec::with_capacity(steps.len());
+        let mut failed = None;
+        async {
+            for step in steps {
+                match self.transact(*meter, step).await {
+                    Ok(r) => replies.push(r),
+                    Err(f) => {
+                        failed = Some(f.reason);
+                        break;
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        let spent = started.elapsed();
+        let gateway_ms = wall_ms(SystemTime::now());
+        let evidence = self.options.evidence_frames;
+        let Some(collector) = self.events.as_mut() else {
+            return true;
+        };
+        let outcome = match failed {
+            Some(reason) => Err(reason),
+            None => Ok(replies),
+        };
+        let notes = collector.done(
+            &job,
+            outcome,
+            spent,
+            gateway_ms,
+            evidence,
+            tokio::time::Instant::now(),
+        );
+        for note in notes {
+            // The receiver gone means the daemon is stopping.
+            let _ = collector.out().send(note).await;
         }
         true
     }

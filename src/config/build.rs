@@ -138,6 +138,7 @@ impl MeterConfig {
             gap_fill: None,
             utc_offset: UtcOffset::CHINA,
             freezes: None,
+            events: None,
         }
     }
 }
@@ -179,6 +180,7 @@ impl Profile {
             max_registers: None,
             gap_fill: None,
             freezes: Vec::new(),
+            events: Vec::new(),
             points: points.into_iter().map(|p| Spanned::new(0..0, p)).collect(),
             identify: None,
         }

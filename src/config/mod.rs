@@ -7,6 +7,7 @@
 
 pub mod build;
 mod error;
+mod events;
 mod freeze;
 mod mqtt;
 pub mod profile;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use meter_protocols::dlt645::Address;
+use meter_protocols::dlt645::event::EventKind;
 use meter_protocols::dlt645::freeze::FreezeKind;
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
@@ -26,6 +28,7 @@ use toml::Spanned;
 use crate::clock::UtcOffset;
 
 pub use error::{ConfigError, parse_toml};
+pub use events::{EventsConfig, MeterClockConfig};
 pub use freeze::FreezeConfig;
 pub use mqtt::{BrokerUrl, MqttConfig, MqttProtocol, MqttSettingError};
 pub use profile::{Profile, ProfileSet};
@@ -62,6 +65,12 @@ pub struct Config {
     /// Collection of the meters' own settlement records (`[freeze]`).
     #[serde(default)]
     pub freeze: FreezeConfig,
+    /// Polling of the meters' event counters (`[events]`).
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// Meter clock checks and broadcast time sync (`[meter_clock]`).
+    #[serde(default)]
+    pub meter_clock: MeterClockConfig,
     /// Whether the gateway's own clock counts as synchronised (`[gateway_clock]`): meter clocks
     /// are compared and set, and fee commands accepted, only while it does.
     #[serde(default)]
@@ -531,6 +540,11 @@ pub struct MeterConfig {
     /// those its profile lists. `[]` collects none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freezes: Option<Vec<String>>,
+    /// The event types whose counters are polled on this meter (`cover_open`, `power_down`,
+    /// `meter_clear`, `clock_set`, `programming`); default: those its profile lists. `[]`
+    /// polls none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
 }
 
 fn default_interval() -> Duration {
@@ -548,6 +562,35 @@ impl MeterConfig {
             Some(kinds) => kinds.iter().filter_map(|k| FreezeKind::parse(k)).collect(),
             None => profile.freeze_kinds(),
         }
+    }
+
+    /// The event kinds polled on this meter: its own `events`, else its profile's.
+    pub fn event_kinds(&self, profile: &Profile) -> Vec<EventKind> {
+        match &self.events {
+            Some(kinds) => kinds.iter().filter_map(|k| EventKind::parse(k)).collect(),
+            None => profile.event_kinds(),
+        }
+    }
+
+    /// Checks `events`: known types, on a DL/T 645-2007 meter only.
+    fn check_events(&self) -> Result<(), String> {
+        let Some(kinds) = &self.events else {
+            return Ok(());
+        };
+        if let Some(bad) = kinds.iter().find(|k| EventKind::parse(k).is_none()) {
+            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+            return Err(format!(
+                "unknown event type {bad:?}; known: {}",
+                known.join(", ")
+            ));
+        }
+        if !kinds.is_empty() && self.protocol != Protocol::Dlt645_2007 {
+            return Err(format!(
+                "event counters are DL/T 645-2007 items; a {} meter has none",
+                self.protocol.name()
+            ));
+        }
+        Ok(())
     }
 
     /// Checks `freezes`: known kinds, on a DL/T 645-2007 meter only.
@@ -763,6 +806,9 @@ impl Config {
                 }
                 if let Err(why) = meter.check_freezes() {
                     return Err(err(mspan, mkey("freezes"), why));
+                }
+                if let Err(why) = meter.check_events() {
+                    return Err(err(mspan, mkey("events"), why));
                 }
                 if meter.interval < Duration::from_millis(100) {
                     return Err(err(

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use meter_protocols::dlt645::DataIdentifier;
+use meter_protocols::dlt645::event::EventKind;
 use meter_protocols::dlt645::freeze::FreezeKind;
 use meter_protocols::modbus::rtu::ReadFunction;
 use meter_protocols::modbus::values::{RegisterOrder, ValueType};
@@ -360,6 +361,11 @@ pub struct Profile {
     /// never as poll values; the simulator serves the kinds listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freezes: Vec<Spanned<String>>,
+    /// The events whose counters are polled (DL/T 645-2007 only): `cover_open`, `power_down`,
+    /// `meter_clear`, `clock_set`, `programming`. Published as `meterd.event.v1`; the
+    /// simulator serves the counters and records of the kinds listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Spanned<String>>,
     /// The points.
     #[serde(rename = "point")]
     pub points: Vec<Spanned<Point>>,
@@ -406,6 +412,37 @@ impl Profile {
             .collect()
     }
 
+    /// The event kinds of [`Profile::events`] (unknown names were refused by the checks).
+    pub fn event_kinds(&self) -> Vec<EventKind> {
+        self.events
+            .iter()
+            .filter_map(|k| EventKind::parse(k.get_ref()))
+            .collect()
+    }
+
+    fn check_events(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        for (i, kind) in self.events.iter().enumerate() {
+            let fail = |msg: String| {
+                ConfigError::at(file, text, Some(kind.span()), format!("events[{i}]"), msg)
+            };
+            if EventKind::parse(kind.get_ref()).is_none() {
+                let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+                return Err(fail(format!(
+                    "unknown event type {:?}; known: {}",
+                    kind.get_ref(),
+                    known.join(", ")
+                )));
+            }
+            if self.protocol != ProfileProtocol::Dlt645_2007 {
+                return Err(fail(format!(
+                    "event counters are DL/T 645-2007 items; a {} profile has none",
+                    self.protocol_name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn check_freezes(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
         for (i, kind) in self.freezes.iter().enumerate() {
             let fail = |msg: String| {
@@ -431,6 +468,7 @@ impl Profile {
 
     pub(super) fn check(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
         self.check_freezes(file, text)?;
+        self.check_events(file, text)?;
         if self.points.is_empty() {
             return Err(ConfigError::at(
                 file,

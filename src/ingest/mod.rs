@@ -17,6 +17,7 @@
 //! retried in chunks the spool can take ([`writer`]).
 
 pub mod completeness;
+pub mod events;
 pub mod freezes;
 pub mod outbox;
 mod register_memory;

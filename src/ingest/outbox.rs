@@ -71,6 +71,15 @@ impl MemoryOutbox {
         rowid
     }
 
+    /// Append a meter event (`meterd.event.v1` JSON, keyed by `id`); returns its rowid.
+    pub fn push_event(&mut self, meter: &str, id: &str, payload: Vec<u8>) -> i64 {
+        let rowid = self.push(meter, 0, id, payload);
+        if let Some(row) = self.rows.get_mut(&rowid) {
+            row.kind = MessageKind::Event;
+        }
+        rowid
+    }
+
     /// Rows not yet acknowledged.
     pub fn len(&self) -> usize {
         self.rows.len()

@@ -10,10 +10,12 @@
 //! [`Step`] holds, keeps the timing, and feeds back what came (or did not). The same driver
 //! serves the daemon, `meterd read` and the tests.
 
+pub mod clock_discipline;
 pub mod commission;
 pub mod contract;
 pub mod control;
 mod dlt645;
+pub mod event_read;
 pub mod explain;
 pub mod freeze_read;
 pub mod identify;
@@ -100,6 +102,8 @@ pub struct MeterDriver {
     utc_offset: UtcOffset,
     /// The freeze kinds collected from it.
     freezes: Vec<FreezeKind>,
+    /// The event kinds whose counters are polled.
+    events: Vec<meter_protocols::dlt645::event::EventKind>,
 }
 
 impl MeterDriver {
@@ -128,6 +132,7 @@ impl MeterDriver {
             plan: None,
             utc_offset: meter.utc_offset,
             freezes: meter.freeze_kinds(profile),
+            events: meter.event_kinds(profile),
         };
         match profile.protocol {
             ProfileProtocol::Dlt645_2007 | ProfileProtocol::Dlt645_1997 => {
@@ -187,6 +192,11 @@ impl MeterDriver {
     /// The meter's time zone.
     pub fn utc_offset(&self) -> UtcOffset {
         self.utc_offset
+    }
+
+    /// The event kinds polled on this meter (its `events`, else its profile's).
+    pub fn events(&self) -> &[meter_protocols::dlt645::event::EventKind] {
+        &self.events
     }
 
     /// The freeze kinds collected from this meter (its `freezes`, else its profile's).

@@ -114,6 +114,46 @@ pub struct SimMeterConfig {
     /// What the meter says about itself (`meterd scan`'s identification).
     #[serde(default)]
     pub identity: SimIdentity,
+    /// Events the meter has had or will have: `{ type = "cover_open", at = "2026-12-07T08:00:00Z" }`
+    /// (one occurrence at that simulated time; one in the past is old history at first
+    /// contact) or `{ type = "power_down", every = "30s" }` (one every 30 s of simulated time
+    /// from the meter's first request). Served only for the types its profile's `events` lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<SimEventConfig>,
+    /// The meter's clock error at start, in seconds (positive: ahead of true time).
+    #[serde(default)]
+    pub clock_offset_s: i64,
+    /// How fast the meter's clock drifts, in parts per million (positive: gains).
+    #[serde(default)]
+    pub clock_ppm: f64,
+}
+
+/// One configured event of a simulated meter (`events = [ … ]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SimEventConfig {
+    /// `cover_open`, `power_down`, `meter_clear`, `clock_set`, `programming`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// One occurrence at this simulated time (RFC 3339 UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// One occurrence every this long, from the meter's first request.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::config::opt_duration::serialize",
+        deserialize_with = "crate::config::opt_duration::deserialize"
+    )]
+    pub every: Option<Duration>,
+    /// How long each occurrence lasts (its end time; default 10 s).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::config::opt_duration::serialize",
+        deserialize_with = "crate::config::opt_duration::deserialize"
+    )]
+    pub duration: Option<Duration>,
 }
 
 fn china() -> UtcOffset {
@@ -312,6 +352,8 @@ struct SimFile {
     #[serde(default)]
     truth: Option<PathBuf>,
     #[serde(default)]
+    time_set_log: Option<PathBuf>,
+    #[serde(default)]
     profile_dirs: Vec<PathBuf>,
     #[serde(default)]
     clock: ClockConfig,
@@ -324,6 +366,9 @@ struct SimFile {
 pub struct SimConfig {
     /// Ground-truth log (JSON lines), if any.
     pub truth: Option<PathBuf>,
+    /// Log of every broadcast time set the meters received (JSON lines), if any: when, which
+    /// meter, its clock before, the time sent, whether it took it and why not.
+    pub time_set_log: Option<PathBuf>,
     /// The simulated clock.
     pub clock: ClockConfig,
     /// The ports, in file order.
@@ -350,6 +395,7 @@ impl SimConfig {
         check(path, text, &file, &profiles)?;
         Ok(SimConfig {
             truth: file.truth,
+            time_set_log: file.time_set_log,
             clock: file.clock,
             ports: file.ports.into_iter().map(Spanned::into_inner).collect(),
             profiles,
@@ -471,6 +517,46 @@ fn check(
                     mspan,
                     mkey("freeze_gaps"),
                     format!("expected a date such as \"2026-12-05\", found {bad:?}"),
+                ));
+            }
+            for (ei, e) in meter.events.iter().enumerate() {
+                let ekey = mkey(&format!("events[{ei}]"));
+                if meter_protocols::dlt645::event::EventKind::parse(&e.ty).is_none() {
+                    return Err(err(
+                        mspan.clone(),
+                        ekey,
+                        format!(
+                            "unknown event type {:?}; known: cover_open, power_down, \
+                             meter_clear, clock_set, programming",
+                            e.ty
+                        ),
+                    ));
+                }
+                let at_ok = e.at.as_deref().map(parse_rfc3339);
+                match (at_ok, e.every) {
+                    (Some(Some(_)), None) => {}
+                    (None, Some(every)) if every >= Duration::from_millis(100) => {}
+                    (Some(None), _) => {
+                        return Err(err(
+                            mspan.clone(),
+                            ekey,
+                            "`at` must be RFC 3339 UTC such as \"2026-12-07T08:00:00Z\"".into(),
+                        ));
+                    }
+                    _ => {
+                        return Err(err(
+                            mspan.clone(),
+                            ekey,
+                            "give exactly one of `at` or `every` (at least 100ms)".into(),
+                        ));
+                    }
+                }
+            }
+            if !meter.clock_ppm.is_finite() || meter.clock_ppm.abs() > 10_000.0 {
+                return Err(err(
+                    mspan,
+                    mkey("clock_ppm"),
+                    "expected a number from -10000 to 10000".into(),
                 ));
             }
             if (meter.protocol == Protocol::ModbusTcp) != modbus_tcp {

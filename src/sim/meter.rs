@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use meter_protocols::Decimal;
 use meter_protocols::dlt645::catalog::{DiInfo, DiSpec, decode_payload, lookup};
+use meter_protocols::dlt645::event::EventKind;
 use meter_protocols::dlt645::freeze::{FreezeKind, record_of};
 use meter_protocols::dlt645::{
     Address, DataIdentifier, ErrorWord, Function, Request as DltRequest, Response as DltResponse,
@@ -23,6 +24,7 @@ use meter_protocols::modbus::values::{self, RawValue, RegisterOrder, Scale, Valu
 use serde::Serialize;
 
 use super::config::SimMeterConfig;
+use super::events::SimEvents;
 use super::fault::FaultState;
 use super::model::MeterModel;
 use crate::clock::UnixMillis;
@@ -145,6 +147,8 @@ pub struct SimMeter {
     kind: Kind,
     /// Fault decisions (shared by every connection to the port).
     pub faults: Mutex<FaultState>,
+    /// Event counters and records, and the meter's clock (error, drift, time sets).
+    pub events: SimEvents,
 }
 
 fn items(info: DiInfo) -> Vec<DiSpec> {
@@ -245,6 +249,14 @@ impl SimMeter {
                 .with_texts(identity_texts(config, &number)),
             kind,
             faults: Mutex::new(FaultState::new(config.faults.clone(), seed)),
+            events: SimEvents::new(
+                config,
+                if config.protocol == Protocol::Dlt645_2007 {
+                    profile.event_kinds()
+                } else {
+                    Vec::new()
+                },
+            ),
         }
     }
 
@@ -277,10 +289,21 @@ impl SimMeter {
         else {
             return None;
         };
+        if let Some((kind, n)) = EventKind::of_di(di) {
+            // An event counter or record: served for the profile's event types only.
+            if let Some(payload) = self.events.payload(kind, n, t) {
+                return Some((payload, Vec::new()));
+            }
+            if n > 0 {
+                return None;
+            }
+        }
         let frozen = record_of(di).is_some_and(|(kind, _)| freezes.contains(&kind));
         if !served.contains(&di) && !frozen {
             return None;
         }
+        // Everything else comes from the meter's own clock, which may be off.
+        let t = self.events.meter_instant(t);
         let mut payload = Vec::new();
         for spec in items(lookup(di)?) {
             let value = self.model.dlt645_value(&spec.quantity, spec.format, t);

@@ -23,6 +23,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod fault;
 pub mod meter;
 pub mod modbus_tcp;
@@ -237,6 +238,15 @@ impl Simulator {
             })?)),
             None => None,
         };
+        let time_sets = match &config.time_set_log {
+            Some(path) => Some(Arc::new(TruthLog::create(path).map_err(|source| {
+                SimError::Truth {
+                    path: path.clone(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let mut handle = SimHandle {
             ports: Vec::new(),
@@ -283,6 +293,7 @@ impl Simulator {
                 meters,
                 clock: clock.clone(),
                 truth: truth.clone(),
+                time_sets: time_sets.clone(),
             });
             let mut info = PortInfo {
                 name: name.clone(),

@@ -48,6 +48,8 @@ pub struct PortShared {
     pub clock: SimClock,
     /// Ground-truth log.
     pub truth: Option<Arc<TruthLog>>,
+    /// Log of every broadcast time set received.
+    pub time_sets: Option<Arc<TruthLog>>,
 }
 
 /// A request found at the start of the buffer.
@@ -74,6 +76,28 @@ impl PortShared {
 
     fn has_rtu(&self) -> bool {
         self.meters.iter().any(|m| !m.protocol.is_dlt645())
+    }
+
+    /// A broadcast (never answered): a time sync goes to every DL/T 645 meter of the port,
+    /// each applying it within its own limits, and every one is logged.
+    fn broadcast(&self, frame: &Dlt645Frame) {
+        let t = self.clock.now();
+        for meter in self.meters.iter().filter(|m| m.protocol.is_dlt645()) {
+            let Some(version) = meter.dlt645_version() else {
+                continue;
+            };
+            let Ok(DltRequest::BroadcastTimeSync { time }) = DltRequest::from_frame(frame, version)
+            else {
+                continue;
+            };
+            let set = meter.events.time_sync(&meter.id, time, t);
+            tracing::info!(meter = %meter.id, accepted = set.accepted, refused = ?set.refused, sent = %set.sent, "broadcast time sync received");
+            if let Some(log) = &self.time_sets
+                && let Err(e) = log.write_json(&set)
+            {
+                tracing::warn!(error = %e, "cannot write the time-set log");
+            }
+        }
     }
 
     /// Looks for one request at the start of `buf`.
@@ -104,7 +128,11 @@ impl PortShared {
 
     /// The reply (before timing) to a DL/T 645 frame, or `None` for silence.
     fn answer_dlt645(&self, frame: &Dlt645Frame) -> Option<Outgoing<'_>> {
-        if frame.control.is_response() || frame.address.is_broadcast() {
+        if frame.control.is_response() {
+            return None;
+        }
+        if frame.address.is_broadcast() {
+            self.broadcast(frame);
             return None;
         }
         let addr = frame.address;

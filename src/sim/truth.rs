@@ -75,6 +75,11 @@ impl TruthLog {
 
     /// Appends one line; errors are returned, never panicked on.
     pub fn write(&self, line: &TruthLine<'_>) -> io::Result<()> {
+        self.write_json(line)
+    }
+
+    /// Appends any serialisable value as one JSON line (the time-set log uses this too).
+    pub fn write_json<T: serde::Serialize>(&self, line: &T) -> io::Result<()> {
         let mut text = serde_json::to_string(line).map_err(io::Error::other)?;
         text.push('\n');
         let mut file = self

@@ -73,6 +73,7 @@
 //! The on-disk schema is in [`schema`].
 
 mod error;
+mod events;
 pub mod freezes;
 mod packing;
 pub mod schema;
@@ -216,14 +217,16 @@ pub enum MessageKind {
     Reading,
     /// A freeze record (`meterd.freeze.v1`), keyed by its stamp; `seq` is 0.
     Freeze,
+    /// A meter event (`meterd.event.v1`), keyed by its counter; `seq` is 0.
+    Event,
 }
 
 impl MessageKind {
     fn from_column(v: i64) -> MessageKind {
-        if v == 1 {
-            MessageKind::Freeze
-        } else {
-            MessageKind::Reading
+        match v {
+            1 => MessageKind::Freeze,
+            2 => MessageKind::Event,
+            _ => MessageKind::Reading,
         }
     }
 }
@@ -392,10 +395,16 @@ fn drop_oldest(
                 break;
             };
             let bytes = to_u64(r.get(2)?);
+            let kind = MessageKind::from_column(r.get(3)?);
+            // An event is never dropped: its counter is stored with it, so the meter would
+            // not be asked for it again, and events are few and small.
+            if kind == MessageKind::Event {
+                continue;
+            }
             victims.push(r.get::<_, i64>(0)?);
             freed.rows += 1;
             freed.bytes += bytes;
-            if MessageKind::from_column(r.get(3)?) == MessageKind::Freeze {
+            if kind == MessageKind::Freeze {
                 requeued.push(r.get(4)?);
                 continue;
             }

@@ -16,7 +16,7 @@ use super::SpoolError;
 pub const APPLICATION_ID: i32 = 0x6d74_7264;
 
 /// The schema version this code writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Version 1. `outbox.row_id` is a plain rowid alias (no AUTOINCREMENT: that rewrites
 /// `sqlite_sequence`, one more page per commit); `Spool` keeps row ids increasing for its
@@ -80,6 +80,21 @@ CREATE TABLE ledger (
 CREATE INDEX ledger_by_id ON ledger (id);
 ";
 
+/// Version 5: the outbox carries meter events (`meterd.event.v1`, `kind` 2, `seq` 0), and
+/// `event_counters` keeps, per meter and event type, the last counter value stored (the
+/// meter's own counter; for gateway-made events, type `gateway`, the gateway's last event
+/// number). It is written in the transaction that stores the events, so an event is in the
+/// outbox exactly when its counter is here. No row of a version 4 spool changes.
+const MIGRATE_V4_TO_V5: &str = "
+CREATE TABLE event_counters (
+    meter      TEXT    NOT NULL,
+    type       TEXT    NOT NULL,   -- cover_open | power_down | … | gateway
+    last_n     INTEGER NOT NULL,   -- last counter value stored (or first seen: the baseline)
+    updated_at TEXT    NOT NULL,   -- RFC 3339, gateway time of the last change
+    PRIMARY KEY (meter, type)
+) WITHOUT ROWID;
+";
+
 /// Checks the identity and version of an opened database, creates the schema in an empty one
 /// and migrates an older one (each in one transaction, so a crash leaves the file as it was
 /// or fully done). Returns whether the schema was created now.
@@ -141,6 +156,7 @@ fn migrate(conn: &mut Connection, path: &Path, mut version: i32) -> Result<(), S
             1 => MIGRATE_V1_TO_V2,
             2 => MIGRATE_V2_TO_V3,
             3 => MIGRATE_V3_TO_V4,
+            4 => MIGRATE_V4_TO_V5,
             _ => {
                 return Err(SpoolError::Schema {
                     path: path.to_path_buf(),

@@ -776,7 +776,7 @@ fn a_version_2_spool_gets_an_in_memory_drop_counter_and_keeps_its_counts() {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
             "ALTER TABLE meters DROP COLUMN dropped_in_memory; \
-             ALTER TABLE outbox DROP COLUMN kind; DROP TABLE ledger; \
+             ALTER TABLE outbox DROP COLUMN kind; DROP TABLE ledger; DROP TABLE event_counters; \
              UPDATE meters SET dropped_batches = 4, dropped_bytes = 400; \
              PRAGMA user_version = 2;",
         )
@@ -892,7 +892,8 @@ fn a_version_3_spool_keeps_its_readings_and_gets_the_freeze_ledger() {
         // Back to what meterd with schema version 3 left: no kind column, no ledger.
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
-            "ALTER TABLE outbox DROP COLUMN kind; DROP TABLE ledger; PRAGMA user_version = 3;",
+            "ALTER TABLE outbox DROP COLUMN kind; DROP TABLE ledger; DROP TABLE event_counters; \
+             PRAGMA user_version = 3;",
         )
         .unwrap();
     }
@@ -901,4 +902,31 @@ fn a_version_3_spool_keeps_its_readings_and_gets_the_freeze_ledger() {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].kind, MessageKind::Reading);
     assert_eq!(s.ledger("daily", "").unwrap(), []);
+}
+
+#[test]
+fn a_version_4_spool_keeps_its_rows_and_gets_the_event_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    {
+        let mut s = open(&path);
+        s.append("gw", vec![batch("m1", 3, "1")]).unwrap();
+        drop(s);
+        // Back to what meterd with schema version 4 left: no event counters.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("DROP TABLE event_counters; PRAGMA user_version = 4;")
+            .unwrap();
+    }
+    let mut s = open(&path);
+    let pending = s.pending(None, 10).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].kind, MessageKind::Reading);
+    assert!(s.event_counters().unwrap().is_empty());
+    let note = crate::reading::event::EventNote::Baseline {
+        meter: "m1".into(),
+        ty: "power_down".into(),
+        n: 2,
+    };
+    s.append_events(&[note]).unwrap();
+    assert_eq!(s.event_counters().unwrap().len(), 1);
 }

@@ -500,11 +500,13 @@ impl<O: Outbox> Uplink<O> {
         self.outbox_topic(meter, MessageKind::Reading)
     }
 
-    /// The topic of an outbox row: `{prefix}/{gateway}/meters/{meter}/readings` or `…/freezes`.
+    /// The topic of an outbox row: `{prefix}/{gateway}/meters/{meter}/readings`, `…/freezes`
+    /// or `…/events`.
     pub fn outbox_topic(&self, meter: &str, kind: MessageKind) -> String {
         let leaf = match kind {
             MessageKind::Reading => "readings",
             MessageKind::Freeze => "freezes",
+            MessageKind::Event => "events",
         };
         format!(
             "{}/{}/meters/{meter}/{leaf}",

@@ -378,6 +378,19 @@ async fn publishes_deletes_on_puback_retains_statuses_and_matches_the_schemas() 
         .lock()
         .unwrap()
         .push_freeze("m1", &freeze.id, serde_json::to_vec(&freeze).unwrap());
+    // And a meter event on its own.
+    let mut event = crate::reading::event::MeterEvent::new(
+        "gw-a",
+        "m2",
+        "power_down",
+        3,
+        "2026-12-07T00:00:00.000Z",
+    );
+    event.started_at = Some("2026-12-07T07:59:00+08:00".into());
+    outbox
+        .lock()
+        .unwrap()
+        .push_event("m2", &event.id, serde_json::to_vec(&event).unwrap());
     handle.readings_added();
     assert!(
         wait_until(Duration::from_secs(10), || outbox
@@ -385,7 +398,8 @@ async fn publishes_deletes_on_puback_retains_statuses_and_matches_the_schemas() 
             .unwrap()
             .is_empty()
             && sub.on("/readings").len() >= 120
-            && sub.on("/freezes").len() == 1)
+            && sub.on("/freezes").len() == 1
+            && sub.on("/events").len() == 1)
         .await,
         "outbox left {}, received {}",
         outbox.lock().unwrap().len(),
@@ -393,7 +407,14 @@ async fn publishes_deletes_on_puback_retains_statuses_and_matches_the_schemas() 
     );
     let snap = handle.snapshot();
     assert_eq!(snap.state, ConnectionState::Connected);
-    assert_eq!(snap.acked, 121);
+    assert_eq!(snap.acked, 122);
+    let events = sub.on("/events");
+    assert_eq!(events[0].topic, "meterd/gw-a/meters/m2/events");
+    assert!(!events[0].retain);
+    assert_valid(&schema("event.v1.json"), &events[0].payload);
+    let got: crate::reading::event::MeterEvent =
+        serde_json::from_slice(&events[0].payload).unwrap();
+    assert_eq!(got, event);
     let freezes = sub.on("/freezes");
     assert_eq!(freezes[0].topic, "meterd/gw-a/meters/m1/freezes");
     assert!(!freezes[0].retain);

@@ -12,10 +12,13 @@
 //! - [`request`] / [`response`]: typed commands and replies on top of frames.
 //! - [`catalog`] / [`format`]: which quantity a data identifier holds and how its bytes decode.
 //! - [`freeze`]: settlement freezes: the identifiers of the n-th record, stamps, the stamp search.
+//! - [`event`]: event counters and records (cover open, power down, clear, clock set,
+//!   programming).
 
 pub mod address;
 pub mod catalog;
 pub mod control;
+pub mod event;
 pub mod format;
 pub mod frame;
 pub mod freeze;

@@ -1,0 +1,643 @@
+//! Meter events and meter clocks on one bus: which counter, record or clock to read next, in
+//! the gaps between polls, at a bounded share of bus time (a [`Budget`] like the freeze
+//! collector's), and what the answers mean for the billing core.
+//!
+//! **Events.** Every `[events] interval`, each DL/T 645-2007 meter with event types (its
+//! profile's `events`, or its own) has its counters read, one exchange per type. A counter
+//! above the last one stored means new occurrences: their records are read oldest first (record
+//! `n` = 1 is the newest, so occurrence `c` of a meter now at count `L` is record `L − c + 1`),
+//! one exchange each, and each becomes one `meterd.event.v1` numbered by `c`. Occurrences that
+//! are older than the meter's history (10 records) are published too, with no times and
+//! `details.record = "beyond the meter's history"`, so the numbering has no holes. The first
+//! time a meter is seen (no stored counter), its counter is stored as the baseline and its old
+//! history is not published. A counter that went backwards (the meter's event log was
+//! cleared) or jumped by more than [`MAX_NEW`] becomes the new baseline, with a warning.
+//!
+//! **Clocks.** Every `[meter_clock] check_every`, each such meter's clock is read (date, then
+//! time) and judged by [`crate::meter::clock_discipline::decide`]: off by more than the limit
+//! is a `clock_drift` event; inside the meters' limits the bus is corrected by one broadcast
+//! time sync (a `time_sync` event, then the clock is read again to confirm).
+//!
+//! The bus task asks only when no poll or one-shot read waits and the gap before the next poll
+//! holds one exchange or two; a failed read is tried again after [`RETRY_AFTER`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meter_protocols::dlt645::event::{EventKind, EventRecord, RECORD_DEPTH};
+use meter_protocols::dlt645::{Address, MeterDateTime};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::budget::Budget;
+use crate::clock::UtcOffset;
+use crate::clock::gateway::ClockTrust;
+use crate::config::{EventsConfig, FreezeConfig, MeterClockConfig};
+use crate::meter::MeterDriver;
+use crate::meter::clock_discipline::{ClockFacts, Verdict, decide};
+use crate::meter::contract::{Reply, Step};
+use crate::meter::event_read;
+use crate::reading::event::{EventNote, MeterEvent, local_ms, meter_time_at, meter_time_text};
+
+/// A failed read is tried again after this long.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
+/// After a look over every meter found nothing to read, the next look waits this long.
+pub const QUIET_LOOK: Duration = Duration::from_secs(10);
+/// A counter that rose by more than this since the last read is taken as a new baseline
+/// (a swapped or reset meter), not as that many events.
+pub const MAX_NEW: u64 = 1_000;
+/// The clock is read again this long after a time sync, to confirm it took.
+pub const CONFIRM_AFTER: Duration = Duration::from_secs(5);
+/// `event_counters` type holding the local day of a meter's bus's last time sync.
+pub const SYNC_DAY: &str = "last_sync_day";
+
+/// What the spool knows of a meter's counters (implemented above the bus, by ingest).
+pub trait EventBook: Send + Sync {
+    /// The last counter value stored for `meter`'s `ty` (an event type, or [`SYNC_DAY`]).
+    fn last(&self, meter: &str, ty: &str) -> Option<u64>;
+}
+
+/// Where the bus's event work goes, and what it needs to know.
+#[derive(Clone)]
+pub struct EventSink {
+    /// The stored counters.
+    pub book: Arc<dyn EventBook>,
+    /// Events and baselines, to ingest.
+    pub out: mpsc::Sender<EventNote>,
+    /// `[events]`.
+    pub events: EventsConfig,
+    /// `[meter_clock]`.
+    pub clock: MeterClockConfig,
+    /// The drift limit in force (`[meter_clock] drift_limit`, else `[validation] clock_limit`).
+    pub drift_limit: Duration,
+    /// `[freeze]`: the settlement times a sync keeps away from.
+    pub freeze: FreezeConfig,
+    /// Whether the gateway's clock counts as synchronised.
+    pub trust: ClockTrust,
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSink")
+            .field("events", &self.events)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a job reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// The counter of one event type.
+    Count(EventKind),
+    /// Record `n` of a type, which is occurrence `counter`.
+    Record {
+        /// Type.
+        kind: EventKind,
+        /// Record number (1 = newest).
+        n: u8,
+        /// The occurrence.
+        counter: u64,
+    },
+    /// The meter's clock (date, then time).
+    Clock,
+    /// A broadcast time sync, found due by this meter's clock read.
+    Sync {
+        /// The meter's offset before, ms.
+        offset_ms: i64,
+        /// The meter's clock as read.
+        meter_time: MeterDateTime,
+    },
+}
+
+/// One job: which meter, what, and the exchanges (run in order, stopping at a failure).
+#[derive(Debug, Clone)]
+pub struct EventJob {
+    /// The meter's index on the bus.
+    pub meter: usize,
+    /// What.
+    pub kind: JobKind,
+    /// The requests.
+    pub steps: Vec<Step>,
+}
+
+/// A record to read.
+#[derive(Debug, Clone)]
+struct Wanted {
+    kind: EventKind,
+    counter: u64,
+    /// The counter when it was read (record `latest − counter + 1` is the one).
+    latest: u64,
+    /// The counter's reply frame, part of the evidence.
+    count_frame: String,
+}
+
+#[derive(Debug)]
+struct MeterPlan {
+    id: String,
+    address: Address,
+    offset: UtcOffset,
+    kinds: Vec<EventKind>,
+    /// Next counter round.
+    events_due: Instant,
+    /// Types still to count in this round.
+    round: VecDeque<EventKind>,
+    /// Counters handed up (ahead of the book until ingest stores them).
+    known: HashMap<EventKind, u64>,
+    wanted: VecDeque<Wanted>,
+    hold_until: Option<Instant>,
+    /// Next clock read; `None`: clock checks off.
+    clock_due: Option<Instant>,
+    /// A sync due now (found by the last clock read).
+    sync: Option<(i64, MeterDateTime)>,
+    /// A sync was sent: the next clock read confirms it.
+    confirming: bool,
+}
+
+/// The event and clock work of one bus.
+pub struct EventCollector {
+    sink: EventSink,
+    gateway: String,
+    meters: Vec<Option<MeterPlan>>,
+    budget: Budget,
+    /// Every DL/T 645 meter on the bus keeps the same zone (a broadcast reaches them all).
+    one_zone: bool,
+    /// The local day of this bus's last sync (from the book at start, then ours).
+    last_sync_day: Option<i64>,
+}
+
+impl std::fmt::Debug for EventCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventCollector")
+            .field("meters", &self.meters.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventCollector {
+    /// A collector for `drivers` (in bus order); `None` when no meter has event types or
+    /// clock checks.
+    pub fn new<'a>(
+        sink: EventSink,
+        gateway: &str,
+        drivers: impl Iterator<Item = &'a MeterDriver> + Clone,
+        now: Instant,
+    ) -> Option<EventCollector> {
+        let clocks = !sink.clock.check_every.is_zero();
+        let zones: Vec<UtcOffset> = drivers
+            .clone()
+            .filter(|d| d.address().is_some())
+            .map(MeterDriver::utc_offset)
+            .collect();
+        let one_zone = zones.windows(2).all(|w| w[0] == w[1]);
+        let mut last_sync_day = None;
+        let meters: Vec<Option<MeterPlan>> = drivers
+            .enumerate()
+            .map(|(i, d)| {
+                let address = d.address()?;
+                let v2007 = d.protocol() == crate::config::Protocol::Dlt645_2007;
+                if !v2007 || (d.events().is_empty() && !clocks) {
+                    return None;
+                }
+                let day = sink.book.last(d.id(), SYNC_DAY);
+                last_sync_day = last_sync_day.max(day.and_then(|d| i64::try_from(d).ok()));
+                // Meters start their rounds a second apart, so a bus of many meters does not
+                // ask all of them in one burst.
+                let stagger = Duration::from_secs(u64::try_from(i).unwrap_or(0));
+                Some(MeterPlan {
+                    id: d.id().to_owned(),
+                    address,
+                    offset: d.utc_offset(),
+                    kinds: d.events().to_vec(),
+                    events_due: now + stagger,
+                    round: VecDeque::new(),
+                    known: HashMap::new(),
+                    wanted: VecDeque::new(),
+                    hold_until: None,
+                    clock_due: clocks.then_some(now + stagger),
+                    sync: None,
+                    confirming: false,
+                })
+            })
+            .collect();
+        meters.iter().any(Option::is_some).then(|| EventCollector {
+            budget: Budget::new(sink.events.bus_share_percent, 2_000, now),
+            sink,
+            gateway: gateway.to_owned(),
+            meters,
+            one_zone,
+            last_sync_day,
+        })
+    }
+
+    /// The next job at wall time `now_ms` (Unix ms), if one is wanted and the budget allows.
+    pub fn next(&mut self, now_ms: i64, now: Instant) -> Option<EventJob> {
+        if !self.budget.allows(now) {
+            return None;
+        }
+        let interval = self.sink.events.interval;
+        for (m, plan) in self.meters.iter_mut().enumerate() {
+            let Some(plan) = plan else { continue };
+            if plan.hold_until.is_some_and(|h| now < h) {
+                continue;
+            }
+            if let Some((offset_ms, meter_time)) = plan.sync {
+                // The time is taken now, just before the frame goes out.
+                let Some(target) = meter_time_at(now_ms + plan.offset.minutes() * 60_000) else {
+                    plan.sync = None;
+                    continue;
+                };
+                return Some(EventJob {
+                    meter: m,
+                    kind: JobKind::Sync {
+                        offset_ms,
+                        meter_time,
+                    },
+                    steps: vec![event_read::time_sync_step(target)],
+                });
+            }
+            if plan.clock_due.is_some_and(|d| d <= now) {
+                return Some(EventJob {
+                    meter: m,
+                    kind: JobKind::Clock,
+                    steps: vec![
+                        event_read::clock_step(plan.address, true),
+                        event_read::clock_step(plan.address, false),
+                    ],
+                });
+            }
+            if let Some(w) = plan.wanted.front() {
+                let back = w.latest.saturating_sub(w.counter) + 1;
+                if let Some(step) = u8::try_from(back)
+                    .ok()
+                    .and_then(|n| event_read::record_step(plan.address, w.kind, n).map(|s| (n, s)))
+                {
+                    let (n, step) = step;
+                    return Some(EventJob {
+                        meter: m,
+                        kind: JobKind::Record {
+                            kind: w.kind,
+                            n,
+                            counter: w.counter,
+                        },
+                        steps: vec![step],
+                    });
+                }
+            }
+            if plan.round.is_empty() && plan.events_due <= now && !plan.kinds.is_empty() {
+                plan.round = plan.kinds.iter().copied().collect();
+                plan.events_due = now + interval;
+            }
+            if let Some(&kind) = plan.round.front() {
+                return Some(EventJob {
+                    meter: m,
+                    kind: JobKind::Count(kind),
+                    steps: vec![event_read::count_step(plan.address, kind)],
+                });
+            }
+        }
+        self.budget.quiet(now + QUIET_LOOK);
+        None
+    }
+
+    /// Takes the outcome of `job`: its replies (with their raw bytes) in step order, or why it
+    /// stopped; `spent` bus time; `gateway_ms` the wall time when the last reply came. Returns
+    /// what to hand up.
+    #[allow(clippy::too_many_arguments)]
+    pub fn done(
+        &mut self,
+        job: &EventJob,
+        outcome: Result<Vec<(Reply, Vec<u8>)>, String>,
+        spent: Duration,
+        gateway_ms: i64,
+        evidence_frames: bool,
+        now: Instant,
+    ) -> Vec<EventNote> {
+        self.budget.spend(spent);
+        let read_at = crate::clock::rfc3339_ms(gateway_ms);
+        let frames: Vec<String> = match (&outcome, evidence_frames) {
+            (Ok(replies), true) => replies
+                .iter()
+                .map(|(_, raw)| crate::hex_input::to_hex(raw))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let result = match job.kind {
+            JobKind::Count(kind) => self.counted(job.meter, kind, &outcome, frames, &read_at),
+            JobKind::Record { kind, n, counter } => {
+                self.recorded(job.meter, (kind, n, counter), &outcome, frames, &read_at)
+            }
+            JobKind::Clock => self.clock_read(job.meter, &outcome, frames, gateway_ms, now),
+            JobKind::Sync {
+                offset_ms,
+                meter_time,
+            } => self.synced(job, &outcome, (offset_ms, meter_time), gateway_ms, now),
+        };
+        match result {
+            Ok(notes) => notes,
+            Err(reason) => {
+                if let Some(Some(plan)) = self.meters.get_mut(job.meter) {
+                    tracing::debug!(meter = %plan.id, job = ?job.kind, %reason, "event read failed; retried later");
+                    plan.hold_until = Some(now + RETRY_AFTER);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn reply<'o>(
+        outcome: &'o Result<Vec<(Reply, Vec<u8>)>, String>,
+        i: usize,
+    ) -> Result<&'o Reply, String> {
+        match outcome {
+            Ok(replies) => replies
+                .get(i)
+                .map(|(r, _)| r)
+                .ok_or_else(|| "no reply".to_owned()),
+            Err(reason) => Err(reason.clone()),
+        }
+    }
+
+    fn counted(
+        &mut self,
+        m: usize,
+        kind: EventKind,
+        outcome: &Result<Vec<(Reply, Vec<u8>)>, String>,
+        frames: Vec<String>,
+        read_at: &str,
+    ) -> Result<Vec<EventNote>, String> {
+        let count = event_read::count_of(Self::reply(outcome, 0)?, kind)?;
+        let Some(Some(plan)) = self.meters.get_mut(m) else {
+            return Ok(Vec::new());
+        };
+        plan.round.pop_front();
+        let Some(count) = count.map(u64::from) else {
+            tracing::warn!(meter = %plan.id, %kind, "the meter does not count this event type; not asked again");
+            plan.kinds.retain(|k| *k != kind);
+            return Ok(Vec::new());
+        };
+        let last = plan
+            .known
+            .get(&kind)
+            .copied()
+            .or_else(|| self.sink.book.last(&plan.id, kind.name()));
+        let baseline = |plan: &mut MeterPlan| {
+            plan.known.insert(kind, count);
+            plan.wanted.retain(|w| w.kind != kind);
+            vec![EventNote::Baseline {
+                meter: plan.id.clone(),
+                ty: kind.name().to_owned(),
+                n: count,
+            }]
+        };
+        let Some(last) = last else {
+            tracing::info!(meter = %plan.id, %kind, count, "first contact: counter stored as the baseline, older events not published");
+            return Ok(baseline(plan));
+        };
+        if count < last || count - last > MAX_NEW {
+            tracing::warn!(meter = %plan.id, %kind, count, last, "event counter went backwards or jumped: taken as the new baseline");
+            return Ok(baseline(plan));
+        }
+        // Occurrences already wanted stay; the new ones are added after them.
+        let from = plan
+            .wanted
+            .iter()
+            .filter(|w| w.kind == kind)
+            .map(|w| w.counter)
+            .max()
+            .unwrap_or(last)
+            .max(last)
+            + 1;
+        let depth = u64::from(RECORD_DEPTH);
+        let mut notes = Vec::new();
+        let count_frame = frames.first().cloned().unwrap_or_default();
+        for counter in from..=count {
+            if count - counter + 1 > depth {
+                // Gone from the meter's history: published without times, so the numbering
+                // has no hole.
+                let mut e = MeterEvent::new(&self.gateway, &plan.id, kind.name(), counter, read_at);
+                e.details.insert(
+                    "record".into(),
+                    json!(format!(
+                        "beyond the meter's history ({RECORD_DEPTH} records kept)"
+                    )),
+                );
+                e.frames = frames.clone();
+                plan.known.insert(kind, counter);
+                notes.push(EventNote::Event(e));
+            } else {
+                plan.wanted.push_back(Wanted {
+                    kind,
+                    counter,
+                    latest: count,
+                    count_frame: count_frame.clone(),
+                });
+            }
+        }
+        // Records already wanted are found relative to the newest count.
+        for w in plan.wanted.iter_mut().filter(|w| w.kind == kind) {
+            w.latest = count;
+        }
+        Ok(notes)
+    }
+
+    fn recorded(
+        &mut self,
+        m: usize,
+        (kind, n, counter): (EventKind, u8, u64),
+        outcome: &Result<Vec<(Reply, Vec<u8>)>, String>,
+        frames: Vec<String>,
+        read_at: &str,
+    ) -> Result<Vec<EventNote>, String> {
+        let record = event_read::record_of(Self::reply(outcome, 0)?, kind, n)?;
+        let Some(Some(plan)) = self.meters.get_mut(m) else {
+            return Ok(Vec::new());
+        };
+        let Some(w) = plan.wanted.pop_front() else {
+            return Ok(Vec::new());
+        };
+        let mut e = MeterEvent::new(&self.gateway, &plan.id, kind.name(), counter, read_at);
+        match record {
+            Some(r) => describe(&mut e, &r, plan.offset),
+            None => {
+                e.details
+                    .insert("record".into(), json!("the meter has no such record"));
+            }
+        }
+        e.details.insert("record_n".into(), json!(n));
+        if !w.count_frame.is_empty() {
+            e.frames.push(w.count_frame);
+        }
+        e.frames.extend(frames);
+        plan.known.insert(kind, counter);
+        Ok(vec![EventNote::Event(e)])
+    }
+
+    fn clock_read(
+        &mut self,
+        m: usize,
+        outcome: &Result<Vec<(Reply, Vec<u8>)>, String>,
+        frames: Vec<String>,
+        gateway_ms: i64,
+        now: Instant,
+    ) -> Result<Vec<EventNote>, String> {
+        let date = event_read::date_of(Self::reply(outcome, 0)?)?;
+        let time = event_read::time_of(Self::reply(outcome, 1)?, date)?;
+        let sink = &self.sink;
+        let one_zone = self.one_zone;
+        let last_sync_day = self.last_sync_day;
+        let Some(Some(plan)) = self.meters.get_mut(m) else {
+            return Ok(Vec::new());
+        };
+        // Date read just before midnight and time just after: read again in a minute.
+        if time.hour() == 0 && time.minute() == 0 && time.second() < 10 {
+            plan.clock_due = Some(now + Duration::from_secs(60));
+            return Ok(Vec::new());
+        }
+        let confirming = std::mem::take(&mut plan.confirming);
+        plan.clock_due = Some(now + sink.clock.check_every);
+        let state = sink.trust.state();
+        let facts = ClockFacts {
+            gateway_synchronised: state.is_synchronised(),
+            gateway_ms,
+            meter_local_ms: local_ms(time),
+            offset_minutes: plan.offset.minutes(),
+            drift_limit: sink.drift_limit,
+            // After a sync the next read only reports: one sync a day, and none blind.
+            sync_enabled: sink.clock.sync && !confirming,
+            last_sync_day,
+            daily_freeze_minute: sink.freeze.daily_at_minute,
+            settlement: (sink.freeze.settlement_day, sink.freeze.settlement_hour),
+            one_zone,
+        };
+        let verdict = decide(&facts);
+        let meter_text = meter_time_text(time, plan.offset);
+        let gateway_text = crate::clock::rfc3339_ms(gateway_ms);
+        let drift = |offset_ms: i64, action: &str| {
+            let mut e = MeterEvent::new(&self.gateway, &plan.id, "clock_drift", 0, &gateway_text);
+            e.started_at = Some(gateway_text.clone());
+            e.details
+                .insert("offset_s".into(), json!(offset_ms as f64 / 1000.0));
+            e.details.insert("meter_time".into(), json!(meter_text));
+            e.details.insert("gateway_time".into(), json!(gateway_text));
+            e.details
+                .insert("limit_s".into(), json!(sink.drift_limit.as_secs_f64()));
+            e.details.insert("action".into(), json!(action));
+            e.frames = frames.clone();
+            EventNote::Event(e)
+        };
+        Ok(match verdict {
+            Verdict::NotCompared => {
+                tracing::debug!(meter = %plan.id, state = ?state, "meter clock not compared: the gateway clock does not count as synchronised");
+                Vec::new()
+            }
+            Verdict::InLimit { offset_ms } => {
+                if confirming {
+                    tracing::info!(meter = %plan.id, offset_ms, "time sync confirmed");
+                }
+                Vec::new()
+            }
+            Verdict::Sync { offset_ms } => {
+                plan.sync = Some((offset_ms, time));
+                vec![drift(offset_ms, "time_sync")]
+            }
+            Verdict::Drift { offset_ms, refusal } => {
+                tracing::warn!(meter = %plan.id, offset_ms, why = refusal.text(), "meter clock off; not corrected");
+                let action = if confirming {
+                    format!("still off after a time sync; {}", refusal.text())
+                } else {
+                    format!("not corrected: {}", refusal.text())
+                };
+                vec![drift(offset_ms, &action)]
+            }
+        })
+    }
+
+    fn synced(
+        &mut self,
+        job: &EventJob,
+        outcome: &Result<Vec<(Reply, Vec<u8>)>, String>,
+        (offset_ms, meter_time): (i64, MeterDateTime),
+        gateway_ms: i64,
+        now: Instant,
+    ) -> Result<Vec<EventNote>, String> {
+        let Some(Some(plan)) = self.meters.get_mut(job.meter) else {
+            return Ok(Vec::new());
+        };
+        plan.sync = None;
+        if let Err(reason) = outcome {
+            return Err(format!("time sync not sent: {reason}"));
+        }
+        let sent_hex = job
+            .steps
+            .first()
+            .map(|s| crate::hex_input::to_hex(&s.bytes))
+            .unwrap_or_default();
+        let day = (gateway_ms + plan.offset.minutes() * 60_000).div_euclid(86_400_000);
+        plan.confirming = true;
+        plan.clock_due = Some(now + CONFIRM_AFTER);
+        let text = crate::clock::rfc3339_ms(gateway_ms);
+        let mut e = MeterEvent::new(&self.gateway, &plan.id, "time_sync", 0, &text);
+        e.started_at = Some(text.clone());
+        e.details
+            .insert("offset_before_s".into(), json!(offset_ms as f64 / 1000.0));
+        e.details.insert(
+            "meter_time_before".into(),
+            json!(meter_time_text(meter_time, plan.offset)),
+        );
+        e.details.insert("sent".into(), json!(sent_hex));
+        e.details.insert(
+            "broadcast".into(),
+            json!("999999999999: every DL/T 645 meter on this bus"),
+        );
+        e.frames = vec![sent_hex];
+        let id = plan.id.clone();
+        self.last_sync_day = Some(day);
+        let day = u64::try_from(day).unwrap_or(0);
+        let mut notes = vec![EventNote::Event(e)];
+        // The day is stored per meter of the bus (a broadcast reaches them all), so a restart
+        // keeps to one sync a day.
+        notes.extend(self.meters.iter().flatten().map(|p| EventNote::Baseline {
+            meter: p.id.clone(),
+            ty: SYNC_DAY.to_owned(),
+            n: day,
+        }));
+        tracing::info!(meter = %id, offset_ms, "broadcast time sync sent");
+        Ok(notes)
+    }
+
+    /// Where events go.
+    pub fn out(&self) -> &mpsc::Sender<EventNote> {
+        &self.sink.out
+    }
+}
+
+/// Fills an event's times and details from the meter's record.
+fn describe(e: &mut MeterEvent, r: &EventRecord, offset: UtcOffset) {
+    e.started_at = r.started.map(|t| meter_time_text(t, offset));
+    e.ended_at = r.ended.map(|t| meter_time_text(t, offset));
+    if let Some(op) = &r.operator {
+        e.details.insert("operator".into(), json!(op));
+    }
+    if let Some(t) = r.clock_before {
+        e.details
+            .insert("clock_before".into(), json!(meter_time_text(t, offset)));
+    }
+    if let Some(t) = r.clock_after {
+        e.details
+            .insert("clock_after".into(), json!(meter_time_text(t, offset)));
+    }
+    if !r.programmed.is_empty() {
+        let dis: Vec<Value> = r.programmed.iter().map(|d| json!(d.to_string())).collect();
+        e.details.insert("programmed".into(), Value::Array(dis));
+    }
+    if !r.rest.is_empty() {
+        e.details
+            .insert("data".into(), json!(crate::hex_input::to_hex(&r.rest)));
+    }
+}
+
+#[cfg(test)]
+mod tests;
