@@ -608,6 +608,29 @@ impl EventCollector {
         Ok(notes)
     }
 
+    /// How long the bus may sleep before this collector wants a look (its next counter round,
+    /// clock read, retry or record), at least `floor`: the bus otherwise sleeps until its next
+    /// poll, which may be an hour away.
+    pub fn wake_in(&self, now: Instant, floor: Duration) -> Option<Duration> {
+        self.meters
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                let due = if p.sync.is_some() || !p.wanted.is_empty() || !p.round.is_empty() {
+                    Some(now)
+                } else {
+                    let events = (!p.kinds.is_empty()).then_some(p.events_due);
+                    match (events, p.clock_due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                }?;
+                Some(due.max(p.hold_until.unwrap_or(due)))
+            })
+            .min()
+            .map(|at| at.saturating_duration_since(now).max(floor))
+    }
+
     /// Where events go.
     pub fn out(&self) -> &mpsc::Sender<EventNote> {
         &self.sink.out

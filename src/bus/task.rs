@@ -784,8 +784,16 @@ impl Bus {
             if self.collect_event(wake - now).await {
                 continue;
             }
-            let wait = Duration::from_millis(u64::try_from((wake - now).max(1)).unwrap_or(1))
+            let mut wait = Duration::from_millis(u64::try_from((wake - now).max(1)).unwrap_or(1))
                 .min(Duration::from_secs(60));
+            // The event collector's next counter round or clock read may come before that.
+            if let Some(events) = self
+                .events
+                .as_ref()
+                .and_then(|c| c.wake_in(tokio::time::Instant::now(), Duration::from_secs(1)))
+            {
+                wait = wait.min(events);
+            }
             tokio::select! {
                 biased;
                 changed = stop.changed(), if stop_open => {

@@ -178,7 +178,10 @@ fn new_occurrences_are_read_oldest_first_and_numbered_by_the_counter() {
         got[0].started_at.as_deref(),
         Some("2026-12-07T09:08:00+08:00")
     );
-    assert_eq!(got[0].ended_at.as_deref(), Some("2026-12-07T09:30:00+08:00"));
+    assert_eq!(
+        got[0].ended_at.as_deref(),
+        Some("2026-12-07T09:30:00+08:00")
+    );
     assert_eq!(got[0].read_at, "2026-12-07T02:00:00.000Z");
     // Evidence: the counter's reply and the record's.
     assert_eq!(got[0].frames.len(), 2);
@@ -244,7 +247,10 @@ fn a_counter_that_went_back_or_leapt_is_a_new_baseline() {
             .insert(("000000000007".into(), "meter_clear".into()), stored);
         let mut c = events_only(book, vec!["meter_clear"], now);
         let job = c.next(T, now).unwrap();
-        let count = reply(EventKind::MeterClear.count_di(), encode_count(read).to_vec());
+        let count = reply(
+            EventKind::MeterClear.count_di(),
+            encode_count(read).to_vec(),
+        );
         let notes = c.done(&job, Ok(vec![count]), Duration::ZERO, T, true, now);
         assert!(
             matches!(&notes[..], [EventNote::Baseline { n, .. }] if *n == u64::from(read)),
@@ -303,7 +309,11 @@ fn clock_replies(h: u8, m: u8, s: u8) -> Vec<(Reply, Vec<u8>)> {
 fn clock_collector(trust: ClockTrust, now: Instant) -> EventCollector {
     let d = [driver(Some(vec![]))];
     EventCollector::new(
-        sink(Arc::new(Book::default()), Duration::from_secs(86_400), trust),
+        sink(
+            Arc::new(Book::default()),
+            Duration::from_secs(86_400),
+            trust,
+        ),
         "gw",
         d.iter(),
         now,
@@ -318,7 +328,14 @@ fn a_drifting_clock_is_reported_and_corrected_once() {
     let job = c.next(T, now).unwrap();
     assert_eq!(job.kind, JobKind::Clock);
     // True local time 10:00:00; the meter shows 10:01:30.
-    let notes = c.done(&job, Ok(clock_replies(10, 1, 30)), Duration::ZERO, T, true, now);
+    let notes = c.done(
+        &job,
+        Ok(clock_replies(10, 1, 30)),
+        Duration::ZERO,
+        T,
+        true,
+        now,
+    );
     let drift = event(&notes[0]);
     assert_eq!(drift.ty, "clock_drift");
     assert_eq!(drift.details["offset_s"], 90.0);
@@ -326,13 +343,26 @@ fn a_drifting_clock_is_reported_and_corrected_once() {
     assert_eq!(drift.details["action"], "time_sync");
     // The sync goes out next, with the true local time of the moment.
     let job = c.next(T + 2_000, now).unwrap();
-    assert!(matches!(job.kind, JobKind::Sync { offset_ms: 90_000, .. }));
+    assert!(matches!(
+        job.kind,
+        JobKind::Sync {
+            offset_ms: 90_000,
+            ..
+        }
+    ));
     assert_eq!(
         crate::hex_input::to_hex(&job.steps[0].bytes),
         // 2026-12-07 10:00:02: 02 00 10 07 12 26 (+33h each).
         "68 99 99 99 99 99 99 68 08 06 35 33 43 3A 45 59 F7 16"
     );
-    let notes = c.done(&job, Ok(vec![(Reply::None, vec![])]), Duration::ZERO, T + 2_000, true, now);
+    let notes = c.done(
+        &job,
+        Ok(vec![(Reply::None, vec![])]),
+        Duration::ZERO,
+        T + 2_000,
+        true,
+        now,
+    );
     let sync = event(&notes[0]);
     assert_eq!(sync.ty, "time_sync");
     assert_eq!(sync.details["offset_before_s"], 90.0);
@@ -345,7 +375,14 @@ fn a_drifting_clock_is_reported_and_corrected_once() {
     let later = now + CONFIRM_AFTER;
     let job = c.next(T + 7_000, later).unwrap();
     assert_eq!(job.kind, JobKind::Clock);
-    let notes = c.done(&job, Ok(clock_replies(10, 1, 37)), Duration::ZERO, T + 7_000, true, later);
+    let notes = c.done(
+        &job,
+        Ok(clock_replies(10, 1, 37)),
+        Duration::ZERO,
+        T + 7_000,
+        true,
+        later,
+    );
     assert_eq!(event(&notes[0]).ty, "clock_drift");
     assert!(
         event(&notes[0]).details["action"]
@@ -361,7 +398,14 @@ fn a_large_offset_is_reported_never_forced() {
     let now = Instant::now();
     let mut c = clock_collector(ClockTrust::Trusted, now);
     let job = c.next(T, now).unwrap();
-    let notes = c.done(&job, Ok(clock_replies(10, 8, 0)), Duration::ZERO, T, true, now);
+    let notes = c.done(
+        &job,
+        Ok(clock_replies(10, 8, 0)),
+        Duration::ZERO,
+        T,
+        true,
+        now,
+    );
     assert_eq!(event(&notes[0]).details["offset_s"], 480.0);
     assert!(
         event(&notes[0]).details["action"]
@@ -377,7 +421,14 @@ fn nothing_is_compared_or_sent_while_the_gateway_clock_is_untrusted() {
     let now = Instant::now();
     let mut c = clock_collector(ClockTrust::Never, now);
     let job = c.next(T, now).unwrap();
-    let notes = c.done(&job, Ok(clock_replies(10, 1, 30)), Duration::ZERO, T, true, now);
+    let notes = c.done(
+        &job,
+        Ok(clock_replies(10, 1, 30)),
+        Duration::ZERO,
+        T,
+        true,
+        now,
+    );
     assert!(notes.is_empty());
     assert!(c.next(T, now).is_none());
 }
