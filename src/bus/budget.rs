@@ -44,7 +44,7 @@ impl Budget {
         let cap = i64::try_from(BURST.as_millis()).unwrap_or(i64::MAX);
         self.tokens_ms = self.tokens_ms.saturating_add(earned).min(cap);
         self.refilled = now;
-        self.tokens_ms > 0 && !self.quiet_until.is_some_and(|q| now < q)
+        self.tokens_ms > 0 && self.quiet_until.is_none_or(|q| now >= q)
     }
 
     /// Takes `spent` of bus time off the bucket.

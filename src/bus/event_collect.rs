@@ -347,10 +347,7 @@ impl EventCollector {
         }
     }
 
-    fn reply<'o>(
-        outcome: &'o Result<Vec<(Reply, Vec<u8>)>, String>,
-        i: usize,
-    ) -> Result<&'o Reply, String> {
+    fn reply(outcome: &Result<Vec<(Reply, Vec<u8>)>, String>, i: usize) -> Result<&Reply, String> {
         match outcome {
             Ok(replies) => replies
                 .get(i)

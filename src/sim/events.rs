@@ -69,6 +69,10 @@ pub struct TimeSet {
     pub refused: Option<&'static str>,
 }
 
+/// One occurrence: start and end (true time), and for a clock set the meter's local time
+/// before and after it.
+type Occurrence = (i64, i64, Option<(i64, i64)>);
+
 /// A simulated meter's events and clock.
 #[derive(Debug)]
 pub struct SimEvents {
@@ -141,11 +145,7 @@ impl SimEvents {
 
     /// Occurrences of `kind` up to `t`, newest first, at most [`RECORD_DEPTH`] of them, and the
     /// total count: (start, end, clock-set before/after) in true time.
-    fn occurrences(
-        &self,
-        kind: EventKind,
-        t: UnixMillis,
-    ) -> (u64, Vec<(i64, i64, Option<(i64, i64)>)>) {
+    fn occurrences(&self, kind: EventKind, t: UnixMillis) -> (u64, Vec<Occurrence>) {
         let mut st = self.state();
         let t0 = Self::touch(&mut st, t);
         let depth = i64::from(RECORD_DEPTH);
@@ -177,7 +177,7 @@ impl SimEvents {
                 newest.push((at, at, Some((before, after))));
             }
         }
-        newest.sort_by(|a, b| b.0.cmp(&a.0));
+        newest.sort_by_key(|o| std::cmp::Reverse(o.0));
         newest.truncate(RECORD_DEPTH.into());
         (total.min(999_999), newest)
     }
