@@ -32,7 +32,7 @@ use crate::bus::task::{self as bus_task, BusOptions};
 use crate::config::{BusConfig, Config, ConfigError, ProfileSet};
 use crate::health::{BusHealth, SuccessBook};
 use crate::ingest::completeness::CompletenessMessage;
-use crate::ingest::events::CounterView;
+use crate::ingest::events::{ClockMarks, CounterView};
 use crate::ingest::freezes::LedgerView;
 use crate::ingest::{self, FreshRows, HeldAcks, SpoolOutbox, SpoolWriter};
 use crate::reading::ReadingBatch;
@@ -652,13 +652,16 @@ fn start_uplink_and_ingest(
             .run(),
     );
     let uplink_task = supervise::supervise("uplink", uplink_task, supervisor.sender(), |r| r.ok());
+    // Meter clocks found off by the buses' clock checks: their readings' time stamps are marked.
+    let marks = Arc::new(ClockMarks::default());
     let writer = SpoolWriter::new(
         spool.clone(),
         &config.gateway,
         config.validation.clone(),
         Some(book.clone()),
         acks,
-    );
+    )
+    .with_clock(config.gateway_clock.synchronised, marks.clone());
     let stored = uplink.clone();
     let on_stored = Box::new(move || stored.readings_added());
     let stored = uplink.clone();
@@ -684,6 +687,7 @@ fn start_uplink_and_ingest(
         inputs.events,
         spool.clone(),
         inputs.counters,
+        marks,
         fresh.clone(),
         on_events_stored,
     ));

@@ -40,6 +40,16 @@ async fn start(
     sim_extra: &str,
     daemon_extra: &str,
 ) -> (meterd::sim::SimHandle, Daemon, u16, tempfile::TempDir) {
+    start_polling(sim_top, sim_extra, daemon_extra, "1h").await
+}
+
+/// [`start`] with the meter polled every `interval`.
+async fn start_polling(
+    sim_top: &str,
+    sim_extra: &str,
+    daemon_extra: &str,
+    interval: &str,
+) -> (meterd::sim::SimHandle, Daemon, u16, tempfile::TempDir) {
     let sim_text = format!(
         "{sim_top}\n[[port]]\nname = \"dlt\"\ntcp = \"127.0.0.1:0\"\n[[port.meter]]\nprotocol = \"dlt645-2007\"\n\
          address = \"{ADDR}\"\nprofile = \"dlt645-three-phase\"\nseed = 7\n{sim_extra}"
@@ -68,7 +78,7 @@ host = "{sim_addr}"
 protocol = "dlt645-2007"
 address = "{ADDR}"
 profile = "dlt645-three-phase"
-interval = "1h"
+interval = "{interval}"
 freezes = []
 "#,
         dir.path().display()
@@ -88,6 +98,10 @@ async fn subscribe(broker: u16, name: &str) -> (AsyncClient, EventLoop) {
         .subscribe("meterd/gw-e/meters/+/events", QoS::AtLeastOnce)
         .await
         .unwrap();
+    client
+        .subscribe("meterd/gw-e/meters/+/readings", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     (client, events)
 }
 
@@ -105,6 +119,13 @@ async fn collect(
             continue;
         };
         if let Event::Incoming(Packet::Publish(p)) = event {
+            if p.topic.ends_with("/readings") {
+                let b: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                let mut e = MeterEvent::new("", "", "reading", 0, "");
+                e.details = b.as_object().cloned().unwrap_or_default();
+                got.push((e, String::from_utf8_lossy(&p.payload).into_owned()));
+                continue;
+            }
             assert_eq!(p.topic, format!("meterd/gw-e/meters/{ADDR}/events"));
             assert!(!p.retain);
             let text = String::from_utf8_lossy(&p.payload).into_owned();
@@ -144,7 +165,13 @@ async fn new_events_are_published_once_each_numbered_by_the_meter_and_history_is
     )
     .await;
     let (_client, mut events) = subscribe(broker, "billing-core").await;
-    let got = collect(&mut events, Duration::from_secs(30), |g| g.len() >= 4).await;
+    let got: Vec<(MeterEvent, String)> = collect(&mut events, Duration::from_secs(30), |g| {
+        g.iter().filter(|e| e.0.ty != "reading").count() >= 4
+    })
+    .await
+    .into_iter()
+    .filter(|e| e.0.ty != "reading")
+    .collect();
     assert!(
         got.len() >= 4,
         "events: {:?}",
@@ -238,7 +265,10 @@ async fn a_drifting_clock_is_reported_and_corrected_once_within_the_limits() {
     let closed = sync_window_closed_now();
     let want = if closed { 1 } else { 2 };
     let got = collect(&mut events, Duration::from_secs(30), |g| {
-        g.iter().filter(|e| e.0.ty != "power_down").count() >= want
+        g.iter()
+            .filter(|e| e.0.ty == "clock_drift" || e.0.ty == "time_sync")
+            .count()
+            >= want
     })
     .await;
     let validator = validator();
@@ -296,11 +326,12 @@ async fn a_drifting_clock_is_reported_and_corrected_once_within_the_limits() {
 async fn a_large_offset_is_reported_and_never_forced() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("time-sets.jsonl");
-    let (sim, daemon, broker, _data) = start(
+    let (sim, daemon, broker, _data) = start_polling(
         &format!("time_set_log = {:?}", log.display().to_string()),
         "clock_offset_s = -400",
         "[gateway_clock]\nsynchronised = \"trusted\"\n[meter_clock]\ncheck_every = \"1h\"\n\
          [events]\ninterval = \"1h\"",
+        "8s",
     )
     .await;
     let (_client, mut events) = subscribe(broker, "billing-core").await;
@@ -323,8 +354,30 @@ async fn a_large_offset_is_reported_and_never_forced() {
         "{:?}",
         drift.details
     );
-    let more = collect(&mut events, Duration::from_secs(4), |_| false).await;
+    let more = collect(&mut events, Duration::from_secs(12), |_| false).await;
     assert!(more.iter().chain(&got).all(|e| e.0.ty != "time_sync"));
+    // Readings after the check: the meter's own time stamps are marked suspect, with why.
+    let last = more
+        .iter()
+        .rev()
+        .find(|e| e.0.ty == "reading")
+        .expect("a reading after the clock check");
+    let values = last.0.details["values"].as_array().unwrap();
+    let stamped: Vec<&serde_json::Value> = values
+        .iter()
+        .filter(|v| v.get("meter_time").is_some() || v["quantity"] == "meter.time")
+        .collect();
+    assert!(!stamped.is_empty(), "{}", last.1);
+    for v in stamped {
+        assert_eq!(v["quality"], "suspect", "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap()
+                .contains("at its last clock check"),
+            "{v}"
+        );
+    }
     daemon.stop().await;
     sim.shutdown().await;
     assert!(time_sets(&log).is_empty(), "nothing sent");

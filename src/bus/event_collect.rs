@@ -525,6 +525,10 @@ impl EventCollector {
             e.frames = frames.clone();
             EventNote::Event(e)
         };
+        let checked = |off_ms: Option<i64>| EventNote::ClockChecked {
+            meter: plan.id.clone(),
+            off_ms,
+        };
         Ok(match verdict {
             Verdict::NotCompared => {
                 tracing::debug!(meter = %plan.id, state = ?state, "meter clock not compared: the gateway clock does not count as synchronised");
@@ -534,11 +538,12 @@ impl EventCollector {
                 if confirming {
                     tracing::info!(meter = %plan.id, offset_ms, "time sync confirmed");
                 }
-                Vec::new()
+                vec![checked(None)]
             }
             Verdict::Sync { offset_ms } => {
+                let notes = vec![drift(offset_ms, "time_sync"), checked(Some(offset_ms))];
                 plan.sync = Some((offset_ms, time));
-                vec![drift(offset_ms, "time_sync")]
+                notes
             }
             Verdict::Drift { offset_ms, refusal } => {
                 tracing::warn!(meter = %plan.id, offset_ms, why = refusal.text(), "meter clock off; not corrected");
@@ -547,7 +552,7 @@ impl EventCollector {
                 } else {
                     format!("not corrected: {}", refusal.text())
                 };
-                vec![drift(offset_ms, &action)]
+                vec![drift(offset_ms, &action), checked(Some(offset_ms))]
             }
         })
     }

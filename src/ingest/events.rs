@@ -54,7 +54,7 @@ impl CounterView {
                     .or_insert(0);
                 *c = (*c).max(e.n);
             }
-            EventNote::Event(_) => {}
+            EventNote::Event(_) | EventNote::ClockChecked { .. } => {}
         }
     }
 }
@@ -62,6 +62,31 @@ impl CounterView {
 impl EventBook for CounterView {
     fn last(&self, meter: &str, ty: &str) -> Option<u64> {
         lock(&self.counters).get(meter)?.get(ty).copied()
+    }
+}
+
+/// Meters whose last clock check found the clock off, with the offset (ms): the writer marks
+/// their readings' meter time stamps by it (see `validation`). Cleared by a check in limit.
+#[derive(Debug, Default)]
+pub struct ClockMarks(Mutex<HashMap<String, i64>>);
+
+impl ClockMarks {
+    /// The offset found by `meter`'s last clock check, if it was off.
+    pub fn off_ms(&self, meter: &str) -> Option<i64> {
+        lock(&self.0).get(meter).copied()
+    }
+
+    /// Notes a clock check's result.
+    pub fn note(&self, meter: &str, off_ms: Option<i64>) {
+        let mut m = lock(&self.0);
+        match off_ms {
+            Some(off) => {
+                m.insert(meter.to_owned(), off);
+            }
+            None => {
+                m.remove(meter);
+            }
+        }
     }
 }
 
@@ -76,19 +101,28 @@ pub async fn run(
     mut rx: mpsc::Receiver<EventNote>,
     spool: Arc<Mutex<Spool>>,
     view: Arc<CounterView>,
+    marks: Arc<ClockMarks>,
     fresh: FreshRows,
     on_stored: OnStored,
 ) {
     let mut waiting: Vec<EventNote> = Vec::new();
+    let take = |n: EventNote, waiting: &mut Vec<EventNote>| match n {
+        // Clock checks only mark readings; nothing to store.
+        EventNote::ClockChecked { meter, off_ms } => marks.note(&meter, off_ms),
+        other => waiting.push(other),
+    };
     loop {
         if waiting.is_empty() {
             match rx.recv().await {
-                Some(n) => waiting.push(n),
+                Some(n) => take(n, &mut waiting),
                 None => return,
+            }
+            if waiting.is_empty() {
+                continue;
             }
         }
         while let Ok(n) = rx.try_recv() {
-            waiting.push(n);
+            take(n, &mut waiting);
         }
         if waiting.len() > MAX_WAITING {
             let gone = waiting.len() - MAX_WAITING;

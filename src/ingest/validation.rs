@@ -8,7 +8,12 @@
 //! - a value outside its physical range (voltage, current, frequency, power factor);
 //! - tariff registers whose sum disagrees with the total by more than rounding allows, when the
 //!   batch holds every tariff register of the meter (one block reply, or `meter.tariff_count`);
-//! - a meter clock off the gateway's clock by more than the configured limit.
+//! - a meter clock off the gateway's clock by more than the configured limit: compared only
+//!   while the gateway's own clock counts as synchronised (`[gateway_clock]`, the same
+//!   precondition as the `clock_drift` event); and when the meter's last daily clock check
+//!   found it off, its `meter.time` and every value carrying the meter's own time stamp
+//!   (`meter_time`: max demand times) are marked too, whether or not the profile reads the
+//!   clock.
 //!
 //! It never drops a value, never changes a number, and never turns `bad` into anything else.
 
@@ -35,14 +40,46 @@ fn mark(v: &mut ReadingValue, reason: String) {
     }
 }
 
+/// What the gateway knows of a meter's clock besides the batch itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockView {
+    /// Whether the gateway's clock counts as synchronised: a meter's clock is compared only
+    /// then.
+    pub gateway_synchronised: bool,
+    /// The meter's offset (meter − gateway, ms) found by its last clock check, when beyond
+    /// the limit.
+    pub known_off_ms: Option<i64>,
+}
+
+impl ClockView {
+    /// A gateway clock taken as right and no clock check known (the CLI's one-shot reads).
+    pub const TRUSTED: ClockView = ClockView {
+        gateway_synchronised: true,
+        known_off_ms: None,
+    };
+}
+
 impl ValidationConfig {
     /// Marks implausible values of `batch` as suspect. `last_good` gives the meter's last good
-    /// value of a quantity (from the spool); `now` is the gateway time of the reading.
+    /// value of a quantity (from the spool); `now` is the gateway time of the reading. The
+    /// gateway clock is taken as right ([`ClockView::TRUSTED`]).
     pub fn validate(
         &self,
         batch: &mut ReadingBatch,
         last_good: impl Fn(&str) -> Option<Decimal>,
         now: SystemTime,
+    ) {
+        self.validate_with_clock(batch, last_good, now, ClockView::TRUSTED);
+    }
+
+    /// [`ValidationConfig::validate`] with what the gateway knows of its own clock and the
+    /// meter's (the daemon's writer).
+    pub fn validate_with_clock(
+        &self,
+        batch: &mut ReadingBatch,
+        last_good: impl Fn(&str) -> Option<Decimal>,
+        now: SystemTime,
+        clock: ClockView,
     ) {
         for v in &mut batch.values {
             if !matches!(v.value, Some(ValueData::Number(_))) {
@@ -84,7 +121,27 @@ impl ValidationConfig {
         if self.tariff_sum {
             check_tariffs(batch);
         }
-        check_clock(batch, now, self.clock_limit);
+        if clock.gateway_synchronised {
+            check_clock(batch, now, self.clock_limit);
+            if let Some(off) = clock.known_off_ms {
+                mark_meter_times(batch, off);
+            }
+        }
+    }
+}
+
+/// Marks the values stamped by a meter clock found off by `off_ms` at its last check.
+fn mark_meter_times(batch: &mut ReadingBatch, off_ms: i64) {
+    let secs = off_ms / 1000;
+    for v in batch
+        .values
+        .iter_mut()
+        .filter(|v| v.meter_time.is_some() || &*v.quantity == "meter.time")
+    {
+        mark(
+            v,
+            format!("meter clock off by {secs} s at its last clock check"),
+        );
     }
 }
 
@@ -235,6 +292,37 @@ fn check_clock(batch: &mut ReadingBatch, now: SystemTime, limit: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clock_known_off_marks_the_meters_time_stamps_and_an_untrusted_gateway_compares_nothing() {
+        let demand = ReadingValue {
+            meter_time: Some("2026-12-07T09:15:00+08:00".into()),
+            ..val("demand.active.import.max", "1.5", "kW")
+        };
+        let plain = val("voltage.l1", "230.1", "V");
+        let cfg = ValidationConfig::default();
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_608_800);
+        let known = ClockView {
+            gateway_synchronised: true,
+            known_off_ms: Some(90_000),
+        };
+        let mut b = batch(vec![demand.clone(), plain.clone()]);
+        cfg.validate_with_clock(&mut b, |_| None, now, known);
+        assert_eq!(b.values[0].quality, Quality::Suspect);
+        assert_eq!(
+            b.values[0].reason.as_deref(),
+            Some("meter clock off by 90 s at its last clock check")
+        );
+        assert_eq!(b.values[1].quality, Quality::Good);
+        // Not while the gateway's own clock is not trusted: neither the check nor the mark.
+        let untrusted = ClockView {
+            gateway_synchronised: false,
+            ..known
+        };
+        let mut b = batch(vec![demand, plain]);
+        cfg.validate_with_clock(&mut b, |_| None, now, untrusted);
+        assert!(b.values.iter().all(|v| v.quality == Quality::Good));
+    }
     use crate::reading::{ExactNumber, TariffBlock};
     use std::time::UNIX_EPOCH;
 

@@ -64,6 +64,9 @@ pub fn estimated_json_bytes(b: &ReadingBatch) -> u64 {
     }
     n as u64
 }
+use super::events::ClockMarks;
+use super::validation::ClockView;
+use crate::clock::gateway::ClockTrust;
 use crate::sync::lock;
 
 /// Validates batches and appends them to the spool.
@@ -85,6 +88,9 @@ pub struct SpoolWriter {
     pub(super) book: Option<Arc<Mutex<SuccessBook>>>,
     /// The uplink's acks, deleted in each append's transaction.
     pub(super) acks: HeldAcks,
+    /// Whether the gateway's clock counts as synchronised, and the meters whose last clock
+    /// check found them off; `None`: the gateway clock is taken as right, no checks known.
+    clock: Option<(ClockTrust, Arc<ClockMarks>)>,
 }
 
 impl SpoolWriter {
@@ -109,7 +115,15 @@ impl SpoolWriter {
             unstored_bytes: 0,
             book,
             acks,
+            clock: None,
         }
+    }
+
+    /// Compares meter clocks only while `trust` says the gateway's clock is synchronised, and
+    /// marks the time stamps of meters `marks` knows to be off (see `validation`).
+    pub fn with_clock(mut self, trust: ClockTrust, marks: Arc<ClockMarks>) -> Self {
+        self.clock = Some((trust, marks));
+        self
     }
 
     /// Takes the `n` oldest unstored batches out.
@@ -191,10 +205,23 @@ impl SpoolWriter {
         let spool = self.spool.clone();
         let s = lock(&spool);
         let now = SystemTime::now();
+        // Asked once per group (one system call under the kernel's trust).
+        let synchronised = self
+            .clock
+            .as_ref()
+            .is_none_or(|(trust, _)| trust.state().is_synchronised());
         while self.validated < self.unstored.len() {
             let batch = &mut self.unstored[self.validated];
             let known = self.registers.load(&*s, batch)?;
-            self.validation.validate(batch, |q| known.last_good(q), now);
+            let clock = ClockView {
+                gateway_synchronised: synchronised,
+                known_off_ms: self
+                    .clock
+                    .as_ref()
+                    .and_then(|(_, marks)| marks.off_ms(&batch.meter)),
+            };
+            self.validation
+                .validate_with_clock(batch, |q| known.last_good(q), now, clock);
             // The next batch of this meter (in this group or later) compares with this one:
             // it is taken, stored now or, if the spool fails, on a retry.
             known.remember(batch);

@@ -97,6 +97,14 @@ pub enum EventNote {
         /// Counter value.
         n: u64,
     },
+    /// The meter's clock was compared with the gateway's: `off_ms` is its offset when beyond
+    /// the limit, `None` when within. Not stored; ingest marks the meter's readings by it.
+    ClockChecked {
+        /// Meter id.
+        meter: String,
+        /// Meter minus gateway time, ms, when beyond the limit.
+        off_ms: Option<i64>,
+    },
 }
 
 /// `{gateway}/{meter}/{type}/{n}`.

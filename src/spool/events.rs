@@ -65,6 +65,7 @@ impl Spool {
                         continue;
                     }
                     EventNote::Event(e) => e.clone(),
+                    EventNote::ClockChecked { .. } => continue,
                 };
                 let gateway = is_gateway_type(&event.ty);
                 let key = if gateway {
