@@ -888,6 +888,7 @@ pub mod opt_duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meter_protocols::dlt645::event::EventKind;
     use meter_protocols::dlt645::freeze::FreezeKind;
 
     fn load(text: &str) -> Result<(Config, ProfileSet), ConfigError> {
@@ -1044,6 +1045,58 @@ profile = "eastron-sdm630"
         )
         .unwrap();
         assert_eq!(ok.freeze_kinds(), [FreezeKind::Monthly]);
+    }
+
+    #[test]
+    fn events_and_meter_clock_are_read_and_checked_with_their_place() {
+        let (c, profiles) = load(GOOD).unwrap();
+        assert_eq!(c.events, EventsConfig::default());
+        assert_eq!(c.events.interval, Duration::from_secs(900));
+        assert_eq!(c.meter_clock.check_every, Duration::from_secs(86_400));
+        assert_eq!(c.meter_clock.drift_limit, None);
+        let m = c.buses[0].get_ref().meters[0].get_ref();
+        let three = profiles.get("dlt645-three-phase").unwrap();
+        assert_eq!(m.event_kinds(three).len(), 5, "the profile's");
+        let (c, _) = load(&format!(
+            "{GOOD}\n[events]\ninterval = \"5m\"\nbus_share_percent = 3\n\
+             [meter_clock]\ncheck_every = \"0s\"\ndrift_limit = \"30s\"\nsync = false\n"
+        ))
+        .unwrap();
+        assert_eq!(c.events.interval, Duration::from_secs(300));
+        assert_eq!(c.meter_clock.drift_limit, Some(Duration::from_secs(30)));
+        assert!(!c.meter_clock.sync);
+        let e = load(&format!("{GOOD}\n[events]\ninterval = \"0s\"\n")).unwrap_err();
+        assert_eq!(e.key, "events.interval", "{e}");
+        let e = load(&format!("{GOOD}\n[meter_clock]\ndrift = \"1s\"\n")).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+        // A meter's own list: known types, on a DL/T 645-2007 meter.
+        let with = |line: &str| {
+            GOOD.replacen(
+                "interval = \"15m\"\n",
+                &format!("interval = \"15m\"\n{line}\n"),
+                1,
+            )
+        };
+        let (c, _) = load(&with("events = [\"power_down\"]")).unwrap();
+        let m = c.buses[0].get_ref().meters[0].get_ref();
+        assert_eq!(m.event_kinds(three), [EventKind::PowerDown]);
+        let e = load(&with("events = [\"lid\"]")).unwrap_err();
+        assert_eq!(e.key, "bus[0].meter[0].events", "{e}");
+        assert!(e.message.contains("unknown event type \"lid\""), "{e}");
+        assert!(e.line > 0, "{e}");
+        // A profile's list: the same, with its line.
+        let file = Path::new("p.toml");
+        let e = Profile::parse(
+            file,
+            "name = \"x\"\ndescription = \"\"\nsource = \"\"\nprotocol = \"dlt645-1997\"\n\
+             events = [\"power_down\"]\n[[point]]\ndi = \"9010\"\n",
+        )
+        .unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("events[0]", 5), "{e}");
+        assert!(
+            e.message.contains("event counters are DL/T 645-2007 items"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -745,4 +745,40 @@ profile = "generic-modbus"
         .unwrap_err();
         assert_eq!(e.key, "port[0].meter[0].faults.echo", "{e}");
     }
+
+    #[test]
+    fn events_and_clock_are_checked_with_their_place() {
+        let with = |line: &str| {
+            load(&GOOD.replace(
+                "faults = { no_reply = { every = 3 } }",
+                &format!("faults = {{ no_reply = {{ every = 3 }} }}\n{line}"),
+            ))
+        };
+        let ok = with(
+            "events = [{ type = \"cover_open\", at = \"2026-12-07T08:00:00Z\" }, \
+             { type = \"power_down\", every = \"30s\", duration = \"5s\" }]\n\
+             clock_offset_s = -90\nclock_ppm = 12.5",
+        )
+        .unwrap();
+        let m = ok.ports[0].meters[0].get_ref();
+        assert_eq!(m.events.len(), 2);
+        assert_eq!((m.clock_offset_s, m.clock_ppm), (-90, 12.5));
+        let e = with("events = [{ type = \"lid\", every = \"1s\" }]").unwrap_err();
+        assert_eq!(e.key, "port[0].meter[0].events[0]", "{e}");
+        assert!(e.message.contains("unknown event type"), "{e}");
+        let e = with("events = [{ type = \"power_down\" }]").unwrap_err();
+        assert!(e.message.contains("exactly one of `at` or `every`"), "{e}");
+        let e = with("events = [{ type = \"power_down\", at = \"today\" }]").unwrap_err();
+        assert!(e.message.contains("RFC 3339"), "{e}");
+        let e = with("clock_ppm = 1e9").unwrap_err();
+        assert_eq!(e.key, "port[0].meter[0].clock_ppm", "{e}");
+    }
+
+    #[test]
+    fn the_example_simulator_configurations_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for name in ["config/sim-bus.toml", "config/sim-demo.toml"] {
+            SimConfig::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
 }
