@@ -378,6 +378,20 @@ async fn a_large_offset_is_reported_and_never_forced() {
             "{v}"
         );
     }
+    // The meter's status says so too (`meterd status --json`, the service's report).
+    let url = format!("http://{}", daemon.service_addr().unwrap());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(["status", "--url", &url, "--json"])
+        .output()
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clock = &report["buses"][0]["meters"][0]["clock"];
+    assert_eq!(clock["off"], true, "{report}");
+    assert!(
+        clock["note"].as_str().unwrap().contains("technician"),
+        "{clock}"
+    );
     daemon.stop().await;
     sim.shutdown().await;
     assert!(time_sets(&log).is_empty(), "nothing sent");

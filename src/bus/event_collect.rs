@@ -525,9 +525,11 @@ impl EventCollector {
             e.frames = frames.clone();
             EventNote::Event(e)
         };
-        let checked = |off_ms: Option<i64>| EventNote::ClockChecked {
+        let checked = |offset_ms: i64, off: bool, note: &str| EventNote::ClockChecked {
             meter: plan.id.clone(),
-            off_ms,
+            offset_ms,
+            off,
+            note: note.to_owned(),
         };
         Ok(match verdict {
             Verdict::NotCompared => {
@@ -538,10 +540,13 @@ impl EventCollector {
                 if confirming {
                     tracing::info!(meter = %plan.id, offset_ms, "time sync confirmed");
                 }
-                vec![checked(None)]
+                vec![checked(offset_ms, false, "within the limit")]
             }
             Verdict::Sync { offset_ms } => {
-                let notes = vec![drift(offset_ms, "time_sync"), checked(Some(offset_ms))];
+                let notes = vec![
+                    drift(offset_ms, "time_sync"),
+                    checked(offset_ms, true, "time_sync"),
+                ];
                 plan.sync = Some((offset_ms, time));
                 notes
             }
@@ -552,7 +557,7 @@ impl EventCollector {
                 } else {
                     format!("not corrected: {}", refusal.text())
                 };
-                vec![drift(offset_ms, &action), checked(Some(offset_ms))]
+                vec![drift(offset_ms, &action), checked(offset_ms, true, &action)]
             }
         })
     }

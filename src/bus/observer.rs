@@ -36,6 +36,25 @@ pub trait BusObserver: Send + Sync {
     fn clock_step(&self, by_ms: i64, uptime: Duration) {
         let _ = (by_ms, uptime);
     }
+
+    /// `meter`'s clock was compared with the gateway's (its daily clock check).
+    fn meter_clock(&self, meter: usize, report: &ClockReport, uptime: Duration) {
+        let _ = (meter, report, uptime);
+    }
+}
+
+/// A meter clock check, as the bus judged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockReport {
+    /// When (gateway time).
+    pub at: SystemTime,
+    /// Meter minus gateway time, ms.
+    pub offset_ms: i64,
+    /// Beyond the limit.
+    pub off: bool,
+    /// What was done: `time_sync`, why not (a technician's job, the midnight window…), or
+    /// "within the limit".
+    pub note: String,
 }
 
 /// One attempt on the wire.

@@ -37,7 +37,7 @@ use super::clock_steps::ClockSteps;
 use super::event_collect::{EventCollector, EventJob, EventSink};
 use super::exchange::{ExchangeStats, ExchangeTiming, char_time};
 use super::freeze_collect::{FreezeCollector, FreezeJob, FreezeSink};
-use super::observer::{self, AttemptReport, BusObserver, PollOutcome, Unobserved};
+use super::observer::{self, AttemptReport, BusObserver, ClockReport, PollOutcome, Unobserved};
 use super::pacing::Pacing;
 use super::schedule::{Cadence, Degradation, Due, Millis, PollScheduler};
 use super::trace::{FrameEvent, FrameTap};
@@ -47,6 +47,7 @@ use crate::hex_input::to_hex;
 use crate::meter::contract::{Framing, Reply, Step};
 use crate::meter::{DriverError, MeterDriver, Poll, PollResult};
 use crate::reading::ReadingBatch;
+use crate::reading::event::EventNote;
 
 mod commission;
 
@@ -935,9 +936,26 @@ impl Bus {
             evidence,
             tokio::time::Instant::now(),
         );
+        let out = collector.out().clone();
+        let uptime = self.uptime();
         for note in notes {
+            if let EventNote::ClockChecked {
+                offset_ms,
+                off,
+                note: what,
+                ..
+            } = &note
+            {
+                let report = ClockReport {
+                    at: SystemTime::now(),
+                    offset_ms: *offset_ms,
+                    off: *off,
+                    note: what.clone(),
+                };
+                self.observer.meter_clock(job.meter, &report, uptime);
+            }
             // The receiver gone means the daemon is stopping.
-            let _ = collector.out().send(note).await;
+            let _ = out.send(note).await;
         }
         true
     }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::meter::{MeterHealth, MeterState};
+use super::meter::{MeterClock, MeterHealth, MeterState};
 use crate::bus::exchange::ExchangeStats;
-use crate::bus::observer::{AttemptReport, BusObserver, PollOutcome};
+use crate::bus::observer::{AttemptReport, BusObserver, ClockReport, PollOutcome};
 use crate::config::BusConfig;
 use crate::sync::lock;
 
@@ -187,5 +187,18 @@ impl BusObserver for Mutex<BusHealth> {
 
     fn clock_step(&self, _by_ms: i64, uptime: Duration) {
         lock(self).record(uptime, |s| s.clock_steps += 1);
+    }
+
+    fn meter_clock(&self, meter: usize, report: &ClockReport, uptime: Duration) {
+        lock(self).record(uptime, |s| {
+            if let Some(m) = s.meters.get_mut(meter) {
+                m.clock = Some(MeterClock {
+                    checked_at: report.at,
+                    offset_s: report.offset_ms as f64 / 1000.0,
+                    off: report.off,
+                    note: report.note.clone(),
+                });
+            }
+        });
     }
 }

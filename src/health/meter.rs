@@ -63,6 +63,27 @@ pub struct MeterHealth {
     /// shapes).
     #[serde(skip)]
     pub recent: RecentTrouble,
+    /// The meter's last clock check (DL/T 645-2007 meters, while the gateway's clock counts as
+    /// synchronised); `None` before the first.
+    pub clock: Option<MeterClock>,
+}
+
+/// A meter's last clock check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeterClock {
+    /// Gateway time of the check (RFC 3339 with milliseconds in JSON).
+    #[serde(serialize_with = "rfc3339")]
+    pub checked_at: SystemTime,
+    /// Meter minus gateway time, seconds.
+    pub offset_s: f64,
+    /// Beyond the limit.
+    pub off: bool,
+    /// What was done: `time_sync`, why not, or "within the limit".
+    pub note: String,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339_millis(*t))
 }
 
 fn rfc3339_or_null<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
@@ -90,6 +111,7 @@ impl MeterHealth {
             timeouts: 0,
             wire: WireCounters::default(),
             recent: RecentTrouble::default(),
+            clock: None,
         }
     }
 

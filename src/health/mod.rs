@@ -19,5 +19,5 @@ pub mod success;
 pub mod trend;
 
 pub use bus::{BusHealth, LinkState, WireCounters};
-pub use meter::{MeterHealth, MeterState};
+pub use meter::{MeterClock, MeterHealth, MeterState};
 pub use success::SuccessBook;

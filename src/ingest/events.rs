@@ -108,7 +108,12 @@ pub async fn run(
     let mut waiting: Vec<EventNote> = Vec::new();
     let take = |n: EventNote, waiting: &mut Vec<EventNote>| match n {
         // Clock checks only mark readings; nothing to store.
-        EventNote::ClockChecked { meter, off_ms } => marks.note(&meter, off_ms),
+        EventNote::ClockChecked {
+            meter,
+            offset_ms,
+            off,
+            ..
+        } => marks.note(&meter, off.then_some(offset_ms)),
         other => waiting.push(other),
     };
     loop {

@@ -97,13 +97,17 @@ pub enum EventNote {
         /// Counter value.
         n: u64,
     },
-    /// The meter's clock was compared with the gateway's: `off_ms` is its offset when beyond
-    /// the limit, `None` when within. Not stored; ingest marks the meter's readings by it.
+    /// The meter's clock was compared with the gateway's. Not stored; ingest marks the
+    /// meter's readings by it while `off`.
     ClockChecked {
         /// Meter id.
         meter: String,
-        /// Meter minus gateway time, ms, when beyond the limit.
-        off_ms: Option<i64>,
+        /// Meter minus gateway time, ms.
+        offset_ms: i64,
+        /// Beyond the limit.
+        off: bool,
+        /// What was done (`time_sync`, why not, or "within the limit").
+        note: String,
     },
 }
 

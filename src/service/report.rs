@@ -209,6 +209,9 @@ pub struct MeterReport {
     /// is not delivered (`"2026-12-05 (lost)"` when it never can be).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records_missing: Option<Vec<String>>,
+    /// The meter's last clock check: offset, beyond the limit or not, what was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<crate::uplink::MeterClockStatus>,
 }
 
 /// 24 hourly buckets of one meter's scheduled polls, oldest first; the last is the current
@@ -558,6 +561,12 @@ fn bus_report(
                     dropped: d.map(|d| d.dropped),
                     dropped_in_memory: d.map(|d| d.dropped_in_memory),
                     records_missing: extras.completeness.and_then(|c| c.missing_days(&m.id)),
+                    clock: m.clock.as_ref().map(|c| crate::uplink::MeterClockStatus {
+                        checked_at: rfc3339_millis(c.checked_at),
+                        offset_s: c.offset_s,
+                        off: c.off,
+                        note: c.note.clone(),
+                    }),
                 }
             })
             .collect(),

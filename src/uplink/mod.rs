@@ -76,8 +76,8 @@ use crate::health::MeterHealth;
 use crate::ingest::{MessageKind, Outbox};
 use crate::sync::lock;
 pub use status::{
-    GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterCounters,
-    MeterDrops, MeterStatusMessage, ReadingSuccess, SpoolSummary, UplinkSummary,
+    GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterClockStatus,
+    MeterCounters, MeterDrops, MeterStatusMessage, ReadingSuccess, SpoolSummary, UplinkSummary,
 };
 
 /// The uplink's connection state.

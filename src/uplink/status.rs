@@ -208,7 +208,7 @@ impl MeterCounters {
 }
 
 /// The retained `{prefix}/{gateway}/meters/{meter}/status` payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeterStatusMessage {
     /// Always [`METER_STATUS_SCHEMA`].
     pub schema: String,
@@ -226,6 +226,23 @@ pub struct MeterStatusMessage {
     pub last_error: Option<String>,
     /// Counters since start.
     pub counters: MeterCounters,
+    /// The meter's last clock check, when there was one (added within v1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<MeterClockStatus>,
+}
+
+/// A meter's last clock check, in its status message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeterClockStatus {
+    /// Gateway UTC time of the check.
+    pub checked_at: String,
+    /// Meter minus gateway time, seconds.
+    pub offset_s: f64,
+    /// Beyond the limit.
+    pub off: bool,
+    /// What was done: `time_sync`, why not (an offset of 5 min or more needs a technician…),
+    /// or "within the limit".
+    pub note: String,
 }
 
 impl MeterStatusMessage {
@@ -240,6 +257,12 @@ impl MeterStatusMessage {
             last_success: health.last_success.map(rfc3339_millis),
             last_error: health.last_error.clone(),
             counters: MeterCounters::from(health),
+            clock: health.clock.as_ref().map(|c| MeterClockStatus {
+                checked_at: rfc3339_millis(c.checked_at),
+                offset_s: c.offset_s,
+                off: c.off,
+                note: c.note.clone(),
+            }),
         }
     }
 }

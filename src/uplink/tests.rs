@@ -353,6 +353,12 @@ fn meter_status(meter: &str, state: MeterState) -> MeterHealth {
     m.polls_ok = 9;
     m.polls_failed = 1;
     m.timeouts = 1;
+    m.clock = Some(crate::health::MeterClock {
+        checked_at: SystemTime::now(),
+        offset_s: -400.5,
+        off: true,
+        note: "not corrected: offset of 5 min or more: needs a technician".into(),
+    });
     m
 }
 
