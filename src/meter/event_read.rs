@@ -7,7 +7,7 @@
 
 use meter_protocols::dlt645::event::{EventKind, EventRecord, decode_count, decode_record};
 use meter_protocols::dlt645::{
-    Address, DataIdentifier, Dlt645Frame, ErrorWord, MeterDateTime, Request, Response, Version,
+    Address, DataIdentifier, Dlt645Frame, ErrorWord, MeterDateTime, Response, Version,
 };
 
 use super::contract::{Framing, Reply, Step};
@@ -36,9 +36,8 @@ pub fn clock_step(address: Address, date: bool) -> Step {
 /// The broadcast time sync setting every meter on the bus to `time` (their local time):
 /// control code 08 to `999999999999`, data `ss mm hh DD MM YY`, no reply.
 pub fn time_sync_step(time: MeterDateTime) -> Step {
-    let request = Request::BroadcastTimeSync { time };
     Step {
-        bytes: request.to_frame(Address::BROADCAST).to_bytes(0),
+        bytes: meter_protocols::dlt645::time_sync::broadcast_time_sync(time),
         framing: Framing::None,
         modbus: None,
         what: format!("broadcast time sync {time}"),

@@ -14,6 +14,7 @@
 //! - [`freeze`]: settlement freezes: the identifiers of the n-th record, stamps, the stamp search.
 //! - [`event`]: event counters and records (cover open, power down, clear, clock set,
 //!   programming).
+//! - [`time_sync`]: the broadcast time sync frame (`ss mm hh DD MM YY`, seconds first).
 
 pub mod address;
 pub mod catalog;
@@ -24,6 +25,7 @@ pub mod frame;
 pub mod freeze;
 pub mod request;
 pub mod response;
+pub mod time_sync;
 
 pub use address::{Address, FullAddressError};
 pub use control::{ControlCode, Function};
