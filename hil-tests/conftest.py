@@ -16,6 +16,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--long", action="store_true",
+        help="the chaos soak runs for 1 hour instead of 5 minutes "
+             "(METERD_CHAOS_SECONDS, when set, wins)")
+
+
+def pytest_configure(config):
+    # Before the test modules are imported: test_daemon_chaos.py reads it at import.
+    if config.getoption("--long"):
+        os.environ.setdefault("METERD_CHAOS_SECONDS", "3600")
+
+
 def pytest_report_header(config):
     return f"meterd binary: {meterd_path()}"
 
