@@ -3,6 +3,7 @@
 Everything a test starts it also stops, and everything listens on loopback only.
 """
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--long", action="store_true",
+        help="the chaos soak runs for 1 hour instead of 5 minutes "
+             "(METERD_CHAOS_SECONDS, when set, wins)")
+
+
+def pytest_configure(config):
+    # Before the test modules are imported: test_daemon_chaos.py reads it at import.
+    if config.getoption("--long"):
+        os.environ.setdefault("METERD_CHAOS_SECONDS", "3600")
 
 
 def pytest_report_header(config):
@@ -31,10 +45,40 @@ def meterd() -> Path:
     return path
 
 
+# Ports handed out in this pytest process: never handed out twice.
+_HANDED_OUT: set[int] = set()
+
+
+def quiet_port() -> int:
+    """A free loopback port below the ephemeral range (32768+), never the same twice in one
+    pytest run. A port from bind(0) is an ephemeral one: once released it can come back from
+    the next bind(0) (two listeners of one test on one port: the second fails, and a probe of
+    its port finds the first, e.g. /api/status sent to a simulated meter's port, which never
+    answers), or be taken as the source port of some connection before the listener binds it
+    (TCP self-connect, or a broker that cannot start). While a test's broker is down its port is
+    free and could go to another test's broker on this shared machine.
+    HIL_QUIET_PORTS=LOW-HIGH narrows the range: hil-tests/run gives each pytest it runs side by
+    side a range of its own."""
+    low, high = 20000, 32000
+    if os.environ.get("HIL_QUIET_PORTS"):
+        low, high = (int(x) for x in os.environ["HIL_QUIET_PORTS"].split("-"))
+    for _ in range(1000):
+        port = random.randrange(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}..{high}")
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a test's listener (see quiet_port)."""
+    return quiet_port()
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import decimal
 import json
 import os
-import random
 import signal
 import socket
 import sqlite3
@@ -23,7 +22,7 @@ import jsonschema
 import lz4.block
 import paho.mqtt.client as mqtt
 
-from conftest import ROOT, Mosquitto, free_port, port_open, wait_for
+from conftest import ROOT, Mosquitto, free_port, port_open, quiet_port, wait_for
 
 SCHEMAS = {
     name: json.loads((ROOT / "docs" / "schema" / f"{name}.v1.json").read_text())
@@ -35,27 +34,6 @@ PREFIX = "meterd"
 
 def require_parts() -> bool:
     return os.environ.get("METERD_REQUIRE_PARTS") == "1"
-
-
-def quiet_port() -> int:
-    """A free loopback port below the ephemeral range (32768+). While a test's broker is down
-    its port is free: a port from free_port() can then be taken by another test's broker on
-    this shared machine (the daemon would deliver to it: seen as 20 s of "lost" readings) or
-    be picked as the source port of the daemon's own connect (TCP self-connect).
-    HIL_QUIET_PORTS=LOW-HIGH narrows the range: hil-tests/run gives the outage test, which runs
-    beside the rest of the suite, a range of its own."""
-    low, high = 20000, 32000
-    if os.environ.get("HIL_QUIET_PORTS"):
-        low, high = (int(x) for x in os.environ["HIL_QUIET_PORTS"].split("-"))
-    for _ in range(200):
-        port = random.randrange(low, high)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError(f"no free port in {low}..{high}")
 
 
 class Proc:

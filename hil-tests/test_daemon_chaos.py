@@ -14,7 +14,7 @@ while one meter is noisy (noise bytes and corrupt replies), one is dead (`no_rep
 configured but missing from the simulator, and a client hammers the diagnostics service
 (`POST /api/read` and `GET /api/status` in a loop).
 
-5 minutes by default; `METERD_CHAOS_SECONDS=3600` for the hour. The seed is printed at the start;
+5 minutes by default; `--long` (or `METERD_CHAOS_SECONDS=3600`) for the hour. The seed is printed at the start;
 `METERD_CHAOS_SEED=N` replays the same fault schedule (kinds, moments, pauses, clock offsets:
 the moments are the same, the interleaving with meterd's own timing is not).
 

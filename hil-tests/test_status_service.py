@@ -161,7 +161,10 @@ class Gateway:
             stdout=subprocess.DEVNULL, stderr=open(self.log, "w"),
         )
         self.url = f"http://127.0.0.1:{self.ports['service']}"
-        wait_for(lambda: port_open(self.ports["service"]), 15, "diagnostics service")
+        wait_for(lambda: port_open(self.ports["service"]) or self.daemon.poll() is not None,
+                 15, "diagnostics service")
+        # The port answering is not enough: it must be this daemon's service.
+        assert self.daemon.poll() is None, self.log.read_text()[-3000:]
 
     def status(self):
         code, text = http(self.url + "/api/status")

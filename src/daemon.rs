@@ -17,6 +17,7 @@
 //! polling after the poll in progress, stores what was polled, publishes the offline status
 //! and returns within [`STOP_BUDGET`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -38,7 +39,7 @@ use crate::ingest::{self, FreshRows, HeldAcks, SpoolOutbox, SpoolWriter};
 use crate::reading::ReadingBatch;
 use crate::reading::event::EventNote;
 use crate::spool::{Spool, SpoolError, SpoolOptions};
-use crate::sync::lock;
+use crate::sync::{lock, try_lock};
 use crate::uplink::{self, ReadingSuccess, Uplink, UplinkHandle};
 use meter_protocols::dlt645::freeze::FreezeKind;
 
@@ -585,27 +586,52 @@ type UplinkTask = JoinHandle<Option<SpoolOutbox>>;
 /// What the uplink and the service read of the spool.
 type SpoolStatsFn = Arc<dyn Fn() -> uplink::SpoolSummary + Send + Sync>;
 
-/// The spool's figures as the uplink and the service read them (each call locks the spool
-/// briefly).
+/// The spool's figures as the uplink and the service read them. A reader never waits for the
+/// spool: while a writer holds it (an fsync can take seconds on flash under load, tens of
+/// seconds behind a big write-back), the last figures read are given instead. A reader that
+/// waited would hold one of the runtime's two worker threads; with the uplink waiting on the
+/// other, `/api/status` stopped answering (CI: a request timed out after 30 s).
 struct SpoolViews {
     stats: SpoolStatsFn,
     meter_drops: crate::service::MeterDropsFn,
 }
 
+/// The last spool figures read, for when the spool is busy.
+#[derive(Default)]
+struct LastSpoolFigures {
+    stats: Mutex<uplink::SpoolSummary>,
+    drops: Mutex<HashMap<String, uplink::MeterDrops>>,
+}
+
 impl SpoolViews {
     fn of(spool: &Arc<Mutex<Spool>>) -> Self {
-        let stats_spool = spool.clone();
+        let last = Arc::new(LastSpoolFigures::default());
+        let (stats_spool, stats_last) = (spool.clone(), last.clone());
         let drops_spool = spool.clone();
         Self {
             stats: Arc::new(move || {
-                uplink::SpoolSummary::from(&lock(&stats_spool).stats().unwrap_or_default())
+                let Some(s) = try_lock(&stats_spool) else {
+                    return *lock(&stats_last.stats);
+                };
+                let Ok(stats) = s.stats() else {
+                    return *lock(&stats_last.stats);
+                };
+                drop(s);
+                let summary = uplink::SpoolSummary::from(&stats);
+                *lock(&stats_last.stats) = summary;
+                summary
             }),
             meter_drops: Arc::new(move |meter| {
-                let (dropped, dropped_in_memory) = lock(&drops_spool).meter_drops(meter).ok()?;
-                Some(uplink::MeterDrops {
+                let fresh = try_lock(&drops_spool).and_then(|s| s.meter_drops(meter).ok());
+                let Some((dropped, dropped_in_memory)) = fresh else {
+                    return lock(&last.drops).get(meter).copied();
+                };
+                let drops = uplink::MeterDrops {
                     dropped,
                     dropped_in_memory,
-                })
+                };
+                lock(&last.drops).insert(meter.to_owned(), drops);
+                Some(drops)
             }),
         }
     }

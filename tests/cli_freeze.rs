@@ -28,6 +28,11 @@ fn model() -> MeterModel {
 }
 
 async fn sim(profile: &str) -> SimHandle {
+    let protocol = if profile.contains("1997") {
+        "dlt645-1997"
+    } else {
+        "dlt645-2007"
+    };
     let text = format!(
         r#"
 [clock]
@@ -37,7 +42,7 @@ speed = 1.0
 name = "dlt"
 tcp = "127.0.0.1:0"
 [[port.meter]]
-protocol = "dlt645-2007"
+protocol = "{protocol}"
 address = "{ADDR}"
 profile = "{profile}"
 seed = {SEED}
@@ -210,7 +215,12 @@ async fn a_meter_without_the_records_fails_and_bad_requests_are_refused() {
     args[4] = "dlt645-1997";
     let out = meterd(&args).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("1997 meters keep no freeze records"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("a DL/T 645-1997 meter keeps no daily records"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The table names the kind, the meter and the stamp.
     let out = meterd(&[
         "read",
@@ -267,5 +277,50 @@ async fn check_config_shows_the_freeze_plan_and_its_bus_time() {
             .unwrap_or("")
             .contains("freezes"),
         "{text}"
+    );
+}
+
+/// A DL/T 645-1997 meter's two monthly settlements (last month's `94xx`, the month before's
+/// `98xx`), each exactly the simulator's register at its settlement instant; a third is
+/// refused.
+#[tokio::test]
+async fn a_1997_meter_gives_two_monthly_records() {
+    let sim = sim("dlt645-1997-basic").await;
+    let tcp = sim.local_addr("dlt").unwrap().to_string();
+    let mut args = read_args(&tcp, "monthly", "2");
+    args[4] = "dlt645-1997";
+    let out = meterd(&args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["protocol"], "dlt645-1997");
+    assert_eq!(records[0]["frozen_at"], "2026-12-01T00:00:00+08:00");
+    assert_eq!(records[1]["frozen_at"], "2026-11-01T00:00:00+08:00");
+    let model = model();
+    for (i, (month, tariff, quantity)) in [
+        (12, 0, "energy.active.import.total"),
+        (11, 3, "energy.active.import.t3"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let want = model
+            .energy("active.import", tariff, 2, cst(2026, month, 1, 0))
+            .to_string();
+        exact(&out.stdout, &records[i], quantity, want);
+        assert_eq!(records[i]["frames"].as_array().unwrap().len(), 2);
+    }
+    let mut args = read_args(&tcp, "monthly", "3");
+    args[4] = "dlt645-1997";
+    let out = meterd(&args).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("keeps 1..=2 monthly records"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

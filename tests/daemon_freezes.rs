@@ -36,9 +36,19 @@ async fn start(
     sim_extra: &str,
     freezes: &str,
 ) -> (meterd::sim::SimHandle, Daemon, u16, tempfile::TempDir) {
+    start_meter("dlt645-2007", "dlt645-three-phase", sim_extra, freezes).await
+}
+
+/// [`start`] with a meter of `protocol` and `profile`.
+async fn start_meter(
+    protocol: &str,
+    profile: &str,
+    sim_extra: &str,
+    freezes: &str,
+) -> (meterd::sim::SimHandle, Daemon, u16, tempfile::TempDir) {
     let sim_text = format!(
-        "[[port]]\nname = \"dlt\"\ntcp = \"127.0.0.1:0\"\n[[port.meter]]\nprotocol = \"dlt645-2007\"\n\
-         address = \"{ADDR}\"\nprofile = \"dlt645-three-phase\"\nseed = {SEED}\n{sim_extra}"
+        "[[port]]\nname = \"dlt\"\ntcp = \"127.0.0.1:0\"\n[[port.meter]]\nprotocol = \"{protocol}\"\n\
+         address = \"{ADDR}\"\nprofile = \"{profile}\"\nseed = {SEED}\n{sim_extra}"
     );
     let sim = Simulator::start(SimConfig::from_text(Path::new("sim.toml"), &sim_text).unwrap())
         .await
@@ -58,19 +68,21 @@ listen = "127.0.0.1:0"
 [freeze]
 delay = "0s"
 backfill_days = 3
-backfill_months = 1
+backfill_months = {months}
 [[bus]]
 name = "dlt"
 transport = "tcp"
 host = "{sim_addr}"
 [[bus.meter]]
-protocol = "dlt645-2007"
+protocol = "{protocol}"
 address = "{ADDR}"
-profile = "dlt645-three-phase"
+profile = "{profile}"
 interval = "1h"
 freezes = {freezes}
 "#,
-        dir.path().display()
+        dir.path().display(),
+        // A 1997 meter keeps two settlements: ask for more than it has.
+        months = if protocol == "dlt645-1997" { 12 } else { 1 },
     );
     let (config, profiles) = Config::from_text(Path::new("<test>"), &text).unwrap();
     let daemon = Daemon::start_with(config, profiles, RunOptions::default())
@@ -328,4 +340,66 @@ async fn daemon_completeness(daemon: &Daemon) -> Option<serde_json::Value> {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     let c = report["gateway"]["completeness"].clone();
     (!c.is_null()).then_some(c)
+}
+
+/// A DL/T 645-1997 meter's two monthly settlements (all the edition keeps) are collected by
+/// the daemon and published as freeze records, exactly the simulator's registers; it is never
+/// counted in the daily completeness (the edition has no daily freeze).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_1997_meter_gives_its_two_monthly_settlements() {
+    let (sim, daemon, broker, dir) =
+        start_meter("dlt645-1997", "dlt645-1997-basic", "", r#"["monthly"]"#).await;
+    let mut opts = MqttOptions::new("billing-core-97", "127.0.0.1", broker);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client
+        .subscribe("meterd/gw-f/meters/+/freezes", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut got: BTreeMap<String, (FreezeRecord, String)> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < 2 && tokio::time::Instant::now() < deadline {
+        let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(1), events.poll()).await
+        else {
+            continue;
+        };
+        if let Event::Incoming(Packet::Publish(p)) = event {
+            let text = String::from_utf8_lossy(&p.payload).into_owned();
+            let r: FreezeRecord = serde_json::from_str(&text).unwrap();
+            got.insert(r.id.clone(), (r, text));
+        }
+    }
+    assert_eq!(got.len(), 2, "{:?}", got.keys().collect::<Vec<_>>());
+    let now_local = LocalMinute(wall_clock_ms().div_euclid(60_000) + 480);
+    let model = MeterModel::new(SEED, ADDR.into()).with_offset(UtcOffset::CHINA);
+    for n in 1..=2u8 {
+        let stamp = meter_protocols::dlt645::freeze::monthly_stamp(now_local, (1, 0), n);
+        let id = format!("gw-f/{ADDR}/monthly/{stamp}+08:00");
+        let (r, text) = got.get(&id).unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(r.protocol, "dlt645-1997");
+        assert_eq!(r.frames.len(), 2, "the forward and reverse blocks");
+        let at_utc = (stamp.0 - 480) * 60_000;
+        for (quantity, kind, tariff) in [
+            ("energy.active.import.total", "active.import", 0),
+            ("energy.active.import.t4", "active.import", 4),
+            ("energy.active.export.total", "active.export", 0),
+        ] {
+            let want = model.energy(kind, tariff, 2, at_utc).to_string();
+            assert!(
+                text.contains(&format!("\"quantity\":\"{quantity}\",\"value\":{want},")),
+                "{quantity} = {want} not in {text}"
+            );
+        }
+    }
+    // No daily record is expected of it: no completeness at all (no meter keeps daily ones).
+    assert_eq!(daemon_completeness(&daemon).await, None);
+    daemon.stop().await;
+    let spool = Spool::open(
+        dir.path().join("spool.sqlite"),
+        SpoolOptions::numbered_from_one(64 << 20),
+    )
+    .unwrap();
+    let monthly = spool.ledger("monthly", "").unwrap();
+    assert_eq!(monthly.len(), 2, "{monthly:?}");
+    sim.shutdown().await;
 }

@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meter_protocols::dlt645::Address;
 use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute, latest_due, monthly_stamp};
+use meter_protocols::dlt645::{Address, Version};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -113,6 +113,8 @@ struct MeterPlan {
     id: String,
     protocol: &'static str,
     address: Address,
+    /// The meter's edition: which records it keeps, how deep.
+    version: Version,
     offset: UtcOffset,
     kinds: Vec<FreezeKind>,
 }
@@ -148,10 +150,12 @@ impl FreezeCollector {
         let meters: Vec<Option<MeterPlan>> = drivers
             .map(|d| {
                 let address = d.address()?;
+                let version = d.dlt645_version()?;
                 (!d.freezes().is_empty()).then(|| MeterPlan {
                     id: d.id().to_owned(),
                     protocol: d.protocol().name(),
                     address,
+                    version,
                     offset: d.utc_offset(),
                     kinds: d.freezes().to_vec(),
                 })
@@ -178,7 +182,7 @@ impl FreezeCollector {
             let Some(plan) = plan else { continue };
             let local = LocalMinute((now_ms.div_euclid(60_000)) + plan.offset.minutes());
             for &kind in &plan.kinds {
-                let due = due_stamps(kind, local, &cfg);
+                let due = due_stamps(kind, plan.version, local, &cfg);
                 let Some(&newest) = due.first() else { continue };
                 let wanted = |stamp: &LocalMinute| {
                     !self.hold.contains_key(&(m, kind, *stamp))
@@ -202,7 +206,12 @@ impl FreezeCollector {
                 let read = match kind {
                     FreezeKind::Monthly => {
                         let n = due.iter().position(|s| *s == stamp).map_or(1, |i| i + 1);
-                        FreezeRead::monthly(plan.address, u8::try_from(n).unwrap_or(u8::MAX), stamp)
+                        FreezeRead::monthly(
+                            plan.address,
+                            plan.version,
+                            u8::try_from(n).unwrap_or(u8::MAX),
+                            stamp,
+                        )
                     }
                     _ => FreezeRead::by_stamp(plan.address, kind, stamp, latest),
                 };
@@ -295,20 +304,26 @@ impl FreezeCollector {
 
 /// The stamps of `kind` due at the meter's local time `local`, newest first: every record the
 /// meter should have made by now (each freeze instant plus `delay`), back to the configured
-/// depth.
-pub fn due_stamps(kind: FreezeKind, local: LocalMinute, cfg: &FreezeConfig) -> Vec<LocalMinute> {
+/// depth (and no deeper than a meter of `version` keeps).
+pub fn due_stamps(
+    kind: FreezeKind,
+    version: Version,
+    local: LocalMinute,
+    cfg: &FreezeConfig,
+) -> Vec<LocalMinute> {
+    let depth = kind.depth_in(version);
     let delay = i64::try_from(cfg.delay.as_secs() / 60).unwrap_or(0);
     let seen = LocalMinute(local.0 - delay);
     let settlement = (cfg.settlement_day, cfg.settlement_hour);
     let newest = latest_due(kind, seen, cfg.daily_at_minute, settlement);
     match kind {
-        FreezeKind::Daily => (0..i64::from(cfg.backfill_days.min(kind.depth())))
+        FreezeKind::Daily => (0..i64::from(cfg.backfill_days.min(depth)))
             .map(|k| LocalMinute(newest.0 - k * 1440))
             .collect(),
-        FreezeKind::Hourly => (0..i64::from(cfg.backfill_hours.min(kind.depth())))
+        FreezeKind::Hourly => (0..i64::from(cfg.backfill_hours.min(depth)))
             .map(|k| LocalMinute(newest.0 - k * 60))
             .collect(),
-        FreezeKind::Monthly => (1..=cfg.backfill_months.min(kind.depth()))
+        FreezeKind::Monthly => (1..=cfg.backfill_months.min(depth))
             .map(|n| monthly_stamp(seen, settlement, n))
             .collect(),
     }

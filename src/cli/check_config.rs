@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use meter_protocols::dlt645::Version;
 use meter_protocols::dlt645::freeze::FreezeKind;
 
 use super::fail;
@@ -152,7 +153,7 @@ fn freeze_plan(
             FreezeKind::Monthly => cfg.backfill_months,
             FreezeKind::Hourly => cfg.backfill_hours,
         }
-        .min(kind.depth());
+        .min(kind.depth_in(driver.dlt645_version().unwrap_or(Version::V2007)));
         backfill += one * u32::from(depth);
         kinds.push(format!(
             "{kind} ({depth} back, {:.2} s each)",

@@ -66,23 +66,26 @@ fn read_records(
     last: u8,
     offset: UtcOffset,
 ) -> Result<Vec<FreezeRecord>, (String, u8)> {
-    match args.protocol {
-        Some(ProtocolArg::Dlt645_2007) => {}
-        Some(ProtocolArg::Dlt645_1997) => {
-            return Err((
-                "DL/T 645-1997 meters keep no freeze records; the last month's energy is \
-                 `--quantity energy.active.import.total@settlement-1`"
-                    .into(),
-                2,
-            ));
-        }
-        _ => return Err(("--freeze reads DL/T 645-2007 meters".into(), 2)),
-    }
-    if !(1..=kind.depth()).contains(&last) {
+    let (version, protocol) = match args.protocol {
+        Some(ProtocolArg::Dlt645_2007) => (Version::V2007, Protocol::Dlt645_2007),
+        Some(ProtocolArg::Dlt645_1997) => (Version::V1997, Protocol::Dlt645_1997),
+        _ => return Err(("--freeze reads DL/T 645 meters".into(), 2)),
+    };
+    let depth = kind.depth_in(version);
+    if depth == 0 {
         return Err((
             format!(
-                "--last {last}: a meter keeps 1..={} {} records",
-                kind.depth(),
+                "a DL/T 645-1997 meter keeps no {kind} records: the 1997 edition has only \
+                 monthly settlements (last month's and the month before's: `--freeze monthly`)"
+            ),
+            2,
+        ));
+    }
+    if !(1..=depth).contains(&last) {
+        return Err((
+            format!(
+                "--last {last}: a {} meter keeps 1..={depth} {} records",
+                version.name(),
                 kind.name()
             ),
             2,
@@ -90,24 +93,26 @@ fn read_records(
     }
     let profiles = ProfileSet::builtin()
         .map_err(|e| (e.to_string(), 2))?
-        .with(plan(kind, last).map_err(|e| (e, 2))?);
-    let bus = one_meter_bus(args, Protocol::Dlt645_2007, PLAN.into()).map_err(|e| (e, 2))?;
+        .with(plan(kind, version, last).map_err(|e| (e, 2))?);
+    let bus = one_meter_bus(args, protocol, PLAN.into()).map_err(|e| (e, 2))?;
     let batch = read_once(&bus, &profiles)?;
-    Ok(records(&batch, kind, last, offset))
+    Ok(records(&batch, kind, version, last, offset))
 }
 
 /// The read plan: each record's stamp (daily, hourly) and value identifiers, n = 1..=last;
 /// for monthly records, the meter's clock and settlement day, which name their instant.
-fn plan(kind: FreezeKind, last: u8) -> Result<Profile, String> {
+fn plan(kind: FreezeKind, version: Version, last: u8) -> Result<Profile, String> {
     let mut dis = Vec::new();
     if kind == FreezeKind::Monthly {
         for q in ["meter.date", "meter.time", "meter.settlement_day1"] {
-            dis.extend(di_for_quantity(Version::V2007, q));
+            dis.extend(di_for_quantity(version, q));
         }
     }
     for n in 1..=last {
-        dis.extend(kind.stamp_di(n));
-        dis.extend(kind.value_dis(n));
+        if version == Version::V2007 {
+            dis.extend(kind.stamp_di(n));
+        }
+        dis.extend(kind.value_dis_in(version, n));
     }
     let points = dis
         .into_iter()
@@ -121,7 +126,11 @@ fn plan(kind: FreezeKind, last: u8) -> Result<Profile, String> {
         PLAN,
         "freeze records",
         "command line",
-        ProfileProtocol::Dlt645_2007,
+        if version == Version::V2007 {
+            ProfileProtocol::Dlt645_2007
+        } else {
+            ProfileProtocol::Dlt645_1997
+        },
         points,
     )
     .checked(Path::new("<command line>"))
@@ -132,6 +141,7 @@ fn plan(kind: FreezeKind, last: u8) -> Result<Profile, String> {
 fn records(
     batch: &ReadingBatch,
     kind: FreezeKind,
+    version: Version,
     last: u8,
     offset: UtcOffset,
 ) -> Vec<FreezeRecord> {
@@ -146,7 +156,7 @@ fn records(
         batch
             .frames
             .iter()
-            .filter(|f| frame_record(f) == Some((kind, n)))
+            .filter(|f| frame_record(f, version) == Some((kind, n)))
             .cloned()
             .collect()
     };
@@ -238,12 +248,12 @@ fn monthly_now(batch: &ReadingBatch, offset: UtcOffset) -> (LocalMinute, (u8, u8
 }
 
 /// Which record an evidence frame (hex) answers.
-fn frame_record(hex: &str) -> Option<(FreezeKind, u8)> {
+fn frame_record(hex: &str, version: Version) -> Option<(FreezeKind, u8)> {
     let bytes = crate::hex_input::parse_hex(&[hex]).ok()?;
     let Scan::Frame { frame, .. } = Dlt645Frame::scan(&bytes) else {
         return None;
     };
-    match Response::from_frame(&frame, Version::V2007).ok()? {
+    match Response::from_frame(&frame, version).ok()? {
         Response::ReadData { di, .. } => record_of(di),
         _ => None,
     }
@@ -299,7 +309,7 @@ mod tests {
 
     #[test]
     fn the_plan_reads_every_record_asked_for() {
-        let p = plan(FreezeKind::Daily, 3).unwrap();
+        let p = plan(FreezeKind::Daily, Version::V2007, 3).unwrap();
         let dis: Vec<String> = p
             .points
             .iter()
@@ -312,7 +322,7 @@ mod tests {
                 "05060103", "05060203"
             ]
         );
-        let p = plan(FreezeKind::Monthly, 2).unwrap();
+        let p = plan(FreezeKind::Monthly, Version::V2007, 2).unwrap();
         assert_eq!(p.points.len(), 3 + 2 * 2);
     }
 }

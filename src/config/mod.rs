@@ -593,7 +593,7 @@ impl MeterConfig {
         Ok(())
     }
 
-    /// Checks `freezes`: known kinds, on a DL/T 645-2007 meter only.
+    /// Checks `freezes`: known kinds, each one the meter's edition keeps.
     fn check_freezes(&self) -> Result<(), String> {
         let Some(kinds) = &self.freezes else {
             return Ok(());
@@ -605,11 +605,17 @@ impl MeterConfig {
                 known.join(", ")
             ));
         }
-        if !kinds.is_empty() && self.protocol != Protocol::Dlt645_2007 {
-            return Err(format!(
-                "freezes are DL/T 645-2007 records; a {} meter has none",
-                self.protocol.name()
-            ));
+        let version = match self.protocol {
+            Protocol::Dlt645_2007 => Some(meter_protocols::dlt645::Version::V2007),
+            Protocol::Dlt645_1997 => Some(meter_protocols::dlt645::Version::V1997),
+            _ => None,
+        };
+        for kind in kinds.iter().filter_map(|k| FreezeKind::parse(k)) {
+            if let Some(why) =
+                profile::freeze_unsupported(kind, version, self.protocol.name(), "meter")
+            {
+                return Err(why);
+            }
         }
         Ok(())
     }
@@ -1036,7 +1042,7 @@ profile = "eastron-sdm630"
             Profile::parse(file, &text("dlt645-1997", "[\"daily\"]", "di = \"9010\"")).unwrap_err();
         assert!(
             e.to_string()
-                .contains("freezes are DL/T 645-2007 records; a dlt645-1997 profile has none"),
+                .contains("a dlt645-1997 profile has no daily records: the 1997 edition keeps"),
             "{e}"
         );
         let ok = Profile::parse(

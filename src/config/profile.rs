@@ -8,15 +8,35 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use meter_protocols::dlt645::DataIdentifier;
 use meter_protocols::dlt645::event::EventKind;
 use meter_protocols::dlt645::freeze::FreezeKind;
+use meter_protocols::dlt645::{DataIdentifier, Version};
 use meter_protocols::modbus::rtu::ReadFunction;
 use meter_protocols::modbus::values::{RegisterOrder, ValueType};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{ConfigError, Protocol, parse_toml};
+
+/// Why a meter of `version` (`None`: not DL/T 645), named `protocol`, cannot give records of
+/// `kind`; `None` when it can. `what` is "profile" or "meter".
+pub(super) fn freeze_unsupported(
+    kind: FreezeKind,
+    version: Option<Version>,
+    protocol: &str,
+    what: &str,
+) -> Option<String> {
+    match version {
+        None => Some(format!(
+            "freezes are DL/T 645 records; a {protocol} {what} has none"
+        )),
+        Some(v) if kind.depth_in(v) == 0 => Some(format!(
+            "a {protocol} {what} has no {kind} records: the 1997 edition keeps no daily or \
+             hourly freeze, only monthly settlements (last month's and the month before's)"
+        )),
+        Some(_) => None,
+    }
+}
 
 /// The profiles shipped in the binary: (file name, text).
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -456,11 +476,15 @@ impl Profile {
                     known.join(", ")
                 )));
             }
-            if self.protocol != ProfileProtocol::Dlt645_2007 {
-                return Err(fail(format!(
-                    "freezes are DL/T 645-2007 records; a {} profile has none",
-                    self.protocol_name()
-                )));
+            let version = match self.protocol {
+                ProfileProtocol::Dlt645_2007 => Some(Version::V2007),
+                ProfileProtocol::Dlt645_1997 => Some(Version::V1997),
+                ProfileProtocol::Modbus => None,
+            };
+            if let Some(why) = FreezeKind::parse(kind.get_ref())
+                .and_then(|k| freeze_unsupported(k, version, self.protocol_name(), "profile"))
+            {
+                return Err(fail(why));
             }
         }
         Ok(())

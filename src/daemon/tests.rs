@@ -178,3 +178,57 @@ async fn a_reload_applies_a_new_service_token() {
     assert!(get(ep(&daemon), "new-token").await.is_ok());
     daemon.stop().await;
 }
+
+/// A reader of the spool's figures (the status page, the gateway status) never waits for the
+/// spool: while it is held (a writer in a long fsync), the last figures read come back at once.
+#[test]
+fn spool_figures_do_not_wait_for_a_busy_spool() {
+    use std::sync::{Arc, Mutex, mpsc};
+
+    use crate::spool::{Spool, SpoolOptions};
+    use crate::sync::lock;
+
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(
+        dir.path().join("spool.sqlite"),
+        SpoolOptions::numbered_from_one(1 << 20),
+    )
+    .unwrap();
+    let spool = Arc::new(Mutex::new(spool));
+    lock(&spool).note_memory_drops("m1", 3);
+    let views = super::SpoolViews::of(&spool);
+    // Free: fresh figures, remembered.
+    assert_eq!((views.stats)().dropped_in_memory, 3);
+    assert_eq!(
+        (views.meter_drops)("m1").map(|d| d.dropped_in_memory),
+        Some(3)
+    );
+
+    // Held by another thread for 3 s, which changes the figures meanwhile.
+    let (held_tx, held_rx) = mpsc::channel();
+    let holder = {
+        let spool = spool.clone();
+        std::thread::spawn(move || {
+            let mut s = lock(&spool);
+            s.note_memory_drops("m1", 4);
+            held_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        })
+    };
+    held_rx.recv().unwrap();
+    let t = std::time::Instant::now();
+    assert_eq!((views.stats)().dropped_in_memory, 3, "the last figures");
+    assert_eq!(
+        (views.meter_drops)("m1").map(|d| d.dropped_in_memory),
+        Some(3)
+    );
+    assert_eq!((views.meter_drops)("never-seen"), None);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "waited {:?}",
+        t.elapsed()
+    );
+    holder.join().unwrap();
+    // Free again: fresh.
+    assert_eq!((views.stats)().dropped_in_memory, 7);
+}

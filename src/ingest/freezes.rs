@@ -20,7 +20,7 @@ use super::OnStored;
 use super::spool_outbox::FreshRows;
 use crate::bus::freeze_collect::{FreezeBook, FreezeEvent};
 use crate::spool::Spool;
-use crate::sync::lock;
+use crate::sync::{lock, try_lock};
 
 /// Records of one meter and kind, one bit per period: bit `k` is period `newest - k`.
 #[derive(Debug, Clone, Default)]
@@ -199,7 +199,10 @@ pub async fn run(
                 _ = forget.tick() => {
                     // Records the spool dropped unsent (full) are missing again: back-fill
                     // reads them once the view forgets them.
-                    for id in lock(&spool).take_requeued() {
+                    // Not worth waiting for on an async thread (a writer may be in an
+                    // fsync): the next tick takes them.
+                    let requeued = try_lock(&spool).map(|mut s| s.take_requeued());
+                    for id in requeued.into_iter().flatten() {
                         view.unsettle_id(&id);
                     }
                     continue;

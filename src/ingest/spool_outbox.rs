@@ -90,6 +90,20 @@ impl FreshRows {
     }
 }
 
+/// Runs `f`, which waits for the spool (its lock, its disk), telling a multi-threaded tokio
+/// runtime first (`block_in_place`) so that the worker's other tasks move to another thread:
+/// the uplink calls the outbox on a worker, and a writer's fsync can hold the spool for
+/// seconds; with two workers, one waiting here and one elsewhere stopped the whole daemon.
+/// Elsewhere (a current-thread runtime in tests, no runtime) it just runs `f`.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Acknowledged rows not deleted yet, shared by the outbox (which adds them and commits them
 /// when due) and the spool writer (which deletes them in its next append's transaction).
 #[derive(Clone, Default)]
@@ -169,6 +183,10 @@ impl SpoolOutbox {
 
     /// Commits the acks held (one transaction); on error they stay held.
     pub fn flush(&mut self) -> Result<(), SpoolError> {
+        off_the_runtime(|| self.flush_now())
+    }
+
+    fn flush_now(&mut self) -> Result<(), SpoolError> {
         // The spool first, then the acks: the writer takes them under the spool's lock, so a
         // flush never sees a group the writer is deleting half-way.
         let mut spool = lock(&self.spool);
@@ -205,7 +223,7 @@ impl Outbox for SpoolOutbox {
         if let Some(rows) = self.fresh.take(after_rowid, limit) {
             return Ok(rows);
         }
-        let rows = lock(&self.spool).pending(after_rowid, limit)?;
+        let rows = off_the_runtime(|| lock(&self.spool).pending(after_rowid, limit))?;
         if let Some(last) = rows.last() {
             self.fresh.discard_through(last.rowid);
         }
@@ -238,6 +256,48 @@ mod tests {
         let fresh = FreshRows::default();
         let outbox = SpoolOutbox::new(spool.clone(), fresh.clone(), HeldAcks::default());
         (dir, spool, fresh, outbox)
+    }
+
+    /// The uplink reads the outbox on a runtime worker: while the spool is held (a writer's
+    /// long fsync), the worker's other tasks move on instead of waiting with it. With two
+    /// workers and both stuck on the spool, `/api/status` stopped answering.
+    #[test]
+    fn waiting_for_the_spool_does_not_stall_the_runtime() {
+        let (_dir, spool, _fresh, mut outbox) = setup(1 << 20);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let holder = {
+            let spool = spool.clone();
+            std::thread::spawn(move || {
+                let _s = lock(&spool);
+                held_tx.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            })
+        };
+        held_rx.recv().unwrap();
+        let ticked_after = rt.block_on(async move {
+            let t0 = tokio::time::Instant::now();
+            // One worker: without block_in_place the reader holds it, and the ticker cannot
+            // run until the spool is free (2 s).
+            let reader = tokio::spawn(async move { outbox.pending(None, 10).map(|r| r.len()) });
+            tokio::task::yield_now().await;
+            let ticker = tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                t0.elapsed()
+            });
+            let ticked = ticker.await.unwrap();
+            assert_eq!(reader.await.unwrap().unwrap(), 0);
+            ticked
+        });
+        holder.join().unwrap();
+        assert!(
+            ticked_after < std::time::Duration::from_secs(1),
+            "another task waited {ticked_after:?} for the spool's holder"
+        );
     }
 
     fn append(spool: &Mutex<Spool>, fresh: &FreshRows, meters: &[&str]) {

@@ -15,7 +15,7 @@ use meter_protocols::dlt645::format::Value;
 use meter_protocols::dlt645::freeze::{
     FreezeKind, LocalMinute, SearchStep, StampSearch, plain_quantity,
 };
-use meter_protocols::dlt645::{Address, DataIdentifier, ErrorWord, Response};
+use meter_protocols::dlt645::{Address, DataIdentifier, ErrorWord, Response, Version};
 
 use super::contract::{Reply, Step};
 use super::dlt645::{self, Outcome};
@@ -66,6 +66,8 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct FreezeRead {
     address: Address,
+    /// The meter's edition: which identifiers hold a record.
+    version: Version,
     kind: FreezeKind,
     state: State,
     values: Vec<ReadingValue>,
@@ -86,6 +88,7 @@ impl FreezeRead {
         let (search, step) = StampSearch::start(kind, wanted, latest);
         let mut read = FreezeRead {
             address,
+            version: Version::V2007,
             kind,
             state: State::Done(FreezeOutcome::NotYetFrozen),
             values: Vec::new(),
@@ -95,20 +98,22 @@ impl FreezeRead {
         read
     }
 
-    /// Reads monthly settlement record `n` (1..=12), whose instant is `stamp` (computed from
-    /// the meter's settlement day: [`meter_protocols::dlt645::freeze::monthly_stamp`]).
-    pub fn monthly(address: Address, n: u8, stamp: LocalMinute) -> FreezeRead {
+    /// Reads monthly settlement record `n` (1..=12 on a DL/T 645-2007 meter, 1..=2 on a
+    /// 1997 one), whose instant is `stamp` (computed from the meter's settlement day:
+    /// [`meter_protocols::dlt645::freeze::monthly_stamp`]).
+    pub fn monthly(address: Address, version: Version, n: u8, stamp: LocalMinute) -> FreezeRead {
         let kind = FreezeKind::Monthly;
-        let state = if (1..=kind.depth()).contains(&n) {
+        let depth = kind.depth_in(version);
+        let state = if (1..=depth).contains(&n) {
             State::Values { n, stamp, next: 0 }
         } else {
             State::Done(FreezeOutcome::Lost(format!(
-                "the meter keeps {} monthly settlements; record {n} is gone",
-                kind.depth()
+                "the meter keeps {depth} monthly settlements; record {n} is gone"
             )))
         };
         FreezeRead {
             address,
+            version,
             kind,
             state,
             values: Vec::new(),
@@ -150,7 +155,9 @@ impl FreezeRead {
     fn current_di(&self) -> Option<DataIdentifier> {
         match &self.state {
             State::Stamp { n, .. } => self.kind.stamp_di(*n),
-            State::Values { n, next, .. } => self.kind.value_dis(*n).get(*next).copied(),
+            State::Values { n, next, .. } => {
+                self.kind.value_dis_in(self.version, *n).get(*next).copied()
+            }
             State::Done(_) => None,
         }
     }
@@ -193,7 +200,7 @@ impl FreezeRead {
                             v.quantity = plain_quantity(&v.quantity).into();
                             v
                         }));
-                        if next + 1 < self.kind.value_dis(n).len() {
+                        if next + 1 < self.kind.value_dis_in(self.version, n).len() {
                             State::Values {
                                 n,
                                 stamp,

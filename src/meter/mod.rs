@@ -204,6 +204,15 @@ impl MeterDriver {
         &self.freezes
     }
 
+    /// The DL/T 645 edition the meter speaks (DL/T 645 meters only).
+    pub fn dlt645_version(&self) -> Option<Version> {
+        match self.protocol {
+            Protocol::Dlt645_2007 => Some(Version::V2007),
+            Protocol::Dlt645_1997 => Some(Version::V1997),
+            _ => None,
+        }
+    }
+
     /// The DL/T 645 address (DL/T 645 meters only).
     pub fn address(&self) -> Option<Address> {
         self.address

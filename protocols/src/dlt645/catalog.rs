@@ -324,14 +324,19 @@ static KINDS_2007: [Kind; 11] = [
 
 /// DL/T 645-1997 energy registers: (DI high byte, DI0 high nibble, kind, period).
 #[rustfmt::skip]
-static KINDS_1997: [(u8, u8, Kind, Period); 6] = [
+static KINDS_1997: [(u8, u8, Kind, Period); 8] = [
     (0x90, 1, kind("active.import", "kWh", "kW", Some(1), false, "forward active energy", ""), Period::Current),
     (0x90, 2, kind("active.export", "kWh", "kW", Some(2), false, "reverse active energy", ""), Period::Current),
     (0x91, 1, kind("reactive.import", "kvarh", "kvar", Some(3), false, "forward reactive energy", ""), Period::Current),
     (0x91, 2, kind("reactive.export", "kvarh", "kvar", Some(4), false, "reverse reactive energy", ""), Period::Current),
     (0x94, 1, kind("active.import", "kWh", "kW", Some(1), false, "last month forward active energy", ""), Period::Settlement(1)),
     (0x94, 2, kind("active.export", "kWh", "kW", Some(2), false, "last month reverse active energy", ""), Period::Settlement(1)),
+    (0x98, 1, kind("active.import", "kWh", "kW", Some(1), false, "forward active energy of the month before last", ""), Period::Settlement(2)),
+    (0x98, 2, kind("active.export", "kWh", "kW", Some(2), false, "reverse active energy of the month before last", ""), Period::Settlement(2)),
 ];
+/// Monthly settlements a DL/T 645-1997 meter keeps: last month (`94xx`) and the month before
+/// (`98xx`).
+pub const MAX_SETTLEMENT_1997: u8 = 2;
 
 /// Highest tariff number: 63 for 2007 (DI1 `01..3F`), 14 for 1997 (DI0 nibble `1..E`).
 const MAX_TARIFF_2007: u8 = 63;

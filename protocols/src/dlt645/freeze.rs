@@ -15,7 +15,8 @@
 use std::fmt;
 
 use super::DataIdentifier;
-use super::catalog::{MAX_DAILY, MAX_HOURLY, MAX_SETTLEMENT};
+use super::Version;
+use super::catalog::{MAX_DAILY, MAX_HOURLY, MAX_SETTLEMENT, MAX_SETTLEMENT_1997};
 use super::format::MeterTime;
 use crate::calendar::{civil_from_days, days_from_civil};
 
@@ -92,6 +93,35 @@ impl FreezeKind {
         dis.into_iter().map(DataIdentifier::V2007).collect()
     }
 
+    /// How many records of this kind a meter of `version` keeps; 0 when the edition has none.
+    /// DL/T 645-1997 has no daily or hourly freeze, and of the settlements only last month's
+    /// (`94xx`) and the month before's (`98xx`).
+    pub const fn depth_in(self, version: Version) -> u8 {
+        match (version, self) {
+            (Version::V2007, _) => self.depth(),
+            (Version::V1997, FreezeKind::Monthly) => MAX_SETTLEMENT_1997,
+            (Version::V1997, FreezeKind::Daily | FreezeKind::Hourly) => 0,
+        }
+    }
+
+    /// [`FreezeKind::value_dis`] for a meter of `version`: DL/T 645-1997 monthly record `n`
+    /// is the forward and reverse active blocks of last month (`941F`, `942F`, n = 1) or of
+    /// the month before (`981F`, `982F`, n = 2). Empty where the edition has no such record.
+    pub fn value_dis_in(self, version: Version, n: u8) -> Vec<DataIdentifier> {
+        match version {
+            Version::V2007 => self.value_dis(n),
+            Version::V1997 => match (self, n) {
+                (FreezeKind::Monthly, 1) => {
+                    vec![DataIdentifier::V1997(0x941F), DataIdentifier::V1997(0x942F)]
+                }
+                (FreezeKind::Monthly, 2) => {
+                    vec![DataIdentifier::V1997(0x981F), DataIdentifier::V1997(0x982F)]
+                }
+                _ => Vec::new(),
+            },
+        }
+    }
+
     /// The nominal spacing of records in minutes (monthly: none, months differ in length).
     pub const fn period_minutes(self) -> Option<i64> {
         match self {
@@ -111,8 +141,18 @@ impl fmt::Display for FreezeKind {
 /// Which record an identifier of [`FreezeKind::stamp_di`] or [`FreezeKind::value_dis`]
 /// reads: (kind, n); `None` for any other identifier.
 pub fn record_of(di: DataIdentifier) -> Option<(FreezeKind, u8)> {
-    let DataIdentifier::V2007(v) = di else {
-        return None;
+    let v = match di {
+        DataIdentifier::V2007(v) => v,
+        // 1997: last month's (94xx) and the month before's (98xx) active energy registers,
+        // forward (x1x) and reverse (x2x), a total, a tariff or the block.
+        DataIdentifier::V1997(v) => {
+            let n = match v >> 8 {
+                0x94 => 1,
+                0x98 => 2,
+                _ => return None,
+            };
+            return matches!((v >> 4) & 0xF, 1 | 2).then_some((FreezeKind::Monthly, n));
+        }
     };
     let kind = match v & 0xFFFF_FF00 {
         0x0506_0000 | 0x0506_0100 | 0x0506_0200 => FreezeKind::Daily,

@@ -73,22 +73,23 @@ fn due_stamps_wait_for_the_delay_and_go_back_as_configured() {
     };
     // 00:03 is before midnight + 5 min: today's record is not due yet.
     assert_eq!(
-        due_stamps(FreezeKind::Daily, local, &c),
+        due_stamps(FreezeKind::Daily, Version::V2007, local, &c),
         [day(6), day(5), day(4)]
     );
     let local = LocalMinute::from_civil(2026, 12, 7, 0, 5);
     assert_eq!(
-        due_stamps(FreezeKind::Daily, local, &c),
+        due_stamps(FreezeKind::Daily, Version::V2007, local, &c),
         [day(7), day(6), day(5)]
     );
     let hours = due_stamps(
         FreezeKind::Hourly,
+        Version::V2007,
         LocalMinute::from_civil(2026, 12, 7, 13, 10),
         &c,
     );
     assert_eq!(hours.len(), 48);
     assert_eq!(hours[0], LocalMinute::from_civil(2026, 12, 7, 13, 0));
-    let months = due_stamps(FreezeKind::Monthly, local, &c);
+    let months = due_stamps(FreezeKind::Monthly, Version::V2007, local, &c);
     assert_eq!(months.len(), 12);
     assert_eq!(months[1], LocalMinute::from_civil(2026, 11, 1, 0, 0));
     // Never deeper than the meter keeps.
@@ -96,7 +97,10 @@ fn due_stamps_wait_for_the_delay_and_go_back_as_configured() {
         backfill_days: 62,
         ..FreezeConfig::default()
     };
-    assert_eq!(due_stamps(FreezeKind::Daily, local, &deep).len(), 62);
+    assert_eq!(
+        due_stamps(FreezeKind::Daily, Version::V2007, local, &deep).len(),
+        62
+    );
 }
 
 #[test]

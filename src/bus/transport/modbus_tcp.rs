@@ -71,16 +71,24 @@ impl ModbusTcpClient {
     }
 }
 
-/// Bytes a [`TapStream`] saw, for evidence and traces.
+/// Bytes a [`TapStream`] saw, for evidence and traces, and whether the peer closed.
 #[derive(Debug, Clone, Default)]
 pub struct Tapped {
     inner: Arc<Mutex<(Vec<u8>, Vec<u8>)>>,
+    /// The peer closed the connection (a read returned end of stream). tokio-modbus reports
+    /// that as the thread's stale `errno` ("Resource temporarily unavailable (os error 11)"),
+    /// which says nothing to a technician.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Tapped {
     fn take(&self) -> (Vec<u8>, Vec<u8>) {
         let mut g = lock(&self.inner);
         (std::mem::take(&mut g.0), std::mem::take(&mut g.1))
+    }
+
+    fn peer_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -102,6 +110,11 @@ impl AsyncRead for TapStream {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let TaskPoll::Ready(Ok(())) = &r {
             let new = buf.filled().get(before..).unwrap_or(&[]).to_vec();
+            if new.is_empty() && buf.remaining() > 0 {
+                self.tapped
+                    .closed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let mut g = lock(&self.tapped.inner);
             g.1.extend_from_slice(&new);
         }
@@ -185,6 +198,9 @@ async fn modbus_tcp_call(
             }
             Err(TcpFailure::Timeout)
         }
+        Ok(Err(_)) if tapped.peer_closed() => {
+            Err(TcpFailure::Link("peer closed the connection".to_owned()))
+        }
         Ok(Err(e)) => Err(TcpFailure::Link(e.to_string())),
         Ok(Ok(Ok(response))) => {
             tap.mbap_frame(Direction::Rx, &received);
@@ -221,6 +237,41 @@ async fn modbus_tcp_call(
                 }),
                 received,
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A peer that takes the request and closes: the reason says so (tokio-modbus alone gave
+    /// "Resource temporarily unavailable (os error 11)").
+    #[tokio::test]
+    async fn a_peer_that_closes_is_named_as_such() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 12];
+            let _ = s.read_exact(&mut buf).await;
+            // Dropped: FIN after the request, no reply.
+        });
+        let mut client = ModbusTcpClient::connect(&addr, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let req = rtu::Request::ReadHoldingRegisters {
+            address: 0,
+            count: 2,
+        };
+        let tap = FrameTap::new("t", None);
+        let r = client.call(1, &req, Duration::from_secs(2), &tap).await;
+        peer.await.unwrap();
+        match r {
+            Err(TcpFailure::Link(reason)) => assert_eq!(reason, "peer closed the connection"),
+            Err(TcpFailure::Timeout) => panic!("timeout instead of the closed connection"),
+            Ok(_) => panic!("a reply from a peer that sent none"),
         }
     }
 }

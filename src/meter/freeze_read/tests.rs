@@ -23,8 +23,13 @@ fn sim_meter(profile: &str) -> SimMeter {
 
 /// A simulated meter of `profile` with `extra` lines in its `[[port.meter]]`.
 fn sim_meter_with(profile: &str, extra: &str) -> SimMeter {
+    let protocol = if profile.contains("1997") {
+        "dlt645-1997"
+    } else {
+        "dlt645-2007"
+    };
     let text = format!(
-        "[[port]]\nname = \"p\"\ntcp = \"127.0.0.1:0\"\n[[port.meter]]\nprotocol = \"dlt645-2007\"\n\
+        "[[port]]\nname = \"p\"\ntcp = \"127.0.0.1:0\"\n[[port.meter]]\nprotocol = \"{protocol}\"\n\
          address = \"{ADDR}\"\nprofile = \"{profile}\"\nseed = {SEED}\nutc_offset = \"Z\"\n{extra}"
     );
     let config = SimConfig::from_text(Path::new("t.toml"), &text).unwrap();
@@ -47,7 +52,8 @@ fn drive(
         let Scan::Frame { frame, .. } = Dlt645Frame::scan(&step.bytes) else {
             panic!("the request is no frame");
         };
-        let request = Request::from_frame(&frame, Version::V2007).unwrap();
+        let version = meter.dlt645_version().expect("a DL/T 645 meter");
+        let request = Request::from_frame(&frame, version).unwrap();
         if let Request::ReadData { di, .. } = &request
             && silent.contains(&di.to_string().as_str())
         {
@@ -185,7 +191,12 @@ fn hourly_and_monthly_records() {
     );
     let stamp = monthly_stamp(at(7, 8), (1, 0), 2);
     assert_eq!(stamp, LocalMinute::from_civil(2026, 11, 1, 0, 0));
-    let (outcome, exchanges) = drive(FreezeRead::monthly(address(), 2, stamp), &meter, now(), &[]);
+    let (outcome, exchanges) = drive(
+        FreezeRead::monthly(address(), Version::V2007, 2, stamp),
+        &meter,
+        now(),
+        &[],
+    );
     let FreezeOutcome::Record { values, .. } = outcome else {
         panic!("{outcome:?}");
     };
@@ -195,7 +206,7 @@ fn hourly_and_monthly_records() {
         number(&values, "energy.active.export.t4"),
         model.energy("active.export", 4, 2, nov).to_string()
     );
-    let read = FreezeRead::monthly(address(), 13, stamp);
+    let read = FreezeRead::monthly(address(), Version::V2007, 13, stamp);
     assert!(matches!(read.finish(), FreezeOutcome::Lost(_)));
 }
 
@@ -217,4 +228,40 @@ fn a_freeze_the_meter_never_made_is_lost_and_the_next_record_still_found() {
         matches!(outcome, FreezeOutcome::Record { n: 3, .. }),
         "{outcome:?}"
     );
+}
+
+#[test]
+fn a_1997_meter_gives_its_two_monthly_settlements() {
+    let meter = sim_meter("dlt645-1997-basic");
+    let model = MeterModel::new(SEED, ADDR.into());
+    for (n, month) in [(1u8, 12u32), (2, 11)] {
+        let stamp = monthly_stamp(at(7, 8), (1, 0), n);
+        assert_eq!(stamp, LocalMinute::from_civil(2026, month, 1, 0, 0));
+        let (outcome, exchanges) = drive(
+            FreezeRead::monthly(address(), Version::V1997, n, stamp),
+            &meter,
+            now(),
+            &[],
+        );
+        let FreezeOutcome::Record { values, frames, .. } = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!((exchanges, frames.len()), (2, 2));
+        let start = days_from_civil(2026, month, 1) * DAY;
+        for (q, kind, tariff) in [
+            ("energy.active.import.total", "active.import", 0),
+            ("energy.active.import.t2", "active.import", 2),
+            ("energy.active.export.total", "active.export", 0),
+        ] {
+            assert_eq!(
+                number(&values, q),
+                model.energy(kind, tariff, 2, start).to_string(),
+                "record {n}: {q}"
+            );
+        }
+    }
+    // The 1997 edition keeps two.
+    let stamp = monthly_stamp(at(7, 8), (1, 0), 3);
+    let read = FreezeRead::monthly(address(), Version::V1997, 3, stamp);
+    assert!(matches!(read.finish(), FreezeOutcome::Lost(r) if r.contains("keeps 2 monthly")),);
 }

@@ -295,3 +295,55 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn dlt645_1997_offers_two_monthly_settlements_and_no_freezes() {
+    use crate::dlt645::Version;
+    assert_eq!(FreezeKind::Monthly.depth_in(Version::V1997), 2);
+    assert_eq!(FreezeKind::Daily.depth_in(Version::V1997), 0);
+    assert_eq!(FreezeKind::Hourly.depth_in(Version::V1997), 0);
+    for k in FreezeKind::ALL {
+        assert_eq!(k.depth_in(Version::V2007), k.depth());
+        assert_eq!(k.value_dis_in(Version::V2007, 1), k.value_dis(1));
+    }
+    let v = |x| DataIdentifier::V1997(x);
+    assert_eq!(
+        FreezeKind::Monthly.value_dis_in(Version::V1997, 1),
+        vec![v(0x941F), v(0x942F)]
+    );
+    assert_eq!(
+        FreezeKind::Monthly.value_dis_in(Version::V1997, 2),
+        vec![v(0x981F), v(0x982F)]
+    );
+    assert!(
+        FreezeKind::Monthly
+            .value_dis_in(Version::V1997, 3)
+            .is_empty()
+    );
+    assert!(FreezeKind::Daily.value_dis_in(Version::V1997, 1).is_empty());
+    // Each value identifier names its record; current registers and others name none.
+    for n in 1..=2 {
+        for di in FreezeKind::Monthly.value_dis_in(Version::V1997, n) {
+            assert_eq!(record_of(di), Some((FreezeKind::Monthly, n)), "{di}");
+        }
+    }
+    assert_eq!(record_of(v(0x9410)), Some((FreezeKind::Monthly, 1)));
+    assert_eq!(record_of(v(0x9824)), Some((FreezeKind::Monthly, 2)));
+    assert_eq!(record_of(v(0x901F)), None);
+    assert_eq!(record_of(v(0x9430)), None);
+    assert_eq!(record_of(v(0xC010)), None);
+}
+
+#[test]
+fn the_1997_settlement_blocks_decode_as_total_and_tariffs() {
+    use crate::dlt645::catalog::lookup;
+    for (di, quantity) in [
+        (0x981F, "energy.active.import.total@settlement-2"),
+        (0x982F, "energy.active.export.total@settlement-2"),
+        (0x941F, "energy.active.import.total@settlement-1"),
+    ] {
+        let info = lookup(DataIdentifier::V1997(di)).expect("in the catalogue");
+        let text = format!("{info:?}");
+        assert!(text.contains(quantity), "{di:04X}: {text}");
+    }
+}
