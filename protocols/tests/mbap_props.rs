@@ -29,6 +29,9 @@ proptest! {
         let Some(f) = ReadFunction::from_code(function) else {
             return Err(TestCaseError::fail("not a read"));
         };
+        // A read must end inside the 65536-register space: the encoder refuses one that
+        // runs past 0xFFFF (address 65450 + 87 registers did, failing this test at random).
+        prop_assume!(u32::from(address) + u32::from(count) <= 0x1_0000);
         let request = Request::read(f, address, count);
         let mut rtu_adu = Vec::new();
         rtu::encode_request(unit, &request, &mut rtu_adu).unwrap();
