@@ -146,6 +146,13 @@ pub fn plan(
     if !same(&old.validation, &new.validation) {
         plan.needs_restart.push("validation");
     }
+    // The buses' event collectors, and the writer's clock marking, are wired at start.
+    if old.events != new.events {
+        plan.needs_restart.push("events");
+    }
+    if old.meter_clock != new.meter_clock {
+        plan.needs_restart.push("meter_clock");
+    }
     plan
 }
 
@@ -612,6 +619,14 @@ interval = "1s"
         assert_eq!(
             p.needs_restart,
             vec!["gateway", "data_dir", "mqtt", "spool", "validation"]
+        );
+        let new = BASE.replace(
+            "[mqtt]",
+            "[events]\ninterval = \"5m\"\n[meter_clock]\nsync = false\n[mqtt]",
+        );
+        assert_eq!(
+            plan_of(BASE, &new).needs_restart,
+            vec!["events", "meter_clock"]
         );
         assert_eq!(
             p.kept,
