@@ -433,11 +433,33 @@ impl EventCollector {
                 });
             }
         }
-        // Records already wanted are found relative to the newest count.
+        // Records already wanted are found relative to the newest count; any that this count
+        // pushed out of the meter's history are published without times now.
         for w in plan.wanted.iter_mut().filter(|w| w.kind == kind) {
             w.latest = count;
         }
-        Ok(notes)
+        let (gone, kept): (VecDeque<Wanted>, VecDeque<Wanted>) = std::mem::take(&mut plan.wanted)
+            .into_iter()
+            .partition(|w| w.kind == kind && w.latest - w.counter + 1 > depth);
+        plan.wanted = kept;
+        let mut gone_notes: Vec<EventNote> = gone
+            .into_iter()
+            .map(|w| {
+                let mut e =
+                    MeterEvent::new(&self.gateway, &plan.id, kind.name(), w.counter, read_at);
+                e.details.insert(
+                    "record".into(),
+                    json!(format!(
+                        "beyond the meter's history ({RECORD_DEPTH} records kept)"
+                    )),
+                );
+                let known = plan.known.entry(kind).or_insert(0);
+                *known = (*known).max(w.counter);
+                EventNote::Event(e)
+            })
+            .collect();
+        gone_notes.extend(notes);
+        Ok(gone_notes)
     }
 
     fn recorded(
@@ -452,6 +474,14 @@ impl EventCollector {
         let Some(Some(plan)) = self.meters.get_mut(m) else {
             return Ok(Vec::new());
         };
+        // The job was made from the front of the queue, and only `done` changes the queue.
+        if plan
+            .wanted
+            .front()
+            .is_none_or(|w| (w.kind, w.counter) != (kind, counter))
+        {
+            return Ok(Vec::new());
+        }
         let Some(w) = plan.wanted.pop_front() else {
             return Ok(Vec::new());
         };

@@ -237,6 +237,43 @@ fn occurrences_beyond_the_history_are_published_without_times() {
 }
 
 #[test]
+fn wanted_records_that_a_later_count_pushes_out_of_the_history_are_published_without_times() {
+    let now = Instant::now();
+    let book = Arc::new(Book::default());
+    book.0
+        .lock()
+        .unwrap()
+        .insert(("000000000007".into(), "power_down".into()), 5);
+    let mut c = events_only(book, vec!["power_down"], now);
+    let job = c.next(T, now).unwrap();
+    let count = |n| {
+        vec![reply(
+            EventKind::PowerDown.count_di(),
+            encode_count(n).to_vec(),
+        )]
+    };
+    assert!(
+        c.done(&job, Ok(count(9)), Duration::ZERO, T, true, now)
+            .is_empty()
+    );
+    // Before any record is read the counter is read again at 20: occurrences 6..=10 are now
+    // records 15..=11, gone.
+    let notes = c.done(&job, Ok(count(20)), Duration::ZERO, T, true, now);
+    let ns: Vec<u64> = notes.iter().map(|n| event(n).n).collect();
+    assert_eq!(ns, [6, 7, 8, 9, 10]);
+    assert!(notes.iter().all(|n| event(n).started_at.is_none()));
+    let job = c.next(T, now).unwrap();
+    assert_eq!(
+        job.kind,
+        JobKind::Record {
+            kind: EventKind::PowerDown,
+            n: 10,
+            counter: 11
+        }
+    );
+}
+
+#[test]
 fn a_counter_that_went_back_or_leapt_is_a_new_baseline() {
     for (stored, read) in [(50u64, 3u32), (5, 5_000)] {
         let now = Instant::now();
