@@ -91,8 +91,9 @@ impl ClockMarks {
 }
 
 /// Most notes kept in memory while the spool cannot be written; past that the oldest are
-/// given up, logged (their counters were not stored, so the next counter read asks again for
-/// the occurrences the meter still holds).
+/// given up, logged. Their counters were not stored: after a restart the gateway asks the
+/// meter again for the occurrences its history still holds (the running bus does not: it
+/// counts them as handed up).
 pub const MAX_WAITING: usize = 10_000;
 
 /// Stores the buses' events as they come, until every bus has stopped. A store that fails is
@@ -134,7 +135,8 @@ pub async fn run(
             waiting.drain(..gone);
             tracing::error!(
                 gone,
-                "meter events could not be stored for too long; read again from the meters"
+                "meter events could not be stored for too long; given up (a restart reads those \
+                 still in the meters' histories again)"
             );
         }
         let batch = std::mem::take(&mut waiting);
