@@ -72,6 +72,7 @@
 //!
 //! The on-disk schema is in [`schema`].
 
+pub mod commands;
 mod error;
 pub mod freezes;
 mod packing;
@@ -216,14 +217,17 @@ pub enum MessageKind {
     Reading,
     /// A freeze record (`meterd.freeze.v1`), keyed by its stamp; `seq` is 0.
     Freeze,
+    /// A fee-command result (`meterd.command-result.v1`), column value 3; `seq` is 0. Never
+    /// dropped by the overflow policy: a result says what was done to a customer's supply.
+    CommandResult,
 }
 
 impl MessageKind {
     fn from_column(v: i64) -> MessageKind {
-        if v == 1 {
-            MessageKind::Freeze
-        } else {
-            MessageKind::Reading
+        match v {
+            1 => MessageKind::Freeze,
+            3 => MessageKind::CommandResult,
+            _ => MessageKind::Reading,
         }
     }
 }
@@ -384,8 +388,10 @@ fn drop_oldest(
     let mut victims = Vec::new();
     let mut requeued: Vec<String> = Vec::new();
     {
-        let mut oldest =
-            tx.prepare_cached("SELECT row_id, meter, bytes, kind, id FROM outbox ORDER BY row_id")?;
+        let mut oldest = tx.prepare_cached(
+            // Command results are never dropped (see `MessageKind::CommandResult`).
+            "SELECT row_id, meter, bytes, kind, id FROM outbox WHERE kind != 3 ORDER BY row_id",
+        )?;
         let mut it = oldest.query([])?;
         while need.saturating_sub(freed.bytes) > max_bytes {
             let Some(r) = it.next()? else {

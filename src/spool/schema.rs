@@ -16,7 +16,7 @@ use super::SpoolError;
 pub const APPLICATION_ID: i32 = 0x6d74_7264;
 
 /// The schema version this code writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Version 1. `outbox.row_id` is a plain rowid alias (no AUTOINCREMENT: that rewrites
 /// `sqlite_sequence`, one more page per commit); `Spool` keeps row ids increasing for its
@@ -80,6 +80,39 @@ CREATE TABLE ledger (
 CREATE INDEX ledger_by_id ON ledger (id);
 ";
 
+/// Version 5: fee-control commands (`meterd.command.v1`) and their audit. `commands` holds
+/// every command whose signature verified, by `command_id`, until well past its `not_after`
+/// (the replay memory), with its state: 1 in flight (recorded before its frame may leave: after
+/// a crash it is read back, never sent again), 2 finished, 3 rejected. `audit` is the
+/// append-only trail: every command received (rejections included) and every frame. Results
+/// go through the outbox as `kind` 3 (2 is taken by meter events).
+const MIGRATE_V4_TO_V5: &str = "
+CREATE TABLE commands (
+    command_id  TEXT    PRIMARY KEY,
+    meter       TEXT    NOT NULL,
+    action      TEXT    NOT NULL,
+    key_id      TEXT    NOT NULL,
+    received_ms INTEGER NOT NULL,   -- Unix ms, gateway clock
+    not_after_ms INTEGER NOT NULL,  -- the command's not_after; kept until past it
+    state       INTEGER NOT NULL,   -- 1 in flight, 2 finished, 3 rejected
+    outcome     TEXT,               -- done | failed | unknown | rejected
+    reason      TEXT,
+    relay_word  INTEGER,            -- status word 3 as read back
+    finished_ms INTEGER,
+    body        TEXT    NOT NULL    -- the signed body, exactly as received
+) WITHOUT ROWID;
+CREATE INDEX commands_by_meter ON commands (meter, received_ms);
+CREATE TABLE audit (
+    n          INTEGER PRIMARY KEY,
+    at         TEXT    NOT NULL,    -- RFC 3339, gateway clock
+    meter      TEXT    NOT NULL,
+    command_id TEXT,
+    what       TEXT    NOT NULL,    -- received | rejected | accepted | sent | received-frame | result | recovered
+    detail     TEXT    NOT NULL
+);
+CREATE INDEX audit_by_meter ON audit (meter, n);
+";
+
 /// Checks the identity and version of an opened database, creates the schema in an empty one
 /// and migrates an older one (each in one transaction, so a crash leaves the file as it was
 /// or fully done). Returns whether the schema was created now.
@@ -141,6 +174,7 @@ fn migrate(conn: &mut Connection, path: &Path, mut version: i32) -> Result<(), S
             1 => MIGRATE_V1_TO_V2,
             2 => MIGRATE_V2_TO_V3,
             3 => MIGRATE_V3_TO_V4,
+            4 => MIGRATE_V4_TO_V5,
             _ => {
                 return Err(SpoolError::Schema {
                     path: path.to_path_buf(),
