@@ -337,7 +337,9 @@ impl SimMeter {
             | DltRequest::MaxDemandReset { .. }
             | DltRequest::MeterReset { .. }
             | DltRequest::EventReset { .. }
-            | DltRequest::RelayControl { .. } => abnormal(ErrorWord::PASSWORD),
+            | DltRequest::RelayControl { .. }
+            | DltRequest::RelayControlCipher { .. }
+            | DltRequest::Security { .. } => abnormal(ErrorWord::PASSWORD),
         }
     }
 
