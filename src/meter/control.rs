@@ -191,6 +191,14 @@ impl WireFrame {
 /// back unchanged (preamble `FE`s are kept).
 pub fn redact_secrets(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     use std::borrow::Cow;
+    // Every frame sent passes here (the trace): look at the control byte before scanning.
+    let start = bytes.iter().take_while(|b| **b == 0xFE).count();
+    let secret_bearing = bytes
+        .get(start.saturating_add(8))
+        .is_some_and(|c| matches!(c, 0x1C | 0x19 | 0x1A | 0x1B | 0x14 | 0x18 | 0x03));
+    if !secret_bearing {
+        return Cow::Borrowed(bytes);
+    }
     let Scan::Frame { frame, consumed } = Dlt645Frame::scan(bytes) else {
         return Cow::Borrowed(bytes);
     };
@@ -211,8 +219,7 @@ pub fn redact_secrets(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             secret.fill(0);
         }
     }
-    let preamble = bytes.iter().take_while(|b| **b == 0xFE).count();
-    let mut out = Dlt645Frame::new(frame.address, frame.control, data).to_bytes(preamble);
+    let mut out = Dlt645Frame::new(frame.address, frame.control, data).to_bytes(start);
     out.extend_from_slice(bytes.get(consumed..).unwrap_or(&[]));
     Cow::Owned(out)
 }
