@@ -13,6 +13,7 @@
 pub mod commission;
 pub mod contract;
 pub mod control;
+pub mod control_run;
 mod dlt645;
 pub mod explain;
 pub mod freeze_read;

@@ -295,7 +295,9 @@ async fn a_read_whose_client_went_away_is_seen_closed_by_the_bus() {
         .await
         .expect("the read reached the bus")
         .expect("a command");
-    let BusCommand::ReadNow { meter, reply } = cmd;
+    let BusCommand::ReadNow { meter, reply } = cmd else {
+        panic!("expected a one-shot read, got {cmd:?}");
+    };
     assert_eq!(meter, "m1");
     assert!(!reply.is_closed(), "the client is still waiting");
     drop(s);

@@ -6,6 +6,7 @@
 //!
 //! ```toml
 //! truth = "/tmp/sim-truth.jsonl"          # optional ground-truth log
+//! control_log = "/tmp/sim-control.jsonl"  # optional: every 1C/03 frame received (sim::relay)
 //! [clock]
 //! start = "2026-11-27T00:00:00Z"          # optional; default: the host's clock
 //! speed = 60.0                            # simulated seconds per real second
@@ -26,6 +27,7 @@
 //! seed = 1
 //! faults = { no_reply = { every = 10 } }
 //! identity = { asset_code = "A-0001", model = "DTZY-1" }   # optional; see `SimIdentity`
+//! relay = { password = "123456", operators = ["12345678"], button = "/tmp/button-1" }  # sim::relay
 //! ```
 
 use crate::clock::UtcOffset;
@@ -114,6 +116,10 @@ pub struct SimMeterConfig {
     /// What the meter says about itself (`meterd scan`'s identification).
     #[serde(default)]
     pub identity: SimIdentity,
+    /// The relay and fee control (DL/T 645-2007 only): password, levels, operators, initial
+    /// state, ESAM, clock error, button file. See [`super::relay`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<super::relay::SimRelayConfig>,
 }
 
 fn china() -> UtcOffset {
@@ -312,6 +318,8 @@ struct SimFile {
     #[serde(default)]
     truth: Option<PathBuf>,
     #[serde(default)]
+    control_log: Option<PathBuf>,
+    #[serde(default)]
     profile_dirs: Vec<PathBuf>,
     #[serde(default)]
     clock: ClockConfig,
@@ -324,6 +332,8 @@ struct SimFile {
 pub struct SimConfig {
     /// Ground-truth log (JSON lines), if any.
     pub truth: Option<PathBuf>,
+    /// Control log (JSON lines): every `1C` and `03` frame a meter received, if any.
+    pub control_log: Option<PathBuf>,
     /// The simulated clock.
     pub clock: ClockConfig,
     /// The ports, in file order.
@@ -350,6 +360,7 @@ impl SimConfig {
         check(path, text, &file, &profiles)?;
         Ok(SimConfig {
             truth: file.truth,
+            control_log: file.control_log,
             clock: file.clock,
             ports: file.ports.into_iter().map(Spanned::into_inner).collect(),
             profiles,
@@ -472,6 +483,21 @@ fn check(
                     mkey("freeze_gaps"),
                     format!("expected a date such as \"2026-12-05\", found {bad:?}"),
                 ));
+            }
+            if let Some(relay) = &meter.relay {
+                if meter.protocol != Protocol::Dlt645_2007 {
+                    return Err(err(
+                        mspan,
+                        mkey("relay"),
+                        format!(
+                            "only dlt645-2007 meters have remote control (0x1C), not {}",
+                            meter.protocol.name()
+                        ),
+                    ));
+                }
+                if let Some(problem) = relay.problem() {
+                    return Err(err(mspan, mkey("relay"), problem));
+                }
             }
             if (meter.protocol == Protocol::ModbusTcp) != modbus_tcp {
                 return Err(err(

@@ -11,6 +11,7 @@
 //! - [`frame`]: framing — scan a receive buffer, verify, encode; never delimits by `0x16`.
 //! - [`request`] / [`response`]: typed commands and replies on top of frames.
 //! - [`catalog`] / [`format`]: which quantity a data identifier holds and how its bytes decode.
+//! - [`relay`]: fee control: remote control `1C`, identity authentication `03`, status word 3.
 //! - [`freeze`]: settlement freezes: the identifiers of the n-th record, stamps, the stamp search.
 
 pub mod address;
@@ -19,6 +20,7 @@ pub mod control;
 pub mod format;
 pub mod frame;
 pub mod freeze;
+pub mod relay;
 pub mod request;
 pub mod response;
 

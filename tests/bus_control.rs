@@ -1,0 +1,349 @@
+//! Fee control end to end below the control room: a bus task polling simulated meters on
+//! loopback TCP runs `BusCommand::Control`s, and the simulator's relay state and control log
+//! say what reached each meter (and that nothing was sent twice).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use meterd::bus::task::{BusCommand, BusHandle, BusOptions, spawn};
+use meterd::bus::trace::{Direction, FrameEvent};
+use meterd::config::{Config, ProfileSet};
+use meterd::health::BusHealth;
+use meterd::meter::control::{
+    ControlCredentials, ControlOutcome, ControlRequest, RelayAction, RelayState,
+};
+use meterd::sim::{SimConfig, SimHandle, Simulator};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+const RELAY: &str = "000000000001";
+/// A relay meter whose clock is an hour fast: it judges deadlines by its own clock.
+const FAST_CLOCK: &str = "000000000002";
+const NO_RELAY: &str = "000000000003";
+const OLD: &str = "000000000004";
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    _sim: SimHandle,
+    bus: BusHandle<std::sync::Mutex<BusHealth>>,
+    log: std::path::PathBuf,
+    button: std::path::PathBuf,
+    trace: broadcast::Receiver<FrameEvent>,
+    _batches: mpsc::Receiver<meterd::reading::ReadingBatch>,
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("control.jsonl");
+    let button = dir.path().join("button");
+    let text = format!(
+        r#"control_log = {log:?}
+[[port]]
+name = "p"
+tcp = "127.0.0.1:0"
+[[port.meter]]
+protocol = "dlt645-2007"
+address = "{RELAY}"
+profile = "dlt645-single-phase"
+relay = {{ password = "123456", operators = ["12345678"], button = {button:?} }}
+[[port.meter]]
+protocol = "dlt645-2007"
+address = "{FAST_CLOCK}"
+profile = "dlt645-single-phase"
+relay = {{ password = "123456", clock_offset = 3600 }}
+[[port.meter]]
+protocol = "dlt645-2007"
+address = "{NO_RELAY}"
+profile = "dlt645-single-phase"
+[[port.meter]]
+protocol = "dlt645-1997"
+address = "{OLD}"
+profile = "dlt645-1997-basic"
+"#,
+        log = log.display().to_string(),
+        button = button.display().to_string(),
+    );
+    let sim = Simulator::start(SimConfig::from_text(Path::new("sim.toml"), &text).unwrap())
+        .await
+        .unwrap();
+    let addr = sim.local_addr("p").unwrap();
+    let meter = |a: &str, p: &str, v: &str| {
+        format!(
+            "[[bus.meter]]\nprotocol = \"{v}\"\naddress = \"{a}\"\nprofile = \"{p}\"\ninterval = \"2s\"\n"
+        )
+    };
+    let cfg = format!(
+        "gateway = \"gw\"\n[[bus]]\nname = \"a\"\ntransport = \"tcp\"\nhost = \"{addr}\"\n\
+         timing = {{ response_timeout = \"300ms\", retries = 1, turnaround = \"2ms\" }}\n{}{}{}{}",
+        meter(RELAY, "dlt645-single-phase", "dlt645-2007"),
+        meter(FAST_CLOCK, "dlt645-single-phase", "dlt645-2007"),
+        meter(NO_RELAY, "dlt645-single-phase", "dlt645-2007"),
+        meter(OLD, "dlt645-1997-basic", "dlt645-1997"),
+    );
+    let (config, profiles): (Config, ProfileSet) =
+        Config::from_text(Path::new("/tmp/t.toml"), &cfg).unwrap();
+    let (tx, rx) = mpsc::channel(64);
+    let (frames, trace) = broadcast::channel(65536);
+    let mut options = BusOptions::new("gw");
+    options.frames = Some(frames);
+    let bus_config = config.buses[0].get_ref();
+    let health = std::sync::Arc::new(std::sync::Mutex::new(BusHealth::for_bus(bus_config)));
+    let bus = spawn(bus_config, &profiles, options, tx, health).unwrap();
+    Rig {
+        _dir: dir,
+        _sim: sim,
+        bus,
+        log,
+        button,
+        trace,
+        _batches: rx,
+    }
+}
+
+fn creds(password: [u8; 3]) -> Option<ControlCredentials> {
+    Some(ControlCredentials {
+        level: 0x02,
+        password,
+        operator: [0x12, 0x34, 0x56, 0x78],
+    })
+}
+
+fn req(id: &str, action: RelayAction) -> ControlRequest {
+    ControlRequest {
+        command_id: id.into(),
+        action,
+        not_after: SystemTime::now() + Duration::from_secs(600),
+        credentials: creds([0x12, 0x34, 0x56]),
+        esam: None,
+        read_back_for: Duration::from_secs(3),
+        read_back_only: false,
+    }
+}
+
+async fn control(rig: &Rig, meter: &str, request: ControlRequest) -> ControlOutcome {
+    let (reply, rx) = oneshot::channel();
+    rig.bus
+        .commands
+        .send(BusCommand::Control {
+            meter: meter.into(),
+            request,
+            reply,
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("an outcome in time")
+        .expect("the bus answered")
+}
+
+fn log_lines(rig: &Rig) -> Vec<Value> {
+    std::fs::read_to_string(&rig.log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn done_state(o: &ControlOutcome) -> (RelayState, RelayState, bool) {
+    match o {
+        ControlOutcome::Done { relay, .. } => (relay.state, relay.commanded, relay.pre_trip_alarm),
+        other => panic!("not done: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_trip_close_allow_button_and_refusals_through_the_simulator() {
+    let mut rig = rig().await;
+    use RelayState::{Off, On};
+
+    let o = control(&rig, RELAY, req("c1", RelayAction::Alarm)).await;
+    assert_eq!(done_state(&o), (On, On, true));
+    let o = control(&rig, RELAY, req("c2", RelayAction::Trip)).await;
+    assert_eq!(done_state(&o), (Off, Off, false));
+    let o = control(&rig, RELAY, req("c3", RelayAction::CloseAllow)).await;
+    // Closing allowed: commanded on, the relay still open until the button.
+    assert_eq!(done_state(&o), (Off, On, false));
+    let o = control(&rig, RELAY, req("c4", RelayAction::ReadRelay)).await;
+    assert_eq!(done_state(&o).0, Off);
+    std::fs::write(&rig.button, b"").unwrap();
+    let o = control(&rig, RELAY, req("c5", RelayAction::ReadRelay)).await;
+    assert_eq!(done_state(&o), (On, On, false));
+
+    // A wrong password: refused with ERR 04, sent once, the relay read for the record.
+    let mut wrong = req("c6", RelayAction::Trip);
+    wrong.credentials = creds([0x65, 0x43, 0x21]);
+    let ControlOutcome::Failed {
+        reason,
+        error_byte,
+        relay,
+        frames,
+    } = control(&rig, RELAY, wrong).await
+    else {
+        panic!("a wrong password was not refused");
+    };
+    assert_eq!(error_byte, Some(0x04), "{reason}");
+    assert_eq!(relay.map(|r| r.state), Some(On));
+    assert_eq!(frames.len(), 4, "1C + DC + status read + reply");
+    assert!(
+        frames.iter().all(|f| !f.hex.contains("54 76 98")),
+        "the password is redacted in the record"
+    );
+
+    // A meter whose clock is an hour ahead finds a 10-minute deadline past: ERR 01.
+    let o = control(&rig, FAST_CLOCK, req("c7", RelayAction::Trip)).await;
+    assert!(
+        matches!(
+            o,
+            ControlOutcome::Failed {
+                error_byte: Some(0x01),
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    // A meter without remote control refuses as unauthorised.
+    let o = control(&rig, NO_RELAY, req("c8", RelayAction::Trip)).await;
+    assert!(
+        matches!(
+            o,
+            ControlOutcome::Failed {
+                error_byte: Some(0x04),
+                ..
+            }
+        ),
+        "{o:?}"
+    );
+    // 1997: refused by the gateway, nothing sent; an unknown meter likewise.
+    for m in [OLD, "999999999990"] {
+        let ControlOutcome::Failed { frames, reason, .. } =
+            control(&rig, m, req("c9", RelayAction::Close)).await
+        else {
+            panic!("not refused");
+        };
+        assert!(frames.is_empty(), "{reason}");
+    }
+
+    // The control log: exactly one frame per command sent, in order, nothing twice.
+    let lines = log_lines(&rig);
+    let seen: Vec<(String, String, bool)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["meter"].as_str().unwrap().to_owned(),
+                l["action"].as_str().unwrap().to_owned(),
+                l["accepted"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let s = |m: &str, a: &str, ok| (m.to_owned(), a.to_owned(), ok);
+    assert_eq!(
+        seen,
+        vec![
+            s(RELAY, "alarm", true),
+            s(RELAY, "trip", true),
+            s(RELAY, "close_allow", true),
+            s(RELAY, "trip", false),
+            s(FAST_CLOCK, "trip", false),
+        ],
+        "{lines:#?}"
+    );
+    assert_eq!(lines[1]["after"]["position"], "off");
+    assert_eq!(lines[2]["after"]["position"], "close_allowed");
+    assert_eq!(lines[3]["error"], "04");
+    assert_eq!(lines[4]["error"], "01");
+    // The deadline the meter read is not_after in +08:00 (the meter's zone).
+    assert!(lines[0]["deadline"].as_str().unwrap().starts_with("20"));
+
+    // The trace showed the control frames, credentials zeroed.
+    let mut tx_control = 0;
+    loop {
+        let e = match rig.trace.try_recv() {
+            Ok(e) => e,
+            Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+            Err(_) => break,
+        };
+        let fe = e.bytes.iter().take_while(|b| **b == 0xFE).count();
+        let frame = &e.bytes[fe..];
+        if e.direction == Direction::Tx && frame.get(8) == Some(&0x1C) {
+            tx_control += 1;
+            // P0..P2 and C0..C3 are 00 + 33H, and the trace says so.
+            assert_eq!(
+                frame.get(11..18),
+                Some(&[0x33u8; 7][..]),
+                "{:02X?}",
+                e.bytes
+            );
+            assert!(e.note.contains("redacted"), "{}", e.note);
+        }
+    }
+    assert!(tx_control >= 5, "{tx_control}");
+    rig.bus.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_client_has_gone_is_never_sent() {
+    let rig = rig().await;
+    // Keep the bus busy with a command, then queue one and drop its receiver.
+    let (reply, rx) = oneshot::channel();
+    drop(rx);
+    rig.bus
+        .commands
+        .send(BusCommand::Control {
+            meter: RELAY.into(),
+            request: req("gone", RelayAction::Trip),
+            reply,
+        })
+        .await
+        .unwrap();
+    let o = control(&rig, RELAY, req("kept", RelayAction::Alarm)).await;
+    assert!(matches!(o, ControlOutcome::Done { .. }));
+    let lines = log_lines(&rig);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["action"], "alarm");
+    rig.bus.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_goes_ahead_of_queued_one_shot_reads() {
+    let rig = rig().await;
+    // Trip first, so that the close has something to do.
+    let o = control(&rig, RELAY, req("t", RelayAction::Trip)).await;
+    assert!(matches!(o, ControlOutcome::Done { .. }));
+    let started = tokio::time::Instant::now();
+    let mut reads = Vec::new();
+    for _ in 0..4 {
+        let (reply, rx) = oneshot::channel();
+        rig.bus
+            .commands
+            .send(BusCommand::ReadNow {
+                meter: NO_RELAY.into(),
+                reply,
+            })
+            .await
+            .unwrap();
+        reads.push(rx);
+    }
+    let close = control(&rig, RELAY, req("close", RelayAction::Close));
+    let close_done = async {
+        let o = close.await;
+        (o, started.elapsed())
+    };
+    let reads_done = async {
+        let mut at = Vec::new();
+        for rx in reads {
+            let _ = rx.await;
+            at.push(started.elapsed());
+        }
+        at
+    };
+    let ((o, close_at), read_at) = tokio::join!(close_done, reads_done);
+    assert_eq!(done_state(&o).0, RelayState::On);
+    // At most the read in progress when the close arrived went first.
+    let before = read_at.iter().filter(|t| **t < close_at).count();
+    assert!(
+        before <= 1,
+        "{before} reads before the close: {read_at:?} vs {close_at:?}"
+    );
+    rig.bus.stop();
+}
