@@ -283,6 +283,22 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_in_the_shipped_configuration_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/meterd.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| *l != "# [control]")
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        assert!(block.contains("[[control.key]]"), "{block}");
+        let c = toml::from_str::<T>(&block).unwrap().control;
+        assert_eq!(c.quiet_days, [6, 0]);
+        assert!(c.keys[0].bytes().is_some());
+    }
+
+    #[test]
     fn quiet_hours_wrap_midnight() {
         let q = parse_quiet_hours("17:00-08:00").unwrap();
         assert!(

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::VerifyingKey;
+use futures_util::future::BoxFuture;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,14 +41,15 @@ pub enum ControlError {
 
 /// The hand-off to the bus tasks: the daemon implements it over the buses' command queues.
 pub trait MeterBuses: Send + Sync + 'static {
-    /// Queues `request` for `meter` on the bus task `bus`; its outcome comes on the receiver.
-    /// An error when the bus is not running or its queue is full (nothing was sent then).
+    /// Queues `request` for `meter` on the bus task `bus` (waiting for room in its queue);
+    /// its outcome comes on the receiver. An error when the bus is not running or its queue
+    /// stays full (nothing was sent then).
     fn control(
         &self,
         bus: &str,
         meter: &str,
         request: ControlRequest,
-    ) -> Result<oneshot::Receiver<ControlOutcome>, String>;
+    ) -> BoxFuture<'static, Result<oneshot::Receiver<ControlOutcome>, String>>;
 }
 
 /// Everything the control task needs from the configuration, checked.
@@ -507,7 +509,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// Hands `e` to its bus and stores what the meter did.
 async fn execute(parts: Arc<Parts>, buses: Arc<dyn MeterBuses>, e: Execution) {
     let wait = e.request.read_back_for + Duration::from_secs(60);
-    let outcome = match buses.control(&e.bus, &e.meter, e.request.clone()) {
+    let outcome = match buses.control(&e.bus, &e.meter, e.request.clone()).await {
         Err(why) => ControlOutcome::Failed {
             reason: format!("not sent: the bus did not take the command: {why}"),
             error_byte: None,

@@ -111,12 +111,14 @@ impl MeterBuses for FakeBus {
         _bus: &str,
         meter: &str,
         request: ControlRequest,
-    ) -> Result<oneshot::Receiver<ControlOutcome>, String> {
+    ) -> futures_util::future::BoxFuture<'static, Result<oneshot::Receiver<ControlOutcome>, String>>
+    {
         let (tx, rx) = oneshot::channel();
-        self.0
+        let sent = self
+            .0
             .send((meter.to_owned(), request, tx))
-            .map_err(|_| "gone".to_owned())?;
-        Ok(rx)
+            .map_err(|_| "gone".to_owned());
+        Box::pin(async move { sent.map(|()| rx) })
     }
 }
 
@@ -179,8 +181,9 @@ impl Rig {
             .unwrap();
     }
 
-    /// The results in the outbox, in order.
+    /// The results in the outbox, in order, each checked against the published schema.
     async fn results(&self, n: usize) -> Vec<serde_json::Value> {
+        let schema = result_schema();
         for _ in 0..200 {
             let rows = crate::sync::lock(&self.spool).pending(None, 100).unwrap();
             let rows: Vec<_> = rows
@@ -190,7 +193,13 @@ impl Rig {
             if rows.len() >= n {
                 return rows
                     .iter()
-                    .map(|r| serde_json::from_slice(&r.payload).unwrap())
+                    .map(|r| {
+                        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+                        let errors: Vec<String> =
+                            schema.iter_errors(&v).map(|e| e.to_string()).collect();
+                        assert!(errors.is_empty(), "{v}: {errors:?}");
+                        v
+                    })
                     .collect();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -234,6 +243,73 @@ impl Rig {
     }
 }
 
+fn result_schema() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/command-result.v1.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// The fenced block after `marker` in docs/mqtt.md.
+fn doc_block(marker: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/mqtt.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let after = &text[text.find(marker).unwrap()..];
+    let start = after.find("```").unwrap();
+    let body = &after[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_owned()
+}
+
+#[test]
+fn the_signed_example_in_the_docs_verifies_and_a_changed_byte_does_not() {
+    let out = doc_block("<!-- sign_command.out -->");
+    let mut lines = out.lines();
+    let public = lines.next().unwrap().strip_prefix("public_key = ").unwrap();
+    let message = lines.next().unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(
+        &base64::engine::general_purpose::STANDARD
+            .decode(public)
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    )
+    .unwrap();
+    let keys = [("billing-core-2026".to_owned(), key)]
+        .into_iter()
+        .collect();
+    let meters = [(
+        M1.to_owned(),
+        MeterInfo {
+            bus: "a".into(),
+            protocol: Protocol::Dlt645_2007,
+            address: Some(M1.into()),
+            profile: "p".into(),
+        },
+    )]
+    .into_iter()
+    .collect();
+    let cx = VerifyContext {
+        gateway: "gw-01",
+        keys: &keys,
+        meters: &meters,
+        clock: Ok(()),
+        now_ms: crate::clock::parse_rfc3339("2026-12-07T08:05:00Z").unwrap(),
+        clock_skew_ms: 30_000,
+        max_validity_ms: 3_600_000,
+    };
+    let v = verify::verify(message.as_bytes(), false, M1, &cx).unwrap();
+    assert_eq!(v.action, crate::meter::control::RelayAction::Close);
+    assert_eq!(v.body.command_id, "7d7c5a0e-1f2b-4c1d-9a7e-3b8f0c2d4e61");
+    // One character of the body changed: the signature no longer holds.
+    let forged = message.replace("\\\"close\\\"", "\\\"trip\\\"");
+    assert_ne!(forged, message);
+    assert_eq!(
+        verify::verify(forged.as_bytes(), false, M1, &cx),
+        Err(Rejection::BadSignature)
+    );
+}
+
 fn reason(v: &serde_json::Value) -> String {
     v["reason"].as_str().unwrap_or_default().to_owned()
 }
@@ -268,7 +344,7 @@ async fn alarm_then_trip_after_the_notice_then_close() {
         (m.action.as_deref(), m.outcome.as_deref()),
         (Some("close"), Some("done"))
     );
-    assert_eq!(m.relay.as_ref().map(|r| r.state), Some("on"));
+    assert_eq!(m.relay.as_ref().map(|r| r.state.as_str()), Some("on"));
     let audit = crate::sync::lock(&rig.spool)
         .audit_lines(Some(M1), 100)
         .unwrap();

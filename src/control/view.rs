@@ -5,17 +5,17 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sync::lock;
 
 /// The relay as last read back with a command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayView {
     /// `on` / `off`.
-    pub state: &'static str,
+    pub state: String,
     /// Commanded position.
-    pub commanded: &'static str,
+    pub commanded: String,
     /// Pre-trip alarm active.
     pub pre_trip_alarm: bool,
     /// Keep-power active.
@@ -28,7 +28,7 @@ impl RelayView {
     /// Status word 3 (04000503): bit 4 relay open, bit 6 commanded open, bit 7 pre-trip alarm,
     /// bit 12 keep power (State Grid firmware).
     pub fn from_word(word: u16) -> Self {
-        let pos = |bit: u16| if word & (1 << bit) != 0 { "off" } else { "on" };
+        let pos = |bit: u16| if word & (1 << bit) != 0 { "off" } else { "on" }.to_owned();
         Self {
             state: pos(4),
             commanded: pos(6),
@@ -40,7 +40,7 @@ impl RelayView {
 }
 
 /// One meter's fee-control state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct MeterControl {
     /// Meter id.
     pub meter: String,
@@ -59,7 +59,7 @@ pub struct MeterControl {
 }
 
 /// Commands counted by action and outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandCount {
     /// The action (`unknown` when unreadable).
     pub action: String,
@@ -70,7 +70,7 @@ pub struct CommandCount {
 }
 
 /// A snapshot of fee control.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ControlSnapshot {
     /// The controllable meters (DL/T 645-2007), in id order.
     pub meters: Vec<MeterControl>,
@@ -151,12 +151,22 @@ mod tests {
     fn status_word_3_bits() {
         let r = RelayView::from_word(0);
         assert_eq!(
-            (r.state, r.commanded, r.pre_trip_alarm, r.keep_power),
+            (
+                r.state.as_str(),
+                r.commanded.as_str(),
+                r.pre_trip_alarm,
+                r.keep_power
+            ),
             ("on", "on", false, false)
         );
         let r = RelayView::from_word(0x10 | 0x40 | 0x80 | 0x1000);
         assert_eq!(
-            (r.state, r.commanded, r.pre_trip_alarm, r.keep_power),
+            (
+                r.state.as_str(),
+                r.commanded.as_str(),
+                r.pre_trip_alarm,
+                r.keep_power
+            ),
             ("off", "off", true, true)
         );
     }
@@ -183,7 +193,10 @@ mod tests {
         v.count("trip", "rejected");
         let s = v.snapshot();
         assert_eq!(s.meters.len(), 1);
-        assert_eq!(s.meters[0].relay.as_ref().map(|r| r.state), Some("off"));
+        assert_eq!(
+            s.meters[0].relay.as_ref().map(|r| r.state.as_str()),
+            Some("off")
+        );
         assert_eq!(s.meters[0].outcome.as_deref(), Some("rejected"));
         assert_eq!(s.commands[0].count, 2);
     }

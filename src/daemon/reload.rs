@@ -146,6 +146,10 @@ pub fn plan(
     if !same(&old.validation, &new.validation) {
         plan.needs_restart.push("validation");
     }
+    // Keys, credentials and policy are read once at start (the credentials file too).
+    if old.control != new.control {
+        plan.needs_restart.push("control");
+    }
     plan
 }
 
@@ -258,6 +262,7 @@ impl Daemon {
             }
         }
         self.buses = in_file_order(&new, keep, started);
+        self.bus_control.set(&self.buses);
         // Meters no longer configured on any bus: their retained statuses would otherwise
         // tell the billing core about meters that are gone.
         let removed = removed_meters(&before, &super::meter_pairs(&self.buses));

@@ -271,6 +271,7 @@ async fn a_read_whose_client_went_away_is_seen_closed_by_the_bus() {
         frames,
         meter_drops: Arc::new(|_| None),
         completeness: Arc::new(Mutex::new(None)),
+        control: None,
     };
     let config = ServiceConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
