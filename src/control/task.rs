@@ -262,6 +262,11 @@ impl Parts {
             tracing::warn!(topic = %msg.topic, "a message on no command topic of ours; ignored");
             return None;
         };
+        if msg.payload.is_empty() {
+            // How MQTT deletes a retained message: someone is clearing a retained command.
+            tracing::info!(topic = %msg.topic, "empty message on a command topic (a retained message cleared); ignored");
+            return None;
+        }
         let now = ms(SystemTime::now());
         let cx = VerifyContext {
             gateway: &setup.gateway,
@@ -403,7 +408,7 @@ impl Parts {
                     + Duration::from_millis(u64::try_from(f.not_after_ms).unwrap_or(0)),
                 credentials: None,
                 esam: None,
-                read_back_for: Duration::from_secs(2),
+                read_back_for: self.setup.config.read_back_for,
                 read_back_only: true,
             },
             recovered: true,

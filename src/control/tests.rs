@@ -457,6 +457,8 @@ async fn every_rejection_is_published_with_its_reason() {
             "policy",
         ),
     ];
+    // Clearing a retained message (an empty payload) is not a command: no result.
+    rig.send(M1, Vec::new(), false).await;
     let mut gw = body("g1", M1, "alarm", n, n + 60_000, "");
     gw = gw.replace("gw-01", "gw-02");
     rig.send(M1, signed(&gw), false).await;
