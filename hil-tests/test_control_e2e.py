@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -27,6 +28,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from conftest import wait_for
+from headless import DevToolsPage
 from daemon_rig import GATEWAY, PREFIX, SCHEMAS, Proc, Rig, quiet_port
 from test_control_signing import block
 
@@ -59,14 +61,25 @@ class Core:
         self.tag = tag
         self.n = 0
         self.results = []
+        self.sent_at = {}
+        self.got_at = {}
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"core-{tag}")
         self.subscribed = False
         self.c.on_connect = lambda c, *a: c.subscribe(f"{PREFIX}/{GATEWAY}/meters/+/command-results", qos=1)
         self.c.on_subscribe = lambda *a: setattr(self, "subscribed", True)
-        self.c.on_message = lambda c, u, m: self.results.append(json.loads(m.payload))
+        self.c.on_message = self._on_result
         self.c.connect("127.0.0.1", port, keepalive=10)
         self.c.loop_start()
         wait_for(lambda: self.subscribed, 10, "core subscription")
+
+    def _on_result(self, client, userdata, msg):
+        r = json.loads(msg.payload)
+        self.got_at.setdefault(r["command_id"], time.monotonic())
+        self.results.append(r)
+
+    def latency(self, command_id) -> float:
+        """Seconds from the PUBLISH of the command to its result's arrival."""
+        return self.got_at[command_id] - self.sent_at[command_id]
 
     def body(self, meter, action, *, issued=None, valid=300, **extra):
         self.n += 1
@@ -81,6 +94,7 @@ class Core:
 
     def send(self, meter, action, **kw) -> str:
         b = self.body(meter, action, **kw)
+        self.sent_at[b["command_id"]] = time.monotonic()
         self.publish(meter, self.sign.make_command(b))
         return b["command_id"]
 
@@ -112,7 +126,7 @@ def sim_config(d: Path, link: Path, log: Path, button: Path, latency="0ms") -> P
 
 
 def meterd_config(d: Path, *, port: int, link: Path, data_dir: Path, public_key: str,
-                  control_extra="", timeout="2s", interval="5s") -> Path:
+                  control_extra="", timeout="2s", interval="5s", service=8745) -> Path:
     cred = d / "credentials.toml"
     cred.write_text('[default]\nlevel = 2\npassword = "123456"\noperator = "00000001"\n')
     cred.chmod(0o600)
@@ -120,6 +134,7 @@ def meterd_config(d: Path, *, port: int, link: Path, data_dir: Path, public_key:
         f'gateway = "{GATEWAY}"\ndata_dir = "{data_dir}"\n\n'
         f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\ntopic_prefix = "{PREFIX}"\nreconnect_max = "2s"\n\n'
         f'[gateway_clock]\nsynchronised = "trusted"\n\n'
+        f'[service]\nlisten = "127.0.0.1:{service}"\n\n'
         f'[control]\ncredentials = "{cred}"\nrate_limit = 100\nread_back_for = "5s"\n{control_extra}\n'
         f'[[control.key]]\nkey_id = "billing-core-2026"\npublic_key = "{public_key}"\n\n'
         f'[[bus]]\nname = "dlt-pty"\ntransport = "serial"\nport = "{link}"\nbaud = 9600\nparity = "none"\n'
@@ -141,6 +156,7 @@ class Setup:
         self.log = d / "control.jsonl"
         self.button = d / "button"
         self.broker = self.rig.broker(port=quiet_port())
+        self.service = quiet_port()
         self.sign = signer(d)
         cfg = sim_config(d, self.rig.link, self.log, self.button, latency)
         self.rig.sim = Proc([meterd, "simulate", "--config", cfg], d, "sim")
@@ -151,7 +167,7 @@ class Setup:
                                         data_dir=self.rig.data_dir,
                                         public_key=self.sign.public_key_b64(),
                                         control_extra=control_extra, timeout=timeout,
-                                        interval=interval)
+                                        interval=interval, service=self.service)
         self.core = Core(self.broker.port, self.sign, d.name[-6:])
 
     def start(self):
@@ -267,6 +283,26 @@ def test_warn_cut_restore_and_every_refusal(make):
     read = core.send(M1, "read_relay")
     r = core.result(read)
     assert r["outcome"] == "done" and r["relay"]["state"] == "on", r
+
+    # Publish → result, each through the bus between polls (9600 baud pty, 3 meters polled every 5 s).
+    print("latency s: " + ", ".join(f"{name} {core.latency(cid):.2f}" for name, cid in
+                                     (("trip", trip), ("close_allow", allow), ("read_relay", read))))
+
+    # The status document, the metrics and the page show it.
+    url = f"http://127.0.0.1:{s.service}"
+    doc = json.loads(urllib.request.urlopen(url + "/api/status", timeout=10).read())
+    shown = {m["meter"]: m for m in doc["gateway"]["control"]["meters"]}
+    assert set(shown) == {M1, M2}, shown
+    assert shown[M1]["relay"]["state"] == "on" and shown[M1]["action"] == "read_relay", shown[M1]
+    assert shown[M1]["outcome"] == "done" and shown[M2]["relay"] is None
+    metrics = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    assert f'meterd_relay_on{{meter="{M1}"}} 1' in metrics
+    assert 'meterd_commands_total{action="trip",outcome="rejected"} 2' in metrics, metrics
+    assert 'meterd_commands_total{action="trip",outcome="done"} 1' in metrics
+    with DevToolsPage(url + "/") as page:
+        rows = f"document.querySelectorAll('tr.relay[data-meter=\"{M1}\"]')"
+        wait_for(lambda: page.evaluate(rows + ".length") == 1, 20, "the fee control table")
+        assert page.evaluate(rows + "[0].dataset.relay") == "on"
 
     # The audit: every command, rejections with their reasons, frames, results.
     s.daemon.stop()
