@@ -76,7 +76,10 @@ fn every_vector_is_what_the_encoder_makes_and_parses_back() {
     assert!(file.vectors.len() >= 15);
     for v in &file.vectors {
         let address: Address = v.address.parse().unwrap();
-        let get = |o: &Option<String>| o.clone().unwrap_or_else(|| panic!("{}: field missing", v.name));
+        let get = |o: &Option<String>| {
+            o.clone()
+                .unwrap_or_else(|| panic!("{}: field missing", v.name))
+        };
         let frame = match v.kind.as_str() {
             "plaintext" | "cipher" | "identity" | "status_read" => {
                 let req = match v.kind.as_str() {
@@ -101,7 +104,12 @@ fn every_vector_is_what_the_encoder_makes_and_parses_back() {
                 let Scan::Frame { frame, .. } = Dlt645Frame::scan(&bytes) else {
                     panic!("{}: no frame", v.name);
                 };
-                assert_eq!(Request::from_frame(&frame, Version::V2007), Ok(req), "{}", v.name);
+                assert_eq!(
+                    Request::from_frame(&frame, Version::V2007),
+                    Ok(req),
+                    "{}",
+                    v.name
+                );
                 frame
             }
             "reply" => {

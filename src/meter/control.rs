@@ -205,17 +205,17 @@ pub fn redact_secrets(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if frame.control.is_response() {
         return Cow::Borrowed(bytes);
     }
-    // Byte ranges of the data field that hold secrets, by function code.
-    let ranges: &[std::ops::Range<usize>] = match frame.control.code() {
-        0x1C | 0x19 | 0x1A | 0x1B => &[1..8],
-        0x14 => &[5..12],
-        0x18 => &[5..8, 9..12],
-        0x03 => &[4..8],
+    // (start, end) byte ranges of the data field that hold secrets, by function code.
+    let ranges: &[(usize, usize)] = match frame.control.code() {
+        0x19..=0x1C => &[(1, 8)],
+        0x14 => &[(5, 12)],
+        0x18 => &[(5, 8), (9, 12)],
+        0x03 => &[(4, 8)],
         _ => return Cow::Borrowed(bytes),
     };
     let mut data = frame.data.clone();
-    for r in ranges {
-        if let Some(secret) = data.get_mut(r.clone()) {
+    for &(from, to) in ranges {
+        if let Some(secret) = data.get_mut(from..to) {
             secret.fill(0);
         }
     }
