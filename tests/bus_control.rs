@@ -347,3 +347,85 @@ async fn a_close_goes_ahead_of_queued_one_shot_reads() {
     );
     rig.bus.stop();
 }
+
+/// Reconnect latency on a busy bus: 32 DL/T 645-2007 meters (9 reads each) polled every 60 s
+/// on a simulated 2400 8E1 line with wire time (about 58 s of wire per cycle), one of them
+/// with a relay. Each round trips it, then measures from sending `close` to the bus's `done`
+/// (the read-back showing the relay on). `METERD_RECONNECT_ROUNDS` rounds (default 30).
+/// Run: `cargo test --release --test bus_control reconnect_latency -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (about 3 minutes)"]
+async fn reconnect_latency_on_a_busy_2400_baud_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = String::from(
+        "[[port]]\nname = \"p\"\ntcp = \"127.0.0.1:0\"\nbaud = 2400\nparity = \"even\"\nwire_time = true\nreply_latency = \"20ms\"\n",
+    );
+    let mut bus = String::new();
+    for i in 1..=32 {
+        let a = format!("{i:012}");
+        sim.push_str(&format!(
+            "[[port.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{a}\"\nprofile = \"dlt645-single-phase\"\n{}",
+            if i == 1 { "relay = { password = \"123456\" }\n" } else { "" }
+        ));
+        bus.push_str(&format!(
+            "[[bus.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{a}\"\nprofile = \"dlt645-single-phase\"\ninterval = \"60s\"\n"
+        ));
+    }
+    let sim = Simulator::start(SimConfig::from_text(Path::new("sim.toml"), &sim).unwrap())
+        .await
+        .unwrap();
+    let addr = sim.local_addr("p").unwrap();
+    let cfg = format!(
+        "gateway = \"gw\"\n[[bus]]\nname = \"a\"\ntransport = \"tcp\"\nhost = \"{addr}\"\nbaud = 2400\nparity = \"even\"\n\
+         timing = {{ response_timeout = \"500ms\", retries = 1 }}\n{bus}"
+    );
+    let (config, profiles): (Config, ProfileSet) =
+        Config::from_text(Path::new("/tmp/t.toml"), &cfg).unwrap();
+    let (tx, mut rx) = mpsc::channel(64);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let bus_config = config.buses[0].get_ref();
+    let health = std::sync::Arc::new(std::sync::Mutex::new(BusHealth::for_bus(bus_config)));
+    let handle = spawn(bus_config, &profiles, BusOptions::new("gw"), tx, health).unwrap();
+    let send = |request: ControlRequest| {
+        let (reply, rx) = oneshot::channel();
+        let commands = handle.commands.clone();
+        async move {
+            commands
+                .send(BusCommand::Control {
+                    meter: "000000000001".into(),
+                    request,
+                    reply,
+                })
+                .await
+                .unwrap();
+            rx.await.unwrap()
+        }
+    };
+    let rounds: usize = std::env::var("METERD_RECONNECT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let mut latencies = Vec::new();
+    for i in 0..rounds {
+        let o = send(req(&format!("t{i}"), RelayAction::Trip)).await;
+        assert!(matches!(o, ControlOutcome::Done { .. }), "{o:?}");
+        // Land the close at a different point of the poll cycle each round.
+        tokio::time::sleep(Duration::from_millis(137 * (i as u64 % 13))).await;
+        let started = tokio::time::Instant::now();
+        let o = send(req(&format!("c{i}"), RelayAction::Close)).await;
+        let took = started.elapsed();
+        assert_eq!(done_state(&o).0, RelayState::On);
+        latencies.push(took);
+    }
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "reconnect latency over {rounds} closes (command to read-back showing on): p50 {:?}, p99 {:?}, max {:?}",
+        pick(0.5),
+        pick(0.99),
+        latencies.last().unwrap()
+    );
+    assert!(pick(0.99) <= Duration::from_secs(5));
+    handle.stop();
+    drop(dir);
+}
