@@ -21,6 +21,8 @@ const RELAY: &str = "000000000001";
 const FAST_CLOCK: &str = "000000000002";
 const NO_RELAY: &str = "000000000003";
 const OLD: &str = "000000000004";
+/// A relay meter that acts on every frame but whose replies never reach the gateway.
+const SILENT: &str = "000000000005";
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -33,6 +35,11 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with("").await
+}
+
+/// The rig with one more relay meter, `SILENT`, configured by `sim_keys` (e.g. faults).
+async fn rig_with(sim_keys: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("control.jsonl");
     let button = dir.path().join("button");
@@ -59,7 +66,14 @@ profile = "dlt645-single-phase"
 protocol = "dlt645-1997"
 address = "{OLD}"
 profile = "dlt645-1997-basic"
-"#,
+{silent}"#,
+        silent = if sim_keys.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "[[port.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{SILENT}\"\nprofile = \"dlt645-single-phase\"\nrelay = {{ password = \"123456\" }}\n{sim_keys}\n"
+            )
+        },
         log = log.display().to_string(),
         button = button.display().to_string(),
     );
@@ -74,7 +88,12 @@ profile = "dlt645-1997-basic"
     };
     let cfg = format!(
         "gateway = \"gw\"\n[[bus]]\nname = \"a\"\ntransport = \"tcp\"\nhost = \"{addr}\"\n\
-         timing = {{ response_timeout = \"300ms\", retries = 1, turnaround = \"2ms\" }}\n{}{}{}{}",
+         timing = {{ response_timeout = \"300ms\", retries = 1, turnaround = \"2ms\" }}\n{}{}{}{}{}",
+        if sim_keys.is_empty() {
+            String::new()
+        } else {
+            meter(SILENT, "dlt645-single-phase", "dlt645-2007")
+        },
         meter(RELAY, "dlt645-single-phase", "dlt645-2007"),
         meter(FAST_CLOCK, "dlt645-single-phase", "dlt645-2007"),
         meter(NO_RELAY, "dlt645-single-phase", "dlt645-2007"),
@@ -428,4 +447,46 @@ async fn reconnect_latency_on_a_busy_2400_baud_bus() {
     assert!(pick(0.99) <= Duration::from_secs(5));
     handle.stop();
     drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meter_that_never_answers_gets_one_resend_and_an_unknown_outcome() {
+    let rig = rig_with("faults = { no_reply = { every = 1 } }").await;
+    let mut request = req("lost", RelayAction::Trip);
+    request.read_back_for = Duration::from_secs(2);
+    let ControlOutcome::Unknown {
+        reason,
+        relay,
+        frames,
+    } = control(&rig, SILENT, request).await
+    else {
+        panic!("expected unknown");
+    };
+    assert!(reason.contains("sent twice"), "{reason}");
+    assert_eq!(relay, None);
+    // Two 1C sends, then status reads (one a second for 2 s, between polls), none answered.
+    let sent_1c = frames
+        .iter()
+        .filter(|f| f.sent && f.hex.contains(" 68 1C "))
+        .count();
+    assert_eq!(sent_1c, 2, "{frames:#?}");
+    assert!(frames.iter().all(|f| f.sent));
+    assert!(
+        frames.len() > 2,
+        "at least one status read: {}",
+        frames.len()
+    );
+    // The meter heard both, acted on the first (the trip is what it is), and replied to none.
+    let lines: Vec<Value> = log_lines(&rig)
+        .into_iter()
+        .filter(|l| l["meter"] == SILENT)
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["replied"] == false && l["action"] == "trip")
+    );
+    assert_eq!(lines[0]["after"]["position"], "off");
+    rig.bus.stop();
 }
