@@ -21,6 +21,8 @@ const RELAY: &str = "000000000001";
 const FAST_CLOCK: &str = "000000000002";
 const NO_RELAY: &str = "000000000003";
 const OLD: &str = "000000000004";
+/// A relay meter that acts on every frame but whose replies never reach the gateway.
+const SILENT: &str = "000000000005";
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -33,6 +35,11 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with("").await
+}
+
+/// The rig with one more relay meter, `SILENT`, configured by `sim_keys` (e.g. faults).
+async fn rig_with(sim_keys: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("control.jsonl");
     let button = dir.path().join("button");
@@ -59,7 +66,14 @@ profile = "dlt645-single-phase"
 protocol = "dlt645-1997"
 address = "{OLD}"
 profile = "dlt645-1997-basic"
-"#,
+{silent}"#,
+        silent = if sim_keys.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "[[port.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{SILENT}\"\nprofile = \"dlt645-single-phase\"\nrelay = {{ password = \"123456\" }}\n{sim_keys}\n"
+            )
+        },
         log = log.display().to_string(),
         button = button.display().to_string(),
     );
@@ -74,7 +88,12 @@ profile = "dlt645-1997-basic"
     };
     let cfg = format!(
         "gateway = \"gw\"\n[[bus]]\nname = \"a\"\ntransport = \"tcp\"\nhost = \"{addr}\"\n\
-         timing = {{ response_timeout = \"300ms\", retries = 1, turnaround = \"2ms\" }}\n{}{}{}{}",
+         timing = {{ response_timeout = \"300ms\", retries = 1, turnaround = \"2ms\" }}\n{}{}{}{}{}",
+        if sim_keys.is_empty() {
+            String::new()
+        } else {
+            meter(SILENT, "dlt645-single-phase", "dlt645-2007")
+        },
         meter(RELAY, "dlt645-single-phase", "dlt645-2007"),
         meter(FAST_CLOCK, "dlt645-single-phase", "dlt645-2007"),
         meter(NO_RELAY, "dlt645-single-phase", "dlt645-2007"),
@@ -345,5 +364,129 @@ async fn a_close_goes_ahead_of_queued_one_shot_reads() {
         before <= 1,
         "{before} reads before the close: {read_at:?} vs {close_at:?}"
     );
+    rig.bus.stop();
+}
+
+/// Reconnect latency on a busy bus: 32 DL/T 645-2007 meters (9 reads each) polled every 60 s
+/// on a simulated 2400 8E1 line with wire time (about 58 s of wire per cycle), one of them
+/// with a relay. Each round trips it, then measures from sending `close` to the bus's `done`
+/// (the read-back showing the relay on). `METERD_RECONNECT_ROUNDS` rounds (default 30).
+/// Run: `cargo test --release --test bus_control reconnect_latency -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (about 3 minutes)"]
+async fn reconnect_latency_on_a_busy_2400_baud_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = String::from(
+        "[[port]]\nname = \"p\"\ntcp = \"127.0.0.1:0\"\nbaud = 2400\nparity = \"even\"\nwire_time = true\nreply_latency = \"20ms\"\n",
+    );
+    let mut bus = String::new();
+    for i in 1..=32 {
+        let a = format!("{i:012}");
+        sim.push_str(&format!(
+            "[[port.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{a}\"\nprofile = \"dlt645-single-phase\"\n{}",
+            if i == 1 { "relay = { password = \"123456\" }\n" } else { "" }
+        ));
+        bus.push_str(&format!(
+            "[[bus.meter]]\nprotocol = \"dlt645-2007\"\naddress = \"{a}\"\nprofile = \"dlt645-single-phase\"\ninterval = \"60s\"\n"
+        ));
+    }
+    let sim = Simulator::start(SimConfig::from_text(Path::new("sim.toml"), &sim).unwrap())
+        .await
+        .unwrap();
+    let addr = sim.local_addr("p").unwrap();
+    let cfg = format!(
+        "gateway = \"gw\"\n[[bus]]\nname = \"a\"\ntransport = \"tcp\"\nhost = \"{addr}\"\nbaud = 2400\nparity = \"even\"\n\
+         timing = {{ response_timeout = \"500ms\", retries = 1 }}\n{bus}"
+    );
+    let (config, profiles): (Config, ProfileSet) =
+        Config::from_text(Path::new("/tmp/t.toml"), &cfg).unwrap();
+    let (tx, mut rx) = mpsc::channel(64);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let bus_config = config.buses[0].get_ref();
+    let health = std::sync::Arc::new(std::sync::Mutex::new(BusHealth::for_bus(bus_config)));
+    let handle = spawn(bus_config, &profiles, BusOptions::new("gw"), tx, health).unwrap();
+    let send = |request: ControlRequest| {
+        let (reply, rx) = oneshot::channel();
+        let commands = handle.commands.clone();
+        async move {
+            commands
+                .send(BusCommand::Control {
+                    meter: "000000000001".into(),
+                    request,
+                    reply,
+                })
+                .await
+                .unwrap();
+            rx.await.unwrap()
+        }
+    };
+    let rounds: usize = std::env::var("METERD_RECONNECT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let mut latencies = Vec::new();
+    for i in 0..rounds {
+        let o = send(req(&format!("t{i}"), RelayAction::Trip)).await;
+        assert!(matches!(o, ControlOutcome::Done { .. }), "{o:?}");
+        // Land the close at a different point of the poll cycle each round.
+        tokio::time::sleep(Duration::from_millis(137 * (i as u64 % 13))).await;
+        let started = tokio::time::Instant::now();
+        let o = send(req(&format!("c{i}"), RelayAction::Close)).await;
+        let took = started.elapsed();
+        assert_eq!(done_state(&o).0, RelayState::On);
+        latencies.push(took);
+    }
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "reconnect latency over {rounds} closes (command to read-back showing on): p50 {:?}, p99 {:?}, max {:?}",
+        pick(0.5),
+        pick(0.99),
+        latencies.last().unwrap()
+    );
+    assert!(pick(0.99) <= Duration::from_secs(5));
+    handle.stop();
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meter_that_never_answers_gets_one_resend_and_an_unknown_outcome() {
+    let rig = rig_with("faults = { no_reply = { every = 1 } }").await;
+    let mut request = req("lost", RelayAction::Trip);
+    request.read_back_for = Duration::from_secs(2);
+    let ControlOutcome::Unknown {
+        reason,
+        relay,
+        frames,
+    } = control(&rig, SILENT, request).await
+    else {
+        panic!("expected unknown");
+    };
+    assert!(reason.contains("sent twice"), "{reason}");
+    assert_eq!(relay, None);
+    // Two 1C sends, then status reads (one a second for 2 s, between polls), none answered.
+    let sent_1c = frames
+        .iter()
+        .filter(|f| f.sent && f.hex.contains(" 68 1C "))
+        .count();
+    assert_eq!(sent_1c, 2, "{frames:#?}");
+    assert!(frames.iter().all(|f| f.sent));
+    assert!(
+        frames.len() > 2,
+        "at least one status read: {}",
+        frames.len()
+    );
+    // The meter heard both, acted on the first (the trip is what it is), and replied to none.
+    let lines: Vec<Value> = log_lines(&rig)
+        .into_iter()
+        .filter(|l| l["meter"] == SILENT)
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["replied"] == false && l["action"] == "trip")
+    );
+    assert_eq!(lines[0]["after"]["position"], "off");
     rig.bus.stop();
 }

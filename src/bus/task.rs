@@ -819,11 +819,13 @@ impl Bus {
                 busy = true;
             }
             let room = scheduler.next_wakeup().map(|next| next - now);
-            // Then one step of a control command in progress, if it is its time and fits.
+            // Then one step of a control command in progress, if it is its time and it fits
+            // before the next poll; one put off goes right after that poll, fitting or not.
             if let Some(ac) = active.as_mut()
                 && ac.wake.is_none_or(|w| w <= Instant::now())
             {
-                if !ac.put_off && !self.control_fits(ac.meter, room) {
+                let go = (ac.put_off && busy) || self.control_fits(ac.meter, room);
+                if !go {
                     ac.put_off = true;
                 } else {
                     ac.put_off = false;
@@ -886,7 +888,12 @@ impl Bus {
             }
             let mut wait = Duration::from_millis(u64::try_from((wake - now).max(1)).unwrap_or(1))
                 .min(Duration::from_secs(60));
-            if let Some(w) = active.as_ref().and_then(|ac| ac.wake) {
+            // A control step waits for its time, or (put off) for the next poll.
+            if let Some(w) = active
+                .as_ref()
+                .filter(|ac| !ac.put_off)
+                .and_then(|ac| ac.wake)
+            {
                 wait = wait.min(w.saturating_duration_since(Instant::now()));
             }
             let can_take = commands_open && queue.len() < COMMAND_LOOKAHEAD;

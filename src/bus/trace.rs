@@ -136,9 +136,10 @@ impl FrameTap {
         self.emit_as(direction, bytes, "", FrameProtocol::ModbusTcp);
     }
 
-    /// Bytes skipped on receive, with the reason.
+    /// Bytes skipped on receive, with the reason. An echo of a request that carries
+    /// credentials is redacted like the request itself.
     pub fn skipped(&self, bytes: &[u8], reason: &str) {
-        self.emit(Direction::RxUnusable, bytes, reason);
+        self.emit(Direction::RxUnusable, &redact_secrets(bytes), reason);
     }
 
     /// A remark.

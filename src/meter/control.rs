@@ -193,29 +193,38 @@ pub fn redact_secrets(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     use std::borrow::Cow;
     // Every frame sent passes here (the trace): look at the control byte before scanning.
     let start = bytes.iter().take_while(|b| **b == 0xFE).count();
-    let secret_bearing = bytes
-        .get(start.saturating_add(8))
-        .is_some_and(|c| matches!(c, 0x1C | 0x19 | 0x1A | 0x1B | 0x14 | 0x18 | 0x03));
+    let at = |i: usize| bytes.get(start.saturating_add(i)).copied();
+    let secret_bearing = at(0) == Some(0x68)
+        && at(7) == Some(0x68)
+        && at(8).is_some_and(|c| matches!(c, 0x1C | 0x19 | 0x1A | 0x1B | 0x14 | 0x18 | 0x03));
     if !secret_bearing {
         return Cow::Borrowed(bytes);
     }
     let Scan::Frame { frame, consumed } = Dlt645Frame::scan(bytes) else {
-        return Cow::Borrowed(bytes);
+        // A request cut short or damaged (an echo, noise): without a frame the secret bytes
+        // cannot be told apart, so the first 12 data bytes (every secret's extent) go.
+        let mut out = bytes.to_vec();
+        let data = start.saturating_add(10);
+        let end = data.saturating_add(12).min(out.len());
+        if let Some(secret) = out.get_mut(data.min(end)..end) {
+            secret.fill(0x33);
+        }
+        return Cow::Owned(out);
     };
     if frame.control.is_response() {
         return Cow::Borrowed(bytes);
     }
-    // Byte ranges of the data field that hold secrets, by function code.
-    let ranges: &[std::ops::Range<usize>] = match frame.control.code() {
-        0x1C | 0x19 | 0x1A | 0x1B => &[1..8],
-        0x14 => &[5..12],
-        0x18 => &[5..8, 9..12],
-        0x03 => &[4..8],
+    // (start, end) byte ranges of the data field that hold secrets, by function code.
+    let ranges: &[(usize, usize)] = match frame.control.code() {
+        0x19..=0x1C => &[(1, 8)],
+        0x14 => &[(5, 12)],
+        0x18 => &[(5, 8), (9, 12)],
+        0x03 => &[(4, 8)],
         _ => return Cow::Borrowed(bytes),
     };
     let mut data = frame.data.clone();
-    for r in ranges {
-        if let Some(secret) = data.get_mut(r.clone()) {
+    for &(from, to) in ranges {
+        if let Some(secret) = data.get_mut(from..to) {
             secret.fill(0);
         }
     }
@@ -318,5 +327,11 @@ mod tests {
         ] {
             assert_eq!(redact_secrets(&same).as_ref(), same.as_slice());
         }
+        // An echo cut short after the operator code: the data bytes go anyway.
+        let partial = &sent[..22];
+        assert_eq!(
+            crate::hex_input::to_hex(&redact_secrets(partial)),
+            "FE FE 68 29 25 07 07 21 20 68 1C 10 33 33 33 33 33 33 33 33 33 33"
+        );
     }
 }

@@ -60,7 +60,7 @@ enum Sent {
     /// No reply to either send.
     NoReply(String),
     /// Not sent: read-back only (`read_back_only`, or `read_relay`).
-    NotSent,
+    ReadOnly,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,7 +280,7 @@ impl ControlRun {
         }
         let phase = if only_read {
             Phase::ReadBack {
-                sent: Sent::NotSent,
+                sent: Sent::ReadOnly,
                 since: None,
                 next_at: None,
             }
@@ -418,7 +418,7 @@ impl ControlRun {
                 relay,
                 frames,
             },
-            (Sent::NotSent, Some(_)) => ControlOutcome::Failed {
+            (Sent::ReadOnly, Some(_)) => ControlOutcome::Failed {
                 reason: format!(
                     "read back only (not sent again): status word 3 does not show {action}"
                 ),
@@ -426,7 +426,7 @@ impl ControlRun {
                 relay,
                 frames,
             },
-            (Sent::NotSent, None) => ControlOutcome::Unknown {
+            (Sent::ReadOnly, None) => ControlOutcome::Unknown {
                 reason: format!("the meter did not answer status reads: {failure}"),
                 relay,
                 frames,
