@@ -31,6 +31,9 @@
 //!   [`SpoolError::TooLarge`], never dropped silently; a caller with a single batch larger
 //!   than `max_bytes` (which can never be stored) gives it up with [`Spool::drop_unstorable`]:
 //!   it takes its `seq` and is counted as dropped, a gap like an overflow drop.
+//!   Fee-command results (`kind` 3, [`commands`]) are the exception: never dropped (a result
+//!   says what was done to a customer's supply; they are few and small), so with many of
+//!   them unacknowledged the bytes may exceed `max_bytes` by their size.
 //! - **Drops before a `seq`.** Readings the daemon had to drop from memory before they reached
 //!   the spool (the disk could not be written for too long) are noted with
 //!   [`Spool::note_memory_drops`]: counted at once in memory (no I/O, so it works while the
