@@ -164,6 +164,25 @@ struct Parts {
     fresh: FreshRows,
     on_stored: OnStored,
     view: ControlView,
+    /// Results published for messages whose signature did not verify, this minute.
+    unverified: Mutex<(i64, u32)>,
+}
+
+/// Most results published per minute for messages that are not verified commands (broken,
+/// retained, unknown key, bad signature). Results are never dropped by the spool, so whoever
+/// can publish on the command topics must not be able to make the gateway store without end;
+/// past this they are audited (and logged), not published.
+pub const UNVERIFIED_RESULTS_PER_MINUTE: u32 = 60;
+
+/// Whether the rejection is decided before the signature verified.
+fn unverified(why: &Rejection) -> bool {
+    matches!(
+        why,
+        Rejection::Malformed(_)
+            | Rejection::Retained
+            | Rejection::UnknownKey(_)
+            | Rejection::BadSignature
+    )
 }
 
 impl Parts {
@@ -171,6 +190,7 @@ impl Parts {
     fn store(&self, record: &ResultRecord) {
         let stored = lock(&self.spool).store_command_result(record);
         match stored {
+            Ok(rows) if rows.rows.is_empty() => {}
             Ok(rows) => {
                 self.fresh.add(rows);
                 (self.on_stored)();
@@ -220,7 +240,24 @@ impl Parts {
             "command rejected"
         );
         let mut received = String::from_utf8_lossy(&msg.payload).into_owned();
-        received.truncate(4096);
+        if let Some((i, _)) = received.char_indices().nth(4096) {
+            received.truncate(i);
+        }
+        let publish = !unverified(why) || {
+            let minute = ms(now) / 60_000;
+            let mut window = lock(&self.unverified);
+            if window.0 != minute {
+                *window = (minute, 0);
+            }
+            window.1 += 1;
+            window.1 <= UNVERIFIED_RESULTS_PER_MINUTE
+        };
+        if !publish {
+            tracing::warn!(
+                meter,
+                "too many unverified command messages this minute: audited, no result published"
+            );
+        }
         let record = ResultRecord {
             meter: meter.to_owned(),
             command_id: claimed.command_id.clone(),
@@ -230,7 +267,11 @@ impl Parts {
             relay_word: None,
             at_ms: ms(now),
             at: at.clone(),
-            payload: result.to_json(),
+            payload: if publish {
+                result.to_json()
+            } else {
+                Vec::new()
+            },
             remember,
             audit: vec![
                 (
@@ -565,6 +606,7 @@ pub async fn run(
         fresh,
         on_stored,
         view,
+        unverified: Mutex::new((0, 0)),
     });
     // Executions run beside the loop: a close is not queued behind a trip's read-back.
     let mut running = tokio::task::JoinSet::new();

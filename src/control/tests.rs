@@ -606,3 +606,32 @@ fn verify_parses_without_panicking_on_junk() {
         "replayed: command_id was already used"
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_unverified_messages_is_audited_but_publishes_a_bounded_number_of_results() {
+    // Not across a minute boundary (the cap counts per wall-clock minute).
+    let into_minute = now_ms() % 60_000;
+    if into_minute > 50_000 {
+        tokio::time::sleep(Duration::from_millis((60_100 - into_minute) as u64)).await;
+    }
+    let rig = start("");
+    let n = super::task::UNVERIFIED_RESULTS_PER_MINUTE as usize;
+    for _ in 0..n + 20 {
+        rig.send(M1, b"junk".to_vec(), false).await;
+    }
+    // A verified command still gets its result after the flood.
+    rig.send(M1, cmd("after", M1, "trip"), false).await;
+    let r = rig.results(n + 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r2 = rig.results(n + 1).await;
+    assert_eq!(r2.len(), r.len());
+    assert_eq!(r.len(), n + 1, "the cap's worth of rejections, then the verified command");
+    assert!(r.iter().any(|v| v["command_id"] == "after"));
+    let audit = crate::sync::lock(&rig.spool)
+        .audit_lines(None, 10_000)
+        .unwrap();
+    assert_eq!(
+        audit.iter().filter(|l| l.what == "rejected").count(),
+        n + 21
+    );
+}

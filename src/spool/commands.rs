@@ -53,7 +53,7 @@ pub struct ResultRecord {
     pub at_ms: i64,
     /// When, RFC 3339.
     pub at: String,
-    /// The `meterd.command-result.v1` JSON.
+    /// The `meterd.command-result.v1` JSON; empty: audit lines only, nothing to publish.
     pub payload: Vec<u8>,
     /// A verified command refused before it was accepted: remembered (state rejected) so that
     /// its `command_id` cannot be used again.
@@ -261,6 +261,10 @@ impl Spool {
         tx.prepare_cached("DELETE FROM audit WHERE n <= (SELECT max(n) FROM audit) - ?1")
             .and_then(|mut s| s.execute([AUDIT_KEEP]))
             .map_err(sql)?;
+        if r.payload.is_empty() {
+            tx.commit().map_err(sql)?;
+            return Ok(AppendedRows::default());
+        }
         let rowid = self.next_rowid;
         let bytes = r.payload.len() as u64;
         let (encoding, stored) = self.packer.pack(&r.payload);
@@ -522,6 +526,17 @@ mod tests {
         );
         assert_eq!(s.prune_commands(1_000 + 600_001).unwrap(), 1);
         assert!(!s.command_seen("x").unwrap());
+        // Audit only: nothing to publish.
+        let mut quiet = result("z", "rejected", 3_000);
+        quiet.payload.clear();
+        assert!(s.store_command_result(&quiet).unwrap().rows.is_empty());
+        assert!(
+            s.pending(None, 100)
+                .unwrap()
+                .iter()
+                .all(|p| p.id != quiet.id)
+        );
+        assert_eq!(s.audit_lines(None, 1).unwrap()[0].detail, "rejected");
     }
 
     #[test]
