@@ -132,6 +132,53 @@ impl ControlSetup {
             .map(|(id, _)| id.as_str())
     }
 
+    /// One paragraph for `meterd check-config`: keys, controllable meters, policy (never a
+    /// password).
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let quiet: Vec<String> = c
+            .quiet_hours
+            .iter()
+            .map(|q| {
+                format!(
+                    "{:02}:{:02}-{:02}:{:02}",
+                    q.from / 60,
+                    q.from % 60,
+                    q.to / 60,
+                    q.to % 60
+                )
+            })
+            .collect();
+        format!(
+            "fee control: keys {}; {} controllable meters ({}); credentials {}; trip notice {}, \
+             override {}; no trips in {} / on {} weekdays / {} holidays (at {}); {} commands per \
+             meter per {}; clock trust {:?}",
+            self.keys.keys().cloned().collect::<Vec<_>>().join(", "),
+            self.controllable().count(),
+            self.controllable().collect::<Vec<_>>().join(", "),
+            c.credentials
+                .as_ref()
+                .map_or("none (ESAM only)".to_owned(), |p| p.display().to_string()),
+            humantime::format_duration(c.trip_notice),
+            if c.allow_override {
+                "allowed"
+            } else {
+                "refused"
+            },
+            if quiet.is_empty() {
+                "no quiet hours".to_owned()
+            } else {
+                quiet.join(", ")
+            },
+            c.quiet_days.len(),
+            c.holidays.len(),
+            c.utc_offset,
+            c.rate_limit,
+            humantime::format_duration(c.rate_window),
+            self.clock,
+        )
+    }
+
     /// Replaces the clock trust (tests).
     pub fn with_clock(mut self, clock: ClockTrust) -> Self {
         self.clock = clock;

@@ -493,6 +493,30 @@ async fn every_rejection_is_published_with_its_reason() {
     );
 }
 
+#[test]
+fn check_config_describes_the_setup_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "quiet_hours = [\"17:00-08:00\"]");
+    let text = ControlSetup::from_config(&cfg).unwrap().unwrap().describe();
+    assert!(
+        text.contains("keys core-1; 1 controllable meters (000000123456)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("no trips in 17:00-08:00") && text.contains("at +08:00"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("123456\"") && !text.contains("00000001"),
+        "{text}"
+    );
+    // A credentials file others can read stops the start (and check-config).
+    let cred = dir.path().join("cred.toml");
+    std::fs::set_permissions(&cred, std::os::unix::fs::PermissionsExt::from_mode(0o604)).unwrap();
+    let e = ControlSetup::from_config(&cfg).unwrap_err().to_string();
+    assert!(e.contains("0604"), "{e}");
+}
+
 #[tokio::test]
 async fn restores_are_never_refused_by_policy() {
     let mut rig = start("rate_limit = 1\nquiet_hours = [\"00:00-23:59\"]");
@@ -625,7 +649,11 @@ async fn a_flood_of_unverified_messages_is_audited_but_publishes_a_bounded_numbe
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r2 = rig.results(n + 1).await;
     assert_eq!(r2.len(), r.len());
-    assert_eq!(r.len(), n + 1, "the cap's worth of rejections, then the verified command");
+    assert_eq!(
+        r.len(),
+        n + 1,
+        "the cap's worth of rejections, then the verified command"
+    );
     assert!(r.iter().any(|v| v["command_id"] == "after"));
     let audit = crate::sync::lock(&rig.spool)
         .audit_lines(None, 10_000)
@@ -634,4 +662,66 @@ async fn a_flood_of_unverified_messages_is_audited_but_publishes_a_bounded_numbe
         audit.iter().filter(|l| l.what == "rejected").count(),
         n + 21
     );
+}
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cx_parts() -> (
+        std::collections::BTreeMap<String, ed25519_dalek::VerifyingKey>,
+        std::collections::BTreeMap<String, MeterInfo>,
+    ) {
+        let key = SigningKey::from_bytes(&SECRET).verifying_key();
+        let keys = [("core-1".to_owned(), key)].into_iter().collect();
+        let meters = [(
+            M1.to_owned(),
+            MeterInfo {
+                bus: "a".into(),
+                protocol: Protocol::Dlt645_2007,
+                address: Some(M1.into()),
+                profile: "p".into(),
+            },
+        )]
+        .into_iter()
+        .collect();
+        (keys, meters)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// No input panics; a message changed anywhere is refused, or still carries exactly
+        /// the body that was signed (a change outside the signed text, e.g. whitespace).
+        #[test]
+        fn any_bytes_and_any_one_byte_change_are_handled(
+            junk in proptest::collection::vec(any::<u8>(), 0..300),
+            at in any::<prop::sample::Index>(),
+            to in any::<u8>(),
+        ) {
+            let (keys, meters) = cx_parts();
+            let n = 1_796_616_000_000;
+            let cx = VerifyContext {
+                gateway: "gw-01",
+                keys: &keys,
+                meters: &meters,
+                clock: Ok(()),
+                now_ms: n,
+                clock_skew_ms: 30_000,
+                max_validity_ms: 3_600_000,
+            };
+            let _ = verify::verify(&junk, false, M1, &cx);
+            let _ = verify::claimed(&junk);
+            let body = body("p1", M1, "trip", n - 1000, n + 60_000, "");
+            let good = signed(&body);
+            prop_assert!(verify::verify(&good, false, M1, &cx).is_ok());
+            let mut bad = good.clone();
+            let i = at.index(bad.len());
+            bad[i] = to;
+            if let Ok(v) = verify::verify(&bad, false, M1, &cx) {
+                prop_assert_eq!(v.body_text, body);
+            }
+        }
+    }
 }
