@@ -26,7 +26,8 @@ from conftest import ROOT, Mosquitto, free_port, port_open, quiet_port, wait_for
 
 SCHEMAS = {
     name: json.loads((ROOT / "docs" / "schema" / f"{name}.v1.json").read_text())
-    for name in ("reading", "gateway-status", "meter-status", "freeze", "completeness", "event")
+    for name in ("reading", "gateway-status", "meter-status", "freeze", "completeness", "event",
+                 "command", "command-result")
 }
 GATEWAY = "hil-gw"
 PREFIX = "meterd"
@@ -309,6 +310,12 @@ def check_schemas(collector: Collector):
             kind = "event"
         elif topic == f"{PREFIX}/{GATEWAY}/completeness":
             kind = "completeness"
+        elif topic.endswith("/command-results"):
+            kind = "command-result"
+        elif topic.endswith("/commands"):
+            if not payload:
+                continue  # a retained command being cleared
+            kind = "command"
         else:
             raise AssertionError(f"unexpected topic {topic}")
         jsonschema.validate(doc, SCHEMAS[kind])

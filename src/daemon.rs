@@ -77,6 +77,9 @@ pub enum DaemonError {
     /// The `[service]` section is unsafe or its token is missing.
     #[error("{0}")]
     Service(#[from] crate::service::ServiceError),
+    /// `[control]` cannot be used (a key, the credentials file).
+    #[error("{0}")]
+    Control(#[from] crate::control::ControlError),
     /// The embedded broker could not start.
     #[cfg(feature = "embedded-broker")]
     #[error("embedded broker: {0}")]
@@ -101,6 +104,10 @@ pub struct Daemon {
     completeness_task: JoinHandle<()>,
     uplink: UplinkHandle,
     uplink_task: UplinkTask,
+    /// Fee control's task, when `[control]` is on.
+    control_task: Option<JoinHandle<()>>,
+    /// The buses' command queues as fee control reaches them (updated on reload).
+    bus_control: BusControl,
     /// Reports of tasks that ended on their own, and the buses stopped on purpose.
     supervisor: Supervisor,
     spool: Arc<Mutex<Spool>>,
@@ -122,6 +129,8 @@ struct ServiceParts {
     meter_drops: crate::service::MeterDropsFn,
     /// The latest completeness message, as the uplink was handed it.
     completeness: Arc<Mutex<Option<CompletenessMessage>>>,
+    /// Fee control's view, when on.
+    control: Option<crate::control::ControlView>,
 }
 
 impl ServiceParts {
@@ -149,7 +158,74 @@ impl ServiceParts {
             frames: self.frames.clone(),
             meter_drops: self.meter_drops.clone(),
             completeness: self.completeness.clone(),
+            control: self.control.clone(),
         }
+    }
+}
+
+/// The buses' command queues by bus name, as fee control hands commands to them; replaced
+/// when a reload restarts buses.
+#[derive(Clone, Default)]
+pub(crate) struct BusControl(Arc<Mutex<Vec<BusQueue>>>);
+
+/// A bus's name and its command queue.
+type BusQueue = (String, mpsc::Sender<bus_task::BusCommand>);
+
+/// What [`start_uplink_and_ingest`] started.
+struct Started {
+    uplink: UplinkHandle,
+    uplink_task: UplinkTask,
+    pipeline: JoinHandle<()>,
+    /// Fee control's task, when `[control]` is on.
+    control_task: Option<JoinHandle<()>>,
+}
+
+/// How long a fee command waits for room in a bus's command queue.
+const BUS_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+impl BusControl {
+    /// The queues of `buses` from now on.
+    pub(crate) fn set(&self, buses: &[BusHandle]) {
+        *lock(&self.0) = buses
+            .iter()
+            .map(|b| (b.name.clone(), b.commands.clone()))
+            .collect();
+    }
+}
+
+impl crate::control::MeterBuses for BusControl {
+    fn control(
+        &self,
+        bus: &str,
+        meter: &str,
+        request: crate::meter::control::ControlRequest,
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        Result<tokio::sync::oneshot::Receiver<crate::meter::control::ControlOutcome>, String>,
+    > {
+        let queue = lock(&self.0)
+            .iter()
+            .find(|(name, _)| name == bus)
+            .map(|(_, q)| q.clone());
+        let meter = meter.to_owned();
+        let bus = bus.to_owned();
+        Box::pin(async move {
+            let queue = queue.ok_or_else(|| format!("bus {bus:?} is not running"))?;
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            let command = bus_task::BusCommand::Control {
+                meter,
+                request,
+                reply,
+            };
+            match tokio::time::timeout(BUS_QUEUE_WAIT, queue.send(command)).await {
+                Ok(Ok(())) => Ok(rx),
+                Ok(Err(_)) => Err(format!("bus {bus:?} stopped")),
+                Err(_) => Err(format!(
+                    "bus {bus:?}'s command queue stayed full for {}",
+                    humantime::format_duration(BUS_QUEUE_WAIT)
+                )),
+            }
+        })
     }
 }
 
@@ -241,6 +317,7 @@ impl Daemon {
             config.data_dir = dir.clone();
         }
         let service_setup = check_before_start(&config, &profiles)?;
+        let control = crate::control::ControlSetup::from_config(&config)?;
         let started = SystemTime::now();
         let spool = open_spool(&config)?;
         #[cfg(feature = "embedded-broker")]
@@ -307,13 +384,29 @@ impl Daemon {
             events: event_rx,
             counters,
         };
-        let (uplink, uplink_task, pipeline) = start_uplink_and_ingest(
+        let bus_control = BusControl::default();
+        bus_control.set(&buses);
+        let control_view = control
+            .as_ref()
+            .map(|c| crate::control::ControlView::new(c.controllable()));
+        let control = control.map(|setup| ControlParts {
+            setup,
+            buses: bus_control.clone(),
+            view: control_view.clone().unwrap_or_default(),
+        });
+        let Started {
+            uplink,
+            uplink_task,
+            pipeline,
+            control_task,
+        } = start_uplink_and_ingest(
             &config,
             &spool,
             &views,
             &book,
             &starter,
             inputs,
+            control,
             &supervisor,
         )?;
         let status_task = spawn_health_forwarder(&buses, &uplink, &supervisor);
@@ -331,6 +424,7 @@ impl Daemon {
             frames,
             meter_drops: views.meter_drops,
             completeness,
+            control: control_view,
         };
         let handles = service_parts.handles(&config.gateway, &buses, &uplink);
         let service = crate::service::Service::start(service_setup.clone(), handles).await;
@@ -347,6 +441,8 @@ impl Daemon {
             completeness_task,
             uplink,
             uplink_task,
+            control_task,
+            bus_control,
             supervisor,
             spool,
             service: Some(service),
@@ -408,6 +504,12 @@ impl Daemon {
         // Buses get most of the budget: a DL/T 645 poll at 2400 baud can take seconds. The
         // uplink needs little (the offline status is one small publish).
         let bus_deadline = tokio::time::Instant::now() + Duration::from_millis(3300);
+        // Fee control before the buses: a command a bus has not answered yet stays in flight
+        // in the spool and is read back (never sent again) at the next start, instead of
+        // being reported `unknown` because its bus stopped.
+        if let Some(task) = self.control_task.take() {
+            task.abort();
+        }
         for b in &self.buses {
             b.stop();
         }
@@ -535,6 +637,7 @@ impl Daemon {
             && !self.uplink_task.is_finished()
             && !self.status_task.is_finished()
             && !self.completeness_task.is_finished()
+            && self.control_task.as_ref().is_none_or(|t| !t.is_finished())
             && self.buses.iter().all(|b| !b.task.is_finished())
     }
 }
@@ -637,6 +740,13 @@ impl SpoolViews {
     }
 }
 
+/// Fee control's parts, when `[control]` is on.
+struct ControlParts {
+    setup: crate::control::ControlSetup,
+    buses: BusControl,
+    view: crate::control::ControlView,
+}
+
 /// What the buses send to ingest: reading batches, and freeze records with the ledger view
 /// they update.
 struct IngestInputs {
@@ -650,6 +760,7 @@ struct IngestInputs {
 /// Starts the uplink and the ingest tasks between the buses (`inputs`) and it. Fresh readings
 /// and freeze records go from the spool to the uplink in memory as well as on disk; acks travel
 /// back the same way, deleted by the writer in its next append.
+#[allow(clippy::too_many_arguments)] // The tasks' shared parts, each its own handle.
 fn start_uplink_and_ingest(
     config: &Config,
     spool: &Arc<Mutex<Spool>>,
@@ -657,12 +768,33 @@ fn start_uplink_and_ingest(
     book: &Arc<Mutex<SuccessBook>>,
     buses: &BusStarter,
     inputs: IngestInputs,
+    control: Option<ControlParts>,
     supervisor: &Supervisor,
-) -> Result<(UplinkHandle, UplinkTask, JoinHandle<()>), DaemonError> {
+) -> Result<Started, DaemonError> {
     let fresh = FreshRows::default();
     let acks = HeldAcks::default();
     let outbox = SpoolOutbox::new(spool.clone(), fresh.clone(), acks.clone());
     let (up, uplink) = Uplink::new(&config.gateway, config.mqtt.clone(), outbox)?;
+    // Fee control: the uplink's command subscription feeds the control task, which hands
+    // commands to the buses and stores results in the outbox like readings.
+    let (up, control_task) = match control {
+        None => (up, None),
+        Some(c) => {
+            let (tx, rx) = mpsc::channel(64);
+            let stored = uplink.clone();
+            let task = tokio::spawn(crate::control::run(
+                c.setup,
+                rx,
+                spool.clone(),
+                fresh.clone(),
+                Box::new(move || stored.readings_added()),
+                Arc::new(c.buses),
+                c.view,
+            ));
+            let task = supervise::supervise("control", task, supervisor.sender(), |_| ());
+            (up.with_commands(tx), Some(task))
+        }
+    };
     let stats = views.stats.clone();
     let rate_book = book.clone();
     let steps = buses.clock_steps.clone();
@@ -734,7 +866,12 @@ fn start_uplink_and_ingest(
         on_stored,
     ));
     let pipeline = supervise::supervise("ingest", pipeline, supervisor.sender(), |_| ());
-    Ok((uplink, uplink_task, pipeline))
+    Ok(Started {
+        uplink,
+        uplink_task,
+        pipeline,
+        control_task,
+    })
 }
 
 /// Which meters collect daily records (with their zones): what the completeness counts.

@@ -45,6 +45,10 @@ enum Command {
     /// Print the readings a stopped daemon's spool still holds (JSON lines) and its counters.
     #[command(after_help = meterd::cli::EXIT_CODES)]
     Spool(meterd::cli::spool::SpoolArgs),
+    /// Print the fee-control audit trail of a stopped daemon's spool: commands, rejections,
+    /// frames and results.
+    #[command(after_help = meterd::cli::EXIT_CODES)]
+    Audit(meterd::cli::audit::AuditArgs),
 }
 
 /// Commands that print results die quietly when their reader goes away (`meterd read | head`),
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             | Command::Test(_)
             | Command::CheckConfig(_)
             | Command::Spool(_)
+            | Command::Audit(_)
     ) {
         die_quietly_on_broken_pipe();
     }
@@ -126,5 +131,6 @@ fn main() -> ExitCode {
         Command::Status(args) => meterd::cli::status::run(&args),
         Command::CheckConfig(args) => meterd::cli::check_config::run(&args),
         Command::Spool(args) => meterd::cli::spool::run(&args),
+        Command::Audit(args) => meterd::cli::audit::run(&args),
     }
 }

@@ -529,6 +529,75 @@ async fn spool_accepts_the_data_directory() {
 }
 
 #[tokio::test]
+async fn audit_prints_a_stopped_spools_trail_by_meter_and_as_json() {
+    use meterd::spool::commands::{CommandRecord, ResultRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let mut spool = meterd::spool::Spool::open(
+            data.join("spool.sqlite"),
+            meterd::spool::SpoolOptions::new(1 << 20),
+        )
+        .unwrap();
+        for (meter, id) in [("m1", "c1"), ("m2", "c2")] {
+            let record = CommandRecord {
+                command_id: id.into(),
+                meter: meter.into(),
+                action: "trip".into(),
+                key_id: "k".into(),
+                received_ms: 1,
+                not_after_ms: 2,
+                body: "{}".into(),
+            };
+            spool
+                .accept_command(&record, "2026-12-07T08:00:00.000Z")
+                .unwrap();
+            spool
+                .store_command_result(&ResultRecord {
+                    meter: meter.into(),
+                    command_id: Some(id.into()),
+                    id: format!("gw/{meter}/command-result/{id}"),
+                    outcome: "done".into(),
+                    reason: None,
+                    relay_word: Some(0x50),
+                    at_ms: 3,
+                    at: "2026-12-07T08:00:01.000Z".into(),
+                    payload: b"{}".to_vec(),
+                    remember: None,
+                    audit: vec![(
+                        "2026-12-07T08:00:01.000Z".into(),
+                        "frame-sent".into(),
+                        "68 16".into(),
+                    )],
+                })
+                .unwrap();
+        }
+    }
+    let data_s = data.display().to_string();
+    let out = meterd(&["audit", &data_s, "--meter", "m2"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("2026-12-07T08:00:00.000Z m2 c2 accepted {}"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1], "2026-12-07T08:00:01.000Z m2 c2 frame-sent 68 16");
+    let out = meterd(&["audit", &data_s, "--json"]).await;
+    let docs: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 4);
+    assert_eq!(
+        (docs[3]["meter"].as_str(), docs[3]["what"].as_str()),
+        (Some("m2"), Some("frame-sent"))
+    );
+    let out = meterd(&["audit", &dir.path().join("nothing").display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
 async fn a_quantity_or_profile_typo_gets_a_suggestion() {
     let base = [
         "read",

@@ -33,7 +33,7 @@ const ROOMS: &[(&str, &str)] = &[
     ("cli",          "argument parsing, printing, one-shot commands"),
     ("daemon",       "wiring: starts tasks, connects channels, signals, reload"),
     ("service",      "local HTTP: status page, /metrics, trace, one-shot reads"),
-    ("control",      "fee-control commands (not yet present; keep the entry)"),
+    ("control",      "fee-control commands: verify, policy, audit, hand to the bus"),
     ("uplink",       "MQTT session, publish window, PUBACK -> ack"),
     ("ingest",       "validation -> spool hand-off, group commit, last-good registers"),
     ("spool",        "SQLite outbox and per-meter state"),

@@ -3,6 +3,7 @@
 
 use meter_protocols::Scan;
 use meter_protocols::dlt645::frame::{checksum, inspect};
+use meter_protocols::dlt645::relay::{self, ControlReply, IdentityReply, StatusWord3};
 use meter_protocols::dlt645::{
     Address, ControlCode, DataIdentifier, Dlt645Frame, ErrorWord, Function, MeterDateTime,
     RelayCommand, Request, Response, SecurityErrorWord, Version,
@@ -121,8 +122,14 @@ fn arb_request() -> impl Strategy<Value = (Request, Version)> {
             },
             v07
         )),
-        (pw(), pw(), relay(), arb_time()).prop_map(
-            move |(password, operator, command, valid_until)| (
+        // A ciphertext level (96H/98H) makes the data ciphertext: plaintext uses the others.
+        (
+            pw().prop_filter("plaintext level", |p| !relay::is_cipher_level(p[0])),
+            pw(),
+            relay(),
+            arb_time()
+        )
+            .prop_map(move |(password, operator, command, valid_until)| (
                 Request::RelayControl {
                     password,
                     operator,
@@ -130,8 +137,23 @@ fn arb_request() -> impl Strategy<Value = (Request, Version)> {
                     valid_until
                 },
                 v07
-            )
-        ),
+            )),
+        (
+            prop::sample::select(vec![0x96u8, 0x98]),
+            any::<[u8; 3]>(),
+            pw(),
+            prop::collection::vec(any::<u8>(), 0..=40)
+        )
+            .prop_map(move |(pa, [p0, p1, p2], operator, payload)| (
+                Request::RelayControlCipher {
+                    password: [pa, p0, p1, p2],
+                    operator,
+                    payload
+                },
+                v07
+            )),
+        (di07(), prop::collection::vec(any::<u8>(), 0..=40))
+            .prop_map(move |(di, data)| (Request::Security { di, data }, v07)),
     ]
 }
 
@@ -391,6 +413,31 @@ proptest! {
         let _ = Request::from_frame(&frame, v);
         let _ = Response::from_frame(&frame, v);
         let _ = MeterDateTime::from_wire([frame.control.byte(); 6]);
+        let _ = ControlReply::from_frame(&frame).map(|r| r.describe());
+        let _ = IdentityReply::from_frame(&frame).map(|r| r.describe());
+        let _ = StatusWord3::from_frame(&frame);
+        let _ = StatusWord3::from_payload(&frame.data);
+    }
+
+    /// A control reply, an identity reply and status word 3 survive their own frames.
+    #[test]
+    fn relay_replies_round_trip(addr in arb_address(), e in any::<u8>(), serr in any::<[u8; 2]>(),
+                                word in any::<u16>(), data in prop::collection::vec(any::<u8>(), 0..=20)) {
+        for r in [ControlReply::Accepted, ControlReply::Refused(ErrorWord(e)),
+                  ControlReply::RefusedSecurity(SecurityErrorWord(serr))] {
+            prop_assert_eq!(ControlReply::from_frame(&r.to_frame(addr)), Ok(r));
+        }
+        let id = IdentityReply::RefusedSecurity(SecurityErrorWord(serr));
+        prop_assert_eq!(IdentityReply::from_frame(&id.to_frame(addr)), Ok(id));
+        let ok = IdentityReply::Accepted { r2_and_serial: None, data: data.clone() };
+        match IdentityReply::from_frame(&ok.to_frame(addr)) {
+            Ok(IdentityReply::Accepted { data: back, .. }) => prop_assert_eq!(back, data),
+            other => prop_assert!(false, "{:?}", other),
+        }
+        let status = Response::ReadData { di: relay::STATUS_WORD_3,
+            payload: StatusWord3(word).to_payload().to_vec(), more_follows: false };
+        prop_assert_eq!(StatusWord3::from_frame(&status.to_frame(addr, Version::V2007)),
+            Ok(StatusWord3(word)));
     }
 }
 

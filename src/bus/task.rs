@@ -23,7 +23,7 @@
 //! It never assigns reading sequence numbers (the spool does) and never blocks another bus:
 //! each bus is its own task, and a dead meter costs its own bus at most its timeout budget.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +45,8 @@ use super::transport::{TransactError, Transport};
 use crate::config::{BusConfig, EffectiveTiming, ProfileSet};
 use crate::hex_input::to_hex;
 use crate::meter::contract::{Framing, Reply, Step};
+use crate::meter::control::{ControlOutcome, ControlRequest};
+use crate::meter::control_run::{ControlNext, ControlRun};
 use crate::meter::{DriverError, MeterDriver, Poll, PollResult};
 use crate::reading::ReadingBatch;
 use crate::reading::event::EventNote;
@@ -105,6 +107,60 @@ pub enum BusCommand {
         /// Where the batch goes; an error says why there is none (unknown meter).
         reply: oneshot::Sender<Result<ReadingBatch, String>>,
     },
+    /// Run one fee-control command on a meter (DL/T 645-2007 `1C`, then the read-back of
+    /// status word 3; [`ControlRun`]) and answer with what the meter did. A command that
+    /// restores supply ([`crate::meter::control::RelayAction::restores_supply`]) goes ahead of
+    /// one-shot reads, settlement records and polls; any other is served between polls like
+    /// a one-shot read. One whose client has gone before it started is skipped, unsent.
+    Control {
+        /// Meter id.
+        meter: String,
+        /// What to do.
+        request: ControlRequest,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<ControlOutcome>,
+    },
+}
+
+impl BusCommand {
+    /// A supply-restoring control command: served ahead of everything else.
+    fn is_urgent(&self) -> bool {
+        matches!(self, BusCommand::Control { request, .. } if request.action.restores_supply() && !request.read_back_only)
+    }
+
+    /// Whether its client has gone.
+    fn client_gone(&self) -> bool {
+        match self {
+            BusCommand::ReadNow { reply, .. } => reply.is_closed(),
+            BusCommand::Control { reply, .. } => reply.is_closed(),
+        }
+    }
+}
+
+/// The most commands a bus task takes off its queue to look for a supply-restoring one; the
+/// queue itself (8) still refuses more.
+const COMMAND_LOOKAHEAD: usize = 8;
+
+/// The fee-control command a bus is running: its state machine, between its steps.
+struct ActiveControl {
+    meter: usize,
+    run: ControlRun,
+    reply: oneshot::Sender<ControlOutcome>,
+    urgent: bool,
+    /// Nothing to send before this (the read-back's pace).
+    wake: Option<Instant>,
+    /// Its step did not fit before the next poll: it goes after that poll, fitting or not.
+    put_off: bool,
+}
+
+/// What one turn of a control command did.
+enum ControlTurn {
+    /// It used the bus.
+    Sent,
+    /// It waits (until its `wake`).
+    Waiting,
+    /// It is over (its outcome has been sent).
+    Finished,
 }
 
 /// Why a bus task cannot be built.
@@ -733,40 +789,109 @@ impl Bus {
         }
         let mut commands_open = true;
         let mut stop_open = true;
-        // A one-shot read taken off the queue while idle, served at the next turn.
-        let mut held: Option<BusCommand> = None;
-        // The held read was put off until after the next poll.
+        // Commands taken off the queue, oldest first (at most COMMAND_LOOKAHEAD): a
+        // supply-restoring control is served out of order, the rest in turn.
+        let mut queue: VecDeque<BusCommand> = VecDeque::new();
+        // The front command was put off until after the next poll.
         let mut deferred = false;
+        // The fee-control command in progress, if any (one at a time per bus).
+        let mut active: Option<ActiveControl> = None;
         // Open at once so that a dead port shows in the status before the first poll.
         let _ = self.ensure_open().await;
         loop {
             if *stop.borrow() {
+                self.abandon_control(active.take(), "the bus stopped during the read-back");
                 return;
             }
             let now = self.clock_now(&mut scheduler);
+            while queue.len() < COMMAND_LOOKAHEAD {
+                match next_command(&mut commands, &mut commands_open) {
+                    Some(cmd) => queue.push_back(cmd),
+                    None => break,
+                }
+            }
+            // A supply-restoring command goes ahead of everything: its next step if it
+            // runs, else the first one queued starts.
+            if active.is_none()
+                && let Some(i) = queue.iter().position(BusCommand::is_urgent)
+                && let Some(cmd) = queue.remove(i)
+            {
+                active = self.start_control(cmd);
+            }
+            if let Some(ac) = active.as_mut().filter(|ac| ac.urgent) {
+                match self.control_turn(ac).await {
+                    ControlTurn::Sent => continue,
+                    ControlTurn::Finished => {
+                        active = None;
+                        continue;
+                    }
+                    ControlTurn::Waiting => {}
+                }
+            }
             let mut busy = false;
             // A scheduled poll that is due goes first.
             if let Some(due) = scheduler.next_due(now) {
                 self.poll_due(&mut scheduler, due, &out).await;
                 if out.is_closed() || *stop.borrow() {
+                    self.abandon_control(active.take(), "the bus stopped during the read-back");
                     return;
                 }
                 busy = true;
             }
-            // Then at most one one-shot read whose client still waits, if it fits before the
-            // next poll (a read of the meter takes about as long as its last poll); one put
-            // off is served after that poll, whether it fits or not, so it never waits longer.
-            while let Some(cmd) = held
-                .take()
-                .or_else(|| next_command(&mut commands, &mut commands_open))
+            let room = scheduler.next_wakeup().map(|next| next - now);
+            // Then one step of a control command in progress, if it is its time and it fits
+            // before the next poll; one put off goes right after that poll, fitting or not.
+            if let Some(ac) = active.as_mut()
+                && ac.wake.is_none_or(|w| w <= Instant::now())
             {
-                let room = scheduler.next_wakeup().map(|next| next - now);
+                let go = (ac.put_off && busy) || self.control_fits(ac.meter, room);
+                if !go {
+                    ac.put_off = true;
+                } else {
+                    ac.put_off = false;
+                    match self.control_turn(ac).await {
+                        ControlTurn::Sent => continue,
+                        ControlTurn::Finished => {
+                            active = None;
+                            continue;
+                        }
+                        ControlTurn::Waiting => {}
+                    }
+                }
+            }
+            // Then at most one one-shot read or control start whose client still waits, if
+            // it fits before the next poll (a read of the meter takes about as long as its
+            // last poll); one put off is served after that poll, whether it fits or not, so
+            // it never waits longer.
+            while let Some(cmd) = queue.pop_front() {
+                if cmd.client_gone() {
+                    tracing::debug!("command skipped: its client has gone");
+                    deferred = false;
+                    continue;
+                }
+                let is_control = matches!(cmd, BusCommand::Control { .. });
+                if is_control && active.is_some() {
+                    // One control at a time: it waits for the one in progress.
+                    queue.push_front(cmd);
+                    break;
+                }
                 if !deferred && !self.fits(&cmd, room) {
-                    held = Some(cmd);
+                    queue.push_front(cmd);
                     deferred = true;
                     break;
                 }
                 deferred = false;
+                if is_control {
+                    active = self.start_control(cmd);
+                    if let Some(ac) = active.as_mut() {
+                        match self.control_turn(ac).await {
+                            ControlTurn::Finished => active = None,
+                            ControlTurn::Sent | ControlTurn::Waiting => {}
+                        }
+                        busy = true;
+                    }
+                    break;
+                }
                 if self.serve(cmd).await {
                     busy = true;
                     break;
@@ -795,6 +920,15 @@ impl Bus {
             {
                 wait = wait.min(events);
             }
+            // A control step waits for its time, or (put off) for the next poll.
+            if let Some(w) = active
+                .as_ref()
+                .filter(|ac| !ac.put_off)
+                .and_then(|ac| ac.wake)
+            {
+                wait = wait.min(w.saturating_duration_since(Instant::now()));
+            }
+            let can_take = commands_open && queue.len() < COMMAND_LOOKAHEAD;
             tokio::select! {
                 biased;
                 changed = stop.changed(), if stop_open => {
@@ -803,14 +937,138 @@ impl Bus {
                         stop_open = false;
                     }
                 }
-                _ = out.closed() => return,
+                _ = out.closed() => {
+                    self.abandon_control(active.take(), "the bus stopped during the read-back");
+                    return;
+                }
                 _ = tokio::time::sleep(wait) => {}
-                cmd = commands.recv(), if commands_open && held.is_none() => match cmd {
-                    Some(cmd) => held = Some(cmd),
+                cmd = commands.recv(), if can_take => match cmd {
+                    Some(cmd) => queue.push_back(cmd),
                     None => commands_open = false,
                 },
             }
         }
+    }
+
+    /// Starts a control command: `None` when it is over at once (refused before anything was
+    /// sent, unknown meter) or its client has gone; the outcome has then been sent.
+    fn start_control(&self, cmd: BusCommand) -> Option<ActiveControl> {
+        let BusCommand::Control {
+            meter,
+            request,
+            reply,
+        } = cmd
+        else {
+            return None;
+        };
+        if reply.is_closed() {
+            tracing::debug!(%meter, "control command skipped, unsent: its client has gone");
+            return None;
+        }
+        let urgent = request.action.restores_supply() && !request.read_back_only;
+        let command_id = request.command_id.clone();
+        let action = request.action.name();
+        let Some((m, slot)) = self
+            .meter_index(&meter)
+            .and_then(|m| Some((m, self.meters.get(m)?)))
+        else {
+            let _ = reply.send(ControlOutcome::Failed {
+                reason: format!("no meter {meter:?} on bus {}; nothing sent", self.name),
+                error_byte: None,
+                relay: None,
+                frames: Vec::new(),
+            });
+            return None;
+        };
+        match ControlRun::new(&slot.driver, request, SystemTime::now()) {
+            Ok(run) => {
+                tracing::info!(%meter, command_id, action, "control command started");
+                slot.tap
+                    .note(&format!("control {action} (command {command_id})"));
+                Some(ActiveControl {
+                    meter: m,
+                    run,
+                    reply,
+                    urgent,
+                    wake: None,
+                    put_off: false,
+                })
+            }
+            Err(outcome) => {
+                tracing::warn!(%meter, command_id, action, ?outcome, "control command refused before sending");
+                let _ = reply.send(outcome);
+                None
+            }
+        }
+    }
+
+    /// One turn of control command `ac`: its next step on the wire, or its wait, or its end.
+    async fn control_turn(&mut self, ac: &mut ActiveControl) -> ControlTurn {
+        match ac.run.next(self.started.elapsed()) {
+            ControlNext::Send(step) => {
+                let Some(mut timing) = self.meters.get(ac.meter).map(|s| s.timing) else {
+                    return ControlTurn::Finished;
+                };
+                // One attempt per step: the run itself resends a 1C once, never the bus.
+                timing.retries = 0;
+                let result = self.transact_with(ac.meter, &step, timing).await;
+                let at = SystemTime::now();
+                let now = self.started.elapsed();
+                match result {
+                    Ok((reply, raw)) => ac.run.on_reply(&reply, &step.bytes, &raw, at, now),
+                    Err(f) => ac.run.on_failure(&f.reason, &step.bytes, at, now),
+                }
+                ac.wake = None;
+                ControlTurn::Sent
+            }
+            ControlNext::WaitUntil(d) => {
+                let at = self.started + d;
+                ac.wake = Some(at);
+                ControlTurn::Waiting
+            }
+            ControlNext::Finished(outcome) => {
+                let (kind, reason) = match &outcome {
+                    ControlOutcome::Done { .. } => ("done", ""),
+                    ControlOutcome::Failed { reason, .. } => ("failed", reason.as_str()),
+                    ControlOutcome::Unknown { reason, .. } => ("unknown", reason.as_str()),
+                };
+                let req = ac.run.request();
+                tracing::info!(command_id = %req.command_id, action = req.action.name(), outcome = kind, reason, "control command finished");
+                if let Some(slot) = self.meters.get(ac.meter) {
+                    slot.tap.note(&format!(
+                        "control {} (command {}): {kind}",
+                        req.action.name(),
+                        req.command_id
+                    ));
+                }
+                let (tx, _) = oneshot::channel();
+                let reply = std::mem::replace(&mut ac.reply, tx);
+                let _ = reply.send(outcome);
+                ControlTurn::Finished
+            }
+        }
+    }
+
+    /// Ends a control command cut short by the bus stopping: `Unknown`, with the frames so
+    /// far (its client is told rather than left with a closed channel).
+    fn abandon_control(&self, ac: Option<ActiveControl>, reason: &str) {
+        let Some(ac) = ac else { return };
+        let _ = ac.reply.send(ControlOutcome::Unknown {
+            reason: reason.to_owned(),
+            relay: None,
+            frames: ac.run.frames().to_vec(),
+        });
+    }
+
+    /// Whether one control step (one transaction) fits in `room_ms` before the next poll.
+    fn control_fits(&self, m: usize, room_ms: Option<Millis>) -> bool {
+        let Some(room) = room_ms else {
+            return true;
+        };
+        let need = self.meters.get(m).map_or(Duration::from_secs(1), |s| {
+            s.timing.response_timeout + Duration::from_millis(300)
+        });
+        Duration::from_millis(u64::try_from(room.max(0)).unwrap_or(0)) >= need
     }
 
     /// Reads one settlement record if one is wanted and `room_ms` (until the next poll) holds
@@ -986,12 +1244,18 @@ impl Bus {
         let Some(room) = room_ms else {
             return true;
         };
-        let BusCommand::ReadNow { meter, .. } = cmd;
-        let need = self
-            .meter_index(meter)
-            .and_then(|m| self.meters.get(m))
-            .map_or(Duration::ZERO, |s| s.last_poll);
-        Duration::from_millis(u64::try_from(room.max(0)).unwrap_or(0)) >= need
+        match cmd {
+            BusCommand::ReadNow { meter, .. } => {
+                let need = self
+                    .meter_index(meter)
+                    .and_then(|m| self.meters.get(m))
+                    .map_or(Duration::ZERO, |s| s.last_poll);
+                Duration::from_millis(u64::try_from(room.max(0)).unwrap_or(0)) >= need
+            }
+            BusCommand::Control { meter, .. } => self
+                .meter_index(meter)
+                .is_none_or(|m| self.control_fits(m, Some(room))),
+        }
     }
 
     /// Serves a command; false when there was nothing to do (its client had gone).
@@ -1006,6 +1270,8 @@ impl Bus {
                 let _ = reply.send(r);
                 true
             }
+            // Controls are started by the run loop ([`Bus::start_control`]).
+            BusCommand::Control { .. } => false,
         }
     }
 }

@@ -12,6 +12,10 @@ use std::time::SystemTime;
 use tokio::sync::broadcast;
 
 use crate::hex_input::to_hex;
+use crate::meter::control::redact_secrets;
+
+/// The note of a sent frame traced with its password and operator code zeroed.
+pub const REDACTED_NOTE: &str = "password and operator code redacted (shown as zeros)";
 use crate::meter::explain::FrameProtocol;
 
 /// Which way bytes went.
@@ -112,8 +116,18 @@ impl FrameTap {
         }
     }
 
-    /// A frame sent or received.
+    /// A frame sent or received. A sent DL/T 645 frame that carries a password or operator
+    /// code (remote control `1C`, identity authentication `03`, writes, resets) is traced
+    /// with those bytes zeroed and its checksum recomputed
+    /// ([`crate::meter::control::redact_secrets`]), and noted as redacted: credentials never
+    /// reach a log or a watcher.
     pub fn frame(&self, direction: Direction, bytes: &[u8]) {
+        if direction == Direction::Tx
+            && let std::borrow::Cow::Owned(shown) = redact_secrets(bytes)
+        {
+            self.emit(direction, &shown, REDACTED_NOTE);
+            return;
+        }
         self.emit(direction, bytes, "");
     }
 
@@ -122,9 +136,10 @@ impl FrameTap {
         self.emit_as(direction, bytes, "", FrameProtocol::ModbusTcp);
     }
 
-    /// Bytes skipped on receive, with the reason.
+    /// Bytes skipped on receive, with the reason. An echo of a request that carries
+    /// credentials is redacted like the request itself.
     pub fn skipped(&self, bytes: &[u8], reason: &str) {
-        self.emit(Direction::RxUnusable, bytes, reason);
+        self.emit(Direction::RxUnusable, &redact_secrets(bytes), reason);
     }
 
     /// A remark.

@@ -38,9 +38,17 @@ pub fn run(args: &CheckConfigArgs) -> ExitCode {
             2,
         );
     }
+    // The keys and the credentials file (its permissions too), as `meterd run` checks them.
+    let control = match crate::control::ControlSetup::from_config(&config) {
+        Ok(c) => c,
+        Err(e) => return fail("check-config", &e.to_string(), 2),
+    };
     match describe(&config, &profiles) {
         Ok(text) => {
             print!("{text}");
+            if let Some(c) = &control {
+                println!("\n{}", c.describe());
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(

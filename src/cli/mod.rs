@@ -6,6 +6,7 @@
 //! line on stderr with a non-zero exit code. This module owns argument handling and printing
 //! only: talking to meters is [`crate::bus`] and [`crate::meter`].
 
+pub mod audit;
 pub mod check_config;
 pub mod commission;
 pub mod decode;

@@ -38,7 +38,7 @@ pub fn run(args: &SpoolArgs) -> ExitCode {
 }
 
 /// The spool file `given` names: itself, or `spool.sqlite` in the data directory it names.
-fn spool_file(given: &Path) -> Result<PathBuf, String> {
+pub(crate) fn spool_file(given: &Path) -> Result<PathBuf, String> {
     if given.is_file() {
         return Ok(given.to_owned());
     }

@@ -66,6 +66,12 @@ pub fn format_event(e: &FrameEvent) -> String {
             line.push_str(&to_hex(&e.bytes));
             line.push_str("  | ");
             line.push_str(&one_line_as(&e.bytes, e.protocol));
+            // A sent control frame's redaction is said on its line.
+            if !e.note.is_empty() {
+                line.push_str(" [");
+                line.push_str(&e.note);
+                line.push(']');
+            }
         }
         Direction::RxUnusable => {
             line.push(' ');

@@ -6,6 +6,7 @@
 //! socket.
 
 pub mod build;
+mod control;
 mod error;
 mod events;
 mod freeze;
@@ -27,6 +28,7 @@ use toml::Spanned;
 
 use crate::clock::UtcOffset;
 
+pub use control::{ControlConfig, ControlKey, QuietHours};
 pub use error::{ConfigError, parse_toml};
 pub use events::{EventsConfig, MeterClockConfig};
 pub use freeze::FreezeConfig;
@@ -75,6 +77,9 @@ pub struct Config {
     /// are compared and set, and fee commands accepted, only while it does.
     #[serde(default)]
     pub gateway_clock: GatewayClockConfig,
+    /// Fee-control commands from the billing core (`[control]`); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlConfig>,
     /// The buses and their meters.
     #[serde(default, rename = "bus")]
     pub buses: Vec<Spanned<BusConfig>>,
@@ -647,7 +652,7 @@ impl Config {
     /// Parses and checks configuration text (`path` is used in error messages and to resolve
     /// relative profile directories).
     pub fn from_text(path: &Path, text: &str) -> Result<(Config, ProfileSet), ConfigError> {
-        let config: Config = parse_toml(path, text)?;
+        let mut config: Config = parse_toml(path, text)?;
         // No url is fine for the technician's commands (`trace --config`, `check-config` of a
         // bus file); the uplink refuses to start without one.
         if !config.mqtt.url.is_empty()
@@ -656,6 +661,9 @@ impl Config {
             return Err(ConfigError::at(path, text, None, "mqtt", e.to_string()));
         }
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(file) = config.control.as_mut().and_then(|c| c.credentials.as_mut()) {
+            *file = base.join(&*file);
+        }
         let dirs: Vec<PathBuf> = config.profile_dirs.iter().map(|d| base.join(d)).collect();
         let profiles = ProfileSet::load(&dirs)?;
         config.check(path, text, &profiles)?;

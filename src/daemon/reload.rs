@@ -153,6 +153,10 @@ pub fn plan(
     if old.meter_clock != new.meter_clock {
         plan.needs_restart.push("meter_clock");
     }
+    // Keys, credentials and policy are read once at start (the credentials file too).
+    if old.control != new.control {
+        plan.needs_restart.push("control");
+    }
     plan
 }
 
@@ -265,6 +269,7 @@ impl Daemon {
             }
         }
         self.buses = in_file_order(&new, keep, started);
+        self.bus_control.set(&self.buses);
         // Meters no longer configured on any bus: their retained statuses would otherwise
         // tell the billing core about meters that are gone.
         let removed = removed_meters(&before, &super::meter_pairs(&self.buses));

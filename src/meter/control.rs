@@ -7,6 +7,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use meter_protocols::Scan;
+use meter_protocols::dlt645::Dlt645Frame;
+
 /// What a fee command asks of a meter (`action` in `meterd.command.v1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RelayAction {
@@ -107,7 +110,10 @@ pub struct ControlRequest {
     /// The command's `not_after`: sent as the frame's validity deadline (in the meter's time
     /// zone, by the bus that knows it), so that the meter refuses it once stale.
     pub not_after: SystemTime,
-    /// Plaintext credentials; `None` with an ESAM payload.
+    /// Plaintext credentials. With an ESAM payload they are optional: when given they supply
+    /// the level `PA` (e.g. 96H instead of the default 98H), the password and the operator
+    /// code `C0..C3` sent in clear before the ciphertext; when absent the bus sends 98H, a zero
+    /// password and a zero operator code.
     pub credentials: Option<ControlCredentials>,
     /// The encrypted form, for ESAM meters.
     pub esam: Option<EsamPayload>,
@@ -162,6 +168,69 @@ pub struct WireFrame {
     pub at: SystemTime,
     /// The bytes, hex.
     pub hex: String,
+}
+
+impl WireFrame {
+    /// A frame of the exchange, its secrets redacted ([`redact_secrets`]).
+    pub fn new(sent: bool, at: SystemTime, bytes: &[u8]) -> Self {
+        WireFrame {
+            sent,
+            at,
+            hex: crate::hex_input::to_hex(&redact_secrets(bytes)),
+        }
+    }
+}
+
+/// `bytes` with the password (`P0 P1 P2`) and operator code (`C0..C3`) of a DL/T 645-2007
+/// request that carries them set to zero, the checksum recomputed: what traces, logs, the
+/// audit and results show instead of the frame as sent, so that credentials never leave the
+/// bus task. The level `PA`, the command, the deadline and any ESAM ciphertext are kept
+/// (ciphertext is single-use and bound to its deadline by the MAC). Covered: `1C` remote
+/// control, `03` security authentication (its operator code), `14` write, `18` change
+/// password, `19`/`1A`/`1B` resets. Anything else, and bytes that are no complete frame, come
+/// back unchanged (preamble `FE`s are kept).
+pub fn redact_secrets(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    // Every frame sent passes here (the trace): look at the control byte before scanning.
+    let start = bytes.iter().take_while(|b| **b == 0xFE).count();
+    let at = |i: usize| bytes.get(start.saturating_add(i)).copied();
+    let secret_bearing = at(0) == Some(0x68)
+        && at(7) == Some(0x68)
+        && at(8).is_some_and(|c| matches!(c, 0x1C | 0x19 | 0x1A | 0x1B | 0x14 | 0x18 | 0x03));
+    if !secret_bearing {
+        return Cow::Borrowed(bytes);
+    }
+    let Scan::Frame { frame, consumed } = Dlt645Frame::scan(bytes) else {
+        // A request cut short or damaged (an echo, noise): without a frame the secret bytes
+        // cannot be told apart, so the first 12 data bytes (every secret's extent) go.
+        let mut out = bytes.to_vec();
+        let data = start.saturating_add(10);
+        let end = data.saturating_add(12).min(out.len());
+        if let Some(secret) = out.get_mut(data.min(end)..end) {
+            secret.fill(0x33);
+        }
+        return Cow::Owned(out);
+    };
+    if frame.control.is_response() {
+        return Cow::Borrowed(bytes);
+    }
+    // (start, end) byte ranges of the data field that hold secrets, by function code.
+    let ranges: &[(usize, usize)] = match frame.control.code() {
+        0x19..=0x1C => &[(1, 8)],
+        0x14 => &[(5, 12)],
+        0x18 => &[(5, 8), (9, 12)],
+        0x03 => &[(4, 8)],
+        _ => return Cow::Borrowed(bytes),
+    };
+    let mut data = frame.data.clone();
+    for &(from, to) in ranges {
+        if let Some(secret) = data.get_mut(from..to) {
+            secret.fill(0);
+        }
+    }
+    let mut out = Dlt645Frame::new(frame.address, frame.control, data).to_bytes(start);
+    out.extend_from_slice(bytes.get(consumed..).unwrap_or(&[]));
+    Cow::Owned(out)
 }
 
 /// What the meter did (`outcome` of `meterd.command-result.v1`, except `rejected`, which the
@@ -220,5 +289,49 @@ mod tests {
         };
         let text = format!("{c:?}");
         assert!(!text.contains("password") && !text.contains("18") && !text.contains("operator"));
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_the_frame_stays_valid() {
+        // Plaintext trip, level 02, password 123456, operator 12345678, preamble FE FE.
+        let sent = hex(
+            "FE FE 68 29 25 07 07 21 20 68 1C 10 35 89 67 45 AB 89 67 45 4D 33 33 43 49 3A 45 59 FA 16",
+        );
+        let shown = redact_secrets(&sent);
+        // P0..P2 and C0..C3 become 00 (+33H), and CS is recomputed (4A, by hand).
+        assert_eq!(
+            crate::hex_input::to_hex(&shown),
+            "FE FE 68 29 25 07 07 21 20 68 1C 10 35 33 33 33 33 33 33 33 4D 33 33 43 49 3A 45 59 4A 16"
+        );
+        let frame = WireFrame::new(true, SystemTime::UNIX_EPOCH, &sent);
+        assert!(!frame.hex.contains("89 67 45"));
+        // The ESAM worked example: the operator code goes, the ciphertext stays.
+        let esam = hex(
+            "68 11 11 11 11 11 11 68 1C 1C CB 33 33 33 AB 89 67 45 1E 64 F4 36 A4 F5 83 0A 0B 3D FC B1 13 77 1D 00 39 DD 8E B9 7D 16",
+        );
+        let shown = crate::hex_input::to_hex(&redact_secrets(&esam));
+        assert!(
+            shown.starts_with("68 11 11 11 11 11 11 68 1C 1C CB 33 33 33 33 33 33 33 1E 64 F4")
+        );
+        // Replies and reads are unchanged; so are bytes that are no frame.
+        for same in [
+            hex("68 11 11 11 11 11 11 68 9C 00 D2 16"),
+            hex("68 29 25 07 07 21 20 68 11 04 36 38 33 37 5A 16"),
+            hex("68 29 25 07"),
+        ] {
+            assert_eq!(redact_secrets(&same).as_ref(), same.as_slice());
+        }
+        // An echo cut short after the operator code: the data bytes go anyway.
+        let partial = &sent[..22];
+        assert_eq!(
+            crate::hex_input::to_hex(&redact_secrets(partial)),
+            "FE FE 68 29 25 07 07 21 20 68 1C 10 33 33 33 33 33 33 33 33 33 33"
+        );
     }
 }

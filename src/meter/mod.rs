@@ -14,6 +14,7 @@ pub mod clock_discipline;
 pub mod commission;
 pub mod contract;
 pub mod control;
+pub mod control_run;
 mod dlt645;
 pub mod event_read;
 pub mod explain;

@@ -271,6 +271,7 @@ async fn a_read_whose_client_went_away_is_seen_closed_by_the_bus() {
         frames,
         meter_drops: Arc::new(|_| None),
         completeness: Arc::new(Mutex::new(None)),
+        control: None,
     };
     let config = ServiceConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -295,7 +296,9 @@ async fn a_read_whose_client_went_away_is_seen_closed_by_the_bus() {
         .await
         .expect("the read reached the bus")
         .expect("a command");
-    let BusCommand::ReadNow { meter, reply } = cmd;
+    let BusCommand::ReadNow { meter, reply } = cmd else {
+        panic!("expected a one-shot read, got {cmd:?}");
+    };
     assert_eq!(meter, "m1");
     assert!(!reply.is_closed(), "the client is still waiting");
     drop(s);

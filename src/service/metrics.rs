@@ -337,6 +337,41 @@ pub fn render(snap: &Snapshot, h: &Handles) -> Result<String, std::fmt::Error> {
         "Successful polls / polls of the meter today (UTC); 0 without polls",
         rates,
     );
+    if let Some(c) = &snap.control {
+        let l = |pairs: &[(&str, &str)]| -> Labels {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        b.counter(
+            "meterd_commands",
+            "Fee commands since start, by action and outcome (done, failed, rejected, unknown)",
+            c.commands
+                .iter()
+                .map(|n| {
+                    (
+                        l(&[("action", &n.action), ("outcome", &n.outcome)]),
+                        n.count,
+                    )
+                })
+                .collect(),
+        );
+        b.gauge(
+            "meterd_relay_on",
+            "1 when the meter's relay was last read back closed (supply on), 0 open",
+            c.meters
+                .iter()
+                .filter_map(|m| {
+                    let r = m.relay.as_ref()?;
+                    Some((
+                        l(&[("meter", &m.meter)]),
+                        f64::from(u8::from(r.state == "on")),
+                    ))
+                })
+                .collect(),
+        );
+    }
     let mut out = String::new();
     encode(&mut out, &b.registry)?;
     Ok(out)

@@ -166,6 +166,8 @@ pub struct Handles {
     pub meter_drops: MeterDropsFn,
     /// The latest completeness of daily settlement records (what the uplink publishes).
     pub completeness: Arc<Mutex<Option<CompletenessMessage>>>,
+    /// Fee control's view (`None` when `[control]` is off).
+    pub control: Option<crate::control::ControlView>,
 }
 
 impl std::fmt::Debug for Handles {

@@ -53,6 +53,10 @@ pub struct GatewayReport {
     /// when meters collect them. Absent from an older daemon's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completeness: Option<CompletenessMessage>,
+    /// Fee control (when `[control]` is on): each controllable meter's relay as last read
+    /// back, its last command and outcome, and commands by action and outcome since start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<crate::control::ControlSnapshot>,
 }
 
 /// The uplink's state and counters.
@@ -332,6 +336,8 @@ pub struct Snapshot {
     pub views: Vec<Vec<MeterView>>,
     /// The quantity the trends follow.
     pub trend_quantity: String,
+    /// Fee control, when on.
+    pub control: Option<crate::control::ControlSnapshot>,
 }
 
 /// A meter's history for the page, from the success book.
@@ -394,6 +400,10 @@ impl Snapshot {
             drops,
             views,
             trend_quantity,
+            control: h
+                .control
+                .as_ref()
+                .map(crate::control::ControlView::snapshot),
         }
     }
 
@@ -424,6 +434,7 @@ impl Snapshot {
             spool: self.spool,
             success: self.gateway.clone(),
             completeness: lock(&h.completeness).clone(),
+            control: self.control.clone(),
         };
         let completeness = gateway.completeness.as_ref();
         let buses = self

@@ -502,3 +502,68 @@ async fn drops_kept_in_the_spool_are_shown_per_gateway_and_per_meter() {
     );
     daemon.stop().await;
 }
+
+#[test]
+fn fee_control_shows_in_the_status_document_and_the_metrics() {
+    use std::sync::{Arc, Mutex};
+
+    use crate::control::view::RelayView;
+    use crate::control::{ControlView, MeterControl};
+    use crate::service::{Handles, SuccessBook};
+
+    let view = ControlView::new(["m1", "m2"]);
+    view.set_last(MeterControl {
+        meter: "m1".into(),
+        relay: Some(RelayView::from_word(0x10 | 0x40)),
+        command_id: Some("c1".into()),
+        action: Some("trip".into()),
+        outcome: Some("done".into()),
+        ..MeterControl::default()
+    });
+    view.count("trip", "done");
+    view.count("trip", "rejected");
+    view.count("trip", "rejected");
+    let mqtt = crate::config::MqttConfig {
+        url: "mqtt://127.0.0.1:1".into(),
+        ..crate::config::MqttConfig::default()
+    };
+    let (_up, uplink) =
+        crate::uplink::Uplink::new("gw", mqtt, crate::ingest::MemoryOutbox::new()).unwrap();
+    let (frames, _) = tokio::sync::broadcast::channel(1);
+    let handles = Handles {
+        gateway: "gw".into(),
+        started: std::time::SystemTime::now(),
+        buses: Vec::new(),
+        uplink,
+        spool: Arc::new(Default::default),
+        book: Arc::new(Mutex::new(SuccessBook::new(std::iter::empty()))),
+        frames,
+        meter_drops: Arc::new(|_| None),
+        completeness: Arc::new(Mutex::new(None)),
+        control: Some(view),
+    };
+    let snap = super::report::Snapshot::take(&handles);
+    let doc = serde_json::to_value(snap.report(&handles)).unwrap();
+    let c = &doc["gateway"]["control"];
+    assert_eq!(c["meters"][0]["meter"], "m1");
+    assert_eq!(c["meters"][0]["relay"]["state"], "off");
+    assert_eq!(c["meters"][0]["outcome"], "done");
+    assert!(c["meters"][1]["relay"].is_null());
+    // The CLI's client reads the same document back.
+    let back: StatusReport = serde_json::from_value(doc.clone()).unwrap();
+    assert_eq!(back.gateway.control.unwrap().commands.len(), 2);
+    let m = samples(&super::metrics::render(&snap, &handles).unwrap());
+    assert_eq!(
+        m[r#"meterd_commands_total{action="trip",outcome="rejected"}"#],
+        2.0
+    );
+    assert_eq!(
+        m[r#"meterd_commands_total{action="trip",outcome="done"}"#],
+        1.0
+    );
+    assert_eq!(m[r#"meterd_relay_on{meter="m1"}"#], 0.0);
+    assert!(
+        !m.keys()
+            .any(|k| k.contains(r#"meter="m2""#) && k.starts_with("meterd_relay"))
+    );
+}

@@ -6,6 +6,7 @@
 //!
 //! ```toml
 //! truth = "/tmp/sim-truth.jsonl"          # optional ground-truth log
+//! control_log = "/tmp/sim-control.jsonl"  # optional: every 1C/03 frame received (sim::relay)
 //! [clock]
 //! start = "2026-11-27T00:00:00Z"          # optional; default: the host's clock
 //! speed = 60.0                            # simulated seconds per real second
@@ -26,6 +27,7 @@
 //! seed = 1
 //! faults = { no_reply = { every = 10 } }
 //! identity = { asset_code = "A-0001", model = "DTZY-1" }   # optional; see `SimIdentity`
+//! relay = { password = "123456", operators = ["12345678"], button = "/tmp/button-1" }  # sim::relay
 //! ```
 
 use crate::clock::UtcOffset;
@@ -126,6 +128,10 @@ pub struct SimMeterConfig {
     /// How fast the meter's clock drifts, in parts per million (positive: gains).
     #[serde(default)]
     pub clock_ppm: f64,
+    /// The relay and fee control (DL/T 645-2007 only): password, levels, operators, initial
+    /// state, ESAM, clock error, button file. See [`super::relay`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<super::relay::SimRelayConfig>,
 }
 
 /// One configured event of a simulated meter (`events = [ … ]`).
@@ -353,6 +359,7 @@ struct SimFile {
     truth: Option<PathBuf>,
     #[serde(default)]
     time_set_log: Option<PathBuf>,
+    control_log: Option<PathBuf>,
     #[serde(default)]
     profile_dirs: Vec<PathBuf>,
     #[serde(default)]
@@ -369,6 +376,8 @@ pub struct SimConfig {
     /// Log of every broadcast time set the meters received (JSON lines), if any: when, which
     /// meter, its clock before, the time sent, whether it took it and why not.
     pub time_set_log: Option<PathBuf>,
+    /// Control log (JSON lines): every `1C` and `03` frame a meter received, if any.
+    pub control_log: Option<PathBuf>,
     /// The simulated clock.
     pub clock: ClockConfig,
     /// The ports, in file order.
@@ -396,6 +405,7 @@ impl SimConfig {
         Ok(SimConfig {
             truth: file.truth,
             time_set_log: file.time_set_log,
+            control_log: file.control_log,
             clock: file.clock,
             ports: file.ports.into_iter().map(Spanned::into_inner).collect(),
             profiles,
@@ -558,6 +568,21 @@ fn check(
                     mkey("clock_ppm"),
                     "expected a number from -10000 to 10000".into(),
                 ));
+            }
+            if let Some(relay) = &meter.relay {
+                if meter.protocol != Protocol::Dlt645_2007 {
+                    return Err(err(
+                        mspan,
+                        mkey("relay"),
+                        format!(
+                            "only dlt645-2007 meters have remote control (0x1C), not {}",
+                            meter.protocol.name()
+                        ),
+                    ));
+                }
+                if let Some(problem) = relay.problem() {
+                    return Err(err(mspan, mkey("relay"), problem));
+                }
             }
             if (meter.protocol == Protocol::ModbusTcp) != modbus_tcp {
                 return Err(err(

@@ -15,6 +15,7 @@ use meter_protocols::Decimal;
 use meter_protocols::dlt645::catalog::{DiInfo, DiSpec, decode_payload, lookup};
 use meter_protocols::dlt645::event::EventKind;
 use meter_protocols::dlt645::freeze::{FreezeKind, record_of};
+use meter_protocols::dlt645::relay::STATUS_WORD_3;
 use meter_protocols::dlt645::{
     Address, DataIdentifier, ErrorWord, Function, Request as DltRequest, Response as DltResponse,
     Version,
@@ -27,7 +28,9 @@ use super::config::SimMeterConfig;
 use super::events::SimEvents;
 use super::fault::FaultState;
 use super::model::MeterModel;
+use super::relay::{ControlEvent, SimRelay};
 use crate::clock::UnixMillis;
+use crate::clock::UtcOffset;
 use crate::config::profile::RegisterFunction;
 use crate::config::{Profile, Protocol};
 
@@ -149,6 +152,10 @@ pub struct SimMeter {
     pub faults: Mutex<FaultState>,
     /// Event counters and records, and the meter's clock (error, drift, time sets).
     pub events: SimEvents,
+    /// The relay and fee control (DL/T 645-2007 meters with `relay = { … }`).
+    pub relay: Option<SimRelay>,
+    /// The meter's time zone (its relay judges deadlines in it).
+    utc_offset: UtcOffset,
 }
 
 fn items(info: DiInfo) -> Vec<DiSpec> {
@@ -247,6 +254,12 @@ impl SimMeter {
                 .with_offset(config.utc_offset)
                 .with_freeze_gaps(&config.freeze_gap_days())
                 .with_texts(identity_texts(config, &number)),
+            relay: config
+                .relay
+                .as_ref()
+                .filter(|_| config.protocol == Protocol::Dlt645_2007)
+                .map(SimRelay::new),
+            utc_offset: config.utc_offset,
             kind,
             faults: Mutex::new(FaultState::new(config.faults.clone(), seed)),
             events: SimEvents::new(
@@ -258,6 +271,20 @@ impl SimMeter {
                 },
             ),
         }
+    }
+
+    /// The reply to a fee-control request (`1C`, `03`) from a meter with a relay, and what it
+    /// did; `None` for other requests or without a relay (then [`SimMeter::respond_dlt645`]
+    /// refuses control as unauthorised).
+    pub fn respond_control(
+        &self,
+        request: &DltRequest,
+        t: UnixMillis,
+    ) -> Option<(DltResponse, ControlEvent)> {
+        // The relay judges deadlines by the meter's own clock (its error and drift).
+        self.relay
+            .as_ref()?
+            .respond(request, self.events.meter_instant(t), self.utc_offset)
     }
 
     /// The DL/T 645 edition, for DL/T 645 meters.
@@ -335,6 +362,17 @@ impl SimMeter {
             ))
         };
         match request {
+            DltRequest::ReadData { di, .. } if *di == STATUS_WORD_3 && self.relay.is_some() => {
+                let word = self.relay.as_ref()?.status_word();
+                Some((
+                    DltResponse::ReadData {
+                        di: *di,
+                        payload: word.to_payload().to_vec(),
+                        more_follows: false,
+                    },
+                    Vec::new(),
+                ))
+            }
             DltRequest::ReadData { di, .. } if di.version() == version => {
                 match self.dlt645_payload(*di, t) {
                     Some((payload, truth)) => Some((
@@ -360,7 +398,9 @@ impl SimMeter {
             | DltRequest::MaxDemandReset { .. }
             | DltRequest::MeterReset { .. }
             | DltRequest::EventReset { .. }
-            | DltRequest::RelayControl { .. } => abnormal(ErrorWord::PASSWORD),
+            | DltRequest::RelayControl { .. }
+            | DltRequest::RelayControlCipher { .. }
+            | DltRequest::Security { .. } => abnormal(ErrorWord::PASSWORD),
         }
     }
 

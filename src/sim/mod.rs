@@ -14,6 +14,7 @@
 //! - [`port`]: byte-stream ports (serial, pty, raw TCP): framing, addressing, timing.
 //! - [`modbus_tcp`]: the Modbus TCP server (tokio-modbus).
 //! - [`truth`]: the ground-truth log.
+//! - [`relay`]: a meter's relay and fee control (`1C`, `03`, status word 3), the control log.
 //!
 //! This module owns start-up and shutdown: it opens or binds every port before returning (so a
 //! busy port or an address in use is an error of [`Simulator::start`], not a log line later)
@@ -29,6 +30,7 @@ pub mod meter;
 pub mod modbus_tcp;
 pub mod model;
 pub mod port;
+pub mod relay;
 pub mod truth;
 
 use std::fs::File;
@@ -247,6 +249,15 @@ impl Simulator {
             })?)),
             None => None,
         };
+        let control_log = match &config.control_log {
+            Some(path) => Some(Arc::new(relay::ControlLog::create(path).map_err(
+                |source| SimError::Truth {
+                    path: path.clone(),
+                    source,
+                },
+            )?)),
+            None => None,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let mut handle = SimHandle {
             ports: Vec::new(),
@@ -294,6 +305,7 @@ impl Simulator {
                 clock: clock.clone(),
                 truth: truth.clone(),
                 time_sets: time_sets.clone(),
+                control_log: control_log.clone(),
             });
             let mut info = PortInfo {
                 name: name.clone(),

@@ -28,6 +28,7 @@ use super::clock::SimClock;
 use super::config::PortConfig;
 use super::fault::{FaultKind, FiredFaults, SplitMix64, noise_byte};
 use super::meter::{SimMeter, TruthValue};
+use super::relay::{ControlEvent, ControlLog, ControlLogLine};
 use super::truth::{TruthLine, TruthLog};
 use crate::clock::{rfc3339_ms, wall_clock_ms};
 
@@ -50,6 +51,8 @@ pub struct PortShared {
     pub truth: Option<Arc<TruthLog>>,
     /// Log of every broadcast time set received.
     pub time_sets: Option<Arc<TruthLog>>,
+    /// Control log: every `1C`/`03` frame a meter received.
+    pub control_log: Option<Arc<ControlLog>>,
 }
 
 /// A request found at the start of the buffer.
@@ -159,8 +162,18 @@ impl PortShared {
         let own = meter.address?;
         let request = DltRequest::from_frame(frame, version).ok()?;
         let t = self.clock.now();
-        let (mut response, mut values) = meter.respond_dlt645(&request, t)?;
+        let control = meter.respond_control(&request, t);
+        let (mut response, mut values, event) = match control {
+            Some((response, event)) => (response, Vec::new(), Some(event)),
+            None => {
+                let (response, values) = meter.respond_dlt645(&request, t)?;
+                (response, values, None)
+            }
+        };
         let fired = lock_faults(meter)?.next(true);
+        if let Some(event) = &event {
+            self.log_control(meter, frame, event, t, !fired.has(FaultKind::NoReply));
+        }
         if fired.has(FaultKind::NoReply) {
             return None;
         }
@@ -243,6 +256,40 @@ impl PortShared {
             values,
             fired,
         })
+    }
+
+    /// Logs one control frame received (before any reply is written).
+    fn log_control(
+        &self,
+        meter: &SimMeter,
+        frame: &Dlt645Frame,
+        event: &ControlEvent,
+        sim_time: i64,
+        replied: bool,
+    ) {
+        let Some(log) = &self.control_log else {
+            return;
+        };
+        let line = ControlLogLine {
+            time: rfc3339_ms(wall_clock_ms()),
+            sim_time: rfc3339_ms(sim_time),
+            meter_time: &event.meter_time,
+            port: &self.name,
+            meter: &meter.id,
+            function: event.function,
+            action: &event.action,
+            level: event.level,
+            deadline: event.deadline.as_deref(),
+            request: rtu::hex(&frame.to_bytes(0)),
+            accepted: event.accepted,
+            error: event.error.as_deref(),
+            before: event.before,
+            after: event.after,
+            replied,
+        };
+        if let Err(e) = log.write(&line) {
+            tracing::warn!(port = %self.name, "cannot write the control log {}: {e}", log.path().display());
+        }
     }
 
     /// Logs one sent reply.

@@ -31,6 +31,9 @@
 //!   [`SpoolError::TooLarge`], never dropped silently; a caller with a single batch larger
 //!   than `max_bytes` (which can never be stored) gives it up with [`Spool::drop_unstorable`]:
 //!   it takes its `seq` and is counted as dropped, a gap like an overflow drop.
+//!   Fee-command results (`kind` 3, [`commands`]) are the exception: never dropped (a result
+//!   says what was done to a customer's supply; they are few and small), so with many of
+//!   them unacknowledged the bytes may exceed `max_bytes` by their size.
 //! - **Drops before a `seq`.** Readings the daemon had to drop from memory before they reached
 //!   the spool (the disk could not be written for too long) are noted with
 //!   [`Spool::note_memory_drops`]: counted at once in memory (no I/O, so it works while the
@@ -72,6 +75,7 @@
 //!
 //! The on-disk schema is in [`schema`].
 
+pub mod commands;
 mod error;
 mod events;
 pub mod freezes;
@@ -219,6 +223,9 @@ pub enum MessageKind {
     Freeze,
     /// A meter event (`meterd.event.v1`), keyed by its counter; `seq` is 0.
     Event,
+    /// A fee-command result (`meterd.command-result.v1`), column value 3; `seq` is 0. Never
+    /// dropped by the overflow policy: a result says what was done to a customer's supply.
+    CommandResult,
 }
 
 impl MessageKind {
@@ -226,6 +233,7 @@ impl MessageKind {
         match v {
             1 => MessageKind::Freeze,
             2 => MessageKind::Event,
+            3 => MessageKind::CommandResult,
             _ => MessageKind::Reading,
         }
     }
@@ -387,8 +395,10 @@ fn drop_oldest(
     let mut victims = Vec::new();
     let mut requeued: Vec<String> = Vec::new();
     {
-        let mut oldest =
-            tx.prepare_cached("SELECT row_id, meter, bytes, kind, id FROM outbox ORDER BY row_id")?;
+        let mut oldest = tx.prepare_cached(
+            // Command results are never dropped (see `MessageKind::CommandResult`).
+            "SELECT row_id, meter, bytes, kind, id FROM outbox WHERE kind != 3 ORDER BY row_id",
+        )?;
         let mut it = oldest.query([])?;
         while need.saturating_sub(freed.bytes) > max_bytes {
             let Some(r) = it.next()? else {

@@ -85,6 +85,13 @@ CREATE INDEX ledger_by_id ON ledger (id);
 /// meter's own counter; for gateway-made events, type `gateway`, the gateway's last event
 /// number). It is written in the transaction that stores the events, so an event is in the
 /// outbox exactly when its counter is here. No row of a version 4 spool changes.
+///
+/// Also in version 5: fee-control commands (`meterd.command.v1`) and their audit. `commands` holds
+/// every command whose signature verified, by `command_id`, until well past its `not_after`
+/// (the replay memory), with its state: 1 in flight (recorded before its frame may leave: after
+/// a crash it is read back, never sent again), 2 finished, 3 rejected. `audit` is the
+/// append-only trail: every command received (rejections included) and every frame. Results
+/// go through the outbox as `kind` 3 (2 is taken by meter events).
 const MIGRATE_V4_TO_V5: &str = "
 CREATE TABLE event_counters (
     meter      TEXT    NOT NULL,
@@ -93,6 +100,30 @@ CREATE TABLE event_counters (
     updated_at TEXT    NOT NULL,   -- RFC 3339, gateway time of the last change
     PRIMARY KEY (meter, type)
 ) WITHOUT ROWID;
+CREATE TABLE commands (
+    command_id  TEXT    PRIMARY KEY,
+    meter       TEXT    NOT NULL,
+    action      TEXT    NOT NULL,
+    key_id      TEXT    NOT NULL,
+    received_ms INTEGER NOT NULL,   -- Unix ms, gateway clock
+    not_after_ms INTEGER NOT NULL,  -- the command's not_after; kept until past it
+    state       INTEGER NOT NULL,   -- 1 in flight, 2 finished, 3 rejected
+    outcome     TEXT,               -- done | failed | unknown | rejected
+    reason      TEXT,
+    relay_word  INTEGER,            -- status word 3 as read back
+    finished_ms INTEGER,
+    body        TEXT    NOT NULL    -- the signed body, exactly as received
+) WITHOUT ROWID;
+CREATE INDEX commands_by_meter ON commands (meter, received_ms);
+CREATE TABLE audit (
+    n          INTEGER PRIMARY KEY,
+    at         TEXT    NOT NULL,    -- RFC 3339, gateway clock
+    meter      TEXT    NOT NULL,
+    command_id TEXT,
+    what       TEXT    NOT NULL,    -- received | rejected | accepted | sent | received-frame | result | recovered
+    detail     TEXT    NOT NULL
+);
+CREATE INDEX audit_by_meter ON audit (meter, n);
 ";
 
 /// Checks the identity and version of an opened database, creates the schema in an empty one

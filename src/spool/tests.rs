@@ -777,6 +777,7 @@ fn a_version_2_spool_gets_an_in_memory_drop_counter_and_keeps_its_counts() {
         c.execute_batch(
             "ALTER TABLE meters DROP COLUMN dropped_in_memory; \
              ALTER TABLE outbox DROP COLUMN kind; DROP TABLE ledger; DROP TABLE event_counters; \
+             DROP TABLE commands; DROP TABLE audit; \
              UPDATE meters SET dropped_batches = 4, dropped_bytes = 400; \
              PRAGMA user_version = 2;",
         )
@@ -893,7 +894,7 @@ fn a_version_3_spool_keeps_its_readings_and_gets_the_freeze_ledger() {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
             "ALTER TABLE outbox DROP COLUMN kind; DROP TABLE ledger; DROP TABLE event_counters; \
-             PRAGMA user_version = 3;",
+             DROP TABLE commands; DROP TABLE audit; PRAGMA user_version = 3;",
         )
         .unwrap();
     }

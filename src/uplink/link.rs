@@ -33,6 +33,14 @@ pub(super) enum LinkEvent {
     Published(u16),
     /// rumqttc parked a PUBLISH on a packet-id collision until that id is acknowledged.
     AwaitAck(u16),
+    /// A PUBLISH from the broker (a subscription's message), with its retain flag.
+    Incoming {
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    },
+    /// A SUBACK; `refused` when the broker refused the subscription.
+    SubAck { refused: bool },
     /// Our DISCONNECT went out.
     Disconnected,
     /// Anything else (pings, SUBACKs…).
@@ -130,6 +138,18 @@ impl Client {
         }
     }
 
+    /// Queues a QoS 1 subscription to `filter` (no waiting); an error when its queue is full.
+    pub(super) fn try_subscribe(&self, filter: String) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c
+                .try_subscribe(filter, QoS::AtLeastOnce)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_subscribe(filter, v5::mqttbytes::QoS::AtLeastOnce)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     /// Queues a DISCONNECT; `false` if the queue is closed or full.
     pub(super) fn try_disconnect(&self) -> bool {
         match self {
@@ -155,6 +175,17 @@ impl Events {
                         pkid: p.pkid,
                         rejected: None,
                     },
+                    Event::Incoming(Packet::Publish(p)) => LinkEvent::Incoming {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                    },
+                    Event::Incoming(Packet::SubAck(a)) => LinkEvent::SubAck {
+                        refused: a
+                            .return_codes
+                            .iter()
+                            .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)),
+                    },
                     Event::Outgoing(o) => outgoing(o),
                     Event::Incoming(_) => LinkEvent::Other,
                 })
@@ -173,6 +204,20 @@ impl Events {
                         LinkEvent::PubAck {
                             pkid: p.pkid,
                             rejected: puback_refusal(&p),
+                        }
+                    }
+                    v5::Event::Incoming(v5::mqttbytes::v5::Packet::Publish(p)) => {
+                        LinkEvent::Incoming {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        }
+                    }
+                    v5::Event::Incoming(v5::mqttbytes::v5::Packet::SubAck(a)) => {
+                        LinkEvent::SubAck {
+                            refused: a.return_codes.iter().any(|c| {
+                                !matches!(c, v5::mqttbytes::v5::SubscribeReasonCode::Success(_))
+                            }),
                         }
                     }
                     v5::Event::Outgoing(o) => outgoing(o),

@@ -61,7 +61,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -79,6 +79,21 @@ pub use status::{
     GATEWAY_STATUS_SCHEMA, GatewayState, GatewayStatus, METER_STATUS_SCHEMA, MeterClockStatus,
     MeterCounters, MeterDrops, MeterStatusMessage, ReadingSuccess, SpoolSummary, UplinkSummary,
 };
+
+/// A message that arrived on the command subscription (`{prefix}/{gateway}/meters/+/commands`),
+/// as the broker delivered it. The uplink only forwards it: what it means is the `control`
+/// room's to decide (a retained one is refused there, hence the flag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingCommand {
+    /// The topic it came on.
+    pub topic: String,
+    /// The payload, as received.
+    pub payload: Vec<u8>,
+    /// The broker delivered it as a retained message.
+    pub retain: bool,
+    /// When it arrived (gateway wall clock).
+    pub at: SystemTime,
+}
 
 /// The uplink's connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -129,6 +144,12 @@ pub struct UplinkSnapshot {
     /// Status publishes (retained gateway or meter status) an MQTT 5 broker refused; not
     /// retried on their own (the next status replaces them).
     pub statuses_refused: u64,
+    /// The command subscription is in place on this connection (SUBACK accepted).
+    pub commands_subscribed: bool,
+    /// Messages received on the command subscription and handed to the control room.
+    pub commands_received: u64,
+    /// Messages received on it and dropped because the control room's queue was full.
+    pub commands_dropped: u64,
 }
 
 impl Default for UplinkSnapshot {
@@ -148,6 +169,9 @@ impl Default for UplinkSnapshot {
             refused_waiting: 0,
             last_refusal: None,
             statuses_refused: 0,
+            commands_subscribed: false,
+            commands_received: 0,
+            commands_dropped: 0,
         }
     }
 }
@@ -304,6 +328,8 @@ pub struct Uplink<O: Outbox> {
     /// The delays between attempts of a refused reading (its jitter; the attempt is the
     /// reading's own count).
     refusal_delays: Backoff,
+    /// Where messages of the command subscription go (`None`: no subscription).
+    commands: Option<mpsc::Sender<IncomingCommand>>,
 }
 
 /// What a packet id stands for.
@@ -329,6 +355,8 @@ struct Session {
     /// The outbox may hold rows after `cursor`.
     maybe_more: bool,
     gateway_status_due: bool,
+    /// The command subscription is to be made on this connection.
+    subscribe_due: bool,
     outbox_retry_at: Option<Instant>,
     /// Most publishes outstanding on this connection: `max_inflight`, or one below an MQTT 5
     /// broker's receive maximum when that is not above it.
@@ -447,6 +475,7 @@ impl<O: Outbox> Uplink<O> {
                 started_mono: Instant::now(),
                 refusals: Refusals::default(),
                 refusal_delays,
+                commands: None,
             },
             handle,
         ))
@@ -490,6 +519,25 @@ impl<O: Outbox> Uplink<O> {
         self
     }
 
+    /// Subscribe (QoS 1) to `{prefix}/{gateway}/meters/+/commands` on every connection and
+    /// hand what arrives to `to`. Without this call the uplink subscribes to nothing.
+    /// The session is clean, so the subscription is made again after every CONNACK; a
+    /// command published while the gateway is disconnected is not delivered (the billing
+    /// core sees no result and decides, see docs/mqtt.md). A full queue drops the message
+    /// (counted, logged): the uplink never waits for the control room.
+    pub fn with_commands(mut self, to: mpsc::Sender<IncomingCommand>) -> Self {
+        self.commands = Some(to);
+        self
+    }
+
+    /// `{prefix}/{gateway}/meters/+/commands`.
+    pub fn commands_filter(&self) -> String {
+        format!(
+            "{}/{}/meters/+/commands",
+            self.config.topic_prefix, self.gateway
+        )
+    }
+
     /// `{prefix}/{gateway}/status`.
     pub fn gateway_status_topic(&self) -> String {
         format!("{}/{}/status", self.config.topic_prefix, self.gateway)
@@ -507,6 +555,7 @@ impl<O: Outbox> Uplink<O> {
             MessageKind::Reading => "readings",
             MessageKind::Freeze => "freezes",
             MessageKind::Event => "events",
+            MessageKind::CommandResult => "command-results",
         };
         format!(
             "{}/{}/meters/{meter}/{leaf}",
@@ -714,9 +763,52 @@ impl<O: Outbox> Uplink<O> {
                     s.collided = Some((pkid, sent));
                 }
             }
+            LinkEvent::Incoming {
+                topic,
+                payload,
+                retain,
+            } => self.on_incoming(topic, payload, retain),
+            LinkEvent::SubAck { refused } => {
+                if refused {
+                    error!(
+                        filter = %self.commands_filter(),
+                        "the broker refused the command subscription (check its ACL); no \
+                         commands can arrive"
+                    );
+                } else {
+                    info!(filter = %self.commands_filter(), "subscribed to commands");
+                }
+                self.shared.snap().commands_subscribed = !refused;
+            }
             LinkEvent::Disconnected | LinkEvent::Other => {}
         }
         self.shared.snap().in_flight = s.outstanding();
+    }
+
+    /// A message of the command subscription: handed to the control room, never waited for.
+    fn on_incoming(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
+        let Some(to) = &self.commands else {
+            debug!(%topic, "a message on a topic we did not subscribe to; ignored");
+            return;
+        };
+        let msg = IncomingCommand {
+            topic,
+            payload,
+            retain,
+            at: SystemTime::now(),
+        };
+        match to.try_send(msg) {
+            Ok(()) => self.shared.snap().commands_received += 1,
+            Err(e) => {
+                let topic = match &e {
+                    mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => {
+                        m.topic.clone()
+                    }
+                };
+                error!(%topic, "the control room's queue is full or closed; command dropped (no result will be published)");
+                self.shared.snap().commands_dropped += 1;
+            }
+        }
     }
 
     /// MQTT 5: the broker refused reading `rowid` (PUBACK reason `why`). The row stays in the
@@ -821,6 +913,10 @@ impl<O: Outbox> Uplink<O> {
             ..Session::default()
         };
         self.shared.meters().resend_all();
+        // A clean session has no subscriptions: made again on every connection, first thing
+        // in the next `fill` (before the outbox refill).
+        s.subscribe_due = self.commands.is_some();
+        self.shared.snap().commands_subscribed = false;
         if let Some((_, unsent)) = lock(&self.shared.completeness).as_mut() {
             *unsent = true;
         }
@@ -883,6 +979,12 @@ impl<O: Outbox> Uplink<O> {
 
     /// Hand rumqttc as much as the window allows: statuses first, then outbox rows in order.
     fn fill(&mut self, client: &Client, s: &mut Session) {
+        if s.subscribe_due {
+            match client.try_subscribe(self.commands_filter()) {
+                Ok(()) => s.subscribe_due = false,
+                Err(e) => warn!("cannot queue the command subscription yet: {e}"),
+            }
+        }
         let window = usize::from(s.window);
         if s.gateway_status_due && s.outstanding() < window {
             let payload = self.gateway_status(GatewayState::Online, None);

@@ -1232,3 +1232,113 @@ async fn a_cleared_meter_status_is_deleted_on_the_broker() {
         late.on("/m2/status")
     );
 }
+
+async fn next(rx: &mut mpsc::Receiver<IncomingCommand>) -> IncomingCommand {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A plain publisher (the billing core's side of the command topics).
+async fn publisher(port: u16, id: &str) -> (AsyncClient, JoinHandle<()>) {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = AsyncClient::new(o, 100);
+    let task = tokio::spawn(async move {
+        loop {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        }
+    });
+    (client, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_subscribed_on_every_connection_and_forwarded_with_their_retain_flag() {
+    let bin = need_mosquitto!();
+    // Persistence keeps the retained command across the broker's restart.
+    let mut broker = Mosquitto::start(&bin, "persistence true\npersistence_location {dir}/");
+    let (tx, mut rx) = mpsc::channel(16);
+    let outbox: SharedOutbox = Arc::new(Mutex::new(MemoryOutbox::new()));
+    let (uplink, handle) = Uplink::new("gw-c", config(broker.port), outbox).unwrap();
+    assert_eq!(uplink.commands_filter(), "meterd/gw-c/meters/+/commands");
+    assert_eq!(
+        uplink.outbox_topic("m1", MessageKind::CommandResult),
+        "meterd/gw-c/meters/m1/command-results"
+    );
+    let _task = tokio::spawn(uplink.with_commands(tx).run());
+    assert!(
+        wait_until(Duration::from_secs(5), || handle
+            .snapshot()
+            .commands_subscribed)
+        .await
+    );
+    let (core, _c) = publisher(broker.port, "core").await;
+    // Retained first (the broker keeps it), then a live one, then one for another gateway.
+    core.publish(
+        "meterd/gw-c/meters/m1/commands",
+        QoS::AtLeastOnce,
+        true,
+        b"kept".to_vec(),
+    )
+    .await
+    .unwrap();
+    core.publish(
+        "meterd/gw-c/meters/m1/commands",
+        QoS::AtLeastOnce,
+        false,
+        b"live".to_vec(),
+    )
+    .await
+    .unwrap();
+    core.publish(
+        "meterd/gw-x/meters/m1/commands",
+        QoS::AtLeastOnce,
+        false,
+        b"other".to_vec(),
+    )
+    .await
+    .unwrap();
+    let live = next(&mut rx).await;
+    // A retained message published while subscribed is delivered live (retain flag clear).
+    assert_eq!(
+        (live.payload.as_slice(), live.retain),
+        (&b"kept"[..], false)
+    );
+    let live = next(&mut rx).await;
+    assert_eq!(
+        (live.topic.as_str(), live.payload.as_slice(), live.retain),
+        ("meterd/gw-c/meters/m1/commands", &b"live"[..], false)
+    );
+    // A new connection (broker restart, clean session): subscribed again, and the retained
+    // message comes with its retain flag set, for the control room to refuse.
+    broker.signal(libc::SIGTERM);
+    broker.spawn();
+    let retained = next(&mut rx).await;
+    assert_eq!(
+        (retained.payload.as_slice(), retained.retain),
+        (&b"kept"[..], true)
+    );
+    assert!(handle.snapshot().commands_subscribed);
+    let (core, _c2) = publisher(broker.port, "core2").await;
+    core.publish(
+        "meterd/gw-c/meters/m2/commands",
+        QoS::AtLeastOnce,
+        false,
+        b"again".to_vec(),
+    )
+    .await
+    .unwrap();
+    let again = next(&mut rx).await;
+    assert_eq!(
+        (again.topic.as_str(), again.retain),
+        ("meterd/gw-c/meters/m2/commands", false)
+    );
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing from another gateway's topics"
+    );
+    assert_eq!(handle.snapshot().commands_received, 4);
+}

@@ -11,6 +11,7 @@
 //! - [`frame`]: framing — scan a receive buffer, verify, encode; never delimits by `0x16`.
 //! - [`request`] / [`response`]: typed commands and replies on top of frames.
 //! - [`catalog`] / [`format`]: which quantity a data identifier holds and how its bytes decode.
+//! - [`relay`]: fee control: remote control `1C`, identity authentication `03`, status word 3.
 //! - [`freeze`]: settlement freezes: the identifiers of the n-th record, stamps, the stamp search.
 //! - [`event`]: event counters and records (cover open, power down, clear, clock set,
 //!   programming).
@@ -23,6 +24,7 @@ pub mod event;
 pub mod format;
 pub mod frame;
 pub mod freeze;
+pub mod relay;
 pub mod request;
 pub mod response;
 pub mod time_sync;

@@ -320,6 +320,26 @@ pub enum Request {
         /// N3..N8: the command is void after this time.
         valid_until: MeterDateTime,
     },
+    /// Remote control (`1C`), ciphertext form for ESAM meters: `PA P0 P1 P2 C0..C3` in clear
+    /// (PA a ciphertext level, [`super::relay::is_cipher_level`]), then the utility's
+    /// ciphertext + MAC passed through as is. The gateway holds no key and never looks inside.
+    RelayControlCipher {
+        /// `PA P0 P1 P2` (PA = 98H or 96H).
+        password: [u8; 4],
+        /// `C0 C1 C2 C3`.
+        operator: [u8; 4],
+        /// N1..Nm: ciphertext + MAC, as made by the encryption machine (unmasked).
+        payload: Vec<u8>,
+    },
+    /// Security authentication (`03`): a DI (identity authentication is `070000FF`) and its
+    /// data, passed through as is (operator code, ciphertext, random number and dispersion
+    /// factor, made by the utility's encryption machine).
+    Security {
+        /// What is asked (`070000FF`: identity authentication).
+        di: DataIdentifier,
+        /// The data after the DI (unmasked).
+        data: Vec<u8>,
+    },
 }
 
 /// Why a frame is not a valid command.
@@ -380,7 +400,7 @@ pub enum RequestError {
     BadRelayCommand {
         /// The N1 byte.
         found: u8,
-        /// The password level; 96/98 mean ciphertext, which this crate does not decode.
+        /// The password level (plaintext: 96H/98H parse as [`Request::RelayControlCipher`]).
         pa: u8,
     },
 }
@@ -410,7 +430,10 @@ impl Request {
             Request::MaxDemandReset { .. } => Function::MaxDemandReset,
             Request::MeterReset { .. } => Function::MeterReset,
             Request::EventReset { .. } => Function::EventReset,
-            Request::RelayControl { .. } => Function::RelayControl,
+            Request::RelayControl { .. } | Request::RelayControlCipher { .. } => {
+                Function::RelayControl
+            }
+            Request::Security { .. } => Function::Security,
         }
     }
 
@@ -480,6 +503,19 @@ impl Request {
                 d.push(command.byte());
                 d.push(0x00);
                 d.extend_from_slice(&valid_until.to_wire());
+            }
+            Request::RelayControlCipher {
+                password,
+                operator,
+                payload,
+            } => {
+                d.extend_from_slice(password);
+                d.extend_from_slice(operator);
+                d.extend_from_slice(payload);
+            }
+            Request::Security { di, data } => {
+                push_di(&mut d, di);
+                d.extend_from_slice(data);
             }
         }
         d
@@ -610,9 +646,20 @@ impl Request {
                 _ => Err(bad("12")),
             },
             Function::RelayControl => {
-                let (password, operator) = pw_op().filter(|_| n == 16).ok_or_else(|| bad("16"))?;
-                let n1 = d.get(8).copied().unwrap_or(0);
+                let (password, operator) = pw_op().ok_or_else(|| bad("16"))?;
                 let [pa, ..] = password;
+                if super::relay::is_cipher_level(pa) {
+                    // Ciphertext: its length is the encryption machine's business.
+                    return Ok(Request::RelayControlCipher {
+                        password,
+                        operator,
+                        payload: d.get(8..).unwrap_or(&[]).to_vec(),
+                    });
+                }
+                if n != 16 {
+                    return Err(bad("16"));
+                }
+                let n1 = d.get(8).copied().unwrap_or(0);
                 let command = RelayCommand::from_byte(n1)
                     .ok_or(RequestError::BadRelayCommand { found: n1, pa })?;
                 let t: [u8; 6] = d
@@ -628,8 +675,14 @@ impl Request {
                     valid_until,
                 })
             }
-            Function::Security
-            | Function::ReReadV1997
+            Function::Security => {
+                let di = di_at(0).ok_or_else(|| bad("4 or more"))?;
+                Ok(Request::Security {
+                    di,
+                    data: d.get(4..).unwrap_or(&[]).to_vec(),
+                })
+            }
+            Function::ReReadV1997
             | Function::WriteAddressV1997
             | Function::ChangeBaudV1997
             | Function::ChangePasswordV1997
@@ -824,8 +877,18 @@ mod tests {
         ));
         assert!(matches!(
             Request::from_frame(&f(0x03, vec![]), v),
-            Err(RequestError::Unsupported {
-                function: Function::Security
+            Err(RequestError::BadLength {
+                function: Function::Security,
+                expected: "4 or more",
+                found: 0
+            })
+        ));
+        // A plaintext level with a ciphertext's length is refused, not passed through.
+        assert!(matches!(
+            Request::from_frame(&f(0x1C, vec![0x02; 28]), v),
+            Err(RequestError::BadLength {
+                function: Function::RelayControl,
+                ..
             })
         ));
     }

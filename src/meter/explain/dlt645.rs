@@ -240,6 +240,80 @@ pub(super) fn explain(bytes: &[u8], version: Option<Version>) -> Result<Explanat
                     value: time.to_string(),
                 });
             }
+            Ok(Request::RelayControl {
+                password,
+                command,
+                valid_until,
+                ..
+            }) => {
+                // The password and operator code are not repeated (they are in the data line
+                // of the frame given, and nowhere else).
+                line(
+                    &mut text,
+                    "level",
+                    &format!("{:02X}", password[0]),
+                    "password level (password and operator code not shown)",
+                );
+                line(
+                    &mut text,
+                    "N1",
+                    &format!("{:02X}", command.byte()),
+                    relay_command_name(command),
+                );
+                line(
+                    &mut text,
+                    "deadline",
+                    "",
+                    &format!(
+                        "{valid_until} in the meter's local time (ss mm hh DD MM YY on the wire)"
+                    ),
+                );
+                fields.push(FieldJson {
+                    name: "relay_command".into(),
+                    value: relay_command_name(command).into(),
+                });
+                fields.push(FieldJson {
+                    name: "deadline".into(),
+                    value: valid_until.to_string(),
+                });
+            }
+            Ok(Request::RelayControlCipher {
+                password, payload, ..
+            }) => {
+                line(
+                    &mut text,
+                    "level",
+                    &format!("{:02X}", password[0]),
+                    "ESAM ciphertext control (password and operator code not shown)",
+                );
+                line(
+                    &mut text,
+                    "ciphertext",
+                    "",
+                    &format!(
+                        "{} bytes: command, deadline and MAC, encrypted upstream",
+                        payload.len()
+                    ),
+                );
+            }
+            Ok(Request::Security { di, data }) => {
+                di_line(&mut text, di);
+                di_text = Some(di.to_string());
+                line(
+                    &mut text,
+                    "security",
+                    "",
+                    &format!(
+                        "{} ({} bytes of authentication data, passed through)",
+                        if di == meter_protocols::dlt645::relay::IDENTITY_AUTH {
+                            "identity authentication"
+                        } else {
+                            "security authentication"
+                        },
+                        data.len()
+                    ),
+                );
+            }
             Ok(req) => {
                 line(&mut text, "command", "", &format!("{req:?}"));
             }
@@ -400,4 +474,18 @@ fn explain_payload(text: &mut String, di: DataIdentifier, payload: &[u8]) -> Vec
         });
     }
     out
+}
+
+/// What an `N1` byte asks, in words.
+fn relay_command_name(c: meter_protocols::dlt645::RelayCommand) -> &'static str {
+    use meter_protocols::dlt645::RelayCommand as R;
+    match c {
+        R::Trip => "trip (supply off)",
+        R::CloseAllowed => "close allowed (the customer presses the button)",
+        R::DirectClose => "direct close (supply on)",
+        R::Alarm => "pre-trip alarm on",
+        R::AlarmRelease => "alarm off",
+        R::KeepPower => "keep power on",
+        R::KeepPowerRelease => "keep power off",
+    }
 }

@@ -259,3 +259,33 @@ fn decode_json_has_every_documented_key() {
         "{fields}"
     );
 }
+
+#[test]
+fn explains_remote_control_without_repeating_credentials() {
+    // Plaintext trip, level 02, password 123456, operator 12345678.
+    let d =
+        dec("68 29 25 07 07 21 20 68 1C 10 35 89 67 45 AB 89 67 45 4D 33 33 43 49 3A 45 59 FA 16");
+    assert!(d.problem.is_none(), "{:?}", d.problem);
+    assert!(d.text.contains("trip (supply off)"), "{}", d.text);
+    assert!(
+        d.text
+            .contains("2026-12-07 16:10:00 in the meter's local time"),
+        "{}",
+        d.text
+    );
+    // The parsed fields name the level only (the data line is the frame as given).
+    let after_data: String = d.text.lines().filter(|l| !l.contains("data")).collect();
+    assert!(
+        !after_data.contains("56 34 12") && !after_data.contains("86, 52, 18"),
+        "{}",
+        d.text
+    );
+    let json = serde_json::to_string(&d.json).unwrap();
+    assert!(json.contains(r#""value":"trip (supply off)""#), "{json}");
+    // The worked ESAM example: ciphertext passed through.
+    let e = dec(
+        "68 11 11 11 11 11 11 68 1C 1C CB 33 33 33 AB 89 67 45 1E 64 F4 36 A4 F5 83 0A 0B 3D FC B1 13 77 1D 00 39 DD 8E B9 7D 16",
+    );
+    assert!(e.text.contains("ESAM ciphertext control"), "{}", e.text);
+    assert!(e.text.contains("20 bytes"), "{}", e.text);
+}
