@@ -549,8 +549,11 @@ mod tests {
                 .unwrap();
             drop(s);
             let c = rusqlite::Connection::open(&path).unwrap();
-            c.execute_batch("DROP TABLE commands; DROP TABLE audit; PRAGMA user_version = 4;")
-                .unwrap();
+            c.execute_batch(
+                "DROP TABLE event_counters; DROP TABLE commands; DROP TABLE audit; \
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
         }
         let mut s = Spool::open(&path, SpoolOptions::new(1 << 20)).unwrap();
         assert_eq!(s.pending(None, 10).unwrap().len(), 1);

@@ -915,8 +915,11 @@ fn a_version_4_spool_keeps_its_rows_and_gets_the_event_counters() {
         drop(s);
         // Back to what meterd with schema version 4 left: no event counters.
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("DROP TABLE event_counters; PRAGMA user_version = 4;")
-            .unwrap();
+        c.execute_batch(
+            "DROP TABLE event_counters; DROP TABLE commands; DROP TABLE audit; \
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
     }
     let mut s = open(&path);
     let pending = s.pending(None, 10).unwrap();
