@@ -112,11 +112,14 @@ class Core:
 
 
 def sim_config(d: Path, link: Path, log: Path, button: Path, latency="0ms") -> Path:
-    relay = f'relay = {{ password = "123456", operators = ["00000001"], button = "{button}" }}'
+    """`button` presses M1's button; each meter has its own file (a request to any meter with
+    a relay looks at its own file and removes it)."""
     text = (f'control_log = "{log}"\n[clock]\nspeed = 1.0\n\n'
             f'[[port]]\nname = "dlt-pty"\nserial = "pty"\nlink = "{link}"\nbaud = 9600\nparity = "none"\n'
             f'reply_latency = "{latency}"\n')
     for addr, profile, seed in ((M1, "dlt645-three-phase", 1), (M2, "dlt645-single-phase", 2)):
+        press = button if addr == M1 else button.with_name(f"button-{addr}")
+        relay = f'relay = {{ password = "123456", operators = ["00000001"], button = "{press}" }}'
         text += (f'\n[[port.meter]]\nprotocol = "dlt645-2007"\naddress = "{addr}"\nprofile = "{profile}"\n'
                  f'seed = {seed}\n{relay}\n')
     text += f'\n[[port.meter]]\nprotocol = "dlt645-1997"\naddress = "{OLD}"\nprofile = "dlt645-1997-basic"\nseed = 3\n'
@@ -282,7 +285,7 @@ def test_warn_cut_restore_and_every_refusal(make):
     wait_for(lambda: not s.button.exists(), 20, "the simulator to see the button")
     read = core.send(M1, "read_relay")
     r = core.result(read)
-    assert r["outcome"] == "done" and r["relay"]["state"] == "on", r
+    assert r["outcome"] == "done" and r["relay"]["state"] == "on", json.dumps(r)
 
     # Publish → result, each through the bus between polls (9600 baud pty, 3 meters polled every 5 s).
     print("latency s: " + ", ".join(f"{name} {core.latency(cid):.2f}" for name, cid in

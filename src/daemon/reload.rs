@@ -618,12 +618,21 @@ interval = "1s"
             .replace("127.0.0.1:1883", "127.0.0.1:1884")
             .replace(
                 "[mqtt]",
-                "[spool]\nmax_bytes = \"1MiB\"\n[validation]\nclock_limit = \"30s\"\n[mqtt]",
+                "[spool]\nmax_bytes = \"1MiB\"\n[validation]\nclock_limit = \"30s\"\n\
+                 [control]\n[[control.key]]\nkey_id = \"k\"\n\
+                 public_key = \"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"\n[mqtt]",
             );
         let p = plan_of(BASE, &new);
         assert_eq!(
             p.needs_restart,
-            vec!["gateway", "data_dir", "mqtt", "spool", "validation"]
+            vec![
+                "gateway",
+                "data_dir",
+                "mqtt",
+                "spool",
+                "validation",
+                "control"
+            ]
         );
         let new = BASE.replace(
             "[mqtt]",

@@ -92,8 +92,8 @@ enum InFlight {
     Status,
 }
 
-/// One command's exchange with one meter (see the module docs).
-#[derive(Debug)]
+/// One command's exchange with one meter (see the module docs). Its `Debug` leaves out the
+/// prepared frames, which hold the password.
 pub struct ControlRun {
     request: ControlRequest,
     address: Address,
@@ -107,6 +107,18 @@ pub struct ControlRun {
     last_failure: Option<String>,
     /// A finished outcome not yet handed out.
     outcome: Option<ControlOutcome>,
+}
+
+impl std::fmt::Debug for ControlRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlRun")
+            .field("request", &self.request)
+            .field("address", &self.address)
+            .field("phase", &self.phase)
+            .field("frames", &self.frames.len())
+            .field("relay", &self.relay)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Fails before anything is sent.

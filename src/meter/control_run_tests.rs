@@ -405,3 +405,14 @@ fn meter_time_converts_to_the_meters_zone() {
     assert_eq!(meter_time(UNIX_EPOCH, UtcOffset::UTC), None);
     let _ = Dlt645Frame::scan(&[]);
 }
+
+#[test]
+fn debug_output_holds_no_credentials() {
+    let run = ControlRun::new(&dlt(), request(RelayAction::Trip), issued()).unwrap();
+    let text = format!("{run:?}");
+    // Password 123456 goes as 56 34 12 (+33H: 89 67 45): neither form, nor the operator code.
+    for needle in ["86, 52, 18", "137, 103, 69", "0x56", "56 34 12", "89 67 45"] {
+        assert!(!text.contains(needle), "{needle} in {text}");
+    }
+    assert!(text.contains("Trip"));
+}

@@ -146,7 +146,7 @@ pub struct UplinkSnapshot {
     pub statuses_refused: u64,
     /// The command subscription is in place on this connection (SUBACK accepted).
     pub commands_subscribed: bool,
-    /// Messages received on the command subscription and handed to the control room.
+    /// Messages received on the command subscription (those dropped included).
     pub commands_received: u64,
     /// Messages received on it and dropped because the control room's queue was full.
     pub commands_dropped: u64,
@@ -797,8 +797,10 @@ impl<O: Outbox> Uplink<O> {
             retain,
             at: SystemTime::now(),
         };
+        // Counted before the hand-off: whoever sees the message also sees it counted.
+        self.shared.snap().commands_received += 1;
         match to.try_send(msg) {
-            Ok(()) => self.shared.snap().commands_received += 1,
+            Ok(()) => {}
             Err(e) => {
                 let topic = match &e {
                     mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => {
