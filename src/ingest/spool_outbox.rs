@@ -300,6 +300,28 @@ mod tests {
         );
     }
 
+    /// From a blocking-pool thread of a multi-threaded runtime, too, the outbox just works
+    /// (`block_in_place` is allowed there).
+    #[test]
+    fn the_outbox_works_from_a_blocking_thread() {
+        let (_dir, _spool, _fresh, mut outbox) = setup(1 << 20);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let n = rt
+            .block_on(async move {
+                tokio::task::spawn_blocking(move || {
+                    outbox.flush().unwrap();
+                    outbox.pending(None, 10).unwrap().len()
+                })
+                .await
+            })
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
     fn append(spool: &Mutex<Spool>, fresh: &FreshRows, meters: &[&str]) {
         let mut batches: Vec<_> = meters
             .iter()

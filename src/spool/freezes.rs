@@ -177,16 +177,11 @@ impl Spool {
         }
         tx.commit().map_err(sql)?;
         self.ledger_changed();
-        self.requeued.extend(freed.requeued);
-        self.next_rowid = rowid;
-        self.depth = self.depth.saturating_sub(freed.rows) + stored.len() as u64;
-        self.bytes = need.saturating_sub(freed.bytes);
-        self.dropped_batches += freed.batches;
-        self.dropped_bytes += freed.batch_bytes;
+        let dropped = self.note_appended(rowid, stored.len(), need, freed);
         Ok(AppendedRows {
             rows: stored,
             // Any row deleted to make room: an in-memory queue of fresh rows must be dropped.
-            dropped: freed.rows,
+            dropped,
             acked: 0,
         })
     }

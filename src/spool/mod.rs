@@ -1004,6 +1004,19 @@ impl Spool {
         self.ledger_changes.clone()
     }
 
+    /// The in-memory figures after a committed transaction that appended `added` rows (the
+    /// next row id is `next_rowid`) and freed `freed` to fit `need` bytes; returns how many
+    /// rows were freed. Freed freeze records are queued to become missing again.
+    fn note_appended(&mut self, next_rowid: i64, added: usize, need: u64, freed: Freed) -> u64 {
+        self.requeued.extend(freed.requeued);
+        self.next_rowid = next_rowid;
+        self.depth = self.depth.saturating_sub(freed.rows) + added as u64;
+        self.bytes = need.saturating_sub(freed.bytes);
+        self.dropped_batches += freed.batches;
+        self.dropped_bytes += freed.batch_bytes;
+        freed.rows
+    }
+
     fn ledger_changed(&self) {
         self.ledger_changes.fetch_add(1, Ordering::Relaxed);
     }
