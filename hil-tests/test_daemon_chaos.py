@@ -27,9 +27,10 @@ one test each, on that one run:
 2. every reply the simulator's truth log says it sent is in a delivered batch (or in a one-shot
    read's answer), except the poll a `kill -9` or a link cut interrupted, and duplicate answers
    to a retried request,
-3. per good meter, consecutive scheduled readings at most 1.5 intervals apart (host time,
-   `read_at` corrected by the offset in force) outside the windows where meterd was dead or its
-   clock had just been stepped,
+3. per good meter, consecutive scheduled polls began at most 1.5 intervals apart (host time of
+   the first request's first attempt, from the truth log; `read_at` is stamped when a poll ends
+   and includes its retries) outside the windows where meterd was dead or its clock had just been
+   stepped,
 3b. polls continue after a backward clock step (first reading within 2 intervals): the
    scheduler drives slots by monotonic time, so this and the narrow windows of check 3 are
    strict (`METERD_CHAOS_STRICT_CLOCK=0` relaxes both, to compare a build from before that fix),
@@ -100,6 +101,11 @@ GOOD = ["dlt-1", "dlt-noisy", "rtu-1", "mtcp-1"]
 DEAD = ["rtu-dead", "dlt-ghost"]
 BUS_OF = {"dlt-1": "dlt", "dlt-noisy": "dlt", "rtu-1": "rtu", "rtu-dead": "rtu", "mtcp-1": "mtcp",
           "dlt-ghost": "ghost"}
+# The longest a poll whose first request gets no reply can take: response timeout × attempts
+# (DAEMON below), plus a little.
+FAIL_COST_S = {"dlt": 2 * 0.5 + 0.2, "rtu": 2 * 0.3 + 0.2, "mtcp": 2 * 1.0 + 0.2, "ghost": 0.5}
+# Between two attempts of one request: a response timeout, the retry's turnaround, the wire.
+RETRY_SPAN_S = 1.5
 # Simulator port -> the bus whose link carries it.
 SIM_PORT_BUS = {"dlt": "dlt", "rtu": "rtu", "mtcp": "mtcp"}
 
@@ -789,34 +795,42 @@ def analyse(run: ChaosRun):
                                   f"backward step {new - old:+d} (wall-clock scheduler stall)"))
     gap_problems = []
     max_gap = {}
+    max_end_gap = {}
     unknown = 0
     checked = excluded = 0
     real = {}
     for meter in GOOD:
         real[meter] = host_times(run.clock, by_meter.get(meter, {}))
+    starts = poll_starts(truth, delivered_frames, by_meter, real)
     for meter in GOOD:
         seqs = by_meter.get(meter, {})
-        worst = 0.0
+        worst = worst_end = 0.0
         for s in sorted(seqs):
             if s + 1 not in seqs:
                 continue
-            a, b = real[meter].get(s), real[meter].get(s + 1)
+            a, b = starts[meter].get(s), starts[meter].get(s + 1)
             if a is None or b is None:
                 unknown += 1
                 continue
+            # A poll without a reply has no start in the truth log: it began between its end
+            # minus the time its failed attempts can take and its end; take the bound that
+            # makes each gap shortest (lenient by at most that time, on those pairs only).
+            a, b = a[1], b[0]
             if any(w.start < b and a < w.end for w in windows):
                 excluded += 1
                 continue
             checked += 1
             gap = b - a
             worst = max(worst, gap)
+            worst_end = max(worst_end, real[meter][s + 1] - real[meter][s])
             if gap > 1.5 * INTERVAL_S:
                 near = [f"{t - a:+.1f}s {text}" for t, text in run.events if -15 <= t - a <= 15]
-                gap_problems.append(f"{meter}: seq {s}->{s + 1} {gap:.2f} s apart "
+                gap_problems.append(f"{meter}: seq {s}->{s + 1} polls began {gap:.2f} s apart "
                                     f"(read_at {seqs[s]['read_at']} -> {seqs[s + 1]['read_at']}, "
                                     f"host {time.strftime('%H:%M:%S', time.gmtime(a))}Z, "
                                     f"t={a - run.t0:.1f}s; faults within 15 s: {near or 'none'})")
         max_gap[meter] = round(worst, 2)
+        max_end_gap[meter] = round(worst_end, 2)
 
     # 3b. polls go on after a backward step.
     stall_checks = []
@@ -865,7 +879,8 @@ def analyse(run: ChaosRun):
         "truth_missing_unexplained": len(unexplained),
         "evidence_frames_not_sent_by_the_simulator": len(foreign),
         "oneshot": dict(run.oneshot),
-        "max_poll_gap_s": max_gap,
+        "max_poll_start_gap_s": max_gap,
+        "max_read_at_gap_s": max_end_gap,
         "gap_pairs_checked": checked,
         "gap_pairs_in_fault_windows": excluded,
         "gap_pairs_unmapped": unknown,
@@ -910,6 +925,47 @@ def host_times(clock: FakeClock, seqs: dict) -> dict:
         later = sorted(x for x in fits if x >= prev - 1.0)
         if later:
             out[s] = prev = later[0]
+    return out
+
+
+def poll_starts(truth: list, delivered_frames: set, by_meter: dict, real: dict) -> dict:
+    """{meter: {seq: (earliest, latest)}}: when each delivered poll began, in host time.
+
+    `read_at` is stamped when a poll ends, so a poll whose replies needed retries (the noisy
+    meter) ends later than its slot without having started late. A poll begins with its first
+    request; the truth log has the simulator's host time of every reply. The reading's first
+    evidence frame is the reply to its first request (a poll whose first request fails ends
+    there); the attempts before it that nobody took (a corrupt or noisy reply, then the retry)
+    are the same poll's, each within one response timeout and a retry of the next. A poll with
+    no reply at all is (its end − FAIL_COST_S of its bus, its end)."""
+    by_key = defaultdict(list)
+    by_request = defaultdict(list)
+    for t in truth:
+        by_key[t["_key"]].append(t)
+        by_request[(t["meter"], t["request"])].append(t)
+    for entries in by_request.values():
+        entries.sort(key=lambda t: t["_t"])
+    out = {}
+    for meter in GOOD:
+        out[meter] = {}
+        for s, doc in by_meter.get(meter, {}).items():
+            end = real[meter].get(s)
+            if end is None:
+                continue
+            if not doc["frames"]:
+                out[meter][s] = (end - FAIL_COST_S[BUS_OF[meter]], end)
+                continue
+            key = frame_key(doc["frames"][0], doc["protocol"])
+            fits = [t for t in by_key.get(key, []) if end - 3 * INTERVAL_S <= t["_t"] <= end + 0.5]
+            if not fits:
+                continue
+            first = max(fits, key=lambda t: t["_t"])
+            same = by_request[(first["meter"], first["request"])]
+            i = next(j for j, t in enumerate(same) if t is first)
+            while i > 0 and same[i - 1]["_key"] not in delivered_frames \
+                    and same[i]["_t"] - same[i - 1]["_t"] <= RETRY_SPAN_S:
+                i -= 1
+            out[meter][s] = (same[i]["_t"], same[i]["_t"])
     return out
 
 
