@@ -97,7 +97,12 @@ impl ValidationConfig {
             if !monotonic && range.is_none() {
                 continue;
             }
-            let Some(x) = number(v) else { continue };
+            let Some(x) = number(v) else {
+                // Too large (or too fine) for a Decimal: a Modbus float read with its words
+                // swapped gives −2.7e29 V. Judged on its float value, never skipped as good.
+                judge_unrepresentable(v, monotonic, range);
+                continue;
+            };
             if monotonic
                 && let Some(prev) = last_good(&v.quantity)
                 && x.cmp_value(prev) == Some(std::cmp::Ordering::Less)
@@ -127,6 +132,28 @@ impl ValidationConfig {
                 mark_meter_times(batch, off);
             }
         }
+    }
+}
+
+/// A number that does not fit a [`Decimal`] (more than 18 significant digits): outside any
+/// physical range it is checked against, and never a plausible cumulative register (a
+/// register of 10^18 kWh is a decoding error, and it cannot be compared with the last good
+/// value exactly).
+fn judge_unrepresentable(v: &mut ReadingValue, monotonic: bool, range: Option<[f64; 2]>) {
+    let f = match &v.value {
+        Some(ValueData::Number(n)) => n.as_str().parse::<f64>().ok(),
+        _ => None,
+    };
+    match (f, range) {
+        (Some(f), Some([lo, hi])) if f < lo || f > hi => {
+            let reason = format!("outside the physical range {lo}..{hi} {}", v.unit);
+            mark(v, reason);
+        }
+        (Some(_), Some(_)) if !monotonic => {}
+        _ => mark(
+            v,
+            format!("{} has too many digits to be a plausible register", v.quantity),
+        ),
     }
 }
 
@@ -325,6 +352,38 @@ mod tests {
     }
     use crate::reading::{ExactNumber, TariffBlock};
     use std::time::UNIX_EPOCH;
+
+    fn float(q: &str, x: f32, unit: &str) -> ReadingValue {
+        ReadingValue {
+            value: ExactNumber::from_f32(x).map(ValueData::Number),
+            ..val(q, "0", unit)
+        }
+    }
+
+    #[test]
+    fn a_float_too_large_for_a_decimal_is_judged_not_skipped() {
+        // What a swapped-word SDM630 voltage decodes to; its text has 30 digits.
+        let swapped = float("voltage.l1", -2.7e29, "V");
+        let energy = float("energy.active.import.total", 3.4e20, "kWh");
+        let fine = float("voltage.l2", 230.25, "V");
+        // The case: neither fits a Decimal (before, such values were skipped and left good).
+        assert!(number(&swapped).is_none() && number(&energy).is_none());
+        let cfg = ValidationConfig::default();
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_608_800);
+        let mut b = batch(vec![swapped, energy, fine]);
+        cfg.validate(&mut b, |_| None, now);
+        assert_eq!(b.values[0].quality, Quality::Suspect, "{:?}", b.values[0]);
+        assert!(
+            b.values[0]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("outside the physical range")),
+            "{:?}",
+            b.values[0].reason
+        );
+        assert_eq!(b.values[1].quality, Quality::Suspect, "{:?}", b.values[1]);
+        assert_eq!(b.values[2].quality, Quality::Good);
+    }
 
     fn val(q: &str, x: &str, unit: &str) -> ReadingValue {
         ReadingValue {
