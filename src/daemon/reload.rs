@@ -7,7 +7,8 @@
 //! task and never misses a poll; a new bus starts; a removed bus stops after the poll in
 //! progress (whose batch is still stored); a changed bus is stopped that way and started
 //! again with its new configuration. Settings the running pipeline and uplink were built from
-//! (`gateway`, `data_dir`, `[mqtt]`, `[spool]`, `[validation]`) cannot change live: a warning
+//! (`gateway`, `data_dir`, `[mqtt]`, `[spool]`, `[validation]`, `[events]`, `[meter_clock]`,
+//! `[freeze]`, `[gateway_clock]`, `[control]`) cannot change live: a warning
 //! names them and their running values stay in force until the next restart. `[service]` is
 //! applied: when its settings or its token changed, the diagnostics service restarts with them.
 //! Every other section (`profile_dirs`, `evidence_frames`, the buses) acts through the buses.
@@ -152,6 +153,14 @@ pub fn plan(
     }
     if old.meter_clock != new.meter_clock {
         plan.needs_restart.push("meter_clock");
+    }
+    // The freeze collectors' share and back-fill depth and the completeness plan are wired at
+    // start, like the gateway clock's trust (the writer's clock checks and the event sink).
+    if old.freeze != new.freeze {
+        plan.needs_restart.push("freeze");
+    }
+    if old.gateway_clock != new.gateway_clock {
+        plan.needs_restart.push("gateway_clock");
     }
     // Keys, credentials and policy are read once at start (the credentials file too).
     if old.control != new.control {
@@ -641,6 +650,14 @@ interval = "1s"
         assert_eq!(
             plan_of(BASE, &new).needs_restart,
             vec!["events", "meter_clock"]
+        );
+        let new = BASE.replace(
+            "[mqtt]",
+            "[freeze]\nbus_share_percent = 10\n[gateway_clock]\nsynchronised = \"trusted\"\n[mqtt]",
+        );
+        assert_eq!(
+            plan_of(BASE, &new).needs_restart,
+            vec!["freeze", "gateway_clock"]
         );
         assert_eq!(
             p.kept,
