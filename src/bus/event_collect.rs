@@ -699,5 +699,30 @@ fn describe(e: &mut MeterEvent, r: &EventRecord, offset: UtcOffset) {
     }
 }
 
+/// The wire time of one exchange of a DL/T 645-2007 read whose reply carries `payload` data
+/// bytes: the request (16 bytes plus `preamble` wake-up bytes) and the reply (12 bytes of
+/// frame, 4 of DI, the payload) at `char_time` per byte, plus `turnaround`. A bound for
+/// planning (`meterd check-config`): a meter's own reply latency adds to it.
+pub fn read_wire_time(
+    payload: u32,
+    char_time: Duration,
+    preamble: u8,
+    turnaround: Duration,
+) -> Duration {
+    char_time * (16 + u32::from(preamble) + 12 + 4 + payload) + turnaround
+}
+
+/// The wire time of reading one event counter (`XXXXXX`, 3 bytes): one exchange.
+pub fn counter_wire_time(char_time: Duration, preamble: u8, turnaround: Duration) -> Duration {
+    read_wire_time(3, char_time, preamble, turnaround)
+}
+
+/// The wire time of one meter clock check: the date (`YYMMDDWW`, 4 bytes), then the time
+/// (`hhmmss`, 3 bytes).
+pub fn clock_wire_time(char_time: Duration, preamble: u8, turnaround: Duration) -> Duration {
+    read_wire_time(4, char_time, preamble, turnaround)
+        + read_wire_time(3, char_time, preamble, turnaround)
+}
+
 #[cfg(test)]
 mod tests;
