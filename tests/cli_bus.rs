@@ -441,6 +441,9 @@ events = ["programming", "clock_set"]
 name = "b"
 transport = "serial"
 port = "/dev/ttyS8"
+baud = 1200
+parity = "even"
+timing = {{ turnaround = "40ms", preamble = 2 }}
 [[bus.meter]]
 protocol = "dlt645-2007"
 address = "000000000003"
@@ -456,6 +459,7 @@ utc_offset = "+07:00"
 protocol = "dlt645-1997"
 address = "000000000005"
 profile = "dlt645-1997-basic"
+events = ["programming"]
 "#,
                 data = dir.path().display()
             ),
@@ -510,11 +514,18 @@ profile = "dlt645-1997-basic"
         ),
         "{t}"
     );
-    // Bus b: no counters; the 1997 meter's clock is not read; its two 2007 meters keep
+    // Bus b: the 1997 meter's programming counter (B212: a 14-byte request with its 2-byte
+    // DI, and a reply of 12 + 2 + 2 bytes); its clock is not read; the two 2007 meters keep
     // different zones, so one broadcast cannot set both.
     let bus_b = t.split("\nbus b:").nth(1).unwrap_or("");
+    let b212 = (14.0 + 2.0 + 12.0 + 2.0 + 2.0) * byte + 0.040;
+    assert_eq!(format!("{b212:.3}"), "0.333", "the hand figure itself");
     assert!(
-        bus_b.contains("  event counters: none on this bus\n"),
+        bus_b.contains(&format!(
+            "  event counters every 10m: programming (1 meter); one round 1 reads, {b212:.3} s \
+             of wire time, {:.3} % of the bus",
+            100.0 * b212 / 600.0
+        )),
         "{t}"
     );
     assert!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use meter_protocols::dlt645::Version;
+use meter_protocols::dlt645::event_1997::depth_in;
 use meter_protocols::dlt645::freeze::FreezeKind;
 
 use super::fail;
@@ -16,7 +17,7 @@ use crate::bus::freeze_collect::{record_wire_time, records_per_day};
 use crate::bus::task::{Bus, BusOptions};
 use crate::bus::transport::LinkSettings;
 use crate::clock::gateway::ClockState;
-use crate::config::{BusConfig, Config, FreezeConfig, Parity, ProfileSet, Protocol};
+use crate::config::{BusConfig, Config, FreezeConfig, Parity, ProfileSet};
 use crate::meter::clock_discipline::{MAX_SYNC, MIDNIGHT_GUARD, SETTLEMENT_GUARD};
 
 /// Arguments of `meterd check-config`.
@@ -147,8 +148,8 @@ pub fn describe(config: &Config, profiles: &ProfileSet) -> Result<String, String
     Ok(out)
 }
 
-/// What one bus spends on event counters and meter clocks (its DL/T 645-2007 meters only:
-/// the others have no counters the daemon reads, and their clocks are not checked).
+/// What one bus spends on event counters and meter clocks (its DL/T 645 meters: a 1997 meter
+/// has its programming counter only, and no clock check; Modbus meters have neither).
 #[derive(Debug, Default)]
 struct EventsPlan {
     /// Counter types read in a round, in `EventKind::ALL` order, with how many meters each.
@@ -173,17 +174,23 @@ impl EventsPlan {
         if driver.address().is_some() && !self.zones.contains(&driver.utc_offset()) {
             self.zones.push(driver.utc_offset());
         }
-        if driver.protocol() != Protocol::Dlt645_2007 {
+        let Some(version) = driver.dlt645_version() else {
             return;
-        }
+        };
         for &kind in driver.events() {
-            self.round += counter_wire_time(char_time, preamble, turnaround);
+            if depth_in(kind, version) == 0 {
+                continue;
+            }
+            self.round += counter_wire_time(version, char_time, preamble, turnaround);
             match self.counters.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, n)) => *n += 1,
                 None => self.counters.push((kind, 1)),
             }
         }
         self.counters.sort();
+        if version != Version::V2007 {
+            return;
+        }
         self.clock_meters += 1;
         self.clock_round += clock_wire_time(char_time, preamble, turnaround);
     }
