@@ -77,11 +77,11 @@ pub async fn forward_completeness(
             }
         };
         let mut last = lock(&latest);
-        if let Some(m) = set.daily {
-            if !last.daily.as_ref().is_some_and(|l| l.same_figures(&m)) {
-                hand_over(&uplink, FreezeKind::Daily, &m);
-                last.daily = Some(m);
-            }
+        if let Some(m) = set.daily
+            && !last.daily.as_ref().is_some_and(|l| l.same_figures(&m))
+        {
+            hand_over(&uplink, FreezeKind::Daily, &m);
+            last.daily = Some(m);
         }
         for (kind, new) in [
             (FreezeKind::Monthly, set.monthly),

@@ -183,8 +183,11 @@ struct Shared {
     snapshot: Mutex<UplinkSnapshot>,
     /// The latest completeness message of each freeze kind (retained, daily first), and
     /// whether it is still to be published.
-    completeness: Mutex<[Option<(Vec<u8>, bool)>; 3]>,
+    completeness: Mutex<[Option<RetainedSlot>; 3]>,
 }
+
+/// A retained message waiting to be published: its payload, and whether it is still unsent.
+type RetainedSlot = (Vec<u8>, bool);
 
 /// The slot of `kind`'s completeness message in [`Shared`].
 fn completeness_slot(kind: FreezeKind) -> usize {

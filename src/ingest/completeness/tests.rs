@@ -236,7 +236,7 @@ fn a_month_beyond_a_1997_meters_history_is_lost_never_silently_dropped() {
     let m = periods(
         FreezeKind::Monthly,
         "gw",
-        &[v1997.clone()],
+        std::slice::from_ref(&v1997),
         &[],
         now,
         (1, 0),
