@@ -590,3 +590,65 @@ async fn a_1997_meter_gives_its_two_monthly_settlements() {
     assert_eq!(monthly.len(), 2, "{monthly:?}");
     sim.shutdown().await;
 }
+
+/// A reload that stops a meter collecting hourly records takes the hourly completeness off
+/// the status (the monthly one stays): the service never shows figures of a kind no meter
+/// collects any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_without_hourly_records_drops_the_hourly_completeness() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meterd.toml");
+    let broker = free_port();
+    let write = |freezes: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+gateway = "gw-r"
+data_dir = "{}"
+[mqtt]
+url = "embedded"
+embedded_listen = "127.0.0.1:{broker}"
+[service]
+listen = "127.0.0.1:0"
+[[bus]]
+name = "dlt"
+transport = "tcp"
+host = "127.0.0.1:9"
+[[bus.meter]]
+protocol = "dlt645-2007"
+address = "{ADDR}"
+profile = "dlt645-three-phase"
+interval = "1h"
+freezes = {freezes}
+"#,
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+    };
+    write(r#"["monthly", "hourly"]"#);
+    let mut daemon = Daemon::start(&path, RunOptions::default()).await.unwrap();
+    let has = |report: &serde_json::Value, key: &str| !report["gateway"][key].is_null();
+    let mut report = serde_json::Value::Null;
+    for _ in 0..40 {
+        report = daemon_status(&daemon).await;
+        if has(&report, "completeness_hourly") && has(&report, "completeness_monthly") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(has(&report, "completeness_hourly"), "{report}");
+    write(r#"["monthly"]"#);
+    daemon.reload().await.unwrap();
+    for _ in 0..40 {
+        report = daemon_status(&daemon).await;
+        if !has(&report, "completeness_hourly") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!has(&report, "completeness_hourly"), "{report}");
+    assert!(has(&report, "completeness_monthly"), "{report}");
+    daemon.stop().await;
+}

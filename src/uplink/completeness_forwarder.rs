@@ -44,6 +44,19 @@ pub async fn forward_completeness(
     uplink: UplinkHandle,
     latest: Arc<Mutex<CompletenessSet>>,
 ) {
+    {
+        // After a reload: a kind no meter collects any more is not shown as if it were.
+        let mut last = lock(&latest);
+        if plan.expected.daily.is_empty() {
+            last.daily = None;
+        }
+        if plan.expected.monthly.is_empty() {
+            last.monthly = None;
+        }
+        if plan.expected.hourly.is_empty() {
+            last.hourly = None;
+        }
+    }
     if FreezeKind::ALL
         .iter()
         .all(|k| plan.expected.of(*k).is_empty())
