@@ -308,7 +308,9 @@ def check_schemas(collector: Collector):
             kind = "freeze"
         elif "/meters/" in topic and topic.endswith("/events"):
             kind = "event"
-        elif topic == f"{PREFIX}/{GATEWAY}/completeness":
+        elif topic in (f"{PREFIX}/{GATEWAY}/completeness",
+                       f"{PREFIX}/{GATEWAY}/completeness/monthly",
+                       f"{PREFIX}/{GATEWAY}/completeness/hourly"):
             kind = "completeness"
         elif topic.endswith("/command-results"):
             kind = "command-result"

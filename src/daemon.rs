@@ -32,7 +32,7 @@ use crate::bus::freeze_collect::{FreezeEvent, FreezeSink};
 use crate::bus::task::{self as bus_task, BusOptions};
 use crate::config::{BusConfig, Config, ConfigError, ProfileSet};
 use crate::health::{BusHealth, SuccessBook};
-use crate::ingest::completeness::CompletenessMessage;
+use crate::ingest::completeness::CompletenessSet;
 use crate::ingest::events::{ClockMarks, CounterView};
 use crate::ingest::freezes::LedgerView;
 use crate::ingest::{self, FreshRows, HeldAcks, SpoolOutbox, SpoolWriter};
@@ -41,7 +41,6 @@ use crate::reading::event::EventNote;
 use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::sync::{lock, try_lock};
 use crate::uplink::{self, ReadingSuccess, Uplink, UplinkHandle};
-use meter_protocols::dlt645::freeze::FreezeKind;
 
 pub mod reload;
 pub mod supervise;
@@ -100,7 +99,7 @@ pub struct Daemon {
     starter: BusStarter,
     pipeline: JoinHandle<()>,
     status_task: JoinHandle<()>,
-    /// Hands the uplink the completeness of daily records (and keeps it for the service).
+    /// Hands the uplink the completeness of settlement records (and keeps it for the service).
     completeness_task: JoinHandle<()>,
     uplink: UplinkHandle,
     uplink_task: UplinkTask,
@@ -127,8 +126,8 @@ struct ServiceParts {
     book: Arc<Mutex<SuccessBook>>,
     frames: broadcast::Sender<crate::bus::trace::FrameEvent>,
     meter_drops: crate::service::MeterDropsFn,
-    /// The latest completeness message, as the uplink was handed it.
-    completeness: Arc<Mutex<Option<CompletenessMessage>>>,
+    /// The latest completeness messages, as the uplink was handed them.
+    completeness: Arc<Mutex<CompletenessSet>>,
     /// Fee control's view, when on.
     control: Option<crate::control::ControlView>,
 }
@@ -410,7 +409,7 @@ impl Daemon {
             &supervisor,
         )?;
         let status_task = spawn_health_forwarder(&buses, &uplink, &supervisor);
-        let completeness = Arc::new(Mutex::new(None));
+        let completeness = Arc::new(Mutex::new(CompletenessSet::default()));
         let completeness_task = spawn_completeness_forwarder(
             completeness_plan(&config, &profiles),
             &spool,
@@ -874,35 +873,22 @@ fn start_uplink_and_ingest(
     })
 }
 
-/// Which meters collect daily records (with their zones): what the completeness counts.
+/// Which meters collect which records: what the completeness counts.
 fn completeness_plan(config: &Config, profiles: &ProfileSet) -> uplink::CompletenessPlan {
-    let meters = config
-        .buses
-        .iter()
-        .flat_map(|b| {
-            let b = b.get_ref();
-            b.meters.iter().filter_map(|m| {
-                let m = m.get_ref();
-                let profile = profiles.get(&m.profile)?;
-                m.freeze_kinds(profile)
-                    .contains(&FreezeKind::Daily)
-                    .then(|| (m.effective_id(&b.name), m.utc_offset))
-            })
-        })
-        .collect();
     uplink::CompletenessPlan {
         gateway: config.gateway.clone(),
-        meters,
+        expected: crate::ingest::completeness::expected(config, profiles),
         daily_at: config.freeze.daily_at_minute,
+        settlement: (config.freeze.settlement_day, config.freeze.settlement_hour),
     }
 }
 
-/// Starts the task that hands the uplink the completeness of daily records.
+/// Starts the task that hands the uplink the completeness of settlement records.
 fn spawn_completeness_forwarder(
     plan: uplink::CompletenessPlan,
     spool: &Arc<Mutex<Spool>>,
     uplink: &UplinkHandle,
-    latest: &Arc<Mutex<Option<CompletenessMessage>>>,
+    latest: &Arc<Mutex<CompletenessSet>>,
 ) -> JoinHandle<()> {
     tokio::spawn(uplink::forward_completeness(
         plan,

@@ -396,3 +396,177 @@ profile = "generic-modbus"
         "meterd scan: no answer to 2 probes"
     );
 }
+
+/// `check-config` shows, per bus, the event-counter round and the meter-clock plan with their
+/// wire time, each figure the DL/T 645 arithmetic at the bus's speed: a read request is 16
+/// bytes plus the FE preamble, a reply 12 bytes of frame, 4 of DI and the data (a counter 3,
+/// the date 4, the time 3), each byte 11 bits at 1200 baud (8E1), plus the turnaround.
+#[tokio::test]
+async fn check_config_shows_the_event_and_clock_plan_and_their_bus_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    let write = |clock: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"
+gateway = "gw"
+data_dir = "{data}"
+[freeze]
+daily_at_minute = 30
+settlement_day = 15
+settlement_hour = 12
+[events]
+interval = "10m"
+bus_share_percent = 5
+{clock}
+[[bus]]
+name = "a"
+transport = "serial"
+port = "/dev/ttyS9"
+baud = 1200
+parity = "even"
+timing = {{ turnaround = "40ms", preamble = 3 }}
+[[bus.meter]]
+protocol = "dlt645-2007"
+address = "000000000001"
+profile = "dlt645-three-phase"
+events = ["power_down", "cover_open"]
+[[bus.meter]]
+protocol = "dlt645-2007"
+address = "000000000002"
+profile = "dlt645-three-phase"
+events = ["programming", "clock_set"]
+[[bus]]
+name = "b"
+transport = "serial"
+port = "/dev/ttyS8"
+baud = 1200
+parity = "even"
+timing = {{ turnaround = "40ms", preamble = 2 }}
+[[bus.meter]]
+protocol = "dlt645-2007"
+address = "000000000003"
+profile = "dlt645-single-phase"
+events = []
+[[bus.meter]]
+protocol = "dlt645-2007"
+address = "000000000004"
+profile = "dlt645-single-phase"
+events = []
+utc_offset = "+07:00"
+[[bus.meter]]
+protocol = "dlt645-1997"
+address = "000000000005"
+profile = "dlt645-1997-basic"
+events = ["programming"]
+"#,
+                data = dir.path().display()
+            ),
+        )
+        .unwrap();
+    };
+    write(
+        "[meter_clock]\ncheck_every = \"12h\"\ndrift_limit = \"20s\"\n\
+         [gateway_clock]\nsynchronised = \"trusted\"",
+    );
+    let cfg_s = cfg.display().to_string();
+    let out = meterd(&["check-config", "--config", &cfg_s]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    // The arithmetic, by hand: seconds per byte, and one exchange of `data` reply bytes.
+    let byte = 11.0 / 1200.0;
+    let exchange = |data: f64| (16.0 + 3.0 + 12.0 + 4.0 + data) * byte + 0.040;
+    let round = 4.0 * exchange(3.0);
+    let clocks = 2.0 * (exchange(4.0) + exchange(3.0));
+    assert_eq!(format!("{round:.3}"), "1.553", "the hand figure itself");
+    let bus_a = t.split("\nbus b:").next().unwrap_or("");
+    assert!(
+        bus_a.contains(&format!(
+            "  event counters every 10m: cover_open (1 meter), power_down (1 meter), \
+             clock_set (1 meter), programming (1 meter); one round 4 reads, {round:.3} s of \
+             wire time, {:.3} % of the bus (at most 5 %; each new occurrence adds one record \
+             read)\n",
+            100.0 * round / 600.0
+        )),
+        "{t}"
+    );
+    assert!(
+        bus_a.contains(&format!(
+            "  meter clocks read every 12h: 2 meters, date and time, {clocks:.3} s of wire \
+             time, {:.4} % of the bus; off by more than 20s is a clock_drift event\n",
+            100.0 * clocks / 43_200.0
+        )),
+        "{t}"
+    );
+    assert!(
+        bus_a.contains(
+            "  broadcast time sync: allowed for offsets under 5m, once a day per bus, never \
+             within 5m of midnight nor within 5m of the daily freeze (00:30) or the monthly \
+             settlement (day 15, 12:00), by the meter's clock or true local time\n"
+        ),
+        "{t}"
+    );
+    assert!(
+        bus_a.contains(
+            "  gateway clock ([gateway_clock] synchronised = \"trusted\"): counts as \
+             synchronised now (trusted by configuration)\n"
+        ),
+        "{t}"
+    );
+    // Bus b: the 1997 meter's programming counter (B212: a 14-byte request with its 2-byte
+    // DI, and a reply of 12 + 2 + 2 bytes); its clock is not read; the two 2007 meters keep
+    // different zones, so one broadcast cannot set both.
+    let bus_b = t.split("\nbus b:").nth(1).unwrap_or("");
+    let b212 = (14.0 + 2.0 + 12.0 + 2.0 + 2.0) * byte + 0.040;
+    assert_eq!(format!("{b212:.3}"), "0.333", "the hand figure itself");
+    assert!(
+        bus_b.contains(&format!(
+            "  event counters every 10m: programming (1 meter); one round 1 reads, {b212:.3} s \
+             of wire time, {:.3} % of the bus",
+            100.0 * b212 / 600.0
+        )),
+        "{t}"
+    );
+    assert!(
+        bus_b.contains("  meter clocks read every 12h: 2 meters, date and time"),
+        "{t}"
+    );
+    assert!(
+        bus_b.contains(
+            "  broadcast time sync: refused on this bus: its meters keep different time zones\n"
+        ),
+        "{t}"
+    );
+
+    // Sync off and a gateway clock never trusted: said so.
+    write("[meter_clock]\nsync = false\n[gateway_clock]\nsynchronised = \"never\"");
+    let out = meterd(&["check-config", "--config", &cfg_s]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    assert!(
+        t.contains("  meter clocks read every 1day: 2 meters"),
+        "the default check_every: {t}"
+    );
+    assert!(
+        t.contains(
+            "  broadcast time sync: not allowed ([meter_clock] sync = false): drift is only \
+             reported\n"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains(
+            "  gateway clock ([gateway_clock] synchronised = \"never\"): does not count as \
+             synchronised now (never trusted by configuration): meter clocks are neither \
+             compared nor set\n"
+        ),
+        "{t}"
+    );
+    write("[meter_clock]\ncheck_every = \"0s\"");
+    let t = text(&meterd(&["check-config", "--config", &cfg_s]).await.stdout);
+    assert!(
+        t.contains("  meter clocks: not read ([meter_clock] check_every = \"0s\")\n"),
+        "{t}"
+    );
+}

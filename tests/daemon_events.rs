@@ -50,9 +50,27 @@ async fn start_polling(
     daemon_extra: &str,
     interval: &str,
 ) -> (meterd::sim::SimHandle, Daemon, u16, tempfile::TempDir) {
+    start_meter(
+        ("dlt645-2007", "dlt645-three-phase", ""),
+        sim_top,
+        sim_extra,
+        daemon_extra,
+        interval,
+    )
+    .await
+}
+
+/// [`start_polling`] with a meter of (protocol, profile, extra `[[bus.meter]]` lines).
+async fn start_meter(
+    (protocol, profile, meter_extra): (&str, &str, &str),
+    sim_top: &str,
+    sim_extra: &str,
+    daemon_extra: &str,
+    interval: &str,
+) -> (meterd::sim::SimHandle, Daemon, u16, tempfile::TempDir) {
     let sim_text = format!(
-        "{sim_top}\n[[port]]\nname = \"dlt\"\ntcp = \"127.0.0.1:0\"\n[[port.meter]]\nprotocol = \"dlt645-2007\"\n\
-         address = \"{ADDR}\"\nprofile = \"dlt645-three-phase\"\nseed = 7\n{sim_extra}"
+        "{sim_top}\n[[port]]\nname = \"dlt\"\ntcp = \"127.0.0.1:0\"\n[[port.meter]]\nprotocol = \"{protocol}\"\n\
+         address = \"{ADDR}\"\nprofile = \"{profile}\"\nseed = 7\n{sim_extra}"
     );
     let sim = Simulator::start(SimConfig::from_text(Path::new("sim.toml"), &sim_text).unwrap())
         .await
@@ -75,11 +93,12 @@ name = "dlt"
 transport = "tcp"
 host = "{sim_addr}"
 [[bus.meter]]
-protocol = "dlt645-2007"
+protocol = "{protocol}"
 address = "{ADDR}"
-profile = "dlt645-three-phase"
+profile = "{profile}"
 interval = "{interval}"
 freezes = []
+{meter_extra}
 "#,
         dir.path().display()
     );
@@ -226,6 +245,84 @@ async fn new_events_are_published_once_each_numbered_by_the_meter_and_history_is
     let last = counters[&(ADDR.to_owned(), "power_down".to_owned())];
     assert!(last >= *ns.last().unwrap(), "{counters:?}");
     assert_eq!(counters[&(ADDR.to_owned(), "cover_open".to_owned())], 1);
+    sim.shutdown().await;
+}
+
+/// A DL/T 645-1997 meter counts programming (`B212`) and keeps the time of the last one
+/// (`B210`, to the minute, no year): its history before first contact is not published; each
+/// later programming arrives once, numbered by the counter with no gap, the newest of each
+/// counter read with the meter's time of it, any older one without times ("beyond the
+/// meter's history (1 record kept)"); its clock is never checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_1997_meter_reports_its_programming_events() {
+    let (sim, daemon, broker, _dir) = start_meter(
+        (
+            "dlt645-1997",
+            "dlt645-1997-basic",
+            "events = [\"programming\"]",
+        ),
+        "",
+        "events = [{ type = \"programming\", at = \"2026-01-01T00:00:00Z\" }, \
+         { type = \"programming\", every = \"3s\" }]",
+        "[events]\ninterval = \"1s\"\nbus_share_percent = 100\n\
+         [gateway_clock]\nsynchronised = \"trusted\"\n[meter_clock]\ncheck_every = \"1h\"",
+        "1h",
+    )
+    .await;
+    let (_client, mut events) = subscribe(broker, "billing-core-97").await;
+    let got: Vec<(MeterEvent, String)> = collect(&mut events, Duration::from_secs(30), |g| {
+        g.iter().filter(|e| e.0.ty != "reading").count() >= 3
+    })
+    .await
+    .into_iter()
+    .filter(|e| e.0.ty != "reading")
+    .collect();
+    assert!(
+        got.len() >= 3,
+        "events: {:?}",
+        got.iter().map(|g| &g.0.id).collect::<Vec<_>>()
+    );
+    let validator = validator();
+    let mut timed = 0;
+    for (e, text) in &got {
+        let json: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert!(validator.is_valid(&json), "{text}");
+        assert_eq!(e.ty, "programming", "no clock check, no other type: {text}");
+        assert_eq!(e.id, format!("gw-e/{ADDR}/programming/{}", e.n));
+        assert!(
+            e.n >= 2,
+            "the occurrence before first contact is history: {text}"
+        );
+        assert_eq!(e.ended_at, None, "{text}");
+        match e.started_at.as_deref() {
+            Some(start) => {
+                // The meter's local minute: seconds 00, its zone.
+                assert!(start.ends_with(":00+08:00"), "{text}");
+                assert_eq!(e.details["record_n"], 1, "{text}");
+                assert_eq!(e.frames.len(), 2, "counter and record replies: {text}");
+                // The minute the simulator programmed it (China time), at most a minute
+                // before the read: read as UTC, the local text is 8 h ahead of read_at.
+                let local = meterd::clock::parse_rfc3339(&format!("{}Z", &start[..19])).unwrap();
+                let read = meterd::clock::parse_rfc3339(&e.read_at).unwrap() + 8 * 3_600_000;
+                assert!(
+                    (0..=120_000).contains(&(read - local)),
+                    "programmed at {start}, read at {}",
+                    e.read_at
+                );
+                timed += 1;
+            }
+            None => assert_eq!(
+                e.details["record"], "beyond the meter's history (1 record kept)",
+                "{text}"
+            ),
+        }
+    }
+    assert!(timed >= 1, "the newest of a read has its time");
+    let ns: Vec<u64> = got.iter().map(|g| g.0.n).collect();
+    for w in ns.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "{ns:?}");
+    }
+    daemon.stop().await;
     sim.shutdown().await;
 }
 

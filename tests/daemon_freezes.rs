@@ -69,6 +69,7 @@ listen = "127.0.0.1:0"
 delay = "0s"
 backfill_days = 3
 backfill_months = {months}
+backfill_hours = 3
 [[bus]]
 name = "dlt"
 transport = "tcp"
@@ -331,15 +332,178 @@ async fn a_freeze_the_meter_never_made_is_reported_lost() {
 
 /// The completeness the daemon's service reports.
 async fn daemon_completeness(daemon: &Daemon) -> Option<serde_json::Value> {
-    let url = format!("http://{}", daemon.service_addr()?);
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
+    let c = daemon_status(daemon).await["gateway"]["completeness"].clone();
+    (!c.is_null()).then_some(c)
+}
+
+/// `meterd status --json` of the daemon (`null` when it does not answer).
+async fn daemon_status(daemon: &Daemon) -> serde_json::Value {
+    let Some(addr) = daemon.service_addr() else {
+        return serde_json::Value::Null;
+    };
+    let url = format!("http://{addr}");
+    let Ok(out) = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
         .args(["status", "--url", &url, "--json"])
         .output()
         .await
-        .ok()?;
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let c = report["gateway"]["completeness"].clone();
-    (!c.is_null()).then_some(c)
+    else {
+        return serde_json::Value::Null;
+    };
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// A meter collecting monthly and hourly records: the retained `…/completeness/monthly` and
+/// `…/completeness/hourly` messages (valid against the schema) count the last 12 months and
+/// 48 hours, the records back-filled delivered and the rest missing; the daily topic stays
+/// empty (the meter collects no daily records); `meterd status` shows both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monthly_and_hourly_completeness_are_published_on_their_own_topics() {
+    let (sim, daemon, broker, _dir) = start("", r#"["monthly", "hourly"]"#).await;
+    let mut opts = MqttOptions::new("billing-core-mh", "127.0.0.1", broker);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client
+        .subscribe("meterd/gw-f/completeness/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    client
+        .subscribe("meterd/gw-f/completeness", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut latest: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let done = |l: &BTreeMap<String, serde_json::Value>| {
+        let delivered = |topic: &str, key: &str, n: usize| {
+            l.get(topic).is_some_and(|c| {
+                c[key]
+                    .as_array()
+                    .is_some_and(|p| p.iter().take(n).all(|p| p["delivered"] == 1))
+            })
+        };
+        delivered("meterd/gw-f/completeness/monthly", "months", 1)
+            && delivered("meterd/gw-f/completeness/hourly", "hours", 3)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done(&latest) && tokio::time::Instant::now() < deadline {
+        let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(1), events.poll()).await
+        else {
+            continue;
+        };
+        if let Event::Incoming(Packet::Publish(p)) = event {
+            assert!(p.retain || !p.payload.is_empty());
+            latest.insert(p.topic.clone(), serde_json::from_slice(&p.payload).unwrap());
+        }
+    }
+    assert!(done(&latest), "{latest:?}");
+    assert!(
+        !latest.contains_key("meterd/gw-f/completeness"),
+        "no meter collects daily records: {latest:?}"
+    );
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/completeness.v1.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for c in latest.values() {
+        assert!(validator.is_valid(c), "{c}");
+    }
+
+    let now_local = LocalMinute(wall_clock_ms().div_euclid(60_000) + 480);
+    let monthly = &latest["meterd/gw-f/completeness/monthly"];
+    assert_eq!(monthly["kind"], "monthly");
+    let months = monthly["months"].as_array().unwrap();
+    assert_eq!(months.len(), 12, "{monthly}");
+    // The month the newest settlement closes (settled on the 1st at 00:00: the month before).
+    let settled = meter_protocols::dlt645::freeze::monthly_stamp(now_local, (1, 0), 1);
+    let (y, m, ..) = LocalMinute(settled.0 - 1440).civil();
+    assert_eq!(months[0]["month"], format!("{y:04}-{m:02}"), "{monthly}");
+    for (i, month) in months.iter().enumerate() {
+        assert_eq!(month["expected"], 1, "{monthly}");
+        let (delivered, missing) = if i < 1 { (1, 0) } else { (0, 1) };
+        assert_eq!(month["delivered"], delivered, "{monthly}");
+        assert_eq!(
+            month["missing"].as_array().unwrap().len(),
+            missing,
+            "{monthly}"
+        );
+    }
+    let hourly = &latest["meterd/gw-f/completeness/hourly"];
+    assert_eq!(hourly["kind"], "hourly");
+    let hours = hourly["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 48, "{hourly}");
+    let last_hour = LocalMinute(now_local.0.div_euclid(60) * 60 - 60);
+    assert_eq!(hours[0]["hour"], last_hour.to_string(), "{hourly}");
+    for (i, hour) in hours.iter().enumerate() {
+        let (delivered, missing) = if i < 3 { (1, 0) } else { (0, 1) };
+        assert_eq!(hour["delivered"], delivered, "{hourly}");
+        assert_eq!(
+            hour["missing"].as_array().unwrap().len(),
+            missing,
+            "{hourly}"
+        );
+    }
+
+    // `meterd status` shows both, and each meter's missing periods in --json.
+    let url = format!("http://{}", daemon.service_addr().unwrap());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(["status", "--url", &url])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "monthly settlement records, last 12 months (month: delivered/expected): 1/12\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "  {}: 1/1\n",
+            months[0]["month"].as_str().unwrap()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "hourly settlement records, last 48 hours (hour: delivered/expected): 3/48\n"
+        ),
+        "{text}"
+    );
+    let oldest = hours[47]["hour"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("  {oldest}: 0/1; missing {ADDR}\n")),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&format!("  {}: 1/1", hours[0]["hour"].as_str().unwrap())),
+        "complete hours are not listed: {text}"
+    );
+    let report = daemon_status(&daemon).await;
+    assert_eq!(
+        report["gateway"]["completeness_monthly"]["months"],
+        monthly["months"]
+    );
+    assert_eq!(
+        report["gateway"]["completeness_hourly"]["hours"],
+        hourly["hours"]
+    );
+    let meter = &report["buses"][0]["meters"][0];
+    assert_eq!(
+        meter["months_missing"].as_array().unwrap().len(),
+        11,
+        "{meter}"
+    );
+    assert_eq!(
+        meter["hours_missing"].as_array().unwrap().len(),
+        45,
+        "{meter}"
+    );
+    assert!(meter.get("records_missing").is_none(), "{meter}");
+    daemon.stop().await;
+    sim.shutdown().await;
 }
 
 /// A DL/T 645-1997 meter's two monthly settlements (all the edition keeps) are collected by
@@ -391,8 +555,31 @@ async fn a_1997_meter_gives_its_two_monthly_settlements() {
             );
         }
     }
-    // No daily record is expected of it: no completeness at all (no meter keeps daily ones).
+    // No daily record is expected of it: no daily completeness (no meter keeps daily ones);
+    // the monthly one counts it for the two months it keeps, both delivered.
     assert_eq!(daemon_completeness(&daemon).await, None);
+    let mut monthly = serde_json::Value::Null;
+    for _ in 0..40 {
+        monthly = daemon_status(&daemon).await["gateway"]["completeness_monthly"].clone();
+        if monthly["months"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["delivered"] == 1))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let months = monthly["months"]
+        .as_array()
+        .expect("no monthly completeness");
+    assert_eq!(months.len(), 2, "{monthly}");
+    assert!(
+        months
+            .iter()
+            .all(|m| m["expected"] == 1 && m["delivered"] == 1),
+        "{monthly}"
+    );
+    assert!(daemon_status(&daemon).await["gateway"]["completeness_hourly"].is_null());
     daemon.stop().await;
     let spool = Spool::open(
         dir.path().join("spool.sqlite"),
@@ -402,4 +589,66 @@ async fn a_1997_meter_gives_its_two_monthly_settlements() {
     let monthly = spool.ledger("monthly", "").unwrap();
     assert_eq!(monthly.len(), 2, "{monthly:?}");
     sim.shutdown().await;
+}
+
+/// A reload that stops a meter collecting hourly records takes the hourly completeness off
+/// the status (the monthly one stays): the service never shows figures of a kind no meter
+/// collects any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_without_hourly_records_drops_the_hourly_completeness() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meterd.toml");
+    let broker = free_port();
+    let write = |freezes: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+gateway = "gw-r"
+data_dir = "{}"
+[mqtt]
+url = "embedded"
+embedded_listen = "127.0.0.1:{broker}"
+[service]
+listen = "127.0.0.1:0"
+[[bus]]
+name = "dlt"
+transport = "tcp"
+host = "127.0.0.1:9"
+[[bus.meter]]
+protocol = "dlt645-2007"
+address = "{ADDR}"
+profile = "dlt645-three-phase"
+interval = "1h"
+freezes = {freezes}
+"#,
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+    };
+    write(r#"["monthly", "hourly"]"#);
+    let mut daemon = Daemon::start(&path, RunOptions::default()).await.unwrap();
+    let has = |report: &serde_json::Value, key: &str| !report["gateway"][key].is_null();
+    let mut report = serde_json::Value::Null;
+    for _ in 0..40 {
+        report = daemon_status(&daemon).await;
+        if has(&report, "completeness_hourly") && has(&report, "completeness_monthly") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(has(&report, "completeness_hourly"), "{report}");
+    write(r#"["monthly"]"#);
+    daemon.reload().await.unwrap();
+    for _ in 0..40 {
+        report = daemon_status(&daemon).await;
+        if !has(&report, "completeness_hourly") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!has(&report, "completeness_hourly"), "{report}");
+    assert!(has(&report, "completeness_monthly"), "{report}");
+    daemon.stop().await;
 }

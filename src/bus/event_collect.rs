@@ -2,8 +2,9 @@
 //! the gaps between polls, at a bounded share of bus time (a [`Budget`] like the freeze
 //! collector's), and what the answers mean for the billing core.
 //!
-//! **Events.** Every `[events] interval`, each DL/T 645-2007 meter with event types (its
-//! profile's `events`, or its own) has its counters read, one exchange per type. A counter
+//! **Events.** Every `[events] interval`, each DL/T 645 meter with event types (its profile's
+//! `events`, or its own) has its counters read, one exchange per type. A DL/T 645-1997 meter
+//! counts programming only (`B212`) and keeps the time of the last one (`B210`): one record. A counter
 //! above the last one stored means new occurrences: their records are read oldest first (record
 //! `n` = 1 is the newest, so occurrence `c` of a meter now at count `L` is record `L − c + 1`),
 //! one exchange each, and each becomes one `meterd.event.v1` numbered by `c`. Occurrences that
@@ -25,8 +26,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meter_protocols::dlt645::event::{EventKind, EventRecord, RECORD_DEPTH};
-use meter_protocols::dlt645::{Address, MeterDateTime};
+use meter_protocols::dlt645::event::{EventKind, EventRecord};
+use meter_protocols::dlt645::event_1997::depth_in;
+use meter_protocols::dlt645::{Address, MeterDateTime, Version};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -138,6 +140,8 @@ struct Wanted {
 struct MeterPlan {
     id: String,
     address: Address,
+    /// The meter's edition: which counters it has, how many records it keeps.
+    version: Version,
     offset: UtcOffset,
     kinds: Vec<EventKind>,
     /// Next counter round.
@@ -197,8 +201,14 @@ impl EventCollector {
             .enumerate()
             .map(|(i, d)| {
                 let address = d.address()?;
-                let v2007 = d.protocol() == crate::config::Protocol::Dlt645_2007;
-                if !v2007 || (d.events().is_empty() && !clocks) {
+                let version = d.dlt645_version()?;
+                // Only the types the edition counts (the configuration refuses others).
+                let kinds: Vec<EventKind> = (d.events().iter().copied())
+                    .filter(|k| depth_in(*k, version) > 0)
+                    .collect();
+                // Clocks are checked on DL/T 645-2007 meters only.
+                let clocks = clocks && version == Version::V2007;
+                if kinds.is_empty() && !clocks {
                     return None;
                 }
                 let day = sink.book.last(d.id(), SYNC_DAY);
@@ -209,8 +219,9 @@ impl EventCollector {
                 Some(MeterPlan {
                     id: d.id().to_owned(),
                     address,
+                    version,
                     offset: d.utc_offset(),
-                    kinds: d.events().to_vec(),
+                    kinds,
                     events_due: now + stagger,
                     round: VecDeque::new(),
                     known: HashMap::new(),
@@ -270,10 +281,9 @@ impl EventCollector {
             }
             if let Some(w) = plan.wanted.front() {
                 let back = w.latest.saturating_sub(w.counter) + 1;
-                if let Some(step) = u8::try_from(back)
-                    .ok()
-                    .and_then(|n| event_read::record_step(plan.address, w.kind, n).map(|s| (n, s)))
-                {
+                if let Some(step) = u8::try_from(back).ok().and_then(|n| {
+                    event_read::record_step(plan.address, plan.version, w.kind, n).map(|s| (n, s))
+                }) {
                     let (n, step) = step;
                     return Some(EventJob {
                         meter: m,
@@ -291,11 +301,15 @@ impl EventCollector {
                 plan.events_due = now + interval;
             }
             if let Some(&kind) = plan.round.front() {
-                return Some(EventJob {
-                    meter: m,
-                    kind: JobKind::Count(kind),
-                    steps: vec![event_read::count_step(plan.address, kind)],
-                });
+                if let Some(step) = event_read::count_step(plan.address, plan.version, kind) {
+                    return Some(EventJob {
+                        meter: m,
+                        kind: JobKind::Count(kind),
+                        steps: vec![step],
+                    });
+                }
+                // Not an item of this edition (never planned): dropped.
+                plan.round.pop_front();
             }
         }
         self.budget.quiet(now + QUIET_LOOK);
@@ -326,9 +340,13 @@ impl EventCollector {
         };
         let result = match job.kind {
             JobKind::Count(kind) => self.counted(job.meter, kind, &outcome, frames, &read_at),
-            JobKind::Record { kind, n, counter } => {
-                self.recorded(job.meter, (kind, n, counter), &outcome, frames, &read_at)
-            }
+            JobKind::Record { kind, n, counter } => self.recorded(
+                job.meter,
+                (kind, n, counter),
+                &outcome,
+                frames,
+                (&read_at, gateway_ms),
+            ),
             JobKind::Clock => self.clock_read(job.meter, &outcome, frames, gateway_ms, now),
             JobKind::Sync {
                 offset_ms,
@@ -365,10 +383,10 @@ impl EventCollector {
         frames: Vec<String>,
         read_at: &str,
     ) -> Result<Vec<EventNote>, String> {
-        let count = event_read::count_of(Self::reply(outcome, 0)?, kind)?;
         let Some(Some(plan)) = self.meters.get_mut(m) else {
             return Ok(Vec::new());
         };
+        let count = event_read::count_of(Self::reply(outcome, 0)?, plan.version, kind)?;
         plan.round.pop_front();
         let Some(count) = count.map(u64::from) else {
             tracing::warn!(meter = %plan.id, %kind, "the meter does not count this event type; not asked again");
@@ -407,7 +425,12 @@ impl EventCollector {
             .unwrap_or(last)
             .max(last)
             + 1;
-        let depth = u64::from(RECORD_DEPTH);
+        let kept = depth_in(kind, plan.version);
+        let depth = u64::from(kept);
+        let beyond = format!(
+            "beyond the meter's history ({kept} record{} kept)",
+            if kept == 1 { "" } else { "s" }
+        );
         let mut notes = Vec::new();
         let count_frame = frames.first().cloned().unwrap_or_default();
         for counter in from..=count {
@@ -415,12 +438,7 @@ impl EventCollector {
                 // Gone from the meter's history: published without times, so the numbering
                 // has no hole.
                 let mut e = MeterEvent::new(&self.gateway, &plan.id, kind.name(), counter, read_at);
-                e.details.insert(
-                    "record".into(),
-                    json!(format!(
-                        "beyond the meter's history ({RECORD_DEPTH} records kept)"
-                    )),
-                );
+                e.details.insert("record".into(), json!(beyond));
                 e.frames = frames.clone();
                 plan.known.insert(kind, counter);
                 notes.push(EventNote::Event(e));
@@ -447,12 +465,7 @@ impl EventCollector {
             .map(|w| {
                 let mut e =
                     MeterEvent::new(&self.gateway, &plan.id, kind.name(), w.counter, read_at);
-                e.details.insert(
-                    "record".into(),
-                    json!(format!(
-                        "beyond the meter's history ({RECORD_DEPTH} records kept)"
-                    )),
-                );
+                e.details.insert("record".into(), json!(beyond));
                 let known = plan.known.entry(kind).or_insert(0);
                 *known = (*known).max(w.counter);
                 EventNote::Event(e)
@@ -468,12 +481,16 @@ impl EventCollector {
         (kind, n, counter): (EventKind, u8, u64),
         outcome: &Result<Vec<(Reply, Vec<u8>)>, String>,
         frames: Vec<String>,
-        read_at: &str,
+        (read_at, gateway_ms): (&str, i64),
     ) -> Result<Vec<EventNote>, String> {
-        let record = event_read::record_of(Self::reply(outcome, 0)?, kind, n)?;
         let Some(Some(plan)) = self.meters.get_mut(m) else {
             return Ok(Vec::new());
         };
+        // A DL/T 645-1997 record has no year: the read's time in the meter's zone says it.
+        let reference = meter_time_at(gateway_ms + plan.offset.minutes() * 60_000)
+            .ok_or_else(|| format!("gateway time {read_at} is outside the meters' calendar"))?;
+        let record =
+            event_read::record_of(Self::reply(outcome, 0)?, plan.version, (kind, n), reference)?;
         // The job was made from the front of the queue, and only `done` changes the queue.
         if plan
             .wanted
@@ -697,6 +714,47 @@ fn describe(e: &mut MeterEvent, r: &EventRecord, offset: UtcOffset) {
         e.details
             .insert("data".into(), json!(crate::hex_input::to_hex(&r.rest)));
     }
+}
+
+/// The wire time of one exchange of a DL/T 645 read of an edition-`version` item whose reply
+/// carries `payload` data bytes: the request (12 bytes of frame and the DI, 4 bytes in 2007
+/// and 2 in 1997, plus `preamble` wake-up bytes) and the reply (12 bytes of frame, the DI, the
+/// payload) at `char_time` per byte, plus `turnaround`. A bound for planning (`meterd
+/// check-config`): a meter's own reply latency adds to it.
+pub fn read_wire_time(
+    version: Version,
+    payload: u32,
+    char_time: Duration,
+    preamble: u8,
+    turnaround: Duration,
+) -> Duration {
+    let di = match version {
+        Version::V2007 => 4,
+        Version::V1997 => 2,
+    };
+    char_time * (12 + di + u32::from(preamble) + 12 + di + payload) + turnaround
+}
+
+/// The wire time of reading one event counter: one exchange (`XXXXXX`, 3 bytes; a DL/T
+/// 645-1997 counter `NNNN`, 2 bytes).
+pub fn counter_wire_time(
+    version: Version,
+    char_time: Duration,
+    preamble: u8,
+    turnaround: Duration,
+) -> Duration {
+    let payload = match version {
+        Version::V2007 => 3,
+        Version::V1997 => 2,
+    };
+    read_wire_time(version, payload, char_time, preamble, turnaround)
+}
+
+/// The wire time of one meter clock check (DL/T 645-2007): the date (`YYMMDDWW`, 4 bytes),
+/// then the time (`hhmmss`, 3 bytes).
+pub fn clock_wire_time(char_time: Duration, preamble: u8, turnaround: Duration) -> Duration {
+    read_wire_time(Version::V2007, 4, char_time, preamble, turnaround)
+        + read_wire_time(Version::V2007, 3, char_time, preamble, turnaround)
 }
 
 #[cfg(test)]

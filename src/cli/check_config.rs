@@ -7,14 +7,18 @@ use std::time::Duration;
 
 use clap::Args;
 use meter_protocols::dlt645::Version;
+use meter_protocols::dlt645::event_1997::depth_in;
 use meter_protocols::dlt645::freeze::FreezeKind;
 
 use super::fail;
+use crate::bus::event_collect::{clock_wire_time, counter_wire_time};
 use crate::bus::exchange::char_time;
 use crate::bus::freeze_collect::{record_wire_time, records_per_day};
 use crate::bus::task::{Bus, BusOptions};
 use crate::bus::transport::LinkSettings;
+use crate::clock::gateway::ClockState;
 use crate::config::{BusConfig, Config, FreezeConfig, Parity, ProfileSet};
+use crate::meter::clock_discipline::{MAX_SYNC, MIDNIGHT_GUARD, SETTLEMENT_GUARD};
 
 /// Arguments of `meterd check-config`.
 #[derive(Debug, Args)]
@@ -82,6 +86,7 @@ pub fn describe(config: &Config, profiles: &ProfileSet) -> Result<String, String
         );
         let runner =
             Bus::new(bus, profiles, BusOptions::new(&config.gateway)).map_err(|e| e.to_string())?;
+        let mut events = EventsPlan::default();
         for (m, driver) in bus.meters.iter().zip(runner.drivers()) {
             let m = m.get_ref();
             let t = m
@@ -123,13 +128,14 @@ pub fn describe(config: &Config, profiles: &ProfileSet) -> Result<String, String
             } else {
                 let _ = writeln!(out, "    reads: {}", driver.transactions().len());
             }
+            let char_time = char_time(
+                bus.baud,
+                bus.data_bits,
+                bus.parity != Parity::None,
+                bus.stop_bits,
+            );
+            events.add(driver, char_time, t.preamble, t.turnaround);
             if !driver.freezes().is_empty() {
-                let char_time = char_time(
-                    bus.baud,
-                    bus.data_bits,
-                    bus.parity != Parity::None,
-                    bus.stop_bits,
-                );
                 let _ = writeln!(
                     out,
                     "    {}",
@@ -137,8 +143,144 @@ pub fn describe(config: &Config, profiles: &ProfileSet) -> Result<String, String
                 );
             }
         }
+        events.describe(config, &mut out);
     }
     Ok(out)
+}
+
+/// What one bus spends on event counters and meter clocks (its DL/T 645 meters: a 1997 meter
+/// has its programming counter only, and no clock check; Modbus meters have neither).
+#[derive(Debug, Default)]
+struct EventsPlan {
+    /// Counter types read in a round, in `EventKind::ALL` order, with how many meters each.
+    counters: Vec<(meter_protocols::dlt645::event::EventKind, usize)>,
+    /// Wire time of one round of every meter's counters.
+    round: Duration,
+    /// Meters whose clock is read, and the wire time of one read of all of them.
+    clock_meters: usize,
+    clock_round: Duration,
+    /// The zones of the DL/T 645 meters (a broadcast sync needs them to agree).
+    zones: Vec<crate::clock::UtcOffset>,
+}
+
+impl EventsPlan {
+    fn add(
+        &mut self,
+        driver: &crate::meter::MeterDriver,
+        char_time: Duration,
+        preamble: u8,
+        turnaround: Duration,
+    ) {
+        if driver.address().is_some() && !self.zones.contains(&driver.utc_offset()) {
+            self.zones.push(driver.utc_offset());
+        }
+        let Some(version) = driver.dlt645_version() else {
+            return;
+        };
+        for &kind in driver.events() {
+            if depth_in(kind, version) == 0 {
+                continue;
+            }
+            self.round += counter_wire_time(version, char_time, preamble, turnaround);
+            match self.counters.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => self.counters.push((kind, 1)),
+            }
+        }
+        self.counters.sort();
+        if version != Version::V2007 {
+            return;
+        }
+        self.clock_meters += 1;
+        self.clock_round += clock_wire_time(char_time, preamble, turnaround);
+    }
+
+    /// The bus's lines: the counter plan, the clock plan, the gateway clock.
+    fn describe(&self, config: &Config, out: &mut String) {
+        let d = |x: Duration| humantime::format_duration(x).to_string();
+        let share = |wire: Duration, every: Duration| {
+            100.0 * wire.as_secs_f64() / every.as_secs_f64().max(f64::MIN_POSITIVE)
+        };
+        let ev = &config.events;
+        if self.counters.is_empty() {
+            let _ = writeln!(out, "  event counters: none on this bus");
+        } else {
+            let names: Vec<String> = self
+                .counters
+                .iter()
+                .map(|(k, n)| format!("{k} ({n} meter{})", if *n == 1 { "" } else { "s" }))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  event counters every {}: {}; one round {} reads, {:.3} s of wire time, \
+                 {:.3} % of the bus (at most {} %; each new occurrence adds one record read)",
+                d(ev.interval),
+                names.join(", "),
+                self.counters.iter().map(|(_, n)| n).sum::<usize>(),
+                self.round.as_secs_f64(),
+                share(self.round, ev.interval),
+                ev.bus_share_percent
+            );
+        }
+        let mc = &config.meter_clock;
+        if self.clock_meters == 0 || mc.check_every.is_zero() {
+            let why = if self.clock_meters == 0 {
+                "no DL/T 645-2007 meter on this bus"
+            } else {
+                "[meter_clock] check_every = \"0s\""
+            };
+            let _ = writeln!(out, "  meter clocks: not read ({why})");
+        } else {
+            let limit = mc.drift_limit.unwrap_or(config.validation.clock_limit);
+            let _ = writeln!(
+                out,
+                "  meter clocks read every {}: {} meter{}, date and time, {:.3} s of wire time, \
+                 {:.4} % of the bus; off by more than {} is a clock_drift event",
+                d(mc.check_every),
+                self.clock_meters,
+                if self.clock_meters == 1 { "" } else { "s" },
+                self.clock_round.as_secs_f64(),
+                share(self.clock_round, mc.check_every),
+                d(limit)
+            );
+            let sync = if !mc.sync {
+                "not allowed ([meter_clock] sync = false): drift is only reported".to_owned()
+            } else if self.zones.len() > 1 {
+                "refused on this bus: its meters keep different time zones".to_owned()
+            } else {
+                let f = &config.freeze;
+                format!(
+                    "allowed for offsets under {}, once a day per bus, never within {} of \
+                     midnight nor within {} of the daily freeze ({:02}:{:02}) or the monthly \
+                     settlement (day {}, {:02}:00), by the meter's clock or true local time",
+                    d(MAX_SYNC),
+                    d(MIDNIGHT_GUARD),
+                    d(SETTLEMENT_GUARD),
+                    f.daily_at_minute / 60,
+                    f.daily_at_minute % 60,
+                    f.settlement_day,
+                    f.settlement_hour
+                )
+            };
+            let _ = writeln!(out, "  broadcast time sync: {sync}");
+            let trust = config.gateway_clock.synchronised;
+            let trust_name = serde_json::to_value(trust)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let state = match trust.state() {
+                ClockState::Synchronised(why) => format!("counts as synchronised now ({why})"),
+                ClockState::Unsynchronised(why) => format!(
+                    "does not count as synchronised now ({why}): meter clocks are neither compared \
+                     nor set"
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "  gateway clock ([gateway_clock] synchronised = \"{trust_name}\"): {state}"
+            );
+        }
+    }
 }
 
 /// One line: the freeze kinds read from a meter, and their bus time in steady state and for

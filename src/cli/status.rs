@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{fail, runtime};
-use crate::ingest::completeness::CompletenessMessage;
+use crate::ingest::completeness::{CompletenessMessage, PeriodMessage};
 use crate::service::DEFAULT_LISTEN;
 use crate::service::client::{self, ClientError, Endpoint};
 use crate::service::report::StatusReport;
@@ -106,6 +106,52 @@ fn completeness(c: &CompletenessMessage) -> String {
     out
 }
 
+/// Monthly or hourly settlement records: a total line for the window, then one line per
+/// period (monthly: every month; hourly: only the hours not complete, 48 lines would drown the
+/// rest).
+fn period_completeness(c: &PeriodMessage) -> String {
+    let rows = c.rows();
+    let (delivered, expected) = rows
+        .iter()
+        .fold((0, 0), |(d, e), r| (d + r.delivered, e + r.expected));
+    let hourly = c.kind == "hourly";
+    let mut out = format!(
+        "{} settlement records, last {} {} ({}: delivered/expected): {delivered}/{expected}\n",
+        c.kind,
+        rows.len(),
+        if hourly { "hours" } else { "months" },
+        if hourly { "hour" } else { "month" },
+    );
+    for r in rows {
+        if hourly && r.missing.is_empty() {
+            continue;
+        }
+        let missing: Vec<String> = r
+            .missing
+            .iter()
+            .map(|m| {
+                if r.lost.contains(m) {
+                    format!("{m} (lost)")
+                } else {
+                    m.clone()
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "  {}: {}/{}{}\n",
+            r.period.text(),
+            r.delivered,
+            r.expected,
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!("; missing {}", missing.join(", "))
+            }
+        ));
+    }
+    out
+}
+
 /// The status as text: a summary, then one row per meter.
 pub fn table(r: &StatusReport) -> String {
     let g = &r.gateway;
@@ -134,6 +180,12 @@ pub fn table(r: &StatusReport) -> String {
     ));
     if let Some(c) = &g.completeness {
         out.push_str(&completeness(c));
+    }
+    for c in [&g.completeness_monthly, &g.completeness_hourly]
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&period_completeness(c));
     }
     for b in &r.buses {
         out.push_str(&format!(

@@ -577,7 +577,8 @@ impl MeterConfig {
         }
     }
 
-    /// Checks `events`: known types, on a DL/T 645-2007 meter only.
+    /// Checks `events`: known types, each one the meter's edition counts (DL/T 645-1997:
+    /// programming only; Modbus: none).
     fn check_events(&self) -> Result<(), String> {
         let Some(kinds) = &self.events else {
             return Ok(());
@@ -589,11 +590,17 @@ impl MeterConfig {
                 known.join(", ")
             ));
         }
-        if !kinds.is_empty() && self.protocol != Protocol::Dlt645_2007 {
-            return Err(format!(
-                "event counters are DL/T 645-2007 items; a {} meter has none",
-                self.protocol.name()
-            ));
+        let version = match self.protocol {
+            Protocol::Dlt645_2007 => Some(meter_protocols::dlt645::Version::V2007),
+            Protocol::Dlt645_1997 => Some(meter_protocols::dlt645::Version::V1997),
+            _ => None,
+        };
+        for kind in kinds.iter().filter_map(|k| EventKind::parse(k)) {
+            if let Some(why) =
+                profile::event_unsupported(kind, version, self.protocol.name(), "meter")
+            {
+                return Err(why);
+            }
         }
         Ok(())
     }
@@ -1108,9 +1115,18 @@ profile = "eastron-sdm630"
         .unwrap_err();
         assert_eq!((e.key.as_str(), e.line), ("events[0]", 5), "{e}");
         assert!(
-            e.message.contains("event counters are DL/T 645-2007 items"),
+            e.message
+                .contains("a dlt645-1997 profile has no power_down counter: the 1997 edition"),
             "{e}"
         );
+        // Programming it counts.
+        let ok = Profile::parse(
+            file,
+            "name = \"x\"\ndescription = \"\"\nsource = \"\"\nprotocol = \"dlt645-1997\"\n\
+             events = [\"programming\"]\n[[point]]\ndi = \"9010\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.event_kinds(), [EventKind::Programming]);
     }
 
     #[test]

@@ -38,6 +38,27 @@ pub(super) fn freeze_unsupported(
     }
 }
 
+/// Why a meter or profile of `protocol` (`version` for DL/T 645) cannot list event type
+/// `kind`, if it cannot: Modbus meters have no event counters, DL/T 645-1997 meters only the
+/// programming counter.
+pub(super) fn event_unsupported(
+    kind: EventKind,
+    version: Option<Version>,
+    protocol: &str,
+    what: &str,
+) -> Option<String> {
+    match version {
+        None => Some(format!(
+            "event counters are DL/T 645 items; a {protocol} {what} has none"
+        )),
+        Some(v) if meter_protocols::dlt645::event_1997::depth_in(kind, v) == 0 => Some(format!(
+            "a {protocol} {what} has no {kind} counter: the 1997 edition counts programming \
+             only (B212, with the time of the last one in B210)"
+        )),
+        Some(_) => None,
+    }
+}
+
 /// The profiles shipped in the binary: (file name, text).
 pub const BUILTIN: &[(&str, &str)] = &[
     (
@@ -453,11 +474,15 @@ impl Profile {
                     known.join(", ")
                 )));
             }
-            if self.protocol != ProfileProtocol::Dlt645_2007 {
-                return Err(fail(format!(
-                    "event counters are DL/T 645-2007 items; a {} profile has none",
-                    self.protocol_name()
-                )));
+            let version = match self.protocol {
+                ProfileProtocol::Dlt645_2007 => Some(Version::V2007),
+                ProfileProtocol::Dlt645_1997 => Some(Version::V1997),
+                ProfileProtocol::Modbus => None,
+            };
+            if let Some(why) = EventKind::parse(kind.get_ref())
+                .and_then(|k| event_unsupported(k, version, self.protocol_name(), "profile"))
+            {
+                return Err(fail(why));
             }
         }
         Ok(())

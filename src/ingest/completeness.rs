@@ -1,25 +1,135 @@
-//! The completeness of daily settlement records, per day: expected vs delivered, the
-//! concentrator's reading success rate (`meterd.completeness.v1`, retained).
+//! The completeness of the meters' settlement records, per period: expected vs delivered vs
+//! lost, the concentrator's reading success rate (`meterd.completeness.v1`, retained).
 //!
-//! Built from the spool's ledger and the configured meters: every meter collecting daily
-//! records is expected once per day. The record closing day D is the one stamped D+1 at the
-//! meter's daily freeze time (00:00 on almost every meter), so "day" is the day whose
-//! consumption the record settles. Delivered means the broker acknowledged it; everything
-//! else is missing, and a record that fell out of the meter's history is also listed as lost.
+//! Built from the spool's ledger and the configured meters ([`expected`]): every meter
+//! collecting records of a kind is expected once per period of that kind. The daily message
+//! ([`build`], `kind` `daily`, the pinned contract) covers the last [`DAYS`] days; the monthly
+//! and hourly ones ([`periods`], `kind` `monthly`/`hourly`) the last [`MONTHS`] months and
+//! [`HOURS`] hours. A period is named by the consumption its records close: the record closing
+//! day D is the one stamped D+1 at the meter's daily freeze time (00:00 on almost every
+//! meter); month M, the one stamped at the settlement day and hour in M+1; hour H, the one
+//! stamped at the next whole hour; each in the meter's own zone. Delivered means the broker
+//! acknowledged it; everything else is missing, and a record that fell out of the meter's
+//! history (the ledger says lost, or it is older than the meter keeps and was never stored)
+//! is also listed as lost.
 
-use std::collections::HashMap;
+mod periods;
+mod tally;
 
-use meter_protocols::dlt645::freeze::LocalMinute;
+use meter_protocols::dlt645::Version;
+use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute};
 use serde::{Deserialize, Serialize};
 
+pub use periods::{
+    HOURS, MONTHS, PeriodCompleteness, PeriodLabel, PeriodList, PeriodMessage, periods,
+};
+
 use crate::clock::UtcOffset;
-use crate::spool::freezes::{LedgerEntry, LedgerState};
+use crate::config::{Config, ProfileSet, Protocol};
+use crate::spool::freezes::LedgerEntry;
 
 /// Schema name of the completeness message.
 pub const COMPLETENESS_SCHEMA: &str = "meterd.completeness.v1";
 
 /// Days the message covers, newest first: the last seven closed days.
 pub const DAYS: i64 = 7;
+
+/// A meter expected to deliver the records of one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedMeter {
+    /// Meter id.
+    pub id: String,
+    /// Its time zone.
+    pub offset: UtcOffset,
+    /// How many records of the kind it keeps (a DL/T 645-1997 meter: two monthly ones).
+    pub depth: u8,
+}
+
+impl ExpectedMeter {
+    /// A DL/T 645-2007 meter in `offset` keeping the full history of `kind`.
+    pub fn new(id: &str, offset: UtcOffset, kind: FreezeKind) -> ExpectedMeter {
+        ExpectedMeter {
+            id: id.to_owned(),
+            offset,
+            depth: kind.depth(),
+        }
+    }
+}
+
+/// Which meters are expected to deliver which kind of record: the configured DL/T 645 meters
+/// whose `freezes` (or profile's) list the kind, where their edition keeps it. A Modbus meter
+/// is never expected; a DL/T 645-1997 meter only for monthly records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// Meters collecting daily records.
+    pub daily: Vec<ExpectedMeter>,
+    /// Meters collecting monthly settlement records.
+    pub monthly: Vec<ExpectedMeter>,
+    /// Meters collecting hourly records.
+    pub hourly: Vec<ExpectedMeter>,
+}
+
+impl Expected {
+    /// The meters of `kind`.
+    pub fn of(&self, kind: FreezeKind) -> &[ExpectedMeter] {
+        match kind {
+            FreezeKind::Daily => &self.daily,
+            FreezeKind::Monthly => &self.monthly,
+            FreezeKind::Hourly => &self.hourly,
+        }
+    }
+}
+
+/// [`Expected`] of a configuration (a meter whose profile is unknown is skipped: the bus
+/// reports it).
+pub fn expected(config: &Config, profiles: &ProfileSet) -> Expected {
+    let mut out = Expected::default();
+    for bus in &config.buses {
+        let bus = bus.get_ref();
+        for m in &bus.meters {
+            let m = m.get_ref();
+            let version = match m.protocol {
+                Protocol::Dlt645_2007 => Version::V2007,
+                Protocol::Dlt645_1997 => Version::V1997,
+                Protocol::ModbusRtu | Protocol::ModbusTcp => continue,
+            };
+            let Some(profile) = profiles.get(&m.profile) else {
+                continue;
+            };
+            for kind in m.freeze_kinds(profile) {
+                let depth = kind.depth_in(version);
+                if depth == 0 {
+                    continue;
+                }
+                let list = match kind {
+                    FreezeKind::Daily => &mut out.daily,
+                    FreezeKind::Monthly => &mut out.monthly,
+                    FreezeKind::Hourly => &mut out.hourly,
+                };
+                if !list.iter().any(|e| e.id == m.effective_id(&bus.name)) {
+                    list.push(ExpectedMeter {
+                        id: m.effective_id(&bus.name),
+                        offset: m.utc_offset,
+                        depth,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The latest completeness of each kind (`None` where no meter collects it), as the uplink was
+/// handed it: what the diagnostics service shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompletenessSet {
+    /// Daily records, the last [`DAYS`] days.
+    pub daily: Option<CompletenessMessage>,
+    /// Monthly settlement records, the last [`MONTHS`] months.
+    pub monthly: Option<PeriodMessage>,
+    /// Hourly records, the last [`HOURS`] hours.
+    pub hourly: Option<PeriodMessage>,
+}
 
 /// The retained completeness message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,70 +198,50 @@ impl CompletenessMessage {
     }
 }
 
-/// The message for `meters` (id and time zone of each meter collecting daily records) from
-/// the `daily` ledger rows, at wall time `now_ms`; `daily_at` is the meters' daily freeze
-/// time in minutes after midnight.
+/// The daily message for `meters` (each meter collecting daily records) from the `daily`
+/// ledger rows, at wall time `now_ms`; `daily_at` is the meters' daily freeze time in minutes
+/// after midnight.
 pub fn build(
     gateway: &str,
-    meters: &[(String, UtcOffset)],
+    meters: &[ExpectedMeter],
     ledger: &[LedgerEntry],
     now_ms: i64,
     daily_at: u16,
     updated_at: &str,
 ) -> CompletenessMessage {
-    let by_key: HashMap<(&str, &str), &LedgerEntry> = ledger
-        .iter()
-        .map(|e| ((e.meter.as_str(), e.stamp.as_str()), e))
-        .collect();
-    // Day rows keyed by the day's text, newest first once sorted.
-    let mut days: Vec<DayCompleteness> = Vec::new();
-    for (meter, offset) in meters {
-        let local = LocalMinute(now_ms.div_euclid(60_000) + offset.minutes());
+    let days_back = |local: LocalMinute| {
         let today = local.start_of_day();
-        for back in 1..=DAYS {
-            let day = LocalMinute(today.0 - back * 1440);
-            let stamp = LocalMinute(day.0 + 1440 + i64::from(daily_at));
-            let day_text = day.to_string()[..10].to_owned();
-            let key = format!("{stamp}{offset}");
-            let entry = by_key.get(&(meter.as_str(), key.as_str()));
-            let row = match days.iter_mut().find(|d| d.day == day_text) {
-                Some(r) => r,
-                None => {
-                    days.push(DayCompleteness {
-                        day: day_text,
-                        expected: 0,
-                        delivered: 0,
-                        missing: Vec::new(),
-                        lost: Vec::new(),
-                    });
-                    let last = days.len() - 1;
-                    &mut days[last]
-                }
-            };
-            row.expected += 1;
-            match entry.map(|e| e.state) {
-                Some(LedgerState::Delivered) => row.delivered += 1,
-                Some(LedgerState::Lost) => {
-                    row.missing.push(meter.clone());
-                    row.lost.push(meter.clone());
-                }
-                Some(LedgerState::Stored) | None => row.missing.push(meter.clone()),
-            }
-        }
-    }
-    days.sort_by(|a, b| b.day.cmp(&a.day));
-    days.truncate(usize::try_from(DAYS).unwrap_or(7));
-    for d in &mut days {
-        d.missing.sort();
-        d.lost.sort();
-    }
+        (1..=DAYS)
+            .map(|back| {
+                let day = LocalMinute(today.0 - back * 1440);
+                let stamp = LocalMinute(day.0 + 1440 + i64::from(daily_at));
+                (day.to_string()[..10].to_owned(), stamp)
+            })
+            .collect()
+    };
+    let days = tally::tally(
+        meters,
+        ledger,
+        now_ms,
+        usize::try_from(DAYS).unwrap_or(7),
+        days_back,
+    )
+    .into_iter()
+    .map(|t| DayCompleteness {
+        day: t.label,
+        expected: t.expected,
+        delivered: t.delivered,
+        missing: t.missing,
+        lost: t.lost,
+    })
+    .collect();
     CompletenessMessage {
         schema: COMPLETENESS_SCHEMA.to_owned(),
         gateway: gateway.to_owned(),
-        kind: "daily".to_owned(),
+        kind: FreezeKind::Daily.name().to_owned(),
         days,
         updated_at: updated_at.to_owned(),
-        expected_meters: meters.iter().map(|(m, _)| m.clone()).collect(),
+        expected_meters: meters.iter().map(|m| m.id.clone()).collect(),
     }
 }
 

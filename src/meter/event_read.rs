@@ -1,11 +1,16 @@
-//! Reading a DL/T 645-2007 meter's event counters and records, and its clock, as single
-//! exchanges the bus task drives between polls; and the broadcast time sync frame.
+//! Reading a DL/T 645 meter's event counters and records, and its clock, as single exchanges
+//! the bus task drives between polls; and the broadcast time sync frame. A DL/T 645-1997
+//! meter counts programming only, with the time of the last one
+//! (`meter_protocols::dlt645::event_1997`); its clock is not read here.
 //!
 //! Each function here is one request and the meaning of its one reply: the bus decides when
 //! (its event collector), this module what to ask and what the answer means. Like the rest of
 //! the meter room it never does I/O, never sleeps and never reads a clock.
 
 use meter_protocols::dlt645::event::{EventKind, EventRecord, decode_count, decode_record};
+use meter_protocols::dlt645::event_1997::{
+    count_di_in, decode_count_1997, decode_record_1997, record_di_in,
+};
 use meter_protocols::dlt645::{
     Address, DataIdentifier, Dlt645Frame, ErrorWord, MeterDateTime, Response, Version,
 };
@@ -18,14 +23,15 @@ pub const DATE_DI: DataIdentifier = DataIdentifier::V2007(0x0400_0101);
 /// See [`DATE_DI`].
 pub const TIME_DI: DataIdentifier = DataIdentifier::V2007(0x0400_0102);
 
-/// The read of the counter of `kind`.
-pub fn count_step(address: Address, kind: EventKind) -> Step {
-    dlt645::read_step(address, kind.count_di())
+/// The read of the counter of `kind` on a meter of `version`; `None` where the edition has
+/// no such counter.
+pub fn count_step(address: Address, version: Version, kind: EventKind) -> Option<Step> {
+    Some(dlt645::read_step(address, count_di_in(kind, version)?))
 }
 
 /// The read of record `n` (1 = newest) of `kind`; `None` beyond the meter's depth.
-pub fn record_step(address: Address, kind: EventKind, n: u8) -> Option<Step> {
-    Some(dlt645::read_step(address, kind.record_di(n)?))
+pub fn record_step(address: Address, version: Version, kind: EventKind, n: u8) -> Option<Step> {
+    Some(dlt645::read_step(address, record_di_in(kind, version, n)?))
 }
 
 /// The read of the meter's date (first) or time.
@@ -54,7 +60,7 @@ fn payload_of(reply: &Reply, di: DataIdentifier) -> Result<Option<Vec<u8>>, Stri
 }
 
 fn payload_in(frame: &Dlt645Frame, di: DataIdentifier) -> Result<Option<Vec<u8>>, String> {
-    match Response::from_frame(frame, Version::V2007)
+    match Response::from_frame(frame, di.version())
         .map_err(|e| format!("read {di}: unusable reply: {e}"))?
     {
         Response::ReadData {
@@ -69,20 +75,35 @@ fn payload_in(frame: &Dlt645Frame, di: DataIdentifier) -> Result<Option<Vec<u8>>
 
 /// The counter value in a reply to [`count_step`]; `Ok(None)` when the meter does not count
 /// this kind.
-pub fn count_of(reply: &Reply, kind: EventKind) -> Result<Option<u32>, String> {
-    match payload_of(reply, kind.count_di())? {
-        Some(p) => decode_count(&p).map(Some).map_err(|e| e.to_string()),
+pub fn count_of(reply: &Reply, version: Version, kind: EventKind) -> Result<Option<u32>, String> {
+    let di = count_di_in(kind, version)
+        .ok_or_else(|| format!("a DL/T 645-1997 meter has no {kind} counter"))?;
+    let decoded = |p: &[u8]| match version {
+        Version::V2007 => decode_count(p),
+        Version::V1997 => decode_count_1997(p),
+    };
+    match payload_of(reply, di)? {
+        Some(p) => decoded(&p).map(Some).map_err(|e| e.to_string()),
         None => Ok(None),
     }
 }
 
 /// The record in a reply to [`record_step`]; `Ok(None)` when the meter has no such record.
-pub fn record_of(reply: &Reply, kind: EventKind, n: u8) -> Result<Option<EventRecord>, String> {
-    let di = kind
-        .record_di(n)
+/// `reference` is the meter-local time of the read: a DL/T 645-1997 record has no year.
+pub fn record_of(
+    reply: &Reply,
+    version: Version,
+    (kind, n): (EventKind, u8),
+    reference: MeterDateTime,
+) -> Result<Option<EventRecord>, String> {
+    let di = record_di_in(kind, version, n)
         .ok_or_else(|| format!("{kind} record {n} is beyond the meter's history"))?;
+    let decoded = |p: &[u8]| match version {
+        Version::V2007 => decode_record(kind, p),
+        Version::V1997 => decode_record_1997(kind, p, reference),
+    };
     match payload_of(reply, di)? {
-        Some(p) => decode_record(kind, &p).map(Some).map_err(|e| e.to_string()),
+        Some(p) => decoded(&p).map(Some).map_err(|e| e.to_string()),
         None => Ok(None),
     }
 }
@@ -135,15 +156,27 @@ mod tests {
         Reply::Dlt645(r.to_frame(a(), Version::V2007))
     }
 
+    fn now() -> MeterDateTime {
+        MeterDateTime::new(26, 12, 7, 9, 0, 0).unwrap()
+    }
+
     #[test]
     fn counts_and_records_come_from_their_replies() {
         let k = EventKind::PowerDown;
+        let v7 = Version::V2007;
         assert_eq!(
-            count_of(&reply(k.count_di(), encode_count(42).to_vec()), k),
+            count_of(&reply(k.count_di(), encode_count(42).to_vec()), v7, k),
             Ok(Some(42))
         );
         // A reply about another item is refused, not misread.
-        assert!(count_of(&reply(EventKind::CoverOpen.count_di(), vec![1, 0, 0]), k).is_err());
+        assert!(
+            count_of(
+                &reply(EventKind::CoverOpen.count_di(), vec![1, 0, 0]),
+                v7,
+                k
+            )
+            .is_err()
+        );
         let no_data = Reply::Dlt645(
             Response::Abnormal {
                 function: meter_protocols::dlt645::Function::ReadData,
@@ -151,17 +184,64 @@ mod tests {
             }
             .to_frame(a(), Version::V2007),
         );
-        assert_eq!(count_of(&no_data, k), Ok(None));
-        assert_eq!(record_of(&no_data, k, 1), Ok(None));
+        assert_eq!(count_of(&no_data, v7, k), Ok(None));
+        assert_eq!(record_of(&no_data, v7, (k, 1), now()), Ok(None));
         let rec = [
             0x30, 0x15, 0x08, 0x07, 0x12, 0x26, 0x05, 0x00, 0x09, 0x07, 0x12, 0x26,
         ];
-        let got = record_of(&reply(k.record_di(2).unwrap(), rec.to_vec()), k, 2)
-            .unwrap()
-            .unwrap();
+        let got = record_of(
+            &reply(k.record_di(2).unwrap(), rec.to_vec()),
+            v7,
+            (k, 2),
+            now(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(got.started, MeterDateTime::new(26, 12, 7, 8, 15, 30).ok());
-        assert!(record_of(&reply(k.record_di(2).unwrap(), rec.to_vec()), k, 11).is_err());
-        assert!(record_step(a(), k, 11).is_none());
+        assert!(
+            record_of(
+                &reply(k.record_di(2).unwrap(), rec.to_vec()),
+                v7,
+                (k, 11),
+                now()
+            )
+            .is_err()
+        );
+        assert!(record_step(a(), v7, k, 11).is_none());
+    }
+
+    /// A DL/T 645-1997 meter: programming count `B212` (2 bytes) and the last programming
+    /// time `B210` (`MMDDhhmm`, the year from the read's time); no other counter.
+    #[test]
+    fn a_1997_meter_counts_programming_only() {
+        let v97 = Version::V1997;
+        let p = EventKind::Programming;
+        let reply97 = |di: u16, payload: Vec<u8>| {
+            let r = Response::ReadData {
+                di: DataIdentifier::V1997(di),
+                payload,
+                more_follows: false,
+            };
+            Reply::Dlt645(r.to_frame(a(), Version::V1997))
+        };
+        let step = count_step(a(), v97, p).unwrap();
+        assert_eq!(step.what, "read B212");
+        assert!(count_step(a(), v97, EventKind::PowerDown).is_none());
+        assert!(record_step(a(), v97, p, 2).is_none());
+        assert_eq!(
+            count_of(&reply97(0xB212, vec![0x07, 0x00]), v97, p),
+            Ok(Some(7))
+        );
+        assert!(count_of(&reply97(0xB212, vec![0x07, 0x00]), v97, EventKind::ClockSet).is_err());
+        let r = record_of(
+            &reply97(0xB210, vec![0x15, 0x08, 0x07, 0x12]),
+            v97,
+            (p, 1),
+            now(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.started, MeterDateTime::new(26, 12, 7, 8, 15, 0).ok());
     }
 
     #[test]

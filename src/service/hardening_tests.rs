@@ -270,7 +270,7 @@ async fn a_read_whose_client_went_away_is_seen_closed_by_the_bus() {
         book: Arc::new(Mutex::new(SuccessBook::new(std::iter::empty()))),
         frames,
         meter_drops: Arc::new(|_| None),
-        completeness: Arc::new(Mutex::new(None)),
+        completeness: Arc::new(Mutex::new(Default::default())),
         control: None,
     };
     let config = ServiceConfig {

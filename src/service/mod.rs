@@ -39,7 +39,7 @@ use crate::bus::task::BusCommand;
 use crate::bus::trace::FrameEvent;
 use crate::config::ServiceConfig;
 use crate::health::BusHealth;
-use crate::ingest::completeness::CompletenessMessage;
+use crate::ingest::completeness::CompletenessSet;
 use crate::uplink::{MeterDrops, SpoolSummary, UplinkHandle};
 
 /// A meter's drop counters from the spool (one lookup, cheap).
@@ -164,8 +164,8 @@ pub struct Handles {
     pub frames: broadcast::Sender<FrameEvent>,
     /// Each meter's drop counters, from the spool.
     pub meter_drops: MeterDropsFn,
-    /// The latest completeness of daily settlement records (what the uplink publishes).
-    pub completeness: Arc<Mutex<Option<CompletenessMessage>>>,
+    /// The latest completeness of settlement records, each kind (what the uplink publishes).
+    pub completeness: Arc<Mutex<CompletenessSet>>,
     /// Fee control's view (`None` when `[control]` is off).
     pub control: Option<crate::control::ControlView>,
 }

@@ -16,7 +16,7 @@ use crate::health::recent::HourCounts;
 use crate::health::success::{GroupSuccess, HourlyStrip, MeterSuccess};
 use crate::health::trend::TrendView;
 use crate::health::{BusHealth, LinkState, MeterHealth, MeterState, WireCounters};
-use crate::ingest::completeness::CompletenessMessage;
+use crate::ingest::completeness::{CompletenessMessage, CompletenessSet, PeriodMessage};
 use crate::reading::{ReadingBatch, rfc3339_millis};
 use crate::sync::lock;
 use crate::uplink::{MeterDrops, SpoolSummary, UplinkSnapshot};
@@ -53,6 +53,14 @@ pub struct GatewayReport {
     /// when meters collect them. Absent from an older daemon's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completeness: Option<CompletenessMessage>,
+    /// The completeness of monthly settlement records, last 12 months (`kind` `monthly`), when
+    /// meters collect them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completeness_monthly: Option<PeriodMessage>,
+    /// The completeness of hourly records, last 48 hours (`kind` `hourly`), when meters
+    /// collect them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completeness_hourly: Option<PeriodMessage>,
     /// Fee control (when `[control]` is on): each controllable meter's relay as last read
     /// back, its last command and outcome, and commands by action and outcome since start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,6 +221,14 @@ pub struct MeterReport {
     /// is not delivered (`"2026-12-05 (lost)"` when it never can be).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records_missing: Option<Vec<String>>,
+    /// For a meter collecting monthly settlement records: the months of the last 12 whose
+    /// record is not delivered (`"2026-10 (lost)"` when it never can be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub months_missing: Option<Vec<String>>,
+    /// For a meter collecting hourly records: the hours of the last 48 whose record is not
+    /// delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours_missing: Option<Vec<String>>,
     /// The meter's last clock check: offset, beyond the limit or not, what was done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<crate::uplink::MeterClockStatus>,
@@ -414,6 +430,7 @@ impl Snapshot {
             .duration_since(h.started)
             .map_or(0, |d| d.as_secs());
         let u = &self.uplink;
+        let completeness: CompletenessSet = lock(&h.completeness).clone();
         let gateway = GatewayReport {
             id: h.gateway.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -433,10 +450,11 @@ impl Snapshot {
             },
             spool: self.spool,
             success: self.gateway.clone(),
-            completeness: lock(&h.completeness).clone(),
+            completeness: completeness.daily.clone(),
+            completeness_monthly: completeness.monthly.clone(),
+            completeness_hourly: completeness.hourly.clone(),
             control: self.control.clone(),
         };
-        let completeness = gateway.completeness.as_ref();
         let buses = self
             .buses
             .iter()
@@ -451,7 +469,7 @@ impl Snapshot {
                         now: self.now,
                         views: self.views.get(i),
                         trend_quantity: &self.trend_quantity,
-                        completeness,
+                        completeness: &completeness,
                     },
                 )
             })
@@ -465,7 +483,7 @@ struct Extras<'a> {
     now: SystemTime,
     views: Option<&'a Vec<MeterView>>,
     trend_quantity: &'a str,
-    completeness: Option<&'a CompletenessMessage>,
+    completeness: &'a CompletenessSet,
 }
 
 fn hourly_report(s: &HourlyStrip) -> HourlyReport {
@@ -571,7 +589,12 @@ fn bus_report(
                     last_reading: last,
                     dropped: d.map(|d| d.dropped),
                     dropped_in_memory: d.map(|d| d.dropped_in_memory),
-                    records_missing: extras.completeness.and_then(|c| c.missing_days(&m.id)),
+                    records_missing: (extras.completeness.daily.as_ref())
+                        .and_then(|c| c.missing_days(&m.id)),
+                    months_missing: (extras.completeness.monthly.as_ref())
+                        .and_then(|c| c.missing_periods(&m.id)),
+                    hours_missing: (extras.completeness.hourly.as_ref())
+                        .and_then(|c| c.missing_periods(&m.id)),
                     clock: m.clock.as_ref().map(|c| crate::uplink::MeterClockStatus {
                         checked_at: rfc3339_millis(c.checked_at),
                         offset_s: c.offset_s,

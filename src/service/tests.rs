@@ -539,7 +539,7 @@ fn fee_control_shows_in_the_status_document_and_the_metrics() {
         book: Arc::new(Mutex::new(SuccessBook::new(std::iter::empty()))),
         frames,
         meter_drops: Arc::new(|_| None),
-        completeness: Arc::new(Mutex::new(None)),
+        completeness: Arc::new(Mutex::new(Default::default())),
         control: Some(view),
     };
     let snap = super::report::Snapshot::take(&handles);

@@ -1,5 +1,6 @@
 //! A simulated meter's event log and clock: the event counters and records it serves
-//! (`03…` items), its clock error (an offset and a drift in ppm), and what it does with a
+//! (`03…` items; a DL/T 645-1997 meter: the programming count `B212` and the time of the last
+//! one, `B210`), its clock error (an offset and a drift in ppm), and what it does with a
 //! broadcast time sync.
 //!
 //! **Events.** Configured occurrences (`at` one time, or `every` period from the meter's first
@@ -21,10 +22,12 @@ use std::sync::Mutex;
 use meter_protocols::dlt645::MeterDateTime;
 use meter_protocols::dlt645::event::encode_record;
 use meter_protocols::dlt645::event::{EventKind, EventRecord, RECORD_DEPTH, encode_count};
+use meter_protocols::dlt645::event_1997::{encode_count_1997, encode_record_1997};
 use serde::Serialize;
 
 use super::config::SimMeterConfig;
 use crate::clock::{UnixMillis, parse_rfc3339, rfc3339_ms};
+use crate::config::Protocol;
 use crate::reading::event::{local_ms, meter_time_at};
 
 const DAY: i64 = 86_400_000;
@@ -78,6 +81,8 @@ type Occurrence = (i64, i64, Option<(i64, i64)>);
 pub struct SimEvents {
     /// The types served (its profile's `events`).
     served: Vec<EventKind>,
+    /// A DL/T 645-1997 meter: its items' layouts.
+    v1997: bool,
     configured: Vec<(EventKind, When, i64)>,
     zone_ms: i64,
     ppm: f64,
@@ -112,6 +117,7 @@ impl SimEvents {
             .collect();
         SimEvents {
             served,
+            v1997: config.protocol == Protocol::Dlt645_1997,
             configured,
             zone_ms: config.utc_offset.minutes() * 60_000,
             ppm: config.clock_ppm,
@@ -189,11 +195,19 @@ impl SimEvents {
             return None;
         }
         let (total, newest) = self.occurrences(kind, t);
+        let local = |x: i64| meter_time_at(x + self.zone_ms);
+        if self.v1997 {
+            // The count (at most 9999) and the time of the last occurrence only.
+            return match n {
+                0 => Some(encode_count_1997(u32::try_from(total).unwrap_or(9_999)).to_vec()),
+                1 => Some(encode_record_1997(local(newest.first()?.0)?).to_vec()),
+                _ => None,
+            };
+        }
         if n == 0 {
             return Some(encode_count(u32::try_from(total).unwrap_or(999_999)).to_vec());
         }
         let &(start, end, set) = newest.get(usize::from(n) - 1)?;
-        let local = |x: i64| meter_time_at(x + self.zone_ms);
         let record = EventRecord {
             kind,
             started: local(start),
@@ -303,6 +317,25 @@ mod tests {
         assert!(ev.payload(EventKind::PowerDown, 4, T + 95_000).is_none());
         // Not served: no data.
         assert!(ev.payload(EventKind::MeterClear, 0, T).is_none());
+    }
+
+    /// A DL/T 645-1997 meter serves the programming count (`NNNN`) and the time of the last
+    /// programming (`MMDDhhmm`, local), nothing deeper.
+    #[test]
+    fn a_1997_meter_serves_its_count_and_last_programming_time() {
+        use meter_protocols::dlt645::event_1997::{decode_count_1997, decode_record_1997};
+        let text = "protocol = \"dlt645-1997\"\naddress = \"000000000001\"\nprofile = \"p\"\n\
+                    events = [{ type = \"programming\", at = \"2026-12-07T01:15:00Z\" }, \
+                    { type = \"programming\", at = \"2026-12-07T07:40:00Z\" }]";
+        let c: SimMeterConfig = toml::from_str(text).unwrap();
+        let ev = SimEvents::new(&c, vec![EventKind::Programming]);
+        let p = EventKind::Programming;
+        assert_eq!(decode_count_1997(&ev.payload(p, 0, T).unwrap()), Ok(2));
+        let now = MeterDateTime::new(26, 12, 7, 16, 0, 0).unwrap();
+        let last = decode_record_1997(p, &ev.payload(p, 1, T).unwrap(), now).unwrap();
+        // 07:40 UTC is 15:40 in China.
+        assert_eq!(last.started, MeterDateTime::new(26, 12, 7, 15, 40, 0).ok());
+        assert!(ev.payload(p, 2, T).is_none());
     }
 
     #[test]

@@ -264,10 +264,11 @@ impl SimMeter {
             faults: Mutex::new(FaultState::new(config.faults.clone(), seed)),
             events: SimEvents::new(
                 config,
-                if config.protocol == Protocol::Dlt645_2007 {
-                    profile.event_kinds()
-                } else {
-                    Vec::new()
+                match config.protocol {
+                    Protocol::Dlt645_2007 => profile.event_kinds(),
+                    // Every 1997 meter has its programming count and last programming time.
+                    Protocol::Dlt645_1997 => vec![EventKind::Programming],
+                    _ => Vec::new(),
                 },
             ),
         }
@@ -316,7 +317,9 @@ impl SimMeter {
         else {
             return None;
         };
-        if let Some((kind, n)) = EventKind::of_di(di) {
+        if let Some((kind, n)) =
+            EventKind::of_di(di).or_else(|| meter_protocols::dlt645::event_1997::of_di_1997(di))
+        {
             // An event counter or record: served for the profile's event types only.
             if let Some(payload) = self.events.payload(kind, n, t) {
                 return Some((payload, Vec::new()));

@@ -1,24 +1,27 @@
-//! Forwards the completeness of daily settlement records to the uplink's retained
-//! `…/completeness` topic (`meterd.completeness.v1`).
+//! Forwards the completeness of settlement records to the uplink's retained topics
+//! (`meterd.completeness.v1`): daily on `…/completeness`, monthly and hourly on
+//! `…/completeness/monthly` and `…/completeness/hourly`, each where some meter collects it.
 //!
 //! Every [`EVERY`] it looks at the spool's ledger change counter; when the ledger changed (a
-//! record stored, delivered or lost), or every [`REFRESH`] anyway (a new day begins), it reads
-//! the ledger on a blocking thread (the spool is synchronous), builds the figures of the last
-//! seven days and hands them to the uplink when they differ from the last ones handed over.
-//! The latest message is also kept for the diagnostics service.
+//! record stored, delivered or lost), or every [`REFRESH`] anyway (a new hour, day or month
+//! begins), it reads the ledger on a blocking thread (the spool is synchronous), builds the
+//! figures of each kind and hands each to the uplink when they differ from the last ones
+//! handed over. The latest messages are also kept for the diagnostics service.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use meter_protocols::dlt645::freeze::FreezeKind;
+
 use super::UplinkHandle;
-use crate::clock::{UtcOffset, rfc3339_millis, wall_clock_ms};
-use crate::ingest::completeness::{self, CompletenessMessage, DAYS};
-use crate::spool::Spool;
+use crate::clock::{rfc3339_millis, wall_clock_ms};
+use crate::ingest::completeness::{self, CompletenessSet, DAYS, Expected, HOURS, MONTHS};
+use crate::spool::{Spool, SpoolError};
 use crate::sync::lock;
 
 /// How often the ledger's change counter is looked at.
 pub const EVERY: Duration = Duration::from_secs(2);
-/// The figures are taken at least this often (the days roll over).
+/// The figures are taken at least this often (the hours, days and months roll over).
 pub const REFRESH: Duration = Duration::from_secs(600);
 
 /// What the forwarder needs to know of the configuration.
@@ -26,20 +29,38 @@ pub const REFRESH: Duration = Duration::from_secs(600);
 pub struct CompletenessPlan {
     /// Gateway id.
     pub gateway: String,
-    /// The meters collecting daily records, with their time zones.
-    pub meters: Vec<(String, UtcOffset)>,
+    /// The meters collecting each kind of record.
+    pub expected: Expected,
     /// The meters' daily freeze time, minutes after midnight.
     pub daily_at: u16,
+    /// The meters' monthly settlement (day, hour).
+    pub settlement: (u8, u8),
 }
 
-/// Runs until aborted (nothing to do without a meter collecting daily records).
+/// Runs until aborted (nothing to do without a meter collecting records).
 pub async fn forward_completeness(
     plan: CompletenessPlan,
     spool: Arc<Mutex<Spool>>,
     uplink: UplinkHandle,
-    latest: Arc<Mutex<Option<CompletenessMessage>>>,
+    latest: Arc<Mutex<CompletenessSet>>,
 ) {
-    if plan.meters.is_empty() {
+    {
+        // After a reload: a kind no meter collects any more is not shown as if it were.
+        let mut last = lock(&latest);
+        if plan.expected.daily.is_empty() {
+            last.daily = None;
+        }
+        if plan.expected.monthly.is_empty() {
+            last.monthly = None;
+        }
+        if plan.expected.hourly.is_empty() {
+            last.hourly = None;
+        }
+    }
+    if FreezeKind::ALL
+        .iter()
+        .all(|k| plan.expected.of(*k).is_empty())
+    {
         return std::future::pending().await;
     }
     let changes = lock(&spool).ledger_changes();
@@ -56,23 +77,9 @@ pub async fn forward_completeness(
         taken = tokio::time::Instant::now();
         let spool = spool.clone();
         let plan2 = plan.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            let now = wall_clock_ms();
-            // Stamps sort as text within one zone; two days of margin cover every zone.
-            let from = crate::clock::rfc3339_ms(now - (DAYS + 2) * 86_400_000);
-            let rows = lock(&spool).ledger("daily", &from[..10])?;
-            Ok::<_, crate::spool::SpoolError>(completeness::build(
-                &plan2.gateway,
-                &plan2.meters,
-                &rows,
-                now,
-                plan2.daily_at,
-                &rfc3339_millis(SystemTime::now()),
-            ))
-        })
-        .await;
-        let message = match built {
-            Ok(Ok(m)) => m,
+        let built = tokio::task::spawn_blocking(move || build_all(&plan2, &spool)).await;
+        let set = match built {
+            Ok(Ok(set)) => set,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the freeze ledger; completeness not updated");
                 continue;
@@ -83,13 +90,81 @@ pub async fn forward_completeness(
             }
         };
         let mut last = lock(&latest);
-        if last.as_ref().is_some_and(|l| l.same_figures(&message)) {
+        if let Some(m) = set.daily
+            && !last.daily.as_ref().is_some_and(|l| l.same_figures(&m))
+        {
+            hand_over(&uplink, FreezeKind::Daily, &m);
+            last.daily = Some(m);
+        }
+        for (kind, new) in [
+            (FreezeKind::Monthly, set.monthly),
+            (FreezeKind::Hourly, set.hourly),
+        ] {
+            let Some(m) = new else { continue };
+            let slot = match kind {
+                FreezeKind::Monthly => &mut last.monthly,
+                _ => &mut last.hourly,
+            };
+            if !slot.as_ref().is_some_and(|l| l.same_figures(&m)) {
+                hand_over(&uplink, kind, &m);
+                *slot = Some(m);
+            }
+        }
+    }
+}
+
+fn hand_over(uplink: &UplinkHandle, kind: FreezeKind, message: &impl serde::Serialize) {
+    match serde_json::to_vec(message) {
+        Ok(payload) => uplink.set_completeness(kind, payload),
+        Err(e) => tracing::error!(error = %e, %kind, "cannot encode the completeness message"),
+    }
+}
+
+/// Every kind's figures now, from the ledger (a kind no meter collects: `None`).
+fn build_all(plan: &CompletenessPlan, spool: &Mutex<Spool>) -> Result<CompletenessSet, SpoolError> {
+    let now = wall_clock_ms();
+    let at = rfc3339_millis(SystemTime::now());
+    // Stamps sort as text within one zone; the margins cover every zone and the period the
+    // oldest record closes.
+    let from = |back_ms: i64| crate::clock::rfc3339_ms(now - back_ms)[..10].to_owned();
+    let mut set = CompletenessSet::default();
+    let daily = &plan.expected.daily;
+    if !daily.is_empty() {
+        let rows = lock(spool).ledger("daily", &from((DAYS + 2) * 86_400_000))?;
+        set.daily = Some(completeness::build(
+            &plan.gateway,
+            daily,
+            &rows,
+            now,
+            plan.daily_at,
+            &at,
+        ));
+    }
+    for (kind, back_ms) in [
+        (
+            FreezeKind::Monthly,
+            (i64::from(MONTHS) + 2) * 31 * 86_400_000,
+        ),
+        (FreezeKind::Hourly, (i64::from(HOURS) + 48) * 3_600_000),
+    ] {
+        let meters = plan.expected.of(kind);
+        if meters.is_empty() {
             continue;
         }
-        match serde_json::to_vec(&message) {
-            Ok(payload) => uplink.set_completeness(payload),
-            Err(e) => tracing::error!(error = %e, "cannot encode the completeness message"),
+        let rows = lock(spool).ledger(kind.name(), &from(back_ms))?;
+        let m = completeness::periods(
+            kind,
+            &plan.gateway,
+            meters,
+            &rows,
+            now,
+            plan.settlement,
+            &at,
+        );
+        match kind {
+            FreezeKind::Monthly => set.monthly = m,
+            _ => set.hourly = m,
         }
-        *last = Some(message);
     }
+    Ok(set)
 }

@@ -60,6 +60,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use meter_protocols::dlt645::freeze::FreezeKind;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
@@ -180,8 +181,21 @@ struct Shared {
     wake: Notify,
     meters: Mutex<MeterStatuses>,
     snapshot: Mutex<UplinkSnapshot>,
-    /// The latest completeness message (retained), and whether it is still to be published.
-    completeness: Mutex<Option<(Vec<u8>, bool)>>,
+    /// The latest completeness message of each freeze kind (retained, daily first), and
+    /// whether it is still to be published.
+    completeness: Mutex<[Option<RetainedSlot>; 3]>,
+}
+
+/// A retained message waiting to be published: its payload, and whether it is still unsent.
+type RetainedSlot = (Vec<u8>, bool);
+
+/// The slot of `kind`'s completeness message in [`Shared`].
+fn completeness_slot(kind: FreezeKind) -> usize {
+    match kind {
+        FreezeKind::Daily => 0,
+        FreezeKind::Monthly => 1,
+        FreezeKind::Hourly => 2,
+    }
 }
 
 /// The latest status of each meter, and which are still to be published.
@@ -287,10 +301,11 @@ impl UplinkHandle {
         self.shared.wake.notify_one();
     }
 
-    /// Publish (retained) this `meterd.completeness.v1` message on `{prefix}/{gateway}/completeness`;
-    /// only the latest is kept until sent, and it is sent again on every new connection.
-    pub fn set_completeness(&self, payload: Vec<u8>) {
-        *lock(&self.shared.completeness) = Some((payload, true));
+    /// Publish (retained) this `meterd.completeness.v1` message of `kind` on its topic
+    /// ([`Uplink::completeness_topic`]); only the latest of each kind is kept until sent, and
+    /// it is sent again on every new connection.
+    pub fn set_completeness(&self, kind: FreezeKind, payload: Vec<u8>) {
+        lock(&self.shared.completeness)[completeness_slot(kind)] = Some((payload, true));
         self.shared.wake.notify_one();
     }
 
@@ -453,7 +468,7 @@ impl<O: Outbox> Uplink<O> {
             wake: Notify::new(),
             meters: Mutex::new(MeterStatuses::default()),
             snapshot: Mutex::new(UplinkSnapshot::default()),
-            completeness: Mutex::new(None),
+            completeness: Mutex::new([None, None, None]),
         });
         let handle = UplinkHandle {
             shared: shared.clone(),
@@ -563,26 +578,38 @@ impl<O: Outbox> Uplink<O> {
         )
     }
 
-    /// `{prefix}/{gateway}/completeness`.
-    pub fn completeness_topic(&self) -> String {
-        format!("{}/{}/completeness", self.config.topic_prefix, self.gateway)
+    /// `{prefix}/{gateway}/completeness` (daily, the pinned topic), and
+    /// `…/completeness/monthly` and `…/completeness/hourly`.
+    pub fn completeness_topic(&self, kind: FreezeKind) -> String {
+        let base = format!("{}/{}/completeness", self.config.topic_prefix, self.gateway);
+        match kind {
+            FreezeKind::Daily => base,
+            FreezeKind::Monthly | FreezeKind::Hourly => format!("{base}/{}", kind.name()),
+        }
     }
 
-    /// Queues the completeness message if it changed since it was last queued.
+    /// Queues each completeness message that changed since it was last queued, while the
+    /// window has room.
     fn fill_completeness(&mut self, client: &Client, s: &mut Session) {
-        let mut slot = lock(&self.shared.completeness);
-        let Some((payload, unsent)) = slot.as_mut() else {
-            return;
-        };
-        if !*unsent {
-            return;
-        }
-        match client.try_publish(self.completeness_topic(), true, payload.clone()) {
-            Ok(()) => {
-                s.queued.push_back(Sent::Status);
-                *unsent = false;
+        for kind in FreezeKind::ALL {
+            if s.outstanding() >= usize::from(s.window) {
+                return;
             }
-            Err(e) => warn!("cannot queue the completeness message: {e}"),
+            let topic = self.completeness_topic(kind);
+            let mut slots = lock(&self.shared.completeness);
+            let Some((payload, unsent)) = slots[completeness_slot(kind)].as_mut() else {
+                continue;
+            };
+            if !*unsent {
+                continue;
+            }
+            match client.try_publish(topic, true, payload.clone()) {
+                Ok(()) => {
+                    s.queued.push_back(Sent::Status);
+                    *unsent = false;
+                }
+                Err(e) => warn!("cannot queue the {kind} completeness message: {e}"),
+            }
         }
     }
 
@@ -919,7 +946,7 @@ impl<O: Outbox> Uplink<O> {
         // in the next `fill` (before the outbox refill).
         s.subscribe_due = self.commands.is_some();
         self.shared.snap().commands_subscribed = false;
-        if let Some((_, unsent)) = lock(&self.shared.completeness).as_mut() {
+        for (_, unsent) in lock(&self.shared.completeness).iter_mut().flatten() {
             *unsent = true;
         }
         // Refused readings are due at once on a new connection (the broker may have changed);

@@ -132,8 +132,8 @@ pub enum EventError {
         /// Bytes needed.
         need: usize,
     },
-    /// The counter is not 3 bytes of packed BCD.
-    #[error("event counter {0}: expected 3 bytes of BCD")]
+    /// The counter is not packed BCD of its length (3 bytes; 2 on a DL/T 645-1997 meter).
+    #[error("event counter {0}: expected 3 bytes of BCD (2 on a DL/T 645-1997 meter)")]
     Counter(String),
 }
 

@@ -21,6 +21,7 @@ pub mod address;
 pub mod catalog;
 pub mod control;
 pub mod event;
+pub mod event_1997;
 pub mod format;
 pub mod frame;
 pub mod freeze;
