@@ -80,30 +80,33 @@ fn pct(r: Option<f64>) -> String {
 fn completeness(c: &CompletenessMessage) -> String {
     let mut out = String::from("daily settlement records (day: delivered/expected):\n");
     for d in &c.days {
-        let missing: Vec<String> = d
-            .missing
-            .iter()
-            .map(|m| {
-                if d.lost.contains(m) {
-                    format!("{m} (lost)")
-                } else {
-                    m.clone()
-                }
-            })
-            .collect();
         out.push_str(&format!(
             "  {}: {}/{}{}\n",
             d.day,
             d.delivered,
             d.expected,
-            if missing.is_empty() {
-                String::new()
-            } else {
-                format!("; missing {}", missing.join(", "))
-            }
+            missing_text(&d.missing, &d.lost)
         ));
     }
     out
+}
+
+/// `"; missing A, B (lost)"`, or nothing when no meter is missing.
+fn missing_text(missing: &[String], lost: &[String]) -> String {
+    if missing.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = missing
+        .iter()
+        .map(|m| {
+            if lost.contains(m) {
+                format!("{m} (lost)")
+            } else {
+                m.clone()
+            }
+        })
+        .collect();
+    format!("; missing {}", named.join(", "))
 }
 
 /// Monthly or hourly settlement records: a total line for the window, then one line per
@@ -126,27 +129,12 @@ fn period_completeness(c: &PeriodMessage) -> String {
         if hourly && r.missing.is_empty() {
             continue;
         }
-        let missing: Vec<String> = r
-            .missing
-            .iter()
-            .map(|m| {
-                if r.lost.contains(m) {
-                    format!("{m} (lost)")
-                } else {
-                    m.clone()
-                }
-            })
-            .collect();
         out.push_str(&format!(
             "  {}: {}/{}{}\n",
             r.period.text(),
             r.delivered,
             r.expected,
-            if missing.is_empty() {
-                String::new()
-            } else {
-                format!("; missing {}", missing.join(", "))
-            }
+            missing_text(&r.missing, &r.lost)
         ));
     }
     out

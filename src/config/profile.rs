@@ -474,11 +474,7 @@ impl Profile {
                     known.join(", ")
                 )));
             }
-            let version = match self.protocol {
-                ProfileProtocol::Dlt645_2007 => Some(Version::V2007),
-                ProfileProtocol::Dlt645_1997 => Some(Version::V1997),
-                ProfileProtocol::Modbus => None,
-            };
+            let version = self.dlt645_version();
             if let Some(why) = EventKind::parse(kind.get_ref())
                 .and_then(|k| event_unsupported(k, version, self.protocol_name(), "profile"))
             {
@@ -486,6 +482,15 @@ impl Profile {
             }
         }
         Ok(())
+    }
+
+    /// The DL/T 645 edition of the profile's meters (`None` for Modbus).
+    fn dlt645_version(&self) -> Option<Version> {
+        match self.protocol {
+            ProfileProtocol::Dlt645_2007 => Some(Version::V2007),
+            ProfileProtocol::Dlt645_1997 => Some(Version::V1997),
+            ProfileProtocol::Modbus => None,
+        }
     }
 
     fn check_freezes(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
@@ -501,11 +506,7 @@ impl Profile {
                     known.join(", ")
                 )));
             }
-            let version = match self.protocol {
-                ProfileProtocol::Dlt645_2007 => Some(Version::V2007),
-                ProfileProtocol::Dlt645_1997 => Some(Version::V1997),
-                ProfileProtocol::Modbus => None,
-            };
+            let version = self.dlt645_version();
             if let Some(why) = FreezeKind::parse(kind.get_ref())
                 .and_then(|k| freeze_unsupported(k, version, self.protocol_name(), "profile"))
             {

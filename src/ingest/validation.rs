@@ -152,7 +152,10 @@ fn judge_unrepresentable(v: &mut ReadingValue, monotonic: bool, range: Option<[f
         (Some(_), Some(_)) if !monotonic => {}
         _ => mark(
             v,
-            format!("{} has too many digits to be a plausible register", v.quantity),
+            format!(
+                "{} has too many digits to be a plausible register",
+                v.quantity
+            ),
         ),
     }
 }
