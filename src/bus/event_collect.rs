@@ -154,6 +154,10 @@ struct MeterPlan {
     sync: Option<(i64, MeterDateTime)>,
     /// A sync was sent: the next clock read confirms it.
     confirming: bool,
+    /// Its clock has been read (or tried) since the collector started: until every meter's
+    /// has, no broadcast goes out (it would correct a meter never compared, whose error would
+    /// then be reported nowhere: its clock-set event falls into its first-contact baseline).
+    clock_tried: bool,
 }
 
 /// The event and clock work of one bus.
@@ -219,6 +223,7 @@ impl EventCollector {
                     clock_due: clocks.then_some(now + stagger),
                     sync: None,
                     confirming: false,
+                    clock_tried: !clocks,
                 })
             })
             .collect();
@@ -238,12 +243,14 @@ impl EventCollector {
             return None;
         }
         let interval = self.sink.events.interval;
+        // A broadcast reaches every meter of the bus: each is compared first.
+        let all_compared = self.meters.iter().flatten().all(|p| p.clock_tried);
         for (m, plan) in self.meters.iter_mut().enumerate() {
             let Some(plan) = plan else { continue };
             if plan.hold_until.is_some_and(|h| now < h) {
                 continue;
             }
-            if let Some((offset_ms, meter_time)) = plan.sync {
+            if let Some((offset_ms, meter_time)) = plan.sync.filter(|_| all_compared) {
                 // The time is taken now, just before the frame goes out.
                 let Some(target) = meter_time_at(now_ms + plan.offset.minutes() * 60_000) else {
                     plan.sync = None;
@@ -329,7 +336,12 @@ impl EventCollector {
             JobKind::Record { kind, n, counter } => {
                 self.recorded(job.meter, (kind, n, counter), &outcome, frames, &read_at)
             }
-            JobKind::Clock => self.clock_read(job.meter, &outcome, frames, gateway_ms, now),
+            JobKind::Clock => {
+                if let Some(Some(plan)) = self.meters.get_mut(job.meter) {
+                    plan.clock_tried = true;
+                }
+                self.clock_read(job.meter, &outcome, frames, gateway_ms, now)
+            }
             JobKind::Sync {
                 offset_ms,
                 meter_time,
@@ -632,6 +644,15 @@ impl EventCollector {
         e.frames = vec![sent_hex];
         let id = plan.id.clone();
         self.last_sync_day = Some(day);
+        // The broadcast reached every meter of the bus: a sync other meters found due is
+        // done too (a second one today would break the meters' limit); their next read
+        // confirms it.
+        for other in self.meters.iter_mut().flatten() {
+            if other.sync.take().is_some() {
+                other.confirming = true;
+                other.clock_due = Some(now + CONFIRM_AFTER);
+            }
+        }
         let day = u64::try_from(day).unwrap_or(0);
         let mut notes = vec![EventNote::Event(e)];
         // The day is stored per meter of the bus (a broadcast reaches them all), so a restart

@@ -8,7 +8,7 @@
 //! The latest message is also kept for the diagnostics service.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::UplinkHandle;
 use crate::clock::{UtcOffset, rfc3339_millis, wall_clock_ms};
@@ -67,7 +67,7 @@ pub async fn forward_completeness(
                 &rows,
                 now,
                 plan2.daily_at,
-                &rfc3339_millis(SystemTime::now()),
+                &rfc3339_millis(crate::clock::now()),
             ))
         })
         .await;
