@@ -458,7 +458,7 @@ fn a_sync_waits_until_every_meter_of_the_bus_was_compared() {
     .unwrap();
     // The first meter is 90 s fast: a sync is due.
     let job = c.next(T, now).unwrap();
-    assert_eq!((job.meter, job.kind.clone()), (0, JobKind::Clock));
+    assert_eq!((job.meter, job.kind), (0, JobKind::Clock));
     let notes = c.done(
         &job,
         Ok(clock_replies(10, 1, 30)),
@@ -471,7 +471,7 @@ fn a_sync_waits_until_every_meter_of_the_bus_was_compared() {
     // The second (its round a second later) is compared before the sync goes out.
     let later = now + Duration::from_secs(1);
     let job = c.next(T + 1_000, later).unwrap();
-    assert_eq!((job.meter, job.kind.clone()), (1, JobKind::Clock));
+    assert_eq!((job.meter, job.kind), (1, JobKind::Clock));
     let notes = c.done(
         &job,
         Ok(clock_replies(10, 1, 20)),
@@ -496,7 +496,7 @@ fn a_sync_waits_until_every_meter_of_the_bus_was_compared() {
     let confirm = later + CONFIRM_AFTER;
     for meter in [0, 1] {
         let job = c.next(T + 7_000, confirm).unwrap();
-        assert_eq!((job.meter, job.kind.clone()), (meter, JobKind::Clock));
+        assert_eq!((job.meter, job.kind), (meter, JobKind::Clock));
         let notes = c.done(
             &job,
             Ok(clock_replies(10, 0, 7)),

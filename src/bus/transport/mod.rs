@@ -46,7 +46,10 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> AttachedStream for T {}
 /// the bus's name at every open, a reopen included). The daemon never sets one; no setting of
 /// the configuration file can.
 #[derive(Clone)]
-pub struct LinkOpener(Arc<dyn Fn(&str) -> io::Result<Box<dyn AttachedStream>> + Send + Sync>);
+pub struct LinkOpener(Arc<OpenFn>);
+
+/// What a [`LinkOpener`] calls: the bus's name in, a stream out.
+type OpenFn = dyn Fn(&str) -> io::Result<Box<dyn AttachedStream>> + Send + Sync;
 
 impl LinkOpener {
     /// An opener calling `open` with the bus's name.
