@@ -21,6 +21,8 @@
 //! binary (and only it: a process-wide source) installs "start + virtual time elapsed". Buses
 //! reach the simulator over in-memory streams (`LinkOpener`, `SimHandle::attacher`).
 //!
+//! Seed: `FAULT_MODEL_SEED=n` draws other clocks, crash times and reply faults.
+//!
 //! Size: the acceptance size (100 meters, 7 days; about 2 minutes in a debug build), or with
 //! `FAULT_MODEL_QUICK=1` a smaller one. docs/benchmarks.md has the figures.
 
@@ -129,6 +131,8 @@ struct Planned {
     clock_ppm: f64,
     /// Dead window (simulated UTC), if this meter is one of the dead ones.
     dead: Option<(UnixMillis, UnixMillis)>,
+    /// Seed of its reply faults (from the run's seed).
+    fault_seed: u64,
 }
 
 impl Planned {
@@ -161,7 +165,10 @@ impl Planned {
                 )
             })
             .unwrap_or_default();
-        s += &format!("faults = {{ no_reply = {{ probability = 0.1 }}{dead} }}\n");
+        s += &format!(
+            "faults = {{ seed = {}, no_reply = {{ probability = 0.1 }}{dead} }}\n",
+            self.fault_seed
+        );
         s
     }
 
@@ -231,6 +238,7 @@ fn plan(size: Size, seed: u64) -> Plan {
                 clock_offset_s: offset,
                 clock_ppm: ppm,
                 dead: None,
+                fault_seed: rng.next() >> 1,
             });
         }
         for i in 0..size.dlt1997 {
@@ -244,6 +252,7 @@ fn plan(size: Size, seed: u64) -> Plan {
                 clock_offset_s: 0,
                 clock_ppm: 0.0,
                 dead: None,
+                fault_seed: rng.next() >> 1,
             });
         }
         for i in 0..size.modbus {
@@ -258,6 +267,7 @@ fn plan(size: Size, seed: u64) -> Plan {
                 clock_offset_s: 0,
                 clock_ppm: 0.0,
                 dead: None,
+                fault_seed: rng.next() >> 1,
             });
         }
     }
@@ -893,7 +903,12 @@ fn exact(m: &Planned, freeze_utc: UnixMillis, payload: &[u8]) -> Result<(), Stri
 /// Runs the fault model of `size`, prints its figures and checks them.
 async fn run(size: Size, spool_dir: &Path) -> Figures {
     let wall_started = std::time::Instant::now();
-    let plan = plan(size, 0x15);
+    // Another seed (`FAULT_MODEL_SEED=n`) draws other clocks, crash times and faults.
+    let seed = std::env::var("FAULT_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x15);
+    let plan = plan(size, seed);
     // The virtual wall clock: the run's start plus the paused runtime's elapsed time.
     let anchor = Instant::now();
     let start = plan.start;

@@ -50,6 +50,12 @@ pub const QUIET_LOOK: Duration = Duration::from_secs(10);
 pub const MAX_NEW: u64 = 1_000;
 /// The clock is read again this long after a time sync, to confirm it took.
 pub const CONFIRM_AFTER: Duration = Duration::from_secs(5);
+/// A broadcast sync waits at most this long after start for every meter of the bus to have
+/// its clock compared (a meter that does not answer must not hold the others' correction).
+pub const COMPARE_WAIT: Duration = Duration::from_secs(3600);
+/// A sync found due longer ago than this is not sent blind: the meter's clock is read again
+/// first (the limits, midnight and settlement times, are judged at the moment of sending).
+pub const SYNC_FRESH: Duration = Duration::from_secs(30);
 /// `event_counters` type holding the local day of a meter's bus's last time sync.
 pub const SYNC_DAY: &str = "last_sync_day";
 
@@ -154,10 +160,16 @@ struct MeterPlan {
     sync: Option<(i64, MeterDateTime)>,
     /// A sync was sent: the next clock read confirms it.
     confirming: bool,
-    /// Its clock has been read (or tried) since the collector started: until every meter's
-    /// has, no broadcast goes out (it would correct a meter never compared, whose error would
-    /// then be reported nowhere: its clock-set event falls into its first-contact baseline).
-    clock_tried: bool,
+    /// When the pending `sync` was found due.
+    sync_found: Option<Instant>,
+    /// Its clock is read again because a sync it found due waited too long: a drift already
+    /// reported is not reported twice.
+    rechecking: bool,
+    /// Its clock has been compared since the collector started: until every meter's has (or
+    /// [`COMPARE_WAIT`] passed), no broadcast goes out. It would correct a meter never
+    /// compared, whose error would then be reported nowhere (its clock-set event falls into
+    /// its first-contact baseline).
+    compared: bool,
 }
 
 /// The event and clock work of one bus.
@@ -168,6 +180,8 @@ pub struct EventCollector {
     budget: Budget,
     /// Every DL/T 645 meter on the bus keeps the same zone (a broadcast reaches them all).
     one_zone: bool,
+    /// When the collector started (the bound of waiting for every meter's first comparison).
+    started: Instant,
     /// The local day of this bus's last sync (from the book at start, then ours).
     last_sync_day: Option<i64>,
 }
@@ -222,8 +236,10 @@ impl EventCollector {
                     hold_until: None,
                     clock_due: clocks.then_some(now + stagger),
                     sync: None,
+                    sync_found: None,
+                    rechecking: false,
                     confirming: false,
-                    clock_tried: !clocks,
+                    compared: !clocks,
                 })
             })
             .collect();
@@ -234,6 +250,7 @@ impl EventCollector {
             meters,
             one_zone,
             last_sync_day,
+            started: now,
         })
     }
 
@@ -244,11 +261,21 @@ impl EventCollector {
         }
         let interval = self.sink.events.interval;
         // A broadcast reaches every meter of the bus: each is compared first.
-        let all_compared = self.meters.iter().flatten().all(|p| p.clock_tried);
+        let all_compared =
+            self.meters.iter().flatten().all(|p| p.compared) || now >= self.started + COMPARE_WAIT;
         for (m, plan) in self.meters.iter_mut().enumerate() {
             let Some(plan) = plan else { continue };
             if plan.hold_until.is_some_and(|h| now < h) {
                 continue;
+            }
+            if all_compared
+                && plan.sync.is_some()
+                && plan.sync_found.is_none_or(|at| now > at + SYNC_FRESH)
+            {
+                // Found due too long ago: judged again on a fresh read.
+                plan.sync = None;
+                plan.rechecking = true;
+                plan.clock_due = Some(now);
             }
             if let Some((offset_ms, meter_time)) = plan.sync.filter(|_| all_compared) {
                 // The time is taken now, just before the frame goes out.
@@ -336,12 +363,7 @@ impl EventCollector {
             JobKind::Record { kind, n, counter } => {
                 self.recorded(job.meter, (kind, n, counter), &outcome, frames, &read_at)
             }
-            JobKind::Clock => {
-                if let Some(Some(plan)) = self.meters.get_mut(job.meter) {
-                    plan.clock_tried = true;
-                }
-                self.clock_read(job.meter, &outcome, frames, gateway_ms, now)
-            }
+            JobKind::Clock => self.clock_read(job.meter, &outcome, frames, gateway_ms, now),
             JobKind::Sync {
                 offset_ms,
                 meter_time,
@@ -552,6 +574,8 @@ impl EventCollector {
             one_zone,
         };
         let verdict = decide(&facts);
+        plan.compared = true;
+        let rechecking = std::mem::take(&mut plan.rechecking);
         let meter_text = meter_time_text(time, plan.offset);
         let gateway_text = crate::clock::rfc3339_ms(gateway_ms);
         let drift = |offset_ms: i64, action: &str| {
@@ -585,11 +609,12 @@ impl EventCollector {
                 vec![checked(offset_ms, false, "within the limit")]
             }
             Verdict::Sync { offset_ms } => {
-                let notes = vec![
-                    drift(offset_ms, "time_sync"),
-                    checked(offset_ms, true, "time_sync"),
-                ];
+                let mut notes = vec![checked(offset_ms, true, "time_sync")];
+                if !rechecking {
+                    notes.insert(0, drift(offset_ms, "time_sync"));
+                }
                 plan.sync = Some((offset_ms, time));
+                plan.sync_found = Some(now);
                 notes
             }
             Verdict::Drift { offset_ms, refusal } => {

@@ -513,6 +513,93 @@ fn a_sync_waits_until_every_meter_of_the_bus_was_compared() {
     assert!(c.next(T + 8_000, confirm).is_none(), "no second sync");
 }
 
+/// A meter whose first clock read failed holds the broadcast until it is compared (the
+/// fault model found one such meter corrected unseen when a tried read was enough); the sync
+/// found due minutes before is then judged again on a fresh read, without a second report.
+#[test]
+fn a_sync_waits_for_a_meter_that_did_not_answer_and_is_judged_again() {
+    let now = Instant::now();
+    let d = [
+        driver_at("000000000007", Some(vec![])),
+        driver_at("000000000008", Some(vec![])),
+    ];
+    let mut c = EventCollector::new(
+        sink(
+            Arc::new(Book::default()),
+            Duration::from_secs(86_400),
+            ClockTrust::Trusted,
+        ),
+        "gw",
+        d.iter(),
+        now,
+    )
+    .unwrap();
+    let job = c.next(T, now).unwrap();
+    c.done(
+        &job,
+        Ok(clock_replies(10, 1, 30)),
+        Duration::ZERO,
+        T,
+        true,
+        now,
+    );
+    let later = now + Duration::from_secs(1);
+    let job = c.next(T + 1_000, later).unwrap();
+    assert_eq!((job.meter, job.kind), (1, JobKind::Clock));
+    let notes = c.done(
+        &job,
+        Err("no reply".into()),
+        Duration::ZERO,
+        T + 1_000,
+        true,
+        later,
+    );
+    assert!(notes.is_empty());
+    assert!(
+        c.next(T + 2_000, later).is_none(),
+        "no sync before meter 1 is compared"
+    );
+    // Its retry: compared, in limit.
+    let retry = later + RETRY_AFTER;
+    let job = c.next(T + 301_000, retry).unwrap();
+    assert_eq!((job.meter, job.kind), (1, JobKind::Clock));
+    c.done(
+        &job,
+        Ok(clock_replies(10, 5, 1)),
+        Duration::ZERO,
+        T + 301_000,
+        true,
+        retry,
+    );
+    // The first meter's sync is five minutes old: its clock is read again, not reported twice.
+    let job = c.next(T + 302_000, retry).unwrap();
+    assert_eq!((job.meter, job.kind), (0, JobKind::Clock));
+    let notes = c.done(
+        &job,
+        Ok(clock_replies(10, 6, 32)),
+        Duration::ZERO,
+        T + 302_000,
+        true,
+        retry,
+    );
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(matches!(
+        notes[0],
+        EventNote::ClockChecked { off: true, .. }
+    ));
+    let job = c.next(T + 303_000, retry).unwrap();
+    assert!(
+        matches!(
+            job.kind,
+            JobKind::Sync {
+                offset_ms: 90_000,
+                ..
+            }
+        ),
+        "{job:?}"
+    );
+}
+
 #[test]
 fn a_large_offset_is_reported_never_forced() {
     let now = Instant::now();
