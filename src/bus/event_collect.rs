@@ -16,7 +16,10 @@
 //! **Clocks.** Every `[meter_clock] check_every`, each such meter's clock is read (date, then
 //! time) and judged by [`crate::meter::clock_discipline::decide`]: off by more than the limit
 //! is a `clock_drift` event; inside the meters' limits the bus is corrected by one broadcast
-//! time sync (a `time_sync` event, then the clock is read again to confirm).
+//! time sync (a `time_sync` event, then the clock is read again to confirm). A broadcast
+//! reaches every meter of the bus, so it goes out only once each has been compared since start
+//! (at most [`COMPARE_WAIT`]), on a reading at most [`SYNC_FRESH`] old, and one settles every
+//! sync found due on the bus.
 //!
 //! The bus task asks only when no poll or one-shot read waits and the gap before the next poll
 //! holds one exchange or two; a failed read is tried again after [`RETRY_AFTER`].
