@@ -740,7 +740,6 @@ fn check(plan: &Plan, consumer: &Consumer, time_sets: &[TimeSetLine]) -> Figures
             f.sync_violations
                 .push(format!("{s:?}: a second sync that day"));
         }
-        let _ = &s.at;
     }
     for ((meter, day), n) in accepted_days {
         if n > 1 {
@@ -937,7 +936,9 @@ async fn run(size: Size, spool_dir: &Path) -> Figures {
         Ok(Box::new(ours) as Box<dyn AttachedStream>)
     });
     let data_dir = spool_dir.join("data");
-    std::fs::create_dir_all(&data_dir).unwrap_or_default();
+    if let Err(e) = std::fs::create_dir_all(&data_dir) {
+        panic!("{}: {e}", data_dir.display());
+    }
     let (config, profiles) = gateway_config(&plan, &data_dir);
     let consumer = Arc::new(Mutex::new(Consumer::default()));
     let mut pipeline =
