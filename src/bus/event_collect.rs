@@ -39,7 +39,7 @@ use crate::clock::UtcOffset;
 use crate::clock::gateway::ClockTrust;
 use crate::config::{EventsConfig, FreezeConfig, MeterClockConfig};
 use crate::meter::MeterDriver;
-use crate::meter::clock_discipline::{ClockFacts, Verdict, decide};
+use crate::meter::clock_discipline::{ClockFacts, MAX_SYNC, Verdict, decide};
 use crate::meter::contract::{Reply, Step};
 use crate::meter::event_read;
 use crate::reading::event::{EventNote, MeterEvent, local_ms, meter_time_at, meter_time_text};
@@ -165,6 +165,8 @@ struct MeterPlan {
     confirming: bool,
     /// When the pending `sync` was found due.
     sync_found: Option<Instant>,
+    /// Its offset (ms, meter − true time) at the last clock read that compared it.
+    last_offset_ms: Option<i64>,
     /// Its clock is read again because a sync it found due waited too long: a drift already
     /// reported is not reported twice.
     rechecking: bool,
@@ -240,6 +242,7 @@ impl EventCollector {
                     clock_due: clocks.then_some(now + stagger),
                     sync: None,
                     sync_found: None,
+                    last_offset_ms: None,
                     rechecking: false,
                     confirming: false,
                     compared: !clocks,
@@ -552,6 +555,21 @@ impl EventCollector {
         let sink = &self.sink;
         let one_zone = self.one_zone;
         let last_sync_day = self.last_sync_day;
+        // The other meters a broadcast would reach and could set: their clocks as last read.
+        let max_sync = i64::try_from(MAX_SYNC.as_millis()).unwrap_or(i64::MAX);
+        let peers: Vec<i64> = self
+            .meters
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != m)
+            .filter_map(|(_, p)| p.as_ref()?.last_offset_ms)
+            .filter(|o| o.abs() < max_sync)
+            .collect();
+        let peer_offsets_ms = peers
+            .iter()
+            .min()
+            .zip(peers.iter().max())
+            .map(|(lo, hi)| (*lo, *hi));
         let Some(Some(plan)) = self.meters.get_mut(m) else {
             return Ok(Vec::new());
         };
@@ -575,9 +593,16 @@ impl EventCollector {
             daily_freeze_minute: sink.freeze.daily_at_minute,
             settlement: (sink.freeze.settlement_day, sink.freeze.settlement_hour),
             one_zone,
+            peer_offsets_ms,
         };
         let verdict = decide(&facts);
         plan.compared = true;
+        plan.last_offset_ms = match verdict {
+            Verdict::NotCompared => None,
+            Verdict::InLimit { offset_ms }
+            | Verdict::Sync { offset_ms }
+            | Verdict::Drift { offset_ms, .. } => Some(offset_ms),
+        };
         let rechecking = std::mem::take(&mut plan.rechecking);
         let meter_text = meter_time_text(time, plan.offset);
         let gateway_text = crate::clock::rfc3339_ms(gateway_ms);
