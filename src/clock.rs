@@ -1,6 +1,13 @@
 //! Wall-clock time as meterd writes and reads it: RFC 3339 stamps, Unix milliseconds and UTC
 //! calendar arithmetic (days, months, weekdays), shared by the daemon, the CLI and the simulator.
 //!
+//! **Which wall clock.** Everything the daemon and the simulator stamp or compare with wall time
+//! reads it through [`now`] (or [`wall_clock_ms`]): the system clock, unless a test installed
+//! another source with [`install_source`] (the fault-model run, `tests/fault_model.rs`, runs
+//! days of simulated time under tokio's paused clock). There is deliberately no configuration
+//! key, flag or environment variable that fakes time: only code can install a source, and the
+//! daemon never does. Monotonic time is `tokio::time::Instant`, which a paused runtime advances.
+//!
 //! A leaf: it imports nothing of the crate and never sleeps. Day numbers come from
 //! `meter_protocols::calendar` (the codecs need the same arithmetic for freeze stamps), where
 //! chrono or time would be a new dependency tree for the gateway; formatting a `SystemTime`
@@ -8,6 +15,7 @@
 
 pub mod gateway;
 
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since 1970-01-01T00:00:00Z (UTC, no leap seconds).
@@ -20,9 +28,47 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// The host's wall clock in Unix milliseconds (0 if the clock is before 1970).
+/// A source of wall-clock time other than the system clock (tests only; see the module doc).
+pub type WallSource = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The installed source; `None`: the system clock.
+static SOURCE: RwLock<Option<WallSource>> = RwLock::new(None);
+
+/// The wall clock now: the system clock, or the source a test installed.
+pub fn now() -> SystemTime {
+    // A poisoned lock only means a panic elsewhere while installing: the value is whole.
+    let source = match SOURCE.read() {
+        Ok(s) => s.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    match source {
+        None => SystemTime::now(),
+        Some(f) => f(),
+    }
+}
+
+/// Makes [`now`] read `source` from now on, for the whole process (`None`: the system clock
+/// again). For a test binary of its own: every thread of the process sees it.
+pub fn install_source(source: Option<WallSource>) {
+    match SOURCE.write() {
+        Ok(mut s) => *s = source,
+        Err(p) => *p.into_inner() = source,
+    }
+}
+
+/// Whether a test installed a source ([`install_source`]). Such a test runs on tokio's paused
+/// clock, so code that waits on the real clock for precision (the bus's turnaround tail on
+/// the blocking pool) waits on tokio's timer alone instead: real time does not pass there.
+pub fn is_virtual() -> bool {
+    match SOURCE.read() {
+        Ok(s) => s.is_some(),
+        Err(p) => p.into_inner().is_some(),
+    }
+}
+
+/// The wall clock ([`now`]) in Unix milliseconds (0 if it is before 1970).
 pub fn wall_clock_ms() -> UnixMillis {
-    SystemTime::now()
+    now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)

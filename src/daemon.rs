@@ -317,7 +317,7 @@ impl Daemon {
         }
         let service_setup = check_before_start(&config, &profiles)?;
         let control = crate::control::ControlSetup::from_config(&config)?;
-        let started = SystemTime::now();
+        let started = crate::clock::now();
         let spool = open_spool(&config)?;
         #[cfg(feature = "embedded-broker")]
         let broker = start_broker(&config)?;
@@ -803,7 +803,7 @@ fn start_uplink_and_ingest(
             .with_clock_steps(move || steps.count())
             .with_meter_drops(move |meter| drops(meter))
             .with_reading_success(move || {
-                let now = SystemTime::now();
+                let now = crate::clock::now();
                 Some(ReadingSuccess::from(&lock(&rate_book).group(None, now)))
             })
             .run(),

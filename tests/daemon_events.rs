@@ -342,6 +342,7 @@ fn sync_window_closed_now() -> bool {
         daily_freeze_minute: 0,
         settlement: (1, 0),
         one_zone: true,
+        peer_offsets_ms: None,
     };
     // Over the next minute the test runs in.
     (0..=60).any(|s| !matches!(decide(&facts(now + s * 1000)), Verdict::Sync { .. }))

@@ -17,7 +17,10 @@
 //! **Clocks.** Every `[meter_clock] check_every`, each such meter's clock is read (date, then
 //! time) and judged by [`crate::meter::clock_discipline::decide`]: off by more than the limit
 //! is a `clock_drift` event; inside the meters' limits the bus is corrected by one broadcast
-//! time sync (a `time_sync` event, then the clock is read again to confirm).
+//! time sync (a `time_sync` event, then the clock is read again to confirm). A broadcast
+//! reaches every meter of the bus, so it goes out only once each has been compared since start
+//! (at most [`COMPARE_WAIT`]), on a reading at most [`SYNC_FRESH`] old, and one settles every
+//! sync found due on the bus.
 //!
 //! The bus task asks only when no poll or one-shot read waits and the gap before the next poll
 //! holds one exchange or two; a failed read is tried again after [`RETRY_AFTER`].
@@ -38,7 +41,7 @@ use crate::clock::UtcOffset;
 use crate::clock::gateway::ClockTrust;
 use crate::config::{EventsConfig, FreezeConfig, MeterClockConfig};
 use crate::meter::MeterDriver;
-use crate::meter::clock_discipline::{ClockFacts, Verdict, decide};
+use crate::meter::clock_discipline::{ClockFacts, MAX_SYNC, Verdict, decide};
 use crate::meter::contract::{Reply, Step};
 use crate::meter::event_read;
 use crate::reading::event::{EventNote, MeterEvent, local_ms, meter_time_at, meter_time_text};
@@ -52,6 +55,12 @@ pub const QUIET_LOOK: Duration = Duration::from_secs(10);
 pub const MAX_NEW: u64 = 1_000;
 /// The clock is read again this long after a time sync, to confirm it took.
 pub const CONFIRM_AFTER: Duration = Duration::from_secs(5);
+/// A broadcast sync waits at most this long after start for every meter of the bus to have
+/// its clock compared (a meter that does not answer must not hold the others' correction).
+pub const COMPARE_WAIT: Duration = Duration::from_secs(3600);
+/// A sync found due longer ago than this is not sent blind: the meter's clock is read again
+/// first (the limits, midnight and settlement times, are judged at the moment of sending).
+pub const SYNC_FRESH: Duration = Duration::from_secs(30);
 /// `event_counters` type holding the local day of a meter's bus's last time sync.
 pub const SYNC_DAY: &str = "last_sync_day";
 
@@ -158,6 +167,18 @@ struct MeterPlan {
     sync: Option<(i64, MeterDateTime)>,
     /// A sync was sent: the next clock read confirms it.
     confirming: bool,
+    /// When the pending `sync` was found due.
+    sync_found: Option<Instant>,
+    /// Its offset (ms, meter − true time) at the last clock read that compared it.
+    last_offset_ms: Option<i64>,
+    /// Its clock is read again because a sync it found due waited too long: a drift already
+    /// reported is not reported twice.
+    rechecking: bool,
+    /// Its clock has been compared since the collector started: until every meter's has (or
+    /// [`COMPARE_WAIT`] passed), no broadcast goes out. It would correct a meter never
+    /// compared, whose error would then be reported nowhere (its clock-set event falls into
+    /// its first-contact baseline).
+    compared: bool,
 }
 
 /// The event and clock work of one bus.
@@ -168,6 +189,8 @@ pub struct EventCollector {
     budget: Budget,
     /// Every DL/T 645 meter on the bus keeps the same zone (a broadcast reaches them all).
     one_zone: bool,
+    /// When the collector started (the bound of waiting for every meter's first comparison).
+    started: Instant,
     /// The local day of this bus's last sync (from the book at start, then ours).
     last_sync_day: Option<i64>,
 }
@@ -229,7 +252,11 @@ impl EventCollector {
                     hold_until: None,
                     clock_due: clocks.then_some(now + stagger),
                     sync: None,
+                    sync_found: None,
+                    last_offset_ms: None,
+                    rechecking: false,
                     confirming: false,
+                    compared: !clocks,
                 })
             })
             .collect();
@@ -240,6 +267,7 @@ impl EventCollector {
             meters,
             one_zone,
             last_sync_day,
+            started: now,
         })
     }
 
@@ -249,12 +277,24 @@ impl EventCollector {
             return None;
         }
         let interval = self.sink.events.interval;
+        // A broadcast reaches every meter of the bus: each is compared first.
+        let all_compared =
+            self.meters.iter().flatten().all(|p| p.compared) || now >= self.started + COMPARE_WAIT;
         for (m, plan) in self.meters.iter_mut().enumerate() {
             let Some(plan) = plan else { continue };
             if plan.hold_until.is_some_and(|h| now < h) {
                 continue;
             }
-            if let Some((offset_ms, meter_time)) = plan.sync {
+            if all_compared
+                && plan.sync.is_some()
+                && plan.sync_found.is_none_or(|at| now > at + SYNC_FRESH)
+            {
+                // Found due too long ago: judged again on a fresh read.
+                plan.sync = None;
+                plan.rechecking = true;
+                plan.clock_due = Some(now);
+            }
+            if let Some((offset_ms, meter_time)) = plan.sync.filter(|_| all_compared) {
                 // The time is taken now, just before the frame goes out.
                 let Some(target) = meter_time_at(now_ms + plan.offset.minutes() * 60_000) else {
                     plan.sync = None;
@@ -532,6 +572,21 @@ impl EventCollector {
         let sink = &self.sink;
         let one_zone = self.one_zone;
         let last_sync_day = self.last_sync_day;
+        // The other meters a broadcast would reach and could set: their clocks as last read.
+        let max_sync = i64::try_from(MAX_SYNC.as_millis()).unwrap_or(i64::MAX);
+        let peers: Vec<i64> = self
+            .meters
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != m)
+            .filter_map(|(_, p)| p.as_ref()?.last_offset_ms)
+            .filter(|o| o.abs() < max_sync)
+            .collect();
+        let peer_offsets_ms = peers
+            .iter()
+            .min()
+            .zip(peers.iter().max())
+            .map(|(lo, hi)| (*lo, *hi));
         let Some(Some(plan)) = self.meters.get_mut(m) else {
             return Ok(Vec::new());
         };
@@ -555,8 +610,17 @@ impl EventCollector {
             daily_freeze_minute: sink.freeze.daily_at_minute,
             settlement: (sink.freeze.settlement_day, sink.freeze.settlement_hour),
             one_zone,
+            peer_offsets_ms,
         };
         let verdict = decide(&facts);
+        plan.compared = true;
+        plan.last_offset_ms = match verdict {
+            Verdict::NotCompared => None,
+            Verdict::InLimit { offset_ms }
+            | Verdict::Sync { offset_ms }
+            | Verdict::Drift { offset_ms, .. } => Some(offset_ms),
+        };
+        let rechecking = std::mem::take(&mut plan.rechecking);
         let meter_text = meter_time_text(time, plan.offset);
         let gateway_text = crate::clock::rfc3339_ms(gateway_ms);
         let drift = |offset_ms: i64, action: &str| {
@@ -590,11 +654,12 @@ impl EventCollector {
                 vec![checked(offset_ms, false, "within the limit")]
             }
             Verdict::Sync { offset_ms } => {
-                let notes = vec![
-                    drift(offset_ms, "time_sync"),
-                    checked(offset_ms, true, "time_sync"),
-                ];
+                let mut notes = vec![checked(offset_ms, true, "time_sync")];
+                if !rechecking {
+                    notes.insert(0, drift(offset_ms, "time_sync"));
+                }
                 plan.sync = Some((offset_ms, time));
+                plan.sync_found = Some(now);
                 notes
             }
             Verdict::Drift { offset_ms, refusal } => {
@@ -649,6 +714,15 @@ impl EventCollector {
         e.frames = vec![sent_hex];
         let id = plan.id.clone();
         self.last_sync_day = Some(day);
+        // The broadcast reached every meter of the bus: a sync other meters found due is
+        // done too (a second one today would break the meters' limit); their next read
+        // confirms it.
+        for other in self.meters.iter_mut().flatten() {
+            if other.sync.take().is_some() {
+                other.confirming = true;
+                other.clock_due = Some(now + CONFIRM_AFTER);
+            }
+        }
         let day = u64::try_from(day).unwrap_or(0);
         let mut notes = vec![EventNote::Event(e)];
         // The day is stored per meter of the bus (a broadcast reaches them all), so a restart

@@ -41,7 +41,7 @@ use super::observer::{self, AttemptReport, BusObserver, ClockReport, PollOutcome
 use super::pacing::Pacing;
 use super::schedule::{Cadence, Degradation, Due, Millis, PollScheduler};
 use super::trace::{FrameEvent, FrameTap};
-use super::transport::{TransactError, Transport};
+use super::transport::{LinkOpener, TransactError, Transport};
 use crate::config::{BusConfig, EffectiveTiming, ProfileSet};
 use crate::hex_input::to_hex;
 use crate::meter::contract::{Framing, Reply, Step};
@@ -78,6 +78,8 @@ pub struct BusOptions {
     /// Event counters and meter clocks (the stored counters, where events go, `[events]`,
     /// `[meter_clock]`); `None`: none.
     pub events: Option<EventSink>,
+    /// A test's in-memory links instead of the ports (byte-stream buses); `None`: the ports.
+    pub link_opener: Option<LinkOpener>,
 }
 
 impl BusOptions {
@@ -93,6 +95,7 @@ impl BusOptions {
             clock_steps: Arc::new(ClockSteps::new()),
             freezes: None,
             events: None,
+            link_opener: None,
         }
     }
 }
@@ -358,7 +361,7 @@ impl Bus {
                 span: None,
             });
         }
-        let transport = Transport::for_bus(bus);
+        let transport = Transport::for_bus(bus, options.link_opener.as_ref());
         let freezes = options.freezes.clone().and_then(|sink| {
             FreezeCollector::new(
                 sink,
@@ -616,7 +619,7 @@ impl Bus {
                 Some(reason) => poll.abandon(reason),
                 None => poll.finish(),
             };
-            let now = SystemTime::now();
+            let now = crate::clock::now();
             let mut batch = self.new_batch(&driver, &result, now);
             let good = result
                 .values
@@ -744,7 +747,7 @@ impl Bus {
     fn clock_now(&self, scheduler: &mut PollScheduler) -> Millis {
         let steps = &self.options.clock_steps;
         let mono = steps.mono_ms(Instant::now());
-        let wall = wall_ms(SystemTime::now());
+        let wall = wall_ms(crate::clock::now());
         let (now, step) = scheduler.clock(wall, mono);
         if let Some(step) = step {
             let by = if step.by_ms < 0 { "back" } else { "forward" };
@@ -980,7 +983,7 @@ impl Bus {
             });
             return None;
         };
-        match ControlRun::new(&slot.driver, request, SystemTime::now()) {
+        match ControlRun::new(&slot.driver, request, crate::clock::now()) {
             Ok(run) => {
                 tracing::info!(%meter, command_id, action, "control command started");
                 slot.tap
@@ -1012,7 +1015,7 @@ impl Bus {
                 // One attempt per step: the run itself resends a 1C once, never the bus.
                 timing.retries = 0;
                 let result = self.transact_with(ac.meter, &step, timing).await;
-                let at = SystemTime::now();
+                let at = crate::clock::now();
                 let now = self.started.elapsed();
                 match result {
                     Ok((reply, raw)) => ac.run.on_reply(&reply, &step.bytes, &raw, at, now),
@@ -1081,7 +1084,7 @@ impl Bus {
             return false;
         }
         let now = tokio::time::Instant::now();
-        let Some(FreezeJob { info, mut read }) = collector.next(wall_ms(SystemTime::now()), now)
+        let Some(FreezeJob { info, mut read }) = collector.next(wall_ms(crate::clock::now()), now)
         else {
             return false;
         };
@@ -1115,7 +1118,7 @@ impl Bus {
         .await;
         let outcome = read.finish();
         let spent = started.elapsed();
-        let read_at = crate::clock::rfc3339_millis(SystemTime::now());
+        let read_at = crate::clock::rfc3339_millis(crate::clock::now());
         let evidence = self.options.evidence_frames;
         let Some(collector) = self.freezes.as_mut() else {
             return true;
@@ -1147,7 +1150,7 @@ impl Bus {
             return false;
         }
         let now = tokio::time::Instant::now();
-        let Some(job) = collector.next(wall_ms(SystemTime::now()), now) else {
+        let Some(job) = collector.next(wall_ms(crate::clock::now()), now) else {
             return false;
         };
         let EventJob { meter, steps, .. } = &job;
@@ -1177,7 +1180,7 @@ impl Bus {
         .instrument(span)
         .await;
         let spent = started.elapsed();
-        let gateway_ms = wall_ms(SystemTime::now());
+        let gateway_ms = wall_ms(crate::clock::now());
         let evidence = self.options.evidence_frames;
         let Some(collector) = self.events.as_mut() else {
             return true;
@@ -1205,7 +1208,7 @@ impl Bus {
             } = &note
             {
                 let report = ClockReport {
-                    at: SystemTime::now(),
+                    at: crate::clock::now(),
                     offset_ms: *offset_ms,
                     off: *off,
                     note: what.clone(),

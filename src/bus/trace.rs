@@ -105,7 +105,7 @@ impl FrameTap {
         if let Some(tx) = self.sender.as_ref().filter(|tx| tx.receiver_count() > 0) {
             // A send error only means every watcher left meanwhile; the bus goes on.
             let _ = tx.send(FrameEvent {
-                at: SystemTime::now(),
+                at: crate::clock::now(),
                 bus: self.bus.clone(),
                 meter: self.meter.clone(),
                 direction,

@@ -236,7 +236,7 @@ pub fn run(args: &ReadArgs) -> ExitCode {
         Err(e) => return fail("read", &e, 2),
     };
     rt.block_on(async {
-        let mut transport = Transport::for_bus(&bus);
+        let mut transport = Transport::for_bus(&bus, None);
         if let Err(e) = transport.open(Duration::from_secs(3)).await {
             return fail("read", &format!("{}: {e}", transport.describe()), 2);
         }

@@ -269,7 +269,7 @@ impl Parts {
         remember: Option<CommandRecord>,
     ) {
         let claimed = verify::claimed(&msg.payload);
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let result = CommandResult::rejected(
             &self.setup.gateway,
             meter,
@@ -355,7 +355,7 @@ impl Parts {
             tracing::info!(topic = %msg.topic, "empty message on a command topic (a retained message cleared); ignored");
             return None;
         }
-        let now = ms(SystemTime::now());
+        let now = ms(crate::clock::now());
         let cx = VerifyContext {
             gateway: &setup.gateway,
             keys: &setup.keys,
@@ -433,7 +433,7 @@ impl Parts {
             self.reject(msg, meter, &why, remember);
             return Decision::Rejected;
         }
-        let at = rfc3339_millis(SystemTime::now());
+        let at = rfc3339_millis(crate::clock::now());
         match lock(&self.spool).accept_command(&record, &at) {
             Ok(true) => {}
             Ok(false) => {
@@ -505,7 +505,7 @@ impl Parts {
 
     /// Stores what the meter did (blocking).
     fn finish(&self, e: &Execution, outcome: &ControlOutcome) {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let result = CommandResult::from_outcome(
             &self.setup.gateway,
             &e.meter,
@@ -695,7 +695,7 @@ pub async fn run(
             Some(_) = running.join_next(), if !running.is_empty() => {}
             _ = prune.tick() => {
                 let p = parts.clone();
-                let before = ms(SystemTime::now()) - dur_ms(REMEMBER_PAST);
+                let before = ms(crate::clock::now()) - dur_ms(REMEMBER_PAST);
                 if let Some(Err(e)) = blocking(move || lock(&p.spool).prune_commands(before)).await {
                     tracing::warn!(error = %e, "cannot forget old command ids");
                 }

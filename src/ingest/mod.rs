@@ -27,7 +27,7 @@ pub mod validation;
 mod writer;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -184,7 +184,7 @@ impl Pipeline {
     /// Each poll counts once, on arrival (whether or not the spool can take it).
     fn count_polls(&self) {
         if let Some(book) = &self.book {
-            let now = SystemTime::now();
+            let now = crate::clock::now();
             let mut book = lock(book);
             for b in &self.arrived {
                 book.count_poll(b, now);

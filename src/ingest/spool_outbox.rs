@@ -8,7 +8,9 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 // A panic while holding the spool's lock cannot leave SQLite half-written (transactions), so
 // the spool is still usable after one: `lock` takes a poisoned lock as it is.
@@ -243,7 +245,6 @@ mod tests {
     use super::*;
     use crate::reading::ReadingBatch;
     use crate::spool::SpoolOptions;
-    use std::time::SystemTime;
 
     fn setup(max_bytes: u64) -> (tempfile::TempDir, Arc<Mutex<Spool>>, FreshRows, SpoolOutbox) {
         let dir = tempfile::tempdir().unwrap();
@@ -325,7 +326,7 @@ mod tests {
     fn append(spool: &Mutex<Spool>, fresh: &FreshRows, meters: &[&str]) {
         let mut batches: Vec<_> = meters
             .iter()
-            .map(|m| ReadingBatch::new("x", m, "modbus-tcp", 0, SystemTime::now()))
+            .map(|m| ReadingBatch::new("x", m, "modbus-tcp", 0, crate::clock::now()))
             .collect();
         let rows = lock(spool).append_rows("gw", &mut batches).unwrap();
         fresh.add(rows);
@@ -370,7 +371,7 @@ mod tests {
                     "a",
                     "modbus-tcp",
                     0,
-                    SystemTime::now(),
+                    crate::clock::now(),
                 )],
             )
             .unwrap();
@@ -388,7 +389,7 @@ mod tests {
             "a",
             "modbus-tcp",
             1,
-            SystemTime::now(),
+            crate::clock::now(),
         ))
         .unwrap()
         .len() as u64;

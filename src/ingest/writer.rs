@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use super::register_memory::RegisterMemory;
 use super::spool_outbox::HeldAcks;
@@ -204,7 +203,7 @@ impl SpoolWriter {
         self.unstored.extend(new);
         let spool = self.spool.clone();
         let s = lock(&spool);
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         // Asked once per group (one system call under the kernel's trust).
         let synchronised = self
             .clock
@@ -344,7 +343,7 @@ mod tests {
     use crate::spool::SpoolOptions;
 
     fn batch(meter: &str, energy: &str) -> ReadingBatch {
-        let mut b = ReadingBatch::new("x", meter, "dlt645-2007", 0, SystemTime::now());
+        let mut b = ReadingBatch::new("x", meter, "dlt645-2007", 0, crate::clock::now());
         b.values.push(ReadingValue {
             quantity: "energy.active.import.total".into(),
             value: Some(ValueData::Number(

@@ -48,6 +48,11 @@ pub struct ClockFacts {
     /// Whether every meter the broadcast reaches keeps the same zone (else a sync would set
     /// some of them wrong).
     pub one_zone: bool,
+    /// The smallest and largest last-read offsets (ms, meter − true time) of the other meters
+    /// the broadcast reaches that it could set (under 5 min off): their clocks must keep out
+    /// of the midnight and settlement guards too, or the broadcast would reach one of them
+    /// inside its own.
+    pub peer_offsets_ms: Option<(i64, i64)>,
 }
 
 /// Why no sync is sent for a meter that drifts.
@@ -151,8 +156,15 @@ pub fn decide(f: &ClockFacts) -> Verdict {
     if f.last_sync_day == Some(true_local.div_euclid(DAY_MS)) {
         return refuse(Refusal::AlreadyToday);
     }
-    // Both clocks: the meter's firmware judges by its own, the settlement by the true one.
-    let clocks = [f.meter_local_ms, true_local];
+    // Every clock: each meter's firmware judges by its own, the settlement by the true one.
+    // The peers' offsets are a range under 10 min wide: its two ends cover it.
+    let (lo, hi) = f.peer_offsets_ms.unwrap_or((offset_ms, offset_ms));
+    let clocks = [
+        f.meter_local_ms,
+        true_local,
+        true_local + lo,
+        true_local + hi,
+    ];
     if clocks
         .iter()
         .any(|&t| near_time_of_day(t, 0, MIDNIGHT_GUARD))

@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::{Query, Request, State as AxState};
 use axum::http::Method;
@@ -381,7 +381,7 @@ fn trace_stream(
     let rx = state.handles.frames.subscribe();
     let stop = state.stop.clone();
     let hello = Event::default().event("hello").data(
-        json!({"at": rfc3339_millis(SystemTime::now()), "bus": q.bus, "meter": q.meter})
+        json!({"at": rfc3339_millis(crate::clock::now()), "bus": q.bus, "meter": q.meter})
             .to_string(),
     );
     let stream = futures_util::stream::unfold(

@@ -368,7 +368,7 @@ pub struct MeterView {
 impl Snapshot {
     /// Takes the numbers now.
     pub fn take(h: &Handles) -> Snapshot {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let buses: Vec<BusHealth> = h.buses.iter().map(|b| lock(&b.status).clone()).collect();
         let uplink = h.uplink.snapshot();
         let spool = (h.spool)();

@@ -2,9 +2,11 @@
 //!
 //! This module owns the mapping from the host's clock to simulated time (a start instant and
 //! a speed factor). Calendar arithmetic and RFC 3339 stamps are the crate's [`crate::clock`].
+//! Real time is [`crate::clock::now`] and `tokio::time::Instant`, so that a test running the
+//! simulator under tokio's paused clock moves it too.
 //! It never formats protocol bytes and never sleeps.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use crate::clock::{UnixMillis, wall_clock_ms};
 
@@ -59,5 +61,13 @@ mod tests {
         let c = SimClock::new(Some(0), 1000.0);
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(c.now() >= 20_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_clock_follows_a_paused_runtime() {
+        let c = SimClock::new(Some(0), 60.0);
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        // One virtual minute at 60× is an hour, however little real time passed.
+        assert_eq!(c.now() / 1000, 3_600);
     }
 }

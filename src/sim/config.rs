@@ -26,6 +26,8 @@
 //! profile = "dlt645-three-phase"
 //! seed = 1
 //! faults = { no_reply = { every = 10 } }
+//! # dead for a window of simulated time (silent, deaf to broadcasts; clock and history go on):
+//! # faults = { dead = [{ from = "2026-12-02T13:00:00Z", to = "2026-12-02T19:00:00Z" }] }
 //! identity = { asset_code = "A-0001", model = "DTZY-1" }   # optional; see `SimIdentity`
 //! relay = { password = "123456", operators = ["12345678"], button = "/tmp/button-1" }  # sim::relay
 //! ```

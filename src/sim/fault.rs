@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::model::mix;
+use crate::clock::{UnixMillis, parse_rfc3339};
 
 /// When one fault fires: `{ probability = 0.1 }` or `{ every = 5 }` (the 5th, 10th, … reply),
 /// with the fault's own parameters.
@@ -73,6 +74,31 @@ pub struct FaultsConfig {
     /// the next request arrives, or for `delay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub babble: Option<FaultRule>,
+    /// Windows of simulated time in which the meter is dead: it answers nothing and hears no
+    /// broadcast (its clock and its frozen history go on, as a meter cut off from the bus
+    /// does): `dead = [{ from = "2026-12-02T20:00:00Z", to = "2026-12-03T02:00:00Z" }]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead: Vec<DeadWindow>,
+}
+
+/// One window in which a meter is dead (`faults.dead`), simulated UTC, `from` included and
+/// `to` excluded.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadWindow {
+    /// Start, RFC 3339 UTC.
+    pub from: String,
+    /// End, RFC 3339 UTC.
+    pub to: String,
+}
+
+impl DeadWindow {
+    /// (from, to) in Unix milliseconds, when both parse and `from < to`.
+    pub fn millis(&self) -> Option<(UnixMillis, UnixMillis)> {
+        let from = parse_rfc3339(&self.from)?;
+        let to = parse_rfc3339(&self.to)?;
+        (from < to).then_some((from, to))
+    }
 }
 
 /// One kind of fault.
@@ -153,8 +179,24 @@ impl FaultsConfig {
         }
     }
 
+    /// The dead windows, in Unix milliseconds (checked by [`FaultsConfig::check`]).
+    pub fn dead_windows(&self) -> Vec<(UnixMillis, UnixMillis)> {
+        self.dead.iter().filter_map(DeadWindow::millis).collect()
+    }
+
     /// Checks each rule; `Err((key, message))` for the first bad one.
     pub fn check(&self) -> Result<(), (String, String)> {
+        for w in &self.dead {
+            if w.millis().is_none() {
+                return Err((
+                    "faults.dead".into(),
+                    format!(
+                        "{:?} to {:?}: give RFC 3339 UTC times, from before to",
+                        w.from, w.to
+                    ),
+                ));
+            }
+        }
         for kind in FaultKind::ALL {
             let Some(rule) = self.rule(kind) else {
                 continue;
@@ -365,5 +407,13 @@ mod tests {
             ..FaultsConfig::default()
         };
         assert_eq!(bad.check().unwrap_err().0, "faults.echo");
+        let backwards = FaultsConfig {
+            dead: vec![DeadWindow {
+                from: "2026-12-03T02:00:00Z".into(),
+                to: "2026-12-02T20:00:00Z".into(),
+            }],
+            ..FaultsConfig::default()
+        };
+        assert_eq!(backwards.check().unwrap_err().0, "faults.dead");
     }
 }

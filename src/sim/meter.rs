@@ -156,6 +156,8 @@ pub struct SimMeter {
     pub relay: Option<SimRelay>,
     /// The meter's time zone (its relay judges deadlines in it).
     utc_offset: UtcOffset,
+    /// Windows of simulated time in which it is dead (`faults.dead`).
+    dead: Vec<(UnixMillis, UnixMillis)>,
 }
 
 fn items(info: DiInfo) -> Vec<DiSpec> {
@@ -260,6 +262,7 @@ impl SimMeter {
                 .filter(|_| config.protocol == Protocol::Dlt645_2007)
                 .map(SimRelay::new),
             utc_offset: config.utc_offset,
+            dead: config.faults.dead_windows(),
             kind,
             faults: Mutex::new(FaultState::new(config.faults.clone(), seed)),
             events: SimEvents::new(
@@ -286,6 +289,12 @@ impl SimMeter {
         self.relay
             .as_ref()?
             .respond(request, self.events.meter_instant(t), self.utc_offset)
+    }
+
+    /// Whether the meter is dead at simulated time `t` (`faults.dead`): silent, deaf to
+    /// broadcasts.
+    pub fn is_dead(&self, t: UnixMillis) -> bool {
+        self.dead.iter().any(|&(from, to)| (from..to).contains(&t))
     }
 
     /// The DL/T 645 edition, for DL/T 645 meters.

@@ -176,6 +176,9 @@ impl Drop for PtyKeeper {
 #[derive(Debug)]
 pub struct SimHandle {
     ports: Vec<PortInfo>,
+    /// What each byte-stream port shares between its connections, by port name (for
+    /// [`SimHandle::attacher`]).
+    shared: Vec<Arc<PortShared>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     _ptys: Vec<PtyKeeper>,
@@ -190,6 +193,22 @@ impl SimHandle {
     /// A port by name.
     pub fn port(&self, name: &str) -> Option<&PortInfo> {
         self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// Serves byte-stream port `name` (serial, pty or raw TCP; not Modbus TCP) on streams a
+    /// test hands it as well: an in-memory link (`tokio::io::duplex`) to a bus, so that no
+    /// real I/O runs while a test's virtual clock is paused. `None` for an unknown port or a
+    /// Modbus TCP one.
+    pub fn attacher(&self, name: &str) -> Option<PortAttacher> {
+        let info = self.port(name)?;
+        if matches!(info.endpoint, Endpoint::ModbusTcp(_)) {
+            return None;
+        }
+        let shared = self.shared.iter().find(|s| s.name == name)?;
+        Some(PortAttacher {
+            port: Arc::clone(shared),
+            stop: self.stop.subscribe(),
+        })
     }
 
     /// The bound address of TCP port `name`.
@@ -218,6 +237,29 @@ impl Drop for SimHandle {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+/// Serves one port of a running simulator on streams handed to it
+/// ([`SimHandle::attacher`]); each stream is served like one connection to a raw TCP port,
+/// until it closes or the simulator stops.
+#[derive(Debug, Clone)]
+pub struct PortAttacher {
+    port: Arc<PortShared>,
+    stop: watch::Receiver<bool>,
+}
+
+impl PortAttacher {
+    /// Serves `stream` in a task of its own on the current runtime.
+    pub fn serve<S>(&self, stream: S) -> JoinHandle<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        tokio::spawn(port::serve_stream(
+            stream,
+            Arc::clone(&self.port),
+            self.stop.clone(),
+        ))
     }
 }
 
@@ -261,6 +303,7 @@ impl Simulator {
         let (stop, stop_rx) = watch::channel(false);
         let mut handle = SimHandle {
             ports: Vec::new(),
+            shared: Vec::new(),
             stop,
             tasks: Vec::new(),
             _ptys: Vec::new(),
@@ -314,6 +357,7 @@ impl Simulator {
                 device: None,
                 meters: infos,
             };
+            handle.shared.push(Arc::clone(&shared));
             let task = match &endpoint {
                 Endpoint::Serial(path) => {
                     let settings = SerialSettings {

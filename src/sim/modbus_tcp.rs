@@ -113,6 +113,9 @@ impl Service for MeterService {
                 return Err(ExceptionCode::IllegalFunction);
             };
             let t = port.clock.now();
+            if meter.is_dead(t) {
+                return Ok(None);
+            }
             let (mut response, mut values) = meter.respond_modbus(&request, t);
             let fired = match meter.faults.lock() {
                 Ok(mut f) => f.next(false),

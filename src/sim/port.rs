@@ -85,7 +85,11 @@ impl PortShared {
     /// each applying it within its own limits, and every one is logged.
     fn broadcast(&self, frame: &Dlt645Frame) {
         let t = self.clock.now();
-        for meter in self.meters.iter().filter(|m| m.protocol.is_dlt645()) {
+        for meter in self
+            .meters
+            .iter()
+            .filter(|m| m.protocol.is_dlt645() && !m.is_dead(t))
+        {
             let Some(version) = meter.dlt645_version() else {
                 continue;
             };
@@ -162,6 +166,9 @@ impl PortShared {
         let own = meter.address?;
         let request = DltRequest::from_frame(frame, version).ok()?;
         let t = self.clock.now();
+        if meter.is_dead(t) {
+            return None;
+        }
         let control = meter.respond_control(&request, t);
         let (mut response, mut values, event) = match control {
             Some((response, event)) => (response, Vec::new(), Some(event)),
@@ -220,6 +227,9 @@ impl PortShared {
             .iter()
             .find(|m| m.unit == Some(unit) && !m.protocol.is_dlt645())?;
         let t = self.clock.now();
+        if meter.is_dead(t) {
+            return None;
+        }
         let (mut response, mut values) = meter.respond_modbus(request, t);
         let fired = lock_faults(meter)?.next(false);
         if fired.has(FaultKind::NoReply) {
@@ -418,8 +428,18 @@ where
         {
             babble = None;
         }
+        // The idle timer only matters with a partial request buffered: an idle line is not
+        // woken five times a second for nothing.
+        let partial = !buf.is_empty();
+        let reading = async {
+            if partial {
+                tokio::time::timeout(IDLE_DROP, stream.read(&mut scratch)).await
+            } else {
+                Ok(stream.read(&mut scratch).await)
+            }
+        };
         let read = tokio::select! {
-            r = tokio::time::timeout(IDLE_DROP, stream.read(&mut scratch)) => r,
+            r = reading => r,
             () = tokio::time::sleep(babble_every), if babble.is_some() => {
                 if let Some(b) = babble.as_mut() {
                     let noise: Vec<u8> =

@@ -11,7 +11,6 @@
 //! (`clock_drift`, `time_sync`) gets the next number of the meter's `gateway` row here.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
@@ -32,7 +31,7 @@ impl Spool {
         self.restore_synchronous()?;
         let path = self.path.clone();
         let sql = |e: rusqlite::Error| SpoolError::sqlite(&path, e);
-        let now = rfc3339_millis(SystemTime::now());
+        let now = rfc3339_millis(crate::clock::now());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

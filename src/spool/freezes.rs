@@ -16,8 +16,6 @@
 //! meter still holds it), never to delivered: nothing is reported delivered that the broker
 //! did not acknowledge.
 
-use std::time::SystemTime;
-
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{AppendedRows, MessageKind, Pending, Spool, SpoolError, drop_oldest, to_i64};
@@ -125,7 +123,7 @@ impl Spool {
                 max_bytes: self.opts.max_bytes,
             });
         }
-        let now = rfc3339_millis(SystemTime::now());
+        let now = rfc3339_millis(crate::clock::now());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -197,7 +195,7 @@ impl Spool {
         detail: &str,
     ) -> Result<(), SpoolError> {
         self.restore_synchronous()?;
-        let now = rfc3339_millis(SystemTime::now());
+        let now = rfc3339_millis(crate::clock::now());
         self.conn
             .prepare_cached(
                 "INSERT INTO ledger (meter, kind, stamp, state, id, updated_at, detail) \

@@ -95,7 +95,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
@@ -159,7 +159,7 @@ impl SpoolOptions {
     fn first_seq_value(&self) -> i64 {
         match self.first_seq {
             FirstSeq::One => 1,
-            FirstSeq::ClockMillis => std::time::SystemTime::now()
+            FirstSeq::ClockMillis => crate::clock::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)),
         }
@@ -355,7 +355,7 @@ fn delete_rows(
             continue;
         };
         if MessageKind::from_column(kind) == MessageKind::Freeze {
-            let at = delivered.get_or_insert_with(|| rfc3339_millis(SystemTime::now()));
+            let at = delivered.get_or_insert_with(|| rfc3339_millis(crate::clock::now()));
             freezes::mark_delivered(tx, *rowid, at)?;
             freezes_delivered += 1;
         }
@@ -689,7 +689,7 @@ impl Spool {
     /// take as duplicates. Until the contract settles this, the operator should be told.
     pub fn quarantine(path: impl AsRef<Path>) -> Result<PathBuf, SpoolError> {
         let path = path.as_ref();
-        let secs = SystemTime::now()
+        let secs = crate::clock::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);

@@ -9,7 +9,7 @@
 //! handed over. The latest messages are also kept for the diagnostics service.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use meter_protocols::dlt645::freeze::FreezeKind;
 
@@ -123,7 +123,7 @@ fn hand_over(uplink: &UplinkHandle, kind: FreezeKind, message: &impl serde::Seri
 /// Every kind's figures now, from the ledger (a kind no meter collects: `None`).
 fn build_all(plan: &CompletenessPlan, spool: &Mutex<Spool>) -> Result<CompletenessSet, SpoolError> {
     let now = wall_clock_ms();
-    let at = rfc3339_millis(SystemTime::now());
+    let at = rfc3339_millis(crate::clock::now());
     // Stamps sort as text within one zone; the margins cover every zone and the period the
     // oldest record closes.
     let from = |back_ms: i64| crate::clock::rfc3339_ms(now - back_ms)[..10].to_owned();

@@ -6,7 +6,7 @@
 //! does, when the window allows).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::UplinkHandle;
 use crate::health::{BusHealth, MeterState};
@@ -39,7 +39,7 @@ pub async fn forward_health(buses: Vec<Arc<Mutex<BusHealth>>>, uplink: UplinkHan
                 }
             }
             drop(snapshot);
-            let at = SystemTime::now();
+            let at = crate::clock::now();
             for health in due {
                 uplink.set_meter_status(health, at);
             }

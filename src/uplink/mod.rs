@@ -394,7 +394,7 @@ struct Backoff {
 
 impl Backoff {
     fn new(min: Duration, max: Duration) -> Self {
-        let seed = SystemTime::now()
+        let seed = crate::clock::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()).rotate_left(32);
@@ -486,7 +486,7 @@ impl<O: Outbox> Uplink<O> {
                 reading_success: Box::new(|| None),
                 clock_steps: Box::new(|| 0),
                 meter_drops: Box::new(|_| None),
-                started: SystemTime::now(),
+                started: crate::clock::now(),
                 started_mono: Instant::now(),
                 refusals: Refusals::default(),
                 refusal_delays,
@@ -627,7 +627,7 @@ impl<O: Outbox> Uplink<O> {
             state,
             reason,
             self.started,
-            SystemTime::now(),
+            crate::clock::now(),
             (self.spool_stats)(),
         );
         // A step of the wall clock (chaos soak: +1 h made uptime jump by an hour) must not
@@ -822,7 +822,7 @@ impl<O: Outbox> Uplink<O> {
             topic,
             payload,
             retain,
-            at: SystemTime::now(),
+            at: crate::clock::now(),
         };
         // Counted before the hand-off: whoever sees the message also sees it counted.
         self.shared.snap().commands_received += 1;
@@ -965,7 +965,7 @@ impl<O: Outbox> Uplink<O> {
         *last_logged = None;
         let mut snap = self.shared.snap();
         snap.state = ConnectionState::Connected;
-        snap.connected_since = Some(SystemTime::now());
+        snap.connected_since = Some(crate::clock::now());
         snap.connects += 1;
     }
 

@@ -26,10 +26,14 @@ impl EventBook for Book {
 const ADDR: &str = "000000000007";
 
 fn driver(events: Option<Vec<&str>>) -> MeterDriver {
+    driver_at(ADDR, events)
+}
+
+fn driver_at(address: &str, events: Option<Vec<&str>>) -> MeterDriver {
     let profiles = ProfileSet::builtin().unwrap();
     let profile: &Profile = profiles.get("dlt645-three-phase").unwrap();
     let meter = MeterConfig {
-        address: Some(ADDR.into()),
+        address: Some(address.into()),
         events: events.map(|k| k.into_iter().map(String::from).collect()),
         ..MeterConfig::new(Protocol::Dlt645_2007, "dlt645-three-phase")
     };
@@ -428,6 +432,172 @@ fn a_drifting_clock_is_reported_and_corrected_once() {
             .contains("still off")
     );
     assert!(c.next(T + 8_000, later).is_none(), "no second sync");
+}
+
+/// A broadcast sync reaches every meter of the bus: it waits until each has had its first
+/// clock read, so that a meter it corrects has been compared (and reported) first. Sent at
+/// once, it corrected the meters not read yet, and their error was reported nowhere (the
+/// fault model, tests/fault_model.rs, found three such meters in 100).
+#[test]
+fn a_sync_waits_until_every_meter_of_the_bus_was_compared() {
+    let now = Instant::now();
+    let d = [
+        driver_at("000000000007", Some(vec![])),
+        driver_at("000000000008", Some(vec![])),
+    ];
+    let mut c = EventCollector::new(
+        sink(
+            Arc::new(Book::default()),
+            Duration::from_secs(86_400),
+            ClockTrust::Trusted,
+        ),
+        "gw",
+        d.iter(),
+        now,
+    )
+    .unwrap();
+    // The first meter is 90 s fast: a sync is due.
+    let job = c.next(T, now).unwrap();
+    assert_eq!((job.meter, job.kind), (0, JobKind::Clock));
+    let notes = c.done(
+        &job,
+        Ok(clock_replies(10, 1, 30)),
+        Duration::ZERO,
+        T,
+        true,
+        now,
+    );
+    assert_eq!(event(&notes[0]).details["action"], "time_sync");
+    // The second (its round a second later) is compared before the sync goes out.
+    let later = now + Duration::from_secs(1);
+    let job = c.next(T + 1_000, later).unwrap();
+    assert_eq!((job.meter, job.kind), (1, JobKind::Clock));
+    let notes = c.done(
+        &job,
+        Ok(clock_replies(10, 1, 20)),
+        Duration::ZERO,
+        T + 1_000,
+        true,
+        later,
+    );
+    assert_eq!(event(&notes[0]).ty, "clock_drift");
+    assert_eq!(event(&notes[0]).details["offset_s"], 79.0);
+    let job = c.next(T + 2_000, later).unwrap();
+    assert!(matches!(job.kind, JobKind::Sync { .. }), "{job:?}");
+    c.done(
+        &job,
+        Ok(vec![(Reply::None, vec![])]),
+        Duration::ZERO,
+        T + 2_000,
+        true,
+        later,
+    );
+    // One broadcast set both: the second meter's sync is not sent again; both are read back.
+    let confirm = later + CONFIRM_AFTER;
+    for meter in [0, 1] {
+        let job = c.next(T + 7_000, confirm).unwrap();
+        assert_eq!((job.meter, job.kind), (meter, JobKind::Clock));
+        let notes = c.done(
+            &job,
+            Ok(clock_replies(10, 0, 7)),
+            Duration::ZERO,
+            T + 7_000,
+            true,
+            confirm,
+        );
+        assert!(matches!(
+            notes[0],
+            EventNote::ClockChecked { off: false, .. }
+        ));
+    }
+    assert!(c.next(T + 8_000, confirm).is_none(), "no second sync");
+}
+
+/// A meter whose first clock read failed holds the broadcast until it is compared (the
+/// fault model found one such meter corrected unseen when a tried read was enough); the sync
+/// found due minutes before is then judged again on a fresh read, without a second report.
+#[test]
+fn a_sync_waits_for_a_meter_that_did_not_answer_and_is_judged_again() {
+    let now = Instant::now();
+    let d = [
+        driver_at("000000000007", Some(vec![])),
+        driver_at("000000000008", Some(vec![])),
+    ];
+    let mut c = EventCollector::new(
+        sink(
+            Arc::new(Book::default()),
+            Duration::from_secs(86_400),
+            ClockTrust::Trusted,
+        ),
+        "gw",
+        d.iter(),
+        now,
+    )
+    .unwrap();
+    let job = c.next(T, now).unwrap();
+    c.done(
+        &job,
+        Ok(clock_replies(10, 1, 30)),
+        Duration::ZERO,
+        T,
+        true,
+        now,
+    );
+    let later = now + Duration::from_secs(1);
+    let job = c.next(T + 1_000, later).unwrap();
+    assert_eq!((job.meter, job.kind), (1, JobKind::Clock));
+    let notes = c.done(
+        &job,
+        Err("no reply".into()),
+        Duration::ZERO,
+        T + 1_000,
+        true,
+        later,
+    );
+    assert!(notes.is_empty());
+    assert!(
+        c.next(T + 2_000, later).is_none(),
+        "no sync before meter 1 is compared"
+    );
+    // Its retry: compared, in limit.
+    let retry = later + RETRY_AFTER;
+    let job = c.next(T + 301_000, retry).unwrap();
+    assert_eq!((job.meter, job.kind), (1, JobKind::Clock));
+    c.done(
+        &job,
+        Ok(clock_replies(10, 5, 1)),
+        Duration::ZERO,
+        T + 301_000,
+        true,
+        retry,
+    );
+    // The first meter's sync is five minutes old: its clock is read again, not reported twice.
+    let job = c.next(T + 302_000, retry).unwrap();
+    assert_eq!((job.meter, job.kind), (0, JobKind::Clock));
+    let notes = c.done(
+        &job,
+        Ok(clock_replies(10, 6, 32)),
+        Duration::ZERO,
+        T + 302_000,
+        true,
+        retry,
+    );
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(matches!(
+        notes[0],
+        EventNote::ClockChecked { off: true, .. }
+    ));
+    let job = c.next(T + 303_000, retry).unwrap();
+    assert!(
+        matches!(
+            job.kind,
+            JobKind::Sync {
+                offset_ms: 90_000,
+                ..
+            }
+        ),
+        "{job:?}"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -95,7 +95,7 @@ impl Bus {
             };
             evidence.probe = self.probe(m, &driver, timing, &probes).await;
         }
-        let mut batch = self.new_batch(&driver, &result, SystemTime::now());
+        let mut batch = self.new_batch(&driver, &result, crate::clock::now());
         batch.values = result.values;
         batch.tariff_blocks = result.tariff_blocks;
         Some(MeterCheck {

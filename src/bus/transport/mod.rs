@@ -9,16 +9,23 @@
 //!
 //! It never retries, never sleeps between requests and never decides a meter's fate: timing,
 //! retries and the late-reply guard belong to the bus task.
+//!
+//! A test can hand a byte-stream bus an in-memory link instead of its port ([`LinkOpener`],
+//! through the bus task's options, never through the configuration): the fault-model run
+//! (`tests/fault_model.rs`) connects buses to the simulator that way under a paused clock.
 
 pub mod modbus_tcp;
 pub mod raw_tcp;
 pub mod serial;
 
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_serial::SerialStream;
@@ -30,6 +37,35 @@ use crate::meter::contract::{Reply, Step};
 use crate::serial_port::{SerialPortError, SerialSettings};
 use modbus_tcp::{ModbusTcpClient, TcpFailure};
 
+/// A byte stream that is neither a serial port nor a TCP socket: what a [`LinkOpener`] gives.
+pub trait AttachedStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AttachedStream for T {}
+
+/// A test seam: opens a byte-stream bus's link in memory instead of its port (called with
+/// the bus's name at every open, a reopen included). The daemon never sets one; no setting of
+/// the configuration file can.
+#[derive(Clone)]
+pub struct LinkOpener(Arc<OpenFn>);
+
+/// What a [`LinkOpener`] calls: the bus's name in, a stream out.
+type OpenFn = dyn Fn(&str) -> io::Result<Box<dyn AttachedStream>> + Send + Sync;
+
+impl LinkOpener {
+    /// An opener calling `open` with the bus's name.
+    pub fn new(
+        open: impl Fn(&str) -> io::Result<Box<dyn AttachedStream>> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(open))
+    }
+}
+
+impl std::fmt::Debug for LinkOpener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkOpener")
+    }
+}
+
 /// Settings to open a byte-stream link.
 #[derive(Debug, Clone)]
 pub enum LinkSettings {
@@ -39,6 +75,13 @@ pub enum LinkSettings {
     Tcp {
         /// `host:port`.
         address: String,
+    },
+    /// A stream a test's [`LinkOpener`] hands over.
+    Attached {
+        /// The bus's name (what the opener is called with).
+        bus: String,
+        /// The opener.
+        opener: LinkOpener,
     },
 }
 
@@ -59,6 +102,7 @@ impl LinkSettings {
         match self {
             LinkSettings::Serial(s) => s.describe(),
             LinkSettings::Tcp { address } => format!("tcp://{address}"),
+            LinkSettings::Attached { bus, .. } => format!("attached://{bus}"),
         }
     }
 }
@@ -89,12 +133,23 @@ pub enum LinkError {
 }
 
 /// An open byte-stream link.
-#[derive(Debug)]
 pub enum Link {
     /// A serial port.
     Serial(SerialStream),
     /// A TCP stream.
     Tcp(TcpStream),
+    /// A stream a test's [`LinkOpener`] handed over.
+    Attached(Box<dyn AttachedStream>),
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Link::Serial(s) => f.debug_tuple("Serial").field(s).finish(),
+            Link::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
+            Link::Attached(_) => f.write_str("Attached"),
+        }
+    }
 }
 
 impl Link {
@@ -108,6 +163,14 @@ impl Link {
             LinkSettings::Tcp { address } => raw_tcp::connect(address, connect_timeout)
                 .await
                 .map(Link::Tcp),
+            LinkSettings::Attached { bus, opener } => {
+                (opener.0)(bus)
+                    .map(Link::Attached)
+                    .map_err(|source| LinkError::Io {
+                        what: settings.describe(),
+                        source,
+                    })
+            }
         }
     }
 
@@ -122,6 +185,10 @@ impl Link {
                 s.write_all(bytes).await?;
                 s.flush().await
             }
+            Link::Attached(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
         }
     }
 
@@ -130,6 +197,7 @@ impl Link {
         match self {
             Link::Serial(s) => s.read(buf).await,
             Link::Tcp(s) => s.read(buf).await,
+            Link::Attached(s) => s.read(buf).await,
         }
     }
 
@@ -140,6 +208,30 @@ impl Link {
         match self {
             Link::Serial(s) => serial::discard_input(s),
             Link::Tcp(s) => raw_tcp::discard_input(s),
+            Link::Attached(s) => discard_attached(s.as_mut()),
+        }
+    }
+}
+
+/// Drops what an attached stream holds without waiting: reads until it would wait (polled
+/// once with a waker that does nothing; the next real read registers its own). The peer
+/// having closed is an error, as on TCP.
+fn discard_attached(s: &mut dyn AttachedStream) -> io::Result<usize> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut scratch = [0u8; 256];
+    let mut dropped = 0usize;
+    loop {
+        let mut buf = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut *s).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the stream",
+                ));
+            }
+            Poll::Ready(Ok(())) => dropped += buf.filled().len(),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(dropped),
         }
     }
 }
@@ -204,9 +296,18 @@ pub struct Attempted {
 }
 
 impl Transport {
-    /// The transport of a configured bus (not opened yet).
-    pub fn for_bus(bus: &BusConfig) -> Self {
-        match LinkSettings::from_bus(bus) {
+    /// The transport of a configured bus (not opened yet). With an `opener` (a test's), a
+    /// byte-stream bus opens its link through it instead of its port; a Modbus TCP bus
+    /// ignores it.
+    pub fn for_bus(bus: &BusConfig, opener: Option<&LinkOpener>) -> Self {
+        let settings = LinkSettings::from_bus(bus).map(|s| match opener {
+            Some(opener) => LinkSettings::Attached {
+                bus: bus.name.clone(),
+                opener: opener.clone(),
+            },
+            None => s,
+        });
+        match settings {
             Some(settings) => Transport::Stream {
                 settings,
                 link: None,

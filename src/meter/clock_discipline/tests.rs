@@ -24,6 +24,7 @@ fn facts(true_local: i64, offset_ms: i64) -> ClockFacts {
         daily_freeze_minute: 0,
         settlement: (1, 0),
         one_zone: true,
+        peer_offsets_ms: None,
     }
 }
 
@@ -247,4 +248,23 @@ fn no_sync_ever_leaves_the_limits_over_a_sweep() {
         }
     }
     assert!(syncs > 0);
+}
+
+/// A broadcast reaches every meter of the bus: a peer 4 min fast shows 23:55 at 23:51, so no
+/// sync goes out then, whatever the clock of the meter that found it due.
+#[test]
+fn the_peers_clocks_keep_out_of_the_midnight_guard_too() {
+    let at = local(2026, 12, 7, 23, 51, 0);
+    assert!(matches!(decide(&facts(at, 90 * S)), Verdict::Sync { .. }));
+    let f = ClockFacts {
+        peer_offsets_ms: Some((-30 * S, 240 * S)),
+        ..facts(at, 90 * S)
+    };
+    assert_eq!(
+        decide(&f),
+        Verdict::Drift {
+            offset_ms: 90 * S,
+            refusal: Refusal::NearMidnight
+        }
+    );
 }
