@@ -229,5 +229,24 @@ def vm_rss_kib(pid: int) -> int | None:
     return None
 
 
+def rss_parts_kib(pid: int) -> dict | None:
+    """VmRSS split as /proc/PID/smaps_rollup has it (Rss, Anonymous, and file pages = Rss −
+    Anonymous − ShmemRss... approximated as Rss − Anonymous): whether growth is heap or mapped
+    files (SQLite's shared-memory index, the binary)."""
+    try:
+        fields = {}
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                fields[name.strip()] = int(parts[0])
+    except OSError:
+        return None
+    rss, anon = fields.get("Rss"), fields.get("Anonymous")
+    if rss is None or anon is None:
+        return None
+    return {"rss": rss, "anon": anon, "file": rss - anon}
+
+
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None or Path(f"/usr/sbin/{tool}").exists()

@@ -27,9 +27,10 @@ one test each, on that one run:
 2. every reply the simulator's truth log says it sent is in a delivered batch (or in a one-shot
    read's answer), except the poll a `kill -9` or a link cut interrupted, and duplicate answers
    to a retried request,
-3. per good meter, consecutive scheduled polls began at most 1.5 intervals apart (host time of
-   the first request's first attempt, from the truth log; `read_at` is stamped when a poll ends
-   and includes its retries) outside the windows where meterd was dead or its clock had just been
+3. per good meter, every scheduled poll in its slot: consecutive polls begin in consecutive
+   slots of meterd's wall clock (poll start = host time of the first request's first attempt,
+   from the truth log, plus the clock offset in force; `read_at` is stamped when a poll ends and
+   includes its retries), outside the windows where meterd was dead or its clock had just been
    stepped,
 3b. polls continue after a backward clock step (first reading within 2 intervals): the
    scheduler drives slots by monotonic time, so this and the narrow windows of check 3 are
@@ -55,7 +56,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos_parts import FakeClock, LinkProxy, PtyBridge, faketime_lib, have, vm_rss_kib
+from chaos_parts import FakeClock, LinkProxy, PtyBridge, faketime_lib, have, rss_parts_kib, vm_rss_kib
 from conftest import free_port, port_open, wait_for
 from daemon_rig import GATEWAY, PREFIX, Proc, Rig, check_schemas, quiet_port, require_parts, spool_state
 from mqtt_tap import MqttTap
@@ -355,6 +356,7 @@ class ChaosRun:
     broker_outages: list = field(default_factory=list)  # (kill time, restart time or None)
     steps: list = field(default_factory=list)          # (time, old offset, new offset)
     rss: list = field(default_factory=list)            # (time, run number, VmRSS KiB)
+    rss_parts: list = field(default_factory=list)      # (time, run number, smaps_rollup split), 1/min
     oneshot: Counter = field(default_factory=Counter)
     oneshot_frames: set = field(default_factory=set)
     oneshot_failed: list = field(default_factory=list)  # (meter, start, end, why)
@@ -461,6 +463,10 @@ class ChaosRun:
                 kib = vm_rss_kib(d.pid)
                 if kib:
                     self.rss.append((time.time(), self.rig.runs, kib))
+                    parts = rss_parts_kib(d.pid)
+                    if parts and (not self.rss_parts or self.rss_parts[-1][1] != self.rig.runs
+                                  or time.time() - self.rss_parts[-1][0] >= 60):
+                        self.rss_parts.append((time.time(), self.rig.runs, parts))
             time.sleep(2)
 
     # -- faults --------------------------------------------------------------------------
@@ -796,6 +802,7 @@ def analyse(run: ChaosRun):
     gap_problems = []
     max_gap = {}
     max_end_gap = {}
+    latest_in_slot = {}
     unknown = 0
     checked = excluded = 0
     real = {}
@@ -823,9 +830,18 @@ def analyse(run: ChaosRun):
             gap = b - a
             worst = max(worst, gap)
             worst_end = max(worst_end, real[meter][s + 1] - real[meter][s])
-            if gap > 1.5 * INTERVAL_S:
+            # On time = in its slot: slots are the interval's multiples of meterd's (stepped)
+            # wall clock; two consecutive polls must be in consecutive slots. Where in its
+            # slot a poll begins depends on the other meters of its bus (the noisy meter's
+            # retries come first in some slots), which is not lateness.
+            slot_a = int((a + run.clock.offset_at(a)) // INTERVAL_S)
+            slot_b = int((b + run.clock.offset_at(b)) // INTERVAL_S)
+            into = (b + run.clock.offset_at(b)) % INTERVAL_S
+            latest_in_slot[meter] = max(latest_in_slot.get(meter, 0.0), into)
+            if slot_b - slot_a > 1:
                 near = [f"{t - a:+.1f}s {text}" for t, text in run.events if -15 <= t - a <= 15]
-                gap_problems.append(f"{meter}: seq {s}->{s + 1} polls began {gap:.2f} s apart "
+                gap_problems.append(f"{meter}: seq {s}->{s + 1} polls began {gap:.2f} s apart, "
+                                    f"{slot_b - slot_a - 1} slot(s) without a poll "
                                     f"(read_at {seqs[s]['read_at']} -> {seqs[s + 1]['read_at']}, "
                                     f"host {time.strftime('%H:%M:%S', time.gmtime(a))}Z, "
                                     f"t={a - run.t0:.1f}s; faults within 15 s: {near or 'none'})")
@@ -881,6 +897,7 @@ def analyse(run: ChaosRun):
         "oneshot": dict(run.oneshot),
         "max_poll_start_gap_s": max_gap,
         "max_read_at_gap_s": max_end_gap,
+        "latest_poll_start_in_its_slot_s": {m: round(v, 2) for m, v in latest_in_slot.items()},
         "gap_pairs_checked": checked,
         "gap_pairs_in_fault_windows": excluded,
         "gap_pairs_unmapped": unknown,
@@ -889,6 +906,8 @@ def analyse(run: ChaosRun):
         "rss_kib_after_warmup": warm,
         "rss_kib_end": run.final_rss,
         "rss_kib_max_final_run": max((k for _, k in samples), default=None),
+        "rss_parts_kib_final_run_per_minute": [(round(t - run.daemon_started), p)
+                                               for t, r, p in run.rss_parts if r == final_run],
         "panics": logs.count("panicked"),
         "loadavg_end": os.getloadavg(),
         "exit_code": run.exit_code,
