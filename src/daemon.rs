@@ -349,18 +349,7 @@ impl Daemon {
                 out: freeze_tx,
                 config: config.freeze.clone(),
             },
-            events: EventSink {
-                book: counters.clone(),
-                out: event_tx,
-                events: config.events.clone(),
-                clock: config.meter_clock.clone(),
-                drift_limit: config
-                    .meter_clock
-                    .drift_limit
-                    .unwrap_or(config.validation.clock_limit),
-                freeze: config.freeze.clone(),
-                trust: config.gateway_clock.synchronised,
-            },
+            events: EventSink::from_config(&config, counters.clone(), event_tx),
         };
         let buses = config
             .buses

@@ -499,18 +499,7 @@ impl Pipeline {
             out: freeze_tx,
             config: config.freeze.clone(),
         });
-        options.events = Some(EventSink {
-            book: counters.clone(),
-            out: event_tx,
-            events: config.events.clone(),
-            clock: config.meter_clock.clone(),
-            drift_limit: config
-                .meter_clock
-                .drift_limit
-                .unwrap_or(config.validation.clock_limit),
-            freeze: config.freeze.clone(),
-            trust: config.gateway_clock.synchronised,
-        });
+        options.events = Some(EventSink::from_config(config, counters.clone(), event_tx));
         options.link_opener = Some(opener.clone());
         let mut tasks = Vec::new();
         for bus in &config.buses {

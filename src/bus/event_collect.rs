@@ -89,6 +89,29 @@ pub struct EventSink {
     pub trust: ClockTrust,
 }
 
+impl EventSink {
+    /// The sink of a configuration: its `[events]`, `[meter_clock]`, `[freeze]` and
+    /// `[gateway_clock]`, and the drift limit in force.
+    pub fn from_config(
+        config: &crate::config::Config,
+        book: Arc<dyn EventBook>,
+        out: mpsc::Sender<EventNote>,
+    ) -> Self {
+        Self {
+            book,
+            out,
+            events: config.events.clone(),
+            clock: config.meter_clock.clone(),
+            drift_limit: config
+                .meter_clock
+                .drift_limit
+                .unwrap_or(config.validation.clock_limit),
+            freeze: config.freeze.clone(),
+            trust: config.gateway_clock.synchronised,
+        }
+    }
+}
+
 impl std::fmt::Debug for EventSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventSink")
