@@ -95,7 +95,10 @@ def test_each_commissioning_problem_is_named_within_10s(meterd, site):
     assert report["passed"] is False
     got = {m["meter"]: m for m in report["meters"]}
     expected = {gw.split('"')[1]: verdict for _, gw, verdict in SCENARIO.values()}
-    assert {k: m["verdict"] for k, m in got.items()} == expected, json.dumps(report, indent=1)[:4000]
+    verdicts = {k: m["verdict"] for k, m in got.items()}
+    # On a mismatch, each meter's verdict, detail and advice first (the readings are long).
+    summary = {k: (m["verdict"], m["detail"], m["advice"], m["elapsed_ms"]) for k, m in got.items()}
+    assert verdicts == expected, json.dumps(summary, indent=1)
     print(f"\n`meterd test` on {len(got)} meters at 2400 baud: {wall:.1f} s wall")
     for m in report["meters"]:
         print(f"  {m['meter']:<12} {m['verdict']:<24} {m['elapsed_ms'] / 1000:5.2f} s  {m['detail']}")
@@ -106,8 +109,15 @@ def test_each_commissioning_problem_is_named_within_10s(meterd, site):
     assert got["wrong-addr"]["advice"] == 'set address = "000000000009"'
     assert 'protocol = "dlt645-1997"' in got["old-as-2007"]["advice"]
     assert 'order = "abcd"' in got["mb-order"]["advice"]
-    # The swapped reading of the voltage is a mains voltage (the simulator's model: ~230 V).
-    assert re.search(r"voltage\.l1 \S+ V \(swapped: 2[0-4]\d\.\d+ V\)", got["mb-order"]["detail"]), got["mb-order"]
+    # The detail shows the first implausible values with their swapped readings. Which values
+    # are implausible as configured depends on the simulator's values of the moment (a float's
+    # low word read as its high word lands anywhere, inside a range by chance ~10 % of the
+    # time): every example's swapped reading is a number, and a swapped voltage is mains.
+    examples = re.findall(r"([\w.]+) \S+(?: \S+)? \(swapped: (-?[\d.]+)", got["mb-order"]["detail"])
+    assert examples, got["mb-order"]
+    for quantity, swapped in examples:
+        if quantity == "voltage.l1":
+            assert 200 <= float(swapped) <= 260, got["mb-order"]
     assert "echo = true" in got["echoing"]["advice"]
     assert "address, the protocol edition and the line settings" in got["missing"]["advice"]
     # Every configured quantity is reported, with its quality: nothing silently dropped.
