@@ -795,9 +795,23 @@ impl Config {
                             "a DL/T 645 meter needs `address` (12 digits)".into(),
                         ));
                     };
-                    let parsed: Address = a
-                        .parse()
-                        .map_err(|e| err(mspan.clone(), mkey("address"), format!("{e}")))?;
+                    // All 12 digits, as on the nameplate: the standard's padding of a short
+                    // address turns a digit left out into another meter's address.
+                    let parsed: Address = match (a.len(), a.parse::<Address>()) {
+                        (12, Ok(p)) => p,
+                        (_, Ok(p)) => {
+                            let full = Address::parse_full(a).err().map(|e| e.to_string());
+                            return Err(err(
+                                mspan,
+                                mkey("address"),
+                                format!(
+                                    "{}; if the meter's address really has leading zeros, write them: \"{p}\"",
+                                    full.unwrap_or_default()
+                                ),
+                            ));
+                        }
+                        (_, Err(e)) => return Err(err(mspan, mkey("address"), format!("{e}"))),
+                    };
                     if parsed.is_broadcast() || parsed.has_wildcard() {
                         return Err(err(
                             mspan,
@@ -1252,6 +1266,12 @@ profile = "eastron-sdm630"
         let e = error_of(&GOOD.replace("address = \"202107072529\"", "address = \"2021070725x9\""));
         assert_eq!(e.key, "bus[0].meter[0].address", "{e}");
         assert_eq!(e.line, 12, "points at the meter's table: {e}");
+
+        // A digit left out is refused, never padded into another meter's address.
+        let e = error_of(&GOOD.replace("address = \"202107072529\"", "address = \"20210707252\""));
+        assert_eq!(e.key, "bus[0].meter[0].address", "{e}");
+        assert!(e.message.contains("exactly 12 BCD digits"), "{e}");
+        assert!(e.message.contains("write them: \"020210707252\""), "{e}");
 
         let e = error_of(&GOOD.replace("profile = \"dlt645-three-phase\"", "profile = \"nope\""));
         assert!(e.message.contains("no profile named \"nope\""), "{e}");
