@@ -25,5 +25,6 @@ pub mod service;
 pub mod sim;
 pub mod spool;
 pub mod startup_code;
+pub mod suggest;
 pub mod sync;
 pub mod uplink;

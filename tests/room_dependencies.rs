@@ -47,6 +47,7 @@ const ROOMS: &[(&str, &str)] = &[
     ("startup_code", "unmapping start-up code"),
     ("serial_port",  "opening a serial port with errors a technician understands"),
     ("hex_input",    "hex text -> bytes"),
+    ("suggest",      "did you mean: the known names closest to a typo"),
     ("reading",      "reading batch types, quantities"),
     ("clock",        "wall-clock time: RFC 3339, Unix milliseconds, UTC calendar"),
     ("sync",         "the one poison-tolerant lock helper"),

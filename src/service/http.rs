@@ -482,8 +482,9 @@ async fn read(
         return error(
             StatusCode::NOT_FOUND,
             format!(
-                "no meter {:?} in this daemon; known: {}",
+                "no meter {:?} in this daemon{}; known: {}",
                 req.meter,
+                crate::suggest::did_you_mean(&req.meter, known.iter().map(String::as_str)),
                 known.join(", ")
             ),
         );

@@ -275,6 +275,24 @@ async fn status_metrics_read_and_trace_show_dead_noisy_and_good_meters() {
         }
         other => panic!("expected 404, got {other:?}"),
     }
+    // A typo names the closest meters first.
+    match client::post_json(
+        &ep,
+        "/api/read",
+        r#"{"meter":"m11"}"#.into(),
+        Duration::from_secs(5),
+    )
+    .await
+    {
+        Err(ClientError::Status(code, reason)) => {
+            assert_eq!(code.as_u16(), 404);
+            assert!(
+                reason.starts_with("no meter \"m11\" in this daemon; did you mean m1?"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected 404, got {other:?}"),
+    }
 
     // Live trace: frames of the asked meter only, both ways, decoded.
     let mut frames = Vec::new();
