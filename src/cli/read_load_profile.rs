@@ -24,6 +24,7 @@ use crate::config::profile::{Point, ProfileProtocol};
 use crate::config::{BusConfig, Profile, ProfileSet, Protocol};
 use crate::meter::freeze_read::{FreezeOutcome, FreezeRead};
 use crate::reading::freeze::{FreezeOrigin, FreezeRecord};
+use crate::reading::{ReadingBatch, ValueData};
 
 /// The profile name of the clock read.
 const PLAN: &str = "cli-load-profile";
@@ -91,7 +92,7 @@ fn read_records(args: &ReadArgs) -> Result<(Vec<FreezeRecord>, Vec<String>), (St
     let bus = one_meter_bus(args, Protocol::Dlt645_2007, PLAN.into()).map_err(|e| (e, 2))?;
     // The meter's clock names the newest record due.
     let batch = read_once(&bus, &profiles)?;
-    let (now, _) = monthly_now(&batch, args.utc_offset);
+    let now = meter_now(&batch).unwrap_or_else(|| monthly_now(&batch, args.utc_offset).0);
     let interval = args.load_interval;
     let newest = latest_load_record(now, interval);
     let address = bus
@@ -166,6 +167,31 @@ async fn read_stamps(
         }
     }
     Ok((records, problems))
+}
+
+/// The meter's clock as it reported it, whatever the validation thought of it (a clock
+/// found off is exactly the clock that stamps the meter's records).
+fn meter_now(batch: &ReadingBatch) -> Option<LocalMinute> {
+    let text = |q: &str| {
+        batch.values.iter().find_map(|v| match &v.value {
+            Some(ValueData::Text(t)) if &*v.quantity == q => Some(t.clone()),
+            _ => None,
+        })
+    };
+    let date = text("meter.date")?;
+    let time = text("meter.time")?;
+    let date = date.split_whitespace().next()?;
+    let (y, rest) = date.split_once('-')?;
+    let (m, d) = rest.split_once('-')?;
+    let mut hm = time.split(':');
+    let (h, min) = (hm.next()?, hm.next()?);
+    Some(LocalMinute::from_civil(
+        y.parse().ok()?,
+        m.parse().ok()?,
+        d.parse().ok()?,
+        h.parse().ok()?,
+        min.parse().ok()?,
+    ))
 }
 
 /// The clock read: the meter's date and time.
