@@ -393,3 +393,72 @@ async fn load_records_are_read_by_their_stamps() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `check-config` with a meter keeping a load profile: its interval, depth and the bus time of
+/// its records; a bad interval and a load profile on a 1997 meter refused with their place.
+#[tokio::test]
+async fn check_config_plans_the_load_profile_and_refuses_what_cannot_have_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = |interval: &str| {
+        format!(
+            "name = \"three-lp\"\ndescription = \"t\"\nsource = \"t\"\nprotocol = \"dlt645-2007\"\n\
+             freezes = [\"load_profile\"]\nload_profile_interval = \"{interval}\"\n\
+             load_profile_depth = 2880\n[[point]]\ndi = \"00010000\"\n"
+        )
+    };
+    let config = |meter_protocol: &str, profile: &str, freezes: &str| {
+        format!(
+            "gateway = \"gw\"\ndata_dir = \"{d}\"\nprofile_dirs = [\"{d}/profiles\"]\n[mqtt]\n\
+             url = \"embedded\"\n[[bus]]\nname = \"a\"\ntransport = \"tcp\"\nhost = \"127.0.0.1:1\"\n\
+             [[bus.meter]]\nprotocol = \"{meter_protocol}\"\naddress = \"000000000001\"\n\
+             profile = \"{profile}\"\n{freezes}",
+            d = dir.path().display()
+        )
+    };
+    let conf = dir.path().join("meterd.toml");
+    let check = |text: String| {
+        std::fs::write(&conf, text).unwrap();
+        let conf = conf.clone();
+        async move { meterd(&["check-config", "--config", conf.to_str().unwrap()]).await }
+    };
+    std::fs::create_dir(dir.path().join("profiles")).unwrap();
+    let profile_file = dir.path().join("profiles/three-lp.toml");
+    std::fs::write(&profile_file, profile("30m")).unwrap();
+    let out = check(config("dlt645-2007", "three-lp", "")).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(
+            "freezes in +08:00: load_profile (every 30 min, 2880 kept by the meter, 96 back, "
+        ),
+        "{text}"
+    );
+
+    std::fs::write(&profile_file, profile("20m")).unwrap();
+    let out = check(config("dlt645-2007", "three-lp", "")).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("three-lp.toml:6:") && err.contains("load_profile_interval"),
+        "{err}"
+    );
+    assert!(err.contains("15m, 30m or 60m"), "{err}");
+
+    std::fs::write(&profile_file, profile("15m")).unwrap();
+    let out = check(config(
+        "dlt645-1997",
+        "dlt645-1997-basic",
+        "freezes = [\"load_profile\"]\n",
+    ))
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("meterd.toml:") && err.contains("has no load_profile records"),
+        "{err}"
+    );
+}
