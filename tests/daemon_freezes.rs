@@ -774,6 +774,23 @@ async fn load_records_are_collected_back_filled_and_equal_the_meters() {
     assert_eq!(c["kind"], "load_profile");
     assert!(c["records"].as_array().unwrap().len() <= 96, "{c}");
 
+    // `meterd status` lists the incomplete load-record stamps, the skipped one as lost.
+    let url = format!("http://{}", daemon.service_addr().unwrap());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(["status", "--url", &url])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("load_profile settlement records, last 96 load-record stamps"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  {gap}: 0/1; missing {ADDR} (lost)")),
+        "{text}"
+    );
+
     daemon.stop().await;
     let spool = Spool::open(
         dir.path().join("spool.sqlite"),
