@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meter_protocols::dlt645::freeze::{
-    FreezeKind, LocalMinute, latest_due, latest_load_record, monthly_stamp,
+    FreezeKind, LOAD_PROFILE_SLOT_MINUTES, LocalMinute, MAX_LOAD_RECORDS_BACK, latest_due,
+    latest_load_record, monthly_stamp,
 };
 use meter_protocols::dlt645::{Address, Version};
 use tokio::sync::mpsc;
@@ -363,7 +364,12 @@ pub fn due_stamps_of(
                 return Vec::new();
             }
             let newest = latest_load_record(seen, load.interval_minutes);
-            (0..i64::from(cfg.backfill_load_records.min(depth)))
+            // No further back than the ledger's 256 15-minute slots remember (255 records at
+            // 15 minutes, 63 at 60): older ones would look unsettled for ever.
+            let interval = load.interval_minutes.max(1);
+            let remembered =
+                i64::from(MAX_LOAD_RECORDS_BACK) * LOAD_PROFILE_SLOT_MINUTES / interval;
+            (0..i64::from(cfg.backfill_load_records.min(depth)).min(remembered))
                 .map(|k| LocalMinute(newest.0 - k * load.interval_minutes))
                 .collect()
         }

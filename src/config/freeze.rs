@@ -47,7 +47,8 @@ pub struct FreezeConfig {
     pub backfill_months: u8,
     /// How many load records back missing ones are looked for (`load_profile` meters;
     /// never deeper than the meter keeps, its profile's `load_profile_depth`): 96 is one day
-    /// at 15 minutes. The ledger keeps 256 15-minute slots, so at most 255.
+    /// at 15 minutes. The ledger keeps 256 15-minute slots (64 hours), so at most 255
+    /// records at 15 minutes, 127 at 30 and 63 at 60 are looked for, whatever this says.
     #[serde(
         default = "default_load_records",
         deserialize_with = "super::range::number::<_, _, 1, 255>"

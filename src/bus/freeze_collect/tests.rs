@@ -262,6 +262,19 @@ fn load_records_are_due_every_interval_back_as_configured() {
         due_stamps_of(FreezeKind::LoadProfile, Version::V2007, load, m(10, 20), &c),
         [m(10, 0), m(9, 0), m(8, 0)]
     );
+    // Hourly records 255 back would outrun the ledger's 64 hours: 63 at most.
+    let deep = FreezeConfig {
+        backfill_load_records: 255,
+        ..FreezeConfig::default()
+    };
+    let due = due_stamps_of(
+        FreezeKind::LoadProfile,
+        Version::V2007,
+        load,
+        m(10, 20),
+        &deep,
+    );
+    assert_eq!(due.len(), 63);
     // A 1997 meter keeps none.
     assert!(due_stamps_of(FreezeKind::LoadProfile, Version::V1997, load, m(10, 20), &c).is_empty());
 }
