@@ -310,7 +310,8 @@ def check_schemas(collector: Collector):
             kind = "event"
         elif topic in (f"{PREFIX}/{GATEWAY}/completeness",
                        f"{PREFIX}/{GATEWAY}/completeness/monthly",
-                       f"{PREFIX}/{GATEWAY}/completeness/hourly"):
+                       f"{PREFIX}/{GATEWAY}/completeness/hourly",
+                       f"{PREFIX}/{GATEWAY}/completeness/load_profile"):
             kind = "completeness"
         elif topic.endswith("/command-results"):
             kind = "command-result"

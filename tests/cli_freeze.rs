@@ -28,6 +28,11 @@ fn model() -> MeterModel {
 }
 
 async fn sim(profile: &str) -> SimHandle {
+    sim_with(profile, "").await
+}
+
+/// [`sim`] with more lines for the meter.
+async fn sim_with(profile: &str, extra: &str) -> SimHandle {
     let protocol = if profile.contains("1997") {
         "dlt645-1997"
     } else {
@@ -46,6 +51,7 @@ protocol = "{protocol}"
 address = "{ADDR}"
 profile = "{profile}"
 seed = {SEED}
+{extra}
 "#
     );
     let config = SimConfig::from_text(Path::new("test.toml"), &text).unwrap();
@@ -322,5 +328,137 @@ async fn a_1997_meter_gives_two_monthly_records() {
         String::from_utf8_lossy(&out.stderr).contains("keeps 1..=2 monthly records"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `read --freeze load_profile`: the newest load records (the meter's clock at 16:00 CST),
+/// each read with the given-time request, each value exactly the simulator's record; a stamp
+/// the meter skipped is reported lost, with exit code 1.
+#[tokio::test]
+async fn load_records_are_read_by_their_stamps() {
+    let sim = sim_with(
+        "dlt645-three-phase",
+        "freezes = [\"load_profile\"]\nload_profile_gaps = [\"2026-12-07T15:30\"]",
+    )
+    .await;
+    let tcp = sim.local_addr("dlt").unwrap().to_string();
+    let out = meterd(&read_args(&tcp, "load_profile", "2")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let schema = freeze_schema();
+    let model = model();
+    for (r, (hh, mm)) in records.iter().zip([(16, 0), (15, 45)]) {
+        assert_eq!(r["kind"], "load_profile");
+        assert_eq!(
+            r["frozen_at"],
+            format!("2026-12-07T{hh:02}:{mm:02}:00+08:00")
+        );
+        assert_eq!(
+            r["id"],
+            format!("local/{ADDR}/load_profile/2026-12-07T{hh:02}:{mm:02}+08:00")
+        );
+        assert_eq!(r["frames"].as_array().unwrap().len(), 1, "{r}");
+        let errors: Vec<String> = schema.iter_errors(r).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{r}");
+        let stamp = meter_protocols::dlt645::freeze::LocalMinute::from_civil(2026, 12, 7, hh, mm);
+        let want = model.load_record(stamp).values();
+        assert_eq!(r["values"].as_array().unwrap().len(), want.len(), "{r}");
+        for (_, v) in want {
+            let value = v.value.to_string();
+            if value.parse::<f64>().is_ok() {
+                exact(&out.stdout, r, &v.quantity, value);
+            }
+        }
+    }
+    // Three back from 16:00 reaches the skipped 15:30: two records and a loss.
+    let out = meterd(&read_args(&tcp, "load_profile", "3")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(
+        stderr.contains("2026-12-07T15:30: lost:") && stderr.contains("did not record"),
+        "{stderr}"
+    );
+    // The 1997 edition keeps no load profile: refused before any read.
+    let mut args = read_args(&tcp, "load_profile", "1");
+    args[4] = "dlt645-1997";
+    let out = meterd(&args).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("keeps no load profile"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `check-config` with a meter keeping a load profile: its interval, depth and the bus time of
+/// its records; a bad interval and a load profile on a 1997 meter refused with their place.
+#[tokio::test]
+async fn check_config_plans_the_load_profile_and_refuses_what_cannot_have_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = |interval: &str| {
+        format!(
+            "name = \"three-lp\"\ndescription = \"t\"\nsource = \"t\"\nprotocol = \"dlt645-2007\"\n\
+             freezes = [\"load_profile\"]\nload_profile_interval = \"{interval}\"\n\
+             load_profile_depth = 2880\n[[point]]\ndi = \"00010000\"\n"
+        )
+    };
+    let config = |meter_protocol: &str, profile: &str, freezes: &str| {
+        format!(
+            "gateway = \"gw\"\ndata_dir = \"{d}\"\nprofile_dirs = [\"{d}/profiles\"]\n[mqtt]\n\
+             url = \"embedded\"\n[[bus]]\nname = \"a\"\ntransport = \"tcp\"\nhost = \"127.0.0.1:1\"\n\
+             [[bus.meter]]\nprotocol = \"{meter_protocol}\"\naddress = \"000000000001\"\n\
+             profile = \"{profile}\"\n{freezes}",
+            d = dir.path().display()
+        )
+    };
+    let conf = dir.path().join("meterd.toml");
+    let check = |text: String| {
+        std::fs::write(&conf, text).unwrap();
+        let conf = conf.clone();
+        async move { meterd(&["check-config", "--config", conf.to_str().unwrap()]).await }
+    };
+    std::fs::create_dir(dir.path().join("profiles")).unwrap();
+    let profile_file = dir.path().join("profiles/three-lp.toml");
+    std::fs::write(&profile_file, profile("30m")).unwrap();
+    let out = check(config("dlt645-2007", "three-lp", "")).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(
+            "freezes in +08:00: load_profile (every 30 min, 2880 kept by the meter, 96 back, "
+        ),
+        "{text}"
+    );
+
+    std::fs::write(&profile_file, profile("20m")).unwrap();
+    let out = check(config("dlt645-2007", "three-lp", "")).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("three-lp.toml:6:") && err.contains("load_profile_interval"),
+        "{err}"
+    );
+    assert!(err.contains("15m, 30m or 60m"), "{err}");
+
+    std::fs::write(&profile_file, profile("15m")).unwrap();
+    let out = check(config(
+        "dlt645-1997",
+        "dlt645-1997-basic",
+        "freezes = [\"load_profile\"]\n",
+    ))
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("meterd.toml:") && err.contains("has no load_profile records"),
+        "{err}"
     );
 }

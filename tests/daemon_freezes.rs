@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
-use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute, latest_due};
+use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute, latest_due, latest_load_record};
 use meterd::clock::{UtcOffset, wall_clock_ms};
 use meterd::config::Config;
 use meterd::daemon::{Daemon, RunOptions};
@@ -70,6 +70,7 @@ delay = "0s"
 backfill_days = 3
 backfill_months = {months}
 backfill_hours = 3
+backfill_load_records = 4
 [[bus]]
 name = "dlt"
 transport = "tcp"
@@ -651,4 +652,163 @@ freezes = {freezes}
     assert!(!has(&report, "completeness_hourly"), "{report}");
     assert!(has(&report, "completeness_monthly"), "{report}");
     daemon.stop().await;
+}
+
+/// The load profile (负荷记录, `06000001`): a meter keeping one record every 15 minutes, one of
+/// them skipped (unpowered then). The daemon publishes each record the meter holds in the
+/// back-fill window once, stamped as the meter stamped it, every value exactly the simulator's
+/// record; the older ones as back-fills; the skipped one is lost in the ledger with why, and
+/// the load-profile completeness lists it as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_records_are_collected_back_filled_and_equal_the_meters() {
+    let now_local = LocalMinute(wall_clock_ms().div_euclid(60_000) + 480);
+    let newest = latest_load_record(now_local, 15);
+    let gap = LocalMinute(newest.0 - 15);
+    let (sim, daemon, broker, dir) = start(
+        &format!("freezes = [\"load_profile\"]\nload_profile_gaps = [\"{gap}\"]\n"),
+        r#"["load_profile"]"#,
+    )
+    .await;
+    let mut opts = MqttOptions::new("billing-core-lp", "127.0.0.1", broker);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client
+        .subscribe("meterd/gw-f/meters/+/freezes", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    client
+        .subscribe("meterd/gw-f/completeness/load_profile", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut got: BTreeMap<String, (FreezeRecord, String)> = BTreeMap::new();
+    let mut completeness: Option<serde_json::Value> = None;
+    let gap_lost = |c: &Option<serde_json::Value>| {
+        c.as_ref().is_some_and(|c| {
+            c["records"].as_array().is_some_and(|r| {
+                r.iter().any(|r| {
+                    r["record"] == gap.to_string().as_str()
+                        && r["lost"] == serde_json::json!([ADDR])
+                })
+            })
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while (got.len() < 3 || !gap_lost(&completeness)) && tokio::time::Instant::now() < deadline {
+        let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(1), events.poll()).await
+        else {
+            continue;
+        };
+        if let Event::Incoming(Packet::Publish(p)) = event {
+            if p.topic.ends_with("/completeness/load_profile") {
+                completeness = Some(serde_json::from_slice(&p.payload).unwrap());
+                continue;
+            }
+            let text = String::from_utf8_lossy(&p.payload).into_owned();
+            let r: FreezeRecord = serde_json::from_str(&text).unwrap();
+            assert!(
+                got.insert(r.id.clone(), (r, text)).is_none(),
+                "a record published twice"
+            );
+        }
+    }
+    let schema = |name: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("docs/schema/{name}")),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let freeze_schema = jsonschema::validator_for(&schema("freeze.v1.json")).unwrap();
+    let model = MeterModel::new(SEED, ADDR.into()).with_offset(UtcOffset::CHINA);
+    for k in [0, 2, 3] {
+        let stamp = LocalMinute(newest.0 - k * 15);
+        let id = format!("gw-f/{ADDR}/load_profile/{stamp}+08:00");
+        let (r, text) = got
+            .get(&id)
+            .unwrap_or_else(|| panic!("{id} missing: {:?}", got.keys()));
+        assert!(
+            freeze_schema.is_valid(&serde_json::from_str(text).unwrap()),
+            "{text}"
+        );
+        assert_eq!(r.kind, "load_profile");
+        assert_eq!(r.frozen_at, format!("{stamp}:00+08:00"));
+        assert_eq!(r.backfill, k > 0, "{id}");
+        assert_eq!(r.frames.len(), 1, "one given-time read");
+        // Every value of every block, exactly the simulator's record.
+        let want = model.load_record(stamp).values();
+        assert_eq!(r.values.len(), want.len(), "{text}");
+        assert_eq!(want.len(), 7 + 8 + 4 + 4 + 4 + 2);
+        for (_, v) in &want {
+            let got_v = r
+                .values
+                .iter()
+                .find(|g| *g.quantity == *v.quantity)
+                .unwrap_or_else(|| panic!("{} not in {text}", v.quantity));
+            assert_eq!(got_v.quality.to_string(), "good");
+            assert!(
+                text.contains(&format!(
+                    "\"quantity\":\"{}\",\"value\":{},",
+                    v.quantity, v.value
+                )),
+                "{} = {} not in {text}",
+                v.quantity,
+                v.value
+            );
+        }
+    }
+    assert!(
+        !got.keys().any(|id| id.ends_with(&format!("/{gap}+08:00"))),
+        "the skipped record was published: {:?}",
+        got.keys()
+    );
+    let c = completeness.expect("no load-profile completeness");
+    assert!(
+        jsonschema::validator_for(&schema("completeness.v1.json"))
+            .unwrap()
+            .is_valid(&c),
+        "{c}"
+    );
+    assert!(gap_lost(&Some(c.clone())), "{c}");
+    assert_eq!(c["kind"], "load_profile");
+    assert!(c["records"].as_array().unwrap().len() <= 96, "{c}");
+
+    // `meterd status` lists the incomplete load-record stamps, the skipped one as lost.
+    let url = format!("http://{}", daemon.service_addr().unwrap());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(["status", "--url", &url])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("load_profile settlement records, last 96 load-record stamps"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  {gap}: 0/1; missing {ADDR} (lost)")),
+        "{text}"
+    );
+
+    daemon.stop().await;
+    let spool = Spool::open(
+        dir.path().join("spool.sqlite"),
+        SpoolOptions::numbered_from_one(64 << 20),
+    )
+    .unwrap();
+    let rows = spool.ledger("load_profile", "").unwrap();
+    let lost = rows
+        .iter()
+        .find(|r| r.id == format!("gw-f/{ADDR}/load_profile/{gap}+08:00"))
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(lost.state, LedgerState::Lost);
+    assert!(
+        lost.detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("did not record"),
+        "{lost:?}"
+    );
+    sim.shutdown().await;
 }

@@ -3,7 +3,8 @@
 //!
 //! For every meter with freeze kinds (its profile's `freezes`), the collector knows which
 //! records are due at the meter's local time (daily: each midnight, plus `[freeze] delay`;
-//! hourly: each whole hour; monthly: each settlement day), how far back to look
+//! hourly: each whole hour; monthly: each settlement day; load profile: each
+//! `load_profile_interval`), how far back to look
 //! (`backfill_days` and friends, never deeper than the meter keeps), and asks the
 //! [`FreezeBook`] (the ledger, kept above the bus) which of them are already stored,
 //! delivered or lost. The newest due record goes first, the moment it is due; then the
@@ -19,7 +20,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute, latest_due, monthly_stamp};
+use meter_protocols::dlt645::freeze::{
+    FreezeKind, LOAD_PROFILE_SLOT_MINUTES, LocalMinute, MAX_LOAD_RECORDS_BACK, latest_due,
+    latest_load_record, monthly_stamp,
+};
 use meter_protocols::dlt645::{Address, Version};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -27,6 +31,7 @@ use tokio::time::Instant;
 use super::budget::Budget;
 use crate::clock::UtcOffset;
 use crate::config::FreezeConfig;
+use crate::config::profile::LoadProfileSpec;
 use crate::meter::MeterDriver;
 use crate::meter::freeze_read::{FreezeOutcome, FreezeRead};
 use crate::reading::freeze::{FreezeOrigin, FreezeRecord};
@@ -117,6 +122,8 @@ struct MeterPlan {
     version: Version,
     offset: UtcOffset,
     kinds: Vec<FreezeKind>,
+    /// Its load-record interval and depth.
+    load_profile: LoadProfileSpec,
 }
 
 /// The freeze collection state of one bus.
@@ -158,6 +165,7 @@ impl FreezeCollector {
                     version,
                     offset: d.utc_offset(),
                     kinds: d.freezes().to_vec(),
+                    load_profile: d.load_profile(),
                 })
             })
             .collect();
@@ -182,7 +190,7 @@ impl FreezeCollector {
             let Some(plan) = plan else { continue };
             let local = LocalMinute((now_ms.div_euclid(60_000)) + plan.offset.minutes());
             for &kind in &plan.kinds {
-                let due = due_stamps(kind, plan.version, local, &cfg);
+                let due = due_stamps_of(kind, plan.version, plan.load_profile, local, &cfg);
                 let Some(&newest) = due.first() else { continue };
                 let wanted = |stamp: &LocalMinute| {
                     !self.hold.contains_key(&(m, kind, *stamp))
@@ -212,6 +220,9 @@ impl FreezeCollector {
                             u8::try_from(n).unwrap_or(u8::MAX),
                             stamp,
                         )
+                    }
+                    FreezeKind::LoadProfile => {
+                        FreezeRead::load_record(plan.address, stamp, oldest_load_record(plan, &due))
                     }
                     _ => FreezeRead::by_stamp(plan.address, kind, stamp, latest),
                 };
@@ -302,12 +313,34 @@ impl FreezeCollector {
     }
 }
 
+/// The oldest load record `plan`'s meter still keeps, seen from the newest due one (`due`,
+/// newest first): its depth back.
+fn oldest_load_record(plan: &MeterPlan, due: &[LocalMinute]) -> LocalMinute {
+    let newest = due.first().copied().unwrap_or(LocalMinute(0));
+    let spec = plan.load_profile;
+    LocalMinute(newest.0 - (i64::from(spec.depth) - 1) * spec.interval_minutes)
+}
+
 /// The stamps of `kind` due at the meter's local time `local`, newest first: every record the
 /// meter should have made by now (each freeze instant plus `delay`), back to the configured
-/// depth (and no deeper than a meter of `version` keeps).
+/// depth (and no deeper than a meter of `version` keeps). Load records at the default
+/// interval; [`due_stamps_of`] takes the meter's.
 pub fn due_stamps(
     kind: FreezeKind,
     version: Version,
+    local: LocalMinute,
+    cfg: &FreezeConfig,
+) -> Vec<LocalMinute> {
+    due_stamps_of(kind, version, LoadProfileSpec::default(), local, cfg)
+}
+
+/// [`due_stamps`] for a meter recording its load profile as `load`: every interval back
+/// `backfill_load_records` records (the meter's records older than its depth included: they
+/// are reported lost, not read).
+pub fn due_stamps_of(
+    kind: FreezeKind,
+    version: Version,
+    load: LoadProfileSpec,
     local: LocalMinute,
     cfg: &FreezeConfig,
 ) -> Vec<LocalMinute> {
@@ -326,6 +359,20 @@ pub fn due_stamps(
         FreezeKind::Monthly => (1..=cfg.backfill_months.min(depth))
             .map(|n| monthly_stamp(seen, settlement, n))
             .collect(),
+        FreezeKind::LoadProfile => {
+            if depth == 0 {
+                return Vec::new();
+            }
+            let newest = latest_load_record(seen, load.interval_minutes);
+            // No further back than the ledger's 256 15-minute slots remember (255 records at
+            // 15 minutes, 63 at 60): older ones would look unsettled for ever.
+            let interval = load.interval_minutes.max(1);
+            let remembered =
+                i64::from(MAX_LOAD_RECORDS_BACK) * LOAD_PROFILE_SLOT_MINUTES / interval;
+            (0..i64::from(cfg.backfill_load_records.min(depth)).min(remembered))
+                .map(|k| LocalMinute(newest.0 - k * load.interval_minutes))
+                .collect()
+        }
     }
 }
 
@@ -346,6 +393,11 @@ pub fn record_wire_time(
         FreezeKind::Daily => &[5, 20, 20],
         FreezeKind::Hourly => &[5, 4, 4],
         FreezeKind::Monthly => &[20, 20],
+        // One given-time request (6 more bytes of data) and one full record (103 bytes).
+        FreezeKind::LoadProfile => {
+            let request = request + 6;
+            return char_time * (request + reply(103)) + turnaround;
+        }
     };
     exchanges
         .iter()
@@ -353,13 +405,20 @@ pub fn record_wire_time(
         .sum()
 }
 
-/// How many records of `kind` a meter makes per day (monthly: one in 30 days).
+/// How many records of `kind` a meter makes per day (monthly: one in 30 days; load profile:
+/// at the default 15 minutes, see [`load_records_per_day`]).
 pub fn records_per_day(kind: FreezeKind) -> f64 {
     match kind {
         FreezeKind::Daily => 1.0,
         FreezeKind::Hourly => 24.0,
         FreezeKind::Monthly => 1.0 / 30.0,
+        FreezeKind::LoadProfile => load_records_per_day(LoadProfileSpec::default()),
     }
+}
+
+/// How many load records a meter recording as `load` makes per day.
+pub fn load_records_per_day(load: LoadProfileSpec) -> f64 {
+    1440.0 / load.interval_minutes.max(1) as f64
 }
 
 #[cfg(test)]

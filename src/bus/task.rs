@@ -732,6 +732,28 @@ impl Bus {
         batch
     }
 
+    /// Runs one freeze-record read of meter `id` to its end: the technician's
+    /// `read --freeze load_profile` (the daemon's collector reads between polls instead).
+    pub async fn read_record(
+        &mut self,
+        id: &str,
+        mut read: crate::meter::freeze_read::FreezeRead,
+    ) -> Result<crate::meter::freeze_read::FreezeOutcome, String> {
+        let m = self
+            .meter_index(id)
+            .ok_or_else(|| format!("no meter {id:?} on bus {}", self.name))?;
+        while let Some(step) = read.next_step() {
+            match self.transact(m, &step).await {
+                Ok((reply, raw)) => read.on_reply(&reply, &raw),
+                Err(f) => {
+                    read.on_failure(&f.reason);
+                    break;
+                }
+            }
+        }
+        Ok(read.finish())
+    }
+
     /// Reads meter `id` once: the technician's one-shot read.
     pub async fn read_now(&mut self, id: &str) -> Result<ReadingBatch, String> {
         let m = self

@@ -13,7 +13,7 @@ use meter_protocols::dlt645::freeze::FreezeKind;
 use super::fail;
 use crate::bus::event_collect::{clock_wire_time, counter_wire_time};
 use crate::bus::exchange::char_time;
-use crate::bus::freeze_collect::{record_wire_time, records_per_day};
+use crate::bus::freeze_collect::{load_records_per_day, record_wire_time, records_per_day};
 use crate::bus::task::{Bus, BusOptions};
 use crate::bus::transport::LinkSettings;
 use crate::clock::gateway::ClockState;
@@ -297,14 +297,29 @@ fn freeze_plan(
     let mut kinds = Vec::new();
     for &kind in driver.freezes() {
         let one = record_wire_time(kind, char_time, preamble, turnaround);
-        per_day += one.as_secs_f64() * records_per_day(kind);
+        let load = driver.load_profile();
+        per_day += one.as_secs_f64()
+            * match kind {
+                FreezeKind::LoadProfile => load_records_per_day(load),
+                _ => records_per_day(kind),
+            };
         let depth = match kind {
             FreezeKind::Daily => cfg.backfill_days,
             FreezeKind::Monthly => cfg.backfill_months,
             FreezeKind::Hourly => cfg.backfill_hours,
+            FreezeKind::LoadProfile => cfg.backfill_load_records,
         }
         .min(kind.depth_in(driver.dlt645_version().unwrap_or(Version::V2007)));
         backfill += one * u32::from(depth);
+        if kind == FreezeKind::LoadProfile {
+            kinds.push(format!(
+                "{kind} (every {} min, {} kept by the meter, {depth} back, {:.2} s each)",
+                load.interval_minutes,
+                load.depth,
+                one.as_secs_f64()
+            ));
+            continue;
+        }
         kinds.push(format!(
             "{kind} ({depth} back, {:.2} s each)",
             one.as_secs_f64()

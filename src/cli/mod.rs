@@ -14,6 +14,7 @@ pub mod demo;
 mod identify;
 pub mod read;
 pub mod read_freeze;
+pub mod read_load_profile;
 pub mod read_register;
 pub mod run;
 pub mod scan;

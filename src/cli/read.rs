@@ -73,7 +73,8 @@ pub struct ReadArgs {
     #[arg(long)]
     pub json: bool,
     /// Read the meter's own settlement records instead (DL/T 645-2007), newest first, each
-    /// under its stamp: `daily` (62 kept), `monthly` (12), `hourly` (254).
+    /// under its stamp: `daily` (62 kept), `monthly` (12), `hourly` (254), `load_profile`
+    /// (the load records, one per `--load-interval`).
     #[arg(long, value_enum, value_name = "KIND", conflicts_with_all = ["daemon", "profile", "quantity"])]
     pub freeze: Option<FreezeArg>,
     /// With --freeze: how many of the newest records.
@@ -83,6 +84,13 @@ pub struct ReadArgs {
     /// China Standard Time).
     #[arg(long, requires = "freeze", default_value = "+08:00", value_parser = parse_offset, value_name = "±HH:MM")]
     pub utc_offset: UtcOffset,
+    /// With --freeze load_profile: the meter's load-record interval (15m, 30m or 60m).
+    #[arg(long, requires = "freeze", default_value = "15m", value_parser = parse_load_interval, value_name = "DURATION")]
+    pub load_interval: i64,
+}
+
+fn parse_load_interval(s: &str) -> Result<i64, String> {
+    crate::config::profile::parse_load_interval(s)
 }
 
 /// A freeze kind on the command line.
@@ -94,6 +102,9 @@ pub enum FreezeArg {
     Monthly,
     /// The whole-hour freeze.
     Hourly,
+    /// The load profile (负荷记录, `06000001`), one record per `--load-interval`.
+    #[value(name = "load_profile")]
+    LoadProfile,
 }
 
 impl From<FreezeArg> for FreezeKind {
@@ -102,6 +113,7 @@ impl From<FreezeArg> for FreezeKind {
             FreezeArg::Daily => FreezeKind::Daily,
             FreezeArg::Monthly => FreezeKind::Monthly,
             FreezeArg::Hourly => FreezeKind::Hourly,
+            FreezeArg::LoadProfile => FreezeKind::LoadProfile,
         }
     }
 }
@@ -117,6 +129,9 @@ pub fn run(args: &ReadArgs) -> ExitCode {
         return run_daemon(args);
     }
     if let Some(kind) = args.freeze {
+        if kind == FreezeArg::LoadProfile {
+            return super::read_load_profile::run(args);
+        }
         return super::read_freeze::run(args, kind.into(), args.last, args.utc_offset);
     }
     if !args.registers.is_empty() {

@@ -191,6 +191,8 @@ fn snapshot_suffix(kind: FreezeKind, n: u8) -> String {
         FreezeKind::Daily => format!("@daily-{n}"),
         FreezeKind::Hourly => format!("@hourly-{n}"),
         FreezeKind::Monthly => format!("@settlement-{n}"),
+        // Read by stamp (`read_load_profile`), never through this plan.
+        FreezeKind::LoadProfile => format!("@load-{n}"),
     }
 }
 
@@ -219,7 +221,7 @@ fn parse_local_minute(text: &str) -> Option<LocalMinute> {
 /// The meter's current local time and its settlement (day, hour), from the batch; the
 /// gateway's clock in the meter's zone and the 1st 00:00 (the usual setting) where the meter
 /// did not say.
-fn monthly_now(batch: &ReadingBatch, offset: UtcOffset) -> (LocalMinute, (u8, u8)) {
+pub(super) fn monthly_now(batch: &ReadingBatch, offset: UtcOffset) -> (LocalMinute, (u8, u8)) {
     let text = |q: &str| {
         batch
             .values
@@ -260,7 +262,7 @@ fn frame_record(hex: &str, version: Version) -> Option<(FreezeKind, u8)> {
 }
 
 /// One record as a table.
-fn table(r: &FreezeRecord) -> String {
+pub(super) fn table(r: &FreezeRecord) -> String {
     let mut out = format!(
         "{} freeze of meter {}, frozen at {}\n",
         r.kind, r.meter, r.frozen_at

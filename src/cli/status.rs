@@ -117,16 +117,20 @@ fn period_completeness(c: &PeriodMessage) -> String {
     let (delivered, expected) = rows
         .iter()
         .fold((0, 0), |(d, e), r| (d + r.delivered, e + r.expected));
-    let hourly = c.kind == "hourly";
+    let (plural, one) = match c.kind.as_str() {
+        "hourly" => ("hours", "hour"),
+        "load_profile" => ("load-record stamps", "stamp"),
+        _ => ("months", "month"),
+    };
+    // Hours and load records are many: only the incomplete ones are listed.
+    let terse = c.kind != "monthly";
     let mut out = format!(
-        "{} settlement records, last {} {} ({}: delivered/expected): {delivered}/{expected}\n",
+        "{} settlement records, last {} {plural} ({one}: delivered/expected): {delivered}/{expected}\n",
         c.kind,
         rows.len(),
-        if hourly { "hours" } else { "months" },
-        if hourly { "hour" } else { "month" },
     );
     for r in rows {
-        if hourly && r.missing.is_empty() {
+        if terse && r.missing.is_empty() {
             continue;
         }
         out.push_str(&format!(
@@ -169,9 +173,13 @@ pub fn table(r: &StatusReport) -> String {
     if let Some(c) = &g.completeness {
         out.push_str(&completeness(c));
     }
-    for c in [&g.completeness_monthly, &g.completeness_hourly]
-        .into_iter()
-        .flatten()
+    for c in [
+        &g.completeness_monthly,
+        &g.completeness_hourly,
+        &g.completeness_load_profile,
+    ]
+    .into_iter()
+    .flatten()
     {
         out.push_str(&period_completeness(c));
     }

@@ -180,6 +180,8 @@ impl Profile {
             max_registers: None,
             gap_fill: None,
             freezes: Vec::new(),
+            load_profile_interval: None,
+            load_profile_depth: None,
             events: Vec::new(),
             points: points.into_iter().map(|p| Spanned::new(0..0, p)).collect(),
             identify: None,

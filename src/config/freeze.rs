@@ -1,5 +1,5 @@
 //! `[freeze]`: how the daemon collects the meters' own settlement records (daily, monthly,
-//! hourly freezes). Plain data and its defaults; the reading is the bus room's, the ledger the
+//! hourly freezes, the load profile). Plain data and its defaults; the reading is the bus room's, the ledger the
 //! ingest room's. Which kinds a meter keeps comes from its profile (`freezes`), or its own
 //! `freezes` in `[[bus.meter]]`.
 
@@ -45,6 +45,15 @@ pub struct FreezeConfig {
         deserialize_with = "super::range::number::<_, _, 1, 12>"
     )]
     pub backfill_months: u8,
+    /// How many load records back missing ones are looked for (`load_profile` meters;
+    /// never deeper than the meter keeps, its profile's `load_profile_depth`): 96 is one day
+    /// at 15 minutes. The ledger keeps 256 15-minute slots (64 hours), so at most 255
+    /// records at 15 minutes, 127 at 30 and 63 at 60 are looked for, whatever this says.
+    #[serde(
+        default = "default_load_records",
+        deserialize_with = "super::range::number::<_, _, 1, 255>"
+    )]
+    pub backfill_load_records: u8,
     /// The meters' daily freeze time, minutes after their midnight (`04001203`; 0 on almost
     /// every meter).
     #[serde(default, deserialize_with = "super::range::number::<_, _, 0, 1439>")]
@@ -80,6 +89,10 @@ fn default_months() -> u8 {
     12
 }
 
+fn default_load_records() -> u8 {
+    96
+}
+
 fn default_settlement_day() -> u8 {
     1
 }
@@ -92,6 +105,7 @@ impl Default for FreezeConfig {
             backfill_days: default_days(),
             backfill_hours: default_hours(),
             backfill_months: default_months(),
+            backfill_load_records: default_load_records(),
             daily_at_minute: 0,
             settlement_day: default_settlement_day(),
             settlement_hour: 0,

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use meter_protocols::dlt645::event::EventKind;
-use meter_protocols::dlt645::freeze::FreezeKind;
+use meter_protocols::dlt645::freeze::{
+    FreezeKind, LOAD_PROFILE_DEFAULT_MINUTES, LOAD_PROFILE_INTERVALS,
+};
 use meter_protocols::dlt645::{DataIdentifier, Version};
 use meter_protocols::modbus::rtu::ReadFunction;
 use meter_protocols::modbus::values::{RegisterOrder, ValueType};
@@ -32,10 +34,50 @@ pub(super) fn freeze_unsupported(
         )),
         Some(v) if kind.depth_in(v) == 0 => Some(format!(
             "a {protocol} {what} has no {kind} records: the 1997 edition keeps no daily or \
-             hourly freeze, only monthly settlements (last month's and the month before's)"
+             hourly freeze and no load profile, only monthly settlements (last month's and the \
+             month before's)"
         )),
         Some(_) => None,
     }
+}
+
+/// How many load records a meter keeps unless its profile says (`load_profile_depth`): ten
+/// days at 15 minutes.
+pub const DEFAULT_LOAD_PROFILE_DEPTH: u32 = 960;
+/// The largest `load_profile_depth` accepted.
+pub const MAX_LOAD_PROFILE_DEPTH: u32 = 100_000;
+
+/// A meter's load profile: its record interval and how many records it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadProfileSpec {
+    /// Minutes between records (one of [`LOAD_PROFILE_INTERVALS`]).
+    pub interval_minutes: i64,
+    /// Records the meter keeps.
+    pub depth: u32,
+}
+
+impl Default for LoadProfileSpec {
+    fn default() -> Self {
+        LoadProfileSpec {
+            interval_minutes: LOAD_PROFILE_DEFAULT_MINUTES,
+            depth: DEFAULT_LOAD_PROFILE_DEPTH,
+        }
+    }
+}
+
+/// `load_profile_interval` as minutes: a duration that is one of the supported intervals.
+pub fn parse_load_interval(text: &str) -> Result<i64, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} in duration {text:?} (write \"15m\", \"30m\" or \"60m\")"))?;
+    let minutes = i64::try_from(d.as_secs() / 60).unwrap_or(i64::MAX);
+    if d.as_secs() % 60 != 0 || d.subsec_nanos() != 0 || !LOAD_PROFILE_INTERVALS.contains(&minutes)
+    {
+        return Err(format!(
+            "load-record interval {text:?} is not supported: 15m, 30m or 60m (the ledger \
+             keeps load records in 15-minute slots)"
+        ));
+    }
+    Ok(minutes)
 }
 
 /// Why a meter or profile of `protocol` (`version` for DL/T 645) cannot list event type
@@ -402,6 +444,14 @@ pub struct Profile {
     /// never as poll values; the simulator serves the kinds listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freezes: Vec<Spanned<String>>,
+    /// With `load_profile` in `freezes`: the meter's load-record interval (`"15m"`, `"30m"`
+    /// or `"60m"`; default 15 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_profile_interval: Option<Spanned<String>>,
+    /// With `load_profile` in `freezes`: how many load records the meter keeps (its memory;
+    /// default [`DEFAULT_LOAD_PROFILE_DEPTH`]). Older records are reported lost, not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_profile_depth: Option<Spanned<u32>>,
     /// The events whose counters are polled (DL/T 645-2007 only): `cover_open`, `power_down`,
     /// `meter_clear`, `clock_set`, `programming`. Published as `meterd.event.v1`; the
     /// simulator serves the counters and records of the kinds listed here.
@@ -451,6 +501,22 @@ impl Profile {
             .iter()
             .filter_map(|k| FreezeKind::parse(k.get_ref()))
             .collect()
+    }
+
+    /// The load-record interval and depth (defaults where not set; the checks refused bad
+    /// values).
+    pub fn load_profile(&self) -> LoadProfileSpec {
+        LoadProfileSpec {
+            interval_minutes: self
+                .load_profile_interval
+                .as_ref()
+                .and_then(|i| parse_load_interval(i.get_ref()).ok())
+                .unwrap_or(LOAD_PROFILE_DEFAULT_MINUTES),
+            depth: self
+                .load_profile_depth
+                .as_ref()
+                .map_or(DEFAULT_LOAD_PROFILE_DEPTH, |d| *d.get_ref()),
+        }
     }
 
     /// The event kinds of [`Profile::events`] (unknown names were refused by the checks).
@@ -516,8 +582,38 @@ impl Profile {
         Ok(())
     }
 
+    fn check_load_profile(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        if let Some(interval) = &self.load_profile_interval
+            && let Err(why) = parse_load_interval(interval.get_ref())
+        {
+            return Err(ConfigError::at(
+                file,
+                text,
+                Some(interval.span()),
+                "load_profile_interval",
+                why,
+            ));
+        }
+        if let Some(depth) = &self.load_profile_depth
+            && !(1..=MAX_LOAD_PROFILE_DEPTH).contains(depth.get_ref())
+        {
+            return Err(ConfigError::at(
+                file,
+                text,
+                Some(depth.span()),
+                "load_profile_depth",
+                format!(
+                    "{} load records: a meter keeps 1..={MAX_LOAD_PROFILE_DEPTH}",
+                    depth.get_ref()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) fn check(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
         self.check_freezes(file, text)?;
+        self.check_load_profile(file, text)?;
         self.check_events(file, text)?;
         if self.points.is_empty() {
             return Err(ConfigError::at(

@@ -17,11 +17,11 @@ mod periods;
 mod tally;
 
 use meter_protocols::dlt645::Version;
-use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute};
+use meter_protocols::dlt645::freeze::{FreezeKind, LOAD_PROFILE_DEFAULT_MINUTES, LocalMinute};
 use serde::{Deserialize, Serialize};
 
 pub use periods::{
-    HOURS, MONTHS, PeriodCompleteness, PeriodLabel, PeriodList, PeriodMessage, periods,
+    HOURS, LOAD_SLOTS, MONTHS, PeriodCompleteness, PeriodLabel, PeriodList, PeriodMessage, periods,
 };
 
 use crate::clock::UtcOffset;
@@ -41,8 +41,11 @@ pub struct ExpectedMeter {
     pub id: String,
     /// Its time zone.
     pub offset: UtcOffset,
-    /// How many records of the kind it keeps (a DL/T 645-1997 meter: two monthly ones).
+    /// How many records of the kind it keeps (a DL/T 645-1997 meter: two monthly ones;
+    /// load records: its `load_profile_depth`, counted up to 255).
     pub depth: u8,
+    /// Minutes between its load records (load profile only; 0 for the other kinds).
+    pub interval_minutes: i64,
 }
 
 impl ExpectedMeter {
@@ -52,6 +55,10 @@ impl ExpectedMeter {
             id: id.to_owned(),
             offset,
             depth: kind.depth(),
+            interval_minutes: match kind {
+                FreezeKind::LoadProfile => LOAD_PROFILE_DEFAULT_MINUTES,
+                _ => 0,
+            },
         }
     }
 }
@@ -67,6 +74,8 @@ pub struct Expected {
     pub monthly: Vec<ExpectedMeter>,
     /// Meters collecting hourly records.
     pub hourly: Vec<ExpectedMeter>,
+    /// Meters collecting load records.
+    pub load_profile: Vec<ExpectedMeter>,
 }
 
 impl Expected {
@@ -76,6 +85,7 @@ impl Expected {
             FreezeKind::Daily => &self.daily,
             FreezeKind::Monthly => &self.monthly,
             FreezeKind::Hourly => &self.hourly,
+            FreezeKind::LoadProfile => &self.load_profile,
         }
     }
 }
@@ -97,20 +107,29 @@ pub fn expected(config: &Config, profiles: &ProfileSet) -> Expected {
                 continue;
             };
             for kind in m.freeze_kinds(profile) {
-                let depth = kind.depth_in(version);
+                let mut depth = kind.depth_in(version);
                 if depth == 0 {
                     continue;
                 }
+                let load = profile.load_profile();
                 let list = match kind {
                     FreezeKind::Daily => &mut out.daily,
                     FreezeKind::Monthly => &mut out.monthly,
                     FreezeKind::Hourly => &mut out.hourly,
+                    FreezeKind::LoadProfile => {
+                        depth = u8::try_from(load.depth).unwrap_or(u8::MAX);
+                        &mut out.load_profile
+                    }
                 };
                 if !list.iter().any(|e| e.id == m.effective_id(&bus.name)) {
                     list.push(ExpectedMeter {
                         id: m.effective_id(&bus.name),
                         offset: m.utc_offset,
                         depth,
+                        interval_minutes: match kind {
+                            FreezeKind::LoadProfile => load.interval_minutes,
+                            _ => 0,
+                        },
                     });
                 }
             }
@@ -129,6 +148,8 @@ pub struct CompletenessSet {
     pub monthly: Option<PeriodMessage>,
     /// Hourly records, the last [`HOURS`] hours.
     pub hourly: Option<PeriodMessage>,
+    /// Load records, the last [`LOAD_SLOTS`] 15-minute slots.
+    pub load_profile: Option<PeriodMessage>,
 }
 
 /// The retained completeness message.
@@ -209,7 +230,7 @@ pub fn build(
     daily_at: u16,
     updated_at: &str,
 ) -> CompletenessMessage {
-    let days_back = |local: LocalMinute| {
+    let days_back = |_: &ExpectedMeter, local: LocalMinute| {
         let today = local.start_of_day();
         (1..=DAYS)
             .map(|back| {

@@ -7,13 +7,13 @@
 //! the spool's ledger at start, updated as records are stored or lost.
 //!
 //! Memory: the view keeps one bit per record, per meter and kind, over the meter's whole
-//! history (64 days, 256 hours, 16 months): about 60 bytes per meter with all three kinds, so
-//! 1,000 meters cost ~60 KB plus their ids.
+//! history (64 days, 256 hours, 16 months; load records: 256 15-minute slots, 64 hours):
+//! about 160 bytes per meter with all four kinds, so 1,000 meters cost ~160 KB plus their ids.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute};
+use meter_protocols::dlt645::freeze::{FreezeKind, LOAD_PROFILE_SLOT_MINUTES, LocalMinute};
 use tokio::sync::mpsc;
 
 use super::OnStored;
@@ -92,6 +92,7 @@ fn period(kind: FreezeKind, stamp: LocalMinute) -> i64 {
     match kind {
         FreezeKind::Daily => stamp.0.div_euclid(1440),
         FreezeKind::Hourly => stamp.0.div_euclid(60),
+        FreezeKind::LoadProfile => stamp.0.div_euclid(LOAD_PROFILE_SLOT_MINUTES),
         FreezeKind::Monthly => {
             let (y, m, ..) = stamp.civil();
             y * 12 + i64::from(m)
@@ -120,7 +121,7 @@ pub fn parse_stamp(stamp: &str) -> Option<LocalMinute> {
 pub struct LedgerView {
     /// Per meter, one window per kind (in [`FreezeKind::ALL`] order): keyed by the id alone so
     /// that a lookup by `&str` allocates nothing (the buses ask for every due record).
-    windows: Mutex<HashMap<String, [Window; 3]>>,
+    windows: Mutex<HashMap<String, [Window; 4]>>,
 }
 
 impl LedgerView {

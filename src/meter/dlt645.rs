@@ -44,7 +44,12 @@ fn items(di: DataIdentifier, quantity: Option<&str>) -> Vec<Item> {
 
 /// The read of one data identifier: its frame and the reply it awaits.
 pub(super) fn read_step(address: Address, di: DataIdentifier) -> Step {
-    let request = Request::ReadData { di, extra: vec![] };
+    read_step_with(address, di, Vec::new())
+}
+
+/// [`read_step`] with request data after the identifier (the load profile's count and start).
+pub(super) fn read_step_with(address: Address, di: DataIdentifier, extra: Vec<u8>) -> Step {
+    let request = Request::ReadData { di, extra };
     Step {
         bytes: request.to_frame(address).to_bytes(0),
         framing: Framing::Dlt645 {
@@ -184,25 +189,30 @@ fn decode(di: DataIdentifier, payload: &[u8]) -> Vec<ReadingValue> {
         .into_iter()
         .map(|d| {
             let item_di = catalog::di_for_quantity(version, &d.quantity).unwrap_or(di);
-            let source = format!("dlt645:{item_di}");
-            let (value, meter_time, reason) = value_parts(&d.value);
-            let quality = if value.is_some() {
-                Quality::Good
-            } else {
-                Quality::Bad
-            };
-            ReadingValue {
-                quantity: d.quantity.to_string().into(),
-                value,
-                unit: d.unit.into(),
-                obis: d.obis.map(|o| o.to_string().into()),
-                source: source.into(),
-                quality,
-                reason,
-                meter_time,
-            }
+            reading_value(item_di, d)
         })
         .collect()
+}
+
+/// One decoded value as a reading value read with `source_di`: good with its value, or bad
+/// with why.
+pub(super) fn reading_value(source_di: DataIdentifier, d: catalog::DecodedValue) -> ReadingValue {
+    let (value, meter_time, reason) = value_parts(&d.value);
+    let quality = if value.is_some() {
+        Quality::Good
+    } else {
+        Quality::Bad
+    };
+    ReadingValue {
+        quantity: d.quantity.to_string().into(),
+        value,
+        unit: d.unit.into(),
+        obis: d.obis.map(|o| o.to_string().into()),
+        source: format!("dlt645:{source_di}").into(),
+        quality,
+        reason,
+        meter_time,
+    }
 }
 
 /// A DL/T 645 value as the parts of a reading value: (value, meter time, reason it is

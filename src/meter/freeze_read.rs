@@ -8,6 +8,10 @@
 //! meter's settlement day). A record is complete only when every value read came back good;
 //! otherwise the outcome is a failure and the record stays missing, to be read again.
 //!
+//! A load record (负荷记录) is read in one exchange: the given-time request `06000001` for one
+//! record from the wanted stamp; the reply's first record is the wanted one, or a later one
+//! when the meter did not record it.
+//!
 //! Like [`super::Poll`] it never does I/O, never sleeps and never reads a clock.
 
 use meter_protocols::dlt645::catalog::decode_payload;
@@ -15,6 +19,7 @@ use meter_protocols::dlt645::format::Value;
 use meter_protocols::dlt645::freeze::{
     FreezeKind, LocalMinute, SearchStep, StampSearch, plain_quantity,
 };
+use meter_protocols::dlt645::load_profile::{LOAD_PROFILE_DI, parse_records, request_extra};
 use meter_protocols::dlt645::{Address, DataIdentifier, ErrorWord, Response, Version};
 
 use super::contract::{Reply, Step};
@@ -58,6 +63,8 @@ enum State {
         stamp: LocalMinute,
         next: usize,
     },
+    /// Reading the load record stamped `stamp` (given-time request, one record).
+    Load { stamp: LocalMinute },
     /// Finished.
     Done(FreezeOutcome),
 }
@@ -121,6 +128,27 @@ impl FreezeRead {
         }
     }
 
+    /// Reads the load record of `meter` stamped `wanted`; `oldest` is the oldest stamp the
+    /// meter still keeps (its depth back from its newest record): an older one is lost
+    /// without asking.
+    pub fn load_record(address: Address, wanted: LocalMinute, oldest: LocalMinute) -> FreezeRead {
+        let state = if wanted < oldest {
+            State::Done(FreezeOutcome::Lost(format!(
+                "no longer in the meter's history (its oldest load record is {oldest})"
+            )))
+        } else {
+            State::Load { stamp: wanted }
+        };
+        FreezeRead {
+            address,
+            version: Version::V2007,
+            kind: FreezeKind::LoadProfile,
+            state,
+            values: Vec::new(),
+            frames: Vec::new(),
+        }
+    }
+
     /// The kind of record read.
     pub fn kind(&self) -> FreezeKind {
         self.kind
@@ -158,6 +186,7 @@ impl FreezeRead {
             State::Values { n, next, .. } => {
                 self.kind.value_dis_in(self.version, *n).get(*next).copied()
             }
+            State::Load { .. } => Some(LOAD_PROFILE_DI),
             State::Done(_) => None,
         }
     }
@@ -165,6 +194,11 @@ impl FreezeRead {
     /// The next request, or `None` when the read is finished.
     pub fn next_step(&self) -> Option<Step> {
         let di = self.current_di()?;
+        if let State::Load { stamp } = &self.state {
+            // A stamp outside 2000..=2099 cannot be asked for; the read then fails.
+            let extra = request_extra(1, *stamp)?;
+            return Some(dlt645::read_step_with(self.address, di, extra));
+        }
         Some(dlt645::read_step(self.address, di))
     }
 
@@ -223,6 +257,7 @@ impl FreezeRead {
                     State::Done(FreezeOutcome::Failed(format!("read {di}: {reason}")))
                 }
             },
+            State::Load { stamp } => State::Done(load_record_in(frame, stamp, raw)),
             done @ State::Done(_) => done,
         };
     }
@@ -238,12 +273,85 @@ impl FreezeRead {
         self.state = State::Done(FreezeOutcome::Failed(reason));
     }
 
-    /// The outcome; a read given up before it finished is a failure.
+    /// The outcome; a read given up before it finished is a failure (also a load record
+    /// whose stamp cannot be asked for).
     pub fn finish(self) -> FreezeOutcome {
         match self.state {
             State::Done(outcome) => outcome,
             _ => FreezeOutcome::Failed("the read was abandoned before it finished".into()),
         }
+    }
+}
+
+/// What a reply to the given-time request for the load record stamped `wanted` says.
+fn load_record_in(
+    frame: &meter_protocols::dlt645::Dlt645Frame,
+    wanted: LocalMinute,
+    raw: &[u8],
+) -> FreezeOutcome {
+    let di = LOAD_PROFILE_DI;
+    let failed = |why: String| FreezeOutcome::Failed(format!("read {di}: {why}"));
+    let payload = match Response::from_frame(frame, di.version()) {
+        Err(e) => return failed(format!("unusable reply: {e}")),
+        Ok(Response::ReadData {
+            di: got, payload, ..
+        }) if got == di => payload,
+        Ok(Response::ReadData { di: got, .. }) => {
+            return failed(format!("reply for another DI ({got})"));
+        }
+        // No record at or after the stamp: the meter has not made it yet.
+        Ok(Response::Abnormal { error, .. }) if error.0 & ErrorWord::NO_DATA != 0 => {
+            return FreezeOutcome::NotYetFrozen;
+        }
+        Ok(Response::Abnormal { error, .. }) => {
+            return failed(format!("meter error {:02X}", error.0));
+        }
+        Ok(other) => return failed(format!("unexpected reply {other:?}")),
+    };
+    let records = match parse_records(&payload) {
+        Ok(r) => r,
+        Err(e) => return failed(format!("{e}")),
+    };
+    let Some(first) = records.first() else {
+        return FreezeOutcome::NotYetFrozen;
+    };
+    if first.stamp > wanted {
+        return FreezeOutcome::Lost(format!(
+            "the meter has no load record stamped {wanted} (its next is {}: it did not record, \
+             e.g. unpowered)",
+            first.stamp
+        ));
+    }
+    if first.stamp < wanted {
+        return failed(format!(
+            "asked for the record from {wanted}, got one stamped {}",
+            first.stamp
+        ));
+    }
+    if !first.valid {
+        return FreezeOutcome::Lost(format!(
+            "the meter marks its load record stamped {wanted} as not correct (E0 E0)"
+        ));
+    }
+    let values: Vec<_> = first
+        .values()
+        .into_iter()
+        .map(|(_, d)| dlt645::reading_value(di, d))
+        .collect();
+    if values.is_empty() {
+        return FreezeOutcome::Lost(format!(
+            "the meter's load record stamped {wanted} holds no values (every block empty)"
+        ));
+    }
+    if let Some(bad) = values.iter().find(|v| v.value.is_none()) {
+        let reason = bad.reason.clone().unwrap_or_else(|| "no value".into());
+        return failed(format!("{}: {reason}", bad.quantity));
+    }
+    FreezeOutcome::Record {
+        n: 1,
+        stamp: wanted,
+        values,
+        frames: vec![raw.to_vec()],
     }
 }
 

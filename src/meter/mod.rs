@@ -103,6 +103,8 @@ pub struct MeterDriver {
     utc_offset: UtcOffset,
     /// The freeze kinds collected from it.
     freezes: Vec<FreezeKind>,
+    /// Its load-record interval and depth (used when `freezes` lists `load_profile`).
+    load_profile: crate::config::profile::LoadProfileSpec,
     /// The event kinds whose counters are polled.
     events: Vec<meter_protocols::dlt645::event::EventKind>,
 }
@@ -133,6 +135,7 @@ impl MeterDriver {
             plan: None,
             utc_offset: meter.utc_offset,
             freezes: meter.freeze_kinds(profile),
+            load_profile: profile.load_profile(),
             events: meter.event_kinds(profile),
         };
         match profile.protocol {
@@ -203,6 +206,11 @@ impl MeterDriver {
     /// The freeze kinds collected from this meter (its `freezes`, else its profile's).
     pub fn freezes(&self) -> &[FreezeKind] {
         &self.freezes
+    }
+
+    /// The meter's load-record interval and depth (its profile's).
+    pub fn load_profile(&self) -> crate::config::profile::LoadProfileSpec {
+        self.load_profile
     }
 
     /// The DL/T 645 edition the meter speaks (DL/T 645 meters only).

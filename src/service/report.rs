@@ -61,6 +61,10 @@ pub struct GatewayReport {
     /// collect them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completeness_hourly: Option<PeriodMessage>,
+    /// The completeness of load records, last 96 15-minute slots (`kind` `load_profile`),
+    /// when meters collect them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completeness_load_profile: Option<PeriodMessage>,
     /// Fee control (when `[control]` is on): each controllable meter's relay as last read
     /// back, its last command and outcome, and commands by action and outcome since start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,6 +233,10 @@ pub struct MeterReport {
     /// delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hours_missing: Option<Vec<String>>,
+    /// For a meter collecting load records: the stamps of the last 96 slots whose record is
+    /// not delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_records_missing: Option<Vec<String>>,
     /// The meter's last clock check: offset, beyond the limit or not, what was done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<crate::uplink::MeterClockStatus>,
@@ -453,6 +461,7 @@ impl Snapshot {
             completeness: completeness.daily.clone(),
             completeness_monthly: completeness.monthly.clone(),
             completeness_hourly: completeness.hourly.clone(),
+            completeness_load_profile: completeness.load_profile.clone(),
             control: self.control.clone(),
         };
         let buses = self
@@ -594,6 +603,8 @@ fn bus_report(
                     months_missing: (extras.completeness.monthly.as_ref())
                         .and_then(|c| c.missing_periods(&m.id)),
                     hours_missing: (extras.completeness.hourly.as_ref())
+                        .and_then(|c| c.missing_periods(&m.id)),
+                    load_records_missing: (extras.completeness.load_profile.as_ref())
                         .and_then(|c| c.missing_periods(&m.id)),
                     clock: m.clock.as_ref().map(|c| crate::uplink::MeterClockStatus {
                         checked_at: rfc3339_millis(c.checked_at),

@@ -115,6 +115,16 @@ pub struct SimMeterConfig {
     /// with that stamp and must report it lost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freeze_gaps: Vec<String>,
+    /// The frozen histories the meter keeps (`daily`, `monthly`, `hourly`, `load_profile`);
+    /// default: its profile's `freezes`. Lets a test or demo meter keep a load profile
+    /// without a profile that makes every gateway meter collect one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freezes: Option<Vec<String>>,
+    /// Load-record stamps (`"2026-12-07T10:15"`, the meter's own clock) the meter did not
+    /// record (unpowered then): its load profile skips them, so a gateway asking for one gets
+    /// the next record and must report it lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_profile_gaps: Vec<String>,
     /// What the meter says about itself (`meterd scan`'s identification).
     #[serde(default)]
     pub identity: SimIdentity,
@@ -201,7 +211,23 @@ fn parse_day(text: &str) -> Option<i64> {
     Some(ms.div_euclid(86_400_000))
 }
 
+/// `2026-12-07T10:15` as the meter's local minute.
+fn parse_local_minute(text: &str) -> Option<meter_protocols::dlt645::freeze::LocalMinute> {
+    let ms = parse_rfc3339(&format!("{text}:00Z"))?;
+    Some(meter_protocols::dlt645::freeze::LocalMinute(
+        ms.div_euclid(60_000),
+    ))
+}
+
 impl SimMeterConfig {
+    /// [`SimMeterConfig::load_profile_gaps`] as the meter's local minutes.
+    pub fn load_profile_gap_stamps(&self) -> Vec<meter_protocols::dlt645::freeze::LocalMinute> {
+        self.load_profile_gaps
+            .iter()
+            .filter_map(|d| parse_local_minute(d))
+            .collect()
+    }
+
     /// [`SimMeterConfig::freeze_gaps`] as days since 1970-01-01 (on the meter's clock).
     pub fn freeze_gap_days(&self) -> Vec<i64> {
         self.freeze_gaps
@@ -529,6 +555,31 @@ fn check(
                     mspan,
                     mkey("freeze_gaps"),
                     format!("expected a date such as \"2026-12-05\", found {bad:?}"),
+                ));
+            }
+            if let Some(bad) = meter
+                .freezes
+                .iter()
+                .flatten()
+                .find(|k| meter_protocols::dlt645::freeze::FreezeKind::parse(k).is_none())
+            {
+                return Err(err(
+                    mspan,
+                    mkey("freezes"),
+                    format!(
+                        "unknown freeze kind {bad:?}; known: daily, monthly, hourly, load_profile"
+                    ),
+                ));
+            }
+            if let Some(bad) = meter
+                .load_profile_gaps
+                .iter()
+                .find(|d| parse_local_minute(d).is_none())
+            {
+                return Err(err(
+                    mspan,
+                    mkey("load_profile_gaps"),
+                    format!("expected a local time such as \"2026-12-07T10:15\", found {bad:?}"),
                 ));
             }
             for (ei, e) in meter.events.iter().enumerate() {

@@ -14,7 +14,8 @@ use std::sync::Mutex;
 use meter_protocols::Decimal;
 use meter_protocols::dlt645::catalog::{DiInfo, DiSpec, decode_payload, lookup};
 use meter_protocols::dlt645::event::EventKind;
-use meter_protocols::dlt645::freeze::{FreezeKind, record_of};
+use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute, latest_load_record, record_of};
+use meter_protocols::dlt645::load_profile::{LOAD_PROFILE_DI, parse_request_extra};
 use meter_protocols::dlt645::relay::STATUS_WORD_3;
 use meter_protocols::dlt645::{
     Address, DataIdentifier, ErrorWord, Function, Request as DltRequest, Response as DltResponse,
@@ -31,7 +32,7 @@ use super::model::MeterModel;
 use super::relay::{ControlEvent, SimRelay};
 use crate::clock::UnixMillis;
 use crate::clock::UtcOffset;
-use crate::config::profile::RegisterFunction;
+use crate::config::profile::{LoadProfileSpec, RegisterFunction};
 use crate::config::{Profile, Protocol};
 
 /// One value a reply carries, as a correct reader decodes it.
@@ -65,6 +66,10 @@ enum Kind {
         /// The frozen histories it keeps (its profile's `freezes`): every record of these
         /// kinds is served, 1..=depth.
         freezes: Vec<FreezeKind>,
+        /// Its load-record interval and depth (with `load_profile` in `freezes`).
+        load: LoadProfileSpec,
+        /// Load-record stamps it skipped (`load_profile_gaps`).
+        load_gaps: Vec<LocalMinute>,
     },
     Modbus {
         points: Vec<ModbusPoint>,
@@ -219,7 +224,12 @@ impl SimMeter {
             Kind::Dlt645 {
                 version,
                 served,
-                freezes: profile.freeze_kinds(),
+                freezes: match &config.freezes {
+                    Some(kinds) => kinds.iter().filter_map(|k| FreezeKind::parse(k)).collect(),
+                    None => profile.freeze_kinds(),
+                },
+                load: profile.load_profile(),
+                load_gaps: config.load_profile_gap_stamps(),
             }
         } else {
             let points = profile
@@ -356,6 +366,63 @@ impl SimMeter {
         Some((payload, truth))
     }
 
+    /// The payload of the reply to the given-time load-profile request with data `extra`
+    /// (count, start) at `t`: the records stamped at or after the start, oldest first, as many
+    /// as asked and as fit one frame, from the meter's history (its depth back from its clock,
+    /// without its gaps). `None` (error "no requested data") when it keeps no load profile,
+    /// the request is malformed, or no record is at or after the start.
+    fn load_records(&self, extra: &[u8], t: UnixMillis) -> Option<(Vec<u8>, Vec<TruthValue>)> {
+        let Kind::Dlt645 {
+            freezes,
+            load,
+            load_gaps,
+            ..
+        } = &self.kind
+        else {
+            return None;
+        };
+        if !freezes.contains(&FreezeKind::LoadProfile) {
+            return None;
+        }
+        let (count, start) = parse_request_extra(extra)?;
+        let interval = load.interval_minutes.max(1);
+        let now = LocalMinute(
+            self.events.meter_instant(t).div_euclid(60_000) + self.utc_offset.minutes(),
+        );
+        let newest = latest_load_record(now, interval);
+        let oldest = LocalMinute(newest.0 - (i64::from(load.depth) - 1) * interval);
+        // The first stamp on the interval grid at or after the start.
+        let day = start.start_of_day().0;
+        let mut stamp =
+            LocalMinute(day + (start.0 - day + interval - 1).div_euclid(interval) * interval);
+        if stamp < oldest {
+            stamp = oldest;
+        }
+        let mut payload = Vec::new();
+        let mut truth = Vec::new();
+        let mut sent = 0;
+        while stamp <= newest && sent < count {
+            if !load_gaps.contains(&stamp) {
+                let record = self.model.load_record(stamp);
+                let bytes = record.encode()?;
+                // One frame holds at most 200 data bytes, the DI's 4 included.
+                if 4 + payload.len() + bytes.len() > 200 {
+                    break;
+                }
+                payload.extend(bytes);
+                truth.extend(truth_of(
+                    record.values().into_iter().map(|(_, v)| v).collect(),
+                ));
+                sent += 1;
+            }
+            stamp = LocalMinute(stamp.0 + interval);
+        }
+        if sent == 0 {
+            return None;
+        }
+        Some((payload, truth))
+    }
+
     /// The reply to a DL/T 645 request addressed to this meter; `None` = stay silent.
     pub fn respond_dlt645(
         &self,
@@ -384,6 +451,19 @@ impl SimMeter {
                     },
                     Vec::new(),
                 ))
+            }
+            DltRequest::ReadData { di, extra } if *di == LOAD_PROFILE_DI => {
+                match self.load_records(extra, t) {
+                    Some((payload, truth)) => Some((
+                        DltResponse::ReadData {
+                            di: *di,
+                            payload,
+                            more_follows: false,
+                        },
+                        truth,
+                    )),
+                    None => abnormal(ErrorWord::NO_DATA),
+                }
             }
             DltRequest::ReadData { di, .. } if di.version() == version => {
                 match self.dlt645_payload(*di, t) {

@@ -14,7 +14,11 @@
 //! a stream drawn from a generator, and a 64-bit mixer is all that takes.
 
 use meter_protocols::Decimal;
+use meter_protocols::dlt645::DataIdentifier;
+use meter_protocols::dlt645::catalog::{DiInfo, lookup};
 use meter_protocols::dlt645::format::{Format, MeterTime, Value};
+use meter_protocols::dlt645::freeze::LocalMinute;
+use meter_protocols::dlt645::load_profile::{BLOCKS, LoadRecord};
 use meter_protocols::modbus::values::{RawValue, ValueType};
 
 use crate::clock::{UnixMillis, UtcOffset, civil, days_from_civil, start_of_day, start_of_month};
@@ -304,6 +308,34 @@ impl MeterModel {
         let at = month + offset as i64 * 60_000;
         let m = quantise_round(kw, 4);
         (Decimal::new(m, 4).unwrap_or(Decimal::from_int(0)), at)
+    }
+
+    /// The load record (负荷记录) the meter makes at `stamp` on its own clock: every block,
+    /// each item the value the meter reports for its identifier at that instant (energy
+    /// registers then, V/I/P/PF/f/demand of the model then).
+    pub fn load_record(&self, stamp: LocalMinute) -> LoadRecord {
+        let at = stamp.0 * 60_000 - self.offset_ms;
+        let mut blocks: [Option<Vec<u8>>; 6] = Default::default();
+        for (slot, items) in blocks.iter_mut().zip(BLOCKS) {
+            let mut bytes = Vec::new();
+            for &di in items {
+                let Some(DiInfo::Item(spec)) = lookup(DataIdentifier::V2007(di)) else {
+                    continue;
+                };
+                let value = self.dlt645_value(&spec.quantity, spec.format, at);
+                bytes.extend(
+                    spec.format
+                        .encode(&value)
+                        .unwrap_or_else(|| vec![0; spec.format.len()]),
+                );
+            }
+            *slot = Some(bytes);
+        }
+        LoadRecord {
+            stamp,
+            valid: true,
+            blocks,
+        }
     }
 
     /// The value a DL/T 645 meter reports for catalogue item `quantity` of `format` at `t`,

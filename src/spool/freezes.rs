@@ -50,7 +50,7 @@ impl LedgerState {
 pub struct LedgerEntry {
     /// Meter id.
     pub meter: String,
-    /// `daily`, `monthly` or `hourly`.
+    /// `daily`, `monthly`, `hourly` or `load_profile`.
     pub kind: String,
     /// The stamp as in the record id (`2026-12-07T00:00+08:00`).
     pub stamp: String,

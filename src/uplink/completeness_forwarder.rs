@@ -1,6 +1,7 @@
 //! Forwards the completeness of settlement records to the uplink's retained topics
-//! (`meterd.completeness.v1`): daily on `…/completeness`, monthly and hourly on
-//! `…/completeness/monthly` and `…/completeness/hourly`, each where some meter collects it.
+//! (`meterd.completeness.v1`): daily on `…/completeness`, monthly, hourly and load profile on
+//! `…/completeness/monthly`, `…/completeness/hourly` and `…/completeness/load_profile`, each
+//! where some meter collects it.
 //!
 //! Every [`EVERY`] it looks at the spool's ledger change counter; when the ledger changed (a
 //! record stored, delivered or lost), or every [`REFRESH`] anyway (a new hour, day or month
@@ -15,7 +16,9 @@ use meter_protocols::dlt645::freeze::FreezeKind;
 
 use super::UplinkHandle;
 use crate::clock::{rfc3339_millis, wall_clock_ms};
-use crate::ingest::completeness::{self, CompletenessSet, DAYS, Expected, HOURS, MONTHS};
+use crate::ingest::completeness::{
+    self, CompletenessSet, DAYS, Expected, HOURS, LOAD_SLOTS, MONTHS,
+};
 use crate::spool::{Spool, SpoolError};
 use crate::sync::lock;
 
@@ -55,6 +58,9 @@ pub async fn forward_completeness(
         }
         if plan.expected.hourly.is_empty() {
             last.hourly = None;
+        }
+        if plan.expected.load_profile.is_empty() {
+            last.load_profile = None;
         }
     }
     if FreezeKind::ALL
@@ -99,10 +105,12 @@ pub async fn forward_completeness(
         for (kind, new) in [
             (FreezeKind::Monthly, set.monthly),
             (FreezeKind::Hourly, set.hourly),
+            (FreezeKind::LoadProfile, set.load_profile),
         ] {
             let Some(m) = new else { continue };
             let slot = match kind {
                 FreezeKind::Monthly => &mut last.monthly,
+                FreezeKind::LoadProfile => &mut last.load_profile,
                 _ => &mut last.hourly,
             };
             if !slot.as_ref().is_some_and(|l| l.same_figures(&m)) {
@@ -146,6 +154,10 @@ fn build_all(plan: &CompletenessPlan, spool: &Mutex<Spool>) -> Result<Completene
             (i64::from(MONTHS) + 2) * 31 * 86_400_000,
         ),
         (FreezeKind::Hourly, (i64::from(HOURS) + 48) * 3_600_000),
+        (
+            FreezeKind::LoadProfile,
+            i64::from(LOAD_SLOTS) * 15 * 60_000 + 48 * 3_600_000,
+        ),
     ] {
         let meters = plan.expected.of(kind);
         if meters.is_empty() {
@@ -163,6 +175,7 @@ fn build_all(plan: &CompletenessPlan, spool: &Mutex<Spool>) -> Result<Completene
         );
         match kind {
             FreezeKind::Monthly => set.monthly = m,
+            FreezeKind::LoadProfile => set.load_profile = m,
             _ => set.hourly = m,
         }
     }

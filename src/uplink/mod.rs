@@ -183,7 +183,7 @@ struct Shared {
     snapshot: Mutex<UplinkSnapshot>,
     /// The latest completeness message of each freeze kind (retained, daily first), and
     /// whether it is still to be published.
-    completeness: Mutex<[Option<RetainedSlot>; 3]>,
+    completeness: Mutex<[Option<RetainedSlot>; 4]>,
 }
 
 /// A retained message waiting to be published: its payload, and whether it is still unsent.
@@ -195,6 +195,7 @@ fn completeness_slot(kind: FreezeKind) -> usize {
         FreezeKind::Daily => 0,
         FreezeKind::Monthly => 1,
         FreezeKind::Hourly => 2,
+        FreezeKind::LoadProfile => 3,
     }
 }
 
@@ -468,7 +469,7 @@ impl<O: Outbox> Uplink<O> {
             wake: Notify::new(),
             meters: Mutex::new(MeterStatuses::default()),
             snapshot: Mutex::new(UplinkSnapshot::default()),
-            completeness: Mutex::new([None, None, None]),
+            completeness: Mutex::new([None, None, None, None]),
         });
         let handle = UplinkHandle {
             shared: shared.clone(),
@@ -579,12 +580,14 @@ impl<O: Outbox> Uplink<O> {
     }
 
     /// `{prefix}/{gateway}/completeness` (daily, the pinned topic), and
-    /// `…/completeness/monthly` and `…/completeness/hourly`.
+    /// `…/completeness/monthly`, `…/completeness/hourly` and `…/completeness/load_profile`.
     pub fn completeness_topic(&self, kind: FreezeKind) -> String {
         let base = format!("{}/{}/completeness", self.config.topic_prefix, self.gateway);
         match kind {
             FreezeKind::Daily => base,
-            FreezeKind::Monthly | FreezeKind::Hourly => format!("{base}/{}", kind.name()),
+            FreezeKind::Monthly | FreezeKind::Hourly | FreezeKind::LoadProfile => {
+                format!("{base}/{}", kind.name())
+            }
         }
     }
 

@@ -196,6 +196,7 @@ pub static FIXED: &[Fixed] = &[
     n7(0x0280_0002, "frequency", "Hz", Some("1-0:14.7.0"), Format::bcd(4, 2, false), "grid frequency"),
     n7(0x0280_0003, "power.active.total.avg_1min", "kW", None, POWER_S, "one-minute average total active power"),
     n7(0x0280_0004, "demand.active.current", "kW", Some("1-0:1.4.0"), POWER_S, "current active demand"),
+    n7(0x0280_0005, "demand.reactive.current", "kvar", Some("1-0:3.4.0"), POWER_S, "current reactive demand"),
     n7(0x0280_0007, "meter.temperature", "°C", None, Format::bcd(4, 1, true), "meter internal temperature"),
     n7(0x0280_0008, "meter.clock_battery.voltage", "V", None, Format::bcd(4, 2, false), "clock battery voltage"),
     // ---- events (DI3 = 03): counts

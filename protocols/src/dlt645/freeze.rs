@@ -24,6 +24,16 @@ use crate::calendar::{civil_from_days, days_from_civil};
 const DAY: i64 = 1440;
 const HOUR: i64 = 60;
 
+/// The usual load-record interval: 96 records a day.
+pub const LOAD_PROFILE_DEFAULT_MINUTES: i64 = 15;
+/// The load-record intervals the gateway supports, in minutes: each a whole number of
+/// [`LOAD_PROFILE_SLOT_MINUTES`], so that one ledger bit per slot holds every record.
+pub const LOAD_PROFILE_INTERVALS: [i64; 3] = [15, 30, 60];
+/// The ledger's unit for load records: a record's slot is its stamp in these minutes.
+pub const LOAD_PROFILE_SLOT_MINUTES: i64 = 15;
+/// The most load records the gateway looks back for (the ledger keeps 256 slots).
+pub const MAX_LOAD_RECORDS_BACK: u8 = 255;
+
 /// Which of the meter's frozen histories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FreezeKind {
@@ -34,11 +44,21 @@ pub enum FreezeKind {
     Monthly,
     /// The whole-hour freeze (`0504xxnn`, 254 deep): staged settlement of large consumers.
     Hourly,
+    /// The load profile (负荷记录, `06000001`): a record every few minutes (15 by default,
+    /// the meter's `load_profile_interval`), read by its stamp with the given-time request
+    /// ([`super::load_profile`]). The meter keeps as many as its memory holds (the profile's
+    /// `load_profile_depth`); [`FreezeKind::depth`] is only how far back the gateway looks.
+    LoadProfile,
 }
 
 impl FreezeKind {
     /// Every kind, in the order they are listed to users.
-    pub const ALL: [FreezeKind; 3] = [FreezeKind::Daily, FreezeKind::Monthly, FreezeKind::Hourly];
+    pub const ALL: [FreezeKind; 4] = [
+        FreezeKind::Daily,
+        FreezeKind::Monthly,
+        FreezeKind::Hourly,
+        FreezeKind::LoadProfile,
+    ];
 
     /// The name used in configuration, the CLI and the MQTT contract.
     pub const fn name(self) -> &'static str {
@@ -46,6 +66,7 @@ impl FreezeKind {
             FreezeKind::Daily => "daily",
             FreezeKind::Monthly => "monthly",
             FreezeKind::Hourly => "hourly",
+            FreezeKind::LoadProfile => "load_profile",
         }
     }
 
@@ -60,6 +81,7 @@ impl FreezeKind {
             FreezeKind::Daily => MAX_DAILY,
             FreezeKind::Monthly => MAX_SETTLEMENT,
             FreezeKind::Hourly => MAX_HOURLY,
+            FreezeKind::LoadProfile => MAX_LOAD_RECORDS_BACK,
         }
     }
 
@@ -73,7 +95,7 @@ impl FreezeKind {
         match self {
             FreezeKind::Daily => Some(DataIdentifier::V2007(0x0506_0000 | u32::from(n))),
             FreezeKind::Hourly => Some(DataIdentifier::V2007(0x0504_0000 | u32::from(n))),
-            FreezeKind::Monthly => None,
+            FreezeKind::Monthly | FreezeKind::LoadProfile => None,
         }
     }
 
@@ -89,6 +111,8 @@ impl FreezeKind {
             FreezeKind::Daily => [0x0506_0100 | n, 0x0506_0200 | n],
             FreezeKind::Hourly => [0x0504_0100 | n, 0x0504_0200 | n],
             FreezeKind::Monthly => [0x0001_FF00 | n, 0x0002_FF00 | n],
+            // Read by stamp with `06000001`, not by n.
+            FreezeKind::LoadProfile => return Vec::new(),
         };
         dis.into_iter().map(DataIdentifier::V2007).collect()
     }
@@ -100,7 +124,7 @@ impl FreezeKind {
         match (version, self) {
             (Version::V2007, _) => self.depth(),
             (Version::V1997, FreezeKind::Monthly) => MAX_SETTLEMENT_1997,
-            (Version::V1997, FreezeKind::Daily | FreezeKind::Hourly) => 0,
+            (Version::V1997, FreezeKind::Daily | FreezeKind::Hourly | FreezeKind::LoadProfile) => 0,
         }
     }
 
@@ -122,11 +146,14 @@ impl FreezeKind {
         }
     }
 
-    /// The nominal spacing of records in minutes (monthly: none, months differ in length).
+    /// The nominal spacing of records in minutes (monthly: none, months differ in length;
+    /// load profile: the meter's configured interval, [`LOAD_PROFILE_DEFAULT_MINUTES`] unless
+    /// told otherwise).
     pub const fn period_minutes(self) -> Option<i64> {
         match self {
             FreezeKind::Daily => Some(DAY),
             FreezeKind::Hourly => Some(HOUR),
+            FreezeKind::LoadProfile => Some(LOAD_PROFILE_DEFAULT_MINUTES),
             FreezeKind::Monthly => None,
         }
     }
@@ -234,8 +261,17 @@ pub fn latest_due(
             LocalMinute(if today <= now.0 { today } else { today - DAY })
         }
         FreezeKind::Hourly => LocalMinute(now.0.div_euclid(HOUR) * HOUR),
+        FreezeKind::LoadProfile => latest_load_record(now, LOAD_PROFILE_DEFAULT_MINUTES),
         FreezeKind::Monthly => monthly_stamp(now, settlement, 1),
     }
+}
+
+/// The newest load-record stamp at or before `now` for a meter recording every `interval`
+/// minutes: records fall on whole multiples of the interval from midnight (00:00, 00:15, …).
+pub fn latest_load_record(now: LocalMinute, interval: i64) -> LocalMinute {
+    let interval = interval.clamp(1, DAY);
+    let day = now.start_of_day().0;
+    LocalMinute(day + (now.0 - day).div_euclid(interval) * interval)
 }
 
 /// The instant of the `n`-th last monthly settlement (n ≥ 1) as seen at `now`, for a meter

@@ -13,6 +13,8 @@
 //! - [`catalog`] / [`format`]: which quantity a data identifier holds and how its bytes decode.
 //! - [`relay`]: fee control: remote control `1C`, identity authentication `03`, status word 3.
 //! - [`freeze`]: settlement freezes: the identifiers of the n-th record, stamps, the stamp search.
+//! - [`load_profile`]: the load profile (负荷记录): the given-time request `06000001` and its
+//!   records.
 //! - [`event`]: event counters and records (cover open, power down, clear, clock set,
 //!   programming).
 //! - [`time_sync`]: the broadcast time sync frame (`ss mm hh DD MM YY`, seconds first).
@@ -25,6 +27,7 @@ pub mod event_1997;
 pub mod format;
 pub mod frame;
 pub mod freeze;
+pub mod load_profile;
 pub mod relay;
 pub mod request;
 pub mod response;

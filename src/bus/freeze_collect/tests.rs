@@ -237,3 +237,44 @@ fn a_daily_record_at_2400_baud_takes_about_three_quarters_of_a_second() {
     assert!(record_wire_time(FreezeKind::Hourly, c, 4, Duration::ZERO) < t);
     assert_eq!(records_per_day(FreezeKind::Hourly), 24.0);
 }
+
+#[test]
+fn load_records_are_due_every_interval_back_as_configured() {
+    let c = FreezeConfig {
+        backfill_load_records: 3,
+        ..FreezeConfig::default()
+    };
+    let m = |h, min| LocalMinute::from_civil(2026, 12, 7, h, min);
+    let load = LoadProfileSpec {
+        interval_minutes: 15,
+        depth: 960,
+    };
+    // 10:19 is before 10:15 + the 5-minute delay: 10:00 is the newest due.
+    assert_eq!(
+        due_stamps_of(FreezeKind::LoadProfile, Version::V2007, load, m(10, 19), &c),
+        [m(10, 0), m(9, 45), m(9, 30)]
+    );
+    let load = LoadProfileSpec {
+        interval_minutes: 60,
+        ..load
+    };
+    assert_eq!(
+        due_stamps_of(FreezeKind::LoadProfile, Version::V2007, load, m(10, 20), &c),
+        [m(10, 0), m(9, 0), m(8, 0)]
+    );
+    // Hourly records 255 back would outrun the ledger's 64 hours: 63 at most.
+    let deep = FreezeConfig {
+        backfill_load_records: 255,
+        ..FreezeConfig::default()
+    };
+    let due = due_stamps_of(
+        FreezeKind::LoadProfile,
+        Version::V2007,
+        load,
+        m(10, 20),
+        &deep,
+    );
+    assert_eq!(due.len(), 63);
+    // A 1997 meter keeps none.
+    assert!(due_stamps_of(FreezeKind::LoadProfile, Version::V1997, load, m(10, 20), &c).is_empty());
+}

@@ -1,12 +1,15 @@
-//! The monthly and hourly completeness messages: `meterd.completeness.v1` with `kind`
-//! `monthly` (`months`, the last [`MONTHS`]) or `hourly` (`hours`, the last [`HOURS`]),
-//! retained beside the daily one on their own sub-topics.
+//! The monthly, hourly and load-profile completeness messages: `meterd.completeness.v1` with
+//! `kind` `monthly` (`months`, the last [`MONTHS`]), `hourly` (`hours`, the last [`HOURS`]) or
+//! `load_profile` (`records`, the last [`LOAD_SLOTS`] 15-minute slots), retained beside the
+//! daily one on their own sub-topics.
 //!
 //! The windows: twelve months is the whole monthly history of a DL/T 645-2007 meter, so a
 //! missing month can still be back-filled while it is shown; 48 hours is the default
 //! `[freeze] backfill_hours` (the meter keeps 254), two settlement days of a large consumer.
 
-use meter_protocols::dlt645::freeze::{FreezeKind, LocalMinute, monthly_stamp};
+use meter_protocols::dlt645::freeze::{
+    FreezeKind, LOAD_PROFILE_SLOT_MINUTES, LocalMinute, monthly_stamp,
+};
 use serde::{Deserialize, Serialize};
 
 use super::tally::{Tally, tally};
@@ -17,6 +20,9 @@ use crate::spool::freezes::LedgerEntry;
 pub const MONTHS: u8 = 12;
 /// Hours the hourly message covers, newest first.
 pub const HOURS: u8 = 48;
+/// 15-minute slots the load-profile message covers, newest first: one day. A meter recording
+/// every 30 or 60 minutes is expected in its own slots only.
+pub const LOAD_SLOTS: u8 = 96;
 
 /// A monthly or hourly completeness message (retained on `…/completeness/monthly` or
 /// `…/completeness/hourly`).
@@ -47,6 +53,9 @@ pub enum PeriodList {
     /// Hourly: `"hours": [...]`.
     #[serde(rename = "hours")]
     Hours(Vec<PeriodCompleteness>),
+    /// Load profile: `"records": [...]`.
+    #[serde(rename = "records")]
+    Records(Vec<PeriodCompleteness>),
 }
 
 /// One period's figures.
@@ -78,13 +87,16 @@ pub enum PeriodLabel {
     /// later (meter local time).
     #[serde(rename = "hour")]
     Hour(String),
+    /// `YYYY-MM-DDTHH:MM`: the load records stamped then (meter local time).
+    #[serde(rename = "record")]
+    Record(String),
 }
 
 impl PeriodLabel {
     /// The text (`2026-11`, `2026-12-07T13:00`).
     pub fn text(&self) -> &str {
         match self {
-            PeriodLabel::Month(t) | PeriodLabel::Hour(t) => t,
+            PeriodLabel::Month(t) | PeriodLabel::Hour(t) | PeriodLabel::Record(t) => t,
         }
     }
 }
@@ -93,7 +105,7 @@ impl PeriodMessage {
     /// The periods, newest first.
     pub fn rows(&self) -> &[PeriodCompleteness] {
         match &self.periods {
-            PeriodList::Months(r) | PeriodList::Hours(r) => r,
+            PeriodList::Months(r) | PeriodList::Hours(r) | PeriodList::Records(r) => r,
         }
     }
 
@@ -139,7 +151,7 @@ pub fn periods(
     let periods = match kind {
         FreezeKind::Daily => return None,
         FreezeKind::Monthly => PeriodList::Months(
-            tally(meters, ledger, now_ms, usize::from(MONTHS), |local| {
+            tally(meters, ledger, now_ms, usize::from(MONTHS), |_, local| {
                 (1..=MONTHS)
                     .map(|n| {
                         let stamp = monthly_stamp(local, settlement, n);
@@ -152,7 +164,7 @@ pub fn periods(
             .collect(),
         ),
         FreezeKind::Hourly => PeriodList::Hours(
-            tally(meters, ledger, now_ms, usize::from(HOURS), |local| {
+            tally(meters, ledger, now_ms, usize::from(HOURS), |_, local| {
                 let this_hour = local.0.div_euclid(60) * 60;
                 (1..=i64::from(HOURS))
                     .map(|back| {
@@ -163,6 +175,18 @@ pub fn periods(
             })
             .into_iter()
             .map(|t| row(t, PeriodLabel::Hour))
+            .collect(),
+        ),
+        FreezeKind::LoadProfile => PeriodList::Records(
+            tally(
+                meters,
+                ledger,
+                now_ms,
+                usize::from(LOAD_SLOTS),
+                |meter, local| load_slots(meter.interval_minutes, local),
+            )
+            .into_iter()
+            .map(|t| row(t, PeriodLabel::Record))
             .collect(),
         ),
     };
@@ -184,6 +208,19 @@ fn row(t: Tally, label: fn(String) -> PeriodLabel) -> PeriodCompleteness {
         missing: t.missing,
         lost: t.lost,
     }
+}
+
+/// The load-record stamps of a meter recording every `interval` minutes in the last
+/// [`LOAD_SLOTS`] 15-minute slots before `local` (the record of the current slot is not due
+/// yet), newest first, each labelled by its stamp.
+fn load_slots(interval: i64, local: LocalMinute) -> Vec<(String, LocalMinute)> {
+    let slot = LOAD_PROFILE_SLOT_MINUTES;
+    let this_slot = local.0.div_euclid(slot) * slot;
+    (1..=i64::from(LOAD_SLOTS))
+        .map(|back| LocalMinute(this_slot - back * slot))
+        .filter(|s| interval > 0 && (s.0 - s.start_of_day().0) % interval == 0)
+        .map(|s| (s.to_string(), s))
+        .collect()
 }
 
 /// `YYYY-MM` of the month before the one `stamp` falls in.

@@ -18,7 +18,7 @@ pub(super) struct Tally {
     pub lost: Vec<String>,
 }
 
-/// The figures of the last `count` periods, newest first. `periods(local_now)` gives each
+/// The figures of the last `count` periods, newest first. `periods(meter, local_now)` gives each
 /// meter's periods, newest first, as (label, the stamp of the record closing it), in the
 /// meter's local time; the `k`-th (from 1) is beyond a meter's history when `k` exceeds its
 /// `depth`. Such a period with no ledger row is lost when the gateway had collected this meter
@@ -29,7 +29,7 @@ pub(super) fn tally(
     ledger: &[LedgerEntry],
     now_ms: i64,
     count: usize,
-    periods: impl Fn(LocalMinute) -> Vec<(String, LocalMinute)>,
+    periods: impl Fn(&ExpectedMeter, LocalMinute) -> Vec<(String, LocalMinute)>,
 ) -> Vec<Tally> {
     let by_key: HashMap<(&str, &str), &LedgerEntry> = ledger
         .iter()
@@ -43,7 +43,7 @@ pub(super) fn tally(
     let mut rows: Vec<Tally> = Vec::new();
     for meter in meters {
         let local = LocalMinute(now_ms.div_euclid(60_000) + meter.offset.minutes());
-        for (k, (label, stamp)) in periods(local).into_iter().enumerate() {
+        for (k, (label, stamp)) in periods(meter, local).into_iter().enumerate() {
             let key = format!("{stamp}{}", meter.offset);
             let state = by_key
                 .get(&(meter.id.as_str(), key.as_str()))

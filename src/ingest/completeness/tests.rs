@@ -333,3 +333,60 @@ profile = "generic-modbus"
     assert_eq!(e.monthly[1].offset.minutes(), 0);
     assert_eq!(e.of(FreezeKind::Hourly).len(), 1);
 }
+
+#[test]
+fn load_records_count_per_stamp_each_meter_at_its_own_interval() {
+    let every = |id: &str, minutes: i64| ExpectedMeter {
+        interval_minutes: minutes,
+        ..ExpectedMeter::new(id, UtcOffset::CHINA, FreezeKind::LoadProfile)
+    };
+    let meters = [every("q", 15), every("h", 30)];
+    let ledger = [
+        of_kind(
+            "load_profile",
+            "q",
+            "2026-12-07T10:00+08:00",
+            LedgerState::Delivered,
+        ),
+        of_kind(
+            "load_profile",
+            "h",
+            "2026-12-07T10:00+08:00",
+            LedgerState::Delivered,
+        ),
+        of_kind(
+            "load_profile",
+            "q",
+            "2026-12-07T09:45+08:00",
+            LedgerState::Lost,
+        ),
+    ];
+    // 10:20 in China: the 10:15 slot is the current one, 10:00 the newest closed.
+    let now = parse_rfc3339("2026-12-07T02:20:00Z").unwrap();
+    let m = periods(
+        FreezeKind::LoadProfile,
+        "gw",
+        &meters,
+        &ledger,
+        now,
+        (1, 0),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(m.kind, "load_profile");
+    let rows = m.rows();
+    assert_eq!(rows.len(), usize::from(LOAD_SLOTS));
+    assert_eq!(
+        rows[0].period,
+        PeriodLabel::Record("2026-12-07T10:00".into())
+    );
+    assert_eq!((rows[0].expected, rows[0].delivered), (2, 2));
+    // 09:45 is no stamp of the 30-minute meter.
+    assert_eq!(rows[1].period.text(), "2026-12-07T09:45");
+    assert_eq!(rows[1].expected, 1);
+    assert_eq!(rows[1].lost, ["q"]);
+    assert_eq!(rows[2].expected, 2);
+    assert_eq!(rows[2].missing, ["h", "q"]);
+    let json = serde_json::to_value(&m).unwrap();
+    assert_eq!(json["records"][0]["record"], "2026-12-07T10:00");
+}

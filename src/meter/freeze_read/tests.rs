@@ -265,3 +265,88 @@ fn a_1997_meter_gives_its_two_monthly_settlements() {
     let read = FreezeRead::monthly(address(), Version::V1997, 3, stamp);
     assert!(matches!(read.finish(), FreezeOutcome::Lost(r) if r.contains("keeps 2 monthly")),);
 }
+
+fn lp(hour: u32, minute: u32) -> LocalMinute {
+    LocalMinute::from_civil(2026, 12, 7, hour, minute)
+}
+
+#[test]
+fn a_load_record_is_read_in_one_exchange_and_equals_the_meters() {
+    let meter = sim_meter_with(
+        "dlt645-three-phase",
+        "freezes = [\"load_profile\"]\nload_profile_gaps = [\"2026-12-07T08:00\"]",
+    );
+    let model = MeterModel::new(SEED, ADDR.into());
+    let read = FreezeRead::load_record(address(), lp(8, 15), lp(0, 0));
+    let (outcome, exchanges) = drive(read, &meter, now(), &[]);
+    assert_eq!(exchanges, 1);
+    let FreezeOutcome::Record {
+        stamp,
+        values,
+        frames,
+        ..
+    } = outcome
+    else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(stamp, lp(8, 15));
+    assert_eq!(frames.len(), 1);
+    let want = model.load_record(lp(8, 15)).values();
+    assert_eq!(values.len(), want.len());
+    for (v, (_, w)) in values.iter().zip(&want) {
+        assert_eq!(&*v.quantity, &*w.quantity);
+        assert_eq!(v.source.as_ref(), "dlt645:06000001");
+        assert_eq!(v.quality, crate::reading::Quality::Good);
+    }
+    assert_eq!(
+        number(&values, "energy.active.import.total"),
+        model
+            .energy(
+                "active.import",
+                0,
+                2,
+                parse_rfc3339("2026-12-07T08:15:00Z").unwrap()
+            )
+            .to_string()
+    );
+
+    // The skipped 08:00: the meter answers with 08:15, so 08:00 is lost, with why.
+    let (outcome, _) = drive(
+        FreezeRead::load_record(address(), lp(8, 0), lp(0, 0)),
+        &meter,
+        now(),
+        &[],
+    );
+    let FreezeOutcome::Lost(why) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(why.contains("did not record"), "{why}");
+    // 08:45 is not recorded yet at 08:30 (the meter says "no requested data").
+    let (outcome, _) = drive(
+        FreezeRead::load_record(address(), lp(8, 45), lp(0, 0)),
+        &meter,
+        now(),
+        &[],
+    );
+    assert_eq!(outcome, FreezeOutcome::NotYetFrozen);
+    // Older than the meter keeps: lost without asking.
+    let (outcome, exchanges) = drive(
+        FreezeRead::load_record(address(), lp(1, 0), lp(2, 0)),
+        &meter,
+        now(),
+        &[],
+    );
+    assert_eq!(exchanges, 0);
+    assert!(
+        matches!(outcome, FreezeOutcome::Lost(ref w) if w.contains("no longer")),
+        "{outcome:?}"
+    );
+    // No reply: failed, read again later.
+    let (outcome, _) = drive(
+        FreezeRead::load_record(address(), lp(8, 15), lp(0, 0)),
+        &meter,
+        now(),
+        &["06000001"],
+    );
+    assert!(matches!(outcome, FreezeOutcome::Failed(_)), "{outcome:?}");
+}

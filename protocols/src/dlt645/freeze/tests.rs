@@ -347,3 +347,26 @@ fn the_1997_settlement_blocks_decode_as_total_and_tariffs() {
         assert!(text.contains(quantity), "{di:04X}: {text}");
     }
 }
+
+#[test]
+fn load_profile_kind_is_read_by_stamp_and_not_by_n() {
+    assert_eq!(
+        FreezeKind::parse("load_profile"),
+        Some(FreezeKind::LoadProfile)
+    );
+    assert_eq!(FreezeKind::LoadProfile.stamp_di(1), None);
+    assert!(FreezeKind::LoadProfile.value_dis(1).is_empty());
+    assert_eq!(FreezeKind::LoadProfile.depth_in(Version::V1997), 0);
+    assert_eq!(
+        latest_load_record(at(2026, 12, 7, 10, 29), 15),
+        at(2026, 12, 7, 10, 15)
+    );
+    assert_eq!(
+        latest_load_record(at(2026, 12, 7, 10, 30), 30),
+        at(2026, 12, 7, 10, 30)
+    );
+    assert_eq!(
+        latest_load_record(at(2026, 12, 7, 0, 59), 60),
+        at(2026, 12, 7, 0, 0)
+    );
+}
