@@ -35,15 +35,8 @@ pub fn run(args: &ReadArgs, kind: FreezeKind, last: u8, offset: UtcOffset) -> Ex
         Ok(r) => r,
         Err((reason, code)) => return fail("read", &reason, code),
     };
-    if args.json {
-        match serde_json::to_string_pretty(&records) {
-            Ok(s) => println!("{s}"),
-            Err(e) => return fail("read", &format!("cannot print JSON: {e}"), 2),
-        }
-    } else {
-        for r in &records {
-            print!("{}", table(r));
-        }
+    if let Err(code) = print_records(&records, args.json) {
+        return code;
     }
     let incomplete = records
         .iter()
@@ -262,6 +255,22 @@ fn frame_record(hex: &str, version: Version) -> Option<(FreezeKind, u8)> {
 }
 
 /// One record as a table.
+/// Prints `records` as `meterd.freeze.v1` JSON (`json`) or as a table each; the exit code
+/// when they cannot be printed.
+pub(super) fn print_records(records: &[FreezeRecord], json: bool) -> Result<(), ExitCode> {
+    if json {
+        match serde_json::to_string_pretty(records) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return Err(fail("read", &format!("cannot print JSON: {e}"), 2)),
+        }
+    } else {
+        for r in records {
+            print!("{}", table(r));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn table(r: &FreezeRecord) -> String {
     let mut out = format!(
         "{} freeze of meter {}, frozen at {}\n",

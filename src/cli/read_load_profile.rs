@@ -17,7 +17,7 @@ use meter_protocols::dlt645::freeze::{
 use meter_protocols::dlt645::{Address, Version};
 
 use super::read::{ReadArgs, one_meter_bus, read_once};
-use super::read_freeze::{monthly_now, table};
+use super::read_freeze::{monthly_now, print_records};
 use super::{ProtocolArg, fail, runtime};
 use crate::bus::task::{Bus, BusOptions};
 use crate::config::profile::{Point, ProfileProtocol};
@@ -36,15 +36,8 @@ pub fn run(args: &ReadArgs) -> ExitCode {
         Ok(r) => r,
         Err((reason, code)) => return fail("read", &reason, code),
     };
-    if args.json {
-        match serde_json::to_string_pretty(&records) {
-            Ok(s) => println!("{s}"),
-            Err(e) => return fail("read", &format!("cannot print JSON: {e}"), 2),
-        }
-    } else {
-        for r in &records {
-            print!("{}", table(r));
-        }
+    if let Err(code) = print_records(&records, args.json) {
+        return code;
     }
     for p in &problems {
         eprintln!("meterd read: {p}");
