@@ -353,7 +353,7 @@ pub fn looks_like_echo(request: &[u8], received: &[u8]) -> bool {
 fn implausible(v: &ReadingValue, ranges: &HashMap<String, [f64; 2]>) -> bool {
     if v.quality == Quality::Bad {
         // A float that decodes to NaN or infinity: the words made no number at all.
-        return v.reason.as_deref() == Some("value is not a finite number");
+        return v.reason.as_deref() == Some(super::modbus::NOT_FINITE);
     }
     let Some(ValueData::Number(n)) = &v.value else {
         return false;

@@ -145,6 +145,39 @@ fn floats_with_swapped_words_are_found_and_the_right_order_named() {
 }
 
 #[test]
+fn a_float_that_is_no_number_with_the_words_swapped_still_names_the_word_order() {
+    // 12383.94 kWh: its low word 0x7FC0 read as the high word makes a NaN (so the value is
+    // bad, not a number), which a meter never reports; the CI run that failed saw this.
+    let energy = f32::from_bits(0x4641_7FC0);
+    let mut regs = encode(
+        RawValue::Float32(230.1),
+        ValueType::F32,
+        RegisterOrder::ABCD,
+    )
+    .unwrap();
+    regs.extend(
+        encode(
+            RawValue::Float32(energy),
+            ValueType::F32,
+            RegisterOrder::ABCD,
+        )
+        .unwrap(),
+    );
+    regs.push(5000);
+    let configured = float_meter("cdab");
+    let swapped = configured.with_words_swapped().unwrap();
+    let (a, b) = (answer(&configured, &regs), answer(&swapped, &regs));
+    let energy_as_configured = &a.values[1];
+    assert_eq!(
+        energy_as_configured.quality,
+        Quality::Bad,
+        "{energy_as_configured:?}"
+    );
+    let f = word_order_finding(&configured, &a.values, &b.values, &ranges());
+    assert_eq!(f.map(|f| f.verdict), Some(Verdict::WrongWordOrder));
+}
+
+#[test]
 fn a_meter_without_multi_register_values_has_no_word_order() {
     let d = builtin(
         "dlt645-single-phase",

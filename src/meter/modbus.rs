@@ -6,7 +6,9 @@ use meter_protocols::Decimal;
 use meter_protocols::dlt645::catalog;
 use meter_protocols::modbus::plan::{PlanOptions, PlannedRead, PointRange, PollPlan, plan};
 use meter_protocols::modbus::rtu::{self, ReadFunction};
-use meter_protocols::modbus::values::{ModbusValue, RegisterOrder, Scale, ValueType, read_value};
+use meter_protocols::modbus::values::{
+    ModbusValue, RegisterOrder, Scale, ValueError, ValueType, read_value,
+};
 use meter_protocols::quantity;
 
 use super::contract::Framing;
@@ -14,6 +16,10 @@ use super::{Step, Transaction, TxKind, bad_value};
 use crate::config::profile::{RegisterFunction, RegisterType};
 use crate::config::{MeterConfig, Profile};
 use crate::reading::{ExactNumber, Label, Quality, ReadingValue, ValueData};
+
+/// The reason of a float register's value that is NaN, an infinity or beyond what a reading
+/// can hold: the words made no number at all.
+pub const NOT_FINITE: &str = "value is not a finite number";
 
 /// One Modbus point of a meter, resolved from its profile.
 #[derive(Debug, Clone, PartialEq)]
@@ -267,9 +273,12 @@ pub(super) fn value(
                     reason: None,
                     meter_time: None,
                 },
-                None => bad("value is not a finite number"),
+                None => bad(NOT_FINITE),
             }
         }
+        // One reason for a float that is no number, however it was found: commissioning
+        // reads it as a sign of words the wrong way round.
+        Err(ValueError::NotFinite) => bad(NOT_FINITE),
         Err(e) => bad(&format!("cannot decode: {e}")),
     }
 }
