@@ -32,6 +32,23 @@ fn free_port() -> u16 {
 
 /// The simulator (its meter with `sim_extra` lines) and the daemon with the embedded broker:
 /// (simulator, daemon, broker port, data directory).
+/// A billing-core consumer `id` on `broker`, subscribed (QoS 1) to `topics`; `cap` is its
+/// request queue.
+async fn consumer(
+    broker: u16,
+    id: &str,
+    topics: &[&str],
+    cap: usize,
+) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", broker);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, events) = AsyncClient::new(opts, cap);
+    for topic in topics {
+        client.subscribe(*topic, QoS::AtLeastOnce).await.unwrap();
+    }
+    (client, events)
+}
+
 async fn start(
     sim_extra: &str,
     freezes: &str,
@@ -97,17 +114,13 @@ freezes = {freezes}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daily_and_monthly_records_are_collected_published_once_and_delivered() {
     let (sim, daemon, broker, dir) = start("", r#"["daily", "monthly"]"#).await;
-    let mut opts = MqttOptions::new("billing-core", "127.0.0.1", broker);
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut events) = AsyncClient::new(opts, 64);
-    client
-        .subscribe("meterd/gw-f/meters/+/freezes", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    client
-        .subscribe("meterd/gw-f/completeness", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let (_client, mut events) = consumer(
+        broker,
+        "billing-core",
+        &["meterd/gw-f/meters/+/freezes", "meterd/gw-f/completeness"],
+        64,
+    )
+    .await;
     let mut got: BTreeMap<String, (FreezeRecord, String)> = BTreeMap::new();
     let mut completeness: Option<serde_json::Value> = None;
     let delivered_3 = |c: &Option<serde_json::Value>| {
@@ -199,12 +212,8 @@ async fn daily_and_monthly_records_are_collected_published_once_and_delivered() 
     }
 
     // Retained: a consumer that subscribes later gets it at once.
-    let mut opts = MqttOptions::new("late-consumer", "127.0.0.1", broker);
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (late, mut late_events) = AsyncClient::new(opts, 8);
-    late.subscribe("meterd/gw-f/completeness", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let (_late, mut late_events) =
+        consumer(broker, "late-consumer", &["meterd/gw-f/completeness"], 8).await;
     let retained = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if let Ok(Event::Incoming(Packet::Publish(p))) = late_events.poll().await {
@@ -360,17 +369,13 @@ async fn daemon_status(daemon: &Daemon) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monthly_and_hourly_completeness_are_published_on_their_own_topics() {
     let (sim, daemon, broker, _dir) = start("", r#"["monthly", "hourly"]"#).await;
-    let mut opts = MqttOptions::new("billing-core-mh", "127.0.0.1", broker);
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut events) = AsyncClient::new(opts, 64);
-    client
-        .subscribe("meterd/gw-f/completeness/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    client
-        .subscribe("meterd/gw-f/completeness", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let (_client, mut events) = consumer(
+        broker,
+        "billing-core-mh",
+        &["meterd/gw-f/completeness/#", "meterd/gw-f/completeness"],
+        64,
+    )
+    .await;
     let mut latest: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     let done = |l: &BTreeMap<String, serde_json::Value>| {
         let delivered = |topic: &str, key: &str, n: usize| {
@@ -514,13 +519,13 @@ async fn monthly_and_hourly_completeness_are_published_on_their_own_topics() {
 async fn a_1997_meter_gives_its_two_monthly_settlements() {
     let (sim, daemon, broker, dir) =
         start_meter("dlt645-1997", "dlt645-1997-basic", "", r#"["monthly"]"#).await;
-    let mut opts = MqttOptions::new("billing-core-97", "127.0.0.1", broker);
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut events) = AsyncClient::new(opts, 64);
-    client
-        .subscribe("meterd/gw-f/meters/+/freezes", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let (_client, mut events) = consumer(
+        broker,
+        "billing-core-97",
+        &["meterd/gw-f/meters/+/freezes"],
+        64,
+    )
+    .await;
     let mut got: BTreeMap<String, (FreezeRecord, String)> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while got.len() < 2 && tokio::time::Instant::now() < deadline {
@@ -669,17 +674,16 @@ async fn load_records_are_collected_back_filled_and_equal_the_meters() {
         r#"["load_profile"]"#,
     )
     .await;
-    let mut opts = MqttOptions::new("billing-core-lp", "127.0.0.1", broker);
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut events) = AsyncClient::new(opts, 64);
-    client
-        .subscribe("meterd/gw-f/meters/+/freezes", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    client
-        .subscribe("meterd/gw-f/completeness/load_profile", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let (_client, mut events) = consumer(
+        broker,
+        "billing-core-lp",
+        &[
+            "meterd/gw-f/meters/+/freezes",
+            "meterd/gw-f/completeness/load_profile",
+        ],
+        64,
+    )
+    .await;
     let mut got: BTreeMap<String, (FreezeRecord, String)> = BTreeMap::new();
     let mut completeness: Option<serde_json::Value> = None;
     let gap_lost = |c: &Option<serde_json::Value>| {
