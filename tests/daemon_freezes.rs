@@ -30,8 +30,6 @@ fn free_port() -> u16 {
         .unwrap()
 }
 
-/// The simulator (its meter with `sim_extra` lines) and the daemon with the embedded broker:
-/// (simulator, daemon, broker port, data directory).
 /// A billing-core consumer `id` on `broker`, subscribed (QoS 1) to `topics`; `cap` is its
 /// request queue.
 async fn consumer(
@@ -49,6 +47,8 @@ async fn consumer(
     (client, events)
 }
 
+/// The simulator (its meter with `sim_extra` lines) and the daemon with the embedded broker:
+/// (simulator, daemon, broker port, data directory).
 async fn start(
     sim_extra: &str,
     freezes: &str,
